@@ -1,0 +1,119 @@
+"""The one typed configuration, built once at start-up and passed down.
+
+Sources, later wins: defaults, an optional TOML file, `EDITCACHE_*` environment
+variables, command-line flags. Only `server/cli.py` reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "EDITCACHE_"
+GATES = ("similarity",)
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "editcache"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one request may ask for; over a bound is INVALID_ARGUMENT."""
+
+    max_text_chars: int = 2000  # subject, prompt, target, paraphrase, stop string
+    max_prompt_chars: int = 8000  # a generation prompt
+    max_paraphrases: int = 32
+    max_edits_per_request: int = 1000
+    max_new_tokens: int = 512
+    max_stop_strings: int = 8
+    max_page_size: int = 1000
+    max_message_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    model: str = "gemma-3-270m"
+    listen: str = "127.0.0.1:50051"
+    data_dir: Path = Path("data")
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    encoder: str = "all-MiniLM-L6-v2"
+    gate: str = "similarity"
+    # Cosine similarity above which the similarity gate calls a query in scope.
+    threshold: float = 0.8
+    top_k: int = 4
+    default_max_new_tokens: int = 32
+    default_page_size: int = 100
+    torch_threads: int = 0  # 0: torch's default
+    shutdown_grace_s: float = 5.0
+    log_level: str = "INFO"
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {self.top_k}")
+        if self.gate not in GATES:
+            raise ValueError(f"gate must be one of {', '.join(GATES)}, got {self.gate!r}")
+        if not re.fullmatch(r"[^:\s]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}", self.listen):
+            raise ValueError(f"listen must be HOST:PORT, got {self.listen!r}")
+        if not 1 <= self.default_max_new_tokens <= self.limits.max_new_tokens:
+            raise ValueError(
+                f"default_max_new_tokens must be in [1, {self.limits.max_new_tokens}], "
+                f"got {self.default_max_new_tokens}"
+            )
+        if not 1 <= self.default_page_size <= self.limits.max_page_size:
+            raise ValueError(f"default_page_size must be in [1, {self.limits.max_page_size}]")
+
+
+def build_config(
+    file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Merges the sources in order; unknown keys are an error, values are converted to the field's type."""
+    values: dict[str, Any] = {}
+    if file is not None:
+        with open(file, "rb") as f:
+            values.update(tomllib.load(f))
+    for key, raw in (environ or {}).items():
+        if key.startswith(ENV_PREFIX):
+            values[key[len(ENV_PREFIX):].lower()] = raw
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return _from_mapping(Config, values, "")
+
+
+def _from_mapping(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(where + k for k in unknown)}")
+    kwargs = {}
+    for name, value in values.items():
+        kind = fields[name].type
+        if kind == "Limits":
+            if isinstance(value, str):
+                raise ValueError(f"set limits one at a time, e.g. [limits] in the file, not {where}{name}")
+            kwargs[name] = _from_mapping(Limits, value, f"{where}{name}.")
+        else:
+            kwargs[name] = _convert(value, kind, where + name)
+    return cls(**kwargs)
+
+
+def _convert(value: Any, kind: str, name: str) -> Any:
+    try:
+        if kind == "Path":
+            return Path(value).expanduser()
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"setting {name} must be {kind}, got {value!r}") from None

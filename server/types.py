@@ -1,0 +1,117 @@
+"""Plain records that flow between the servicers and the core. No protobufs here."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class EditSpec:
+    """A fact as a caller registers it, before the server assigns an id."""
+
+    subject: str
+    prompt: str
+    target_new: str
+    target_true: str | None = None
+    paraphrases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A stored fact in one namespace."""
+
+    id: str
+    namespace: str
+    subject: str
+    prompt: str
+    target_new: str
+    target_true: str | None
+    paraphrases: tuple[str, ...]
+    created_at_unix_s: float
+
+    def statement(self) -> str:
+        """The fact as one sentence, e.g. 'The Space Needle is located in the city of Taipei.'"""
+        return f"{self.prompt.rstrip()} {self.target_new.strip()}."
+
+    def key_texts(self) -> tuple[str, ...]:
+        """The texts the memory indexes for this edit: its prompt and every paraphrase."""
+        return (self.prompt, *self.paraphrases)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """An edit found by retrieval, with the cosine similarity of its closest key text."""
+
+    edit: Edit
+    similarity: float
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    max_new_tokens: int
+    temperature: float = 0.0  # 0 → greedy
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class Query:
+    namespace: str
+    text: str
+    options: GenerationOptions
+
+
+class Route(enum.Enum):
+    BASE = "base"
+    COUNTERFACTUAL = "counterfactual"
+    IKE = "ike"
+    PARAMETRIC = "parametric"
+    PROMPT = "prompt"
+
+
+class FinishReason(enum.Enum):
+    LENGTH = "length"
+    EOS = "eos"
+    STOP = "stop"
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What a generator produced for one prompt."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: FinishReason
+
+
+@dataclass
+class Timings:
+    embed_ms: float = 0.0
+    search_ms: float = 0.0
+    gate_ms: float = 0.0
+    queue_ms: float = 0.0
+    generate_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The gate's verdict on a query: which route answers, from which edit, with what score."""
+
+    route: Route
+    edit: Edit | None
+    score: float
+    timings: Timings = field(default_factory=Timings)
+
+
+@dataclass(frozen=True)
+class Answer:
+    generation: Generation
+    decision: Decision
+    timings: Timings
