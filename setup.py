@@ -1,9 +1,11 @@
-"""Generates the gRPC stubs from proto/ whenever the package is built (editable or not)."""
+"""Generates the gRPC stubs from proto/ on every build of the package (editable or not).
+
+They are generated before setup() so that package discovery finds `editcache.v1`.
+"""
 
 from pathlib import Path
 
 from setuptools import setup
-from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
 
@@ -17,14 +19,11 @@ def generate_stubs() -> None:
             f"--pyi_out={ROOT}", f"--grpc_python_out={ROOT}", *protos]
     if protoc.main(args) != 0:
         raise RuntimeError(f"protoc failed on {protos}")
-    for package in {ROOT / Path(p).parent for p in protos} | {ROOT / Path(protos[0]).parts[0]}:
-        (package / "__init__.py").touch()
+    for proto in protos:  # make every generated folder a package
+        for package in Path(proto).parents:
+            if package != Path("."):
+                (ROOT / package / "__init__.py").touch()
 
 
-class BuildPyWithStubs(build_py):
-    def run(self) -> None:
-        generate_stubs()
-        super().run()
-
-
-setup(cmdclass={"build_py": BuildPyWithStubs})
+generate_stubs()
+setup()

@@ -1,0 +1,47 @@
+"""Python client for the editcache server, and the `editctl` command (client/editctl.py).
+
+Depends only on grpc and the generated editcache.v1 stubs: importing it never
+loads torch, transformers, faiss or the server.
+"""
+
+from client.client import (
+    EditcacheClient,
+    EditInput,
+    EditPage,
+    EditRecord,
+    GenerationResult,
+    GenerationStream,
+)
+from client.errors import (
+    DeadlineExceeded,
+    EditcacheError,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    map_rpc_errors,
+)
+
+__all__ = [
+    "DeadlineExceeded",
+    "EditInput",
+    "EditPage",
+    "EditRecord",
+    "EditcacheClient",
+    "EditcacheError",
+    "FailedPrecondition",
+    "GenerationResult",
+    "GenerationStream",
+    "Internal",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "Unauthenticated",
+    "Unavailable",
+    "map_rpc_errors",
+]

@@ -42,6 +42,8 @@ class Memory(Protocol):
         """The k edits of the namespace whose key texts are closest to the (dim,) query vector."""
         ...
 
+    def close(self) -> None: ...
+
 
 class Gate(Protocol):
     def scores(self, query: str, hits: Sequence[Hit]) -> list[float]:

@@ -1,0 +1,408 @@
+"""EditcacheClient: a typed, synchronous client for the editcache.v1 API.
+
+Callers see plain frozen dataclasses, never protobuf messages, and
+`client.errors` exceptions, never a bare `grpc.RpcError`.
+
+    with EditcacheClient("127.0.0.1:50051", namespace="demo") as ec:
+        ec.wait_ready(timeout_s=60)
+        edit = ec.add_edit("Space Needle", "The Space Needle is located in the city of", "Taipei")
+        answer = ec.generate("Where is the Space Needle?", max_new_tokens=8)
+        print(answer.text, answer.route, answer.edit_id == edit.id)
+
+        stream = ec.stream("The Space Needle is in")
+        for delta in stream:
+            print(delta, end="", flush=True)
+        print(stream.result.route)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from client.errors import DeadlineExceeded, Internal, Unavailable, map_rpc_errors
+from editcache.v1 import editcache_pb2 as pb
+from editcache.v1 import editcache_pb2_grpc as pb_grpc
+
+DEFAULT_ADDR = "127.0.0.1:50051"
+DEFAULT_NAMESPACE = "default"
+
+# ROUTE_COUNTERFACTUAL -> "counterfactual"; built from the enum so new routes need no change here.
+_ROUTE_NAMES: dict[int, str] = {v: n.removeprefix("ROUTE_").lower() for n, v in pb.Route.items()}
+_FINISH_NAMES: dict[int, str] = {
+    v: n.removeprefix("FINISH_REASON_").lower() for n, v in pb.FinishReason.items()
+}
+_TIMING_FIELDS = ("embed", "search", "gate", "queue", "generate", "total")
+
+
+@dataclass(frozen=True)
+class EditInput:
+    """A fact to register: an edit without the server-set fields."""
+
+    subject: str
+    prompt: str
+    target_new: str
+    target_true: str | None = None
+    paraphrases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.paraphrases, str):
+            raise TypeError("paraphrases must be a sequence of strings, not one string")
+        object.__setattr__(self, "paraphrases", tuple(self.paraphrases))
+
+
+@dataclass(frozen=True)
+class EditRecord:
+    """A stored edit, as the server returned it."""
+
+    id: str
+    namespace: str
+    subject: str
+    prompt: str
+    target_new: str
+    target_true: str | None
+    paraphrases: tuple[str, ...]
+    created_at_unix_s: float
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """An answer and why it was given.
+
+    `route` is "base", "counterfactual", "ike", "parametric" or "prompt";
+    `edit_id` is None on the base route; `timings_ms` has the keys embed,
+    search, gate, queue, generate and total; `finish_reason` is "length",
+    "eos" or "stop".
+    """
+
+    text: str
+    route: str
+    edit_id: str | None
+    gate_score: float
+    timings_ms: dict[str, float]
+    token_ids: tuple[int, ...]
+    finish_reason: str
+
+
+@dataclass(frozen=True)
+class EditPage:
+    """One page of a namespace's edits, oldest first."""
+
+    edits: tuple[EditRecord, ...]
+    next_page_token: str  # empty on the last page
+    total: int  # edits in the namespace
+
+
+class GenerationStream:
+    """Text deltas of a streamed answer; `.result` is set once iteration ends.
+
+    Iterate it once. Leaving the loop early (or leaving a `with` block)
+    cancels the RPC; `.result` then stays None.
+    """
+
+    def __init__(self, call: Any) -> None:
+        self._call = call  # the grpc response iterator, also a grpc.Call
+        self._started = False
+        self.result: GenerationResult | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        if self._started:
+            raise RuntimeError("a GenerationStream can be iterated only once")
+        self._started = True
+        try:
+            with map_rpc_errors():
+                for message in self._call:
+                    if message.text_delta:
+                        yield message.text_delta
+                    if message.HasField("final"):
+                        self.result = _generation_result(message.final)
+        finally:
+            if self.result is None:
+                self._call.cancel()
+        if self.result is None:
+            raise Internal("the server closed the stream without a final response")
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+    def __enter__(self) -> GenerationStream:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.result is None:
+            self._call.cancel()
+
+
+class EditcacheClient:
+    """A connection to one editcache server, acting in one namespace by default.
+
+    Every method takes an optional `namespace=` that overrides the client's
+    for that call. `timeout_s` is the deadline of each call (None: no deadline).
+    """
+
+    def __init__(
+        self,
+        addr: str = DEFAULT_ADDR,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        token: str | None = None,
+        timeout_s: float | None = 120.0,
+    ) -> None:
+        self._addr = addr
+        self._namespace = namespace
+        self._timeout_s = timeout_s
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        self._channel = grpc.insecure_channel(addr)
+        self._edits = pb_grpc.EditServiceStub(self._channel)
+        self._inference = pb_grpc.InferenceServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    @property
+    def addr(self) -> str:
+        return self._addr
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    # --- edits -----------------------------------------------------------
+
+    def add_edits(self, specs: Sequence[EditInput], *, namespace: str | None = None) -> list[EditRecord]:
+        """Store the edits, all or none; returns them in request order."""
+        request = pb.AddEditsRequest(namespace=self._ns(namespace), edits=[_edit_spec(s) for s in specs])
+        with map_rpc_errors():
+            response = self._edits.AddEdits(request, **self._call_kwargs())
+        return [_edit_record(e) for e in response.edits]
+
+    def add_edit(
+        self,
+        subject: str,
+        prompt: str,
+        target_new: str,
+        *,
+        target_true: str | None = None,
+        paraphrases: Sequence[str] = (),
+        namespace: str | None = None,
+    ) -> EditRecord:
+        spec = EditInput(subject, prompt, target_new, target_true, tuple(paraphrases))
+        (record,) = self.add_edits([spec], namespace=namespace)
+        return record
+
+    def get_edit(self, id: str, *, namespace: str | None = None) -> EditRecord:
+        request = pb.GetEditRequest(namespace=self._ns(namespace), id=id)
+        with map_rpc_errors():
+            response = self._edits.GetEdit(request, **self._call_kwargs())
+        return _edit_record(response.edit)
+
+    def list_edits(
+        self, page_size: int = 0, page_token: str = "", *, namespace: str | None = None
+    ) -> EditPage:
+        """One page of edits; `page_size` 0 means the server's default."""
+        request = pb.ListEditsRequest(
+            namespace=self._ns(namespace), page_size=page_size, page_token=page_token
+        )
+        with map_rpc_errors():
+            response = self._edits.ListEdits(request, **self._call_kwargs())
+        return EditPage(
+            edits=tuple(_edit_record(e) for e in response.edits),
+            next_page_token=response.next_page_token,
+            total=response.total,
+        )
+
+    def iter_edits(self, page_size: int = 0, *, namespace: str | None = None) -> Iterator[EditRecord]:
+        """Every edit in the namespace, oldest first, fetching pages as needed."""
+        token = ""
+        while True:
+            page = self.list_edits(page_size, token, namespace=namespace)
+            yield from page.edits
+            token = page.next_page_token
+            if not token:
+                return
+
+    def delete_edit(self, id: str, *, namespace: str | None = None) -> EditRecord:
+        """Delete an edit; returns it as it was before deletion."""
+        request = pb.DeleteEditRequest(namespace=self._ns(namespace), id=id)
+        with map_rpc_errors():
+            response = self._edits.DeleteEdit(request, **self._call_kwargs())
+        return _edit_record(response.edit)
+
+    # --- inference -------------------------------------------------------
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 0,
+        temperature: float = 0.0,
+        top_p: float = 0.0,
+        stop: Iterable[str] = (),
+        seed: int | None = None,
+        namespace: str | None = None,
+    ) -> GenerationResult:
+        """Answer a prompt through the gate. Zero options mean the server's defaults (greedy)."""
+        request = pb.GenerateRequest(
+            namespace=self._ns(namespace),
+            prompt=prompt,
+            options=_options(max_new_tokens, temperature, top_p, stop, seed),
+        )
+        with map_rpc_errors():
+            response = self._inference.Generate(request, **self._call_kwargs())
+        return _generation_result(response)
+
+    def stream(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 0,
+        temperature: float = 0.0,
+        top_p: float = 0.0,
+        stop: Iterable[str] = (),
+        seed: int | None = None,
+        namespace: str | None = None,
+    ) -> GenerationStream:
+        """Like `generate`, but iterate the result for text deltas as they arrive."""
+        request = pb.GenerateRequest(
+            namespace=self._ns(namespace),
+            prompt=prompt,
+            options=_options(max_new_tokens, temperature, top_p, stop, seed),
+        )
+        with map_rpc_errors():
+            call = self._inference.GenerateStream(request, **self._call_kwargs())
+        return GenerationStream(call)
+
+    # --- health ----------------------------------------------------------
+
+    def health(self, service: str = "") -> str:
+        """The server's grpc.health.v1 status name: "SERVING", "NOT_SERVING", ..."""
+        return self._check_health(service, self._timeout_s)
+
+    def wait_ready(self, timeout_s: float = 30.0, *, service: str = "") -> None:
+        """Poll health until SERVING; raises DeadlineExceeded after `timeout_s` seconds.
+
+        UNAVAILABLE (not listening yet) and NOT_SERVING are retried; any other
+        error, such as UNAUTHENTICATED, is raised at once.
+        """
+        deadline = time.monotonic() + timeout_s
+        delay_s = 0.05
+        last = "no answer"
+        while True:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise DeadlineExceeded(
+                    f"server at {self._addr} not SERVING after {timeout_s:g} s (last: {last})"
+                )
+            try:
+                last = self._check_health(service, min(remaining_s, 5.0))
+                if last == "SERVING":
+                    return
+            except (Unavailable, DeadlineExceeded) as exc:
+                last = str(exc)
+            time.sleep(min(delay_s, max(deadline - time.monotonic(), 0.0)))
+            delay_s = min(delay_s * 2, 1.0)
+
+    # --- lifetime --------------------------------------------------------
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> EditcacheClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EditcacheClient({self._addr!r}, namespace={self._namespace!r})"
+
+    # --- helpers ---------------------------------------------------------
+
+    def _ns(self, namespace: str | None) -> str:
+        return self._namespace if namespace is None else namespace
+
+    def _call_kwargs(self, timeout_s: float | None = None) -> dict[str, Any]:
+        return {
+            "timeout": self._timeout_s if timeout_s is None else timeout_s,
+            "metadata": self._metadata or None,
+        }
+
+    def _check_health(self, service: str, timeout_s: float | None) -> str:
+        with map_rpc_errors():
+            response = self._health.Check(
+                health_pb2.HealthCheckRequest(service=service), **self._call_kwargs(timeout_s)
+            )
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+
+# --- conversions at the edge ---------------------------------------------
+
+
+def _edit_spec(spec: EditInput) -> pb.EditSpec:
+    message = pb.EditSpec(
+        subject=spec.subject,
+        prompt=spec.prompt,
+        target_new=spec.target_new,
+        paraphrases=list(spec.paraphrases),
+    )
+    if spec.target_true is not None:
+        message.target_true = spec.target_true
+    return message
+
+
+def _edit_record(edit: pb.Edit) -> EditRecord:
+    return EditRecord(
+        id=edit.id,
+        namespace=edit.namespace,
+        subject=edit.subject,
+        prompt=edit.prompt,
+        target_new=edit.target_new,
+        target_true=edit.target_true if edit.HasField("target_true") else None,
+        paraphrases=tuple(edit.paraphrases),
+        created_at_unix_s=edit.created_at_unix_s,
+    )
+
+
+def _options(
+    max_new_tokens: int, temperature: float, top_p: float, stop: Iterable[str], seed: int | None
+) -> pb.GenerationOptions:
+    if isinstance(stop, str):
+        raise TypeError("stop must be a sequence of strings, not one string")
+    options = pb.GenerationOptions(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=list(stop)
+    )
+    if seed is not None:
+        options.seed = seed
+    return options
+
+
+def _generation_result(response: pb.GenerateResponse) -> GenerationResult:
+    return GenerationResult(
+        text=response.text,
+        route=_ROUTE_NAMES.get(response.route, "unspecified"),
+        edit_id=response.edit_id or None,
+        gate_score=response.gate_score,
+        timings_ms={name: getattr(response.timings, f"{name}_ms") for name in _TIMING_FIELDS},
+        token_ids=tuple(response.token_ids),
+        finish_reason=_FINISH_NAMES.get(response.finish_reason, "unspecified"),
+    )
+
+
+__all__ = [
+    "DEFAULT_ADDR",
+    "DEFAULT_NAMESPACE",
+    "EditInput",
+    "EditPage",
+    "EditRecord",
+    "EditcacheClient",
+    "GenerationResult",
+    "GenerationStream",
+]

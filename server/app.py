@@ -1,0 +1,104 @@
+"""Wiring: build the parts, serve gRPC, stop cleanly. The only module that picks concrete classes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from editcache.v1 import editcache_pb2 as pb
+from editcache.v1 import editcache_pb2_grpc as pb_grpc
+from server.config import Config
+from server.engine import Engine, EngineHolder
+from server.gate import SimilarityGate
+from server.generators.base import BaseGenerator
+from server.generators.decoding import CausalLM
+from server.generators.prompted import PromptedGenerator
+from server.memory.edit_memory import EditMemory
+from server.memory.embed import SentenceEncoder
+from server.models.load import load_model
+from server.router import Router
+from server.servicers.edits import EditServicer
+from server.servicers.inference import InferenceServicer
+from server.worker import ModelWorker
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name for name in ("EditService", "InferenceService"))
+
+
+def build_engine(config: Config) -> Engine:
+    """Loads the encoder, the edit memory and the model (minutes on a first run, seconds after)."""
+    encoder = SentenceEncoder(config.encoder)
+    memory = EditMemory(config.data_dir, encoder, config.encoder)
+    loaded = load_model(config.model, config.cache_dir, config.torch_threads)
+    lm = CausalLM(loaded.model, loaded.tokenizer)
+    router = Router(
+        embedder=encoder, memory=memory, gate=SimilarityGate(),
+        base=BaseGenerator(lm), in_scope=PromptedGenerator(lm),
+        threshold=config.threshold, top_k=config.top_k,
+    )
+    return Engine(config, memory, router, ModelWorker(), ThreadPoolExecutor(2, thread_name_prefix="io"))
+
+
+async def serve(config: Config, on_bound: Callable[[int], None] | None = None) -> None:
+    """Binds first (health NOT_SERVING, RPCs UNAVAILABLE), loads, then serves until SIGINT/SIGTERM."""
+    limits = config.limits
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", limits.max_message_bytes),
+    ])
+    holder = EngineHolder()
+    health = HealthServicer()
+    pb_grpc.add_EditServiceServicer_to_server(EditServicer(holder), server)
+    pb_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(holder), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, "grpc.health.v1.Health"), server)
+    for name in ("", *SERVICE_NAMES):
+        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    port = server.add_insecure_port(config.listen)
+    if port == 0:
+        raise OSError(f"could not bind {config.listen}")
+    await server.start()
+    host = config.listen.rsplit(":", 1)[0]
+    log.info("listening on %s:%d (loading the model; RPCs answer UNAVAILABLE until ready)", host, port)
+    if on_bound is not None:
+        on_bound(port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    loading = loop.run_in_executor(None, build_engine, config)
+    await asyncio.wait({loading, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    engine = loading.result() if loading.done() else None  # a load failure raises here and ends the process
+    if engine is not None:
+        holder.set(engine)
+        for name in ("", *SERVICE_NAMES):
+            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("ready on %s:%d", host, port)
+        await stop.wait()
+
+    log.info("shutting down: draining for up to %.0f s", config.shutdown_grace_s)
+    await health.enter_graceful_shutdown()
+    await server.stop(config.shutdown_grace_s)
+    if engine is not None:
+        engine.worker.shutdown()
+        engine.io.shutdown(wait=True)
+        engine.memory.close()
+    log.info("stopped")
+
+
+def run(config: Config) -> None:
+    log.info("configuration: %s", {k: str(v) for k, v in asdict(config).items()})
+    asyncio.run(serve(config))

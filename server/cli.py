@@ -1,0 +1,54 @@
+"""editcache-server: flags → Config → app.run(config)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="editcache-server",
+        description="Serve a base model behind a gated edit memory over gRPC. "
+        "Settings come from defaults, --config FILE (TOML), EDITCACHE_* variables, then these flags.",
+    )
+    parser.add_argument("--config", type=Path, help="TOML file of settings (keys as in server/config.py)")
+    parser.add_argument("--model", help="gemma-3-270m (default), smollm2-135m-instruct, a model folder or a .gguf file")
+    parser.add_argument("--listen", help="HOST:PORT to bind (default 127.0.0.1:50051; port 0 picks a free one)")
+    parser.add_argument("--data-dir", type=Path, help="where the edit store and index live (default ./data)")
+    parser.add_argument("--cache-dir", type=Path, help="converted-model cache (default ~/.cache/editcache)")
+    parser.add_argument("--encoder", help="sentence encoder: all-MiniLM-L6-v2 (default) or a local folder")
+    parser.add_argument("--gate", help="scope gate: similarity (default)")
+    parser.add_argument("--threshold", type=float, help="gate score at or above which a query is in scope")
+    parser.add_argument("--top-k", type=int, help="edits retrieved per query before gating")
+    parser.add_argument("--torch-threads", type=int, help="intra-op threads for torch (0: torch's default)")
+    parser.add_argument("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if k != "config"}
+    logging.basicConfig(
+        level=(args.log_level or os.environ.get("EDITCACHE_LOG_LEVEL") or "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Heavy imports after logging is set up, so their failures are logged.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs its CPU probing at INFO
+    from server.app import run
+    from server.config import build_config
+
+    try:
+        config = build_config(args.config, os.environ, overrides)
+    except (ValueError, OSError) as exc:
+        print(f"editcache-server: {exc}", file=sys.stderr)
+        return 2
+    run(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Text generation with a Hugging Face causal LM: one decoding path for every generator.
+
+Streams text as it is produced, stops on stop strings or when the caller goes away,
+and reports the token ids, so routes can be compared token for token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria
+from transformers.generation.streamers import BaseStreamer
+
+from server.interfaces import StopCheck, TextSink
+from server.types import FinishReason, Generation, GenerationOptions
+
+
+@dataclass(frozen=True)
+class CausalLM:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+
+    def decode(
+        self,
+        prompt: str,
+        options: GenerationOptions,
+        on_text: TextSink | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> Generation:
+        """Continues `prompt` under `options`; greedy decoding is deterministic."""
+        inputs = self.tokenizer(prompt, return_tensors="pt").to(self.model.device)
+        tracker = _TextTracker(self.tokenizer, options.stop, on_text, should_stop)
+        if options.seed is not None:
+            torch.manual_seed(options.seed)  # the model worker is the only thread that samples
+        with torch.inference_mode():
+            output = self.model.generate(
+                **inputs,
+                generation_config=self._generation_config(options),
+                streamer=tracker,
+                stopping_criteria=[tracker],
+            )  # (1, prompt + new)
+        new_ids = tuple(int(t) for t in output[0, inputs["input_ids"].shape[1]:])
+        return Generation(tracker.final_text(), new_ids, tracker.finish_reason(new_ids, self._eos_ids()))
+
+    def _generation_config(self, options: GenerationOptions) -> GenerationConfig:
+        base = self.model.generation_config
+        sampling = {} if options.greedy else {"temperature": options.temperature, "top_p": options.top_p, "top_k": 0}
+        return GenerationConfig(
+            max_new_tokens=options.max_new_tokens,
+            do_sample=not options.greedy,
+            bos_token_id=base.bos_token_id,
+            eos_token_id=base.eos_token_id,
+            pad_token_id=base.pad_token_id if base.pad_token_id is not None else self.tokenizer.pad_token_id,
+            **sampling,
+        )
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        return set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
+
+
+class _TextTracker(BaseStreamer, StoppingCriteria):
+    """Decodes new tokens as they come: streams text deltas and stops on stop strings or cancellation."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        stop: tuple[str, ...],
+        on_text: TextSink | None,
+        should_stop: StopCheck | None,
+    ) -> None:
+        self._tokenizer = tokenizer
+        self._stop = stop
+        self._on_text = on_text
+        self._should_stop = should_stop
+        self._ids: list[int] = []
+        self._seen_prompt = False
+        self._text = ""
+        self._sent = 0  # characters already passed to on_text
+
+    # BaseStreamer: generate() first puts the prompt, then each new token.
+    def put(self, value: torch.Tensor) -> None:
+        if not self._seen_prompt:
+            self._seen_prompt = True
+            return
+        self._ids.extend(int(t) for t in value.reshape(-1))
+        self._text = self._tokenizer.decode(self._ids, skip_special_tokens=True)
+        self._emit(self._streamable_text())
+
+    def end(self) -> None:
+        self._emit(self.final_text())
+
+    # StoppingCriteria
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        done = self._cut_at_stop() is not None or (self._should_stop is not None and self._should_stop())
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+    def final_text(self) -> str:
+        cut = self._cut_at_stop()
+        return self._text if cut is None else self._text[:cut]
+
+    def finish_reason(self, new_ids: tuple[int, ...], eos_ids: set[int]) -> FinishReason:
+        if self._cut_at_stop() is not None:
+            return FinishReason.STOP
+        if new_ids and new_ids[-1] in eos_ids:
+            return FinishReason.EOS
+        return FinishReason.LENGTH
+
+    def _cut_at_stop(self) -> int | None:
+        """The end of the earliest stop string in the text, if any."""
+        ends = [i + len(s) for s in self._stop if (i := self._text.find(s)) >= 0]
+        return min(ends) if ends else None
+
+    def _streamable_text(self) -> str:
+        """The text so far, less a partial UTF-8 character and a tail that may yet become a stop string."""
+        text = self.final_text().rstrip("\ufffd")
+        if self._stop and self._cut_at_stop() is None:
+            hold = max(len(s) for s in self._stop) - 1
+            text = text[: max(self._sent, len(text) - hold)]
+        return text
+
+    def _emit(self, text: str) -> None:
+        if self._on_text is not None and len(text) > self._sent:
+            self._on_text(text[self._sent:])
+            self._sent = len(text)

@@ -1,0 +1,89 @@
+"""FAISS indexes of edit key vectors, one per namespace, rebuilt from the store when stale.
+
+Cosine similarity = inner product of unit vectors. Ids are the store's key ids, so a
+delete removes exactly that edit's vectors. The files on disk are a start-up shortcut:
+they are used only when they record the store generation they reflect.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+class NamespaceIndex:
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._by_namespace: dict[str, faiss.IndexIDMap2] = {}
+
+    def add(self, namespace: str, key_ids: np.ndarray, vectors: np.ndarray) -> None:
+        """key_ids (n,) int64; vectors (n, dim) float32 unit rows."""
+        index = self._by_namespace.get(namespace)
+        if index is None:
+            index = self._by_namespace[namespace] = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(key_ids, dtype=np.int64))
+
+    def remove(self, namespace: str, key_ids: Iterable[int]) -> None:
+        index = self._by_namespace.get(namespace)
+        if index is not None:
+            index.remove_ids(np.asarray(list(key_ids), dtype=np.int64))
+
+    def search(self, namespace: str, vector: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The n nearest key ids (n,) and their cosine similarities (n,) for a (dim,) query."""
+        index = self._by_namespace.get(namespace)
+        if index is None or index.ntotal == 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        sims, ids = index.search(vector.reshape(1, -1).astype(np.float32), min(n, index.ntotal))
+        keep = ids[0] >= 0
+        return ids[0][keep], sims[0][keep]
+
+    def size(self, namespace: str | None = None) -> int:
+        if namespace is not None:
+            index = self._by_namespace.get(namespace)
+            return 0 if index is None else int(index.ntotal)
+        return sum(int(i.ntotal) for i in self._by_namespace.values())
+
+    def save(self, directory: Path, generation: int) -> None:
+        """Writes every namespace's index, then a manifest naming the store generation (atomic rename)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for i, (namespace, index) in enumerate(sorted(self._by_namespace.items())):
+            name = f"ns{i:06d}.faiss"
+            faiss.write_index(index, str(directory / (name + ".tmp")))
+            os.replace(directory / (name + ".tmp"), directory / name)
+            files[namespace] = name
+        manifest = {"generation": generation, "dim": self.dim, "namespaces": files}
+        (directory / (MANIFEST + ".tmp")).write_text(json.dumps(manifest))
+        os.replace(directory / (MANIFEST + ".tmp"), directory / MANIFEST)
+
+    @classmethod
+    def load(cls, directory: Path, dim: int, generation: int) -> NamespaceIndex | None:
+        """The saved index if it reflects this store generation; None if missing, stale or unreadable."""
+        try:
+            manifest = json.loads((directory / MANIFEST).read_text())
+            if manifest["generation"] != generation or manifest["dim"] != dim:
+                log.info("index files at %s are stale (generation %s, store at %s)",
+                         directory, manifest["generation"], generation)
+                return None
+            index = cls(dim)
+            for namespace, name in manifest["namespaces"].items():
+                loaded = faiss.read_index(str(directory / name))
+                if not isinstance(loaded, faiss.IndexIDMap2) or loaded.d != dim:
+                    raise ValueError(f"{name} is not an id-mapped index of dimension {dim}")
+                index._by_namespace[namespace] = loaded
+            return index
+        except FileNotFoundError:
+            log.info("no index files at %s", directory)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # faiss raises RuntimeError on bad files
+            log.warning("index files at %s are unreadable (%s)", directory, exc)
+        return None

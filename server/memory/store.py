@@ -1,0 +1,227 @@
+"""The durable edit log: SQLite in WAL mode, each write committed before it returns.
+
+Every edit is stored with the embeddings of its key texts, so the FAISS index can
+always be rebuilt from the store alone, without the encoder.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from server.errors import EditNotFound
+from server.types import Edit, EditSpec
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS edits (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,  -- insertion order, for paging
+    id          TEXT NOT NULL UNIQUE,
+    namespace   TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    prompt      TEXT NOT NULL,
+    target_new  TEXT NOT NULL,
+    target_true TEXT,
+    paraphrases TEXT NOT NULL,                      -- JSON list of strings
+    created_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS edits_by_namespace ON edits (namespace, seq);
+CREATE TABLE IF NOT EXISTS keys (
+    key_id    INTEGER PRIMARY KEY AUTOINCREMENT,     -- the FAISS id
+    edit_seq  INTEGER NOT NULL REFERENCES edits (seq) ON DELETE CASCADE,
+    namespace TEXT NOT NULL,
+    text      TEXT NOT NULL,
+    vector    BLOB NOT NULL                          -- float32, unit length
+);
+CREATE INDEX IF NOT EXISTS keys_by_edit ON keys (edit_seq);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+EDIT_FIELDS = ("id", "namespace", "subject", "prompt", "target_new", "target_true", "paraphrases", "created_at")
+EDIT_COLUMNS = ", ".join(EDIT_FIELDS)
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    key_id: int
+    namespace: str
+    vector: np.ndarray  # (dim,)
+
+
+class EditStore:
+    """Thread-safe: one connection behind a lock; writes are single transactions."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before it returns, so an acknowledged edit survives power loss too.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- writes -------------------------------------------------------------------------
+
+    def insert(self, namespace: str, specs: Sequence[EditSpec], vectors: Sequence[np.ndarray]) -> list[tuple[Edit, list[int]]]:
+        """Stores the edits and their key vectors ((n_keys, dim) per spec) atomically.
+
+        Returns each stored edit with the key ids of its vectors, in order.
+        """
+        now = time.time()
+        stored: list[tuple[Edit, list[int]]] = []
+        with self._lock, self._transaction():
+            for spec, spec_vectors in zip(specs, vectors, strict=True):
+                edit = Edit(
+                    id=uuid.uuid4().hex, namespace=namespace, subject=spec.subject, prompt=spec.prompt,
+                    target_new=spec.target_new, target_true=spec.target_true,
+                    paraphrases=tuple(spec.paraphrases), created_at_unix_s=now,
+                )
+                seq = self._db.execute(
+                    f"INSERT INTO edits ({EDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (edit.id, namespace, edit.subject, edit.prompt, edit.target_new, edit.target_true,
+                     json.dumps(list(edit.paraphrases)), now),
+                ).lastrowid
+                key_ids = []
+                for text, vector in zip(edit.key_texts(), spec_vectors, strict=True):
+                    cursor = self._db.execute(
+                        "INSERT INTO keys (edit_seq, namespace, text, vector) VALUES (?, ?, ?, ?)",
+                        (seq, namespace, text, np.asarray(vector, dtype=np.float32).tobytes()),
+                    )
+                    key_ids.append(int(cursor.lastrowid or 0))
+                stored.append((edit, key_ids))
+            self._bump_generation()
+        return stored
+
+    def delete(self, namespace: str, edit_id: str) -> tuple[Edit, list[int]]:
+        """Removes the edit and its keys; returns the edit as it was and its key ids."""
+        with self._lock, self._transaction():
+            row = self._db.execute(
+                f"SELECT seq, {EDIT_COLUMNS} FROM edits WHERE id = ? AND namespace = ?", (edit_id, namespace)
+            ).fetchone()
+            if row is None:
+                raise EditNotFound(f"no edit with id {edit_id!r} in namespace {namespace!r}")
+            key_ids = [k for (k,) in self._db.execute("SELECT key_id FROM keys WHERE edit_seq = ?", (row[0],))]
+            self._db.execute("DELETE FROM edits WHERE seq = ?", (row[0],))
+            self._bump_generation()
+        return _edit_from_row(row[1:]), key_ids
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self._lock, self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
+
+    def replace_vectors(self, vectors: dict[int, np.ndarray]) -> None:
+        """Overwrites key vectors by key id (after a change of encoder)."""
+        with self._lock, self._transaction():
+            self._db.executemany(
+                "UPDATE keys SET vector = ? WHERE key_id = ?",
+                [(np.asarray(v, dtype=np.float32).tobytes(), k) for k, v in vectors.items()],
+            )
+            self._bump_generation()
+
+    # --- reads --------------------------------------------------------------------------
+
+    def get(self, namespace: str, edit_id: str) -> Edit:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {EDIT_COLUMNS} FROM edits WHERE id = ? AND namespace = ?", (edit_id, namespace)
+            ).fetchone()
+        if row is None:
+            raise EditNotFound(f"no edit with id {edit_id!r} in namespace {namespace!r}")
+        return _edit_from_row(row)
+
+    def page(self, namespace: str, after_seq: int, limit: int) -> tuple[list[Edit], int | None, int]:
+        """Up to `limit` edits after `after_seq`, oldest first; the seq to continue from (None at the end); the total."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT seq, {EDIT_COLUMNS} FROM edits WHERE namespace = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (namespace, after_seq, limit + 1),
+            ).fetchall()
+            (total,) = self._db.execute("SELECT COUNT(*) FROM edits WHERE namespace = ?", (namespace,)).fetchone()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [_edit_from_row(r[1:]) for r in rows], (rows[-1][0] if more else None), int(total)
+
+    def edits_for_keys(self, key_ids: Sequence[int]) -> dict[int, Edit]:
+        """The edit each key id belongs to; ids no longer stored are absent."""
+        if not key_ids:
+            return {}
+        marks = ",".join("?" * len(key_ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT k.key_id, {', '.join('e.' + c for c in EDIT_FIELDS)} "
+                f"FROM keys k JOIN edits e ON e.seq = k.edit_seq WHERE k.key_id IN ({marks})",
+                [int(k) for k in key_ids],
+            ).fetchall()
+        return {row[0]: _edit_from_row(row[1:]) for row in rows}
+
+    def iter_keys(self, batch: int = 10_000) -> Iterator[StoredKey]:
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT key_id, namespace, vector FROM keys WHERE key_id > ? ORDER BY key_id LIMIT ?",
+                    (last, batch),
+                ).fetchall()
+            if not rows:
+                return
+            for key_id, namespace, blob in rows:
+                yield StoredKey(key_id, namespace, np.frombuffer(blob, dtype=np.float32))
+            last = rows[-1][0]
+
+    def key_texts(self) -> list[tuple[int, str]]:
+        with self._lock:
+            return [(int(k), t) for k, t in self._db.execute("SELECT key_id, text FROM keys ORDER BY key_id")]
+
+    def count_keys(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM keys").fetchone()[0])
+
+    def generation(self) -> int:
+        """A counter bumped by every write; the index file records the one it reflects."""
+        return int(self.get_meta("generation") or 0)
+
+    def get_meta(self, name: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # --- helpers ------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any exception: nothing partial is ever stored."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _bump_generation(self) -> None:
+        self._db.execute(
+            "INSERT INTO meta (name, value) VALUES ('generation', '1') "
+            "ON CONFLICT (name) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
+
+
+def _edit_from_row(row: Sequence[object]) -> Edit:
+    id_, namespace, subject, prompt, target_new, target_true, paraphrases, created_at = row
+    return Edit(
+        id=str(id_), namespace=str(namespace), subject=str(subject), prompt=str(prompt),
+        target_new=str(target_new), target_true=None if target_true is None else str(target_true),
+        paraphrases=tuple(json.loads(str(paraphrases))), created_at_unix_s=float(created_at),  # type: ignore[arg-type]
+    )

@@ -1,0 +1,91 @@
+"""InferenceService: one answering path; the streaming RPC forwards its text as it comes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from time import perf_counter
+
+import grpc
+
+from editcache.v1 import editcache_pb2 as pb
+from editcache.v1 import editcache_pb2_grpc as pb_grpc
+from server.engine import EngineHolder
+from server.interfaces import StopCheck, TextSink
+from server.servicers.convert import answer_to_pb, options_from_pb
+from server.servicers.rpc import streaming, unary
+from server.types import Answer, Query
+from server.validation import check_generation_options, check_namespace, check_text
+
+log = logging.getLogger(__name__)
+
+
+class InferenceServicer(pb_grpc.InferenceServiceServicer):
+    def __init__(self, holder: EngineHolder) -> None:
+        self._holder = holder
+
+    @unary
+    async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
+        cancelled = threading.Event()
+        context.add_done_callback(lambda _: cancelled.set())
+        return answer_to_pb(await self._answer(request, None, cancelled.is_set))
+
+    @streaming
+    async def GenerateStream(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateStreamResponse]:
+        loop = asyncio.get_running_loop()
+        deltas: asyncio.Queue[str] = asyncio.Queue()
+        cancelled = threading.Event()  # set when the client goes away: the model thread stops generating
+
+        def on_text(delta: str) -> None:  # called on the model thread
+            loop.call_soon_threadsafe(deltas.put_nowait, delta)
+
+        answering = asyncio.ensure_future(self._answer(request, on_text, cancelled.is_set))
+        try:
+            while True:
+                next_delta = asyncio.ensure_future(deltas.get())
+                await asyncio.wait({next_delta, answering}, return_when=asyncio.FIRST_COMPLETED)
+                if not next_delta.done():
+                    next_delta.cancel()
+                    break
+                yield pb.GenerateStreamResponse(text_delta=next_delta.result())
+            while not deltas.empty():  # text queued before the answer finished
+                yield pb.GenerateStreamResponse(text_delta=deltas.get_nowait())
+            yield pb.GenerateStreamResponse(final=answer_to_pb(await answering))
+        finally:
+            cancelled.set()
+            if not answering.done():
+                answering.cancel()
+
+    async def _answer(self, request: pb.GenerateRequest, on_text: TextSink | None, should_stop: StopCheck) -> Answer:
+        started = perf_counter()
+        engine = self._holder.get()
+        limits = engine.config.limits
+        options = options_from_pb(request.options, engine.config.default_max_new_tokens)
+        check_generation_options(options, limits)
+        query = Query(
+            namespace=check_namespace(request.namespace),
+            text=check_text("prompt", request.prompt, limits.max_prompt_chars),
+            options=options,
+        )
+        decision = await engine.in_io(engine.router.decide, query.namespace, query.text)
+        before_model = perf_counter()
+        generation, queue_ms = await engine.worker.run(
+            lambda: engine.router.generate(query, decision, on_text, should_stop)
+        )
+        model_ms = (perf_counter() - before_model) * 1e3
+        timings = replace(
+            decision.timings, queue_ms=queue_ms, generate_ms=model_ms - queue_ms,
+            total_ms=(perf_counter() - started) * 1e3,
+        )
+        log.info(
+            "request %s namespace=%s route=%s edit=%s score=%.3f tokens=%d total_ms=%.0f",
+            uuid.uuid4().hex[:8], query.namespace, decision.route.value, decision.edit.id if decision.edit else "-",
+            decision.score, len(generation.token_ids), timings.total_ms,
+        )
+        return Answer(generation, decision, timings)

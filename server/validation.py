@@ -1,0 +1,78 @@
+"""Checks on caller input, with messages that name the field and say what to fix."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from server.config import Limits
+from server.errors import InvalidArgument
+from server.types import EditSpec, GenerationOptions
+
+NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_namespace(namespace: str) -> str:
+    if not NAMESPACE_PATTERN.fullmatch(namespace):
+        raise InvalidArgument(
+            f"namespace {namespace[:80]!r} is invalid: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return namespace
+
+
+def check_text(field: str, value: str, max_chars: int) -> str:
+    if not value.strip():
+        raise InvalidArgument(f"{field} is empty; give a non-blank string")
+    if len(value) > max_chars:
+        raise InvalidArgument(f"{field} has {len(value)} characters; the limit is {max_chars}")
+    if "\x00" in value:
+        raise InvalidArgument(f"{field} contains a NUL character")
+    return value
+
+
+def check_edit_id(edit_id: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{32}", edit_id):
+        raise InvalidArgument(f"id {edit_id[:80]!r} is not an edit id (32 lowercase hex digits, as AddEdits returns)")
+    return edit_id
+
+
+def check_edit_specs(specs: Sequence[EditSpec], limits: Limits) -> None:
+    if not specs:
+        raise InvalidArgument("edits is empty; send at least one edit")
+    if len(specs) > limits.max_edits_per_request:
+        raise InvalidArgument(f"edits has {len(specs)} entries; the limit per request is {limits.max_edits_per_request}")
+    for i, spec in enumerate(specs):
+        where = f"edits[{i}]"
+        check_text(f"{where}.subject", spec.subject, limits.max_text_chars)
+        check_text(f"{where}.prompt", spec.prompt, limits.max_text_chars)
+        check_text(f"{where}.target_new", spec.target_new, limits.max_text_chars)
+        if spec.target_true is not None:
+            check_text(f"{where}.target_true", spec.target_true, limits.max_text_chars)
+        if spec.subject not in spec.prompt:
+            raise InvalidArgument(f"{where}.subject {spec.subject!r} does not occur in prompt {spec.prompt!r}")
+        if len(spec.paraphrases) > limits.max_paraphrases:
+            raise InvalidArgument(
+                f"{where}.paraphrases has {len(spec.paraphrases)} entries; the limit is {limits.max_paraphrases}"
+            )
+        for j, paraphrase in enumerate(spec.paraphrases):
+            check_text(f"{where}.paraphrases[{j}]", paraphrase, limits.max_text_chars)
+
+
+def check_generation_options(options: GenerationOptions, limits: Limits) -> None:
+    if not 1 <= options.max_new_tokens <= limits.max_new_tokens:
+        raise InvalidArgument(f"options.max_new_tokens must be in [1, {limits.max_new_tokens}], got {options.max_new_tokens}")
+    if not 0.0 <= options.temperature <= 100.0:
+        raise InvalidArgument(f"options.temperature must be in [0, 100] (0 is greedy), got {options.temperature}")
+    if not 0.0 < options.top_p <= 1.0:
+        raise InvalidArgument(f"options.top_p must be in (0, 1], got {options.top_p}")
+    if len(options.stop) > limits.max_stop_strings:
+        raise InvalidArgument(f"options.stop has {len(options.stop)} entries; the limit is {limits.max_stop_strings}")
+    for i, stop in enumerate(options.stop):  # blank stop strings such as "\n" are fine
+        if not stop or len(stop) > limits.max_text_chars:
+            raise InvalidArgument(f"options.stop[{i}] must have 1 to {limits.max_text_chars} characters")
+
+
+def check_page_size(page_size: int, limits: Limits) -> None:
+    if page_size > limits.max_page_size:
+        raise InvalidArgument(f"page_size {page_size} is over the limit of {limits.max_page_size}")
