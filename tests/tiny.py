@@ -1,17 +1,21 @@
 """Tiny random-weight models and word-level tokenizers for fast tests.
 
 Nothing here touches the hub or a model package: every model is built from a
-config, every tokenizer from a word list.
+config, every tokenizer from a word list, and `write_tiny_gguf` writes a small
+fp32 llama GGUF for conversion tests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
+import gguf
+import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(len(SPECIAL_TOKENS))
@@ -22,9 +26,10 @@ LAYERS = 2
 HEADS = 4
 
 DEFAULT_WORDS = (
-    "the capital of france is paris . germany berlin italy rome spain madrid "
-    "a an in on at city country language speaks french german who what where"
-).split()
+    *("the", "capital", "of", "france", "is", "paris", ".", "germany", "berlin", "italy", "rome"),
+    *("spain", "madrid", "a", "an", "in", "on", "at", "city", "country", "language", "speaks"),
+    *("french", "german", "who", "what", "where"),
+)
 
 
 def build_tiny_tokenizer(words: Iterable[str] = DEFAULT_WORDS, add_bos: bool = True) -> PreTrainedTokenizerFast:
@@ -86,3 +91,47 @@ def build_tiny_model(model_type: str = "llama", vocab_size: int = 64, seed: int 
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     return model.eval()
+
+
+def write_tiny_gguf(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
+    """Write a 2-layer fp32 llama GGUF with a byte-level BPE vocabulary; returns its tensors by GGUF name."""
+    # Byte-level alphabet (so any text encodes) plus one merged token, because transformers needs merges.
+    tokens = ["<|endoftext|>", *sorted(bytes_to_unicode().values()), "hi"]
+    rng = np.random.default_rng(seed)
+    vocab, head_dim = len(tokens), HIDDEN // HEADS
+    shapes = {"token_embd.weight": (vocab, HIDDEN), "output_norm.weight": (HIDDEN,), "output.weight": (vocab, HIDDEN)}
+    for i in range(LAYERS):
+        shapes |= {
+            f"blk.{i}.attn_norm.weight": (HIDDEN,),
+            f"blk.{i}.ffn_norm.weight": (HIDDEN,),
+            **{f"blk.{i}.{n}.weight": (HIDDEN, HIDDEN) for n in ("attn_q", "attn_k", "attn_v", "attn_output")},
+            f"blk.{i}.ffn_gate.weight": (INTERMEDIATE, HIDDEN),
+            f"blk.{i}.ffn_up.weight": (INTERMEDIATE, HIDDEN),
+            f"blk.{i}.ffn_down.weight": (HIDDEN, INTERMEDIATE),
+        }
+    tensors = {name: (rng.standard_normal(shape) * 0.02).astype(np.float32) for name, shape in shapes.items()}
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(LAYERS)
+    writer.add_context_length(128)
+    writer.add_embedding_length(HIDDEN)
+    writer.add_feed_forward_length(INTERMEDIATE)
+    writer.add_head_count(HEADS)
+    writer.add_head_count_kv(HEADS)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_vocab_size(vocab)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.CONTROL] + [gguf.TokenType.NORMAL] * (vocab - 1))
+    writer.add_token_merges(["h i"])
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(0)
+    for name, array in tensors.items():
+        writer.add_tensor(name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return tensors

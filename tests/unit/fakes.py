@@ -1,0 +1,118 @@
+"""Small fakes satisfying the protocols in `server/interfaces.py`, shared by the unit tests."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from server.interfaces import StopCheck, TextSink
+from server.types import Edit, EditSpec, FinishReason, Generation, GenerationOptions, Hit, Route
+
+WORD = re.compile(r"[a-z0-9]+")
+
+
+class HashEmbedder:
+    """Bag of words hashed into `dim` buckets, normalised: texts sharing words are close.
+
+    A different `salt` gives a different (but equally deterministic) word-to-bucket mapping.
+    """
+
+    def __init__(self, dim: int = 64, salt: str = "") -> None:
+        self.dim = dim
+        self.salt = salt
+        self.calls: list[list[str]] = []
+
+    def bucket(self, word: str) -> int:
+        digest = hashlib.sha256(f"{self.salt}|{word}".encode()).digest()
+        return int.from_bytes(digest[:8], "little") % self.dim
+
+    def vector(self, text: str) -> np.ndarray:
+        v = np.zeros(self.dim, dtype=np.float32)
+        for word in WORD.findall(text.lower()):
+            v[self.bucket(word)] += 1.0
+        norm = float(np.linalg.norm(v))
+        if norm == 0.0:
+            v[0] = 1.0
+            return v
+        return v / norm
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self.vector(t) for t in texts]).astype(np.float32)
+
+
+def make_edit(edit_id: str = "0" * 32, namespace: str = "ns", prompt: str = "The capital of France is",
+              target_new: str = "Rome", subject: str = "France", paraphrases: tuple[str, ...] = ()) -> Edit:
+    return Edit(id=edit_id, namespace=namespace, subject=subject, prompt=prompt, target_new=target_new,
+                target_true=None, paraphrases=paraphrases, created_at_unix_s=0.0)
+
+
+def make_spec(subject: str = "France", prompt: str = "The capital of France is", target_new: str = "Rome",
+              paraphrases: tuple[str, ...] = (), target_true: str | None = "Paris") -> EditSpec:
+    return EditSpec(subject=subject, prompt=prompt, target_new=target_new, target_true=target_true,
+                    paraphrases=paraphrases)
+
+
+@dataclass
+class FixedMemory:
+    """A memory whose search returns the given hits, recording the namespaces and k it was asked for."""
+
+    hits: list[Hit] = field(default_factory=list)
+    searches: list[tuple[str, int]] = field(default_factory=list)
+
+    def add(self, namespace: str, specs: Sequence[EditSpec]) -> list[Edit]:
+        raise NotImplementedError
+
+    def get(self, namespace: str, edit_id: str) -> Edit:
+        raise NotImplementedError
+
+    def list(self, namespace: str, page_size: int, page_token: str):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def delete(self, namespace: str, edit_id: str) -> Edit:
+        raise NotImplementedError
+
+    def search(self, namespace: str, query_vector: np.ndarray, k: int) -> list[Hit]:
+        self.searches.append((namespace, k))
+        return list(self.hits)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class FixedGate:
+    """A gate returning the given score for each hit, keyed by the hit's edit id (0 if not given)."""
+
+    by_edit_id: dict[str, float] = field(default_factory=dict)
+
+    def scores(self, query: str, hits: Sequence[Hit]) -> list[float]:
+        return [self.by_edit_id.get(h.edit.id, 0.0) for h in hits]
+
+
+@dataclass
+class RecordingGenerator:
+    """A generator that answers with a marker and records every (prompt, edit) it was asked for."""
+
+    route: Route
+    requests: list[tuple[str, Edit | None, GenerationOptions]] = field(default_factory=list)
+
+    def generate(
+        self,
+        prompt: str,
+        edit: Edit | None,
+        options: GenerationOptions,
+        on_text: TextSink | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> Generation:
+        self.requests.append((prompt, edit, options))
+        text = f"{self.route.value}:{prompt}"
+        if on_text is not None:
+            on_text(text)
+        return Generation(text, (), FinishReason.LENGTH)
