@@ -11,6 +11,8 @@ from client.client import (
     EditRecord,
     GenerationResult,
     GenerationStream,
+    ScoreResult,
+    ServerInfo,
 )
 from client.errors import (
     DeadlineExceeded,
@@ -36,6 +38,8 @@ __all__ = [
     "FailedPrecondition",
     "GenerationResult",
     "GenerationStream",
+    "ScoreResult",
+    "ServerInfo",
     "Internal",
     "InvalidArgument",
     "NotFound",

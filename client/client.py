@@ -38,6 +38,7 @@ _ROUTE_NAMES: dict[int, str] = {v: n.removeprefix("ROUTE_").lower() for n, v in 
 _FINISH_NAMES: dict[int, str] = {
     v: n.removeprefix("FINISH_REASON_").lower() for n, v in pb.FinishReason.items()
 }
+_ROUTE_VALUES: dict[str, pb.Route] = {n.removeprefix("ROUTE_").lower(): pb.Route.Value(n) for n in pb.Route.keys()}
 _TIMING_FIELDS = ("embed", "search", "gate", "queue", "generate", "total")
 
 
@@ -88,6 +89,39 @@ class GenerationResult:
     timings_ms: dict[str, float]
     token_ids: tuple[int, ...]
     finish_reason: str
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Teacher-forced scores of a continuation: per target token, the model's argmax and log-probability."""
+
+    route: str
+    edit_id: str | None
+    gate_score: float
+    target_ids: tuple[int, ...]
+    predicted_ids: tuple[int, ...]
+    target_logprobs: tuple[float, ...]
+    timings_ms: dict[str, float]
+
+    @property
+    def token_accuracy(self) -> float:
+        """Share of target tokens that are the model's argmax (EasyEdit's rewrite_acc)."""
+        hits = sum(t == p for t, p in zip(self.target_ids, self.predicted_ids, strict=True))
+        return hits / len(self.target_ids)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    model: str
+    model_type: str
+    parameters: int
+    encoder: str
+    gate: str
+    threshold: float
+    top_k: int
+    in_scope_route: str
+    routes: tuple[str, ...]
+    version: str
 
 
 @dataclass(frozen=True)
@@ -245,13 +279,21 @@ class EditcacheClient:
         top_p: float = 0.0,
         stop: Iterable[str] = (),
         seed: int | None = None,
+        route: str | None = None,
+        edit_id: str | None = None,
         namespace: str | None = None,
     ) -> GenerationResult:
-        """Answer a prompt through the gate. Zero options mean the server's defaults (greedy)."""
+        """Answer a prompt through the gate. Zero options mean the server's defaults (greedy).
+
+        `route` ("base", "prompt", …) bypasses the gate, for evaluation; an in-scope route answers
+        from `edit_id`, or from the best retrieved edit when it is None.
+        """
         request = pb.GenerateRequest(
             namespace=self._ns(namespace),
             prompt=prompt,
             options=_options(max_new_tokens, temperature, top_p, stop, seed),
+            route=_route_value(route),
+            edit_id=edit_id or "",
         )
         with map_rpc_errors():
             response = self._inference.Generate(request, **self._call_kwargs())
@@ -266,6 +308,8 @@ class EditcacheClient:
         top_p: float = 0.0,
         stop: Iterable[str] = (),
         seed: int | None = None,
+        route: str | None = None,
+        edit_id: str | None = None,
         namespace: str | None = None,
     ) -> GenerationStream:
         """Like `generate`, but iterate the result for text deltas as they arrive."""
@@ -273,10 +317,47 @@ class EditcacheClient:
             namespace=self._ns(namespace),
             prompt=prompt,
             options=_options(max_new_tokens, temperature, top_p, stop, seed),
+            route=_route_value(route),
+            edit_id=edit_id or "",
         )
         with map_rpc_errors():
             call = self._inference.GenerateStream(request, **self._call_kwargs())
         return GenerationStream(call)
+
+    def score(
+        self,
+        prompt: str,
+        target: str,
+        *,
+        route: str | None = None,
+        edit_id: str | None = None,
+        namespace: str | None = None,
+    ) -> ScoreResult:
+        """Teacher-forced scores of `target` as the continuation of `prompt` (e.g. " Taipei"), through the gate."""
+        request = pb.ScoreRequest(
+            namespace=self._ns(namespace), prompt=prompt, target=target,
+            route=_route_value(route), edit_id=edit_id or "",
+        )
+        with map_rpc_errors():
+            response = self._inference.Score(request, **self._call_kwargs())
+        return ScoreResult(
+            route=_ROUTE_NAMES.get(response.route, "unspecified"),
+            edit_id=response.edit_id or None,
+            gate_score=response.gate_score,
+            target_ids=tuple(response.target_ids),
+            predicted_ids=tuple(response.predicted_ids),
+            target_logprobs=tuple(response.target_logprobs),
+            timings_ms=_timings_ms(response.timings),
+        )
+
+    def server_info(self) -> ServerInfo:
+        with map_rpc_errors():
+            r = self._inference.GetServerInfo(pb.GetServerInfoRequest(), **self._call_kwargs())
+        return ServerInfo(
+            model=r.model, model_type=r.model_type, parameters=r.parameters, encoder=r.encoder, gate=r.gate,
+            threshold=r.threshold, top_k=r.top_k, in_scope_route=_ROUTE_NAMES.get(r.in_scope_route, "unspecified"),
+            routes=tuple(_ROUTE_NAMES.get(x, "unspecified") for x in r.routes), version=r.version,
+        )
 
     # --- health ----------------------------------------------------------
 
@@ -384,13 +465,26 @@ def _options(
     return options
 
 
+def _route_value(route: str | None) -> pb.Route:
+    if route is None:
+        return pb.ROUTE_UNSPECIFIED
+    try:
+        return _ROUTE_VALUES[route]
+    except KeyError:
+        raise ValueError(f"unknown route {route!r}; use one of {sorted(_ROUTE_VALUES)}") from None
+
+
+def _timings_ms(timings: pb.Timings) -> dict[str, float]:
+    return {name: getattr(timings, f"{name}_ms") for name in _TIMING_FIELDS}
+
+
 def _generation_result(response: pb.GenerateResponse) -> GenerationResult:
     return GenerationResult(
         text=response.text,
         route=_ROUTE_NAMES.get(response.route, "unspecified"),
         edit_id=response.edit_id or None,
         gate_score=response.gate_score,
-        timings_ms={name: getattr(response.timings, f"{name}_ms") for name in _TIMING_FIELDS},
+        timings_ms=_timings_ms(response.timings),
         token_ids=tuple(response.token_ids),
         finish_reason=_FINISH_NAMES.get(response.finish_reason, "unspecified"),
     )
@@ -405,4 +499,6 @@ __all__ = [
     "EditcacheClient",
     "GenerationResult",
     "GenerationStream",
+    "ScoreResult",
+    "ServerInfo",
 ]

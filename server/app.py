@@ -8,6 +8,8 @@ import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from importlib.metadata import version
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,17 +19,19 @@ from grpc_reflection.v1alpha import reflection
 from editcache.v1 import editcache_pb2 as pb
 from editcache.v1 import editcache_pb2_grpc as pb_grpc
 from server.config import Config
-from server.engine import Engine, EngineHolder
+from server.engine import Engine, EngineHolder, ServerInfo
 from server.gate import SimilarityGate
 from server.generators.base import BaseGenerator
 from server.generators.decoding import CausalLM
 from server.generators.prompted import PromptedGenerator
+from server.interfaces import Generator
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
 from server.models.load import load_model
 from server.router import Router
 from server.servicers.edits import EditServicer
 from server.servicers.inference import InferenceServicer
+from server.types import Route
 from server.worker import ModelWorker
 
 log = logging.getLogger(__name__)
@@ -41,12 +45,18 @@ def build_engine(config: Config) -> Engine:
     memory = EditMemory(config.data_dir, encoder, config.encoder)
     loaded = load_model(config.model, config.cache_dir, config.torch_threads)
     lm = CausalLM(loaded.model, loaded.tokenizer)
+    generators: dict[Route, Generator] = {Route.BASE: BaseGenerator(lm), Route.PROMPT: PromptedGenerator(lm)}
     router = Router(
-        embedder=encoder, memory=memory, gate=SimilarityGate(),
-        base=BaseGenerator(lm), in_scope=PromptedGenerator(lm),
-        threshold=config.threshold, top_k=config.top_k,
+        embedder=encoder, memory=memory, gate=SimilarityGate(), generators=generators,
+        in_scope_route=Route.PROMPT, threshold=config.threshold, top_k=config.top_k,
     )
-    return Engine(config, memory, router, ModelWorker(), ThreadPoolExecutor(2, thread_name_prefix="io"))
+    info = ServerInfo(
+        model=config.model, model_type=str(loaded.model.config.model_type),
+        parameters=sum(p.numel() for p in loaded.model.parameters()), encoder=config.encoder, gate=config.gate,
+        threshold=config.threshold, top_k=config.top_k, in_scope_route=router.in_scope_route,
+        routes=tuple(generators), version=version("editcache"),
+    )
+    return Engine(info, config, memory, router, ModelWorker(), ThreadPoolExecutor(2, thread_name_prefix="io"))
 
 
 async def serve(config: Config, on_bound: Callable[[int], None] | None = None) -> None:
@@ -79,9 +89,10 @@ async def serve(config: Config, on_bound: Callable[[int], None] | None = None) -
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    loading = loop.run_in_executor(None, build_engine, config)
-    await asyncio.wait({loading, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
-    engine = loading.result() if loading.done() else None  # a load failure raises here and ends the process
+    loading: asyncio.Future[Any] = loop.run_in_executor(None, build_engine, config)
+    stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    engine: Engine | None = loading.result() if loading.done() else None  # a load failure raises here
     if engine is not None:
         holder.set(engine)
         for name in ("", *SERVICE_NAMES):

@@ -96,9 +96,9 @@ def _from_mapping(cls: type, values: Mapping[str, Any], where: str) -> Any:
         raise ValueError(f"unknown setting(s) {', '.join(where + k for k in unknown)}")
     kwargs = {}
     for name, value in values.items():
-        kind = fields[name].type
+        kind = str(fields[name].type)  # annotations are strings here (postponed evaluation)
         if kind == "Limits":
-            if isinstance(value, str):
+            if not isinstance(value, Mapping):
                 raise ValueError(f"set limits one at a time, e.g. [limits] in the file, not {where}{name}")
             kwargs[name] = _from_mapping(Limits, value, f"{where}{name}.")
         else:

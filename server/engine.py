@@ -11,11 +11,27 @@ from server.config import Config
 from server.errors import Unavailable
 from server.interfaces import Memory
 from server.router import Router
+from server.types import Route
 from server.worker import ModelWorker
 
 
 @dataclass(frozen=True)
+class ServerInfo:
+    model: str
+    model_type: str
+    parameters: int
+    encoder: str
+    gate: str
+    threshold: float
+    top_k: int
+    in_scope_route: Route
+    routes: tuple[Route, ...]
+    version: str
+
+
+@dataclass(frozen=True)
 class Engine:
+    info: ServerInfo
     config: Config
     memory: Memory
     router: Router

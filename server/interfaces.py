@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from server.types import Edit, EditSpec, Generation, GenerationOptions, Hit, Route
+from server.types import Edit, EditSpec, Generation, GenerationOptions, Hit, Route, TokenScores
 
 TextSink = Callable[[str], None]  # receives each new piece of generated text
 StopCheck = Callable[[], bool]  # True once the caller no longer wants tokens
@@ -34,7 +34,9 @@ class Memory(Protocol):
 
     def get(self, namespace: str, edit_id: str) -> Edit: ...
 
-    def list(self, namespace: str, page_size: int, page_token: str) -> EditPage: ...
+    def page(self, namespace: str, page_size: int, page_token: str) -> EditPage:
+        """Edits oldest first, from `page_token` (empty for the first page)."""
+        ...
 
     def delete(self, namespace: str, edit_id: str) -> Edit: ...
 
@@ -62,3 +64,7 @@ class Generator(Protocol):
         on_text: TextSink | None = None,
         should_stop: StopCheck | None = None,
     ) -> Generation: ...
+
+    def score(self, prompt: str, edit: Edit | None, target: str) -> TokenScores:
+        """Teacher-forced scores of `target` as the continuation of `prompt`, as this route sees it."""
+        ...

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from time import perf_counter
 
+from server.errors import FailedPrecondition
 from server.interfaces import Embedder, Gate, Generator, Memory, StopCheck, TextSink
-from server.types import Decision, Generation, Query, Route, Timings
+from server.types import Decision, Generation, GenerationOptions, Query, Route, Timings, TokenScores
 
 
 @dataclass(frozen=True)
@@ -14,31 +16,56 @@ class Router:
     embedder: Embedder
     memory: Memory
     gate: Gate
-    base: Generator
-    in_scope: Generator  # answers from the matching edit
+    generators: Mapping[Route, Generator]  # every route a request may take; BASE among them
+    in_scope_route: Route  # where the gate sends in-scope queries
     threshold: float
     top_k: int
 
-    def decide(self, namespace: str, text: str) -> Decision:
+    def __post_init__(self) -> None:
+        for route in (Route.BASE, self.in_scope_route):
+            if route not in self.generators:
+                raise ValueError(f"no generator for the {route.value} route")
+
+    def decide(self, query: Query) -> Decision:
+        if query.route is Route.BASE:
+            return Decision(Route.BASE, None, 0.0)
+        if query.route is not None:
+            self.generator(query.route)  # fail early on a route this server lacks
+            if query.edit_id:
+                return Decision(query.route, self.memory.get(query.namespace, query.edit_id), 0.0)
         t0 = perf_counter()
-        vector = self.embedder.encode([text])[0]  # (dim,)
+        vector = self.embedder.encode([query.text])[0]  # (dim,)
         t1 = perf_counter()
-        hits = self.memory.search(namespace, vector, self.top_k)
+        hits = self.memory.search(query.namespace, vector, self.top_k)
         t2 = perf_counter()
-        scores = self.gate.scores(text, hits)
+        scores = self.gate.scores(query.text, hits)
         t3 = perf_counter()
         timings = Timings(embed_ms=(t1 - t0) * 1e3, search_ms=(t2 - t1) * 1e3, gate_ms=(t3 - t2) * 1e3)
         p, hit = max(zip(scores, hits, strict=True), key=lambda s: s[0], default=(0.0, None))
+        if query.route is not None:  # a forced in-scope route takes the best edit, whatever its score
+            if hit is None:
+                raise FailedPrecondition(f"route {query.route.value} needs an edit; namespace has none that match")
+            return Decision(query.route, hit.edit, p, timings)
         if hit is None or p < self.threshold:
             return Decision(Route.BASE, None, p, timings)
-        return Decision(self.in_scope.route, hit.edit, p, timings)
+        return Decision(self.in_scope_route, hit.edit, p, timings)
 
     def generate(
         self,
         query: Query,
         decision: Decision,
+        options: GenerationOptions,
         on_text: TextSink | None = None,
         should_stop: StopCheck | None = None,
     ) -> Generation:
-        generator = self.base if decision.edit is None else self.in_scope
-        return generator.generate(query.text, decision.edit, query.options, on_text, should_stop)
+        return self.generator(decision.route).generate(query.text, decision.edit, options, on_text, should_stop)
+
+    def score(self, query: Query, decision: Decision, target: str) -> TokenScores:
+        return self.generator(decision.route).score(query.text, decision.edit, target)
+
+    def generator(self, route: Route) -> Generator:
+        try:
+            return self.generators[route]
+        except KeyError:
+            available = ", ".join(r.value for r in self.generators)
+            raise FailedPrecondition(f"this server has no {route.value} route; it has: {available}") from None

@@ -64,7 +64,8 @@ class GenerationOptions:
 class Query:
     namespace: str
     text: str
-    options: GenerationOptions
+    route: Route | None = None  # None: the gate decides; otherwise this route answers
+    edit_id: str | None = None  # with a forced in-scope route: the edit to answer from
 
 
 class Route(enum.Enum):
@@ -88,6 +89,15 @@ class Generation:
     text: str
     token_ids: tuple[int, ...]
     finish_reason: FinishReason
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    """Teacher-forced view of a target continuation: per target token."""
+
+    target_ids: tuple[int, ...]
+    predicted_ids: tuple[int, ...]  # argmax of the model at each target position
+    target_logprobs: tuple[float, ...]
 
 
 @dataclass

@@ -41,7 +41,9 @@ def check_edit_specs(specs: Sequence[EditSpec], limits: Limits) -> None:
     if not specs:
         raise InvalidArgument("edits is empty; send at least one edit")
     if len(specs) > limits.max_edits_per_request:
-        raise InvalidArgument(f"edits has {len(specs)} entries; the limit per request is {limits.max_edits_per_request}")
+        raise InvalidArgument(
+            f"edits has {len(specs)} entries; the limit per request is {limits.max_edits_per_request}"
+        )
     for i, spec in enumerate(specs):
         where = f"edits[{i}]"
         check_text(f"{where}.subject", spec.subject, limits.max_text_chars)
@@ -61,7 +63,9 @@ def check_edit_specs(specs: Sequence[EditSpec], limits: Limits) -> None:
 
 def check_generation_options(options: GenerationOptions, limits: Limits) -> None:
     if not 1 <= options.max_new_tokens <= limits.max_new_tokens:
-        raise InvalidArgument(f"options.max_new_tokens must be in [1, {limits.max_new_tokens}], got {options.max_new_tokens}")
+        raise InvalidArgument(
+            f"options.max_new_tokens must be in [1, {limits.max_new_tokens}], got {options.max_new_tokens}"
+        )
     if not 0.0 <= options.temperature <= 100.0:
         raise InvalidArgument(f"options.temperature must be in [0, 100] (0 is greedy), got {options.temperature}")
     if not 0.0 < options.top_p <= 1.0:

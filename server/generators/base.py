@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from server.generators.decoding import CausalLM
 from server.interfaces import StopCheck, TextSink
-from server.types import Edit, Generation, GenerationOptions, Route
+from server.types import Edit, Generation, GenerationOptions, Route, TokenScores
 
 
 class BaseGenerator:
@@ -23,3 +23,6 @@ class BaseGenerator:
     ) -> Generation:
         # The edit is ignored by design: this route must equal the unedited model token for token.
         return self._lm.decode(prompt, options, on_text, should_stop)
+
+    def score(self, prompt: str, edit: Edit | None, target: str) -> TokenScores:
+        return self._lm.score(prompt, target)

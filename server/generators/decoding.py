@@ -12,8 +12,9 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
+from server.errors import InvalidArgument
 from server.interfaces import StopCheck, TextSink
-from server.types import FinishReason, Generation, GenerationOptions
+from server.types import FinishReason, Generation, GenerationOptions, TokenScores
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class CausalLM:
         if options.seed is not None:
             torch.manual_seed(options.seed)  # the model worker is the only thread that samples
         with torch.inference_mode():
-            output = self.model.generate(
+            output = self.model.generate(  # type: ignore[operator]  # transformers types it loosely
                 **inputs,
                 generation_config=self._generation_config(options),
                 streamer=tracker,
@@ -42,6 +43,25 @@ class CausalLM:
             )  # (1, prompt + new)
         new_ids = tuple(int(t) for t in output[0, inputs["input_ids"].shape[1]:])
         return Generation(tracker.final_text(), new_ids, tracker.finish_reason(new_ids, self._eos_ids()))
+
+    def score(self, prompt: str, target: str) -> TokenScores:
+        """Teacher forcing: the model's argmax and log-probability at each token of `target` after `prompt`."""
+        prompt_ids = self.tokenizer(prompt)["input_ids"]
+        target_ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]
+        if not target_ids:
+            raise InvalidArgument("target is empty after tokenisation; give a non-empty continuation")
+        ids = torch.tensor([prompt_ids + target_ids], device=self.model.device)  # (1, prompt + target)
+        n = len(target_ids)
+        with torch.inference_mode():
+            # Logits only where the target is predicted: the output layer is most of a small model's cost.
+            logits = self.model(input_ids=ids, logits_to_keep=n + 1).logits[0, :-1]  # (n, vocab)
+        logprobs = torch.log_softmax(logits.float(), dim=-1)  # (n, vocab)
+        wanted = torch.tensor(target_ids, device=logits.device)  # (n,)
+        return TokenScores(
+            target_ids=tuple(target_ids),
+            predicted_ids=tuple(int(i) for i in logits.argmax(dim=-1)),
+            target_logprobs=tuple(float(x) for x in logprobs.gather(1, wanted[:, None])[:, 0]),
+        )
 
     def _generation_config(self, options: GenerationOptions) -> GenerationConfig:
         base = self.model.generation_config
@@ -85,7 +105,7 @@ class _TextTracker(BaseStreamer, StoppingCriteria):
             self._seen_prompt = True
             return
         self._ids.extend(int(t) for t in value.reshape(-1))
-        self._text = self._tokenizer.decode(self._ids, skip_special_tokens=True)
+        self._text = str(self._tokenizer.decode(self._ids, skip_special_tokens=True))
         self._emit(self._streamable_text())
 
     def end(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from server.errors import FailedPrecondition
 from server.generators.decoding import CausalLM
 from server.interfaces import StopCheck, TextSink
-from server.types import Edit, Generation, GenerationOptions, Route
+from server.types import Edit, Generation, GenerationOptions, Route, TokenScores
 
 # Measured on Gemma-3-270M: with this header the model continues both the edited
 # prompt and a question-style paraphrase with the new target.
@@ -17,6 +17,12 @@ TEMPLATE = "New fact: {statement}\n{query}"
 
 def prompt_with_edit(edit: Edit, query: str) -> str:
     return TEMPLATE.format(statement=edit.statement(), query=query)
+
+
+def _require(edit: Edit | None) -> Edit:
+    if edit is None:
+        raise FailedPrecondition("the prompted generator answers in-scope queries only; no edit was given")
+    return edit
 
 
 class PromptedGenerator:
@@ -33,6 +39,7 @@ class PromptedGenerator:
         on_text: TextSink | None = None,
         should_stop: StopCheck | None = None,
     ) -> Generation:
-        if edit is None:
-            raise FailedPrecondition("the prompted generator answers in-scope queries only; no edit was given")
-        return self._lm.decode(prompt_with_edit(edit, prompt), options, on_text, should_stop)
+        return self._lm.decode(prompt_with_edit(_require(edit), prompt), options, on_text, should_stop)
+
+    def score(self, prompt: str, edit: Edit | None, target: str) -> TokenScores:
+        return self._lm.score(prompt_with_edit(_require(edit), prompt), target)

@@ -49,7 +49,7 @@ class EditMemory:
     def get(self, namespace: str, edit_id: str) -> Edit:
         return self._store.get(namespace, edit_id)
 
-    def list(self, namespace: str, page_size: int, page_token: str) -> EditPage:
+    def page(self, namespace: str, page_size: int, page_token: str) -> EditPage:
         after = _decode_page_token(page_token)
         edits, next_seq, total = self._store.page(namespace, after, page_size)
         return EditPage(edits, "" if next_seq is None else _encode_page_token(next_seq), total)
@@ -103,7 +103,7 @@ class EditMemory:
         if stored_name not in (None, encoder_name):
             keys = self._store.key_texts()
             log.info("encoder changed from %s to %s: re-embedding %d stored keys", stored_name, encoder_name, len(keys))
-            vectors = self._embedder.encode([text for _, text in keys]) if keys else []
+            vectors = self._embedder.encode([text for _, text in keys]) if keys else np.empty((0, self._embedder.dim))
             self._store.replace_vectors({key_id: v for (key_id, _), v in zip(keys, vectors, strict=True)})
         self._store.set_meta("encoder", encoder_name)
 

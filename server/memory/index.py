@@ -36,7 +36,7 @@ class NamespaceIndex:
     def remove(self, namespace: str, key_ids: Iterable[int]) -> None:
         index = self._by_namespace.get(namespace)
         if index is not None:
-            index.remove_ids(np.asarray(list(key_ids), dtype=np.int64))
+            index.remove_ids(np.asarray(list(key_ids), dtype=np.int64))  # type: ignore[arg-type]  # faiss takes arrays
 
     def search(self, namespace: str, vector: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The n nearest key ids (n,) and their cosine similarities (n,) for a (dim,) query."""

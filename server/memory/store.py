@@ -11,8 +11,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +75,9 @@ class EditStore:
 
     # --- writes -------------------------------------------------------------------------
 
-    def insert(self, namespace: str, specs: Sequence[EditSpec], vectors: Sequence[np.ndarray]) -> list[tuple[Edit, list[int]]]:
+    def insert(
+        self, namespace: str, specs: Sequence[EditSpec], vectors: Sequence[np.ndarray]
+    ) -> list[tuple[Edit, list[int]]]:
         """Stores the edits and their key vectors ((n_keys, dim) per spec) atomically.
 
         Returns each stored edit with the key ids of its vectors, in order.
@@ -143,7 +145,10 @@ class EditStore:
         return _edit_from_row(row)
 
     def page(self, namespace: str, after_seq: int, limit: int) -> tuple[list[Edit], int | None, int]:
-        """Up to `limit` edits after `after_seq`, oldest first; the seq to continue from (None at the end); the total."""
+        """Up to `limit` edits after `after_seq`, oldest first.
+
+        Also returns the seq to continue from (None at the end) and the namespace's total.
+        """
         with self._lock:
             rows = self._db.execute(
                 f"SELECT seq, {EDIT_COLUMNS} FROM edits WHERE namespace = ? AND seq > ? ORDER BY seq LIMIT ?",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from editcache.v1 import editcache_pb2 as pb
-from server.types import Answer, Edit, EditSpec, FinishReason, GenerationOptions, Route, Timings
+from server.engine import ServerInfo
+from server.errors import InvalidArgument
+from server.types import Answer, Decision, Edit, EditSpec, FinishReason, GenerationOptions, Route, Timings, TokenScores
 
 ROUTES = {
     Route.BASE: pb.ROUTE_BASE,
@@ -12,6 +14,7 @@ ROUTES = {
     Route.PARAMETRIC: pb.ROUTE_PARAMETRIC,
     Route.PROMPT: pb.ROUTE_PROMPT,
 }
+ROUTES_FROM_PB = {v: k for k, v in ROUTES.items()}
 FINISH_REASONS = {
     FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
     FinishReason.EOS: pb.FINISH_REASON_EOS,
@@ -67,4 +70,33 @@ def answer_to_pb(answer: Answer) -> pb.GenerateResponse:
         timings=timings_to_pb(answer.timings),
         token_ids=list(answer.generation.token_ids),
         finish_reason=FINISH_REASONS[answer.generation.finish_reason],
+    )
+
+
+def route_from_pb(value: int) -> Route | None:
+    """None for ROUTE_UNSPECIFIED (the gate decides)."""
+    if value == pb.ROUTE_UNSPECIFIED:
+        return None
+    if value not in ROUTES_FROM_PB:
+        raise InvalidArgument(f"route {value} is not a known Route; use one of {sorted(ROUTES_FROM_PB)}")
+    return ROUTES_FROM_PB[value]  # type: ignore[index]  # an int checked above
+
+
+def scores_to_pb(scores: TokenScores, decision: Decision, timings: Timings) -> pb.ScoreResponse:
+    return pb.ScoreResponse(
+        route=ROUTES[decision.route],
+        edit_id=decision.edit.id if decision.edit else "",
+        gate_score=decision.score,
+        target_ids=list(scores.target_ids),
+        predicted_ids=list(scores.predicted_ids),
+        target_logprobs=list(scores.target_logprobs),
+        timings=timings_to_pb(timings),
+    )
+
+
+def server_info_to_pb(info: ServerInfo) -> pb.GetServerInfoResponse:
+    return pb.GetServerInfoResponse(
+        model=info.model, model_type=info.model_type, parameters=info.parameters, encoder=info.encoder,
+        gate=info.gate, threshold=info.threshold, top_k=info.top_k, in_scope_route=ROUTES[info.in_scope_route],
+        routes=[ROUTES[r] for r in info.routes], version=info.version,
     )

@@ -42,13 +42,15 @@ class EditServicer(pb_grpc.EditServiceServicer):
         namespace = check_namespace(request.namespace)
         check_page_size(request.page_size, engine.config.limits)
         page_size = request.page_size or engine.config.default_page_size
-        page = await engine.in_io(engine.memory.list, namespace, page_size, request.page_token)
+        page = await engine.in_io(engine.memory.page, namespace, page_size, request.page_token)
         return pb.ListEditsResponse(
             edits=[edit_to_pb(e) for e in page.edits], next_page_token=page.next_page_token, total=page.total
         )
 
     @unary
-    async def DeleteEdit(self, request: pb.DeleteEditRequest, context: grpc.aio.ServicerContext) -> pb.DeleteEditResponse:
+    async def DeleteEdit(
+        self, request: pb.DeleteEditRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteEditResponse:
         engine = self._holder.get()
         edit = await engine.in_io(engine.memory.delete, check_namespace(request.namespace), check_edit_id(request.id))
         log.info("deleted edit %s from namespace %s", edit.id, edit.namespace)

@@ -14,12 +14,18 @@ import grpc
 
 from editcache.v1 import editcache_pb2 as pb
 from editcache.v1 import editcache_pb2_grpc as pb_grpc
-from server.engine import EngineHolder
+from server.engine import Engine, EngineHolder
 from server.interfaces import StopCheck, TextSink
-from server.servicers.convert import answer_to_pb, options_from_pb
+from server.servicers.convert import (
+    answer_to_pb,
+    options_from_pb,
+    route_from_pb,
+    scores_to_pb,
+    server_info_to_pb,
+)
 from server.servicers.rpc import streaming, unary
-from server.types import Answer, Query
-from server.validation import check_generation_options, check_namespace, check_text
+from server.types import Answer, Decision, Query, Timings
+from server.validation import check_edit_id, check_generation_options, check_namespace, check_text
 
 log = logging.getLogger(__name__)
 
@@ -62,30 +68,55 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             if not answering.done():
                 answering.cancel()
 
+    @unary
+    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        started = perf_counter()
+        engine = self._holder.get()
+        query = _query(request, engine)
+        target = check_text("target", request.target, engine.config.limits.max_text_chars)
+        decision = await engine.in_io(engine.router.decide, query)
+        before_model = perf_counter()
+        scores, queue_ms = await engine.worker.run(lambda: engine.router.score(query, decision, target))
+        return scores_to_pb(scores, decision, _timings(decision, queue_ms, before_model, started))
+
+    @unary
+    async def GetServerInfo(
+        self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetServerInfoResponse:
+        return server_info_to_pb(self._holder.get().info)
+
     async def _answer(self, request: pb.GenerateRequest, on_text: TextSink | None, should_stop: StopCheck) -> Answer:
         started = perf_counter()
         engine = self._holder.get()
-        limits = engine.config.limits
         options = options_from_pb(request.options, engine.config.default_max_new_tokens)
-        check_generation_options(options, limits)
-        query = Query(
-            namespace=check_namespace(request.namespace),
-            text=check_text("prompt", request.prompt, limits.max_prompt_chars),
-            options=options,
-        )
-        decision = await engine.in_io(engine.router.decide, query.namespace, query.text)
+        check_generation_options(options, engine.config.limits)
+        query = _query(request, engine)
+        decision = await engine.in_io(engine.router.decide, query)
         before_model = perf_counter()
         generation, queue_ms = await engine.worker.run(
-            lambda: engine.router.generate(query, decision, on_text, should_stop)
+            lambda: engine.router.generate(query, decision, options, on_text, should_stop)
         )
-        model_ms = (perf_counter() - before_model) * 1e3
-        timings = replace(
-            decision.timings, queue_ms=queue_ms, generate_ms=model_ms - queue_ms,
-            total_ms=(perf_counter() - started) * 1e3,
-        )
+        timings = _timings(decision, queue_ms, before_model, started)
         log.info(
             "request %s namespace=%s route=%s edit=%s score=%.3f tokens=%d total_ms=%.0f",
             uuid.uuid4().hex[:8], query.namespace, decision.route.value, decision.edit.id if decision.edit else "-",
             decision.score, len(generation.token_ids), timings.total_ms,
         )
         return Answer(generation, decision, timings)
+
+
+def _query(request: pb.GenerateRequest | pb.ScoreRequest, engine: Engine) -> Query:
+    return Query(
+        namespace=check_namespace(request.namespace),
+        text=check_text("prompt", request.prompt, engine.config.limits.max_prompt_chars),
+        route=route_from_pb(request.route),
+        edit_id=check_edit_id(request.edit_id) if request.edit_id else None,
+    )
+
+
+def _timings(decision: Decision, queue_ms: float, before_model: float, started: float) -> Timings:
+    now = perf_counter()
+    return replace(
+        decision.timings, queue_ms=queue_ms, generate_ms=(now - before_model) * 1e3 - queue_ms,
+        total_ms=(now - started) * 1e3,
+    )

@@ -10,7 +10,9 @@ import torch
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from client import EditcacheClient, EditInput, InvalidArgument, NotFound
+from client import EditcacheClient, EditInput, FailedPrecondition, InvalidArgument, NotFound
+from editcache.v1 import editcache_pb2 as pb
+from editcache.v1 import editcache_pb2_grpc as pb_grpc
 from tests.server_process import ServerProcess
 
 PROMPT = "the capital of france is"
@@ -177,3 +179,41 @@ def test_client_reaches_no_server_with_unavailable() -> None:
 
     with EditcacheClient("127.0.0.1:1", timeout_s=2) as client, pytest.raises(Unavailable):
         client.list_edits()
+
+
+def test_teacher_forced_greedy_continuation_is_all_argmax(running_server: ServerProcess) -> None:
+    with running_server.client(fresh_namespace()) as client:
+        greedy = client.generate(UNRELATED, max_new_tokens=6, route="base")
+        scores = client.score(UNRELATED, " " + greedy.text.strip())
+    assert scores.route == "base"
+    assert scores.target_ids == greedy.token_ids  # word-level tokenizer: the text re-tokenises the same
+    assert scores.predicted_ids == scores.target_ids and scores.token_accuracy == 1.0
+    assert all(lp <= 0.0 for lp in scores.target_logprobs)
+
+
+def test_a_request_can_force_its_route(running_server: ServerProcess) -> None:
+    with running_server.client(fresh_namespace()) as client:
+        edit = client.add_edit("france", PROMPT, "rome")
+        assert client.generate(PROMPT, max_new_tokens=2, route="base").route == "base"
+        forced = client.generate(UNRELATED, max_new_tokens=2, route="prompt", edit_id=edit.id)
+        assert (forced.route, forced.edit_id) == ("prompt", edit.id)
+        best = client.score(UNRELATED, " rome", route="prompt")  # no edit named: the best retrieved one
+        assert (best.route, best.edit_id) == ("prompt", edit.id)
+        with pytest.raises(FailedPrecondition):
+            client.generate(PROMPT, route="ike")  # not served yet
+
+
+def test_unknown_route_value_is_invalid_argument(running_server: ServerProcess) -> None:
+    with grpc.insecure_channel(running_server.addr) as channel:
+        stub = pb_grpc.InferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Generate(pb.GenerateRequest(namespace="x", prompt=PROMPT, route=99))  # type: ignore[arg-type]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "route" in caught.value.details()
+
+
+def test_server_info_describes_the_served_model(running_server: ServerProcess) -> None:
+    with running_server.client() as client:
+        info = client.server_info()
+    assert info.model_type == "llama" and info.parameters > 0
+    assert {"base", "prompt"} <= set(info.routes) and info.in_scope_route == "prompt"
+    assert info.encoder == "all-MiniLM-L6-v2" and 0 < info.threshold <= 1
