@@ -38,7 +38,7 @@ _ROUTE_NAMES: dict[int, str] = {v: n.removeprefix("ROUTE_").lower() for n, v in 
 _FINISH_NAMES: dict[int, str] = {
     v: n.removeprefix("FINISH_REASON_").lower() for n, v in pb.FinishReason.items()
 }
-_ROUTE_VALUES: dict[str, pb.Route] = {n.removeprefix("ROUTE_").lower(): pb.Route.Value(n) for n in pb.Route.keys()}
+_ROUTE_VALUES: dict[str, pb.Route] = {n.removeprefix("ROUTE_").lower(): v for n, v in pb.Route.items()}
 _TIMING_FIELDS = ("embed", "search", "gate", "queue", "generate", "total")
 
 

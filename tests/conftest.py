@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server_process import ServerProcess
+from client.launch import LocalServer
 from tests.tiny import build_tiny_model, build_tiny_tokenizer
 
 
@@ -21,9 +21,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def running_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def running_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     """One server on the tiny model for the whole session; tests use their own namespaces."""
-    server = ServerProcess(tiny_model_dir, tmp_path_factory.mktemp("server-data"))
+    server = LocalServer(tiny_model_dir, tmp_path_factory.mktemp("server-data"))
     server.start()
     yield server
     server.stop()

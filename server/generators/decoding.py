@@ -31,7 +31,8 @@ class CausalLM:
     ) -> Generation:
         """Continues `prompt` under `options`; greedy decoding is deterministic."""
         inputs = self.tokenizer(prompt, return_tensors="pt").to(self.model.device)
-        tracker = _TextTracker(self.tokenizer, options.stop, on_text, should_stop)
+        prompt_length = inputs["input_ids"].shape[1]
+        tracker = _TextTracker(self.tokenizer, prompt_length, options.stop, on_text, should_stop)
         if options.seed is not None:
             torch.manual_seed(options.seed)  # the model worker is the only thread that samples
         with torch.inference_mode():
@@ -41,7 +42,7 @@ class CausalLM:
                 streamer=tracker,
                 stopping_criteria=[tracker],
             )  # (1, prompt + new)
-        new_ids = tuple(int(t) for t in output[0, inputs["input_ids"].shape[1]:])
+        new_ids = tuple(int(t) for t in output[0, prompt_length:])
         return Generation(tracker.final_text(), new_ids, tracker.finish_reason(new_ids, self._eos_ids()))
 
     def score(self, prompt: str, target: str) -> TokenScores:
@@ -81,20 +82,27 @@ class CausalLM:
 
 
 class _TextTracker(BaseStreamer, StoppingCriteria):
-    """Decodes new tokens as they come: streams text deltas and stops on stop strings or cancellation."""
+    """Decodes new tokens as they come: streams text deltas and stops on stop strings or cancellation.
+
+    generate() asks the stopping criteria about each new token before it hands the token to the
+    streamer, so both paths read the tokens they are given and decode only when the tokens changed.
+    """
 
     def __init__(
         self,
         tokenizer: PreTrainedTokenizerBase,
+        prompt_length: int,
         stop: tuple[str, ...],
         on_text: TextSink | None,
         should_stop: StopCheck | None,
     ) -> None:
         self._tokenizer = tokenizer
+        self._prompt_length = prompt_length
         self._stop = stop
         self._on_text = on_text
         self._should_stop = should_stop
-        self._ids: list[int] = []
+        self._ids: list[int] = []  # the new tokens so far, from whichever path saw them first
+        self._put_ids: list[int] = []
         self._seen_prompt = False
         self._text = ""
         self._sent = 0  # characters already passed to on_text
@@ -104,15 +112,17 @@ class _TextTracker(BaseStreamer, StoppingCriteria):
         if not self._seen_prompt:
             self._seen_prompt = True
             return
-        self._ids.extend(int(t) for t in value.reshape(-1))
-        self._text = str(self._tokenizer.decode(self._ids, skip_special_tokens=True))
+        self._put_ids.extend(int(t) for t in value.reshape(-1))
+        if len(self._put_ids) > len(self._ids):  # not yet seen by __call__
+            self._update(list(self._put_ids))
         self._emit(self._streamable_text())
 
     def end(self) -> None:
         self._emit(self.final_text())
 
-    # StoppingCriteria
+    # StoppingCriteria: input_ids is (1, prompt + new) and already holds the newest token.
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        self._update([int(t) for t in input_ids[0, self._prompt_length:]])
         done = self._cut_at_stop() is not None or (self._should_stop is not None and self._should_stop())
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
@@ -126,6 +136,11 @@ class _TextTracker(BaseStreamer, StoppingCriteria):
         if new_ids and new_ids[-1] in eos_ids:
             return FinishReason.EOS
         return FinishReason.LENGTH
+
+    def _update(self, ids: list[int]) -> None:
+        if ids != self._ids:
+            self._ids = ids
+            self._text = str(self._tokenizer.decode(ids, skip_special_tokens=True))
 
     def _cut_at_stop(self) -> int | None:
         """The end of the earliest stop string in the text, if any."""

@@ -62,14 +62,19 @@ class EditMemory:
 
     def search(self, namespace: str, query_vector: np.ndarray, k: int) -> list[Hit]:
         with self._lock:
-            key_ids, sims = self._index.search(namespace, query_vector, k * KEYS_PER_EDIT_SEARCHED)
-            edits = self._store.edits_for_keys(key_ids.tolist())
-        hits: dict[str, Hit] = {}
-        for key_id, sim in zip(key_ids.tolist(), sims.tolist(), strict=True):  # best first
-            edit = edits.get(key_id)
-            if edit is not None and edit.id not in hits:
-                hits[edit.id] = Hit(edit, float(sim))
-        return list(hits.values())[:k]
+            n_keys = self._index.size(namespace)
+            wanted = k * KEYS_PER_EDIT_SEARCHED
+            while True:  # widen until k distinct edits, in case one edit's many keys fill the top
+                key_ids, sims = self._index.search(namespace, query_vector, wanted)
+                edits = self._store.edits_for_keys(key_ids.tolist())
+                hits: dict[str, Hit] = {}
+                for key_id, sim in zip(key_ids.tolist(), sims.tolist(), strict=True):  # best first
+                    edit = edits.get(key_id)
+                    if edit is not None and edit.id not in hits:
+                        hits[edit.id] = Hit(edit, float(sim))
+                if len(hits) >= k or wanted >= n_keys:
+                    return list(hits.values())[:k]
+                wanted *= 4
 
     # --- lifecycle ----------------------------------------------------------------------
 

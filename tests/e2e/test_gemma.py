@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from client.editctl import main as editctl
+from client.launch import LocalServer
 from server.models.load import load_model
-from tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.real_model
 
@@ -22,8 +22,8 @@ UNRELATED = "The Eiffel Tower is located in the city of"
 
 
 @pytest.fixture(scope="module")
-def gemma_server(tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
-    server = ServerProcess("gemma-3-270m", tmp_path_factory.mktemp("gemma-data"))
+def gemma_server(tmp_path_factory: pytest.TempPathFactory) -> LocalServer:
+    server = LocalServer("gemma-3-270m", tmp_path_factory.mktemp("gemma-data"))
     server.start(timeout_s=900)
     yield server
     server.stop()
@@ -34,7 +34,7 @@ def ask(addr: str, prompt: str, capsys: pytest.CaptureFixture[str], *extra: str)
     return json.loads(capsys.readouterr().out)
 
 
-def test_editctl_session_on_gemma(gemma_server: ServerProcess, capsys: pytest.CaptureFixture[str]) -> None:
+def test_editctl_session_on_gemma(gemma_server: LocalServer, capsys: pytest.CaptureFixture[str]) -> None:
     addr = gemma_server.addr
     before = ask(addr, UNRELATED, capsys)
     assert editctl(["--addr", addr, "--json", "add", "--subject", "Space Needle", "--prompt", EDITED,

@@ -11,9 +11,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from client import EditcacheClient, EditInput, FailedPrecondition, InvalidArgument, NotFound
+from client.launch import LocalServer
 from editcache.v1 import editcache_pb2 as pb
 from editcache.v1 import editcache_pb2_grpc as pb_grpc
-from tests.server_process import ServerProcess
 
 PROMPT = "the capital of france is"
 UNRELATED = "who speaks german in berlin"
@@ -23,7 +23,7 @@ def fresh_namespace() -> str:
     return "t-" + uuid.uuid4().hex[:10]
 
 
-def test_health_and_reflection(running_server: ServerProcess) -> None:
+def test_health_and_reflection(running_server: LocalServer) -> None:
     with running_server.client() as client:
         assert client.health() == "SERVING"
         assert client.health("editcache.v1.InferenceService") == "SERVING"
@@ -34,7 +34,7 @@ def test_health_and_reflection(running_server: ServerProcess) -> None:
     assert {"editcache.v1.EditService", "editcache.v1.InferenceService", "grpc.health.v1.Health"} <= names
 
 
-def test_edit_lifecycle(running_server: ServerProcess) -> None:
+def test_edit_lifecycle(running_server: LocalServer) -> None:
     with running_server.client(fresh_namespace()) as client:
         added = client.add_edits(
             [EditInput("france", PROMPT, "rome", target_true="paris", paraphrases=("france has the capital",)),
@@ -56,7 +56,7 @@ def test_edit_lifecycle(running_server: ServerProcess) -> None:
 
 
 def test_out_of_scope_answer_is_the_base_model_token_for_token(
-    running_server: ServerProcess, tiny_model_dir: object
+    running_server: LocalServer, tiny_model_dir: object
 ) -> None:
     with running_server.client(fresh_namespace()) as client:
         client.add_edit("france", PROMPT, "rome")
@@ -71,7 +71,7 @@ def test_out_of_scope_answer_is_the_base_model_token_for_token(
     assert list(answer.token_ids) == out[0, inputs["input_ids"].shape[1]:].tolist()
 
 
-def test_in_scope_query_is_answered_from_the_edit(running_server: ServerProcess) -> None:
+def test_in_scope_query_is_answered_from_the_edit(running_server: LocalServer) -> None:
     with running_server.client(fresh_namespace()) as client:
         edit = client.add_edit("france", PROMPT, "rome")
         answer = client.generate(PROMPT, max_new_tokens=4)
@@ -80,7 +80,7 @@ def test_in_scope_query_is_answered_from_the_edit(running_server: ServerProcess)
     assert answer.timings_ms["total"] >= answer.timings_ms["generate"] > 0
 
 
-def test_stream_deltas_add_up_to_the_final_text(running_server: ServerProcess) -> None:
+def test_stream_deltas_add_up_to_the_final_text(running_server: LocalServer) -> None:
     with running_server.client(fresh_namespace()) as client:
         stream = client.stream(UNRELATED, max_new_tokens=10)
         text = "".join(stream)
@@ -90,7 +90,7 @@ def test_stream_deltas_add_up_to_the_final_text(running_server: ServerProcess) -
     assert stream.result.token_ids == unary.token_ids
 
 
-def test_namespaces_are_isolated(running_server: ServerProcess) -> None:
+def test_namespaces_are_isolated(running_server: LocalServer) -> None:
     a, b = fresh_namespace(), fresh_namespace()
     with running_server.client(a) as client_a, running_server.client(b) as client_b:
         edit = client_a.add_edit("france", PROMPT, "rome")
@@ -124,7 +124,7 @@ def test_namespaces_are_isolated(running_server: ServerProcess) -> None:
     ],
 )
 def test_bad_input_gets_invalid_argument_naming_the_field(
-    running_server: ServerProcess, call: object, field: str
+    running_server: LocalServer, call: object, field: str
 ) -> None:
     with running_server.client(fresh_namespace()) as client:
         with pytest.raises(InvalidArgument) as caught:
@@ -133,14 +133,14 @@ def test_bad_input_gets_invalid_argument_naming_the_field(
         assert client.health() == "SERVING"  # the server keeps serving
 
 
-def test_unknown_id_is_not_found(running_server: ServerProcess) -> None:
+def test_unknown_id_is_not_found(running_server: LocalServer) -> None:
     with running_server.client(fresh_namespace()) as client, pytest.raises(NotFound) as caught:
         client.delete_edit(uuid.uuid4().hex)
     assert "no edit with id" in caught.value.details
 
 
 def test_acknowledged_edit_survives_sigkill_and_restart(tiny_model_dir: object, tmp_path: object) -> None:
-    server = ServerProcess(tiny_model_dir, tmp_path)  # type: ignore[arg-type]
+    server = LocalServer(tiny_model_dir, tmp_path)  # type: ignore[arg-type]
     server.start()
     with server.client("crash") as client:
         edit = client.add_edit("france", PROMPT, "rome")
@@ -159,7 +159,7 @@ def test_acknowledged_edit_survives_sigkill_and_restart(tiny_model_dir: object, 
 
 
 def test_clean_restart_loads_the_saved_index(tiny_model_dir: object, tmp_path: object) -> None:
-    server = ServerProcess(tiny_model_dir, tmp_path)  # type: ignore[arg-type]
+    server = LocalServer(tiny_model_dir, tmp_path)  # type: ignore[arg-type]
     server.start()
     with server.client("restart") as client:
         edit = client.add_edit("france", PROMPT, "rome")
@@ -181,7 +181,7 @@ def test_client_reaches_no_server_with_unavailable() -> None:
         client.list_edits()
 
 
-def test_teacher_forced_greedy_continuation_is_all_argmax(running_server: ServerProcess) -> None:
+def test_teacher_forced_greedy_continuation_is_all_argmax(running_server: LocalServer) -> None:
     with running_server.client(fresh_namespace()) as client:
         greedy = client.generate(UNRELATED, max_new_tokens=6, route="base")
         scores = client.score(UNRELATED, " " + greedy.text.strip())
@@ -191,7 +191,7 @@ def test_teacher_forced_greedy_continuation_is_all_argmax(running_server: Server
     assert all(lp <= 0.0 for lp in scores.target_logprobs)
 
 
-def test_a_request_can_force_its_route(running_server: ServerProcess) -> None:
+def test_a_request_can_force_its_route(running_server: LocalServer) -> None:
     with running_server.client(fresh_namespace()) as client:
         edit = client.add_edit("france", PROMPT, "rome")
         assert client.generate(PROMPT, max_new_tokens=2, route="base").route == "base"
@@ -203,7 +203,7 @@ def test_a_request_can_force_its_route(running_server: ServerProcess) -> None:
             client.generate(PROMPT, route="ike")  # not served yet
 
 
-def test_unknown_route_value_is_invalid_argument(running_server: ServerProcess) -> None:
+def test_unknown_route_value_is_invalid_argument(running_server: LocalServer) -> None:
     with grpc.insecure_channel(running_server.addr) as channel:
         stub = pb_grpc.InferenceServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
@@ -211,7 +211,7 @@ def test_unknown_route_value_is_invalid_argument(running_server: ServerProcess) 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "route" in caught.value.details()
 
 
-def test_server_info_describes_the_served_model(running_server: ServerProcess) -> None:
+def test_server_info_describes_the_served_model(running_server: LocalServer) -> None:
     with running_server.client() as client:
         info = client.server_info()
     assert info.model_type == "llama" and info.parameters > 0

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from server.interfaces import StopCheck, TextSink
-from server.types import Edit, EditSpec, FinishReason, Generation, GenerationOptions, Hit, Route
+from server.errors import EditNotFound
+from server.interfaces import EditPage, StopCheck, TextSink
+from server.types import Edit, EditSpec, FinishReason, Generation, GenerationOptions, Hit, Route, TokenScores
 
 WORD = re.compile(r"[a-z0-9]+")
 
@@ -61,7 +62,10 @@ def make_spec(subject: str = "France", prompt: str = "The capital of France is",
 
 @dataclass
 class FixedMemory:
-    """A memory whose search returns the given hits, recording the namespaces and k it was asked for."""
+    """A memory whose search returns the given hits, recording the namespaces and k it was asked for.
+
+    `get` finds an edit among the hits by namespace and id, as a real memory would.
+    """
 
     hits: list[Hit] = field(default_factory=list)
     searches: list[tuple[str, int]] = field(default_factory=list)
@@ -70,9 +74,12 @@ class FixedMemory:
         raise NotImplementedError
 
     def get(self, namespace: str, edit_id: str) -> Edit:
-        raise NotImplementedError
+        for hit in self.hits:
+            if hit.edit.id == edit_id and hit.edit.namespace == namespace:
+                return hit.edit
+        raise EditNotFound(f"no edit with id {edit_id!r} in namespace {namespace!r}")
 
-    def list(self, namespace: str, page_size: int, page_token: str):  # type: ignore[no-untyped-def]
+    def page(self, namespace: str, page_size: int, page_token: str) -> EditPage:
         raise NotImplementedError
 
     def delete(self, namespace: str, edit_id: str) -> Edit:
@@ -102,6 +109,7 @@ class RecordingGenerator:
 
     route: Route
     requests: list[tuple[str, Edit | None, GenerationOptions]] = field(default_factory=list)
+    scored: list[tuple[str, Edit | None, str]] = field(default_factory=list)
 
     def generate(
         self,
@@ -116,3 +124,7 @@ class RecordingGenerator:
         if on_text is not None:
             on_text(text)
         return Generation(text, (), FinishReason.LENGTH)
+
+    def score(self, prompt: str, edit: Edit | None, target: str) -> TokenScores:
+        self.scored.append((prompt, edit, target))
+        return TokenScores(target_ids=(len(target),), predicted_ids=(len(prompt),), target_logprobs=(-1.0,))

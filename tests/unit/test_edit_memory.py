@@ -100,8 +100,6 @@ def test_search_respects_k(memory: EditMemory, embedder: HashEmbedder) -> None:
     assert len(search_text(memory, embedder, "ns", "city", k=2)) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="bug: search fetches only k*4 keys, so an edit with many close "
-                   "paraphrases crowds other edits out of the top k")
 def test_search_returns_k_edits_even_when_one_edit_has_many_close_keys(
     memory: EditMemory, embedder: HashEmbedder,
 ) -> None:
@@ -194,7 +192,7 @@ def test_stale_index_after_crash_is_rebuilt_with_new_edit(tmp_path: Path, embedd
 
     crashed = EditMemory(tmp_path, embedder, ENCODER)
     [late] = crashed.add("ns", [DANTE])  # committed to the store, but the index files are not saved
-    deleted = crashed.delete("ns", by_subject(crashed.list("ns", 10, "").edits)["Eiffel Tower"].id)
+    deleted = crashed.delete("ns", by_subject(crashed.page("ns", 10, "").edits)["Eiffel Tower"].id)
     expected = snapshot(crashed, embedder, "ns")
 
     # "Restart" without close(): the saved index is older than the store.
@@ -213,9 +211,10 @@ def test_list_pages_with_tokens(memory: EditMemory) -> None:
     specs = [make_spec(subject=f"S{i}", prompt=f"S{i} is in", target_new=f"T{i}") for i in range(5)]
     added = memory.add("ns", specs)
     memory.add("other", [DANTE])
-    ids, token, pages = [], "", 0
+    ids: list[str] = []
+    token, pages = "", 0
     while True:
-        page = memory.list("ns", 2, token)
+        page = memory.page("ns", 2, token)
         pages += 1
         assert page.total == 5
         assert len(page.edits) <= 2
@@ -232,7 +231,7 @@ def test_list_pages_with_tokens(memory: EditMemory) -> None:
 def test_invalid_page_token_raises_invalid_argument(memory: EditMemory, token: str) -> None:
     memory.add("ns", [DANTE])
     with pytest.raises(InvalidArgument, match="page_token"):
-        memory.list("ns", 10, token)
+        memory.page("ns", 10, token)
 
 
 def stored_vectors(tmp_path: Path) -> dict[int, np.ndarray]:
@@ -310,7 +309,7 @@ def test_failed_add_leaves_memory_unchanged(tmp_path: Path) -> None:
         with pytest.raises(ValueError):
             memory.add("ns", [SPACE_NEEDLE, EIFFEL])
         embedder.broken = False
-        assert memory.list("ns", 10, "").total == 1
+        assert memory.page("ns", 10, "").total == 1
         hits = search_text(memory, embedder, "ns", "Space Needle Eiffel Tower", k=5)
         assert {h.edit.subject for h in hits} == {"Dante"}
         memory.add("ns", [EIFFEL])  # still usable

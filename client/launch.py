@@ -1,4 +1,7 @@
-"""Starts the real `editcache-server` in a subprocess on a free port, as a user would."""
+"""Starts `editcache-server` in a subprocess on a free port: for tests, evaluation and benchmarks.
+
+Only the subprocess imports the server; this module needs nothing beyond the client.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from client import EditcacheClient
 LISTENING = re.compile(r"listening on (\S+:\d+)")
 
 
-class ServerProcess:
+class LocalServer:
     def __init__(self, model: Path | str, data_dir: Path, *extra_args: str) -> None:
         self.model = str(model)
         self.data_dir = data_dir
@@ -32,7 +35,7 @@ class ServerProcess:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "server.cli", "--model", self.model, "--listen", "127.0.0.1:0",
              "--data-dir", str(self.data_dir), *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1],
+            stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
@@ -46,7 +49,8 @@ class ServerProcess:
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a crash."""
-        assert self._proc is not None
+        if self._proc is None:
+            raise RuntimeError("the server was never started")
         self._proc.send_signal(signal.SIGKILL)
         self._proc.wait(timeout=30)
 
@@ -62,11 +66,10 @@ class ServerProcess:
 
     def _wait_for_address(self, offset: int, deadline: float) -> str:
         while time.monotonic() < deadline:
-            assert self._proc is not None
             text = self.log_path.read_text(errors="replace")[offset:] if self.log_path.exists() else ""
             if match := LISTENING.search(text):
                 return match.group(1)
-            if self._proc.poll() is not None:
+            if self._proc is not None and self._proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self._proc.returncode}:\n{text[-4000:]}")
             time.sleep(0.1)
         raise TimeoutError(f"server did not bind in time; log:\n{self.log_text()[-4000:]}")

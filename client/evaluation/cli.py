@@ -1,0 +1,116 @@
+"""`scripts/evaluate.py` and `editctl eval`: evaluate an editing method on a benchmark file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import asdict
+from pathlib import Path
+
+from client.client import EditcacheClient
+from client.evaluation.cases import FORMATS, load_cases
+from client.evaluation.report import headline, markdown_table, plot, summarize
+from client.evaluation.runner import METHOD_ROUTES, BaselineCache, CaseResult, EvalSettings, Evaluator
+from client.launch import LocalServer
+
+
+def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Evaluate a knowledge-editing method through the editcache server: reliability, "
+        "generalization, locality, portability, reverse and multi-hop, each as exact match under greedy "
+        "generation and as teacher-forced token accuracy. The last line of stdout is a JSON summary.",
+    )
+    parser.add_argument("--data", type=Path, required=True, help="benchmark file (JSON list of records)")
+    parser.add_argument("--format", choices=FORMATS, help="record format (default: detected)")
+    parser.add_argument("--method", choices=sorted(METHOD_ROUTES), default="gate",
+                        help="gate: the full server pipeline; prompt: the edit stated in every prompt; base: no edit")
+    parser.add_argument("--addr", help="a running server (default: start one on --model)")
+    parser.add_argument("--model", default="gemma-3-270m", help="model for the server this command starts")
+    parser.add_argument("--server-arg", action="append", default=[],
+                        help="extra flag for the server this command starts (repeatable), e.g. --server-arg=--top-k=8")
+    parser.add_argument("--token", help="bearer token for --addr")
+    parser.add_argument("--limit", type=int, help="evaluate the first N cases (after --seed shuffling)")
+    parser.add_argument("--seed", type=int, help="shuffle the cases with this seed before --limit")
+    parser.add_argument("--sequential", help="T, or T1,T2,...: add T edits, then score those cases (WISE protocol)")
+    parser.add_argument("--fluency", action="store_true", help="also generate 32 tokens per case for n-gram entropy")
+    parser.add_argument("--json", type=Path, dest="json_path", help="write per-case results and summaries here")
+    parser.add_argument("--plots", type=Path, help="write PNG plots into this folder")
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editcache" / "eval",
+                        help="where the unedited model's outputs are cached")
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
+    args = build_parser(prog).parse_args(argv)
+    fmt, cases = load_cases(args.data, args.format)
+    if args.seed is not None:
+        random.Random(args.seed).shuffle(cases)
+    cases = cases[: args.limit] if args.limit else cases
+    sequential = [int(t) for t in args.sequential.split(",")] if args.sequential else [None]
+    print(f"{len(cases)} cases from {args.data} ({fmt}), method {args.method}", file=sys.stderr)
+
+    with ExitStack() as stack:
+        addr = args.addr
+        if addr is None:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="editcache-eval-")))
+            server = LocalServer(args.model, data_dir, *args.server_arg)
+            print(f"starting a server on {args.model} (log: {server.log_path})", file=sys.stderr)
+            server.start(timeout_s=900)
+            stack.callback(server.stop)
+            addr = server.addr
+        client = stack.enter_context(EditcacheClient(addr, token=args.token, timeout_s=600))
+        info = client.server_info()
+        baseline = BaselineCache.for_server(info, args.cache_dir)
+
+        summaries, all_results = [], []
+        for t in sequential:
+            settings = EvalSettings(method=args.method, sequential=t, fluency=args.fluency)
+            started = time.perf_counter()
+            results = Evaluator(client, settings, baseline).run(cases[: t or None] if t else cases, _progress_bar())
+            summary = summarize(results, args.method, time.perf_counter() - started)
+            summary |= {"sequential": t, "data": str(args.data), "format": fmt, "model": info.model}
+            summaries.append(summary)
+            all_results.append((t, results))
+            print(markdown_table(summary))
+            print()
+
+    if args.json_path:
+        _write_json(args.json_path, summaries, all_results)
+    if args.plots:
+        for path in plot(summaries, [r for _, rs in all_results for r in rs], args.plots):
+            print(f"wrote {path}", file=sys.stderr)
+    print(json.dumps(headline(summaries[-1]) | {"sequential": summaries[-1]["sequential"]}))
+    return 0
+
+
+def _progress_bar():  # type: ignore[no-untyped-def]
+    from tqdm import tqdm  # a dependency of the project; imported here to keep the client light
+
+    bar = None
+
+    def update(done: int, total: int, case_id: str) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="case", file=sys.stderr)
+        bar.update(done - bar.n)
+        bar.set_postfix_str(f"case {case_id}")
+        if done == total:
+            bar.close()
+            bar = None
+
+    return update
+
+
+def _write_json(path: Path, summaries: list[dict], all_results: list[tuple[int | None, list[CaseResult]]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "summaries": summaries,
+        "cases": {str(t): [asdict(r) for r in results] for t, results in all_results},
+    }
+    path.write_text(json.dumps(document, indent=1))

@@ -1,0 +1,106 @@
+"""Aggregates probe results into the summary, the markdown table and the plots."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from client.evaluation.metrics import mean_or_none, percentile
+from client.evaluation.runner import CATEGORIES, KEEP_CATEGORIES, CaseResult
+
+# The gate should send these to an in-scope route, and these to the base route.
+GATE_POSITIVE = ("reliability", "generalization")
+GATE_NEGATIVE = KEEP_CATEGORIES
+
+
+def summarize(results: Sequence[CaseResult], method: str, seconds: float) -> dict[str, Any]:
+    """One flat summary: `<category>_em` and `<category>_tf` (None without probes), routes, gate errors, latency."""
+    probes = [p for r in results for p in r.probes]
+    summary: dict[str, Any] = {"n": len(results), "method": method}
+    for category in CATEGORIES:
+        mine = [p for p in probes if p.category == category]
+        summary[f"{category}_em"] = mean_or_none(float(p.em) for p in mine)
+        summary[f"{category}_tf"] = mean_or_none(p.tf for p in mine)
+    summary["fluency"] = mean_or_none(r.fluency for r in results if r.fluency is not None)
+    summary["routes"] = {c: dict(Counter(p.route for p in probes if p.category == c)) for c in CATEGORIES
+                         if any(p.category == c for p in probes)}
+    positives = [p for p in probes if p.category in GATE_POSITIVE]
+    negatives = [p for p in probes if p.category in GATE_NEGATIVE]
+    summary["gate_false_negative_rate"] = mean_or_none(float(p.route == "base") for p in positives)
+    summary["gate_false_positive_rate"] = mean_or_none(float(p.route != "base") for p in negatives)
+    by_route: dict[str, list[float]] = defaultdict(list)
+    for p in probes:
+        by_route[p.route].append(p.latency_ms)
+    summary["latency_ms"] = {
+        route: {"p50": percentile(v, 50), "p99": percentile(v, 99), "n": len(v)} for route, v in by_route.items()
+    }
+    summary["seconds"] = seconds
+    return summary
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    lines = [
+        f"method `{summary['method']}`, {summary['n']} cases, {summary['seconds']:.0f} s",
+        "",
+        "| metric | exact match (greedy) | teacher-forced |",
+        "|---|---|---|",
+    ]
+    for category in CATEGORIES:
+        em, tf = summary[f"{category}_em"], summary[f"{category}_tf"]
+        if em is not None:
+            lines.append(f"| {category} | {em:.3f} | {tf:.3f} |")
+    if summary["fluency"] is not None:
+        lines.append(f"| fluency (n-gram entropy) | {summary['fluency']:.3f} | |")
+    lines += ["", "| category | routes |", "|---|---|"]
+    lines += [f"| {c} | {', '.join(f'{r}: {n}' for r, n in sorted(routes.items()))} |"
+              for c, routes in summary["routes"].items()]
+    for key in ("gate_false_negative_rate", "gate_false_positive_rate"):
+        if summary[key] is not None:
+            lines.append(f"\n{key.replace('_', ' ')}: {summary[key]:.3f}")
+    return "\n".join(lines)
+
+
+def headline(summary: dict[str, Any]) -> dict[str, Any]:
+    """The one-line JSON summary's keys."""
+    keys = ["n", "method"]
+    for category in ("reliability", "generalization", "locality", "portability"):
+        keys += [f"{category}_em", f"{category}_tf"]
+    return {k: summary[k] for k in keys} | {"seconds": round(summary["seconds"], 1)}
+
+
+def plot(summaries: Sequence[dict[str, Any]], results: Sequence[CaseResult], directory: Path) -> list[Path]:
+    """metrics against T (when several T were run) and a latency histogram per route, as PNG files."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--plots needs matplotlib: pip install matplotlib") from None
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    if len(summaries) > 1:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ts = [s["sequential"] for s in summaries]
+        for metric in ("reliability_em", "generalization_em", "locality_em"):
+            ax.plot(ts, [s[metric] for s in summaries], marker="o", label=metric)
+        ax.set_xscale("log")
+        ax.set_xlabel("edits in memory (T)")
+        ax.set_ylim(0, 1.02)
+        ax.legend()
+        ax.set_title(f"method {summaries[0]['method']}: sequential editing")
+        written.append(directory / "metrics_vs_T.png")
+        fig.savefig(written[-1], dpi=120, bbox_inches="tight")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    by_route: dict[str, list[float]] = defaultdict(list)
+    for p in (p for r in results for p in r.probes):
+        by_route[p.route].append(p.latency_ms)
+    for route, values in sorted(by_route.items()):
+        ax.hist(values, bins=40, alpha=0.6, label=f"{route} (n={len(values)})")
+    ax.set_xlabel("generation latency per probe (ms)")
+    ax.legend()
+    written.append(directory / "latency_hist.png")
+    fig.savefig(written[-1], dpi=120, bbox_inches="tight")
+    return written

@@ -1,0 +1,182 @@
+"""Runs editing cases against a server through the client and scores every probe.
+
+Each probe is measured twice, as DESIGN.md's protocol asks:
+
+- exact match under greedy generation: for probes whose answer should follow the edit, an answer is
+  a prefix of the continuation; for probes that must not change (locality, same subject), the
+  continuation's tokens equal the unedited model's;
+- teacher forcing: the share of the canonical answer's tokens that are the model's argmax
+  (EasyEdit's rewrite_acc); for probes that must not change, the share of argmax predictions that
+  agree with the unedited model's.
+
+The unedited model's outputs come from the base route and are cached on disk per model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from client.client import EditcacheClient, EditInput, ServerInfo
+from client.evaluation.cases import Case, Probe
+from client.evaluation.metrics import agreement, exact_match, ngram_entropy, token_accuracy
+
+# method → the route requests force (None: the gate decides).
+METHOD_ROUTES: dict[str, str | None] = {"base": "base", "gate": None, "prompt": "prompt"}
+# Probes whose answer should follow the edit, and probes whose answer must not change.
+CHANGE_CATEGORIES = ("reliability", "generalization", "portability", "reverse", "multi_hop")
+KEEP_CATEGORIES = ("locality", "same_subject")
+CATEGORIES = CHANGE_CATEGORIES + KEEP_CATEGORIES
+# Generation length: the answer's tokens plus a few, so a prefix match is possible but cheap.
+EXTRA_NEW_TOKENS = 3
+FLUENCY_NEW_TOKENS = 32
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    method: str
+    sequential: int | None = None  # T: add T edits, then score those T cases (WISE); None: one at a time
+    fluency: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in METHOD_ROUTES:
+            raise ValueError(f"method must be one of {', '.join(METHOD_ROUTES)}, got {self.method!r}")
+        if self.sequential is not None and self.sequential < 1:
+            raise ValueError(f"sequential T must be at least 1, got {self.sequential}")
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    category: str
+    prompt: str
+    answer: str
+    em: bool
+    tf: float
+    route: str
+    edit_id: str | None
+    gate_score: float
+    latency_ms: float  # the generation request, end to end on the server
+    text: str
+
+
+@dataclass
+class CaseResult:
+    case_id: str
+    edit_ids: list[str]
+    probes: list[ProbeResult] = field(default_factory=list)
+    fluency: float | None = None
+
+
+class BaselineCache:
+    """The unedited model's greedy tokens and teacher-forced argmax per (prompt, answer, length), on disk."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._entries: dict[str, dict[str, list[int]]] = {}
+        if path is not None and path.exists():
+            self._entries = json.loads(path.read_text())
+
+    @staticmethod
+    def for_server(info: ServerInfo, cache_dir: Path) -> BaselineCache:
+        fingerprint = hashlib.sha256(f"{info.model}|{info.model_type}|{info.parameters}".encode()).hexdigest()[:16]
+        return BaselineCache(cache_dir / f"baseline-{fingerprint}.json")
+
+    def lookup(self, client: EditcacheClient, prompt: str, target: str, max_new_tokens: int) -> dict[str, list[int]]:
+        key = f"{max_new_tokens}\x1f{prompt}\x1f{target}"
+        if key not in self._entries:
+            scores = client.score(prompt, target, route="base")
+            greedy = client.generate(prompt, max_new_tokens=max_new_tokens, route="base")
+            self._entries[key] = {"token_ids": list(greedy.token_ids), "predicted_ids": list(scores.predicted_ids)}
+        return self._entries[key]
+
+    def save(self) -> None:
+        if self._path is not None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._entries))
+            os.replace(tmp, self._path)
+
+
+class Evaluator:
+    def __init__(self, client: EditcacheClient, settings: EvalSettings, baseline: BaselineCache) -> None:
+        self._client = client
+        self._settings = settings
+        self._baseline = baseline
+        self._route = METHOD_ROUTES[settings.method]
+        self._namespace = f"eval-{uuid.uuid4().hex[:12]}"
+
+    def run(self, cases: Sequence[Case], progress: Progress | None = None) -> list[CaseResult]:
+        """Scores every case; edits are added before and deleted after their block."""
+        block = self._settings.sequential or 1
+        results: list[CaseResult] = []
+        for start in range(0, len(cases), block):
+            chunk = cases[start : start + block]
+            edit_ids = [self._add_edits(case) for case in chunk]  # all T edits are in before any is scored
+            for case, ids in zip(chunk, edit_ids, strict=True):
+                results.append(self._evaluate(case, ids))
+                if progress is not None:
+                    progress(len(results), len(cases), case.case_id)
+            for ids in edit_ids:
+                for edit_id in ids:
+                    self._client.delete_edit(edit_id, namespace=self._namespace)
+            self._baseline.save()
+        return results
+
+    def _add_edits(self, case: Case) -> list[str]:
+        if self._settings.method == "base":
+            return []
+        specs = [EditInput(e.subject, e.prompt, e.target_new, e.target_true) for e in case.edits]
+        return [e.id for e in self._client.add_edits(specs, namespace=self._namespace)]
+
+    def _evaluate(self, case: Case, edit_ids: list[str]) -> CaseResult:
+        result = CaseResult(case.case_id, edit_ids)
+        # With a forced in-scope route, a single-edit case answers from its own edit.
+        edit_id = edit_ids[0] if len(edit_ids) == 1 and self._route not in (None, "base") else None
+        for category in CATEGORIES:
+            for probe in getattr(case, category):
+                result.probes.append(self._probe(category, probe, edit_id))
+        if self._settings.fluency and case.reliability:
+            prompt = case.reliability[0].prompt
+            text = self._client.generate(
+                prompt, max_new_tokens=FLUENCY_NEW_TOKENS, route=self._route, edit_id=edit_id,
+                namespace=self._namespace,
+            ).text
+            result.fluency = ngram_entropy(text)
+        return result
+
+    def _probe(self, category: str, probe: Probe, edit_id: str | None) -> ProbeResult:
+        target = " " + probe.answers[0].strip()
+        scores = self._client.score(
+            probe.prompt, target, route=self._route, edit_id=edit_id, namespace=self._namespace
+        )
+        max_new_tokens = len(scores.target_ids) + EXTRA_NEW_TOKENS
+        started = time.perf_counter()
+        answer = self._client.generate(
+            probe.prompt, max_new_tokens=max_new_tokens, route=self._route, edit_id=edit_id,
+            namespace=self._namespace,
+        )
+        latency_ms = answer.timings_ms["total"] or (time.perf_counter() - started) * 1e3
+        if category in KEEP_CATEGORIES:
+            base = self._baseline.lookup(self._client, probe.prompt, target, max_new_tokens)
+            em = list(answer.token_ids) == base["token_ids"]
+            tf = agreement(scores.predicted_ids, base["predicted_ids"])
+        else:
+            em = exact_match(answer.text, probe.answers)
+            tf = token_accuracy(scores.target_ids, scores.predicted_ids)
+        return ProbeResult(
+            category, probe.prompt, probe.answers[0], em, tf, answer.route, answer.edit_id, answer.gate_score,
+            latency_ms, answer.text,
+        )
+
+
+def case_result_to_json(result: CaseResult) -> dict[str, Any]:
+    return asdict(result)

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from server.config import Config, Limits, build_config
+
+CONFIG_TOML = """
+model = "from-file"
+listen = "0.0.0.0:6000"
+threshold = 0.3
+top_k = 2
+data_dir = "/srv/file-data"
+
+[limits]
+max_new_tokens = 100
+max_page_size = 500
+"""
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "editcache.toml"
+    path.write_text(CONFIG_TOML)
+    return path
+
+
+def test_defaults_are_valid() -> None:
+    config = build_config()
+    assert config == Config()
+    assert config.limits == Limits()
+    assert 0.0 <= config.threshold <= 1.0 and config.top_k >= 1
+    assert 1 <= config.default_max_new_tokens <= config.limits.max_new_tokens
+    assert 1 <= config.default_page_size <= config.limits.max_page_size
+
+
+def test_file_values_are_read_and_converted(config_file: Path) -> None:
+    config = build_config(file=config_file)
+    assert config.model == "from-file"
+    assert config.listen == "0.0.0.0:6000"
+    assert config.threshold == 0.3
+    assert config.top_k == 2
+    assert config.data_dir == Path("/srv/file-data") and isinstance(config.data_dir, Path)
+    assert config.limits.max_new_tokens == 100
+    assert config.limits.max_page_size == 500
+    assert config.limits.max_text_chars == Limits().max_text_chars  # untouched limits keep their defaults
+    assert config.encoder == Config().encoder  # untouched settings keep their defaults
+
+
+def test_environ_beats_file_and_overrides_beat_environ(config_file: Path) -> None:
+    environ = {"EDITCACHE_THRESHOLD": "0.6", "EDITCACHE_TOP_K": "5", "EDITCACHE_MODEL": "from-env",
+               "UNRELATED": "ignored", "HOME": "/root"}
+    config = build_config(file=config_file, environ=environ, overrides={"model": "from-flag", "listen": None})
+    assert config.model == "from-flag"  # override > environ > file
+    assert config.threshold == 0.6 and isinstance(config.threshold, float)  # environ > file, converted
+    assert config.top_k == 5 and isinstance(config.top_k, int)
+    assert config.listen == "0.0.0.0:6000"  # a None override leaves the file's value
+    assert config.limits.max_new_tokens == 100
+
+
+def test_environ_only(tmp_path: Path) -> None:
+    config = build_config(environ={"EDITCACHE_DATA_DIR": str(tmp_path), "EDITCACHE_LOG_LEVEL": "DEBUG"})
+    assert config.data_dir == tmp_path
+    assert config.log_level == "DEBUG"
+
+
+def test_override_expands_home_in_paths() -> None:
+    config = build_config(overrides={"cache_dir": "~/somewhere"})
+    assert config.cache_dir == Path.home() / "somewhere"
+
+
+def test_unknown_top_level_key_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('model = "m"\nthreshhold = 0.5\nbogus = 1\n')
+    with pytest.raises(ValueError, match="threshhold") as info:
+        build_config(file=path)
+    assert "bogus" in str(info.value)
+
+
+def test_unknown_environ_key_is_named() -> None:
+    with pytest.raises(ValueError, match="no_such_setting"):
+        build_config(environ={"EDITCACHE_NO_SUCH_SETTING": "1"})
+
+
+def test_unknown_limits_key_is_named_with_its_table(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[limits]\nmax_tokens = 5\n")
+    with pytest.raises(ValueError, match=r"limits\.max_tokens"):
+        build_config(file=path)
+
+
+def test_limits_from_environ_is_refused_with_a_hint() -> None:
+    with pytest.raises(ValueError, match=r"\[limits\]"):
+        build_config(environ={"EDITCACHE_LIMITS": "max_new_tokens=5"})
+
+
+@pytest.mark.parametrize(("overrides", "mentions"), [
+    ({"threshold": 2}, "threshold"),
+    ({"threshold": -0.1}, "threshold"),
+    ({"threshold": "high"}, "threshold"),
+    ({"top_k": 0}, "top_k"),
+    ({"top_k": "four"}, "top_k"),
+    ({"listen": "localhost"}, "listen"),
+    ({"listen": "localhost:"}, "listen"),
+    ({"listen": ":50051"}, "listen"),
+    ({"gate": "oracle"}, "gate"),
+    ({"default_max_new_tokens": 0}, "default_max_new_tokens"),
+    ({"default_max_new_tokens": Limits().max_new_tokens + 1}, "default_max_new_tokens"),
+    ({"default_page_size": 0}, "default_page_size"),
+])
+def test_bad_values_raise_value_error_naming_the_setting(overrides: dict[str, object], mentions: str) -> None:
+    with pytest.raises(ValueError, match=mentions):
+        build_config(overrides=overrides)
+
+
+def test_non_numeric_threshold_from_environ_names_setting_and_value() -> None:
+    with pytest.raises(ValueError, match="threshold") as info:
+        build_config(environ={"EDITCACHE_THRESHOLD": "abc"})
+    assert "abc" in str(info.value)
+
+
+def test_default_max_new_tokens_checked_against_configured_limit(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("default_max_new_tokens = 50\n[limits]\nmax_new_tokens = 20\n")
+    with pytest.raises(ValueError, match="default_max_new_tokens"):
+        build_config(file=path)
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:50051", "localhost:1", "[::1]:8080", "example.org:65535"])
+def test_valid_listen_addresses(listen: str) -> None:
+    assert build_config(overrides={"listen": listen}).listen == listen
+
+
+def test_every_setting_can_come_from_environ() -> None:
+    # Each scalar field has an EDITCACHE_ name; the values round-trip through string conversion.
+    defaults = Config()
+    environ = {f"EDITCACHE_{f.name.upper()}": str(getattr(defaults, f.name))
+               for f in fields(Config) if f.name != "limits"}
+    assert build_config(environ=environ) == defaults
+
+
+@pytest.mark.parametrize("line", ["limits = 5", 'limits = "max_new_tokens=5"', "limits = [1, 2]"])
+def test_limits_that_is_not_a_table_is_a_value_error(tmp_path: Path, line: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(line + "\n")
+    with pytest.raises(ValueError, match=r"\[limits\]"):
+        build_config(file=path)
+
+
+def test_malformed_toml_is_a_value_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("threshold = = 0.5\n")
+    with pytest.raises(ValueError):
+        build_config(file=path)
