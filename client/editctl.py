@@ -49,6 +49,11 @@ class InputError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["eval"]:  # the evaluation harness has its own options (scripts/evaluate.py)
+        from client.evaluation.cli import main as evaluate
+
+        return evaluate(argv[1:], prog=f"{PROG} eval")
     parser = build_parser(os.environ)
     try:
         args = parser.parse_args(argv)
@@ -163,6 +168,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     delete = commands.add_parser("delete", parents=[common], help="delete one edit")
     delete.add_argument("id")
     delete.set_defaults(run=_run_delete)
+    commands.add_parser("eval", help="evaluate an editing method on a benchmark file (see `editctl eval --help`)")
     return parser
 
 

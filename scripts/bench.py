@@ -1,0 +1,240 @@
+#!/usr/bin/env python
+"""Benchmarks of the serving path; figures go to docs/BENCHMARKS.md.
+
+  (a) gate overhead per query (embed + search + gate) against generating the same prompt
+  (b) gate latency, p50/p99, with N edits in memory (synthetic edits, in process)
+  (c) AddEdits throughput over gRPC, one edit per request and batched
+  (d) generation throughput with 1, 4 and 16 concurrent clients
+
+(a), (c) and (d) run over gRPC against a server this script starts (--model) or one given by --addr.
+(b) builds the edit memory in process: the query is embedded by the real MiniLM, the edits' key
+vectors are random unit vectors (embedding a million texts would take hours on 2 cores, and the
+search cost does not depend on what the vectors mean). A markdown table goes to stdout; the last
+line is a one-line JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from client import EditcacheClient, EditInput
+from client.evaluation.metrics import percentile
+from client.launch import LocalServer
+
+QUERY = "The Space Needle is located in the city of"
+PROMPTS = [
+    "The Eiffel Tower is located in the city of",
+    "The mother tongue of Danielle Darrieux is",
+    "Toko Yasuda, the",
+    "The capital of Norway is",
+]
+
+
+def stats_ms(values: list[float]) -> dict[str, float]:
+    return {"p50": round(percentile(values, 50), 3), "p99": round(percentile(values, 99), 3), "n": len(values)}
+
+
+def gate_overhead(client: EditcacheClient, repeats: int, max_new_tokens: int) -> dict[str, Any]:
+    """(a) Server-side timings of the same prompt through the gate and on the forced base route."""
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    client.add_edit("Space Needle", QUERY, "Taipei", namespace=namespace)
+    gated, generate_ms = [], []
+    for i in range(repeats):
+        prompt = PROMPTS[i % len(PROMPTS)]
+        answer = client.generate(prompt, max_new_tokens=max_new_tokens, namespace=namespace)
+        t = answer.timings_ms
+        gated.append(t["embed"] + t["search"] + t["gate"])
+        generate_ms.append(client.generate(prompt, max_new_tokens=max_new_tokens, route="base").timings_ms["generate"])
+    return {"gate_ms": stats_ms(gated), "generate_ms": stats_ms(generate_ms), "max_new_tokens": max_new_tokens,
+            "overhead_share_p50": round(percentile(gated, 50) / percentile(generate_ms, 50), 4)}
+
+
+def gate_scaling(sizes: list[int], queries: int, top_k: int) -> dict[str, Any]:
+    """(b) Router.decide with N synthetic edits in one namespace: embed, FAISS search, store lookup, gate."""
+    import numpy as np
+
+    from server.gate import SimilarityGate
+    from server.memory.edit_memory import EditMemory
+    from server.memory.embed import SentenceEncoder
+    from server.router import Router
+    from server.types import EditSpec, Query, Route
+
+    encoder = SentenceEncoder("all-MiniLM-L6-v2")
+
+    class RandomKeys:  # edits' keys: random unit vectors; only the query goes through MiniLM
+        dim = encoder.dim
+
+        def __init__(self) -> None:
+            self._rng = np.random.default_rng(0)
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            v = self._rng.standard_normal((len(texts), self.dim)).astype(np.float32)
+            return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    results = {}
+    for size in sizes:
+        with tempfile.TemporaryDirectory(prefix="editcache-bench-") as tmp:
+            memory = EditMemory(Path(tmp), RandomKeys(), "random")
+            started = time.perf_counter()
+            for start in range(0, size, 10_000):
+                n = min(10_000, size - start)
+                memory.add("bench", [EditSpec(f"s{i}", f"s{i} is in", "x") for i in range(start, start + n)])
+            fill_s = time.perf_counter() - started
+            router = Router(encoder, memory, SimilarityGate(), {Route.BASE: _NoGenerator()}, Route.BASE, 0.8, top_k)
+            timings = [router.decide(Query("bench", f"{QUERY} {i}")).timings for i in range(queries)]
+            total = [t.embed_ms + t.search_ms + t.gate_ms for t in timings]
+            results[str(size)] = {"total_ms": stats_ms(total), "search_ms": stats_ms([t.search_ms for t in timings]),
+                                  "embed_ms": stats_ms([t.embed_ms for t in timings]), "fill_s": round(fill_s, 1)}
+            memory.close()
+        print(f"  gate with {size} edits: p50 {results[str(size)]['total_ms']['p50']} ms", file=sys.stderr)
+    return results
+
+
+class _NoGenerator:
+    """Gate scaling never generates; the router still needs a base route."""
+
+    route = None
+
+    def generate(self, *args: object, **kwargs: object) -> None:
+        raise NotImplementedError
+
+    def score(self, *args: object, **kwargs: object) -> None:
+        raise NotImplementedError
+
+
+def add_throughput(client: EditcacheClient, single: int, batches: int, batch_size: int) -> dict[str, Any]:
+    """(c) Edits per second, one per AddEdits request and `batch_size` per request."""
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+
+    def spec(i: int) -> EditInput:
+        return EditInput(f"Subject {i}", f"Subject {i} was born in the city of", f"City {i}")
+
+    started = time.perf_counter()
+    for i in range(single):
+        client.add_edits([spec(i)], namespace=namespace)
+    single_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for b in range(batches):
+        client.add_edits([spec(single + b * batch_size + i) for i in range(batch_size)], namespace=namespace)
+    batched_s = time.perf_counter() - started
+    return {"single_edits_per_s": round(single / single_s, 1),
+            "batched_edits_per_s": round(batches * batch_size / batched_s, 1), "batch_size": batch_size}
+
+
+def generation_throughput(
+    connect: Callable[[], EditcacheClient], concurrency: list[int], requests_per_client: int, max_new_tokens: int
+) -> dict[str, Any]:
+    """(d) Requests and tokens per second with C clients, each sending requests back to back."""
+    results = {}
+    for c in concurrency:
+        def worker(k: int) -> list[tuple[float, int]]:
+            out = []
+            with connect() as client:
+                for i in range(requests_per_client):
+                    t0 = time.perf_counter()
+                    answer = client.generate(PROMPTS[(k + i) % len(PROMPTS)], max_new_tokens=max_new_tokens)
+                    out.append(((time.perf_counter() - t0) * 1e3, len(answer.token_ids)))
+            return out
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(c) as pool:
+            samples = [s for part in pool.map(worker, range(c)) for s in part]
+        wall_s = time.perf_counter() - started
+        results[str(c)] = {"requests_per_s": round(len(samples) / wall_s, 2),
+                           "tokens_per_s": round(sum(n for _, n in samples) / wall_s, 1),
+                           "latency_ms": stats_ms([ms for ms, _ in samples])}
+        print(f"  {c} clients: {results[str(c)]['tokens_per_s']} tokens/s", file=sys.stderr)
+    return results
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    lines = []
+    if "gate_overhead" in summary:
+        g = summary["gate_overhead"]
+        lines += ["| (a) per query | p50 ms | p99 ms |", "|---|---|---|",
+                  f"| gate (embed + search + gate) | {g['gate_ms']['p50']} | {g['gate_ms']['p99']} |",
+                  f"| generation, {g['max_new_tokens']} new tokens | {g['generate_ms']['p50']} | "
+                  f"{g['generate_ms']['p99']} |", ""]
+    if "gate_scaling" in summary:
+        lines += ["| (b) edits in memory | gate p50 ms | gate p99 ms | search p50 ms | fill s |", "|---|---|---|---|---|"]
+        lines += [f"| {n} | {r['total_ms']['p50']} | {r['total_ms']['p99']} | {r['search_ms']['p50']} | {r['fill_s']} |"
+                  for n, r in summary["gate_scaling"].items()] + [""]
+    if "add_throughput" in summary:
+        a = summary["add_throughput"]
+        lines += ["| (c) AddEdits | edits/s |", "|---|---|", f"| one per request | {a['single_edits_per_s']} |",
+                  f"| {a['batch_size']} per request | {a['batched_edits_per_s']} |", ""]
+    if "generation" in summary:
+        lines += ["| (d) clients | requests/s | tokens/s | p50 ms | p99 ms |", "|---|---|---|---|---|"]
+        lines += [f"| {c} | {r['requests_per_s']} | {r['tokens_per_s']} | {r['latency_ms']['p50']} | "
+                  f"{r['latency_ms']['p99']} |" for c, r in summary["generation"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="a,b,c,d", help="which benchmarks, e.g. a,c (default all)")
+    parser.add_argument("--addr", help="a running server (default: start one on --model)")
+    parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument("--sizes", default="1000,10000,100000,1000000", help="(b) edits in memory")
+    parser.add_argument("--queries", type=int, default=200, help="(b) queries per size")
+    parser.add_argument("--top-k", type=int, default=8, help="(b) edits retrieved per query")
+    parser.add_argument("--repeats", type=int, default=20, help="(a) prompts timed")
+    parser.add_argument("--new-tokens", type=int, default=16, help="(a, d) tokens generated per request")
+    parser.add_argument("--clients", default="1,4,16", help="(d) concurrent clients")
+    parser.add_argument("--requests", type=int, default=4, help="(d) requests per client")
+    parser.add_argument("--adds", type=int, default=200, help="(c) single-edit requests; also 10 batches of 100")
+    parser.add_argument("--json", type=Path, dest="json_path", help="write the summary here too")
+    args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+
+    summary: dict[str, Any] = {"machine": _machine()}
+    started = time.perf_counter()
+    if "b" in only:
+        summary["gate_scaling"] = gate_scaling([int(s) for s in args.sizes.split(",")], args.queries, args.top_k)
+    if only & {"a", "c", "d"}:
+        with ExitStack() as stack:
+            addr = args.addr
+            if addr is None:
+                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="editcache-bench-")))
+                server = LocalServer(args.model, tmp)
+                server.start(timeout_s=900)
+                stack.callback(server.stop)
+                addr = server.addr
+            client = stack.enter_context(EditcacheClient(addr, timeout_s=600))
+            summary["model"] = client.server_info().model
+            if "a" in only:
+                summary["gate_overhead"] = gate_overhead(client, args.repeats, args.new_tokens)
+            if "c" in only:
+                summary["add_throughput"] = add_throughput(client, args.adds, 10, 100)
+            if "d" in only:
+                summary["generation"] = generation_throughput(
+                    lambda: EditcacheClient(addr, timeout_s=600), [int(c) for c in args.clients.split(",")],
+                    args.requests, args.new_tokens,
+                )
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    print(markdown(summary))
+    if args.json_path:
+        args.json_path.write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary))
+    return 0
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

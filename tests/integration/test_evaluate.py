@@ -1,0 +1,72 @@
+"""The evaluation harness end to end against the tiny-model server, on every supported format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from client.evaluation.cli import main as evaluate
+from client.launch import LocalServer
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "eval"
+HEADLINE_KEYS = {"n", "method", "seconds"} | {
+    f"{c}_{m}" for c in ("reliability", "generalization", "locality", "portability") for m in ("em", "tf")
+}
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[dict, str]:
+    assert evaluate(list(argv)) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    return json.loads(out[-1]), "\n".join(out[:-1])
+
+
+@pytest.mark.parametrize("fixture", sorted(p.name for p in FIXTURES.glob("*.json")))
+def test_every_format_runs_and_ends_with_the_summary_line(
+    running_server: LocalServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], fixture: str
+) -> None:
+    records = json.loads((FIXTURES / fixture).read_text())
+    summary, table = run(capsys, "--data", str(FIXTURES / fixture), "--addr", running_server.addr,
+                         "--cache-dir", str(tmp_path), "--json", str(tmp_path / "out.json"))
+    assert HEADLINE_KEYS <= set(summary) and summary["method"] == "gate"
+    assert summary["n"] == len(records)
+    assert "| reliability |" in table
+    saved = json.loads((tmp_path / "out.json").read_text())
+    assert len(saved["cases"]["None"]) == len(records)
+
+
+def test_scores_known_by_construction(
+    running_server: LocalServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A target equal to the model's own greedy word scores 1; a word it does not predict scores 0."""
+    prompt, other_prompt = "the capital of france is", "who speaks german in berlin"
+    with running_server.client() as client:
+        greedy = client.generate(prompt, max_new_tokens=1, route="base").text.strip()
+        other = client.generate(other_prompt, max_new_tokens=1, route="base").text.strip()
+    wrong = next(w for w in ("city", "country", "language", "spain") if w not in (greedy, other))
+    cases = [
+        {"case_id": 1, "prompt": prompt, "subject": "france", "target_new": greedy, "ground_truth": "x",
+         "rephrase_prompt": prompt, "locality_prompt": other_prompt, "locality_ground_truth": other},
+        {"case_id": 2, "prompt": other_prompt, "subject": "german", "target_new": wrong, "ground_truth": "x",
+         "rephrase_prompt": other_prompt, "locality_prompt": prompt, "locality_ground_truth": greedy},
+    ]
+    data = tmp_path / "cases.json"
+    data.write_text(json.dumps(cases))
+    summary, _ = run(capsys, "--data", str(data), "--addr", running_server.addr, "--method", "base",
+                     "--cache-dir", str(tmp_path), "--json", str(tmp_path / "out.json"))
+    per_case = json.loads((tmp_path / "out.json").read_text())["cases"]["None"]
+    reliability = [next(p for p in c["probes"] if p["category"] == "reliability") for c in per_case]
+    assert [(p["em"], p["tf"]) for p in reliability] == [(True, 1.0), (False, 0.0)]
+    assert summary["reliability_em"] == 0.5 and summary["locality_em"] == 1.0 and summary["locality_tf"] == 1.0
+    assert summary["portability_em"] is None
+
+
+def test_sequential_mode_scores_after_all_edits_are_in(
+    running_server: LocalServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = FIXTURES / "counterfact_flat.json"
+    summary, table = run(capsys, "--data", str(data), "--addr", running_server.addr, "--sequential", "1,3",
+                         "--cache-dir", str(tmp_path), "--method", "prompt")
+    assert summary["n"] == 3 and summary["sequential"] == 3
+    assert table.count("method `prompt`") == 2  # one table per T

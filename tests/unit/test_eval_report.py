@@ -1,0 +1,24 @@
+from client.evaluation.report import headline, markdown_table, summarize
+from client.evaluation.runner import CaseResult, ProbeResult
+
+
+def probe(category: str, em: bool, tf: float, route: str) -> ProbeResult:
+    return ProbeResult(category, "p", "a", em, tf, route, None if route == "base" else "e", 0.5, 10.0, "t")
+
+
+def test_summary_counts_gate_errors_and_leaves_absent_metrics_none() -> None:
+    results = [
+        CaseResult("1", ["e"], [probe("reliability", True, 1.0, "prompt"), probe("generalization", False, 0.5, "base"),
+                                probe("locality", True, 1.0, "base")]),
+        CaseResult("2", ["f"], [probe("reliability", False, 0.0, "base"), probe("generalization", True, 1.0, "prompt"),
+                                probe("locality", False, 0.5, "prompt")]),
+    ]
+    s = summarize(results, "gate", 3.0)
+    assert s["reliability_em"] == 0.5 and s["generalization_tf"] == 0.75 and s["locality_tf"] == 0.75
+    assert s["portability_em"] is None and s["fluency"] is None
+    assert s["gate_false_negative_rate"] == 0.5  # 2 of 4 reliability/generalization probes went to base
+    assert s["gate_false_positive_rate"] == 0.5  # 1 of 2 locality probes went in scope
+    assert s["routes"]["locality"] == {"base": 1, "prompt": 1}
+    assert set(headline(s)) >= {"n", "method", "reliability_em", "portability_tf", "seconds"}
+    table = markdown_table(s)
+    assert "| reliability | 0.500 | 0.500 |" in table and "portability" not in table
