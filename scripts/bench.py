@@ -166,7 +166,8 @@ def markdown(summary: dict[str, Any]) -> str:
                   f"| generation, {g['max_new_tokens']} new tokens | {g['generate_ms']['p50']} | "
                   f"{g['generate_ms']['p99']} |", ""]
     if "gate_scaling" in summary:
-        lines += ["| (b) edits in memory | gate p50 ms | gate p99 ms | search p50 ms | fill s |", "|---|---|---|---|---|"]
+        lines += ["| (b) edits in memory | gate p50 ms | gate p99 ms | search p50 ms | fill s |",
+                  "|---|---|---|---|---|"]
         lines += [f"| {n} | {r['total_ms']['p50']} | {r['total_ms']['p99']} | {r['search_ms']['p50']} | {r['fill_s']} |"
                   for n, r in summary["gate_scaling"].items()] + [""]
     if "add_throughput" in summary:

@@ -29,7 +29,7 @@ def test_every_format_runs_and_ends_with_the_summary_line(
     records = json.loads((FIXTURES / fixture).read_text())
     summary, table = run(capsys, "--data", str(FIXTURES / fixture), "--addr", running_server.addr,
                          "--cache-dir", str(tmp_path), "--json", str(tmp_path / "out.json"))
-    assert HEADLINE_KEYS <= set(summary) and summary["method"] == "gate"
+    assert set(summary) >= HEADLINE_KEYS and summary["method"] == "gate"
     assert summary["n"] == len(records)
     assert "| reliability |" in table
     saved = json.loads((tmp_path / "out.json").read_text())
