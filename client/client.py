@@ -180,6 +180,8 @@ class EditcacheClient:
 
     Every method takes an optional `namespace=` that overrides the client's
     for that call. `timeout_s` is the deadline of each call (None: no deadline).
+    `token` is sent as `authorization: Bearer <token>`; `tls_ca` (a PEM file of the
+    CA or the server's own certificate) makes the connection TLS.
     """
 
     def __init__(
@@ -189,12 +191,18 @@ class EditcacheClient:
         namespace: str = DEFAULT_NAMESPACE,
         token: str | None = None,
         timeout_s: float | None = 120.0,
+        tls_ca: str | None = None,
     ) -> None:
         self._addr = addr
         self._namespace = namespace
         self._timeout_s = timeout_s
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
-        self._channel = grpc.insecure_channel(addr)
+        if tls_ca is None:
+            self._channel = grpc.insecure_channel(addr)
+        else:
+            with open(tls_ca, "rb") as f:
+                credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+            self._channel = grpc.secure_channel(addr, credentials)
         self._edits = pb_grpc.EditServiceStub(self._channel)
         self._inference = pb_grpc.InferenceServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)

@@ -7,9 +7,9 @@
     editctl show ID
     editctl delete ID
 
-Global options (--addr, --token, --namespace, --timeout, --json) go before or
-after the subcommand; their defaults come from EDITCACHE_ADDR, EDITCACHE_TOKEN
-and EDITCACHE_NAMESPACE. Failures print one line `editctl: CODE: details` and
+Global options (--addr, --token, --namespace, --tls-ca, --timeout, --json) go
+before or after the subcommand; their defaults come from EDITCACHE_ADDR,
+EDITCACHE_TOKEN, EDITCACHE_NAMESPACE and EDITCACHE_TLS_CA. Failures print one line `editctl: CODE: details` and
 exit 1; usage errors exit 2.
 """
 
@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         with EditcacheClient(
-            args.addr, namespace=args.namespace, token=args.token or None, timeout_s=args.timeout or None
+            args.addr, namespace=args.namespace, token=args.token or None, timeout_s=args.timeout or None,
+            tls_ca=args.tls_ca or None,
         ) as ec:
             args.run(ec, args)
     except InputError as exc:
@@ -193,6 +194,14 @@ def _add_global_options(parser: argparse.ArgumentParser, env: Mapping[str, str],
         default=default(env.get("EDITCACHE_NAMESPACE") or DEFAULT_NAMESPACE),
         metavar="NS",
         help="namespace to act in (env EDITCACHE_NAMESPACE; default %(default)s)"
+        if defaults
+        else argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "--tls-ca",
+        default=default(env.get("EDITCACHE_TLS_CA")),
+        metavar="PEM",
+        help="connect with TLS, trusting this CA or server certificate (env EDITCACHE_TLS_CA)"
         if defaults
         else argparse.SUPPRESS,
     )

@@ -13,16 +13,19 @@ import sys
 import time
 from pathlib import Path
 
-from client import EditcacheClient
+from client import DeadlineExceeded, EditcacheClient
 
 LISTENING = re.compile(r"listening on (\S+:\d+)")
 
 
 class LocalServer:
-    def __init__(self, model: Path | str, data_dir: Path, *extra_args: str) -> None:
+    """`extra_args` go to editcache-server as given; `tls_ca` is the PEM clients trust when it serves TLS."""
+
+    def __init__(self, model: Path | str, data_dir: Path, *extra_args: str, tls_ca: str | None = None) -> None:
         self.model = str(model)
         self.data_dir = data_dir
         self.extra_args = extra_args
+        self.tls_ca = tls_ca
         self.log_path = data_dir / "server.log"
         self.addr = ""
         self._proc: subprocess.Popen[bytes] | None = None
@@ -41,11 +44,27 @@ class LocalServer:
         log.close()
         deadline = time.monotonic() + timeout_s
         self.addr = self._wait_for_address(offset, deadline)
-        with EditcacheClient(self.addr) as client:
-            client.wait_ready(timeout_s=max(1.0, deadline - time.monotonic()))
+        with EditcacheClient(self.addr, tls_ca=self.tls_ca) as client:  # health needs no token
+            while True:  # in short waits, so a server that dies while loading is reported at once
+                try:
+                    client.wait_ready(timeout_s=min(2.0, max(0.1, deadline - time.monotonic())))
+                    return
+                except DeadlineExceeded:
+                    if self._proc.poll() is not None:
+                        raise RuntimeError(
+                            f"server exited with {self._proc.returncode} while loading:\n{self.log_text()[-4000:]}"
+                        ) from None
+                    if time.monotonic() >= deadline:
+                        raise
 
-    def client(self, namespace: str = "default") -> EditcacheClient:
-        return EditcacheClient(self.addr, namespace=namespace)
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("the server was never started")
+        return self._proc.pid
+
+    def client(self, namespace: str = "default", token: str | None = None) -> EditcacheClient:
+        return EditcacheClient(self.addr, namespace=namespace, token=token, tls_ca=self.tls_ca)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a crash."""

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,23 +19,28 @@ from grpc_reflection.v1alpha import reflection
 
 from editcache.v1 import editcache_pb2 as pb
 from editcache.v1 import editcache_pb2_grpc as pb_grpc
-from server.config import Config
+from scope_classifier.artifact import DEFAULT_ARTIFACT, load_artifact
+from server.auth import Authorizer
+from server.config import SIMILARITY_THRESHOLD, Config
 from server.engine import Engine, EngineHolder, ServerInfo
-from server.gate import SimilarityGate
+from server.gate import ClassifierGate, SimilarityGate
 from server.generators.base import BaseGenerator
 from server.generators.decoding import CausalLM
+from server.generators.ike import DemonstrationPool, IKEGenerator
 from server.generators.prompted import PromptedGenerator
-from server.interfaces import Generator
+from server.interfaces import Gate, Generator
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
 from server.models.load import load_model
 from server.router import Router
+from server.scope import ScopeCheck
 from server.servicers.edits import EditServicer
 from server.servicers.inference import InferenceServicer
 from server.types import Route
 from server.worker import ModelWorker
 
 log = logging.getLogger(__name__)
+DEFAULT_IKE_POOL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "counterfact" / "train.json"
 
 SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name for name in ("EditService", "InferenceService"))
 
@@ -42,25 +48,54 @@ SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name for name in
 def build_engine(config: Config) -> Engine:
     """Loads the encoder, the edit memory and the model (minutes on a first run, seconds after)."""
     encoder = SentenceEncoder(config.encoder)
-    memory = EditMemory(config.data_dir, encoder, config.encoder)
+    memory = EditMemory(config.data_dir, encoder, config.encoder, config.limits.max_edits_per_namespace)
+    gate, threshold = build_gate(config, encoder)
     loaded = load_model(config.model, config.cache_dir, config.torch_threads)
-    lm = CausalLM(loaded.model, loaded.tokenizer)
+    lm = CausalLM(loaded.model, loaded.tokenizer, config.limits.max_prompt_tokens)
     generators: dict[Route, Generator] = {Route.BASE: BaseGenerator(lm), Route.PROMPT: PromptedGenerator(lm)}
+    if (ike := build_ike(config, lm, encoder)) is not None:
+        generators[Route.IKE] = ike
     router = Router(
-        embedder=encoder, memory=memory, gate=SimilarityGate(), generators=generators,
-        in_scope_route=Route.PROMPT, threshold=config.threshold, top_k=config.top_k,
+        scope=ScopeCheck(encoder, memory, gate, config.top_k), memory=memory, generators=generators,
+        in_scope_route=Route.PROMPT, threshold=threshold,
     )
     info = ServerInfo(
         model=config.model, model_type=str(loaded.model.config.model_type),
         parameters=sum(p.numel() for p in loaded.model.parameters()), encoder=config.encoder, gate=config.gate,
-        threshold=config.threshold, top_k=config.top_k, in_scope_route=router.in_scope_route,
+        threshold=threshold, top_k=config.top_k, in_scope_route=router.in_scope_route,
         routes=tuple(generators), version=version("editcache"),
     )
-    return Engine(info, config, memory, router, ModelWorker(), ThreadPoolExecutor(2, thread_name_prefix="io"))
+    worker = ModelWorker(config.limits.max_queue)
+    return Engine(info, config, memory, router, worker, ThreadPoolExecutor(2, thread_name_prefix="io"))
 
 
-async def serve(config: Config, on_bound: Callable[[int], None] | None = None) -> None:
-    """Binds first (health NOT_SERVING, RPCs UNAVAILABLE), loads, then serves until SIGINT/SIGTERM."""
+def build_gate(config: Config, encoder: SentenceEncoder) -> tuple[Gate, float]:
+    """The configured gate and the threshold it is used with."""
+    if config.gate == "similarity":
+        return SimilarityGate(), SIMILARITY_THRESHOLD if config.threshold is None else config.threshold
+    artifact = load_artifact(config.gate_artifact or DEFAULT_ARTIFACT)
+    if artifact.encoder != config.encoder:
+        raise ValueError(
+            f"the gate artifact was trained on encoder {artifact.encoder}; the server uses {config.encoder}"
+        )
+    log.info("scope classifier (%s) loaded; threshold %.3f", artifact.kind, artifact.threshold)
+    return ClassifierGate(artifact, encoder), artifact.threshold if config.threshold is None else config.threshold
+
+
+def build_ike(config: Config, lm: CausalLM, encoder: SentenceEncoder) -> IKEGenerator | None:
+    pool_path = config.ike_pool or DEFAULT_IKE_POOL
+    if config.ike_k == 0 or not pool_path.exists():
+        log.info("IKE route off (%s)", "ike_k is 0" if config.ike_k == 0 else f"no demonstration pool at {pool_path}")
+        return None
+    pool = DemonstrationPool.load(pool_path, encoder, config.encoder, config.cache_dir)
+    return IKEGenerator(lm, pool, encoder, config.ike_k)
+
+
+async def serve(config: Config, auth: Authorizer, on_bound: Callable[[int], None] | None = None) -> None:
+    """Binds first (health NOT_SERVING, RPCs UNAVAILABLE), loads, then serves until SIGINT/SIGTERM.
+
+    `auth` guards the editcache services; health and reflection stay open.
+    """
     limits = config.limits
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", limits.max_message_bytes),
@@ -68,19 +103,25 @@ async def serve(config: Config, on_bound: Callable[[int], None] | None = None) -
     ])
     holder = EngineHolder()
     health = HealthServicer()
-    pb_grpc.add_EditServiceServicer_to_server(EditServicer(holder), server)
-    pb_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(holder), server)
+    pb_grpc.add_EditServiceServicer_to_server(EditServicer(holder, auth), server)
+    pb_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(holder, auth), server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, "grpc.health.v1.Health"), server)
     for name in ("", *SERVICE_NAMES):
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    port = server.add_insecure_port(config.listen)
+    if config.tls_cert is not None and config.tls_key is not None:
+        credentials = grpc.ssl_server_credentials([(config.tls_key.read_bytes(), config.tls_cert.read_bytes())])
+        port = server.add_secure_port(config.listen, credentials)
+    else:
+        port = server.add_insecure_port(config.listen)
     if port == 0:
         raise OSError(f"could not bind {config.listen}")
     await server.start()
     host = config.listen.rsplit(":", 1)[0]
     log.info("listening on %s:%d (loading the model; RPCs answer UNAVAILABLE until ready)", host, port)
+    log.info("transport %s; auth %s", "TLS" if config.tls_cert else "plaintext",
+             "on (bearer tokens)" if auth.enabled else "off (no tokens_file: every caller may do everything)")
     if on_bound is not None:
         on_bound(port)
 
@@ -110,6 +151,6 @@ async def serve(config: Config, on_bound: Callable[[int], None] | None = None) -
     log.info("stopped")
 
 
-def run(config: Config) -> None:
+def run(config: Config, auth: Authorizer) -> None:
     log.info("configuration: %s", {k: str(v) for k, v in asdict(config).items()})
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, auth))

@@ -21,17 +21,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, help="where the edit store and index live (default ./data)")
     parser.add_argument("--cache-dir", type=Path, help="converted-model cache (default ~/.cache/editcache)")
     parser.add_argument("--encoder", help="sentence encoder: all-MiniLM-L6-v2 (default) or a local folder")
-    parser.add_argument("--gate", help="scope gate: similarity (default)")
+    parser.add_argument("--gate", help="scope gate: classifier (default, the trained one) or similarity")
+    parser.add_argument("--gate-artifact", type=Path, help="a trained gate (.npz) instead of the shipped one")
     parser.add_argument("--threshold", type=float, help="gate score at or above which a query is in scope")
-    parser.add_argument("--top-k", type=int, help="edits retrieved per query before gating")
+    parser.add_argument("--top-k", type=int, help="edits retrieved per query before gating (default 8)")
+    parser.add_argument("--ike-pool", type=Path, help="CounterFact-format file of IKE demonstrations")
+    parser.add_argument("--ike-k", type=int, help="IKE demonstrations per prompt (default 8; 0: no IKE route)")
     parser.add_argument("--torch-threads", type=int, help="intra-op threads for torch (0: torch's default)")
     parser.add_argument("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
+    parser.add_argument("--tokens-file", type=Path,
+                        help="bearer tokens (TOML/JSON of hashes; `python -m server.auth add` makes them); "
+                        "without one, auth is off")
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS (with --tls-key)")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    parser.add_argument("--insecure", action="store_true", default=None,
+                        help="allow a non-loopback --listen address without --tokens-file")
+    parser.add_argument("--max-queue", type=int,
+                        help="generation/score requests waiting or running before RESOURCE_EXHAUSTED (default 64)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k != "config"}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "max_queue")}
+    if args.max_queue is not None:
+        overrides["limits"] = {"max_queue": args.max_queue}
     logging.basicConfig(
         level=(args.log_level or os.environ.get("EDITCACHE_LOG_LEVEL") or "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -39,14 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     # Heavy imports after logging is set up, so their failures are logged.
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs its CPU probing at INFO
     from server.app import run
+    from server.auth import Authorizer, exposure_problem
     from server.config import build_config
 
     try:
         config = build_config(args.config, os.environ, overrides)
-    except (ValueError, OSError) as exc:
+        auth = Authorizer.from_file(config.tokens_file)
+    except (ValueError, OSError) as exc:  # TokensFileError is a ValueError
         print(f"editcache-server: {exc}", file=sys.stderr)
         return 2
-    run(config)
+    problem = exposure_problem(config.listen, auth.enabled, config.insecure)
+    if problem is not None:
+        print(f"editcache-server: {problem}", file=sys.stderr)
+        return 2
+    run(config, auth)
     return 0
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "EDITCACHE_"
-GATES = ("similarity",)
+GATES = ("classifier", "similarity")
+SIMILARITY_THRESHOLD = 0.8
 
 
 def default_cache_dir() -> Path:
@@ -24,7 +25,8 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on what one request may ask for; over a bound is INVALID_ARGUMENT."""
+    """Bounds on what one request may ask for (over a bound is INVALID_ARGUMENT), and on load
+    (max_edits_per_namespace, max_queue: over them is RESOURCE_EXHAUSTED)."""
 
     max_text_chars: int = 2000  # subject, prompt, target, paraphrase, stop string
     max_prompt_chars: int = 8000  # a generation prompt
@@ -34,6 +36,10 @@ class Limits:
     max_stop_strings: int = 8
     max_page_size: int = 1000
     max_message_bytes: int = 4 * 1024 * 1024
+    max_prompt_tokens: int = 2048  # a prompt after tokenisation, with any edit text its route adds
+    max_edits_per_namespace: int = 100_000  # 0: no limit
+    # Generation and score requests waiting for or running on the model; more get RESOURCE_EXHAUSTED at once.
+    max_queue: int = 64
 
 
 @dataclass(frozen=True)
@@ -43,19 +49,30 @@ class Config:
     data_dir: Path = Path("data")
     cache_dir: Path = field(default_factory=default_cache_dir)
     encoder: str = "all-MiniLM-L6-v2"
-    gate: str = "similarity"
-    # Cosine similarity above which the similarity gate calls a query in scope.
-    threshold: float = 0.8
-    top_k: int = 4
+    gate: str = "classifier"
+    # The trained gate's artifact; None: the one shipped in scope_classifier/artifacts/.
+    gate_artifact: Path | None = None
+    # Gate score at or above which a query is in scope; None: the classifier's own threshold
+    # (stored with its artifact), or SIMILARITY_THRESHOLD for the similarity gate.
+    threshold: float | None = None
+    top_k: int = 8
+    # IKE demonstrations: a CounterFact-format file; None: ../shared/data/counterfact/train.json if present.
+    ike_pool: Path | None = None
+    ike_k: int = 8  # demonstrations per IKE prompt; 0 turns the IKE route off
     default_max_new_tokens: int = 32
     default_page_size: int = 100
     torch_threads: int = 0  # 0: torch's default
     shutdown_grace_s: float = 5.0
     log_level: str = "INFO"
+    # Bearer tokens (TOML or JSON, hashes only; see server/auth.py). None: auth off, local single-user mode.
+    tokens_file: Path | None = None
+    tls_cert: Path | None = None  # PEM certificate chain; with tls_key, the port speaks TLS only
+    tls_key: Path | None = None
+    insecure: bool = False  # allow a non-loopback listen address without tokens
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
@@ -70,6 +87,11 @@ class Config:
             )
         if not 1 <= self.default_page_size <= self.limits.max_page_size:
             raise ValueError(f"default_page_size must be in [1, {self.limits.max_page_size}]")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both, or neither for plaintext")
+        if self.limits.max_queue < 1 or self.limits.max_prompt_tokens < 1 or self.limits.max_edits_per_namespace < 0:
+            raise ValueError("limits.max_queue and limits.max_prompt_tokens must be at least 1, "
+                             "limits.max_edits_per_namespace at least 0 (0: no limit)")
 
 
 def build_config(
@@ -81,12 +103,21 @@ def build_config(
     values: dict[str, Any] = {}
     if file is not None:
         with open(file, "rb") as f:
-            values.update(tomllib.load(f))
+            _merge(values, tomllib.load(f))
     for key, raw in (environ or {}).items():
         if key.startswith(ENV_PREFIX):
             values[key[len(ENV_PREFIX):].lower()] = raw
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    _merge(values, {k: v for k, v in (overrides or {}).items() if v is not None})
     return _from_mapping(Config, values, "")
+
+
+def _merge(values: dict[str, Any], new: Mapping[str, Any]) -> None:
+    """Later sources win key by key, also inside the [limits] table."""
+    for key, value in new.items():
+        if key == "limits" and isinstance(value, Mapping) and isinstance(values.get(key), Mapping):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
 
 
 def _from_mapping(cls: type, values: Mapping[str, Any], where: str) -> Any:
@@ -108,8 +139,17 @@ def _from_mapping(cls: type, values: Mapping[str, Any], where: str) -> Any:
 
 def _convert(value: Any, kind: str, name: str) -> Any:
     try:
+        if kind.endswith(" | None") and (value is None or value == ""):  # "" (e.g. from the environment) unsets
+            return None
+        kind = kind.removesuffix(" | None")
         if kind == "Path":
             return Path(value).expanduser()
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                return str(value).lower() in ("1", "true", "yes", "on")
+            raise ValueError(value)
         if kind == "int":
             return int(value)
         if kind == "float":

@@ -3,8 +3,11 @@
     EditcacheError                 INTERNAL
     ├── InvalidArgument            INVALID_ARGUMENT   a malformed field; the message names it
     ├── EditNotFound               NOT_FOUND
+    ├── Unauthenticated            UNAUTHENTICATED    no token, or one the server does not know
+    ├── PermissionDenied           PERMISSION_DENIED  a token for another namespace, or a lesser role
     ├── Unavailable                UNAVAILABLE        e.g. the model is still loading
     ├── ResourceExhausted          RESOURCE_EXHAUSTED e.g. a full queue
+    ├── Cancelled                  CANCELLED          the caller went away (or its deadline passed) first
     ├── FailedPrecondition         FAILED_PRECONDITION
     └── UnsupportedModel           FAILED_PRECONDITION no layer template for this architecture
 """
@@ -24,6 +27,18 @@ class InvalidArgument(EditcacheError):
 
 class EditNotFound(EditcacheError):
     code = grpc.StatusCode.NOT_FOUND
+
+
+class Unauthenticated(EditcacheError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(EditcacheError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Cancelled(EditcacheError):
+    code = grpc.StatusCode.CANCELLED
 
 
 class Unavailable(EditcacheError):

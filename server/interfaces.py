@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from server.types import Edit, EditSpec, Generation, GenerationOptions, Hit, Route, TokenScores
+from server.types import Edit, EditSpec, EncodedText, Generation, GenerationOptions, Hit, Route, TokenScores
 
 TextSink = Callable[[str], None]  # receives each new piece of generated text
 StopCheck = Callable[[], bool]  # True once the caller no longer wants tokens
@@ -19,6 +19,10 @@ class Embedder(Protocol):
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(n, dim) float32 rows of unit length."""
+        ...
+
+    def encode_text(self, text: str) -> EncodedText:
+        """One text with its token embeddings, for gates that look inside the query."""
         ...
 
 
@@ -48,7 +52,7 @@ class Memory(Protocol):
 
 
 class Gate(Protocol):
-    def scores(self, query: str, hits: Sequence[Hit]) -> list[float]:
+    def scores(self, query: EncodedText, hits: Sequence[Hit]) -> list[float]:
         """p(query is in the scope of hit.edit) for each hit, in [0, 1]."""
         ...
 

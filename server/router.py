@@ -4,22 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from time import perf_counter
 
 from server.errors import FailedPrecondition
-from server.interfaces import Embedder, Gate, Generator, Memory, StopCheck, TextSink
-from server.types import Decision, Generation, GenerationOptions, Query, Route, Timings, TokenScores
+from server.interfaces import Generator, Memory, StopCheck, TextSink
+from server.scope import ScopeCheck
+from server.types import Decision, Generation, GenerationOptions, Query, Route, TokenScores
 
 
 @dataclass(frozen=True)
 class Router:
-    embedder: Embedder
+    scope: ScopeCheck
     memory: Memory
-    gate: Gate
     generators: Mapping[Route, Generator]  # every route a request may take; BASE among them
     in_scope_route: Route  # where the gate sends in-scope queries
     threshold: float
-    top_k: int
 
     def __post_init__(self) -> None:
         for route in (Route.BASE, self.in_scope_route):
@@ -33,15 +31,7 @@ class Router:
             self.generator(query.route)  # fail early on a route this server lacks
             if query.edit_id:
                 return Decision(query.route, self.memory.get(query.namespace, query.edit_id), 0.0)
-        t0 = perf_counter()
-        vector = self.embedder.encode([query.text])[0]  # (dim,)
-        t1 = perf_counter()
-        hits = self.memory.search(query.namespace, vector, self.top_k)
-        t2 = perf_counter()
-        scores = self.gate.scores(query.text, hits)
-        t3 = perf_counter()
-        timings = Timings(embed_ms=(t1 - t0) * 1e3, search_ms=(t2 - t1) * 1e3, gate_ms=(t3 - t2) * 1e3)
-        p, hit = max(zip(scores, hits, strict=True), key=lambda s: s[0], default=(0.0, None))
+        hit, p, timings = self.scope.best(query.namespace, query.text)
         if query.route is not None:  # a forced in-scope route takes the best edit, whatever its score
             if hit is None:
                 raise FailedPrecondition(f"route {query.route.value} needs an edit; namespace has none that match")

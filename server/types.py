@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class EditSpec:
@@ -37,6 +39,16 @@ class Edit:
     def key_texts(self) -> tuple[str, ...]:
         """The texts the memory indexes for this edit: its prompt and every paraphrase."""
         return (self.prompt, *self.paraphrases)
+
+
+@dataclass(frozen=True)
+class EncodedText:
+    """A text as the sentence encoder sees it, from one forward pass."""
+
+    text: str
+    vector: np.ndarray  # (dim,) unit-length sentence embedding
+    token_vectors: np.ndarray  # (n_tokens, dim) contextual token embeddings, special tokens included
+    token_spans: tuple[tuple[int, int], ...]  # character span of each token; (0, 0) for special tokens
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,20 @@ import pytest
 
 from client.launch import LocalServer
 from tests.tiny import build_tiny_model, build_tiny_tokenizer
+
+IKE_POOL = Path(__file__).parent / "fixtures" / "eval" / "counterfact_flat.json"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def small_ike_pool() -> Iterator[None]:
+    """Servers started by tests take their IKE demonstrations from a 3-record fixture, not 10k train records."""
+    before = os.environ.get("EDITCACHE_IKE_POOL")
+    os.environ["EDITCACHE_IKE_POOL"] = str(IKE_POOL)
+    yield
+    if before is None:
+        del os.environ["EDITCACHE_IKE_POOL"]
+    else:
+        os.environ["EDITCACHE_IKE_POOL"] = before
 
 
 @pytest.fixture(scope="session")

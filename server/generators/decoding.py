@@ -6,6 +6,7 @@ and reports the token ids, so routes can be compared token for token.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -16,11 +17,14 @@ from server.errors import InvalidArgument
 from server.interfaces import StopCheck, TextSink
 from server.types import FinishReason, Generation, GenerationOptions, TokenScores
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class CausalLM:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
+    max_prompt_tokens: int | None = None  # None: no limit
 
     def decode(
         self,
@@ -32,6 +36,7 @@ class CausalLM:
         """Continues `prompt` under `options`; greedy decoding is deterministic."""
         inputs = self.tokenizer(prompt, return_tensors="pt").to(self.model.device)
         prompt_length = inputs["input_ids"].shape[1]
+        self._check_prompt_length(prompt_length)
         tracker = _TextTracker(self.tokenizer, prompt_length, options.stop, on_text, should_stop)
         if options.seed is not None:
             torch.manual_seed(options.seed)  # the model worker is the only thread that samples
@@ -48,6 +53,7 @@ class CausalLM:
     def score(self, prompt: str, target: str) -> TokenScores:
         """Teacher forcing: the model's argmax and log-probability at each token of `target` after `prompt`."""
         prompt_ids = self.tokenizer(prompt)["input_ids"]
+        self._check_prompt_length(len(prompt_ids))
         target_ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]
         if not target_ids:
             raise InvalidArgument("target is empty after tokenisation; give a non-empty continuation")
@@ -63,6 +69,13 @@ class CausalLM:
             predicted_ids=tuple(int(i) for i in logits.argmax(dim=-1)),
             target_logprobs=tuple(float(x) for x in logprobs.gather(1, wanted[:, None])[:, 0]),
         )
+
+    def _check_prompt_length(self, n_tokens: int) -> None:
+        if self.max_prompt_tokens is not None and n_tokens > self.max_prompt_tokens:
+            raise InvalidArgument(
+                f"prompt is {n_tokens} tokens after tokenisation (with any edit text its route adds); "
+                f"the limit is {self.max_prompt_tokens}: shorten the prompt"
+            )
 
     def _generation_config(self, options: GenerationOptions) -> GenerationConfig:
         base = self.model.generation_config
@@ -123,7 +136,11 @@ class _TextTracker(BaseStreamer, StoppingCriteria):
     # StoppingCriteria: input_ids is (1, prompt + new) and already holds the newest token.
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
         self._update([int(t) for t in input_ids[0, self._prompt_length:]])
-        done = self._cut_at_stop() is not None or (self._should_stop is not None and self._should_stop())
+        stopped = self._should_stop is not None and self._should_stop()
+        if stopped:
+            log.info("generation stopped after %d new tokens: the caller went away or its deadline passed",
+                     len(self._ids))
+        done = self._cut_at_stop() is not None or stopped
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
     def final_text(self) -> str:

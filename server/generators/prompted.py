@@ -1,14 +1,9 @@
-"""An in-scope route: the base model with the edit stated before the query.
-
-The first counterfactual generator; the trained counterfactual model and IKE replace it.
-"""
+"""An in-scope route: the base model with the edit stated before the query (route `prompt`)."""
 
 from __future__ import annotations
 
-from server.errors import FailedPrecondition
-from server.generators.decoding import CausalLM
-from server.interfaces import StopCheck, TextSink
-from server.types import Edit, Generation, GenerationOptions, Route, TokenScores
+from server.generators.in_prompt import EditInPromptGenerator
+from server.types import Edit, Route
 
 # Measured on Gemma-3-270M: with this header the model continues both the edited
 # prompt and a question-style paraphrase with the new target.
@@ -19,27 +14,8 @@ def prompt_with_edit(edit: Edit, query: str) -> str:
     return TEMPLATE.format(statement=edit.statement(), query=query)
 
 
-def _require(edit: Edit | None) -> Edit:
-    if edit is None:
-        raise FailedPrecondition("the prompted generator answers in-scope queries only; no edit was given")
-    return edit
-
-
-class PromptedGenerator:
+class PromptedGenerator(EditInPromptGenerator):
     route = Route.PROMPT
 
-    def __init__(self, lm: CausalLM) -> None:
-        self._lm = lm
-
-    def generate(
-        self,
-        prompt: str,
-        edit: Edit | None,
-        options: GenerationOptions,
-        on_text: TextSink | None = None,
-        should_stop: StopCheck | None = None,
-    ) -> Generation:
-        return self._lm.decode(prompt_with_edit(_require(edit), prompt), options, on_text, should_stop)
-
-    def score(self, prompt: str, edit: Edit | None, target: str) -> TokenScores:
-        return self._lm.score(prompt_with_edit(_require(edit), prompt), target)
+    def prompt_for(self, edit: Edit, query: str) -> str:
+        return prompt_with_edit(edit, query)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,8 +25,9 @@ KEYS_PER_EDIT_SEARCHED = 4
 class EditMemory:
     """Implements `server.interfaces.Memory` over `data_dir/edits.sqlite` and `data_dir/index/`."""
 
-    def __init__(self, data_dir: Path, embedder: Embedder, encoder_name: str) -> None:
+    def __init__(self, data_dir: Path, embedder: Embedder, encoder_name: str, max_edits_per_namespace: int = 0) -> None:
         self._embedder = embedder
+        self._max_edits_per_namespace = max_edits_per_namespace  # 0: no limit
         self._index_dir = data_dir / "index"
         self._store = EditStore(data_dir / "edits.sqlite")
         # Index changes follow store commits; the lock keeps the two in step for readers.
@@ -41,7 +43,8 @@ class EditMemory:
         bounds = np.cumsum([0, *map(len, texts)])
         vectors = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         with self._lock:
-            stored = self._store.insert(namespace, specs, vectors)  # committed to disk here
+            # Committed to disk here.
+            stored = self._store.insert(namespace, specs, vectors, self._max_edits_per_namespace)
             for (_, key_ids), edit_vectors in zip(stored, vectors, strict=True):
                 self._index.add(namespace, np.asarray(key_ids), edit_vectors)
         return [edit for edit, _ in stored]
@@ -121,6 +124,6 @@ def _decode_page_token(token: str) -> int:
     if not token:
         return 0
     prefix, _, number = token.partition(":")
-    if prefix != "after" or not number.isdigit():
+    if prefix != "after" or not re.fullmatch(r"[0-9]{1,18}", number):  # ASCII digits that fit SQLite
         raise InvalidArgument(f"page_token {token!r} is not one this server issued; pass next_page_token as given")
     return int(number)

@@ -6,8 +6,11 @@ import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from server.types import EncodedText
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,42 @@ class SentenceEncoder:
         if dim is None:
             raise ValueError(f"encoder at {path} does not declare its embedding size")
         self.dim: int = int(dim)
+        modules = [type(m).__name__ for m in self._model]
+        if modules != ["Transformer", "Pooling", "Normalize"] or self._model[1].pooling_mode != "mean":
+            raise ValueError(f"encoder at {path} must be Transformer → mean Pooling → Normalize, got {modules}")
+        self._tokenizer = self._model.tokenizer
+        self._transformer: Any = self._model[0].auto_model
         log.info("sentence encoder %s loaded from %s (%d dimensions)", name_or_path, path, self.dim)
+
+    def encode_text(self, text: str) -> EncodedText:
+        """The sentence embedding and the token embeddings it pools, from one forward pass."""
+        return self.encode_texts([text])[0]
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> list[EncodedText]:
+        """`encode_text` for many texts, batched."""
+        import torch
+
+        out: list[EncodedText] = []
+        for start in range(0, len(texts), batch_size):
+            chunk = list(texts[start : start + batch_size])
+            batch = self._tokenizer(
+                chunk, return_tensors="pt", padding=True, return_offsets_mapping=True, truncation=True,
+                max_length=self._model.max_seq_length,
+            )
+            offsets = batch.pop("offset_mapping").tolist()  # (b, n, 2)
+            with torch.inference_mode():
+                hidden = self._transformer(**batch).last_hidden_state  # (b, n, dim)
+            for text, tokens, mask, spans in zip(chunk, hidden, batch["attention_mask"], offsets, strict=True):
+                tokens = tokens[mask.bool()]  # (n_tokens, dim), padding dropped
+                # The packaged model's pipeline is mean pooling then normalisation (checked at load).
+                pooled = tokens.mean(dim=0)
+                out.append(EncodedText(
+                    text=text,
+                    vector=(pooled / pooled.norm()).numpy().astype(np.float32),
+                    token_vectors=tokens.numpy().astype(np.float32),
+                    token_spans=tuple((int(a), int(b)) for a, b in spans[: len(tokens)]),
+                ))
+        return out
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self._model.encode(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.errors import EditNotFound
+from server.errors import EditNotFound, ResourceExhausted
 from server.types import Edit, EditSpec
 
 SCHEMA = """
@@ -76,15 +76,23 @@ class EditStore:
     # --- writes -------------------------------------------------------------------------
 
     def insert(
-        self, namespace: str, specs: Sequence[EditSpec], vectors: Sequence[np.ndarray]
+        self, namespace: str, specs: Sequence[EditSpec], vectors: Sequence[np.ndarray], max_edits: int = 0
     ) -> list[tuple[Edit, list[int]]]:
         """Stores the edits and their key vectors ((n_keys, dim) per spec) atomically.
 
-        Returns each stored edit with the key ids of its vectors, in order.
+        Returns each stored edit with the key ids of its vectors, in order. With `max_edits` > 0,
+        a batch that would take the namespace past that many edits is refused whole.
         """
         now = time.time()
         stored: list[tuple[Edit, list[int]]] = []
         with self._lock, self._transaction():
+            if max_edits > 0:
+                (count,) = self._db.execute("SELECT COUNT(*) FROM edits WHERE namespace = ?", (namespace,)).fetchone()
+                if count + len(specs) > max_edits:
+                    raise ResourceExhausted(
+                        f"namespace {namespace!r} has {count} edits; adding {len(specs)} would pass its limit "
+                        f"of {max_edits} (max_edits_per_namespace); delete some first"
+                    )
             for spec, spec_vectors in zip(specs, vectors, strict=True):
                 edit = Edit(
                     id=uuid.uuid4().hex, namespace=namespace, subject=spec.subject, prompt=spec.prompt,

@@ -8,6 +8,7 @@ import grpc
 
 from editcache.v1 import editcache_pb2 as pb
 from editcache.v1 import editcache_pb2_grpc as pb_grpc
+from server.auth import Authorizer, Role
 from server.engine import EngineHolder
 from server.servicers.convert import edit_spec_from_pb, edit_to_pb
 from server.servicers.rpc import unary
@@ -17,11 +18,13 @@ log = logging.getLogger(__name__)
 
 
 class EditServicer(pb_grpc.EditServiceServicer):
-    def __init__(self, holder: EngineHolder) -> None:
+    def __init__(self, holder: EngineHolder, auth: Authorizer) -> None:
         self._holder = holder
+        self._auth = auth
 
     @unary
     async def AddEdits(self, request: pb.AddEditsRequest, context: grpc.aio.ServicerContext) -> pb.AddEditsResponse:
+        self._auth.check(context.invocation_metadata() or (), request.namespace, Role.WRITE, "AddEdits")
         engine = self._holder.get()
         namespace = check_namespace(request.namespace)
         specs = [edit_spec_from_pb(e) for e in request.edits]
@@ -32,12 +35,14 @@ class EditServicer(pb_grpc.EditServiceServicer):
 
     @unary
     async def GetEdit(self, request: pb.GetEditRequest, context: grpc.aio.ServicerContext) -> pb.GetEditResponse:
+        self._auth.check(context.invocation_metadata() or (), request.namespace, Role.READ, "GetEdit")
         engine = self._holder.get()
         edit = await engine.in_io(engine.memory.get, check_namespace(request.namespace), check_edit_id(request.id))
         return pb.GetEditResponse(edit=edit_to_pb(edit))
 
     @unary
     async def ListEdits(self, request: pb.ListEditsRequest, context: grpc.aio.ServicerContext) -> pb.ListEditsResponse:
+        self._auth.check(context.invocation_metadata() or (), request.namespace, Role.READ, "ListEdits")
         engine = self._holder.get()
         namespace = check_namespace(request.namespace)
         check_page_size(request.page_size, engine.config.limits)
@@ -51,6 +56,7 @@ class EditServicer(pb_grpc.EditServiceServicer):
     async def DeleteEdit(
         self, request: pb.DeleteEditRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteEditResponse:
+        self._auth.check(context.invocation_metadata() or (), request.namespace, Role.WRITE, "DeleteEdit")
         engine = self._holder.get()
         edit = await engine.in_io(engine.memory.delete, check_namespace(request.namespace), check_edit_id(request.id))
         log.info("deleted edit %s from namespace %s", edit.id, edit.namespace)

@@ -8,12 +8,13 @@ import threading
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from time import perf_counter
+from time import monotonic, perf_counter
 
 import grpc
 
 from editcache.v1 import editcache_pb2 as pb
 from editcache.v1 import editcache_pb2_grpc as pb_grpc
+from server.auth import Authorizer, Role
 from server.engine import Engine, EngineHolder
 from server.interfaces import StopCheck, TextSink
 from server.servicers.convert import (
@@ -31,27 +32,29 @@ log = logging.getLogger(__name__)
 
 
 class InferenceServicer(pb_grpc.InferenceServiceServicer):
-    def __init__(self, holder: EngineHolder) -> None:
+    def __init__(self, holder: EngineHolder, auth: Authorizer) -> None:
         self._holder = holder
+        self._auth = auth
 
     @unary
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
-        cancelled = threading.Event()
-        context.add_done_callback(lambda _: cancelled.set())
-        return answer_to_pb(await self._answer(request, None, cancelled.is_set))
+        self._auth.check(context.invocation_metadata() or (), request.namespace, Role.READ, "Generate")
+        return answer_to_pb(await self._answer(request, None, _caller_gone(context)))
 
     @streaming
     async def GenerateStream(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
+        self._auth.check(context.invocation_metadata() or (), request.namespace, Role.READ, "GenerateStream")
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[str] = asyncio.Queue()
         cancelled = threading.Event()  # set when the client goes away: the model thread stops generating
+        gone = _caller_gone(context)
 
         def on_text(delta: str) -> None:  # called on the model thread
             loop.call_soon_threadsafe(deltas.put_nowait, delta)
 
-        answering = asyncio.ensure_future(self._answer(request, on_text, cancelled.is_set))
+        answering = asyncio.ensure_future(self._answer(request, on_text, lambda: cancelled.is_set() or gone()))
         try:
             while True:
                 next_delta = asyncio.ensure_future(deltas.get())
@@ -70,19 +73,23 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
 
     @unary
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        self._auth.check(context.invocation_metadata() or (), request.namespace, Role.READ, "Score")
         started = perf_counter()
         engine = self._holder.get()
         query = _query(request, engine)
         target = check_text("target", request.target, engine.config.limits.max_text_chars)
         decision = await engine.in_io(engine.router.decide, query)
         before_model = perf_counter()
-        scores, queue_ms = await engine.worker.run(lambda: engine.router.score(query, decision, target))
+        scores, queue_ms = await engine.worker.run(
+            lambda: engine.router.score(query, decision, target), _caller_gone(context)
+        )
         return scores_to_pb(scores, decision, _timings(decision, queue_ms, before_model, started))
 
     @unary
     async def GetServerInfo(
         self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetServerInfoResponse:
+        self._auth.check(context.invocation_metadata() or (), None, Role.READ, "GetServerInfo")
         return server_info_to_pb(self._holder.get().info)
 
     async def _answer(self, request: pb.GenerateRequest, on_text: TextSink | None, should_stop: StopCheck) -> Answer:
@@ -94,7 +101,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         decision = await engine.in_io(engine.router.decide, query)
         before_model = perf_counter()
         generation, queue_ms = await engine.worker.run(
-            lambda: engine.router.generate(query, decision, options, on_text, should_stop)
+            lambda: engine.router.generate(query, decision, options, on_text, should_stop), should_stop
         )
         timings = _timings(decision, queue_ms, before_model, started)
         log.info(
@@ -103,6 +110,15 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             decision.score, len(generation.token_ids), timings.total_ms,
         )
         return Answer(generation, decision, timings)
+
+
+def _caller_gone(context: grpc.aio.ServicerContext) -> StopCheck:
+    """True once the call is over (cancelled, failed) or past its deadline; safe to call from any thread."""
+    done = threading.Event()
+    context.add_done_callback(lambda _: done.set())
+    remaining_s = context.time_remaining()
+    deadline = None if remaining_s is None else monotonic() + remaining_s
+    return lambda: done.is_set() or (deadline is not None and monotonic() >= deadline)
 
 
 def _query(request: pb.GenerateRequest | pb.ScoreRequest, engine: Engine) -> Query:

@@ -11,7 +11,17 @@ import numpy as np
 
 from server.errors import EditNotFound
 from server.interfaces import EditPage, StopCheck, TextSink
-from server.types import Edit, EditSpec, FinishReason, Generation, GenerationOptions, Hit, Route, TokenScores
+from server.types import (
+    Edit,
+    EditSpec,
+    EncodedText,
+    FinishReason,
+    Generation,
+    GenerationOptions,
+    Hit,
+    Route,
+    TokenScores,
+)
 
 WORD = re.compile(r"[a-z0-9]+")
 
@@ -40,6 +50,16 @@ class HashEmbedder:
             v[0] = 1.0
             return v
         return v / norm
+
+    def encode_text(self, text: str) -> EncodedText:
+        """One token per word: its bucket's one-hot vector and its character span."""
+        self.calls.append([text])
+        words = list(WORD.finditer(text.lower()))
+        tokens = np.zeros((max(1, len(words)), self.dim), dtype=np.float32)
+        for i, match in enumerate(words):
+            tokens[i, self.bucket(match.group())] = 1.0
+        spans = tuple(m.span() for m in words) or ((0, 0),)
+        return EncodedText(text, self.vector(text), tokens, spans)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         self.calls.append(list(texts))
@@ -99,7 +119,7 @@ class FixedGate:
 
     by_edit_id: dict[str, float] = field(default_factory=dict)
 
-    def scores(self, query: str, hits: Sequence[Hit]) -> list[float]:
+    def scores(self, query: EncodedText, hits: Sequence[Hit]) -> list[float]:
         return [self.by_edit_id.get(h.edit.id, 0.0) for h in hits]
 
 

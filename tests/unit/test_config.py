@@ -31,7 +31,7 @@ def test_defaults_are_valid() -> None:
     config = build_config()
     assert config == Config()
     assert config.limits == Limits()
-    assert 0.0 <= config.threshold <= 1.0 and config.top_k >= 1
+    assert config.threshold is None and config.gate == "classifier" and config.top_k >= 1  # the artifact sets it
     assert 1 <= config.default_max_new_tokens <= config.limits.max_new_tokens
     assert 1 <= config.default_page_size <= config.limits.max_page_size
 
@@ -134,10 +134,11 @@ def test_valid_listen_addresses(listen: str) -> None:
 
 
 def test_every_setting_can_come_from_environ() -> None:
-    # Each scalar field has an EDITCACHE_ name; the values round-trip through string conversion.
+    # Each scalar field has an EDITCACHE_ name; the values round-trip through string conversion
+    # (an empty string is an unset path).
     defaults = Config()
-    environ = {f"EDITCACHE_{f.name.upper()}": str(getattr(defaults, f.name))
-               for f in fields(Config) if f.name != "limits"}
+    values = {f.name: getattr(defaults, f.name) for f in fields(Config) if f.name != "limits"}
+    environ = {f"EDITCACHE_{name.upper()}": "" if value is None else str(value) for name, value in values.items()}
     assert build_config(environ=environ) == defaults
 
 
@@ -154,3 +155,24 @@ def test_malformed_toml_is_a_value_error(tmp_path: Path) -> None:
     path.write_text("threshold = = 0.5\n")
     with pytest.raises(ValueError):
         build_config(file=path)
+
+
+def test_flag_limits_merge_with_file_limits_and_auth_settings_convert(config_file: Path) -> None:
+    config = build_config(
+        file=config_file,
+        environ={"EDITCACHE_INSECURE": "true", "EDITCACHE_TOKENS_FILE": "~/tokens.toml"},
+        overrides={"limits": {"max_queue": 3}},
+    )
+    assert config.limits.max_queue == 3 and config.limits.max_new_tokens == 100  # both sources kept
+    assert config.insecure is True and config.tokens_file == Path("~/tokens.toml").expanduser()
+    assert build_config().tokens_file is None and build_config().insecure is False
+
+
+def test_tls_cert_without_key_is_a_value_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="tls_cert and tls_key"):
+        build_config(overrides={"tls_cert": tmp_path / "cert.pem"})
+
+
+def test_non_boolean_insecure_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="insecure"):
+        build_config(environ={"EDITCACHE_INSECURE": "maybe"})

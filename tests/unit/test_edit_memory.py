@@ -316,3 +316,9 @@ def test_failed_add_leaves_memory_unchanged(tmp_path: Path) -> None:
         assert search_text(memory, embedder, "ns", EIFFEL.prompt)[0].edit.subject == "Eiffel Tower"
     finally:
         memory.close()
+
+
+@pytest.mark.parametrize("token", ["after:²", "after:٣", "after:" + "9" * 30, "after:-1", "after:"])
+def test_page_tokens_that_are_not_small_ascii_numbers_are_invalid(memory: EditMemory, token: str) -> None:
+    with pytest.raises(InvalidArgument):
+        memory.page("ns", 10, token)

@@ -6,6 +6,7 @@ import pytest
 
 from server.errors import EditNotFound, FailedPrecondition
 from server.router import Router
+from server.scope import ScopeCheck
 from server.types import Decision, GenerationOptions, Hit, Query, Route
 from tests.unit.fakes import FixedGate, FixedMemory, HashEmbedder, RecordingGenerator, make_edit
 
@@ -27,13 +28,11 @@ class Parts:
         self.base = RecordingGenerator(Route.BASE)
         self.in_scope = RecordingGenerator(Route.PROMPT)
         self.router = Router(
-            embedder=self.embedder,
+            scope=ScopeCheck(self.embedder, self.memory, FixedGate(scores), top_k),
             memory=self.memory,
-            gate=FixedGate(scores),
             generators={Route.BASE: self.base, Route.PROMPT: self.in_scope},
             in_scope_route=Route.PROMPT,
             threshold=THRESHOLD,
-            top_k=top_k,
         )
 
     def answer(self, query: Query, decision: Decision) -> tuple[str, list[str]]:
@@ -159,7 +158,8 @@ def test_forced_route_the_server_lacks_is_failed_precondition(route: Route) -> N
 
 def test_router_without_base_or_in_scope_generator_is_refused() -> None:
     parts = Parts([], {})
-    common = {"embedder": parts.embedder, "memory": parts.memory, "gate": FixedGate(), "threshold": 0.5, "top_k": 1}
+    scope = ScopeCheck(parts.embedder, parts.memory, FixedGate(), 1)
+    common = {"scope": scope, "memory": parts.memory, "threshold": 0.5}
     with pytest.raises(ValueError, match="base"):
         Router(generators={Route.PROMPT: parts.in_scope}, in_scope_route=Route.PROMPT, **common)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ike"):

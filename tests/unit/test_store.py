@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.errors import EditNotFound
+from server.errors import EditNotFound, ResourceExhausted
 from server.memory.store import EditStore
 from server.types import EditSpec
 from tests.unit.fakes import make_spec
@@ -219,3 +219,15 @@ def test_meta_round_trips_and_replaces(store: EditStore) -> None:
     store.set_meta("x", "1")
     store.set_meta("x", "2")
     assert store.get_meta("x") == "2"
+
+
+def test_batch_over_the_namespace_limit_is_refused_whole(store: EditStore) -> None:
+    specs = [numbered_spec(i) for i in range(3)]
+    store.insert("ns", specs[:2], [spec_vectors(s, i) for i, s in enumerate(specs[:2])], max_edits=3)
+    with pytest.raises(ResourceExhausted, match="has 2 edits; adding 2 would pass its limit of 3"):
+        store.insert("ns", [specs[2], numbered_spec(9)], [spec_vectors(specs[2], 2), spec_vectors(numbered_spec(9), 9)],
+                     max_edits=3)
+    assert store.page("ns", 0, 10)[2] == 2
+    store.insert("other", specs, [spec_vectors(s, i) for i, s in enumerate(specs)], max_edits=3)  # per namespace
+    store.insert("ns", specs[2:], [spec_vectors(specs[2], 2)], max_edits=3)  # exactly at the limit
+    assert store.page("ns", 0, 10)[2] == 3

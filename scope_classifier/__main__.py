@@ -1,0 +1,90 @@
+"""python -m scope_classifier train | evaluate"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from scope_classifier.artifact import DEFAULT_ARTIFACT
+
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scope_classifier")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="build pairs from the train files, fit, choose the threshold, save")
+    train.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    train.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT)
+    train.add_argument("--max-cases-per-file", type=int, default=4000)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editcache" / "scope",
+                       help="where the encoder outputs of the training texts are cached")
+    evaluate = commands.add_parser("evaluate", help="the whole gate on val/dev or a file; last line is JSON")
+    source = evaluate.add_mutually_exclusive_group()
+    source.add_argument("--split", choices=["val"], default="val", help="counterfact/val.json + zsre/dev.json")
+    source.add_argument("--data", type=Path, help="any file scripts/evaluate.py reads")
+    evaluate.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    evaluate.add_argument("--gate", choices=["classifier", "similarity"], default="classifier")
+    evaluate.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT)
+    evaluate.add_argument("--threshold", type=float, help="default: the artifact's (classifier) or 0.8 (similarity)")
+    evaluate.add_argument("--json", action="store_true", help="(the last line is always the JSON summary)")
+    for p in (train, evaluate):
+        p.add_argument("--encoder", default="all-MiniLM-L6-v2")
+        p.add_argument("--top-k", type=int, default=8)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    progress = _progress()
+    if args.command == "train":
+        from scope_classifier.train import train as run_train
+
+        report = run_train(args.data_dir, args.out, args.encoder, args.max_cases_per_file, args.seed, args.top_k,
+                           cache_dir=args.cache_dir, progress=progress)
+        print(json.dumps(report))
+        return 0
+
+    from client.evaluation.cases import load_cases
+    from scope_classifier.artifact import load_artifact
+    from scope_classifier.evaluate import gate_metrics, load_val_cases, score_probes, unrelated_questions
+    from server.config import SIMILARITY_THRESHOLD
+    from server.gate import ClassifierGate, SimilarityGate
+    from server.interfaces import Gate
+    from server.memory.embed import SentenceEncoder
+
+    cases = load_cases(args.data)[1] if args.data else load_val_cases(args.data_dir)
+    artifact = load_artifact(args.artifact) if args.gate == "classifier" else None
+
+    def factory(encoder: SentenceEncoder) -> Gate:
+        return SimilarityGate() if artifact is None else ClassifierGate(artifact, encoder)
+
+    default_threshold = SIMILARITY_THRESHOLD if artifact is None else artifact.threshold
+    threshold = default_threshold if args.threshold is None else args.threshold
+    scores, n_edits, latencies = score_probes(cases, unrelated_questions(args.data_dir), SentenceEncoder(args.encoder),
+                                              factory, args.top_k, progress)
+    metrics = gate_metrics(scores, threshold, n_edits, latencies) | {"gate": args.gate, "top_k": args.top_k,
+                                                          "data": str(args.data or "counterfact/val + zsre/dev")}
+    print(json.dumps(metrics))
+    return 0
+
+
+def _progress():  # type: ignore[no-untyped-def]
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def update(done: int, total: int, what: str) -> None:
+        key = "encoding" if what == "encoding" else "probes"
+        bar = bars.get(key)
+        if bar is None or bar.total != total or done < bar.n:
+            bar = bars[key] = tqdm(total=total, desc=key, file=sys.stderr)
+        bar.update(done - bar.n)
+
+    return update
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Retrieval then the gate: the best edit of a namespace for a query, and the gate's score for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from time import perf_counter
+
+from server.interfaces import Embedder, Gate, Memory
+from server.types import Hit, Timings
+
+
+@dataclass(frozen=True)
+class ScopeCheck:
+    embedder: Embedder
+    memory: Memory
+    gate: Gate
+    top_k: int
+
+    def best(self, namespace: str, text: str) -> tuple[Hit | None, float, Timings]:
+        """The highest-scoring of the top-k retrieved edits (None when the namespace has none)."""
+        t0 = perf_counter()
+        encoded = self.embedder.encode_text(text)
+        t1 = perf_counter()
+        hits = self.memory.search(namespace, encoded.vector, self.top_k)
+        t2 = perf_counter()
+        scores = self.gate.scores(encoded, hits)
+        t3 = perf_counter()
+        timings = Timings(embed_ms=(t1 - t0) * 1e3, search_ms=(t2 - t1) * 1e3, gate_ms=(t3 - t2) * 1e3)
+        p, hit = max(zip(scores, hits, strict=True), key=lambda s: s[0], default=(0.0, None))
+        return hit, p, timings
