@@ -29,7 +29,8 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, required=True, help="benchmark file (JSON list of records)")
     parser.add_argument("--format", choices=FORMATS, help="record format (default: detected)")
     parser.add_argument("--method", choices=sorted(METHOD_ROUTES), default="gate",
-                        help="gate: the full server pipeline; prompt: the edit stated in every prompt; base: no edit")
+                        help="gate: the full server pipeline; prompt: the edit stated in every prompt; "
+                        "ike: retrieved demonstrations and the edit in every prompt; base: no edit")
     parser.add_argument("--addr", help="a running server (default: start one on --model)")
     parser.add_argument("--model", default="gemma-3-270m", help="model for the server this command starts")
     parser.add_argument("--server-arg", action="append", default=[],

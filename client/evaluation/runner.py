@@ -29,7 +29,7 @@ from client.evaluation.cases import Case, Probe
 from client.evaluation.metrics import agreement, exact_match, ngram_entropy, token_accuracy
 
 # method → the route requests force (None: the gate decides).
-METHOD_ROUTES: dict[str, str | None] = {"base": "base", "gate": None, "prompt": "prompt"}
+METHOD_ROUTES: dict[str, str | None] = {"base": "base", "gate": None, "prompt": "prompt", "ike": "ike"}
 # Probes whose answer should follow the edit, and probes whose answer must not change.
 CHANGE_CATEGORIES = ("reliability", "generalization", "portability", "reverse", "multi_hop")
 KEEP_CATEGORIES = ("locality", "same_subject")
