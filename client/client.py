@@ -296,12 +296,8 @@ class EditcacheClient:
         `route` ("base", "prompt", …) bypasses the gate, for evaluation; an in-scope route answers
         from `edit_id`, or from the best retrieved edit when it is None.
         """
-        request = pb.GenerateRequest(
-            namespace=self._ns(namespace),
-            prompt=prompt,
-            options=_options(max_new_tokens, temperature, top_p, stop, seed),
-            route=_route_value(route),
-            edit_id=edit_id or "",
+        request = self._generate_request(
+            prompt, namespace, route, edit_id, _options(max_new_tokens, temperature, top_p, stop, seed)
         )
         with map_rpc_errors():
             response = self._inference.Generate(request, **self._call_kwargs())
@@ -321,12 +317,8 @@ class EditcacheClient:
         namespace: str | None = None,
     ) -> GenerationStream:
         """Like `generate`, but iterate the result for text deltas as they arrive."""
-        request = pb.GenerateRequest(
-            namespace=self._ns(namespace),
-            prompt=prompt,
-            options=_options(max_new_tokens, temperature, top_p, stop, seed),
-            route=_route_value(route),
-            edit_id=edit_id or "",
+        request = self._generate_request(
+            prompt, namespace, route, edit_id, _options(max_new_tokens, temperature, top_p, stop, seed)
         )
         with map_rpc_errors():
             call = self._inference.GenerateStream(request, **self._call_kwargs())
@@ -417,6 +409,15 @@ class EditcacheClient:
 
     def _ns(self, namespace: str | None) -> str:
         return self._namespace if namespace is None else namespace
+
+    def _generate_request(
+        self, prompt: str, namespace: str | None, route: str | None, edit_id: str | None,
+        options: pb.GenerationOptions,
+    ) -> pb.GenerateRequest:
+        return pb.GenerateRequest(
+            namespace=self._ns(namespace), prompt=prompt, options=options, route=_route_value(route),
+            edit_id=edit_id or "",
+        )
 
     def _call_kwargs(self, timeout_s: float | None = None) -> dict[str, Any]:
         return {

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -73,7 +73,7 @@ def gate_scaling(sizes: list[int], queries: int, top_k: int, gate_name: str) -> 
     from server.memory.edit_memory import EditMemory
     from server.memory.embed import SentenceEncoder
     from server.scope import ScopeCheck
-    from server.types import EditSpec
+    from server.types import EditSpec, EncodedText
 
     encoder = SentenceEncoder("all-MiniLM-L6-v2")
     gate: Gate = SimilarityGate()
@@ -86,11 +86,14 @@ def gate_scaling(sizes: list[int], queries: int, top_k: int, gate_name: str) -> 
         def __init__(self) -> None:
             self._rng = np.random.default_rng(0)
 
-        def encode(self, texts: list[str]) -> np.ndarray:
+        def encode(self, texts: Sequence[str]) -> np.ndarray:
             v = self._rng.standard_normal((len(texts), self.dim)).astype(np.float32)
             return v / np.linalg.norm(v, axis=1, keepdims=True)
 
-    results = {}
+        def encode_text(self, text: str) -> EncodedText:
+            return encoder.encode_text(text)
+
+    results: dict[str, dict[str, Any]] = {}
     for size in sizes:
         with tempfile.TemporaryDirectory(prefix="editcache-bench-") as tmp:
             memory = EditMemory(Path(tmp), RandomKeys(), "random")
