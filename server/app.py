@@ -55,9 +55,11 @@ def build_engine(config: Config) -> Engine:
     generators: dict[Route, Generator] = {Route.BASE: BaseGenerator(lm), Route.PROMPT: PromptedGenerator(lm)}
     if (ike := build_ike(config, lm, encoder)) is not None:
         generators[Route.IKE] = ike
+    in_scope_route = Route(config.in_scope_route) if Route(config.in_scope_route) in generators else Route.PROMPT
+    log.info("in-scope queries take the %s route", in_scope_route.value)
     router = Router(
         scope=ScopeCheck(encoder, memory, gate, config.top_k), memory=memory, generators=generators,
-        in_scope_route=Route.PROMPT, threshold=threshold,
+        in_scope_route=in_scope_route, threshold=threshold,
     )
     info = ServerInfo(
         model=config.model, model_type=str(loaded.model.config.model_type),

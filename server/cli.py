@@ -26,6 +26,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, help="gate score at or above which a query is in scope")
     parser.add_argument("--top-k", type=int, help="edits retrieved per query before gating (default 8)")
     parser.add_argument("--ike-pool", type=Path, help="CounterFact-format file of IKE demonstrations")
+    parser.add_argument("--in-scope-route", help="ike (default; prompt when IKE is off) or prompt")
     parser.add_argument("--ike-k", type=int, help="IKE demonstrations per prompt (default 8; 0: no IKE route)")
     parser.add_argument("--torch-threads", type=int, help="intra-op threads for torch (0: torch's default)")
     parser.add_argument("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")

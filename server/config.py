@@ -16,6 +16,7 @@ from typing import Any
 
 ENV_PREFIX = "EDITCACHE_"
 GATES = ("classifier", "similarity")
+IN_SCOPE_ROUTES = ("ike", "prompt")
 SIMILARITY_THRESHOLD = 0.8
 
 
@@ -59,6 +60,9 @@ class Config:
     # IKE demonstrations: a CounterFact-format file; None: ../shared/data/counterfact/train.json if present.
     ike_pool: Path | None = None
     ike_k: int = 8  # demonstrations per IKE prompt; 0 turns the IKE route off
+    # Where the gate sends in-scope queries: ike (measured best; falls back to prompt when the IKE
+    # route is off) or prompt.
+    in_scope_route: str = "ike"
     default_max_new_tokens: int = 32
     default_page_size: int = 100
     torch_threads: int = 0  # 0: torch's default
@@ -76,6 +80,8 @@ class Config:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
+        if self.in_scope_route not in IN_SCOPE_ROUTES:
+            raise ValueError(f"in_scope_route must be one of {', '.join(IN_SCOPE_ROUTES)}, got {self.in_scope_route!r}")
         if self.gate not in GATES:
             raise ValueError(f"gate must be one of {', '.join(GATES)}, got {self.gate!r}")
         if not re.fullmatch(r"[^:\s]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}", self.listen):

@@ -76,7 +76,7 @@ def test_in_scope_query_is_answered_from_the_edit(running_server: LocalServer) -
         edit = client.add_edit("france", PROMPT, "rome")
         answer = client.generate(PROMPT, max_new_tokens=4)
         threshold = client.server_info().threshold
-    assert answer.route == "prompt" and answer.edit_id == edit.id
+    assert answer.route == "ike" and answer.edit_id == edit.id  # IKE is the in-scope route when it is on
     assert threshold <= answer.gate_score <= 1.0
     assert answer.timings_ms["total"] >= answer.timings_ms["generate"] > 0
 
@@ -95,7 +95,7 @@ def test_namespaces_are_isolated(running_server: LocalServer) -> None:
     a, b = fresh_namespace(), fresh_namespace()
     with running_server.client(a) as client_a, running_server.client(b) as client_b:
         edit = client_a.add_edit("france", PROMPT, "rome")
-        assert client_a.generate(PROMPT, max_new_tokens=2).route == "prompt"
+        assert client_a.generate(PROMPT, max_new_tokens=2).route == "ike"
         answer_b = client_b.generate(PROMPT, max_new_tokens=2)
         assert answer_b.route == "base" and answer_b.edit_id is None
         assert client_b.list_edits().total == 0
@@ -153,7 +153,7 @@ def test_acknowledged_edit_survives_sigkill_and_restart(tiny_model_dir: object, 
         with server.client("crash") as client:
             assert [e.id for e in client.iter_edits()] == [edit.id]
             answer = client.generate(PROMPT, max_new_tokens=2)
-        assert answer.route == "prompt" and answer.edit_id == edit.id
+        assert answer.route == "ike" and answer.edit_id == edit.id
         assert "edit index rebuilt" in server.log_text()[log_before_restart:]  # index files were stale
     finally:
         assert server.stop() == 0
@@ -218,5 +218,19 @@ def test_server_info_describes_the_served_model(running_server: LocalServer) -> 
     with running_server.client() as client:
         info = client.server_info()
     assert info.model_type == "llama" and info.parameters > 0
-    assert {"base", "prompt", "ike"} <= set(info.routes) and info.in_scope_route == "prompt"
+    assert {"base", "prompt", "ike"} <= set(info.routes) and info.in_scope_route == "ike"
     assert info.encoder == "all-MiniLM-L6-v2" and 0 < info.threshold <= 1
+
+
+def test_without_ike_in_scope_queries_take_the_prompt_route(tiny_model_dir: object, tmp_path: object) -> None:
+    server = LocalServer(tiny_model_dir, tmp_path, "--ike-k", "0")  # type: ignore[arg-type]
+    server.start()
+    try:
+        with server.client("no-ike") as client:
+            edit = client.add_edit("france", PROMPT, "rome")
+            answer = client.generate(PROMPT, max_new_tokens=2)
+            info = client.server_info()
+        assert (answer.route, answer.edit_id) == ("prompt", edit.id)
+        assert info.in_scope_route == "prompt" and "ike" not in info.routes
+    finally:
+        server.stop()
