@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +21,12 @@ import numpy as np
 from server.generators.decoding import CausalLM
 from server.generators.in_prompt import EditInPromptGenerator
 from server.interfaces import Embedder
-from server.types import Edit, Route
+from server.types import Edit, GenerationOptions, Route
 
 log = logging.getLogger(__name__)
 
 KINDS = ("copy", "update", "retain")
+DEMONSTRATION_END = "\n\n"
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Demonstration:
     answer: str
 
     def render(self) -> str:
-        return f"New Fact: {self.fact}\nPrompt: {self.prompt} {self.answer}\n\n"
+        return f"New Fact: {self.fact}\nPrompt: {self.prompt} {self.answer}{DEMONSTRATION_END}"
 
 
 def demonstrations_of(record: dict) -> tuple[Demonstration, ...] | None:
@@ -92,6 +93,10 @@ class IKEGenerator(EditInPromptGenerator):
         self._pool = pool
         self._encoder = encoder
         self._k = k
+
+    def adjust_options(self, options: GenerationOptions) -> GenerationOptions:
+        # The model would go on to write the next demonstration; a blank line ends each one.
+        return replace(options, stop=(*options.stop, DEMONSTRATION_END))
 
     def prompt_for(self, edit: Edit, query: str) -> str:
         fact = f"{edit.prompt.rstrip()} {edit.target_new.strip()}"

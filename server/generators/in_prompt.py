@@ -28,7 +28,12 @@ class EditInPromptGenerator(ABC):
         on_text: TextSink | None = None,
         should_stop: StopCheck | None = None,
     ) -> Generation:
-        return self._lm.decode(self.prompt_for(self._require(edit), prompt), options, on_text, should_stop)
+        prompt = self.prompt_for(self._require(edit), prompt)
+        return self._lm.decode(prompt, self.adjust_options(options), on_text, should_stop)
+
+    def adjust_options(self, options: GenerationOptions) -> GenerationOptions:
+        """Generation options as this route needs them (by default, as the caller gave them)."""
+        return options
 
     def score(self, prompt: str, edit: Edit | None, target: str) -> TokenScores:
         return self._lm.score(self.prompt_for(self._require(edit), prompt), target)

@@ -44,3 +44,15 @@ def test_ike_prompt_ends_with_the_new_fact_and_the_query(tmp_path: Path) -> None
     prompt = generator.prompt_for(edit, "France's capital is")
     assert prompt.endswith("New Fact: The capital of France is Rome\nPrompt: France's capital is")
     assert prompt.count("New Fact:") == 4
+
+
+def test_ike_generation_stops_at_the_end_of_its_demonstration_format(tmp_path: Path) -> None:
+    from server.generators.ike import DEMONSTRATION_END
+    from server.types import GenerationOptions
+
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps(RECORDS))
+    embedder = HashEmbedder(dim=64)
+    generator = IKEGenerator(None, DemonstrationPool.load(path, embedder, "hash", tmp_path), embedder, 2)  # type: ignore[arg-type]
+    options = generator.adjust_options(GenerationOptions(max_new_tokens=8, stop=("!",)))
+    assert options.stop == ("!", DEMONSTRATION_END)
