@@ -68,9 +68,10 @@ def assert_saved_index_matches_store(data_dir: Path, keys: dict[int, tuple[int, 
 
 def assert_edits_fire(server: LocalServer, edits: list[EditRecord]) -> None:
     with server.client(NAMESPACE) as client:
+        in_scope = client.server_info().in_scope_route
         for edit in edits:
             answer = client.generate(edit.prompt, max_new_tokens=1)
-            assert (answer.route, answer.edit_id) == ("prompt", edit.id), f"edit {edit.id} does not fire"
+            assert (answer.route, answer.edit_id) == (in_scope, edit.id), f"edit {edit.id} does not fire"
 
 
 def test_sigkill_during_concurrent_adds_then_index_rebuilds(tiny_model_dir: Path, tmp_path: Path) -> None:
