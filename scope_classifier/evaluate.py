@@ -64,7 +64,7 @@ def score_probes(
 
     Returns the scores, the number of edits in memory and the latencies (ms) of ScopeCheck.best on a
     sample of probes. For speed the probes' encoder passes are batched; retrieval and the gate run per
-    probe exactly as in ScopeCheck.best, which the latency sample times end to end.
+    probe through ScopeCheck.best_encoded, and the latency sample times ScopeCheck.best end to end.
     """
     with tempfile.TemporaryDirectory(prefix="editcache-gate-eval-") as tmp:
         memory = EditMemory(Path(tmp), encoder, "eval")
@@ -82,8 +82,7 @@ def score_probes(
         encoded = encoder.encode_texts([text for _, text, _, _ in probes])
         scores = []
         for n, ((kind, _, case_index, restates), query) in enumerate(zip(probes, encoded, strict=True)):
-            hits = memory.search("eval", query.vector, top_k)
-            p, hit = max(zip(gate.scores(query, hits), hits, strict=True), key=lambda s: s[0], default=(0.0, None))
+            hit, p, _ = scope.best_encoded("eval", query)
             right = hit is not None and case_index >= 0 and hit.edit.id == edits[case_index].id
             scores.append(ProbeScore(kind, p, right, restates))
             if progress is not None and (n % 200 == 0 or n == len(probes) - 1):

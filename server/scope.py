@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from time import perf_counter
 
 from server.interfaces import Embedder, Gate, Memory
-from server.types import Hit, Timings
+from server.types import EncodedText, Hit, Timings
 
 
 @dataclass(frozen=True)
@@ -20,11 +20,18 @@ class ScopeCheck:
         """The highest-scoring of the top-k retrieved edits (None when the namespace has none)."""
         t0 = perf_counter()
         encoded = self.embedder.encode_text(text)
+        embed_ms = (perf_counter() - t0) * 1e3
+        hit, p, timings = self.best_encoded(namespace, encoded)
+        timings.embed_ms = embed_ms
+        return hit, p, timings
+
+    def best_encoded(self, namespace: str, encoded: EncodedText) -> tuple[Hit | None, float, Timings]:
+        """`best` for a query already through the encoder (callers that batch encoder passes)."""
         t1 = perf_counter()
         hits = self.memory.search(namespace, encoded.vector, self.top_k)
         t2 = perf_counter()
         scores = self.gate.scores(encoded, hits)
         t3 = perf_counter()
-        timings = Timings(embed_ms=(t1 - t0) * 1e3, search_ms=(t2 - t1) * 1e3, gate_ms=(t3 - t2) * 1e3)
+        timings = Timings(search_ms=(t2 - t1) * 1e3, gate_ms=(t3 - t2) * 1e3)
         p, hit = max(zip(scores, hits, strict=True), key=lambda s: s[0], default=(0.0, None))
         return hit, p, timings
