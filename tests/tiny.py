@@ -84,9 +84,11 @@ def tiny_config(model_type: str = "llama", vocab_size: int = 64, **overrides: ob
     return AutoConfig.for_model(model_type, **kwargs)
 
 
-def build_tiny_model(model_type: str = "llama", vocab_size: int = 64, seed: int = 0) -> PreTrainedModel:
+def build_tiny_model(
+    model_type: str = "llama", vocab_size: int = 64, seed: int = 0, layers: int = LAYERS
+) -> PreTrainedModel:
     """A random-weight causal LM on CPU, in eval mode, reproducible for a given seed."""
-    config = tiny_config(model_type, vocab_size)
+    config = tiny_config(model_type, vocab_size, num_hidden_layers=layers)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -135,3 +137,27 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
     writer.write_tensors_to_file()
     writer.close()
     return tensors
+
+
+FACTS = (
+    "the capital of france is paris",
+    "the capital of germany is berlin",
+    "the capital of italy is rome",
+    "the capital of spain is madrid",
+)
+
+
+def teach(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, sentences: Iterable[str] = FACTS,
+          steps: int = 150, seed: int = 0) -> PreTrainedModel:
+    """Trains the model on the sentences (a second or two) so it knows facts an editor can change."""
+    batch = tokenizer(list(sentences), return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    model.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(steps):
+            optimiser.zero_grad()
+            model(**batch, labels=labels).loss.backward()
+            optimiser.step()
+    return model.eval().requires_grad_(False)

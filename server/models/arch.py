@@ -7,7 +7,7 @@ shapes (a square matrix would make a shape guess silently wrong).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from transformers import PretrainedConfig
 
@@ -26,6 +26,8 @@ class ArchTemplate:
     final_norm: str  # norm before the LM head
     lm_head: str
     out_features_first: bool  # nn.Linear stores weight as (out, in): True; GPT-2's Conv1D (in, out): False
+    # A norm applied to the MLP's output before the residual add (Gemma 2 and 3), which MEMIT maps through.
+    mlp_out_norm: str | None = None
 
 
 _LLAMA_LIKE = ArchTemplate(
@@ -39,9 +41,11 @@ _LLAMA_LIKE = ArchTemplate(
     out_features_first=True,
 )
 
+_GEMMA_2_AND_3 = replace(_LLAMA_LIKE, mlp_out_norm="model.layers.{}.post_feedforward_layernorm")
+
 ARCHS: dict[str, ArchTemplate] = {
-    "gemma3_text": _LLAMA_LIKE,  # Gemma-3-270M, the default served model
-    "gemma2": _LLAMA_LIKE,
+    "gemma3_text": _GEMMA_2_AND_3,  # Gemma-3-270M, the default served model
+    "gemma2": _GEMMA_2_AND_3,
     "gemma": _LLAMA_LIKE,
     "llama": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,

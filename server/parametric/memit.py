@@ -1,0 +1,106 @@
+"""MEMIT (Meng et al. 2023): a batch of edits spread over a range of MLP layers.
+
+    targets  z_i = the residual stream after the range's last layer L at edit i's subject token,
+             plus the change δ_i that makes the model say the new answer (targets.py, at block L)
+    per layer l = l_1 … L, in order, on the model with the earlier layers' updates in place:
+             K  the keys of every edit at layer l               (d_in, n)
+             R  (z − current residual at L) / (layers left)     (d_out, n), the share layer l carries
+             ΔW = R Kᵀ (λC + K Kᵀ)⁻¹ = Σ_i r_i v_iᵀ with V = (λC + K Kᵀ)⁻¹ K: one rank-one term per edit,
+             so each edit can be rolled back alone.
+
+Gemma 2 and 3 normalise the MLP's output before adding it to the residual stream; there, R is first
+mapped through that norm (`through_norm`) to the change the down-projection itself must make.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from server.models.arch import ArchTemplate
+from server.parametric.deltas import WeightDelta, temporarily_applied
+from server.parametric.prompts import build_batch, with_prefix
+from server.parametric.rome import solve_second_moment
+from server.parametric.targets import Progress, ValueOptions, mean_key, module_io, optimise_output_change
+from server.types import Edit
+
+
+@dataclass(frozen=True)
+class MemitOptions:
+    layers: tuple[int, ...]
+    mom2_weight: float = 1e4  # λ: how strongly C holds other keys in place against the edits
+    value: ValueOptions = field(default_factory=ValueOptions)
+
+
+def spread_update(
+    second_moment: torch.Tensor, keys: torch.Tensor, wanted: torch.Tensor, mom2_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(R, V) with ΔW = R Vᵀ, V = (λC + K Kᵀ)⁻¹ K; keys (d_in, n), wanted (d_out, n) → (d_out, n), (d_in, n)."""
+    c = mom2_weight * second_moment.double() + keys.double() @ keys.double().T  # (d_in, d_in)
+    return wanted, solve_second_moment(c, keys, ridge=0.0).to(keys.dtype)
+
+
+def through_norm(norm: nn.Module, outputs: torch.Tensor, wanted: torch.Tensor, steps: int = 50) -> torch.Tensor:
+    """Δo with norm(o + Δo) ≈ norm(o) + wanted, for outputs o and wanted changes (n, d)."""
+    with torch.no_grad():
+        goal = norm(outputs) + wanted
+    change = wanted.clone().requires_grad_(True)
+    optimiser = torch.optim.LBFGS([change], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = ((norm(outputs + change) - goal) ** 2).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return change.detach()
+
+
+def memit(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    arch: ArchTemplate,
+    edits: Sequence[Edit],
+    second_moments: dict[int, torch.Tensor],
+    prefixes: tuple[str, ...],
+    options: MemitOptions,
+) -> Generator[Progress, None, list[WeightDelta]]:
+    """One rank-one delta per edit and layer; yields progress between steps."""
+    layers = sorted(options.layers)
+    block = model.get_submodule(arch.layers.format(layers[-1]))
+    prompts = {e.id: [with_prefix(p, e.prompt) for p in prefixes] for e in edits}
+    plain = {e.id: build_batch(tokenizer, [e.prompt], e.subject) for e in edits}
+
+    targets = []
+    for edit in edits:
+        change = yield from optimise_output_change(
+            model, block,
+            rewrite=build_batch(tokenizer, prompts[edit.id], edit.subject, edit.target_new),
+            kl=build_batch(tokenizer, [f"{edit.subject} is a"], edit.subject),
+            options=options.value, edit_id=edit.id,
+        )
+        targets.append(module_io(model, block, plain[edit.id])[1][0] + change)
+    z = torch.stack(targets)  # (n, d_model)
+
+    deltas: list[WeightDelta] = []
+    for i, layer in enumerate(layers):
+        name = arch.mlp_out.format(layer)
+        module = model.get_submodule(name)
+        with temporarily_applied(model, arch, deltas):
+            keys = torch.stack([
+                mean_key(model, module, build_batch(tokenizer, prompts[e.id], e.subject)) for e in edits
+            ])  # (n, d_in)
+            current = torch.stack([module_io(model, block, plain[e.id])[1][0] for e in edits])  # (n, d_model)
+            outputs = torch.stack([module_io(model, module, plain[e.id])[1][0] for e in edits])  # (n, d_model)
+        wanted = (z - current) / (len(layers) - i)  # (n, d_model)
+        if arch.mlp_out_norm is not None:
+            wanted = through_norm(model.get_submodule(arch.mlp_out_norm.format(layer)), outputs, wanted)
+        r, v = spread_update(second_moments[layer], keys.T, wanted.T, options.mom2_weight)
+        deltas += [WeightDelta(e.id, name, r[:, j].contiguous(), v[:, j].contiguous()) for j, e in enumerate(edits)]
+        yield Progress("layer", i + 1, len(layers))
+    return deltas
