@@ -5,6 +5,10 @@ loads torch, transformers, faiss or the server.
 """
 
 from client.client import (
+    ChatResult,
+    ChatStream,
+    ChatTurn,
+    Correction,
     EditcacheClient,
     EditInput,
     EditPage,
@@ -29,6 +33,10 @@ from client.errors import (
 )
 
 __all__ = [
+    "ChatResult",
+    "ChatStream",
+    "ChatTurn",
+    "Correction",
     "DeadlineExceeded",
     "EditInput",
     "EditPage",

@@ -18,17 +18,21 @@ Callers see plain frozen dataclasses, never protobuf messages, and
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, Self, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client.errors import DeadlineExceeded, Internal, Unavailable, map_rpc_errors
+from editcache.v1 import chat_pb2 as chat_pb
+from editcache.v1 import chat_pb2_grpc as chat_pb_grpc
 from editcache.v1 import editcache_pb2 as pb
 from editcache.v1 import editcache_pb2_grpc as pb_grpc
+from editcache.v1 import parametric_pb2 as parametric_pb
+from editcache.v1 import parametric_pb2_grpc as parametric_pb_grpc
 
 DEFAULT_ADDR = "127.0.0.1:50051"
 DEFAULT_NAMESPACE = "default"
@@ -40,6 +44,10 @@ _FINISH_NAMES: dict[int, str] = {
 }
 _ROUTE_VALUES: dict[str, pb.Route] = {n.removeprefix("ROUTE_").lower(): v for n, v in pb.Route.items()}
 _TIMING_FIELDS = ("embed", "search", "gate", "queue", "generate", "total")
+_METHOD_VALUES: dict[str, parametric_pb.ParametricMethod] = {
+    n.removeprefix("PARAMETRIC_METHOD_").lower(): v for n, v in parametric_pb.ParametricMethod.items() if v
+}
+_METHOD_NAMES: dict[int, str] = {int(v): n for n, v in _METHOD_VALUES.items()}
 
 
 @dataclass(frozen=True)
@@ -133,21 +141,71 @@ class EditPage:
     total: int  # edits in the namespace
 
 
-class GenerationStream:
+@dataclass(frozen=True)
+class ChatTurn:
+    """One turn of a conversation: role "system" (first turn only), "user" or "assistant"."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """A chat answer and why it was given.
+
+    `reply` is the assistant's turn (send it back as the next request's assistant turn); `generation` is the
+    raw continuation with its route, edit id, gate score, token ids and timings; `edit` is the edit that
+    answered (None on the base route); `prompt` is the conversation as the model read it; `gate_query` the
+    text the gate scored (the latest user turn, or it after the previous exchange for a follow-up).
+    """
+
+    reply: str
+    generation: GenerationResult
+    edit: EditRecord | None
+    prompt: str
+    gate_query: str
+
+    @property
+    def route(self) -> str:
+        return self.generation.route
+
+    @property
+    def edit_id(self) -> str | None:
+        return self.generation.edit_id
+
+    @property
+    def gate_score(self) -> float:
+        return self.generation.gate_score
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A correction as the server read it: the edit it stored (or, with dry_run, would store)."""
+
+    edit: EditRecord  # id "" when not stored
+    stored: bool
+    extraction: tuple[str, ...]  # free-text corrections: the extraction model's raw outputs
+
+
+R = TypeVar("R")
+
+
+class ResultStream(Generic[R]):
     """Text deltas of a streamed answer; `.result` is set once iteration ends.
 
     Iterate it once. Leaving the loop early (or leaving a `with` block)
     cancels the RPC; `.result` then stays None.
     """
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, to_result: Callable[[Any], R]) -> None:
         self._call = call  # the grpc response iterator, also a grpc.Call
+        self._to_result = to_result  # the final message's result field -> R
         self._started = False
-        self.result: GenerationResult | None = None
+        self.result: R | None = None
 
     def __iter__(self) -> Iterator[str]:
         if self._started:
-            raise RuntimeError("a GenerationStream can be iterated only once")
+            raise RuntimeError(f"a {type(self).__name__} can be iterated only once")
         self._started = True
         try:
             with map_rpc_errors():
@@ -155,7 +213,7 @@ class GenerationStream:
                     if message.text_delta:
                         yield message.text_delta
                     if message.HasField("final"):
-                        self.result = _generation_result(message.final)
+                        self.result = self._to_result(message.final)
         finally:
             if self.result is None:
                 self._call.cancel()
@@ -165,7 +223,7 @@ class GenerationStream:
     def cancel(self) -> None:
         self._call.cancel()
 
-    def __enter__(self) -> GenerationStream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -173,6 +231,49 @@ class GenerationStream:
     ) -> None:
         if self.result is None:
             self._call.cancel()
+
+
+class GenerationStream(ResultStream[GenerationResult]):
+    """The text of a streamed `generate`; `.result` is its GenerationResult."""
+
+    def __init__(self, call: Any) -> None:
+        super().__init__(call, _generation_result)
+
+
+class ChatStream(ResultStream[ChatResult]):
+    """The reply of a streamed `chat`; `.result` is its ChatResult."""
+
+    def __init__(self, call: Any) -> None:
+        super().__init__(call, _chat_result)
+
+
+@dataclass(frozen=True)
+class ParametricProgress:
+    stage: str  # "prefixes", "statistics", "value", "fine-tune", "layer"
+    step: int
+    total: int
+    loss: float | None
+    edit_id: str | None
+
+
+@dataclass(frozen=True)
+class BakedEditRecord:
+    """An edit whose deltas are in the served model's weights."""
+
+    namespace: str
+    edit_id: str
+    method: str
+    application_id: int
+    modules: tuple[str, ...]
+    in_gate: bool
+    created_at_unix_s: float
+
+
+@dataclass(frozen=True)
+class ParametricResult:
+    application_id: int
+    edits: tuple[BakedEditRecord, ...]
+    seconds: float
 
 
 class EditcacheClient:
@@ -206,6 +307,8 @@ class EditcacheClient:
         self._edits = pb_grpc.EditServiceStub(self._channel)
         self._inference = pb_grpc.InferenceServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._chat = chat_pb_grpc.ChatServiceStub(self._channel)
+        self._parametric = parametric_pb_grpc.ParametricServiceStub(self._channel)
 
     @property
     def addr(self) -> str:
@@ -359,6 +462,133 @@ class EditcacheClient:
             routes=tuple(_ROUTE_NAMES.get(x, "unspecified") for x in r.routes), version=r.version,
         )
 
+    # --- parametric editing (admin) ------------------------------------------
+
+    def apply_parametric(
+        self,
+        method: str,
+        edit_ids: Sequence[str],
+        *,
+        layer: int | None = None,
+        layers: Sequence[int] = (),
+        steps: int | None = None,
+        lr: float | None = None,
+        mom2_weight: float | None = None,
+        norm_constraint: float | None = None,
+        remove_from_gate: bool = False,
+        on_progress: Callable[[ParametricProgress], None] | None = None,
+        namespace: str | None = None,
+        timeout_s: float | None = None,
+    ) -> ParametricResult:
+        """Write stored edits into the served model's weights with "rome", "memit" or "ft".
+
+        Returns once the weights have changed; `on_progress` sees each step. No deadline unless
+        `timeout_s` is given: MEMIT on many edits takes minutes.
+        """
+        if method not in _METHOD_VALUES:
+            raise ValueError(f"method must be one of {', '.join(_METHOD_VALUES)}, got {method!r}")
+        options = parametric_pb.ParametricOptions(
+            layer=layer, layers=list(layers), steps=steps, lr=lr, mom2_weight=mom2_weight,
+            norm_constraint=norm_constraint, remove_from_gate=remove_from_gate,
+        )
+        request = parametric_pb.ApplyParametricRequest(
+            namespace=self._ns(namespace), method=_METHOD_VALUES[method], edit_ids=list(edit_ids), options=options,
+        )
+        result = None
+        with map_rpc_errors():
+            for event in self._parametric.ApplyParametric(request, timeout=timeout_s, metadata=self._metadata or None):
+                if event.HasField("progress") and on_progress is not None:
+                    p = event.progress
+                    on_progress(ParametricProgress(
+                        p.stage, p.step, p.total, p.loss if p.HasField("loss") else None, p.edit_id or None
+                    ))
+                elif event.HasField("result"):
+                    result = event.result
+        if result is None:
+            raise Internal("ApplyParametric ended without a result")
+        return ParametricResult(result.application_id, tuple(_baked(b) for b in result.edits), result.seconds)
+
+    def rollback_parametric(self, edit_id: str, *, namespace: str | None = None) -> BakedEditRecord:
+        """Take one edit out of the weights; they return exactly to what they were without it."""
+        request = parametric_pb.RollbackParametricRequest(namespace=self._ns(namespace), edit_id=edit_id)
+        with map_rpc_errors():
+            response = self._parametric.RollbackParametric(request, **self._call_kwargs())
+        return _baked(response.rolled_back)
+
+    def baked_edits(self, *, namespace: str | None = None) -> list[BakedEditRecord]:
+        """The namespace's edits that are in the weights, in the order they were applied."""
+        request = parametric_pb.ListBakedEditsRequest(namespace=self._ns(namespace))
+        with map_rpc_errors():
+            response = self._parametric.ListBakedEdits(request, **self._call_kwargs())
+        return [_baked(b) for b in response.edits]
+
+    def export_model(self, path: str) -> str:
+        """Write the served (edited) model as a Hugging Face directory at `path` on the server's machine."""
+        with map_rpc_errors():
+            response = self._parametric.ExportModel(
+                parametric_pb.ExportModelRequest(path=path), **self._call_kwargs()
+            )
+        return response.path
+
+    # --- chat ------------------------------------------------------------
+
+    def chat(
+        self,
+        turns: Sequence[ChatTurn | Mapping[str, str]],
+        *,
+        max_new_tokens: int = 0,
+        temperature: float = 0.0,
+        top_p: float = 0.0,
+        stop: Iterable[str] = (),
+        seed: int | None = None,
+        route: str | None = None,
+        edit_id: str | None = None,
+        namespace: str | None = None,
+    ) -> ChatStream:
+        """Answer the conversation's last turn (the user's) through the gate; iterate the result for the reply.
+
+        `turns` are ChatTurn or {"role": ..., "content": ...} mappings, oldest first. Once iterated, `.result`
+        holds the reply and says which route answered, from which edit, with what gate score. Options and
+        `route` are as for `generate`.
+        """
+        request = chat_pb.ChatRequest(
+            namespace=self._ns(namespace), turns=[_turn(t) for t in turns],
+            options=_options(max_new_tokens, temperature, top_p, stop, seed), route=_route_value(route),
+            edit_id=edit_id or "",
+        )
+        with map_rpc_errors():
+            call = self._chat.Chat(request, **self._call_kwargs())
+        return ChatStream(call)
+
+    def correct(
+        self,
+        question: str,
+        answer: str,
+        text: str | None = None,
+        *,
+        edit: EditInput | None = None,
+        dry_run: bool = False,
+        namespace: str | None = None,
+    ) -> Correction:
+        """Correct the model's `answer` to `question` with free `text` ("No, it is in Taipei") or an `edit`.
+
+        The server stores the edit in the namespace (unless `dry_run`), with the question among its
+        paraphrases; it holds from the next turn. Free text the server cannot read unambiguously raises
+        FailedPrecondition, whose details say what is missing.
+        """
+        if (text is None) == (edit is None):
+            raise ValueError("give exactly one of text (a free-text correction) or edit (an EditInput)")
+        request = chat_pb.CorrectRequest(
+            namespace=self._ns(namespace), question=question, answer=answer, dry_run=dry_run
+        )
+        if edit is not None:
+            request.edit.CopyFrom(_edit_spec(edit))
+        else:
+            request.text = text or ""
+        with map_rpc_errors():
+            response = self._chat.Correct(request, **self._call_kwargs())
+        return Correction(_edit_record(response.edit), response.stored, tuple(response.extraction))
+
     # --- health ----------------------------------------------------------
 
     def health(self, service: str = "") -> str:
@@ -436,6 +666,14 @@ class EditcacheClient:
 # --- conversions at the edge ---------------------------------------------
 
 
+def _baked(b: parametric_pb.BakedEdit) -> BakedEditRecord:
+    return BakedEditRecord(
+        namespace=b.namespace, edit_id=b.edit_id, method=_METHOD_NAMES.get(b.method, "unspecified"),
+        application_id=b.application_id, modules=tuple(b.modules), in_gate=b.in_gate,
+        created_at_unix_s=b.created_at_unix_s,
+    )
+
+
 def _edit_spec(spec: EditInput) -> pb.EditSpec:
     message = pb.EditSpec(
         subject=spec.subject,
@@ -487,6 +725,24 @@ def _timings_ms(timings: pb.Timings) -> dict[str, float]:
     return {name: getattr(timings, f"{name}_ms") for name in _TIMING_FIELDS}
 
 
+def _turn(turn: ChatTurn | Mapping[str, str]) -> chat_pb.Turn:
+    if isinstance(turn, ChatTurn):
+        return chat_pb.Turn(role=turn.role, content=turn.content)
+    if isinstance(turn, Mapping):
+        return chat_pb.Turn(role=turn["role"], content=turn["content"])
+    raise TypeError(f"a turn must be a ChatTurn or a mapping with role and content, not {type(turn).__name__}")
+
+
+def _chat_result(result: chat_pb.ChatResult) -> ChatResult:
+    return ChatResult(
+        reply=result.reply,
+        generation=_generation_result(result.generation),
+        edit=_edit_record(result.edit) if result.HasField("edit") else None,
+        prompt=result.prompt,
+        gate_query=result.gate_query,
+    )
+
+
 def _generation_result(response: pb.GenerateResponse) -> GenerationResult:
     return GenerationResult(
         text=response.text,
@@ -502,12 +758,17 @@ def _generation_result(response: pb.GenerateResponse) -> GenerationResult:
 __all__ = [
     "DEFAULT_ADDR",
     "DEFAULT_NAMESPACE",
+    "ChatResult",
+    "ChatStream",
+    "ChatTurn",
+    "Correction",
     "EditInput",
     "EditPage",
     "EditRecord",
     "EditcacheClient",
     "GenerationResult",
     "GenerationStream",
+    "ResultStream",
     "ScoreResult",
     "ServerInfo",
 ]

@@ -3,9 +3,11 @@
     editctl add --subject "Space Needle" --prompt "The Space Needle is in" --target Taipei
     editctl add --file edits.jsonl          # one EditSpec JSON object per line
     editctl ask "Where is the Space Needle?" --stream
+    editctl chat                            # interactive; /correct TEXT, /undo, /edits, /route
     editctl list --all
     editctl show ID
     editctl delete ID
+    editctl apply --method rome ID...     # write edits into the weights (admin); rollback ID, baked, export DIR
 
 Global options (--addr, --token, --namespace, --tls-ca, --timeout, --json) go
 before or after the subcommand; their defaults come from EDITCACHE_ADDR,
@@ -25,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from client.chat import add_arguments as add_chat_arguments
+from client.chat import run as run_chat
 from client.client import (
     DEFAULT_ADDR,
     DEFAULT_NAMESPACE,
@@ -34,6 +38,7 @@ from client.client import (
     GenerationResult,
 )
 from client.errors import EditcacheError
+from client.parametric_cli import add_commands as add_parametric_commands
 
 PROG = "editctl"
 _SPEC_FIELDS = ("subject", "prompt", "target_new", "target_true", "paraphrases")
@@ -169,6 +174,11 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     delete = commands.add_parser("delete", parents=[common], help="delete one edit")
     delete.add_argument("id")
     delete.set_defaults(run=_run_delete)
+
+    chat = commands.add_parser("chat", parents=[common], help="chat interactively; /correct fixes the last answer")
+    add_chat_arguments(chat)
+    chat.set_defaults(run=run_chat)
+    add_parametric_commands(commands, common)
     commands.add_parser("eval", help="evaluate an editing method on a benchmark file (see `editctl eval --help`)")
     return parser
 

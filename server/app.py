@@ -17,10 +17,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from editcache.v1 import chat_pb2 as chat_pb
+from editcache.v1 import chat_pb2_grpc as chat_pb_grpc
 from editcache.v1 import editcache_pb2 as pb
 from editcache.v1 import editcache_pb2_grpc as pb_grpc
+from editcache.v1 import parametric_pb2 as parametric_pb
+from editcache.v1 import parametric_pb2_grpc as parametric_pb_grpc
 from scope_classifier.artifact import DEFAULT_ARTIFACT, load_artifact
 from server.auth import Authorizer
+from server.chat.corrections import CorrectionExtractor
+from server.chat.transcript import conversation_format
 from server.config import SIMILARITY_THRESHOLD, Config
 from server.engine import Engine, EngineHolder, ServerInfo
 from server.gate import ClassifierGate, SimilarityGate
@@ -31,18 +37,27 @@ from server.generators.prompted import PromptedGenerator
 from server.interfaces import Gate, Generator
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
-from server.models.load import load_model
+from server.models.load import LoadedModel, load_model, model_fingerprint
+from server.parametric.editor import ParametricEditor, ParametricSettings
+from server.parametric.ledger import Ledger
 from server.router import Router
 from server.scope import ScopeCheck
+from server.servicers.chat import ChatServicer
 from server.servicers.edits import EditServicer
 from server.servicers.inference import InferenceServicer
+from server.servicers.parametric import ParametricServicer
 from server.types import Route
 from server.worker import ModelWorker
 
 log = logging.getLogger(__name__)
 DEFAULT_IKE_POOL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "counterfact" / "train.json"
+DEFAULT_STATS_TEXT = DEFAULT_IKE_POOL  # its prompts and answers: offline English text in the benchmark's domain
 
-SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name for name in ("EditService", "InferenceService"))
+SERVICE_NAMES = (
+    *(pb.DESCRIPTOR.services_by_name[name].full_name for name in ("EditService", "InferenceService")),
+    parametric_pb.DESCRIPTOR.services_by_name["ParametricService"].full_name,
+    chat_pb.DESCRIPTOR.services_by_name["ChatService"].full_name,
+)
 
 
 def build_engine(config: Config) -> Engine:
@@ -51,15 +66,19 @@ def build_engine(config: Config) -> Engine:
     memory = EditMemory(config.data_dir, encoder, config.encoder, config.limits.max_edits_per_namespace)
     gate, threshold = build_gate(config, encoder)
     loaded = load_model(config.model, config.cache_dir, config.torch_threads)
+    parametric = build_parametric(config, loaded)
     lm = CausalLM(loaded.model, loaded.tokenizer, config.limits.max_prompt_tokens)
-    generators: dict[Route, Generator] = {Route.BASE: BaseGenerator(lm), Route.PROMPT: PromptedGenerator(lm)}
+    base = BaseGenerator(lm)
+    # Edits baked into the weights are answered by the (edited) base model.
+    generators: dict[Route, Generator] = {Route.BASE: base, Route.PARAMETRIC: base, Route.PROMPT: PromptedGenerator(lm)}
     if (ike := build_ike(config, lm, encoder)) is not None:
         generators[Route.IKE] = ike
     in_scope_route = Route(config.in_scope_route) if Route(config.in_scope_route) in generators else Route.PROMPT
     log.info("in-scope queries take the %s route", in_scope_route.value)
     router = Router(
-        scope=ScopeCheck(encoder, memory, gate, config.top_k), memory=memory, generators=generators,
-        in_scope_route=in_scope_route, threshold=threshold,
+        scope=ScopeCheck(encoder, memory, gate, config.top_k, hidden=parametric.hidden_from_gate),
+        memory=memory, generators=generators, in_scope_route=in_scope_route, threshold=threshold,
+        baked=parametric.is_baked,
     )
     info = ServerInfo(
         model=config.model, model_type=str(loaded.model.config.model_type),
@@ -68,7 +87,24 @@ def build_engine(config: Config) -> Engine:
         routes=tuple(generators), version=version("editcache"),
     )
     worker = ModelWorker(config.limits.max_queue)
-    return Engine(info, config, memory, router, worker, ThreadPoolExecutor(2, thread_name_prefix="io"))
+    return Engine(
+        info, config, memory, router, worker, ThreadPoolExecutor(2, thread_name_prefix="io"), parametric,
+        conversation=conversation_format(loaded.tokenizer), corrections=CorrectionExtractor(base),
+    )
+
+
+def build_parametric(config: Config, loaded: LoadedModel) -> ParametricEditor:
+    """The weight editor, with every recorded delta replayed onto the freshly loaded weights."""
+    ledger = Ledger(config.data_dir / "parametric.sqlite", model_fingerprint(loaded))
+    text = config.stats_text or DEFAULT_STATS_TEXT
+    settings = ParametricSettings(
+        cache_dir=config.cache_dir, text_files=(text,) if text.exists() else (),
+        stats_tokens=config.stats_tokens, model_samples=config.stats_model_samples, prefixes=config.context_prefixes,
+    )
+    editor = ParametricEditor(loaded.model, loaded.tokenizer, loaded.arch, ledger, model_fingerprint(loaded), settings)
+    if replayed := editor.replay():
+        log.info("replayed %d parametric deltas (%d edits in the weights)", replayed, len(editor.baked_edits()))
+    return editor
 
 
 def build_gate(config: Config, encoder: SentenceEncoder) -> tuple[Gate, float]:
@@ -107,6 +143,8 @@ async def serve(config: Config, auth: Authorizer, on_bound: Callable[[int], None
     health = HealthServicer()
     pb_grpc.add_EditServiceServicer_to_server(EditServicer(holder, auth), server)
     pb_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(holder, auth), server)
+    parametric_pb_grpc.add_ParametricServiceServicer_to_server(ParametricServicer(holder, auth), server)
+    chat_pb_grpc.add_ChatServiceServicer_to_server(ChatServicer(holder, auth), server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, "grpc.health.v1.Health"), server)
     for name in ("", *SERVICE_NAMES):
@@ -150,6 +188,7 @@ async def serve(config: Config, auth: Authorizer, on_bound: Callable[[int], None
         engine.worker.shutdown()
         engine.io.shutdown(wait=True)
         engine.memory.close()
+        engine.parametric.close()
     log.info("stopped")
 
 

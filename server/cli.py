@@ -28,6 +28,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ike-pool", type=Path, help="CounterFact-format file of IKE demonstrations")
     parser.add_argument("--in-scope-route", help="ike (default; prompt when IKE is off) or prompt")
     parser.add_argument("--ike-k", type=int, help="IKE demonstrations per prompt (default 8; 0: no IKE route)")
+    parser.add_argument("--stats-tokens", type=int,
+                        help="tokens ROME/MEMIT estimate each layer's key statistics from (default 20000)")
+    parser.add_argument("--context-prefixes", type=int,
+                        help="generated prefixes ROME/MEMIT average keys and values over (default 5)")
     parser.add_argument("--torch-threads", type=int, help="intra-op threads for torch (0: torch's default)")
     parser.add_argument("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
     parser.add_argument("--tokens-file", type=Path,

@@ -41,6 +41,7 @@ class Limits:
     max_edits_per_namespace: int = 100_000  # 0: no limit
     # Generation and score requests waiting for or running on the model; more get RESOURCE_EXHAUSTED at once.
     max_queue: int = 64
+    max_chat_turns: int = 64  # turns in one Chat request; their contents share max_prompt_chars
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,12 @@ class Config:
     # Where the gate sends in-scope queries: ike (measured best; falls back to prompt when the IKE
     # route is off) or prompt.
     in_scope_route: str = "ike"
+    # Parametric editing: text the second moment C of MLP keys is estimated from (besides the model's own
+    # samples); None: ../shared/data/counterfact/train.json if present.
+    stats_text: Path | None = None
+    stats_tokens: int = 20_000  # tokens C is estimated from (docs/BENCHMARKS.md measures the effect)
+    stats_model_samples: int = 64  # 64-token texts the model samples itself for C
+    context_prefixes: int = 5  # generated prefixes ROME/MEMIT average keys and values over (0: the prompt alone)
     default_max_new_tokens: int = 32
     default_page_size: int = 100
     torch_threads: int = 0  # 0: torch's default
@@ -80,6 +87,8 @@ class Config:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
+        if self.stats_tokens < 1 or self.stats_model_samples < 0 or self.context_prefixes < 0:
+            raise ValueError("stats_tokens must be at least 1, stats_model_samples and context_prefixes at least 0")
         if self.in_scope_route not in IN_SCOPE_ROUTES:
             raise ValueError(f"in_scope_route must be one of {', '.join(IN_SCOPE_ROUTES)}, got {self.in_scope_route!r}")
         if self.gate not in GATES:
@@ -98,6 +107,8 @@ class Config:
         if self.limits.max_queue < 1 or self.limits.max_prompt_tokens < 1 or self.limits.max_edits_per_namespace < 0:
             raise ValueError("limits.max_queue and limits.max_prompt_tokens must be at least 1, "
                              "limits.max_edits_per_namespace at least 0 (0: no limit)")
+        if self.limits.max_chat_turns < 1:
+            raise ValueError(f"limits.max_chat_turns must be at least 1, got {self.limits.max_chat_turns}")
 
 
 def build_config(

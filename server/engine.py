@@ -7,9 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from server.chat.corrections import CorrectionExtractor
+from server.chat.transcript import ConversationFormat
 from server.config import Config
 from server.errors import Unavailable
 from server.interfaces import Memory
+from server.parametric.editor import ParametricEditor
 from server.router import Router
 from server.types import Route
 from server.worker import ModelWorker
@@ -38,6 +41,9 @@ class Engine:
     worker: ModelWorker  # the only thread that runs the language model
     # Embedding and SQLite work, kept off the event loop and off the model thread.
     io: ThreadPoolExecutor
+    parametric: ParametricEditor  # the only writer of the model's weights
+    conversation: ConversationFormat  # how Chat renders turns for this model
+    corrections: CorrectionExtractor  # reads free-text corrections (Correct) with the base model
 
     async def in_io(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)

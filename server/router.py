@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from server.errors import FailedPrecondition
 from server.interfaces import Generator, Memory, StopCheck, TextSink
 from server.scope import ScopeCheck
-from server.types import Decision, Generation, GenerationOptions, Query, Route, TokenScores
+from server.types import Decision, Edit, Generation, GenerationOptions, Query, Route, TokenScores
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,8 @@ class Router:
     generators: Mapping[Route, Generator]  # every route a request may take; BASE among them
     in_scope_route: Route  # where the gate sends in-scope queries
     threshold: float
+    # True for edits written into the weights: in-scope queries on them are answered by the weights.
+    baked: Callable[[Edit], bool] = lambda edit: False
 
     def __post_init__(self) -> None:
         for route in (Route.BASE, self.in_scope_route):
@@ -38,7 +40,8 @@ class Router:
             return Decision(query.route, hit.edit, p, timings)
         if hit is None or p < self.threshold:
             return Decision(Route.BASE, None, p, timings)
-        return Decision(self.in_scope_route, hit.edit, p, timings)
+        route = Route.PARAMETRIC if self.baked(hit.edit) else self.in_scope_route
+        return Decision(route, hit.edit, p, timings)
 
     def generate(
         self,

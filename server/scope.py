@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
 
 from server.interfaces import Embedder, Gate, Memory
-from server.types import EncodedText, Hit, Timings
+from server.types import Edit, EncodedText, Hit, Timings
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,8 @@ class ScopeCheck:
     memory: Memory
     gate: Gate
     top_k: int
+    # True for edits the gate must not see (baked into the weights and taken out of the gate).
+    hidden: Callable[[Edit], bool] = lambda edit: False
 
     def best(self, namespace: str, text: str) -> tuple[Hit | None, float, Timings]:
         """The highest-scoring of the top-k retrieved edits (None when the namespace has none)."""
@@ -28,7 +31,7 @@ class ScopeCheck:
     def best_encoded(self, namespace: str, encoded: EncodedText) -> tuple[Hit | None, float, Timings]:
         """`best` for a query already through the encoder (callers that batch encoder passes)."""
         t1 = perf_counter()
-        hits = self.memory.search(namespace, encoded.vector, self.top_k)
+        hits = [h for h in self.memory.search(namespace, encoded.vector, self.top_k) if not self.hidden(h.edit)]
         t2 = perf_counter()
         scores = self.gate.scores(encoded, hits)
         t3 = perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from server.chat.transcript import ROLES, Turn
 from server.config import Limits
 from server.errors import InvalidArgument
 from server.types import EditSpec, GenerationOptions
@@ -45,20 +46,24 @@ def check_edit_specs(specs: Sequence[EditSpec], limits: Limits) -> None:
             f"edits has {len(specs)} entries; the limit per request is {limits.max_edits_per_request}"
         )
     for i, spec in enumerate(specs):
-        where = f"edits[{i}]"
-        check_text(f"{where}.subject", spec.subject, limits.max_text_chars)
-        check_text(f"{where}.prompt", spec.prompt, limits.max_text_chars)
-        check_text(f"{where}.target_new", spec.target_new, limits.max_text_chars)
-        if spec.target_true is not None:
-            check_text(f"{where}.target_true", spec.target_true, limits.max_text_chars)
-        if spec.subject not in spec.prompt:
-            raise InvalidArgument(f"{where}.subject {spec.subject!r} does not occur in prompt {spec.prompt!r}")
-        if len(spec.paraphrases) > limits.max_paraphrases:
-            raise InvalidArgument(
-                f"{where}.paraphrases has {len(spec.paraphrases)} entries; the limit is {limits.max_paraphrases}"
-            )
-        for j, paraphrase in enumerate(spec.paraphrases):
-            check_text(f"{where}.paraphrases[{j}]", paraphrase, limits.max_text_chars)
+        check_edit_spec(spec, f"edits[{i}]", limits)
+
+
+def check_edit_spec(spec: EditSpec, where: str, limits: Limits) -> None:
+    """`where` names the spec in messages, e.g. "edits[3]"."""
+    check_text(f"{where}.subject", spec.subject, limits.max_text_chars)
+    check_text(f"{where}.prompt", spec.prompt, limits.max_text_chars)
+    check_text(f"{where}.target_new", spec.target_new, limits.max_text_chars)
+    if spec.target_true is not None:
+        check_text(f"{where}.target_true", spec.target_true, limits.max_text_chars)
+    if spec.subject not in spec.prompt:
+        raise InvalidArgument(f"{where}.subject {spec.subject!r} does not occur in prompt {spec.prompt!r}")
+    if len(spec.paraphrases) > limits.max_paraphrases:
+        raise InvalidArgument(
+            f"{where}.paraphrases has {len(spec.paraphrases)} entries; the limit is {limits.max_paraphrases}"
+        )
+    for j, paraphrase in enumerate(spec.paraphrases):
+        check_text(f"{where}.paraphrases[{j}]", paraphrase, limits.max_text_chars)
 
 
 def check_generation_options(options: GenerationOptions, limits: Limits) -> None:
@@ -80,3 +85,28 @@ def check_generation_options(options: GenerationOptions, limits: Limits) -> None
 def check_page_size(page_size: int, limits: Limits) -> None:
     if page_size > limits.max_page_size:
         raise InvalidArgument(f"page_size {page_size} is over the limit of {limits.max_page_size}")
+
+
+def check_turns(turns: Sequence[Turn], limits: Limits) -> None:
+    """A conversation to answer: an optional system turn first, then user and assistant turns, ending with the
+    user's. Assistant turns may be empty (a model can end its reply at once); the others may not."""
+    if not turns:
+        raise InvalidArgument("turns is empty; send at least the user's turn")
+    if len(turns) > limits.max_chat_turns:
+        raise InvalidArgument(
+            f"turns has {len(turns)} entries; the limit is {limits.max_chat_turns}: drop the oldest turns"
+        )
+    for i, turn in enumerate(turns):
+        if turn.role not in ROLES:
+            raise InvalidArgument(f"turns[{i}].role {turn.role[:40]!r} is not one of {', '.join(ROLES)}")
+        if turn.role == "system" and i > 0:
+            raise InvalidArgument(f"turns[{i}] is a system turn; only the first turn may be one")
+        if turn.role != "assistant" or turn.content:
+            check_text(f"turns[{i}].content", turn.content, limits.max_prompt_chars)
+    if turns[-1].role != "user":
+        raise InvalidArgument(f"turns[{len(turns) - 1}] is a {turns[-1].role} turn; the last turn must be the user's")
+    total = sum(len(t.content) for t in turns)
+    if total > limits.max_prompt_chars:
+        raise InvalidArgument(
+            f"turns have {total} characters in all; the limit is {limits.max_prompt_chars}: drop the oldest turns"
+        )

@@ -29,7 +29,11 @@ from client.evaluation.cases import Case, Probe
 from client.evaluation.metrics import agreement, exact_match, ngram_entropy, token_accuracy
 
 # method → the route requests force (None: the gate decides).
-METHOD_ROUTES: dict[str, str | None] = {"base": "base", "gate": None, "prompt": "prompt", "ike": "ike"}
+# Parametric methods write the edits into the weights, which every route then uses; "base" measures them alone.
+PARAMETRIC_METHODS = ("rome", "memit", "ft")
+METHOD_ROUTES: dict[str, str | None] = {
+    "base": "base", "gate": None, "prompt": "prompt", "ike": "ike", **dict.fromkeys(PARAMETRIC_METHODS, "base"),
+}
 # Probes whose answer should follow the edit, and probes whose answer must not change.
 CHANGE_CATEGORIES = ("reliability", "generalization", "portability", "reverse", "multi_hop")
 KEEP_CATEGORIES = ("locality", "same_subject")
@@ -121,15 +125,30 @@ class Evaluator:
         for start in range(0, len(cases), block):
             chunk = cases[start : start + block]
             edit_ids = [self._add_edits(case) for case in chunk]  # all T edits are in before any is scored
+            baked = [i for ids in edit_ids for i in ids] if self._settings.method in PARAMETRIC_METHODS else []
+            if baked:  # ROME and FT write them one after another, MEMIT all at once
+                self._warm_baseline(chunk)
+                self._client.apply_parametric(self._settings.method, baked, namespace=self._namespace)
             for case, ids in zip(chunk, edit_ids, strict=True):
                 results.append(self._evaluate(case, ids))
                 if progress is not None:
                     progress(len(results), len(cases), case.case_id)
+            for edit_id in baked:
+                self._client.rollback_parametric(edit_id, namespace=self._namespace)
             for ids in edit_ids:
                 for edit_id in ids:
                     self._client.delete_edit(edit_id, namespace=self._namespace)
             self._baseline.save()
         return results
+
+    def _warm_baseline(self, cases: Sequence[Case]) -> None:
+        """Reads the unedited model's outputs for the probes that must not change, while it is still unedited."""
+        for case in cases:
+            for category in KEEP_CATEGORIES:
+                for probe in getattr(case, category):
+                    target = " " + probe.answers[0].strip()
+                    n = len(self._client.score(probe.prompt, target, route="base").target_ids) + EXTRA_NEW_TOKENS
+                    self._baseline.lookup(self._client, probe.prompt, target, n)
 
     def _add_edits(self, case: Case) -> list[str]:
         if self._settings.method == "base":

@@ -96,6 +96,14 @@ def load_model(name_or_path: str, cache_dir: Path, torch_threads: int = 0) -> Lo
     return LoadedModel(name=name, model=model, tokenizer=tokenizer, arch=arch, source_dir=source_dir)
 
 
+def model_fingerprint(loaded: LoadedModel) -> str:
+    """Names the exact weights: parametric deltas and statistics are only valid for them."""
+    digest = hashlib.sha256((loaded.source_dir / "config.json").read_bytes())
+    for path in sorted(loaded.source_dir.glob("*.safetensors")):
+        digest.update(f"{path.name}:{path.stat().st_size}".encode())
+    return f"{loaded.name}-{digest.hexdigest()[:12]}"
+
+
 def _resolve(name_or_path: str, cache_dir: Path) -> tuple[str, Path]:
     """The model's display name and a Hugging Face directory holding it, converting a GGUF if needed."""
     if name_or_path in PACKAGED:

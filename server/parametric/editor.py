@@ -71,7 +71,7 @@ class LayerDefaults:
 
 # Measured for Gemma-3-270M (docs/BENCHMARKS.md, "Parametric editing"); other models get `heuristic_layers`.
 MEASURED_LAYERS: dict[tuple[str, int, int], LayerDefaults] = {
-    ("gemma3_text", 18, 640): LayerDefaults(rome=6, memit=(4, 5, 6, 7, 8), ft=6),
+    ("gemma3_text", 18, 640): LayerDefaults(rome=12, memit=(8, 9, 10, 11, 12), ft=12),
 }
 
 
@@ -105,6 +105,7 @@ class ParametricEditor:
         self._originals: dict[str, torch.Tensor] = {}  # module → its weight before any delta, (out, in)
         self._second_moments: dict[int, torch.Tensor] = {}
         self._prefixes: tuple[str, ...] | None = None
+        self._texts: list[str] | None = None
         self._lock = threading.Lock()
         self._baked = {(b.namespace, b.edit_id): b for b in ledger.baked_edits()}
 
@@ -196,11 +197,8 @@ class ParametricEditor:
             log.info("computing the second moment of layer %d's keys from %d tokens (once; cached at %s)",
                      layer, self._settings.stats_tokens, path)
             yield Progress("statistics", 0, self._settings.stats_tokens)
-            texts = stats.sample_texts(self._model, self._tokenizer, self._settings.model_samples)
-            texts += stats.text_lines(self._settings.text_files)
-            random.Random(0).shuffle(texts)
             moment = (yield from stats.second_moments(
-                self._model, self._tokenizer, self._arch, [layer], texts, self._settings.stats_tokens
+                self._model, self._tokenizer, self._arch, [layer], self._stats_texts(), self._settings.stats_tokens
             ))[layer]
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
@@ -208,6 +206,15 @@ class ParametricEditor:
             os.replace(tmp, path)
         self._second_moments[layer] = moment
         return moment
+
+    def _stats_texts(self) -> list[str]:
+        """The model's own samples and the text files' lines, shuffled; made once per process."""
+        if self._texts is None:
+            texts = stats.sample_texts(self._model, self._tokenizer, self._settings.model_samples)
+            texts += stats.text_lines(self._settings.text_files)
+            random.Random(0).shuffle(texts)
+            self._texts = texts
+        return self._texts
 
     # --- changing weights (model thread only) ----------------------------------------------
 

@@ -51,7 +51,7 @@ def fine_tune(
                     "logits_to_keep": batch.answer_positions},
         ).logits
         nll = answer_nll(logits, batch.answer_ids)
-        yield Progress("fine-tune", step + 1, options.steps, float(nll), edit.id)
+        yield Progress("fine-tune", step + 1, options.steps, float(nll.detach()), edit.id)
         if nll.item() < options.stop_nll:
             break
         nll.backward()

@@ -91,7 +91,7 @@ def optimise_output_change(
             current_kl = torch.log_softmax(forward(model, kl)[:, -1].float(), dim=-1)
         drift = F.kl_div(current_kl, original_kl, log_target=True, reduction="batchmean")
         loss = nll + options.kl_factor * drift + options.weight_decay * delta.norm() ** 2 / scale**2
-        yield Progress("value", step + 1, options.steps, float(nll), edit_id)
+        yield Progress("value", step + 1, options.steps, float(nll.detach()), edit_id)
         if nll.item() < options.stop_nll:
             break
         loss.backward()

@@ -10,6 +10,7 @@ from editcache.v1 import editcache_pb2 as pb
 from editcache.v1 import editcache_pb2_grpc as pb_grpc
 from server.auth import Authorizer, Role
 from server.engine import EngineHolder
+from server.errors import FailedPrecondition
 from server.servicers.convert import edit_spec_from_pb, edit_to_pb
 from server.servicers.rpc import unary
 from server.validation import check_edit_id, check_edit_specs, check_namespace, check_page_size
@@ -58,6 +59,9 @@ class EditServicer(pb_grpc.EditServiceServicer):
     ) -> pb.DeleteEditResponse:
         self._auth.check(context.invocation_metadata() or (), request.namespace, Role.WRITE, "DeleteEdit")
         engine = self._holder.get()
-        edit = await engine.in_io(engine.memory.delete, check_namespace(request.namespace), check_edit_id(request.id))
+        namespace, edit_id = check_namespace(request.namespace), check_edit_id(request.id)
+        if engine.parametric.baked(namespace, edit_id) is not None:
+            raise FailedPrecondition(f"edit {edit_id} is in the model's weights; roll it back first")
+        edit = await engine.in_io(engine.memory.delete, namespace, edit_id)
         log.info("deleted edit %s from namespace %s", edit.id, edit.namespace)
         return pb.DeleteEditResponse(edit=edit_to_pb(edit))

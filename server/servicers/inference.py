@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
-from time import monotonic, perf_counter
+from contextlib import aclosing
+from time import perf_counter
 
 import grpc
 
@@ -17,6 +15,8 @@ from editcache.v1 import editcache_pb2_grpc as pb_grpc
 from server.auth import Authorizer, Role
 from server.engine import Engine, EngineHolder
 from server.interfaces import StopCheck, TextSink
+from server.servicers.answering import answer_timings as _timings
+from server.servicers.answering import relay
 from server.servicers.convert import (
     answer_to_pb,
     options_from_pb,
@@ -24,8 +24,9 @@ from server.servicers.convert import (
     scores_to_pb,
     server_info_to_pb,
 )
+from server.servicers.rpc import caller_gone as _caller_gone
 from server.servicers.rpc import streaming, unary
-from server.types import Answer, Decision, Query, Timings
+from server.types import Answer, Query
 from server.validation import check_edit_id, check_generation_options, check_namespace, check_text
 
 log = logging.getLogger(__name__)
@@ -46,30 +47,13 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
         self._auth.check(context.invocation_metadata() or (), request.namespace, Role.READ, "GenerateStream")
-        loop = asyncio.get_running_loop()
-        deltas: asyncio.Queue[str] = asyncio.Queue()
-        cancelled = threading.Event()  # set when the client goes away: the model thread stops generating
-        gone = _caller_gone(context)
-
-        def on_text(delta: str) -> None:  # called on the model thread
-            loop.call_soon_threadsafe(deltas.put_nowait, delta)
-
-        answering = asyncio.ensure_future(self._answer(request, on_text, lambda: cancelled.is_set() or gone()))
-        try:
-            while True:
-                next_delta = asyncio.ensure_future(deltas.get())
-                await asyncio.wait({next_delta, answering}, return_when=asyncio.FIRST_COMPLETED)
-                if not next_delta.done():
-                    next_delta.cancel()
-                    break
-                yield pb.GenerateStreamResponse(text_delta=next_delta.result())
-            while not deltas.empty():  # text queued before the answer finished
-                yield pb.GenerateStreamResponse(text_delta=deltas.get_nowait())
-            yield pb.GenerateStreamResponse(final=answer_to_pb(await answering))
-        finally:
-            cancelled.set()
-            if not answering.done():
-                answering.cancel()
+        answering = relay(lambda on_text, should_stop: self._answer(request, on_text, should_stop), context)
+        async with aclosing(answering):
+            async for delta, answer in answering:
+                if answer is None:
+                    yield pb.GenerateStreamResponse(text_delta=delta)
+                else:
+                    yield pb.GenerateStreamResponse(final=answer_to_pb(answer))
 
     @unary
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
@@ -112,27 +96,10 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         return Answer(generation, decision, timings)
 
 
-def _caller_gone(context: grpc.aio.ServicerContext) -> StopCheck:
-    """True once the call is over (cancelled, failed) or past its deadline; safe to call from any thread."""
-    done = threading.Event()
-    context.add_done_callback(lambda _: done.set())
-    remaining_s = context.time_remaining()
-    deadline = None if remaining_s is None else monotonic() + remaining_s
-    return lambda: done.is_set() or (deadline is not None and monotonic() >= deadline)
-
-
 def _query(request: pb.GenerateRequest | pb.ScoreRequest, engine: Engine) -> Query:
     return Query(
         namespace=check_namespace(request.namespace),
         text=check_text("prompt", request.prompt, engine.config.limits.max_prompt_chars),
         route=route_from_pb(request.route),
         edit_id=check_edit_id(request.edit_id) if request.edit_id else None,
-    )
-
-
-def _timings(decision: Decision, queue_ms: float, before_model: float, started: float) -> Timings:
-    now = perf_counter()
-    return replace(
-        decision.timings, queue_ms=queue_ms, generate_ms=(now - before_model) * 1e3 - queue_ms,
-        total_ms=(now - started) * 1e3,
     )

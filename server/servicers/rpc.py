@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from time import monotonic
 from typing import Any, TypeVar
 
 import grpc
@@ -49,3 +51,12 @@ def streaming(
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
 
     return wrapper
+
+
+def caller_gone(context: grpc.aio.ServicerContext) -> Callable[[], bool]:
+    """True once the call is over (cancelled, failed) or past its deadline; safe to call from any thread."""
+    done = threading.Event()
+    context.add_done_callback(lambda _: done.set())
+    remaining_s = context.time_remaining()
+    deadline = None if remaining_s is None else monotonic() + remaining_s
+    return lambda: done.is_set() or (deadline is not None and monotonic() >= deadline)

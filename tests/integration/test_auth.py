@@ -143,3 +143,36 @@ def test_other_namespaces_need_a_wildcard_token_and_the_bearer_scheme_is_case_in
         reply = stub.ListEdits(pb.ListEditsRequest(namespace=other),
                                metadata=[("authorization", f"bearer {TOKENS['root'][0]}")])
         assert reply.total == 0
+
+
+def test_chat_needs_read_and_correct_needs_write_on_the_namespace(server: LocalServer) -> None:
+    from client import ChatTurn, EditInput
+
+    turns = [ChatTurn("user", "what is the capital of france")]
+    fix = EditInput("france", PROMPT, "rome")
+    with client(server, "auditor", "team-a") as auditor, client(server, "alice", "team-a") as alice:
+        stream = auditor.chat(turns, max_new_tokens=2)  # read may chat
+        "".join(stream)
+        assert stream.result is not None and stream.result.generation.token_ids
+        with pytest.raises(PermissionDenied, match="has role read; Correct needs write"):
+            auditor.correct("what is the capital of france", "paris", edit=fix)
+        with pytest.raises(PermissionDenied, match="does not grant namespace 'team-b'"):
+            list(alice.chat(turns, namespace="team-b"))
+        with pytest.raises(PermissionDenied, match="does not grant namespace 'team-b'"):
+            alice.correct("what is the capital of france", "paris", edit=fix, namespace="team-b")
+        edit = alice.correct("what is the capital of france", "paris", edit=fix).edit
+        alice.delete_edit(edit.id)
+
+
+def test_parametric_edits_need_the_admin_role(server: LocalServer, tmp_path: Path) -> None:
+    # They change the weights every namespace is served from, so a namespace's writer may not make them.
+    with client(server, "alice", "team-a") as alice, client(server, "root", "team-a") as root:
+        edit = alice.add_edit("france", PROMPT, "rome")
+        with pytest.raises(PermissionDenied, match="ApplyParametric needs admin"):
+            alice.apply_parametric("rome", [edit.id])
+        with pytest.raises(PermissionDenied, match="RollbackParametric needs admin"):
+            alice.rollback_parametric(edit.id)
+        with pytest.raises(PermissionDenied, match="ExportModel needs admin"):
+            alice.export_model(str(tmp_path / "out"))
+        assert alice.baked_edits() == []  # reading the list is allowed
+        assert root.baked_edits() == []

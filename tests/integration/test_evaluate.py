@@ -70,3 +70,18 @@ def test_sequential_mode_scores_after_all_edits_are_in(
                          "--cache-dir", str(tmp_path), "--method", "prompt")
     assert summary["n"] == 3 and summary["sequential"] == 3
     assert table.count("method `prompt`") == 2  # one table per T
+
+
+def test_parametric_methods_apply_score_and_roll_back(
+    running_server: LocalServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompt = "the capital of france is"
+    with running_server.client() as client:
+        before = client.generate(prompt, max_new_tokens=4, route="base").token_ids
+    data = FIXTURES / "counterfact_flat.json"
+    summary, table = run(capsys, "--data", str(data), "--addr", running_server.addr, "--method", "rome",
+                         "--cache-dir", str(tmp_path))
+    assert summary["method"] == "rome" and summary["n"] == len(json.loads(data.read_text()))
+    assert "| reliability |" in table
+    with running_server.client() as client:  # every edit rolled back: the weights are the original ones again
+        assert client.generate(prompt, max_new_tokens=4, route="base").token_ids == before

@@ -44,7 +44,8 @@ def answer(editor_model: torch.nn.Module, tokenizer: object, prompt: str) -> str
 
 @functools.cache
 def taught_weights(model_type: str) -> dict[str, torch.Tensor]:
-    model = teach(build_tiny_model(model_type, layers=4), build_tiny_tokenizer(), steps=TEACH_STEPS.get(model_type, 150))
+    steps = TEACH_STEPS.get(model_type, 150)
+    model = teach(build_tiny_model(model_type, layers=4), build_tiny_tokenizer(), steps=steps)
     return model.state_dict()
 
 
@@ -58,7 +59,8 @@ def make_editor(model_type: str, tmp_path: Path) -> tuple[ParametricEditor, torc
     # The tiny models only know their facts in the training sentence: no context prefixes.
     settings = ParametricSettings(tmp_path / "cache", (text,), stats_tokens=500, model_samples=4, prefixes=0)
     ledger = Ledger(tmp_path / "parametric.sqlite", f"tiny-{model_type}")
-    return ParametricEditor(model, tokenizer, arch_for(model.config), ledger, f"tiny-{model_type}", settings), model, tokenizer
+    editor = ParametricEditor(model, tokenizer, arch_for(model.config), ledger, f"tiny-{model_type}", settings)
+    return editor, model, tokenizer
 
 
 def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -1,0 +1,98 @@
+"""editctl's parametric commands: apply, rollback, baked, export (they need an admin token)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from client.client import BakedEditRecord, EditcacheClient, ParametricProgress
+
+
+def add_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    apply = commands.add_parser(
+        "apply", parents=[common], help="write stored edits into the model's weights (ROME, MEMIT or FT)"
+    )
+    apply.add_argument("ids", nargs="+", metavar="ID", help="edits of the namespace, as `add` printed them")
+    apply.add_argument("--method", required=True, choices=("rome", "memit", "ft"))
+    apply.add_argument("--layer", type=int, help="ROME/FT: the MLP layer to edit (default: the model's)")
+    apply.add_argument("--layers", type=int, nargs="+", default=[], help="MEMIT: the layers to spread over")
+    apply.add_argument("--steps", type=int, help="optimisation steps")
+    apply.add_argument("--lr", type=float, help="learning rate of those steps")
+    apply.add_argument("--mom2-weight", type=float, help="MEMIT: λ, how firmly other facts are held")
+    apply.add_argument("--norm-constraint", type=float, help="FT: the largest change of any one weight")
+    apply.add_argument("--remove-from-gate", action="store_true",
+                       help="let only the weights carry the edits (default: the gate still routes to them)")
+    apply.set_defaults(run=run_apply)
+
+    rollback = commands.add_parser("rollback", parents=[common], help="take one edit back out of the weights")
+    rollback.add_argument("id")
+    rollback.set_defaults(run=run_rollback)
+
+    baked = commands.add_parser("baked", parents=[common], help="list the namespace's edits that are in the weights")
+    baked.set_defaults(run=run_baked)
+
+    export = commands.add_parser("export", parents=[common],
+                                 help="write the edited model as a Hugging Face folder (on the server's machine)")
+    export.add_argument("dir", type=Path, help="a new or empty directory; relative paths are made absolute here")
+    export.set_defaults(run=run_export)
+
+
+def run_apply(ec: EditcacheClient, args: argparse.Namespace) -> None:
+    bar = tqdm(total=0, desc="starting", unit="step", file=sys.stderr, disable=args.json or None)
+
+    def show(progress: ParametricProgress) -> None:
+        label = progress.stage + (f" {progress.edit_id[:8]}" if progress.edit_id else "")
+        if bar.desc != label or bar.total != progress.total:
+            bar.reset(total=progress.total)
+            bar.set_description(label)
+        bar.n = progress.step
+        bar.set_postfix_str("" if progress.loss is None else f"loss {progress.loss:.3f}", refresh=False)
+        bar.refresh()
+
+    try:
+        result = ec.apply_parametric(
+            args.method, args.ids, layer=args.layer, layers=args.layers, steps=args.steps, lr=args.lr,
+            mom2_weight=args.mom2_weight, norm_constraint=args.norm_constraint,
+            remove_from_gate=args.remove_from_gate, on_progress=show,
+        )
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps({"application_id": result.application_id, "seconds": round(result.seconds, 3),
+                          "edits": [_baked_json(b) for b in result.edits]}))
+        return
+    print(f"applied {len(result.edits)} edit(s) with {args.method} in {result.seconds:.1f} s "
+          f"(application {result.application_id})")
+    for baked in result.edits:
+        print(f"  {baked.edit_id}  {', '.join(baked.modules)}")
+
+
+def run_rollback(ec: EditcacheClient, args: argparse.Namespace) -> None:
+    baked = ec.rollback_parametric(args.id)
+    print(json.dumps(_baked_json(baked)) if args.json else f"rolled back {baked.edit_id} ({baked.method})")
+
+
+def run_baked(ec: EditcacheClient, args: argparse.Namespace) -> None:
+    edits = ec.baked_edits()
+    if args.json:
+        print(json.dumps([_baked_json(b) for b in edits]))
+        return
+    for b in edits:
+        gate = "in gate" if b.in_gate else "weights only"
+        print(f"{b.edit_id}  {b.method:<5}  application {b.application_id}  {gate}  {', '.join(b.modules)}")
+    if not edits:
+        print("(no edits of this namespace are in the weights)")
+
+
+def run_export(ec: EditcacheClient, args: argparse.Namespace) -> None:
+    path = ec.export_model(str(args.dir.expanduser().absolute()))
+    print(json.dumps({"path": path}) if args.json else f"exported the served model to {path}")
+
+
+def _baked_json(b: BakedEditRecord) -> dict[str, object]:
+    return {"edit_id": b.edit_id, "method": b.method, "application_id": b.application_id,
+            "modules": list(b.modules), "in_gate": b.in_gate}

@@ -1,0 +1,110 @@
+#!/usr/bin/env python
+"""Edit quality per layer (or per statistics sample count) for a parametric method, in process.
+
+Edits CounterFact cases of a TRAIN file one at a time on the loaded model, scores them teacher-forced
+and by greedy exact match, rolls each back, and prints a table and one JSON line per setting. Used to
+choose the default layers (docs/BENCHMARKS.md); never run it on validation or dev files.
+
+    scripts/sweep_parametric.py --layers 2 4 6 8 10 12 --cases 10
+    scripts/sweep_parametric.py --layers 6 --stats-tokens 2000 20000 100000 --cases 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import TypeVar
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tqdm import tqdm  # noqa: E402
+
+from server.app import DEFAULT_STATS_TEXT  # noqa: E402
+from server.config import default_cache_dir  # noqa: E402
+from server.generators.decoding import CausalLM  # noqa: E402
+from server.models.load import load_model, model_fingerprint  # noqa: E402
+from server.parametric.editor import MethodRequest, ParametricEditor, ParametricSettings  # noqa: E402
+from server.parametric.ledger import Ledger  # noqa: E402
+from server.types import Edit, GenerationOptions  # noqa: E402
+
+T = TypeVar("T")
+
+
+def finish(steps: Generator[object, None, T]) -> T:
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/counterfact/train.json")
+    parser.add_argument("--method", default="rome", choices=("rome", "ft"))
+    parser.add_argument("--layers", type=int, nargs="+", required=True)
+    parser.add_argument("--stats-tokens", type=int, nargs="+", default=[20_000])
+    parser.add_argument("--cases", type=int, default=10)
+    parser.add_argument("--offset", type=int, default=0, help="first case of the file to use")
+    args = parser.parse_args()
+    if "val" in args.data.name or "dev" in args.data.name:
+        parser.error("choose settings on a train file, not on validation or dev data")
+
+    loaded = load_model(args.model, default_cache_dir())
+    lm = CausalLM(loaded.model, loaded.tokenizer)
+    cases = json.loads(args.data.read_text())[args.offset : args.offset + args.cases]
+    baseline = {c["locality_prompt"]: lm.score(c["locality_prompt"], " " + c["locality_ground_truth"]).predicted_ids
+                for c in cases}
+    for tokens in args.stats_tokens:
+        for layer in args.layers:
+            with tempfile.TemporaryDirectory() as scratch:
+                settings = ParametricSettings(default_cache_dir(), (DEFAULT_STATS_TEXT,), tokens, model_samples=64)
+                editor = ParametricEditor(loaded.model, loaded.tokenizer, loaded.arch,
+                                          Ledger(Path(scratch) / "p.sqlite", "sweep"), model_fingerprint(loaded),
+                                          settings)
+                rows = []
+                for i, case in enumerate(tqdm(cases, desc=f"layer {layer}, C from {tokens} tokens")):
+                    edit = Edit(f"{i:032x}", "sweep", case["subject"], case["prompt"], case["target_new"], None, (), 0)
+                    request = MethodRequest(args.method, layer=layer)
+                    started = time.perf_counter()
+                    deltas = finish(editor.compute(request, [edit]))
+                    seconds = time.perf_counter() - started
+                    editor.commit("sweep", request, deltas)
+                    rows.append(score(lm, case, baseline) | {"seconds": seconds})
+                    editor.rollback("sweep", edit.id)
+                editor.close()
+            summary = {k: round(sum(r[k] for r in rows) / len(rows), 3) for k in rows[0]}
+            print(json.dumps({"method": args.method, "layer": layer, "stats_tokens": tokens, "cases": len(rows),
+                              **summary}), flush=True)
+
+
+def score(lm: CausalLM, case: dict, baseline: dict) -> dict[str, float]:
+    target = " " + case["target_new"]
+
+    def tf(prompt: str) -> float:
+        s = lm.score(prompt, target)
+        return sum(a == b for a, b in zip(s.target_ids, s.predicted_ids, strict=True)) / len(s.target_ids)
+
+    def em(prompt: str) -> float:
+        n = len(lm.tokenizer(target, add_special_tokens=False)["input_ids"]) + 3
+        text = lm.decode(prompt, GenerationOptions(max_new_tokens=n)).text
+        return float(text.strip().lower().startswith(case["target_new"].strip().lower()))
+
+    local = lm.score(case["locality_prompt"], " " + case["locality_ground_truth"]).predicted_ids
+    before = baseline[case["locality_prompt"]]
+    return {
+        "rel_tf": tf(case["prompt"]), "gen_tf": tf(case["rephrase_prompt"]),
+        "loc_tf": sum(a == b for a, b in zip(local, before, strict=True)) / len(before),
+        "rel_em": em(case["prompt"]), "gen_em": em(case["rephrase_prompt"]),
+    }
+
+
+if __name__ == "__main__":
+    main()
