@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--method", default="rome", choices=("rome", "ft"))
     parser.add_argument("--layers", type=int, nargs="+", required=True)
     parser.add_argument("--stats-tokens", type=int, nargs="+", default=[20_000])
+    parser.add_argument("--prefixes", type=int, default=5, help="generated context prefixes (besides none)")
     parser.add_argument("--cases", type=int, default=10)
     parser.add_argument("--offset", type=int, default=0, help="first case of the file to use")
     args = parser.parse_args()
@@ -65,7 +66,8 @@ def main() -> None:
     for tokens in args.stats_tokens:
         for layer in args.layers:
             with tempfile.TemporaryDirectory() as scratch:
-                settings = ParametricSettings(default_cache_dir(), (DEFAULT_STATS_TEXT,), tokens, model_samples=64)
+                settings = ParametricSettings(default_cache_dir(), (DEFAULT_STATS_TEXT,), tokens, model_samples=64,
+                                              prefixes=args.prefixes)
                 editor = ParametricEditor(loaded.model, loaded.tokenizer, loaded.arch,
                                           Ledger(Path(scratch) / "p.sqlite", "sweep"), model_fingerprint(loaded),
                                           settings)
@@ -81,7 +83,8 @@ def main() -> None:
                     editor.rollback("sweep", edit.id)
                 editor.close()
             summary = {k: round(sum(r[k] for r in rows) / len(rows), 3) for k in rows[0]}
-            print(json.dumps({"method": args.method, "layer": layer, "stats_tokens": tokens, "cases": len(rows),
+            print(json.dumps({"method": args.method, "layer": layer, "stats_tokens": tokens, "prefixes": args.prefixes,
+                              "cases": len(rows),
                               **summary}), flush=True)
 
 
