@@ -16,32 +16,23 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Generator
 from pathlib import Path
-from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tqdm import tqdm  # noqa: E402
 
+from client.evaluation.metrics import agreement, exact_match, token_accuracy  # noqa: E402
+from client.evaluation.runner import EXTRA_NEW_TOKENS  # noqa: E402
 from server.app import DEFAULT_STATS_TEXT  # noqa: E402
 from server.config import default_cache_dir  # noqa: E402
 from server.generators.decoding import CausalLM  # noqa: E402
 from server.models.load import load_model, model_fingerprint  # noqa: E402
 from server.parametric.editor import MethodRequest, ParametricEditor, ParametricSettings  # noqa: E402
 from server.parametric.ledger import Ledger  # noqa: E402
+from server.parametric.targets import finish  # noqa: E402
 from server.types import Edit, GenerationOptions  # noqa: E402
-
-T = TypeVar("T")
-
-
-def finish(steps: Generator[object, None, T]) -> T:
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
 
 
 def main() -> None:
@@ -93,18 +84,16 @@ def score(lm: CausalLM, case: dict, baseline: dict) -> dict[str, float]:
 
     def tf(prompt: str) -> float:
         s = lm.score(prompt, target)
-        return sum(a == b for a, b in zip(s.target_ids, s.predicted_ids, strict=True)) / len(s.target_ids)
+        return token_accuracy(s.target_ids, s.predicted_ids)
 
     def em(prompt: str) -> float:
-        n = len(lm.tokenizer(target, add_special_tokens=False)["input_ids"]) + 3
-        text = lm.decode(prompt, GenerationOptions(max_new_tokens=n)).text
-        return float(text.strip().lower().startswith(case["target_new"].strip().lower()))
+        n = len(lm.tokenizer(target, add_special_tokens=False)["input_ids"]) + EXTRA_NEW_TOKENS
+        return float(exact_match(lm.decode(prompt, GenerationOptions(max_new_tokens=n)).text, [case["target_new"]]))
 
     local = lm.score(case["locality_prompt"], " " + case["locality_ground_truth"]).predicted_ids
-    before = baseline[case["locality_prompt"]]
     return {
         "rel_tf": tf(case["prompt"]), "gen_tf": tf(case["rephrase_prompt"]),
-        "loc_tf": sum(a == b for a, b in zip(local, before, strict=True)) / len(before),
+        "loc_tf": agreement(local, baseline[case["locality_prompt"]]),
         "rel_em": em(case["prompt"]), "gen_em": em(case["rephrase_prompt"]),
     }
 

@@ -7,18 +7,17 @@ always be rebuilt from the store alone, without the encoder.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from server.errors import EditNotFound, ResourceExhausted
+from server.sqlite import open_durable, transaction
 from server.types import Edit, EditSpec
 
 SCHEMA = """
@@ -60,14 +59,8 @@ class EditStore:
     """Thread-safe: one connection behind a lock; writes are single transactions."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit is on disk before it returns, so an acknowledged edit survives power loss too.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
+        self._db = open_durable(path, SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -85,7 +78,7 @@ class EditStore:
         """
         now = time.time()
         stored: list[tuple[Edit, list[int]]] = []
-        with self._lock, self._transaction():
+        with self._lock, transaction(self._db):
             if max_edits > 0:
                 (count,) = self._db.execute("SELECT COUNT(*) FROM edits WHERE namespace = ?", (namespace,)).fetchone()
                 if count + len(specs) > max_edits:
@@ -117,7 +110,7 @@ class EditStore:
 
     def delete(self, namespace: str, edit_id: str) -> tuple[Edit, list[int]]:
         """Removes the edit and its keys; returns the edit as it was and its key ids."""
-        with self._lock, self._transaction():
+        with self._lock, transaction(self._db):
             row = self._db.execute(
                 f"SELECT seq, {EDIT_COLUMNS} FROM edits WHERE id = ? AND namespace = ?", (edit_id, namespace)
             ).fetchone()
@@ -129,12 +122,12 @@ class EditStore:
         return _edit_from_row(row[1:]), key_ids
 
     def set_meta(self, name: str, value: str) -> None:
-        with self._lock, self._transaction():
+        with self._lock, transaction(self._db):
             self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
 
     def replace_vectors(self, vectors: dict[int, np.ndarray]) -> None:
         """Overwrites key vectors by key id (after a change of encoder)."""
-        with self._lock, self._transaction():
+        with self._lock, transaction(self._db):
             self._db.executemany(
                 "UPDATE keys SET vector = ? WHERE key_id = ?",
                 [(np.asarray(v, dtype=np.float32).tobytes(), k) for k, v in vectors.items()],
@@ -212,17 +205,6 @@ class EditStore:
         return None if row is None else str(row[0])
 
     # --- helpers ------------------------------------------------------------------------
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any exception: nothing partial is ever stored."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     def _bump_generation(self) -> None:
         self._db.execute(

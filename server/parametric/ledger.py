@@ -8,16 +8,15 @@ weights change, so a crash between the two is repaired by the replay at the next
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from server.errors import FailedPrecondition
 from server.parametric.deltas import WeightDelta
+from server.sqlite import open_durable, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS applications (
@@ -60,13 +59,8 @@ class Ledger:
     """Thread-safe: one connection behind a lock; every write is one transaction."""
 
     def __init__(self, path: Path, model_id: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
+        self._db = open_durable(path, SCHEMA)
         self._check_model(model_id)
 
     def close(self) -> None:
@@ -77,7 +71,7 @@ class Ledger:
         self, namespace: str, method: str, options: dict[str, object], deltas: Sequence[WeightDelta], in_gate: bool
     ) -> int:
         """Stores one application's deltas atomically; returns its id."""
-        with self._lock, self._transaction():
+        with self._lock, transaction(self._db):
             application = int(self._db.execute(
                 "INSERT INTO applications (method, options, created_at) VALUES (?, ?, ?)",
                 (method, json.dumps(options, sort_keys=True), time.time()),
@@ -95,7 +89,7 @@ class Ledger:
 
     def remove(self, namespace: str, edit_id: str) -> BakedEdit:
         """Forgets one edit's deltas; returns what it was. FailedPrecondition if it is not baked."""
-        with self._lock, self._transaction():
+        with self._lock, transaction(self._db):
             baked = self._baked(namespace, edit_id)
             if baked is None:
                 raise FailedPrecondition(f"edit {edit_id!r} in namespace {namespace!r} is not in the weights")
@@ -136,7 +130,7 @@ class Ledger:
 
     def _check_model(self, model_id: str) -> None:
         """Deltas only fit the weights they were computed on."""
-        with self._lock, self._transaction():
+        with self._lock, transaction(self._db):
             row = self._db.execute("SELECT value FROM meta WHERE name = 'model'").fetchone()
             (count,) = self._db.execute("SELECT COUNT(*) FROM deltas").fetchone()
             if row is not None and row[0] != model_id and count > 0:
@@ -145,13 +139,3 @@ class Ledger:
                     "serve that model, or use another --data-dir"
                 )
             self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('model', ?)", (model_id,))
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")

@@ -20,11 +20,6 @@ class PromptBatch:
     answer_ids: torch.Tensor  # (t,) the answer's tokens; t = 0 without an answer
     answer_positions: torch.Tensor  # (n, t) the positions whose logits predict each answer token
 
-    @property
-    def last(self) -> torch.Tensor:
-        """(n,) the position of each row's last real token."""
-        return self.attention_mask.sum(dim=1) - 1
-
 
 def with_prefix(prefix: str, prompt: str) -> str:
     """ROME's context templates: "{prefix}. {prompt}", or the prompt alone for an empty prefix."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,8 @@ from transformers import PreTrainedModel
 
 from server.parametric.prompts import PromptBatch
 from server.parametric.tap import adding_to_output, at_positions, recording
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,15 @@ class Progress:
     total: int
     loss: float | None = None
     edit_id: str | None = None
+
+
+def finish(steps: Generator[Progress, None, T]) -> T:
+    """Runs a stepwise computation to its end in one go (scripts and tests; the server steps it)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 def forward(model: PreTrainedModel, batch: PromptBatch, logits_at: torch.Tensor | int = 1) -> torch.Tensor:

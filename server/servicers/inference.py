@@ -24,8 +24,7 @@ from server.servicers.convert import (
     scores_to_pb,
     server_info_to_pb,
 )
-from server.servicers.rpc import caller_gone as _caller_gone
-from server.servicers.rpc import streaming, unary
+from server.servicers.rpc import caller_gone, streaming, unary
 from server.types import Answer, Query
 from server.validation import check_edit_id, check_generation_options, check_namespace, check_text
 
@@ -40,7 +39,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     @unary
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
         self._auth.check(context.invocation_metadata() or (), request.namespace, Role.READ, "Generate")
-        return answer_to_pb(await self._answer(request, None, _caller_gone(context)))
+        return answer_to_pb(await self._answer(request, None, caller_gone(context)))
 
     @streaming
     async def GenerateStream(
@@ -65,7 +64,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         decision = await engine.in_io(engine.router.decide, query)
         before_model = perf_counter()
         scores, queue_ms = await engine.worker.run(
-            lambda: engine.router.score(query, decision, target), _caller_gone(context)
+            lambda: engine.router.score(query, decision, target), caller_gone(context)
         )
         return scores_to_pb(scores, decision, _timings(decision, queue_ms, before_model, started))
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Generator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 import torch
@@ -14,20 +12,12 @@ from server.errors import FailedPrecondition, InvalidArgument
 from server.models.arch import arch_for
 from server.parametric.editor import MethodRequest, ParametricEditor, ParametricSettings
 from server.parametric.ledger import Ledger
+from server.parametric.targets import finish
 from server.types import Edit
 from tests.tiny import FACTS, build_tiny_model, build_tiny_tokenizer, teach
 
-T = TypeVar("T")
 ARCHS = ("llama", "gpt2", "gemma3_text", "gptj")
 TEACH_STEPS = {"gpt2": 300}  # enough for each tiny model to know all four facts, and no more
-
-
-def finish(steps: Generator[object, None, T]) -> T:
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
 
 
 def edit(country: str, target: str, id_: str) -> Edit:
