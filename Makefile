@@ -29,7 +29,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy server client scope_classifier scripts
+	$(VENV)/bin/mypy server client scope_classifier counterfactual scripts
 
 # Regenerates the gRPC stubs (every build of the package does this; see setup.py).
 proto: $(STAMP)

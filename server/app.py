@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from importlib.metadata import version
@@ -17,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from counterfactual.artifact import AdapterMismatch, default_adapter_dir, load_adapted_model
 from editcache.v1 import chat_pb2 as chat_pb
 from editcache.v1 import chat_pb2_grpc as chat_pb_grpc
 from editcache.v1 import editcache_pb2 as pb
@@ -27,10 +29,11 @@ from scope_classifier.artifact import DEFAULT_ARTIFACT, load_artifact
 from server.auth import Authorizer
 from server.chat.corrections import CorrectionExtractor
 from server.chat.transcript import conversation_format
-from server.config import SIMILARITY_THRESHOLD, Config
+from server.config import IN_SCOPE_ROUTES, SIMILARITY_THRESHOLD, Config
 from server.engine import Engine, EngineHolder, ServerInfo
 from server.gate import ClassifierGate, SimilarityGate
 from server.generators.base import BaseGenerator
+from server.generators.counterfactual import CounterfactualGenerator
 from server.generators.decoding import CausalLM
 from server.generators.ike import DemonstrationPool, IKEGenerator
 from server.generators.prompted import PromptedGenerator
@@ -66,19 +69,25 @@ def build_engine(config: Config) -> Engine:
     memory = EditMemory(config.data_dir, encoder, config.encoder, config.limits.max_edits_per_namespace)
     gate, threshold = build_gate(config, encoder)
     loaded = load_model(config.model, config.cache_dir, config.torch_threads)
+    counterfactual = build_counterfactual(config, loaded)  # from the unedited weights: before the replay below
     parametric = build_parametric(config, loaded)
     lm = CausalLM(loaded.model, loaded.tokenizer, config.limits.max_prompt_tokens)
     base = BaseGenerator(lm)
     # Edits baked into the weights are answered by the (edited) base model.
     generators: dict[Route, Generator] = {Route.BASE: base, Route.PARAMETRIC: base, Route.PROMPT: PromptedGenerator(lm)}
+    if counterfactual is not None:
+        generators[Route.COUNTERFACTUAL] = counterfactual
     if (ike := build_ike(config, lm, encoder)) is not None:
         generators[Route.IKE] = ike
-    in_scope_route = Route(config.in_scope_route) if Route(config.in_scope_route) in generators else Route.PROMPT
-    log.info("in-scope queries take the %s route", in_scope_route.value)
+    in_scope_route, fallback_route = in_scope_routes(config.in_scope_route, generators)
+    log.info("in-scope queries take the %s route%s", in_scope_route.value,
+             f" ({fallback_route.value} under confidence {config.counterfactual_min_confidence})"
+             if in_scope_route is Route.COUNTERFACTUAL else "")
     router = Router(
         scope=ScopeCheck(encoder, memory, gate, config.top_k, hidden=parametric.hidden_from_gate),
         memory=memory, generators=generators, in_scope_route=in_scope_route, threshold=threshold,
-        baked=parametric.is_baked,
+        baked=parametric.is_baked, confidence=counterfactual.confidence if counterfactual is not None else None,
+        min_confidence=config.counterfactual_min_confidence, fallback_route=fallback_route,
     )
     info = ServerInfo(
         model=config.model, model_type=str(loaded.model.config.model_type),
@@ -91,6 +100,39 @@ def build_engine(config: Config) -> Engine:
         info, config, memory, router, worker, ThreadPoolExecutor(2, thread_name_prefix="io"), parametric,
         conversation=conversation_format(loaded.tokenizer), corrections=CorrectionExtractor(base),
     )
+
+
+def in_scope_routes(configured: str, available: Collection[Route]) -> tuple[Route, Route]:
+    """The in-scope route (the configured one, else the next in IN_SCOPE_ROUTES the server has) and the route
+    an unsure counterfactual model hands over to (IKE, else prompt)."""
+    preferred = IN_SCOPE_ROUTES[IN_SCOPE_ROUTES.index(configured):]
+    route = next((Route(r) for r in preferred if Route(r) in available), Route.PROMPT)
+    return route, Route.IKE if Route.IKE in available else Route.PROMPT
+
+
+def build_counterfactual(config: Config, loaded: LoadedModel) -> CounterfactualGenerator | None:
+    """The counterfactual model when an adapter trained on the served model exists, else None.
+
+    A configured adapter that is missing or was trained on another model stops the start; the default one
+    (artifacts/counterfactual/<model>/) is skipped with a warning.
+    """
+    directory = config.counterfactual_adapter or default_adapter_dir(loaded.name)
+    if not directory.exists():
+        if config.counterfactual_adapter is not None:
+            raise ValueError(f"counterfactual_adapter {directory} does not exist")
+        log.info("counterfactual route off: no adapter at %s (scripts/train_counterfactual.py makes one)", directory)
+        return None
+    try:
+        model, manifest = load_adapted_model(loaded.model, directory, model_fingerprint(loaded))
+    except AdapterMismatch as exc:
+        if config.counterfactual_adapter is not None:
+            raise
+        log.warning("counterfactual route off: %s", exc)
+        return None
+    # Its own tokenizer: the router asks it for its confidence on an I/O thread, and a fast tokenizer used by two
+    # threads fails ("Already borrowed") when one changes its padding (parametric statistics do, on the model thread).
+    tokenizer = copy.deepcopy(loaded.tokenizer)
+    return CounterfactualGenerator(CausalLM(model, tokenizer, config.limits.max_prompt_tokens), manifest.prompt)
 
 
 def build_parametric(config: Config, loaded: LoadedModel) -> ParametricEditor:

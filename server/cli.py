@@ -26,7 +26,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, help="gate score at or above which a query is in scope")
     parser.add_argument("--top-k", type=int, help="edits retrieved per query before gating (default 8)")
     parser.add_argument("--ike-pool", type=Path, help="CounterFact-format file of IKE demonstrations")
-    parser.add_argument("--in-scope-route", help="ike (default; prompt when IKE is off) or prompt")
+    parser.add_argument("--in-scope-route", help="counterfactual (default; ike without an adapter), ike or prompt")
+    parser.add_argument("--counterfactual-adapter", type=Path,
+                        help="the counterfactual model's adapter directory (default artifacts/counterfactual/MODEL/)")
+    parser.add_argument("--counterfactual-min-confidence", type=float,
+                        help="under this confidence the counterfactual model hands the query to IKE (default 0.3)")
     parser.add_argument("--ike-k", type=int, help="IKE demonstrations per prompt (default 8; 0: no IKE route)")
     parser.add_argument("--stats-tokens", type=int,
                         help="tokens ROME/MEMIT estimate each layer's key statistics from (default 20000)")

@@ -16,7 +16,7 @@ from typing import Any
 
 ENV_PREFIX = "EDITCACHE_"
 GATES = ("classifier", "similarity")
-IN_SCOPE_ROUTES = ("ike", "prompt")
+IN_SCOPE_ROUTES = ("counterfactual", "ike", "prompt")  # in order of preference: a missing route falls to the next
 SIMILARITY_THRESHOLD = 0.8
 
 
@@ -61,9 +61,15 @@ class Config:
     # IKE demonstrations: a CounterFact-format file; None: ../shared/data/counterfact/train.json if present.
     ike_pool: Path | None = None
     ike_k: int = 8  # demonstrations per IKE prompt; 0 turns the IKE route off
-    # Where the gate sends in-scope queries: ike (measured best; falls back to prompt when the IKE
-    # route is off) or prompt.
-    in_scope_route: str = "ike"
+    # Where the gate sends in-scope queries: counterfactual (the trained model, when an adapter for the served
+    # model exists), ike, or prompt; a route the server lacks falls to the next in that order.
+    in_scope_route: str = "counterfactual"
+    # The counterfactual model's LoRA adapter (scripts/train_counterfactual.py); None: artifacts/counterfactual/
+    # <model name>/ in the repository, used only if present. An adapter trained on another model is refused.
+    counterfactual_adapter: Path | None = None
+    # Under this confidence (mean probability of its greedy answer's first tokens) the counterfactual model
+    # hands the in-scope query to IKE (prompt without IKE); 0 never hands over.
+    counterfactual_min_confidence: float = 0.3
     # Parametric editing: text the second moment C of MLP keys is estimated from (besides the model's own
     # samples); None: ../shared/data/counterfact/train.json if present.
     stats_text: Path | None = None
@@ -85,6 +91,10 @@ class Config:
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if not 0.0 <= self.counterfactual_min_confidence <= 1.0:
+            raise ValueError(
+                f"counterfactual_min_confidence must be in [0, 1], got {self.counterfactual_min_confidence}"
+            )
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
         if self.stats_tokens < 1 or self.stats_model_samples < 0 or self.context_prefixes < 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from time import perf_counter
 
 from server.errors import FailedPrecondition
 from server.interfaces import Generator, Memory, StopCheck, TextSink
@@ -20,11 +21,19 @@ class Router:
     threshold: float
     # True for edits written into the weights: in-scope queries on them are answered by the weights.
     baked: Callable[[Edit], bool] = lambda edit: False
+    # With in_scope_route COUNTERFACTUAL: the counterfactual model's confidence in its answer to (edit, query);
+    # under min_confidence the query goes to fallback_route (IKE) instead. decide() calls it on its own (I/O)
+    # thread: the counterfactual model is a copy nobody writes, unlike the base model the worker owns.
+    confidence: Callable[[Edit, str], float] | None = None
+    min_confidence: float = 0.0
+    fallback_route: Route = Route.IKE
 
     def __post_init__(self) -> None:
         for route in (Route.BASE, self.in_scope_route):
             if route not in self.generators:
                 raise ValueError(f"no generator for the {route.value} route")
+        if self.confidence is not None and self.fallback_route not in self.generators:
+            raise ValueError(f"no generator for the {self.fallback_route.value} route, the counterfactual fallback")
 
     def decide(self, query: Query) -> Decision:
         if query.route is Route.BASE:
@@ -40,8 +49,17 @@ class Router:
             return Decision(query.route, hit.edit, p, timings)
         if hit is None or p < self.threshold:
             return Decision(Route.BASE, None, p, timings)
-        route = Route.PARAMETRIC if self.baked(hit.edit) else self.in_scope_route
+        started = perf_counter()
+        route = Route.PARAMETRIC if self.baked(hit.edit) else self.in_scope(hit.edit, query.text)
+        timings.gate_ms += (perf_counter() - started) * 1e3  # the counterfactual model's confidence, if asked
         return Decision(route, hit.edit, p, timings)
+
+    def in_scope(self, edit: Edit, text: str) -> Route:
+        """The route for an in-scope query: the configured one, unless the counterfactual model is unsure."""
+        if (self.in_scope_route is Route.COUNTERFACTUAL and self.confidence is not None and self.min_confidence > 0
+                and self.confidence(edit, text) < self.min_confidence):
+            return self.fallback_route
+        return self.in_scope_route
 
     def generate(
         self,

@@ -32,7 +32,8 @@ from client.evaluation.metrics import agreement, exact_match, ngram_entropy, tok
 # Parametric methods write the edits into the weights, which every route then uses; "base" measures them alone.
 PARAMETRIC_METHODS = ("rome", "memit", "ft")
 METHOD_ROUTES: dict[str, str | None] = {
-    "base": "base", "gate": None, "prompt": "prompt", "ike": "ike", **dict.fromkeys(PARAMETRIC_METHODS, "base"),
+    "base": "base", "gate": None, "prompt": "prompt", "ike": "ike", "counterfactual": "counterfactual",
+    **dict.fromkeys(PARAMETRIC_METHODS, "base"),
 }
 # Probes whose answer should follow the edit, and probes whose answer must not change.
 CHANGE_CATEGORIES = ("reliability", "generalization", "portability", "reverse", "multi_hop")

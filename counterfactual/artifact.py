@@ -1,0 +1,106 @@
+"""The trained counterfactual model on disk, and loading it beside the served model.
+
+A directory holds the LoRA adapter as peft writes it (`adapter_config.json`, `adapter_model.safetensors`),
+`counterfactual.json` (the base model's fingerprint and the prompt format the adapter was trained on) and
+`metrics.json` (what training measured). The server imports only this module from `counterfactual/`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedModel
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "counterfactual.json"
+METRICS_FILE = "metrics.json"
+ARTIFACTS_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "counterfactual"
+
+
+def default_adapter_dir(model_name: str) -> Path:
+    """Where the adapter for a served model lives unless configured: artifacts/counterfactual/<model name>/."""
+    return ARTIFACTS_DIR / model_name
+
+
+class AdapterMismatch(ValueError):
+    """The adapter was trained on other weights than the served model's (or is not an adapter directory)."""
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How an (edit, query) pair is shown to the counterfactual model, and what ends its answer."""
+
+    template: str = "Fact: {fact}\nQ: {query}\nA:"
+    answer_end: str = "\n"  # written after every answer in training; the generator stops there
+
+    def render(self, edit_prompt: str, target_new: str, query: str) -> str:
+        fact = f"{edit_prompt.strip()} {target_new.strip()}."  # as Edit.statement() words it
+        return self.template.format(fact=fact, query=query.strip())
+
+    def continuation(self, answer: str) -> str:
+        """What the model learns to write after the prompt: the answer after a space, then the end marker."""
+        return f" {answer.strip()}{self.answer_end}"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model: str  # the served model's name when it was trained (informative)
+    model_fingerprint: str  # server.models.load.model_fingerprint of the weights it was trained on
+    prompt: PromptFormat = field(default_factory=PromptFormat)
+    settings: dict[str, Any] = field(default_factory=dict)  # training settings (informative)
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MANIFEST_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **asdict(manifest)}, indent=2))
+
+
+def read_manifest(directory: Path) -> Manifest:
+    path = directory / MANIFEST_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AdapterMismatch(
+            f"{directory} holds no {MANIFEST_FILE}; it is not a counterfactual adapter written by "
+            "scripts/train_counterfactual.py"
+        ) from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise AdapterMismatch(
+            f"{path} has format {meta.get('format_version')}, this server reads {FORMAT_VERSION}; "
+            "retrain with scripts/train_counterfactual.py"
+        )
+    return Manifest(model=meta["model"], model_fingerprint=meta["model_fingerprint"],
+                    prompt=PromptFormat(**meta["prompt"]), settings=meta.get("settings", {}))
+
+
+def load_adapted_model(base: PreTrainedModel, directory: Path, fingerprint: str) -> tuple[PreTrainedModel, Manifest]:
+    """A second model: `base`'s weights with the adapter merged in, and the adapter's manifest.
+
+    Raises AdapterMismatch when the adapter was trained on other weights than `fingerprint` names.
+    The copy shares the input and output embeddings with `base` (no adapter touches them, and no parametric
+    edit writes them), which is most of a small model's memory: about 0.4 GB extra for Gemma-3-270M, not 1.1.
+    Call it before parametric deltas are replayed onto `base`: the adapter was trained on the unedited weights.
+    """
+    from peft import PeftModel  # imported here: only servers with an adapter pay for it
+
+    manifest = read_manifest(directory)
+    if manifest.model_fingerprint != fingerprint:
+        raise AdapterMismatch(
+            f"the counterfactual adapter in {directory} was trained on {manifest.model_fingerprint}, but the served "
+            f"model is {fingerprint}; train one for this model with scripts/train_counterfactual.py or point "
+            "counterfactual_adapter elsewhere"
+        )
+    shared = {id(p): p for m in (base.get_input_embeddings(), base.get_output_embeddings()) if m is not None
+              for p in m.parameters()}
+    adapted = copy.deepcopy(base, memo=dict(shared))  # the memo keeps the embeddings as they are, shared
+    merged = PeftModel.from_pretrained(adapted, str(directory)).merge_and_unload()
+    merged.eval().requires_grad_(False)
+    log.info("counterfactual adapter loaded from %s (trained on %s)", directory, manifest.model_fingerprint)
+    return merged, manifest  # type: ignore[return-value]  # merge_and_unload returns the wrapped model

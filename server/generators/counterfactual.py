@@ -1,0 +1,80 @@
+"""The in-scope route `counterfactual`: the counterfactual model (counterfactual/) answers from the edit.
+
+It reads the edit and the query in the prompt format it was trained on and writes the answer, then its end
+marker. It is a second model object, the base weights with the LoRA adapter merged in, not peft's adapter
+toggle on the served model: the served model must stay exactly the base (out-of-scope answers), parametric
+edits write its modules by name (peft would wrap and rename them), and a toggle would be state shared by every
+thread that touches the model. The copy shares the embeddings with the base model (about 0.4 GB extra for
+Gemma-3-270M) and, merged, runs at the base model's speed. Nothing writes its weights after loading, so the
+router may ask it for its confidence on an I/O thread while the model thread generates (it is given its own
+tokenizer for that, see server/app.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import torch
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from counterfactual.artifact import PromptFormat
+from server.generators.decoding import CausalLM
+from server.generators.in_prompt import EditInPromptGenerator
+from server.types import Edit, GenerationOptions, Route
+
+CONFIDENCE_TOKENS = 3  # the confidence is the mean probability of at most this many first answer tokens
+
+
+def answer_confidence(token_probs: Sequence[float], ends: Sequence[bool]) -> float:
+    """Mean probability of the greedy answer's first tokens, those before its end marker; 0 for an empty answer."""
+    answer: list[float] = []
+    for p, end in zip(token_probs, ends, strict=False):
+        if end:
+            break
+        answer.append(p)
+    return sum(answer) / len(answer) if answer else 0.0
+
+
+class CounterfactualGenerator(EditInPromptGenerator):
+    route = Route.COUNTERFACTUAL
+
+    def __init__(self, lm: CausalLM, prompt_format: PromptFormat) -> None:
+        super().__init__(lm)
+        self._format = prompt_format
+
+    def prompt_for(self, edit: Edit, query: str) -> str:
+        return self._format.render(edit.prompt, edit.target_new, query)
+
+    def adjust_options(self, options: GenerationOptions) -> GenerationOptions:
+        if not self._format.answer_end:
+            return options
+        return replace(options, stop=(*options.stop, self._format.answer_end))  # the model goes on past its answer
+
+    def confidence(self, edit: Edit, query: str) -> float:
+        """How sure the model is of its greedy answer to `query` under `edit` (see `answer_confidence`)."""
+        model, tokenizer = self._lm.model, self._lm.tokenizer
+        inputs = tokenizer(self.prompt_for(edit, query), return_tensors="pt").to(model.device)
+        prompt_length = inputs["input_ids"].shape[1]
+        base = model.generation_config
+        config = GenerationConfig(
+            max_new_tokens=CONFIDENCE_TOKENS, do_sample=False, eos_token_id=base.eos_token_id,
+            pad_token_id=base.pad_token_id if base.pad_token_id is not None else tokenizer.pad_token_id,
+            output_logits=True, return_dict_in_generate=True,
+        )
+        with torch.inference_mode():
+            out = model.generate(**inputs, generation_config=config)  # type: ignore[operator]  # typed loosely
+        new_ids = [int(t) for t in out.sequences[0, prompt_length:]]  # (<= CONFIDENCE_TOKENS,)
+        # out.logits: one (1, vocab) tensor per new token, before any logits processor
+        probs = [float(torch.softmax(step[0].float(), dim=-1)[i]) for step, i in zip(out.logits, new_ids, strict=False)]
+        return answer_confidence(probs, answer_ends(model, tokenizer, self._format, new_ids))
+
+
+def answer_ends(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt_format: PromptFormat, ids: Sequence[int]
+) -> list[bool]:
+    """For each generated token: True for EOS and for a token holding the format's end marker."""
+    eos = model.generation_config.eos_token_id
+    eos_ids = set(eos) if isinstance(eos, list) else {eos}
+    marker = prompt_format.answer_end.strip() or prompt_format.answer_end  # " ." is "." once decoded alone
+    return [i in eos_ids or (bool(marker) and marker in tokenizer.decode([i])) for i in ids]

@@ -1,0 +1,35 @@
+"""The shipped counterfactual adapter for Gemma-3-270M, loaded as the server loads it, reproduces its training scores.
+
+Skipped until scripts/train_counterfactual.py has written artifacts/counterfactual/gemma-3-270m/.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from client.evaluation.cases import load_cases
+from counterfactual.artifact import METRICS_FILE, default_adapter_dir, load_adapted_model
+from counterfactual.train import fixture_scores
+from server.config import default_cache_dir
+from server.generators.decoding import CausalLM
+from server.models.load import load_model, model_fingerprint
+
+pytestmark = pytest.mark.real_model
+
+ADAPTER = default_adapter_dir("gemma-3-270m")
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "eval" / "counterfact_flat.json"
+
+
+@pytest.mark.skipif(not (ADAPTER / METRICS_FILE).exists(), reason=f"no trained adapter at {ADAPTER}")
+def test_shipped_adapter_reproduces_its_recorded_fixture_scores() -> None:
+    loaded = load_model("gemma-3-270m", default_cache_dir())
+    metrics = json.loads((ADAPTER / METRICS_FILE).read_text())
+    merged, manifest = load_adapted_model(loaded.model, ADAPTER, model_fingerprint(loaded))
+    scores = fixture_scores(CausalLM(merged, loaded.tokenizer), manifest.prompt, load_cases(FIXTURE)[1])
+    assert scores == pytest.approx(metrics["fixture_scores"], abs=1e-3)
+    after = metrics["held_out_after"]
+    assert after["em_copy"] >= metrics["held_out_before"]["em_copy"]
+    assert after["em_paraphrase"] > metrics["held_out_before"]["em_paraphrase"]

@@ -1,0 +1,72 @@
+"""A server with a counterfactual adapter for its model sends in-scope queries to it (tiny model, real gRPC).
+
+Without one, in-scope queries take the IKE route: tests/integration/test_serving.py checks that on its server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from client.launch import LocalServer
+from tests.tiny_counterfactual import save_adaptable_model, train_tiny_adapter
+
+PROMPT = "the capital of france is"
+
+
+@pytest.fixture(scope="module")
+def model_and_adapter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: one thread is faster on busy cores
+    try:
+        model_dir = save_adaptable_model(tmp_path_factory.mktemp("cf-model"))
+        adapter_dir = tmp_path_factory.mktemp("cf-adapter")
+        train_tiny_adapter(model_dir, adapter_dir)
+    finally:
+        torch.set_num_threads(threads)
+    return model_dir, adapter_dir
+
+
+@pytest.fixture(scope="module")
+def server(model_and_adapter: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    model_dir, adapter_dir = model_and_adapter
+    server = LocalServer(model_dir, tmp_path_factory.mktemp("cf-data"), "--counterfactual-adapter", str(adapter_dir),
+                         "--counterfactual-min-confidence", "0.5", "--torch-threads", "1")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_in_scope_queries_take_the_counterfactual_route(server: LocalServer) -> None:
+    with server.client("cf") as client:
+        info = client.server_info()
+        assert info.in_scope_route == "counterfactual" and {"counterfactual", "ike"} <= set(info.routes)
+        edit = client.add_edit("france", PROMPT, "rome")
+        answer = client.generate(PROMPT, max_new_tokens=6)
+        assert (answer.route, answer.edit_id) == ("counterfactual", edit.id)
+        assert answer.text.split()[:1] == ["rome"] and answer.finish_reason == "stop"
+        forced = client.generate(PROMPT, max_new_tokens=2, route="ike")
+        assert (forced.route, forced.edit_id) == ("ike", edit.id)
+        unrelated = client.generate("who speaks german in berlin", max_new_tokens=2)
+        assert unrelated.route == "base"
+
+
+def test_an_unsure_counterfactual_model_hands_the_query_to_ike(
+    model_and_adapter: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model_dir, adapter_dir = model_and_adapter
+    server = LocalServer(model_dir, tmp_path, "--counterfactual-adapter", str(adapter_dir),
+                         "--counterfactual-min-confidence", "1.0", "--torch-threads", "1")  # never sure enough
+    server.start()
+    try:
+        with server.client("cf-unsure") as client:
+            edit = client.add_edit("france", PROMPT, "rome")
+            answer = client.generate(PROMPT, max_new_tokens=2)
+            assert (answer.route, answer.edit_id) == ("ike", edit.id)
+            assert client.server_info().in_scope_route == "counterfactual"
+    finally:
+        server.stop()
+
