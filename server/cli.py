@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--counterfactual-adapter", type=Path,
                         help="the counterfactual model's adapter directory (default artifacts/counterfactual/MODEL/)")
     parser.add_argument("--counterfactual-min-confidence", type=float,
-                        help="under this confidence the counterfactual model hands the query to IKE (default 0.3)")
+                        help="under this confidence the counterfactual model hands the query to IKE (default 0: never)")
     parser.add_argument("--ike-k", type=int, help="IKE demonstrations per prompt (default 8; 0: no IKE route)")
     parser.add_argument("--stats-tokens", type=int,
                         help="tokens ROME/MEMIT estimate each layer's key statistics from (default 20000)")

@@ -68,8 +68,11 @@ class Config:
     # <model name>/ in the repository, used only if present. An adapter trained on another model is refused.
     counterfactual_adapter: Path | None = None
     # Under this confidence (mean probability of its greedy answer's first tokens) the counterfactual model
-    # hands the in-scope query to IKE (prompt without IKE); 0 never hands over.
-    counterfactual_min_confidence: float = 0.3
+    # hands the in-scope query to IKE (prompt without IKE); 0 never hands over. Off by default: on held-out
+    # train cases the trained adapter's answers were right 98 % of the time at every threshold from 0.1 to 0.5
+    # and none fell under 0.5 (artifacts/counterfactual/*/metrics.json), so the check only cost an extra
+    # forward pass (about 0.3 s) per in-scope query.
+    counterfactual_min_confidence: float = 0.0
     # Parametric editing: text the second moment C of MLP keys is estimated from (besides the model's own
     # samples); None: ../shared/data/counterfact/train.json if present.
     stats_text: Path | None = None
