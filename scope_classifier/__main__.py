@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from scope_classifier.artifact import DEFAULT_ARTIFACT
+from scope_classifier.artifact import KINDS as DESIGNS
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -21,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT)
     train.add_argument("--max-cases-per-file", type=int, default=4000)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--designs", default=",".join(DESIGNS),
+                       help=f"comma-separated designs to train and compare (default: {','.join(DESIGNS)})")
     train.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editcache" / "scope",
                        help="where the encoder outputs of the training texts are cached")
     evaluate = commands.add_parser("evaluate", help="the whole gate on val/dev or a file; last line is JSON")
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         from scope_classifier.train import train as run_train
 
         report = run_train(args.data_dir, args.out, args.encoder, args.max_cases_per_file, args.seed, args.top_k,
-                           cache_dir=args.cache_dir, progress=progress)
+                           cache_dir=args.cache_dir, designs=tuple(args.designs.split(",")), progress=progress)
         print(json.dumps(report))
         return 0
 
@@ -77,7 +80,7 @@ def _progress():  # type: ignore[no-untyped-def]
     bars: dict[str, tqdm] = {}
 
     def update(done: int, total: int, what: str) -> None:
-        key = "encoding" if what == "encoding" else "probes"
+        key = what if what in ("encoding", "training") else "probes"
         bar = bars.get(key)
         if bar is None or bar.total != total or done < bar.n:
             bar = bars[key] = tqdm(total=total, desc=key, file=sys.stderr)

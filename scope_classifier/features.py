@@ -8,6 +8,9 @@ Two signals separate an in-scope query from its near misses:
 Queries often carry unrelated text before the question (CounterFact's paraphrases do), so the
 query side looks at the sentence that holds the subject, or at the last sentence when the subject
 is absent.
+
+The `interaction` design also reads the token vectors themselves (`token_inputs`): each token's
+contextual embedding with two flags, "inside the edit's subject" and "inside its new target".
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ SCALAR_FEATURES = (
     "subject_words_in_query",  # share of the subject's words found among the query's words
     "target_in_query",  # the new target occurs in the query (reverse questions name it)
 )
+TOKEN_FLAGS = 2  # in the subject, in the new target
+MAX_TOKENS = 48  # per side; longer texts keep their end, where the question is
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class EditView:
     target_new: str
     prompt_vector: np.ndarray  # (dim,) unit
     relation_vector: np.ndarray  # (dim,) unit: the prompt's tokens outside the subject, pooled
+    tokens: np.ndarray  # (n_tokens, dim + TOKEN_FLAGS) float16: token_inputs of the prompt
 
 
 def find_span(text: str, phrase: str) -> tuple[int, int] | None:
@@ -74,9 +80,22 @@ def sentence_and_relation(encoded: EncodedText, subject: str) -> tuple[np.ndarra
     return pooled(encoded, in_sentence), pooled(encoded, in_sentence & ~in_subject)
 
 
+def token_inputs(encoded: EncodedText, subject: str, target_new: str) -> np.ndarray:
+    """(min(n_tokens, MAX_TOKENS), dim + TOKEN_FLAGS): token vectors with their subject and target flags."""
+    spans = np.array(encoded.token_spans, dtype=np.int64).reshape(-1, 2)  # (n_tokens, 2)
+    real = spans[:, 1] > spans[:, 0]
+    flags = np.zeros((len(spans), TOKEN_FLAGS), dtype=np.float32)
+    for column, phrase in enumerate((subject, target_new)):
+        span = find_span(encoded.text, phrase)
+        if span is not None:
+            flags[:, column] = real & (spans[:, 0] < span[1]) & (spans[:, 1] > span[0])
+    return np.concatenate([encoded.token_vectors, flags], axis=1)[-MAX_TOKENS:]
+
+
 def edit_view(encoded_prompt: EncodedText, subject: str, target_new: str) -> EditView:
     sentence, relation = sentence_and_relation(encoded_prompt, subject)
-    return EditView(subject, target_new, sentence, relation)
+    tokens = token_inputs(encoded_prompt, subject, target_new).astype(np.float16)  # half the cache's memory
+    return EditView(subject, target_new, sentence, relation, tokens)
 
 
 def pair_features(query: EncodedText, edit: EditView, similarity_best_key: float) -> np.ndarray:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from scope_classifier.artifact import GateArtifact
-from scope_classifier.features import EditView, edit_view, pair_features
+from scope_classifier.features import EditView, edit_view, pair_features, token_inputs
 from server.memory.embed import SentenceEncoder
 from server.types import Edit, EncodedText, Hit
 
@@ -25,7 +25,8 @@ class ClassifierGate:
     """The trained scope classifier (scope_classifier/) over (query, edit) pair features.
 
     The edit side of the features needs one encoder pass over the edit prompt; it is computed the
-    first time an edit is retrieved and kept in a bounded LRU cache.
+    first time an edit is retrieved and kept in a bounded LRU cache (about 20 KB an edit, most of it
+    the token vectors the `interaction` design reads).
     """
 
     def __init__(self, artifact: GateArtifact, encoder: SentenceEncoder, cache_size: int = 100_000) -> None:
@@ -38,8 +39,12 @@ class ClassifierGate:
     def scores(self, query: EncodedText, hits: Sequence[Hit]) -> list[float]:
         if not hits:
             return []
-        features = np.stack([pair_features(query, self._view(h.edit), h.similarity) for h in hits])  # (k, F)
-        return [float(p) for p in self._artifact.predict(features)]
+        views = [self._view(h.edit) for h in hits]
+        features = np.stack([pair_features(query, v, h.similarity) for v, h in zip(views, hits, strict=True)])  # (k, F)
+        if not self._artifact.uses_tokens:
+            return [float(p) for p in self._artifact.predict(features)]
+        query_tokens = [token_inputs(query, v.subject, v.target_new) for v in views]
+        return [float(p) for p in self._artifact.predict(features, query_tokens, [v.tokens for v in views])]
 
     def warm(self, edits: Sequence[Edit]) -> None:
         """Computes the edit side of the features for many edits at once (batched encoder passes)."""

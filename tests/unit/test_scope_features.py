@@ -9,7 +9,9 @@ from scope_classifier.features import (
     pair_features,
     sentence_and_relation,
     sentence_around,
+    token_inputs,
 )
+from scope_classifier.interaction import InteractionConfig, InteractionNet
 from tests.unit.fakes import HashEmbedder
 
 EMBED = HashEmbedder(dim=32)
@@ -44,18 +46,48 @@ def test_pair_features_name_the_subject_and_target_signals() -> None:
 
 def test_artifact_round_trip_and_prediction(tmp_path) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(0)
-    artifact = GateArtifact(
-        "mlp", 4, rng.normal(size=4).astype(np.float32), np.ones(4, np.float32),
-        (rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(3, 1)).astype(np.float32)),
-        (np.zeros(3, np.float32), np.zeros(1, np.float32)), threshold=0.7, encoder="enc", metrics={"a": 1},
-    )
+    tensors = {"w0": rng.normal(size=(4, 3)).astype(np.float32), "b0": np.zeros(3, np.float32),
+               "w1": rng.normal(size=(3, 1)).astype(np.float32), "b1": np.zeros(1, np.float32)}
+    artifact = GateArtifact("mlp", 4, rng.normal(size=4).astype(np.float32), np.ones(4, np.float32), tensors,
+                            threshold=0.7, encoder="enc", metrics={"a": 1})
     save_artifact(artifact, tmp_path / "g.npz")
     loaded = load_artifact(tmp_path / "g.npz")
     x = rng.normal(size=(5, 6)).astype(np.float32)  # extra columns beyond n_features are ignored
-    hidden = np.maximum((x[:, :4] - artifact.mean) @ artifact.weights[0], 0.0)
-    expected = 1 / (1 + np.exp(-(hidden @ artifact.weights[1])[:, 0]))
+    hidden = np.maximum((x[:, :4] - artifact.mean) @ tensors["w0"], 0.0)
+    expected = 1 / (1 + np.exp(-(hidden @ tensors["w1"])[:, 0]))
     assert np.allclose(loaded.predict(x), expected, atol=1e-6)
     assert (loaded.kind, loaded.threshold, loaded.encoder, loaded.metrics) == ("mlp", 0.7, "enc", {"a": 1})
+
+
+def test_interaction_artifact_round_trip_reads_the_tokens(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    torch.manual_seed(0)
+    config = InteractionConfig(token_dim=EMBED.dim, width=16, layers=1, heads=2, head_hidden=8)
+    net = InteractionNet(config).eval()
+    n = len(SCALAR_FEATURES)
+    artifact = GateArtifact("interaction", n, np.zeros(n, np.float32), np.ones(n, np.float32),
+                            {k: v.numpy().copy() for k, v in net.state_dict().items()}, threshold=0.5,
+                            encoder="enc", config=config.as_dict())
+    save_artifact(artifact, tmp_path / "g.npz")
+    loaded = load_artifact(tmp_path / "g.npz")
+    edit = edit_view(EMBED.encode_text("The Space Needle is located in the city of"), "Space Needle", "Taipei")
+    queries = [EMBED.encode_text(t) for t in ("Where is the Space Needle?", "Who wrote Hamlet?")]
+    features = np.stack([pair_features(q, edit, 0.5) for q in queries])
+    tokens = [token_inputs(q, edit.subject, edit.target_new) for q in queries]
+    scores = loaded.predict(features, tokens, [edit.tokens, edit.tokens])
+    assert scores.shape == (2,) and np.all((scores > 0) & (scores < 1))
+    assert not np.isclose(scores[0], scores[1])  # the tokens reach the score
+    assert np.allclose(scores, artifact.predict(features, tokens, [edit.tokens, edit.tokens]), atol=1e-6)
+
+
+def test_token_inputs_flag_the_subject_and_the_target() -> None:
+    encoded = EMBED.encode_text("Is the Space Needle in Taipei?")
+    x = token_inputs(encoded, "Space Needle", "Taipei")
+    words = [encoded.text[a:b] for a, b in encoded.token_spans]
+    assert x.shape == (len(words), EMBED.dim + 2)
+    assert [w for w, f in zip(words, x[:, EMBED.dim], strict=True) if f] == ["Space", "Needle"]
+    assert [w for w, f in zip(words, x[:, EMBED.dim + 1], strict=True) if f] == ["Taipei"]
 
 
 def test_artifact_of_another_format_version_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
