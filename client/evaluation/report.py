@@ -18,7 +18,8 @@ GATE_NEGATIVE = KEEP_CATEGORIES
 def summarize(results: Sequence[CaseResult], method: str, seconds: float) -> dict[str, Any]:
     """One flat summary: `<category>_em` and `<category>_tf` (None without probes), routes, gate errors, latency."""
     probes = [p for r in results for p in r.probes]
-    summary: dict[str, Any] = {"n": len(results), "method": method}
+    skipped = [r for r in results if r.skipped is not None]
+    summary: dict[str, Any] = {"n": len(results) - len(skipped), "method": method, "skipped": len(skipped)}
     for category in CATEGORIES:
         mine = [p for p in probes if p.category == category]
         summary[f"{category}_em"] = mean_or_none(float(p.em) for p in mine)
@@ -41,9 +42,10 @@ def summarize(results: Sequence[CaseResult], method: str, seconds: float) -> dic
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
-    lines = [
-        f"method `{summary['method']}`, {summary['n']} cases, {summary['seconds']:.0f} s",
-        "",
+    lines = [f"method `{summary['method']}`, {summary['n']} cases, {summary['seconds']:.0f} s", ""]
+    if summary["skipped"]:
+        lines += [f"{summary['skipped']} more cases skipped: the server refused their edits (see the JSON).", ""]
+    lines += [
         "| metric | exact match (greedy) | teacher-forced |",
         "|---|---|---|",
     ]
@@ -64,7 +66,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
 
 def headline(summary: dict[str, Any]) -> dict[str, Any]:
     """The one-line JSON summary's keys."""
-    keys = ["n", "method"]
+    keys = ["n", "skipped", "method"]
     for category in ("reliability", "generalization", "locality", "portability"):
         keys += [f"{category}_em", f"{category}_tf"]
     return {k: summary[k] for k in keys} | {"seconds": round(summary["seconds"], 1)}

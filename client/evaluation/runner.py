@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from client.client import EditcacheClient, EditInput, ServerInfo
+from client.errors import InvalidArgument
 from client.evaluation.cases import Case, Probe
 from client.evaluation.metrics import agreement, exact_match, ngram_entropy, token_accuracy
 
@@ -79,6 +80,7 @@ class CaseResult:
     edit_ids: list[str]
     probes: list[ProbeResult] = field(default_factory=list)
     fluency: float | None = None
+    skipped: str | None = None  # why the server refused the case's edits; a skipped case has no probes
 
 
 class BaselineCache:
@@ -124,8 +126,13 @@ class Evaluator:
         block = self._settings.sequential or 1
         results: list[CaseResult] = []
         for start in range(0, len(cases), block):
-            chunk = cases[start : start + block]
-            edit_ids = [self._add_edits(case) for case in chunk]  # all T edits are in before any is scored
+            chunk, edit_ids = [], []
+            for case in cases[start : start + block]:  # all T edits are in before any is scored
+                try:
+                    edit_ids.append(self._add_edits(case))
+                    chunk.append(case)
+                except InvalidArgument as refused:  # e.g. a zsRE subject the prompt does not name
+                    results.append(CaseResult(case.case_id, [], skipped=refused.details))
             baked = [i for ids in edit_ids for i in ids] if self._settings.method in PARAMETRIC_METHODS else []
             if baked:  # ROME and FT write them one after another, MEMIT all at once
                 self._warm_baseline(chunk)

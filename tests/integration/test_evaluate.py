@@ -85,3 +85,22 @@ def test_parametric_methods_apply_score_and_roll_back(
     assert "| reliability |" in table
     with running_server.client() as client:  # every edit rolled back: the weights are the original ones again
         assert client.generate(prompt, max_new_tokens=4, route="base").token_ids == before
+
+
+def test_a_case_the_server_refuses_is_skipped_and_counted(
+    running_server: LocalServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """zsRE dev has subjects its prompt does not name; the run goes on and says how many it skipped."""
+    case = {"case_id": 1, "prompt": "the capital of france is", "subject": "france", "target_new": "rome",
+            "ground_truth": "paris", "rephrase_prompt": "france's capital is",
+            "locality_prompt": "who speaks german in berlin", "locality_ground_truth": "germans"}
+    unnamed = case | {"case_id": 2, "subject": "the french republic"}
+    data = tmp_path / "cases.json"
+    data.write_text(json.dumps([unnamed, case]))
+    summary, table = run(capsys, "--data", str(data), "--addr", running_server.addr, "--method", "prompt",
+                         "--cache-dir", str(tmp_path), "--json", str(tmp_path / "out.json"))
+    assert summary["n"] == 1 and summary["skipped"] == 1
+    assert "1 more cases skipped" in table
+    per_case = {c["case_id"]: c for c in json.loads((tmp_path / "out.json").read_text())["cases"]["None"]}
+    assert "does not occur in prompt" in per_case["2"]["skipped"] and per_case["2"]["probes"] == []
+    assert per_case["1"]["skipped"] is None and per_case["1"]["probes"]
