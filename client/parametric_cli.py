@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
@@ -41,8 +43,13 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
     export.set_defaults(run=run_export)
 
 
-def run_apply(ec: EditcacheClient, args: argparse.Namespace) -> None:
-    bar = tqdm(total=0, desc="starting", unit="step", file=sys.stderr, disable=args.json or None)
+@contextmanager
+def parametric_progress_bar(disable: bool | None = False) -> Iterator[Callable[[ParametricProgress], None]]:
+    """A progress bar for ApplyParametric's stream: one stage (and edit) at a time, with the loss.
+
+    `disable` as tqdm takes it: None hides the bar when stderr is not a terminal.
+    """
+    bar = tqdm(total=0, desc="starting", unit="step", file=sys.stderr, disable=disable)
 
     def show(progress: ParametricProgress) -> None:
         label = progress.stage + (f" {progress.edit_id[:8]}" if progress.edit_id else "")
@@ -54,13 +61,18 @@ def run_apply(ec: EditcacheClient, args: argparse.Namespace) -> None:
         bar.refresh()
 
     try:
+        yield show
+    finally:
+        bar.close()
+
+
+def run_apply(ec: EditcacheClient, args: argparse.Namespace) -> None:
+    with parametric_progress_bar(disable=args.json or None) as show:
         result = ec.apply_parametric(
             args.method, args.ids, layer=args.layer, layers=args.layers, steps=args.steps, lr=args.lr,
             mom2_weight=args.mom2_weight, norm_constraint=args.norm_constraint,
             remove_from_gate=args.remove_from_gate, on_progress=show,
         )
-    finally:
-        bar.close()
     if args.json:
         print(json.dumps({"application_id": result.application_id, "seconds": round(result.seconds, 3),
                           "edits": [_baked_json(b) for b in result.edits]}))

@@ -8,15 +8,26 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
+from tqdm import tqdm
+
 from client.client import EditcacheClient
 from client.evaluation.cases import FORMATS, load_cases
 from client.evaluation.report import headline, markdown_table, plot, summarize
-from client.evaluation.runner import METHOD_ROUTES, BaselineCache, CaseResult, EvalSettings, Evaluator
+from client.evaluation.runner import (
+    METHOD_ROUTES,
+    PARAMETRIC_METHODS,
+    BaselineCache,
+    CaseResult,
+    EvalSettings,
+    Evaluator,
+)
 from client.launch import LocalServer
+from client.parametric_cli import parametric_progress_bar
 
 
 def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
@@ -73,7 +84,10 @@ def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
         for t in sequential:
             settings = EvalSettings(method=args.method, sequential=t, fluency=args.fluency)
             started = time.perf_counter()
-            results = Evaluator(client, settings, baseline).run(cases[: t or None] if t else cases, _progress_bar())
+            with parametric_progress_bar(disable=args.method not in PARAMETRIC_METHODS) as on_parametric:
+                results = Evaluator(client, settings, baseline).run(
+                    cases[: t or None] if t else cases, _progress_bar(), on_parametric
+                )
             summary = summarize(results, args.method, time.perf_counter() - started)
             summary |= {"sequential": t, "data": str(args.data), "format": fmt, "model": info.model}
             summaries.append(summary)
@@ -90,10 +104,8 @@ def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
     return 0
 
 
-def _progress_bar():  # type: ignore[no-untyped-def]
-    from tqdm import tqdm  # a dependency of the project; imported here to keep the client light
-
-    bar = None
+def _progress_bar() -> Callable[[int, int, str], None]:
+    bar: tqdm | None = None
 
     def update(done: int, total: int, case_id: str) -> None:
         nonlocal bar

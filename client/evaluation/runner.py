@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client.client import EditcacheClient, EditInput, ServerInfo
+from client.client import EditcacheClient, EditInput, ParametricProgress, ServerInfo
 from client.errors import InvalidArgument
 from client.evaluation.cases import Case, Probe
 from client.evaluation.metrics import agreement, exact_match, ngram_entropy, token_accuracy
@@ -121,8 +121,16 @@ class Evaluator:
         self._route = METHOD_ROUTES[settings.method]
         self._namespace = f"eval-{uuid.uuid4().hex[:12]}"
 
-    def run(self, cases: Sequence[Case], progress: Progress | None = None) -> list[CaseResult]:
-        """Scores every case; edits are added before and deleted after their block."""
+    def run(
+        self,
+        cases: Sequence[Case],
+        progress: Progress | None = None,
+        on_parametric: Callable[[ParametricProgress], None] | None = None,
+    ) -> list[CaseResult]:
+        """Scores every case; edits are added before and deleted after their block.
+
+        `on_parametric` sees ApplyParametric's steps: MEMIT on a block of 100 edits runs for many minutes.
+        """
         block = self._settings.sequential or 1
         results: list[CaseResult] = []
         for start in range(0, len(cases), block):
@@ -136,7 +144,9 @@ class Evaluator:
             baked = [i for ids in edit_ids for i in ids] if self._settings.method in PARAMETRIC_METHODS else []
             if baked:  # ROME and FT write them one after another, MEMIT all at once
                 self._warm_baseline(chunk)
-                self._client.apply_parametric(self._settings.method, baked, namespace=self._namespace)
+                self._client.apply_parametric(
+                    self._settings.method, baked, namespace=self._namespace, on_progress=on_parametric
+                )
             for case, ids in zip(chunk, edit_ids, strict=True):
                 results.append(self._evaluate(case, ids))
                 if progress is not None:

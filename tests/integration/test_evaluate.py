@@ -79,10 +79,13 @@ def test_parametric_methods_apply_score_and_roll_back(
     with running_server.client() as client:
         before = client.generate(prompt, max_new_tokens=4, route="base").token_ids
     data = FIXTURES / "counterfact_flat.json"
-    summary, table = run(capsys, "--data", str(data), "--addr", running_server.addr, "--method", "rome",
-                         "--cache-dir", str(tmp_path))
+    assert evaluate(["--data", str(data), "--addr", running_server.addr, "--method", "rome",
+                     "--cache-dir", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
     assert summary["method"] == "rome" and summary["n"] == len(json.loads(data.read_text()))
-    assert "| reliability |" in table
+    assert "| reliability |" in captured.out
+    assert "value" in captured.err  # ApplyParametric's stages are shown while the weights change
     with running_server.client() as client:  # every edit rolled back: the weights are the original ones again
         assert client.generate(prompt, max_new_tokens=4, route="base").token_ids == before
 
