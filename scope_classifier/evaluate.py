@@ -14,7 +14,6 @@ import numpy as np
 
 from client.evaluation.cases import Case, load_cases
 from client.evaluation.metrics import percentile
-from server.gate import ClassifierGate
 from server.interfaces import Gate
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
@@ -69,11 +68,8 @@ def score_probes(
     with tempfile.TemporaryDirectory(prefix="editcache-gate-eval-") as tmp:
         memory = EditMemory(Path(tmp), encoder, "eval")
         specs = [EditSpec(e.subject, e.prompt, e.target_new, e.target_true) for c in cases for e in c.edits[:1]]
-        edits = memory.add("eval", specs)
-        gate = gate_factory(encoder)
-        if isinstance(gate, ClassifierGate):
-            gate.warm(edits)  # the server computes these lazily, once per edit
-        scope = ScopeCheck(encoder, memory, gate, top_k)
+        scope = ScopeCheck(encoder, memory, gate_factory(encoder), top_k)
+        edits = scope.add("eval", specs)  # as AddEdits does: stored, then the gate warmed
         edit_prompts = {_key(e.prompt) for e in edits}
         probes = [(kind, probe.prompt, i, restates or (kind == "neighbourhood" and _key(probe.prompt) in edit_prompts))
                   for i, case in enumerate(cases)

@@ -20,13 +20,16 @@ class SimilarityGate:
     def scores(self, query: EncodedText, hits: Sequence[Hit]) -> list[float]:
         return [min(1.0, max(0.0, hit.similarity)) for hit in hits]
 
+    def warm(self, edits: Sequence[Edit]) -> None:
+        pass  # nothing per edit beyond the keys the memory already indexed
+
 
 class ClassifierGate:
     """The trained scope classifier (scope_classifier/) over (query, edit) pair features.
 
-    The edit side of the features needs one encoder pass over the edit prompt; it is computed the
-    first time an edit is retrieved and kept in a bounded LRU cache (about 20 KB an edit, most of it
-    the token vectors the `interaction` design reads).
+    The edit side of the features needs one encoder pass over the edit prompt; it is computed when the
+    edit is added (`warm`), or the first time it is retrieved after a restart, and kept in a bounded LRU
+    cache (about 20 KB an edit, most of it the token vectors the `interaction` design reads).
     """
 
     def __init__(self, artifact: GateArtifact, encoder: SentenceEncoder, cache_size: int = 100_000) -> None:

@@ -56,6 +56,10 @@ class Gate(Protocol):
         """p(query is in the scope of hit.edit) for each hit, in [0, 1]."""
         ...
 
+    def warm(self, edits: Sequence[Edit]) -> None:
+        """Does the per-edit work now, so the first query that retrieves these edits is as fast as later ones."""
+        ...
+
 
 class Generator(Protocol):
     route: Route

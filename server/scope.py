@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 
 from server.interfaces import Embedder, Gate, Memory
-from server.types import Edit, EncodedText, Hit, Timings
+from server.types import Edit, EditSpec, EncodedText, Hit, Timings
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,12 @@ class ScopeCheck:
     top_k: int
     # True for edits the gate must not see (baked into the weights and taken out of the gate).
     hidden: Callable[[Edit], bool] = lambda edit: False
+
+    def add(self, namespace: str, specs: Sequence[EditSpec]) -> list[Edit]:
+        """Stores the edits (durable on return), then prepares the gate's side of them."""
+        edits = self.memory.add(namespace, specs)
+        self.gate.warm(edits)
+        return edits
 
     def best(self, namespace: str, text: str) -> tuple[Hit | None, float, Timings]:
         """The highest-scoring of the top-k retrieved edits (None when the namespace has none)."""

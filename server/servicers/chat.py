@@ -93,7 +93,7 @@ class ChatServicer(chat_pb_grpc.ChatServiceServicer):
         check_edit_spec(spec, "edit", limits)
         if request.dry_run:
             return chat_pb.CorrectResponse(edit=_spec_to_pb(spec, namespace), stored=False, extraction=outputs)
-        (edit,) = await engine.in_io(engine.memory.add, namespace, [spec])
+        (edit,) = await engine.in_io(engine.router.scope.add, namespace, [spec])
         log.info("correction stored in namespace %s as edit %s (%s: %r -> %r)", namespace, edit.id, kind,
                  edit.prompt, edit.target_new)
         return chat_pb.CorrectResponse(edit=edit_to_pb(edit), stored=True, extraction=outputs)

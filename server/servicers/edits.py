@@ -30,7 +30,7 @@ class EditServicer(pb_grpc.EditServiceServicer):
         namespace = check_namespace(request.namespace)
         specs = [edit_spec_from_pb(e) for e in request.edits]
         check_edit_specs(specs, engine.config.limits)
-        edits = await engine.in_io(engine.memory.add, namespace, specs)
+        edits = await engine.in_io(engine.router.scope.add, namespace, specs)
         log.info("added %d edit(s) to namespace %s: %s", len(edits), namespace, ", ".join(e.id for e in edits[:8]))
         return pb.AddEditsResponse(edits=[edit_to_pb(e) for e in edits])
 

@@ -118,9 +118,13 @@ class FixedGate:
     """A gate returning the given score for each hit, keyed by the hit's edit id (0 if not given)."""
 
     by_edit_id: dict[str, float] = field(default_factory=dict)
+    warmed: list[str] = field(default_factory=list)  # ids of the edits `warm` was given, in order
 
     def scores(self, query: EncodedText, hits: Sequence[Hit]) -> list[float]:
         return [self.by_edit_id.get(h.edit.id, 0.0) for h in hits]
+
+    def warm(self, edits: Sequence[Edit]) -> None:
+        self.warmed.extend(e.id for e in edits)
 
 
 @dataclass

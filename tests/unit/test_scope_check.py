@@ -1,0 +1,70 @@
+"""Adding edits through ScopeCheck stores them and warms the gate, so the first query is not the slow one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from scope_classifier.artifact import DEFAULT_ARTIFACT, load_artifact
+from server.gate import ClassifierGate
+from server.memory.edit_memory import EditMemory
+from server.memory.embed import SentenceEncoder
+from server.scope import ScopeCheck
+from server.types import EncodedText, Hit
+from tests.unit.fakes import FixedGate, HashEmbedder, make_edit, make_spec
+
+
+class CountingEncoder:
+    """The real sentence encoder, counting the texts it is asked to encode."""
+
+    def __init__(self, encoder: SentenceEncoder) -> None:
+        self._encoder = encoder
+        self.texts = 0
+
+    def encode_text(self, text: str) -> EncodedText:
+        self.texts += 1
+        return self._encoder.encode_text(text)
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> list[EncodedText]:
+        self.texts += len(texts)
+        return self._encoder.encode_texts(texts, batch_size)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> SentenceEncoder:
+    return SentenceEncoder(load_artifact(DEFAULT_ARTIFACT).encoder)
+
+
+def test_add_stores_the_edits_then_warms_the_gate_with_them(tmp_path: Path) -> None:
+    embedder, gate = HashEmbedder(), FixedGate()
+    scope = ScopeCheck(embedder, EditMemory(tmp_path, embedder, "hash-v1"), gate, top_k=4)
+    specs = [make_spec(), make_spec(subject="Dante", prompt="Dante wrote in", target_new="German")]
+    edits = scope.add("ns", specs)
+    assert gate.warmed == [e.id for e in edits]
+    assert [scope.memory.get("ns", e.id) for e in edits] == edits
+
+
+def test_a_warmed_classifier_gate_scores_without_encoding_the_edits_and_scores_the_same(
+    encoder: SentenceEncoder,
+) -> None:
+    artifact = load_artifact(DEFAULT_ARTIFACT)
+    edits = [
+        make_edit("a" * 32, prompt="The capital of France is", subject="France", target_new="Rome"),
+        make_edit("b" * 32, prompt="Dante wrote his poems in", subject="Dante", target_new="German"),
+    ]
+    query = encoder.encode_text("What is the capital city of France?")
+    hits = [Hit(e, 0.5) for e in edits]
+
+    counting = CountingEncoder(encoder)
+    lazy = ClassifierGate(artifact, counting)  # type: ignore[arg-type]
+    lazy_scores = lazy.scores(query, hits)
+    assert counting.texts == len(edits)  # the lazy path encodes each edit on first retrieval
+
+    counting = CountingEncoder(encoder)
+    warmed = ClassifierGate(artifact, counting)  # type: ignore[arg-type]
+    warmed.warm(edits)
+    before = counting.texts
+    assert warmed.scores(query, hits) == pytest.approx(lazy_scores, abs=1e-4)
+    assert counting.texts == before
