@@ -56,7 +56,7 @@ def parametric_progress_bar(disable: bool | None = False) -> Iterator[Callable[[
         if bar.desc != label or bar.total != progress.total:
             bar.reset(total=progress.total)
             bar.set_description(label)
-        bar.n = progress.step
+        bar.update(progress.step - bar.n)
         bar.set_postfix_str("" if progress.loss is None else f"loss {progress.loss:.3f}", refresh=False)
         bar.refresh()
 

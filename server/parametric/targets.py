@@ -83,15 +83,18 @@ def optimise_output_change(
     kl: PromptBatch,
     options: ValueOptions,
     edit_id: str | None = None,
+    scale_of: nn.Module | None = None,
 ) -> Generator[Progress, None, torch.Tensor]:
     """δ (d_out,) added to the module's output at the subject's last token of every prompt.
 
     `rewrite` holds the prefixed prompts followed by the new answer; `kl` holds "{subject} is a".
+    Weight decay and clamp measure δ against the original output of `scale_of` (default: the module
+    itself, as ROME does; MEMIT measures against the residual stream of its last layer).
     Yields after each step (so the caller can hand the model to other work), returns δ.
     """
     with torch.no_grad():
         original_kl = torch.log_softmax(forward(model, kl)[:, -1].float(), dim=-1)  # (1, vocab)
-        _, outputs = module_io(model, module, rewrite)
+        _, outputs = module_io(model, module if scale_of is None else scale_of, rewrite)
     scale = outputs[0].norm()  # the original output at the first prompt
     delta = torch.zeros_like(outputs[0], requires_grad=True)  # (d_out,)
     optimiser = torch.optim.Adam([delta], lr=options.lr)
