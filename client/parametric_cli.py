@@ -50,10 +50,13 @@ def parametric_progress_bar(disable: bool | None = False) -> Iterator[Callable[[
     `disable` as tqdm takes it: None hides the bar when stderr is not a terminal.
     """
     bar = tqdm(total=0, desc="starting", unit="step", file=sys.stderr, disable=disable)
+    shown = ("starting", 0)  # (label, total) of the stage on the bar; tqdm keeps its desc with a ": " added
 
     def show(progress: ParametricProgress) -> None:
+        nonlocal shown
         label = progress.stage + (f" {progress.edit_id[:8]}" if progress.edit_id else "")
-        if bar.desc != label or bar.total != progress.total:
+        if shown != (label, progress.total):
+            shown = (label, progress.total)
             bar.reset(total=progress.total)
             bar.set_description(label)
         bar.update(progress.step - bar.n)
