@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,7 +32,12 @@ class LocalServer:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 300.0) -> None:
-        """Starts the server and waits until its health service reports SERVING."""
+        """Starts the server and waits until its health service reports SERVING.
+
+        SIGTERM to this process then raises SystemExit (unless a handler is already set), so the
+        `with` blocks that stop the server run: a terminated evaluation leaves no server behind.
+        """
+        _exit_on_sigterm()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # earlier runs' lines
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child process owns it
@@ -92,3 +98,12 @@ class LocalServer:
                 raise RuntimeError(f"server exited with {self._proc.returncode}:\n{text[-4000:]}")
             time.sleep(0.1)
         raise TimeoutError(f"server did not bind in time; log:\n{self.log_text()[-4000:]}")
+
+
+def _exit_on_sigterm() -> None:
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_system_exit)
+
+
+def _raise_system_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
