@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scope_classifier.artifact import DEFAULT_ARTIFACT, load_artifact
+from scope_classifier.artifact import DEFAULT_ARTIFACT, GateArtifact, load_artifact
 from server.gate import ClassifierGate
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
@@ -33,8 +33,13 @@ class CountingEncoder:
 
 
 @pytest.fixture(scope="module")
-def encoder() -> SentenceEncoder:
-    return SentenceEncoder(load_artifact(DEFAULT_ARTIFACT).encoder)
+def artifact() -> GateArtifact:
+    return load_artifact(DEFAULT_ARTIFACT)
+
+
+@pytest.fixture(scope="module")
+def encoder(artifact: GateArtifact) -> SentenceEncoder:
+    return SentenceEncoder(artifact.encoder)
 
 
 def test_add_stores_the_edits_then_warms_the_gate_with_them(tmp_path: Path) -> None:
@@ -47,9 +52,8 @@ def test_add_stores_the_edits_then_warms_the_gate_with_them(tmp_path: Path) -> N
 
 
 def test_a_warmed_classifier_gate_scores_without_encoding_the_edits_and_scores_the_same(
-    encoder: SentenceEncoder,
+    artifact: GateArtifact, encoder: SentenceEncoder,
 ) -> None:
-    artifact = load_artifact(DEFAULT_ARTIFACT)
     edits = [
         make_edit("a" * 32, prompt="The capital of France is", subject="France", target_new="Rome"),
         make_edit("b" * 32, prompt="Dante wrote his poems in", subject="Dante", target_new="German"),
