@@ -85,10 +85,9 @@ def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
             settings = EvalSettings(method=args.method, sequential=t, fluency=args.fluency)
             started = time.perf_counter()
             with parametric_progress_bar(disable=args.method not in PARAMETRIC_METHODS) as on_parametric:
-                results = Evaluator(client, settings, baseline).run(
-                    cases[: t or None] if t else cases, _progress_bar(), on_parametric
-                )
-            summary = summarize(results, args.method, time.perf_counter() - started)
+                evaluator = Evaluator(client, settings, baseline)
+                results = evaluator.run(cases[: t or None] if t else cases, _progress_bar(), on_parametric)
+            summary = summarize(results, args.method, time.perf_counter() - started, evaluator.apply_seconds)
             summary |= {"sequential": t, "data": str(args.data), "format": fmt, "model": info.model}
             summaries.append(summary)
             all_results.append((t, results))

@@ -15,8 +15,11 @@ GATE_POSITIVE = ("reliability", "generalization")
 GATE_NEGATIVE = KEEP_CATEGORIES
 
 
-def summarize(results: Sequence[CaseResult], method: str, seconds: float) -> dict[str, Any]:
-    """One flat summary: `<category>_em` and `<category>_tf` (None without probes), routes, gate errors, latency."""
+def summarize(
+    results: Sequence[CaseResult], method: str, seconds: float, apply_seconds: Sequence[float] = ()
+) -> dict[str, Any]:
+    """One flat summary: `<category>_em` and `<category>_tf` (None without probes), routes, gate errors, latency,
+    and for parametric methods the time of each ApplyParametric call (`apply_seconds`)."""
     probes = [p for r in results for p in r.probes]
     skipped = [r for r in results if r.skipped is not None]
     summary: dict[str, Any] = {"n": len(results) - len(skipped), "method": method, "skipped": len(skipped)}
@@ -37,6 +40,10 @@ def summarize(results: Sequence[CaseResult], method: str, seconds: float) -> dic
     summary["latency_ms"] = {
         route: {"p50": percentile(v, 50), "p99": percentile(v, 99), "n": len(v)} for route, v in by_route.items()
     }
+    summary["parametric_apply_s"] = (
+        {"p50": percentile(apply_seconds, 50), "max": max(apply_seconds), "n": len(apply_seconds)}
+        if apply_seconds else None
+    )
     summary["seconds"] = seconds
     return summary
 
@@ -61,6 +68,9 @@ def markdown_table(summary: dict[str, Any]) -> str:
     for key in ("gate_false_negative_rate", "gate_false_positive_rate"):
         if summary[key] is not None:
             lines.append(f"\n{key.replace('_', ' ')}: {summary[key]:.3f}")
+    if summary["parametric_apply_s"] is not None:
+        p50, longest, calls = (summary["parametric_apply_s"][k] for k in ("p50", "max", "n"))
+        lines.append(f"\nApplyParametric: p50 {p50:.1f} s, max {longest:.1f} s over {calls} calls")
     return "\n".join(lines)
 
 

@@ -120,6 +120,7 @@ class Evaluator:
         self._baseline = baseline
         self._route = METHOD_ROUTES[settings.method]
         self._namespace = f"eval-{uuid.uuid4().hex[:12]}"
+        self.apply_seconds: list[float] = []  # wall time of each ApplyParametric call (ROME: one per edit)
 
     def run(
         self,
@@ -144,9 +145,11 @@ class Evaluator:
             baked = [i for ids in edit_ids for i in ids] if self._settings.method in PARAMETRIC_METHODS else []
             if baked:  # ROME and FT write them one after another, MEMIT all at once
                 self._warm_baseline(chunk)
+                started = time.perf_counter()
                 self._client.apply_parametric(
                     self._settings.method, baked, namespace=self._namespace, on_progress=on_parametric
                 )
+                self.apply_seconds.append(time.perf_counter() - started)
             for case, ids in zip(chunk, edit_ids, strict=True):
                 results.append(self._evaluate(case, ids))
                 if progress is not None:

@@ -80,12 +80,16 @@ def test_parametric_methods_apply_score_and_roll_back(
         before = client.generate(prompt, max_new_tokens=4, route="base").token_ids
     data = FIXTURES / "counterfact_flat.json"
     assert evaluate(["--data", str(data), "--addr", running_server.addr, "--method", "rome",
-                     "--cache-dir", str(tmp_path)]) == 0
+                     "--cache-dir", str(tmp_path), "--json", str(tmp_path / "rome.json")]) == 0
     captured = capsys.readouterr()
     summary = json.loads(captured.out.strip().splitlines()[-1])
-    assert summary["method"] == "rome" and summary["n"] == len(json.loads(data.read_text()))
+    n_cases = len(json.loads(data.read_text()))
+    assert summary["method"] == "rome" and summary["n"] == n_cases
     assert "| reliability |" in captured.out
     assert "value" in captured.err  # ApplyParametric's stages are shown while the weights change
+    applied = json.loads((tmp_path / "rome.json").read_text())["summaries"][0]["parametric_apply_s"]
+    assert applied["n"] == n_cases and 0 < applied["p50"] <= applied["max"]  # ROME: one call per edit, timed
+    assert "ApplyParametric: p50" in captured.out
     with running_server.client() as client:  # every edit rolled back: the weights are the original ones again
         assert client.generate(prompt, max_new_tokens=4, route="base").token_ids == before
 
