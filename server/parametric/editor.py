@@ -63,26 +63,22 @@ class ParametricSettings:
 
 
 @dataclass(frozen=True)
-class MethodDefaults:
-    rome: int  # layer
-    memit: tuple[int, ...]  # layers
-    ft: int  # layer
-    memit_mom2_weight: float = 1e4  # λ; MEMIT's own order of magnitude
+class LayerDefaults:
+    rome: int
+    memit: tuple[int, ...]
+    ft: int
 
 
-# Measured for Gemma-3-270M (docs/BENCHMARKS.md, "Parametric editing"); other models get `heuristic_defaults`.
-# λ = 3,000: a key's share written by one layer is a/(1+a) with a = kᵀC⁻¹k / λ, and kᵀC⁻¹k grows with the
-# MLP width (2,048 here against GPT-J's 16,384, where MEMIT uses 15,000); at 10,000 each layer wrote about a
-# fifth of its share. Chosen on counterfact/train.json.
-MEASURED_DEFAULTS: dict[tuple[str, int, int], MethodDefaults] = {
-    ("gemma3_text", 18, 640): MethodDefaults(rome=12, memit=(8, 9, 10, 11, 12), ft=12, memit_mom2_weight=3e3),
+# Measured for Gemma-3-270M (docs/BENCHMARKS.md, "Parametric editing"); other models get `heuristic_layers`.
+MEASURED_LAYERS: dict[tuple[str, int, int], LayerDefaults] = {
+    ("gemma3_text", 18, 640): LayerDefaults(rome=12, memit=(8, 9, 10, 11, 12), ft=12),
 }
 
 
-def heuristic_defaults(n_layers: int) -> MethodDefaults:
+def heuristic_layers(n_layers: int) -> LayerDefaults:
     """ROME's finding, early-middle MLPs recall facts: a third of the way up, MEMIT on the five ending there."""
     middle = max(0, n_layers // 3)
-    return MethodDefaults(middle, tuple(range(max(0, middle - 4), middle + 1)), middle)
+    return LayerDefaults(middle, tuple(range(max(0, middle - 4), middle + 1)), middle)
 
 
 class ParametricEditor:
@@ -103,8 +99,8 @@ class ParametricEditor:
         self._settings = settings
         config = model.config
         self._n_layers = num_layers(config)
-        self.defaults = MEASURED_DEFAULTS.get(
-            (str(config.model_type), self._n_layers, int(config.hidden_size)), heuristic_defaults(self._n_layers)
+        self.defaults = MEASURED_LAYERS.get(
+            (str(config.model_type), self._n_layers, int(config.hidden_size)), heuristic_layers(self._n_layers)
         )
         self._originals: dict[str, torch.Tensor] = {}  # module → its weight before any delta, (out, in)
         self._second_moments: dict[int, torch.Tensor] = {}
@@ -154,7 +150,7 @@ class ParametricEditor:
         if request.method == "memit":
             options = MemitOptions(
                 layers=request.layers or self.defaults.memit, value=self._value_options(request),
-                mom2_weight=self.defaults.memit_mom2_weight if request.mom2_weight is None else request.mom2_weight,
+                **({} if request.mom2_weight is None else {"mom2_weight": request.mom2_weight}),
             )
             moments = {}
             for layer in options.layers:

@@ -40,7 +40,7 @@ NORM_PENALTY = 1e-3  # on ‖Δo‖² / ‖o‖² in through_norm: picks the sma
 @dataclass(frozen=True)
 class MemitOptions:
     layers: tuple[int, ...]
-    mom2_weight: float  # λ: how strongly C holds other keys in place against the edits
+    mom2_weight: float = 1e4  # λ: how strongly C holds other keys in place against the edits
     value: ValueOptions = field(default_factory=ValueOptions)
 
 
