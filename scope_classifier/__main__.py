@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT)
     train.add_argument("--max-cases-per-file", type=int, default=4000)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--epochs", type=int, default=4, help="passes over the pairs when training `interaction`")
     train.add_argument("--designs", default=",".join(DESIGNS),
                        help=f"comma-separated designs to train and compare (default: {','.join(DESIGNS)})")
     train.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editcache" / "scope",
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         from scope_classifier.train import train as run_train
 
         report = run_train(args.data_dir, args.out, args.encoder, args.max_cases_per_file, args.seed, args.top_k,
-                           cache_dir=args.cache_dir, designs=tuple(args.designs.split(",")), progress=progress)
+                           cache_dir=args.cache_dir, designs=tuple(args.designs.split(",")), epochs=args.epochs,
+                           progress=progress)
         print(json.dumps(report))
         return 0
 

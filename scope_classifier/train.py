@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -48,20 +49,40 @@ DESIGNS = ("logistic", "mlp", "interaction")
 def encode(
     encoder: SentenceEncoder, encoder_name: str, texts: list[str], cache_dir: Path, progress: Progress | None
 ) -> dict[str, EncodedText]:
-    """Every distinct text through the encoder, cached on disk (the slow step: minutes on 2 cores)."""
+    """Every distinct text through the encoder, cached on disk (the slow step: minutes on 2 cores).
+
+    Texts that earlier runs cached for the same encoder are read back, so adding training data encodes
+    only the new texts. The new texts are saved with the rest in one file, which replaces the files it
+    covers.
+    """
     unique = sorted(set(texts))
-    key = hashlib.sha256(json.dumps([encoder_name, unique]).encode()).hexdigest()[:16]
-    cached = cache_dir / f"encodings-{key}.npz"
-    if cached.exists():
-        return _load_encodings(cached)
+    wanted = set(unique)
+    earlier = sorted(cache_dir.glob(f"encodings-{_encoder_tag(encoder_name)}-*.npz"))
     out: dict[str, EncodedText] = {}
-    for start in range(0, len(unique), 512):
-        chunk = unique[start : start + 512]
+    covered: list[Path] = []
+    for path in earlier:
+        cached = _load_encodings(path)
+        out.update((t, e) for t, e in cached.items() if t in wanted)
+        if cached.keys() <= wanted:
+            covered.append(path)
+    missing = [t for t in unique if t not in out]
+    log.info("%d texts: %d cached, %d to encode", len(unique), len(out), len(missing))
+    if not missing:
+        return out
+    for start in range(0, len(missing), 512):
+        chunk = missing[start : start + 512]
         out.update(zip(chunk, encoder.encode_texts(chunk), strict=True))
         if progress is not None:
-            progress(len(out), len(unique), "encoding")
-    _save_encodings(out, cached)
+            progress(min(start + 512, len(missing)), len(missing), "encoding")
+    key = hashlib.sha256(json.dumps(unique).encode()).hexdigest()[:16]
+    _save_encodings(out, cache_dir / f"encodings-{_encoder_tag(encoder_name)}-{key}.npz")
+    for path in covered:
+        path.unlink()
     return out
+
+
+def _encoder_tag(encoder_name: str) -> str:
+    return hashlib.sha256(encoder_name.encode()).hexdigest()[:8]
 
 
 def _save_encodings(encoded: dict[str, EncodedText], path: Path) -> None:
@@ -91,16 +112,31 @@ def _load_encodings(path: Path) -> dict[str, EncodedText]:
 def add_retrieved_negatives(
     pairs: list[Pair], views: list[EditView], encoded: dict[str, EncodedText], per_query: int
 ) -> list[Pair]:
-    """For each positive query, the nearest other edits by prompt similarity: what the gate must reject."""
+    """The nearest other edits by prompt similarity, as negatives: what the gate must reject.
+
+    For positive queries, the nearest other edits. For negative queries (neighbourhood and same-subject
+    prompts) too, since at serving time they meet every retrieved edit, not only the one they were
+    written for ("Boniface VIII holds the title of" meets the edit on Boniface IX); there an edit whose
+    subject the query names is skipped, as it may ask that edit's very fact (the train files reuse
+    subjects and relations).
+    """
     index = faiss.IndexFlatIP(len(views[0].prompt_vector))
     index.add(np.stack([v.prompt_vector for v in views]))  # (n_edits, dim)
-    positives = [p for p in pairs if p.label == 1]
-    queries = np.stack([encoded[p.query].vector for p in positives])  # (n_pos, dim)
-    _, neighbours = index.search(queries, per_query + 1)
+    queries = [p for p in pairs if p.label == 1 or p.kind in ("neighbourhood", "same_subject")]
+    _, neighbours = index.search(np.stack([encoded[p.query].vector for p in queries]), per_query + 1)  # (n, k+1)
+
+    def rejectable(p: Pair, j: int) -> bool:
+        return j != p.edit and (p.label == 1 or not _names(p.query, views[j].subject))
+
     extra = [Pair(p.query, int(j), 0, "retrieved")
-             for p, row in zip(positives, neighbours, strict=True)
-             for j in [j for j in row if j != p.edit][:per_query]]
+             for p, row in zip(queries, neighbours, strict=True)
+             for j in [j for j in row if rejectable(p, int(j))][:per_query]]
     return pairs + extra
+
+
+def _names(text: str, subject: str) -> bool:
+    """The subject occurs in the text as whole words ("Innocent VII" is not named by "Innocent VIII")."""
+    return re.search(rf"(?<!\w){re.escape(subject.casefold())}(?!\w)", text.casefold()) is not None
 
 
 def features(pairs: list[Pair], views: list[EditView], encoded: dict[str, EncodedText]) -> np.ndarray:
@@ -169,7 +205,7 @@ def fit_interaction(
 
 def train(
     data_dir: Path, out: Path, encoder_name: str, max_cases_per_file: int | None, seed: int, top_k: int,
-    cache_dir: Path, retrieved_per_query: int = 3, designs: tuple[str, ...] = DESIGNS,
+    cache_dir: Path, retrieved_per_query: int = 3, designs: tuple[str, ...] = DESIGNS, epochs: int = 4,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     encoder = SentenceEncoder(encoder_name)
@@ -186,7 +222,7 @@ def train(
     report: dict[str, Any] = {"pairs": _count_kinds(pairs), "edits": len(edits)}
     best: GateArtifact | None = None
     for design in designs:
-        artifact = (fit_interaction(pairs, x, views, encoded, encoder_name, seed, progress=progress)
+        artifact = (fit_interaction(pairs, x, views, encoded, encoder_name, seed, epochs, progress=progress)
                     if design == "interaction" else fit(design, x, y, encoder_name, seed))
         scores, n_edits, latencies = score_probes(
             val_cases, unrelated, encoder, partial(ClassifierGate, artifact), top_k, progress

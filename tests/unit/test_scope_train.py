@@ -6,7 +6,7 @@ import numpy as np
 
 from scope_classifier.features import edit_view, token_inputs
 from scope_classifier.pairs import EditText, Pair, synthetic_same_subject
-from scope_classifier.train import features, fit_interaction
+from scope_classifier.train import add_retrieved_negatives, encode, features, fit_interaction
 from tests.unit.fakes import HashEmbedder
 
 EMBED = HashEmbedder(dim=32)
@@ -43,3 +43,55 @@ def test_interaction_design_learns_which_queries_an_edit_covers() -> None:
     labels = np.array([p.label for p in pairs])
     assert artifact.kind == "interaction" and artifact.uses_tokens
     assert ((scores > 0.5) == labels).mean() >= 0.95, scores
+
+
+class CountingEmbedder(HashEmbedder):
+    """Records each batch that `encode_texts` receives."""
+
+    batches: list[list[str]]
+
+    def encode_texts(self, texts: list[str]) -> list:  # type: ignore[type-arg]
+        self.batches = [*getattr(self, "batches", []), list(texts)]
+        return [self.encode_text(t) for t in texts]
+
+
+def test_encoding_cache_encodes_only_texts_no_earlier_run_cached(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    embedder = CountingEmbedder(dim=16)
+    first = encode(embedder, "hash", ["a b", "c d"], tmp_path, None)  # type: ignore[arg-type]
+    assert embedder.batches == [["a b", "c d"]]
+    second = encode(embedder, "hash", ["a b", "c d", "e f"], tmp_path, None)  # type: ignore[arg-type]
+    assert embedder.batches[1:] == [["e f"]]  # "a b" and "c d" came from the first run's file
+    np.testing.assert_array_equal(second["a b"].token_vectors, first["a b"].token_vectors)
+    assert second["c d"].token_spans == first["c d"].token_spans
+    assert len(list(tmp_path.glob("encodings-*.npz"))) == 1  # the new file replaced the one it covers
+    assert set(encode(embedder, "hash", ["c d", "e f"], tmp_path, None)) == {"c d", "e f"}  # type: ignore[arg-type]
+    assert embedder.batches[2:] == []
+    other = CountingEmbedder(dim=16)
+    encode(other, "other", ["a b"], tmp_path, None)  # type: ignore[arg-type]
+    assert other.batches == [["a b"]]  # another encoder's vectors are never reused
+    assert len(list(tmp_path.glob("encodings-*.npz"))) == 2
+
+
+def test_negative_queries_meet_other_edits_except_those_whose_subject_they_name() -> None:
+    edits = [EditText("Boniface IX", "Boniface IX holds the title of", "mayor"),
+             EditText("Boniface VIII", "Boniface VIII holds the title of", "bishop"),
+             EditText("Innocent VII", "Innocent VII holds the title of", "cardinal"),
+             EditText("Peru", "The capital of Peru is", "Rome")]
+    pairs = [Pair("Boniface VIII holds the title of", 2, 0, "neighbourhood"),
+             Pair("Innocent VIII holds the title of", 0, 0, "neighbourhood"),
+             Pair("What is the capital of Peru?", 3, 1, "paraphrase"),
+             Pair("Peru is a member of", 3, 0, "synthetic_same_subject")]
+    encoded = {t: EMBED.encode_text(t) for t in {p.query for p in pairs} | {e.prompt for e in edits}}
+    views = [edit_view(encoded[e.prompt], e.subject, e.target_new) for e in edits]
+    added = add_retrieved_negatives(pairs, views, encoded, per_query=3)[len(pairs):]
+    met = {(p.query, edits[p.edit].subject) for p in added}
+    assert all(p.label == 0 and p.kind == "retrieved" for p in added)
+    # the neighbourhood prompt meets the edit on Boniface IX, never the one on the subject it names
+    assert ("Boniface VIII holds the title of", "Boniface IX") in met
+    assert ("Boniface VIII holds the title of", "Boniface VIII") not in met
+    assert ("Boniface VIII holds the title of", "Innocent VII") not in met  # its own edit
+    # whole words: "Innocent VIII" does not name "Innocent VII", so that edit is a negative for it
+    assert ("Innocent VIII holds the title of", "Innocent VII") in met
+    # a positive meets other edits, never its own; synthetic negatives are not mined
+    assert "Peru" not in {s for q, s in met if q == "What is the capital of Peru?"}
+    assert not any(q == "Peru is a member of" for q, _ in met)
