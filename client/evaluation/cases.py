@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -348,3 +349,19 @@ def _portability(value: Any) -> tuple[Probe, ...]:
     if "prompt" in value:
         return _prompt_answer_items([value])
     return _prompt_answer_items(_kinds(value, KNOWEDIT_PORTABILITY_KINDS))
+
+
+def asks_edited_fact(probe: Probe, edit: EditFact) -> bool:
+    """A probe that must not change, which asks the fact another edit changes: it is that edit's prompt
+    word for word, or it names that edit's subject (as whole words) and expects that edit's original answer.
+
+    In sequential evaluation such a probe (CounterFact reuses subjects and relations) ought to follow the
+    other edit, so no editor can keep it unchanged; the harness reports locality with and without them.
+    """
+    text, subject = " ".join(probe.prompt.casefold().split()), edit.subject.casefold()
+    if text == " ".join(edit.prompt.casefold().split()):
+        return True
+    original = (edit.target_true or "").strip().casefold()
+    if not original or original not in {a.strip().casefold() for a in probe.answers} or subject not in text:
+        return False  # the cheap tests first: sequential runs check every pair of a block's cases
+    return re.search(rf"(?<!\w){re.escape(subject)}(?!\w)", text) is not None

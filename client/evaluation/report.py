@@ -27,6 +27,11 @@ def summarize(
         mine = [p for p in probes if p.category == category]
         summary[f"{category}_em"] = mean_or_none(float(p.em) for p in mine)
         summary[f"{category}_tf"] = mean_or_none(p.tf for p in mine)
+    for category in KEEP_CATEGORIES:  # set aside: probes that ask another in-memory edit's fact
+        mine = [p for p in probes if p.category == category and not p.asks_other_edit]
+        summary[f"{category}_asks_other_edit"] = sum(p.category == category and p.asks_other_edit for p in probes)
+        summary[f"{category}_em_excl_other_edits"] = mean_or_none(float(p.em) for p in mine)
+        summary[f"{category}_tf_excl_other_edits"] = mean_or_none(p.tf for p in mine)
     summary["fluency"] = mean_or_none(r.fluency for r in results if r.fluency is not None)
     summary["routes"] = {c: dict(Counter(p.route for p in probes if p.category == c)) for c in CATEGORIES
                          if any(p.category == c for p in probes)}
@@ -60,6 +65,11 @@ def markdown_table(summary: dict[str, Any]) -> str:
         em, tf = summary[f"{category}_em"], summary[f"{category}_tf"]
         if em is not None:
             lines.append(f"| {category} | {em:.3f} | {tf:.3f} |")
+    for category in KEEP_CATEGORIES:
+        if summary[f"{category}_asks_other_edit"]:
+            em, tf = summary[f"{category}_em_excl_other_edits"], summary[f"{category}_tf_excl_other_edits"]
+            lines.append(f"| {category} without the {summary[f'{category}_asks_other_edit']} probes asking "
+                         f"another edit's fact | {em:.3f} | {tf:.3f} |")
     if summary["fluency"] is not None:
         lines.append(f"| fluency (n-gram entropy) | {summary['fluency']:.3f} | |")
     lines += ["", "| category | routes |", "|---|---|"]
@@ -79,6 +89,7 @@ def headline(summary: dict[str, Any]) -> dict[str, Any]:
     keys = ["n", "skipped", "method"]
     for category in ("reliability", "generalization", "locality", "portability"):
         keys += [f"{category}_em", f"{category}_tf"]
+    keys += ["locality_em_excl_other_edits"]
     return {k: summary[k] for k in keys} | {"seconds": round(summary["seconds"], 1)}
 
 

@@ -20,13 +20,13 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from client.client import EditcacheClient, EditInput, ParametricProgress, ServerInfo
 from client.errors import InvalidArgument
-from client.evaluation.cases import Case, Probe
+from client.evaluation.cases import Case, EditFact, Probe, asks_edited_fact
 from client.evaluation.metrics import agreement, exact_match, ngram_entropy, token_accuracy
 
 # method → the route requests force (None: the gate decides).
@@ -72,6 +72,8 @@ class ProbeResult:
     gate_score: float
     latency_ms: float  # the generation request, end to end on the server
     text: str
+    # A probe that must not change but asks the fact another edit in memory changes (sequential runs).
+    asks_other_edit: bool = False
 
 
 @dataclass
@@ -151,7 +153,8 @@ class Evaluator:
                 )
                 self.apply_seconds.append(time.perf_counter() - started)
             for case, ids in zip(chunk, edit_ids, strict=True):
-                results.append(self._evaluate(case, ids))
+                others = [e for other in chunk if other is not case for e in other.edits]
+                results.append(self._evaluate(case, ids, others))
                 if progress is not None:
                     progress(len(results), len(cases), case.case_id)
             for edit_id in baked:
@@ -177,13 +180,16 @@ class Evaluator:
         specs = [EditInput(e.subject, e.prompt, e.target_new, e.target_true) for e in case.edits]
         return [e.id for e in self._client.add_edits(specs, namespace=self._namespace)]
 
-    def _evaluate(self, case: Case, edit_ids: list[str]) -> CaseResult:
+    def _evaluate(self, case: Case, edit_ids: list[str], other_edits: Sequence[EditFact] = ()) -> CaseResult:
         result = CaseResult(case.case_id, edit_ids)
         # With a forced in-scope route, a single-edit case answers from its own edit.
         edit_id = edit_ids[0] if len(edit_ids) == 1 and self._route not in (None, "base") else None
         for category in CATEGORIES:
             for probe in getattr(case, category):
-                result.probes.append(self._probe(category, probe, edit_id))
+                scored = self._probe(category, probe, edit_id)
+                if category in KEEP_CATEGORIES and any(asks_edited_fact(probe, e) for e in other_edits):
+                    scored = replace(scored, asks_other_edit=True)
+                result.probes.append(scored)
         if self._settings.fluency and case.reliability:
             prompt = case.reliability[0].prompt
             text = self._client.generate(

@@ -72,6 +72,32 @@ def test_sequential_mode_scores_after_all_edits_are_in(
     assert table.count("method `prompt`") == 2  # one table per T
 
 
+def test_sequential_mode_sets_aside_locality_probes_that_ask_another_edits_fact(
+    running_server: LocalServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Case 2's neighbourhood prompt names case 1's subject and expects its original answer: with both edits
+    in memory (T = 2) it asks an edited fact, alone (T = 1) it does not."""
+    cases = [
+        {"case_id": 1, "prompt": "the capital of france is", "subject": "france", "target_new": "rome",
+         "ground_truth": "paris", "rephrase_prompt": "france has its capital in",
+         "locality_prompt": "the capital of spain is", "locality_ground_truth": "madrid"},
+        {"case_id": 2, "prompt": "the capital of italy is", "subject": "italy", "target_new": "berlin",
+         "ground_truth": "rome", "rephrase_prompt": "italy has its capital in",
+         "locality_prompt": "france has its capital in", "locality_ground_truth": "paris"},
+    ]
+    data = tmp_path / "cases.json"
+    data.write_text(json.dumps(cases))
+    summary, table = run(capsys, "--data", str(data), "--addr", running_server.addr, "--sequential", "1,2",
+                         "--cache-dir", str(tmp_path), "--method", "prompt", "--json", str(tmp_path / "out.json"))
+    saved = json.loads((tmp_path / "out.json").read_text())
+    flagged = {t: [p["prompt"] for c in saved["cases"][t] for p in c["probes"] if p["asks_other_edit"]]
+               for t in ("1", "2")}
+    assert flagged == {"1": [], "2": ["france has its capital in"]}
+    assert saved["summaries"][1]["locality_asks_other_edit"] == 1
+    assert summary["locality_em_excl_other_edits"] is not None
+    assert "locality without the 1 probes asking another edit's fact" in table
+
+
 def test_parametric_methods_apply_score_and_roll_back(
     running_server: LocalServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

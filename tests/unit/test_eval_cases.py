@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from client.evaluation.cases import BlankEditFieldError, Case, EditFact, Probe, detect_format, load_cases
+from client.evaluation.cases import (
+    BlankEditFieldError,
+    Case,
+    EditFact,
+    Probe,
+    asks_edited_fact,
+    detect_format,
+    load_cases,
+)
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "eval"
 DATA = Path(__file__).parents[2].parent / "shared" / "data"
@@ -129,6 +137,19 @@ def test_mquake_builds_one_edit_per_rewrite_and_multi_hop_probes() -> None:
     assert [p.answers for p in two.reliability] == [("Rowan Atkinson",), ("French",)]
     assert len(two.multi_hop) == 2 and two.multi_hop[0].answers == ("French", "French language")  # blank alias dropped
     assert two.locality == two.generalization == ()
+
+
+def test_a_probe_asks_another_edits_fact_when_it_restates_it_or_names_its_subject_and_old_answer() -> None:
+    edit = EditFact("Nintendo DS", "Nintendo DS is developed by", "Nissan", "Nintendo")
+    assert asks_edited_fact(Probe("Nintendo DS, developed by", ("Nintendo",)), edit)
+    assert asks_edited_fact(Probe("nintendo ds  is developed by", ("Sony",)), edit)  # word for word
+    # another answer is another relation ("Nintendo DS was released in Japan"), or a guess
+    assert not asks_edited_fact(Probe("Nintendo DS was released in", ("Japan",)), edit)
+    # whole words: "Boniface VIII" does not name "Boniface VII"
+    pope = EditFact("Boniface VII", "Boniface VII holds the title of", "mayor", "pope")
+    assert not asks_edited_fact(Probe("Boniface VIII holds the title of", ("pope",)), pope)
+    assert not asks_edited_fact(Probe("Nintendo DS, developed by", ("Nintendo",)),
+                                EditFact("Nintendo DS", "Nintendo DS is developed by", "Nissan", None))
 
 
 def test_unknown_format_is_a_clear_value_error(tmp_path: Path) -> None:

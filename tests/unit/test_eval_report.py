@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 from client.evaluation.report import headline, markdown_table, summarize
 from client.evaluation.runner import CaseResult, ProbeResult
 
@@ -22,3 +24,18 @@ def test_summary_counts_gate_errors_and_leaves_absent_metrics_none() -> None:
     assert set(headline(s)) >= {"n", "method", "reliability_em", "portability_tf", "seconds"}
     table = markdown_table(s)
     assert "| reliability | 0.500 | 0.500 |" in table and "portability" not in table
+
+
+def test_locality_is_also_reported_without_probes_that_ask_another_edits_fact() -> None:
+    shared = replace(probe("locality", False, 0.0, "prompt"), asks_other_edit=True)
+    results = [CaseResult("1", ["e"], [probe("locality", True, 1.0, "base"), shared]),
+               CaseResult("2", ["f"], [probe("locality", False, 0.5, "prompt"),
+                                       probe("same_subject", True, 1.0, "base")])]
+    s = summarize(results, "gate", 1.0)
+    assert s["locality_em"] == 1 / 3 and s["locality_asks_other_edit"] == 1
+    assert s["locality_em_excl_other_edits"] == 0.5 and s["locality_tf_excl_other_edits"] == 0.75
+    assert s["same_subject_asks_other_edit"] == 0 and s["same_subject_em_excl_other_edits"] == 1.0
+    assert headline(s)["locality_em_excl_other_edits"] == 0.5
+    table = markdown_table(s)
+    assert "| locality without the 1 probes asking another edit's fact | 0.500 | 0.750 |" in table
+    assert "same_subject without" not in table
