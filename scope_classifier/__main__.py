@@ -20,9 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     train = commands.add_parser("train", help="build pairs from the train files, fit, choose the threshold, save")
     train.add_argument("--data-dir", type=Path, default=DATA_DIR)
     train.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT)
-    train.add_argument("--max-cases-per-file", type=int, default=4000)
+    train.add_argument("--max-cases-per-file", type=int, default=None,
+                       help="records read from each train file (default: all; counterfact/train.json has 10,000)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--epochs", type=int, default=4, help="passes over the pairs when training `interaction`")
+    train.add_argument("--epochs", type=int, default=3, help="passes over the pairs when training `interaction`")
     train.add_argument("--designs", default=",".join(DESIGNS),
                        help=f"comma-separated designs to train and compare (default: {','.join(DESIGNS)})")
     train.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editcache" / "scope",

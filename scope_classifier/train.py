@@ -205,7 +205,7 @@ def fit_interaction(
 
 def train(
     data_dir: Path, out: Path, encoder_name: str, max_cases_per_file: int | None, seed: int, top_k: int,
-    cache_dir: Path, retrieved_per_query: int = 3, designs: tuple[str, ...] = DESIGNS, epochs: int = 4,
+    cache_dir: Path, retrieved_per_query: int = 3, designs: tuple[str, ...] = DESIGNS, epochs: int = 3,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     encoder = SentenceEncoder(encoder_name)
