@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -28,7 +27,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
-from client.evaluation.cases import load_cases
+from client.evaluation.cases import load_cases, names
 from scope_classifier.artifact import GateArtifact, save_artifact
 from scope_classifier.evaluate import choose_threshold, gate_metrics, load_val_cases, score_probes, unrelated_questions
 from scope_classifier.features import SCALAR_FEATURES, EditView, edit_view, pair_features, token_inputs
@@ -126,17 +125,12 @@ def add_retrieved_negatives(
     _, neighbours = index.search(np.stack([encoded[p.query].vector for p in queries]), per_query + 1)  # (n, k+1)
 
     def rejectable(p: Pair, j: int) -> bool:
-        return j != p.edit and (p.label == 1 or not _names(p.query, views[j].subject))
+        return j != p.edit and (p.label == 1 or not names(p.query, views[j].subject))
 
     extra = [Pair(p.query, int(j), 0, "retrieved")
              for p, row in zip(queries, neighbours, strict=True)
              for j in [j for j in row if rejectable(p, int(j))][:per_query]]
     return pairs + extra
-
-
-def _names(text: str, subject: str) -> bool:
-    """The subject occurs in the text as whole words ("Innocent VII" is not named by "Innocent VIII")."""
-    return re.search(rf"(?<!\w){re.escape(subject.casefold())}(?!\w)", text.casefold()) is not None
 
 
 def features(pairs: list[Pair], views: list[EditView], encoded: dict[str, EncodedText]) -> np.ndarray:

@@ -351,17 +351,21 @@ def _portability(value: Any) -> tuple[Probe, ...]:
     return _prompt_answer_items(_kinds(value, KNOWEDIT_PORTABILITY_KINDS))
 
 
+def names(text: str, subject: str) -> bool:
+    """The subject occurs in the text as whole words, ignoring case ("Boniface VIII" does not name "Boniface VII")."""
+    text, subject = text.casefold(), subject.casefold()
+    return subject in text and re.search(rf"(?<!\w){re.escape(subject)}(?!\w)", text) is not None
+
+
 def asks_edited_fact(probe: Probe, edit: EditFact) -> bool:
     """A probe that must not change, which asks the fact another edit changes: it is that edit's prompt
-    word for word, or it names that edit's subject (as whole words) and expects that edit's original answer.
+    word for word, or it names that edit's subject and expects that edit's original answer.
 
     In sequential evaluation such a probe (CounterFact reuses subjects and relations) ought to follow the
     other edit, so no editor can keep it unchanged; the harness reports locality with and without them.
     """
-    text, subject = " ".join(probe.prompt.casefold().split()), edit.subject.casefold()
-    if text == " ".join(edit.prompt.casefold().split()):
+    if " ".join(probe.prompt.casefold().split()) == " ".join(edit.prompt.casefold().split()):
         return True
     original = (edit.target_true or "").strip().casefold()
-    if not original or original not in {a.strip().casefold() for a in probe.answers} or subject not in text:
-        return False  # the cheap tests first: sequential runs check every pair of a block's cases
-    return re.search(rf"(?<!\w){re.escape(subject)}(?!\w)", text) is not None
+    expects_original = bool(original) and original in {a.strip().casefold() for a in probe.answers}
+    return expects_original and names(probe.prompt, edit.subject)
