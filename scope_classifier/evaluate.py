@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from client.evaluation.cases import Case, load_cases
-from client.evaluation.metrics import percentile
+from client.evaluation.metrics import normalise, percentile
 from server.interfaces import Gate
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
@@ -70,8 +70,9 @@ def score_probes(
         specs = [EditSpec(e.subject, e.prompt, e.target_new, e.target_true) for c in cases for e in c.edits[:1]]
         scope = ScopeCheck(encoder, memory, gate_factory(encoder), top_k)
         edits = scope.add("eval", specs)  # as AddEdits does: stored, then the gate warmed
-        edit_prompts = {_key(e.prompt) for e in edits}
-        probes = [(kind, probe.prompt, i, restates or (kind == "neighbourhood" and _key(probe.prompt) in edit_prompts))
+        edit_prompts = {normalise(e.prompt) for e in edits}
+        probes = [(kind, probe.prompt, i,
+                   restates or (kind == "neighbourhood" and normalise(probe.prompt) in edit_prompts))
                   for i, case in enumerate(cases)
                   for kind, probe, restates in _labelled_probes(case)]
         probes += [("unrelated", q, -1, False) for q in unrelated]
@@ -90,10 +91,6 @@ def score_probes(
             latencies.append((perf_counter() - started) * 1e3)
         memory.close()
     return scores, len(edits), latencies
-
-
-def _key(text: str) -> str:
-    return " ".join(text.casefold().split())
 
 
 def _labelled_probes(case: Case) -> Iterable[tuple[str, Any, bool]]:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from client.evaluation.metrics import normalise
+
 FORMATS: tuple[str, ...] = ("counterfact", "zsre", "knowedit", "mquake")
 
 log = logging.getLogger(__name__)
@@ -364,7 +366,7 @@ def asks_edited_fact(probe: Probe, edit: EditFact) -> bool:
     In sequential evaluation such a probe (CounterFact reuses subjects and relations) ought to follow the
     other edit, so no editor can keep it unchanged; the harness reports locality with and without them.
     """
-    if " ".join(probe.prompt.casefold().split()) == " ".join(edit.prompt.casefold().split()):
+    if normalise(probe.prompt) == normalise(edit.prompt):
         return True
     original = (edit.target_true or "").strip().casefold()
     expects_original = bool(original) and original in {a.strip().casefold() for a in probe.answers}
