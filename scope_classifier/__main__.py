@@ -1,4 +1,4 @@
-"""python -m scope_classifier train | evaluate"""
+"""python -m scope_classifier train | calibrate | evaluate"""
 
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
                        help=f"comma-separated designs to train and compare (default: {','.join(DESIGNS)})")
     train.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editcache" / "scope",
                        help="where the encoder outputs of the training texts are cached")
+    calibrate = commands.add_parser(
+        "calibrate", help="choose an artifact's threshold again on val/dev (network unchanged) and save it")
+    calibrate.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    calibrate.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT)
+    calibrate.add_argument("--out", type=Path, help="default: overwrite --artifact")
     evaluate = commands.add_parser("evaluate", help="the whole gate on val/dev or a file; last line is JSON")
     source = evaluate.add_mutually_exclusive_group()
     source.add_argument("--split", choices=["val"], default="val", help="counterfact/val.json + zsre/dev.json")
@@ -37,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT)
     evaluate.add_argument("--threshold", type=float, help="default: the artifact's (classifier) or 0.8 (similarity)")
     evaluate.add_argument("--json", action="store_true", help="(the last line is always the JSON summary)")
-    for p in (train, evaluate):
+    for p in (train, calibrate, evaluate):
         p.add_argument("--encoder", default="all-MiniLM-L6-v2")
         p.add_argument("--top-k", type=int, default=8)
     args = parser.parse_args(argv)
@@ -54,12 +59,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from client.evaluation.cases import load_cases
-    from scope_classifier.artifact import load_artifact
+    from scope_classifier.artifact import load_artifact, save_artifact
+    from scope_classifier.evaluate import calibrate as run_calibrate
     from scope_classifier.evaluate import gate_metrics, load_val_cases, score_probes, unrelated_questions
     from server.config import SIMILARITY_THRESHOLD
     from server.gate import ClassifierGate, SimilarityGate
     from server.interfaces import Gate
     from server.memory.embed import SentenceEncoder
+
+    if args.command == "calibrate":
+        before = load_artifact(args.artifact)
+        after = run_calibrate(before, load_val_cases(args.data_dir), unrelated_questions(args.data_dir),
+                              SentenceEncoder(args.encoder), args.top_k, progress)
+        out = args.out or args.artifact
+        save_artifact(after, out)
+        logging.info("threshold %.4f -> %.4f, saved to %s", before.threshold, after.threshold, out)
+        print(json.dumps({k: v for k, v in after.metrics.items() if k not in ("designs", "fixture_scores")}))
+        return 0
 
     cases = load_cases(args.data)[1] if args.data else load_val_cases(args.data_dir)
     artifact = load_artifact(args.artifact) if args.gate == "classifier" else None

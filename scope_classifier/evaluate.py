@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from time import perf_counter
 from typing import Any
 
 import numpy as np
 
-from client.evaluation.cases import Case, load_cases
+from client.evaluation.cases import Case, EditFact, Probe, asks_edited_fact, load_cases
 from client.evaluation.metrics import normalise, percentile
+from scope_classifier.artifact import GateArtifact
+from server.gate import ClassifierGate
 from server.interfaces import Gate
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
@@ -21,6 +25,7 @@ from server.scope import ScopeCheck
 from server.types import EditSpec
 
 VAL_FILES = ("counterfact/val.json", "zsre/dev.json")
+VAL_SPLIT = "counterfact/val.json + zsre/dev.json"
 # Unrelated questions (NQ) for the false-positive rate on queries no edit covers; training never uses them.
 UNRELATED_FILE = "zsre/train-1k.json"
 POSITIVE_KINDS = ("prompt", "paraphrase")
@@ -28,6 +33,9 @@ NEGATIVE_KINDS = ("neighbourhood", "same_subject", "unrelated")
 Progress = Callable[[int, int, str], None]
 
 
+# What training recorded in an artifact's metrics, which calibration keeps (the scores do not depend on the
+# threshold): each design's figures at its own threshold, and the scores on the repository's fixture.
+TRAINING_RECORDS = ("designs", "fixture_scores")
 LATENCY_SAMPLE = 200  # probes timed one by one through ScopeCheck.best, as the server runs them
 
 
@@ -36,9 +44,8 @@ class ProbeScore:
     kind: str  # prompt, paraphrase, neighbourhood, same_subject, unrelated
     score: float  # the gate's best score over the retrieved edits
     right_edit: bool  # the best-scoring edit is the probe's own (for positives)
-    # A negative that another reading puts in scope: a neighbourhood prompt that is word for word
-    # another edit's prompt (that edit must answer it), or a same-subject prompt that asks the edited
-    # fact itself (its expected answer is the edit's original answer).
+    # A negative that asks the fact an edit in memory changes (`asks_edited_fact`, the sequential harness's
+    # rule): that edit must answer it, so accepting it is no false alarm. Reported with and without.
     in_scope_elsewhere: bool
 
 
@@ -70,18 +77,17 @@ def score_probes(
         specs = [EditSpec(e.subject, e.prompt, e.target_new, e.target_true) for c in cases for e in c.edits[:1]]
         scope = ScopeCheck(encoder, memory, gate_factory(encoder), top_k)
         edits = scope.add("eval", specs)  # as AddEdits does: stored, then the gate warmed
-        edit_prompts = {normalise(e.prompt) for e in edits}
-        probes = [(kind, probe.prompt, i,
-                   restates or (kind == "neighbourhood" and normalise(probe.prompt) in edit_prompts))
+        asks_an_edit = _asks_an_edit_in_memory([c.edits[0] for c in cases])
+        probes = [(kind, probe.prompt, i, kind in NEGATIVE_KINDS and asks_an_edit(probe))
                   for i, case in enumerate(cases)
-                  for kind, probe, restates in _labelled_probes(case)]
+                  for kind, probe in _labelled_probes(case)]
         probes += [("unrelated", q, -1, False) for q in unrelated]
         encoded = encoder.encode_texts([text for _, text, _, _ in probes])
         scores = []
-        for n, ((kind, _, case_index, restates), query) in enumerate(zip(probes, encoded, strict=True)):
+        for n, ((kind, _, case_index, elsewhere), query) in enumerate(zip(probes, encoded, strict=True)):
             hit, p, _ = scope.best_encoded("eval", query)
             right = hit is not None and case_index >= 0 and hit.edit.id == edits[case_index].id
-            scores.append(ProbeScore(kind, p, right, restates))
+            scores.append(ProbeScore(kind, p, right, elsewhere))
             if progress is not None and (n % 200 == 0 or n == len(probes) - 1):
                 progress(n + 1, len(probes), kind)
         latencies = []
@@ -93,12 +99,29 @@ def score_probes(
     return scores, len(edits), latencies
 
 
-def _labelled_probes(case: Case) -> Iterable[tuple[str, Any, bool]]:
-    original = {a.casefold() for a in ([case.edits[0].target_true] if case.edits[0].target_true else [])}
-    yield from (("prompt", p, False) for p in case.reliability)
-    yield from (("paraphrase", p, False) for p in case.generalization)
-    yield from (("neighbourhood", p, False) for p in case.locality)
-    yield from (("same_subject", p, bool(original & {a.casefold() for a in p.answers})) for p in case.same_subject)
+def _labelled_probes(case: Case) -> Iterable[tuple[str, Probe]]:
+    yield from (("prompt", p) for p in case.reliability)
+    yield from (("paraphrase", p) for p in case.generalization)
+    yield from (("neighbourhood", p) for p in case.locality)
+    yield from (("same_subject", p) for p in case.same_subject)
+
+
+def _asks_an_edit_in_memory(facts: Sequence[EditFact]) -> Callable[[Probe], bool]:
+    """Whether a probe asks the fact of any of `facts` (`asks_edited_fact`). Only the facts that could
+    match are tried: the same prompt, or an original answer that the probe expects."""
+    by_prompt: dict[str, list[EditFact]] = defaultdict(list)
+    by_original: dict[str, list[EditFact]] = defaultdict(list)
+    for fact in facts:
+        by_prompt[normalise(fact.prompt)].append(fact)
+        if fact.target_true:
+            by_original[fact.target_true.strip().casefold()].append(fact)
+
+    def asks(probe: Probe) -> bool:
+        candidates = by_prompt.get(normalise(probe.prompt), []) + [
+            fact for answer in probe.answers for fact in by_original.get(answer.strip().casefold(), [])]
+        return any(asks_edited_fact(probe, fact) for fact in candidates)
+
+    return asks
 
 
 def gate_metrics(
@@ -122,7 +145,7 @@ def gate_metrics(
         "locality_share_in_scope_elsewhere": rate("neighbourhood", lambda s: s.in_scope_elsewhere),
         "same_subject_fpr": rate("same_subject", accepted, lambda s: not s.in_scope_elsewhere),
         "same_subject_fpr_all": rate("same_subject", accepted),
-        "same_subject_share_restating_edit": rate("same_subject", lambda s: s.in_scope_elsewhere),
+        "same_subject_share_in_scope_elsewhere": rate("same_subject", lambda s: s.in_scope_elsewhere),
         "unrelated_fpr": rate("unrelated", accepted),
         "auroc": auroc([s.score for s in scores if s.kind in POSITIVE_KINDS],
                        [s.score for s in scores if s.kind in NEGATIVE_KINDS]),
@@ -135,23 +158,45 @@ def gate_metrics(
 
 
 def choose_threshold(
-    scores: Sequence[ProbeScore], max_locality_fpr: float = 0.02, min_prompt_recall: float = 0.99
+    scores: Sequence[ProbeScore],
+    min_prompt_recall: float = 0.995,
+    max_locality_fpr: float = 0.01,
+    max_same_subject_fpr: float = 0.03,
 ) -> float:
-    """The threshold with the best paraphrase recall that keeps the edited prompts in scope and the
-    neighbourhood false-positive rate in bounds; ties go to the higher threshold.
+    """The threshold with the best paraphrase recall among those that meet the bounds on prompt recall
+    and on both false-positive rates (the bounds of the gate's acceptance); ties go to the higher one.
 
-    Reliability comes first (a missed edited prompt loses the edit outright), so prompt recall is a
-    floor; among the thresholds left, neighbourhood false positives are capped and paraphrase recall
-    is maximised. Without a threshold meeting both bounds, the one with the best prompt recall wins.
+    A missed edited prompt loses the edit outright and a false alarm breaks a fact no one edited, so
+    those are bounds; paraphrase recall is what is left to maximise. Without a threshold meeting every
+    bound, the one with the best prompt recall wins.
     """
     candidates = []
     for t in np.linspace(0.0, 1.0, 401):
         m = gate_metrics(scores, float(t), 0)
-        prompt, paraphrase, fpr = (m["in_scope_recall_prompt"] or 0.0, m["in_scope_recall_paraphrase"] or 0.0,
-                                   m["locality_fpr"] or 0.0)
-        feasible = prompt >= min_prompt_recall and fpr <= max_locality_fpr
+        prompt, paraphrase = m["in_scope_recall_prompt"] or 0.0, m["in_scope_recall_paraphrase"] or 0.0
+        feasible = (prompt >= min_prompt_recall and (m["locality_fpr"] or 0.0) <= max_locality_fpr
+                    and (m["same_subject_fpr"] or 0.0) <= max_same_subject_fpr)
         candidates.append(((feasible, paraphrase if feasible else prompt, float(t)), float(t)))
     return max(candidates)[1]
+
+
+def calibrate(
+    artifact: GateArtifact,
+    cases: Sequence[Case],
+    unrelated: Iterable[str],
+    encoder: SentenceEncoder,
+    top_k: int,
+    progress: Progress | None = None,
+) -> GateArtifact:
+    """The artifact with its threshold chosen on `cases` (the whole gate, every edit in memory) and its
+    metrics there at that threshold; the network is unchanged."""
+    scores, n_edits, latencies = score_probes(
+        cases, unrelated, encoder, partial(ClassifierGate, artifact), top_k, progress
+    )
+    threshold = choose_threshold(scores)
+    metrics = gate_metrics(scores, threshold, n_edits, latencies) | {"split": VAL_SPLIT, "top_k": top_k}
+    kept = {k: artifact.metrics[k] for k in TRAINING_RECORDS if k in artifact.metrics}
+    return replace(artifact, threshold=threshold, metrics=metrics | kept)
 
 
 def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:

@@ -29,7 +29,7 @@ from sklearn.neural_network import MLPClassifier
 
 from client.evaluation.cases import load_cases, names
 from scope_classifier.artifact import GateArtifact, save_artifact
-from scope_classifier.evaluate import choose_threshold, gate_metrics, load_val_cases, score_probes, unrelated_questions
+from scope_classifier.evaluate import calibrate, load_val_cases, score_probes, unrelated_questions
 from scope_classifier.features import SCALAR_FEATURES, EditView, edit_view, pair_features, token_inputs
 from scope_classifier.interaction import InteractionConfig, InteractionNet, logits
 from scope_classifier.pairs import EditText, Pair, build_pairs
@@ -218,16 +218,10 @@ def train(
     for design in designs:
         artifact = (fit_interaction(pairs, x, views, encoded, encoder_name, seed, epochs, progress=progress)
                     if design == "interaction" else fit(design, x, y, encoder_name, seed))
-        scores, n_edits, latencies = score_probes(
-            val_cases, unrelated, encoder, partial(ClassifierGate, artifact), top_k, progress
-        )
-        threshold = choose_threshold(scores)
-        metrics = gate_metrics(scores, threshold, n_edits, latencies)
-        metrics |= {"split": "counterfact/val.json + zsre/dev.json", "top_k": top_k}
-        report[design] = metrics
-        log.info("%s: %s", design, json.dumps(metrics))
-        artifact = replace(artifact, threshold=threshold, metrics=metrics)
-        if best is None or _quality(metrics) > _quality(best.metrics):
+        artifact = calibrate(artifact, val_cases, unrelated, encoder, top_k, progress)
+        report[design] = artifact.metrics
+        log.info("%s: %s", design, json.dumps(artifact.metrics))
+        if best is None or _quality(artifact.metrics) > _quality(best.metrics):
             best = artifact
     assert best is not None
     best = replace(best, metrics=best.metrics | {"designs": {d: report[d] for d in designs}})

@@ -158,8 +158,10 @@ def build_gate(config: Config, encoder: SentenceEncoder) -> tuple[Gate, float]:
         raise ValueError(
             f"the gate artifact was trained on encoder {artifact.encoder}; the server uses {config.encoder}"
         )
-    log.info("scope classifier (%s) loaded; threshold %.3f", artifact.kind, artifact.threshold)
-    return ClassifierGate(artifact, encoder), artifact.threshold if config.threshold is None else config.threshold
+    threshold = artifact.threshold if config.threshold is None else config.threshold
+    log.info("scope classifier (%s) loaded; threshold %.3f (the artifact's: %.3f)", artifact.kind, threshold,
+             artifact.threshold)
+    return ClassifierGate(artifact, encoder), threshold
 
 
 def build_ike(config: Config, lm: CausalLM, encoder: SentenceEncoder) -> IKEGenerator | None:
