@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 
 import numpy as np
 
@@ -31,6 +32,7 @@ SCALAR_FEATURES = (
     "subject_in_query",  # the subject occurs in the query (case-insensitive)
     "subject_words_in_query",  # share of the subject's words found among the query's words
     "target_in_query",  # the new target occurs in the query (reverse questions name it)
+    "subject_words_near_query",  # mean over the subject's words of the closest query word's spelling similarity
 )
 TOKEN_FLAGS = 2  # in the subject, in the new target
 MAX_TOKENS = 48  # per side; longer texts keep their end, where the question is
@@ -98,10 +100,28 @@ def edit_view(encoded_prompt: EncodedText, subject: str, target_new: str) -> Edi
     return EditView(subject, target_new, sentence, relation, tokens)
 
 
+def spelling_similarity(word: str, words: list[str]) -> float:
+    """The best difflib ratio of `word` to any of `words` (1.0 when it is among them).
+
+    zsRE's paraphrases misspell subjects ("Who's Nebajoths Dad?" for Nebaioth); a different entity of the
+    same relation differs by whole words ("Boniface VIII" for Boniface IX), which this scores low.
+    """
+    if word in words:
+        return 1.0
+    matcher = SequenceMatcher(a=word, autojunk=False)
+    best = 0.0
+    for other in words:
+        matcher.set_seq2(other)
+        if matcher.real_quick_ratio() > best and matcher.quick_ratio() > best:
+            best = max(best, matcher.ratio())
+    return best
+
+
 def pair_features(query: EncodedText, edit: EditView, similarity_best_key: float) -> np.ndarray:
     """(len(SCALAR_FEATURES) + 2 * dim,): the scalar features in their order, then the relation
     vectors' elementwise product and absolute difference."""
-    query_words = set(WORD.findall(query.text.casefold()))
+    query_word_list = WORD.findall(query.text.casefold())
+    query_words = set(query_word_list)
     subject_words = WORD.findall(edit.subject.casefold())
     sentence, relation = sentence_and_relation(query, edit.subject)  # (dim,), (dim,)
     scalars = [
@@ -111,6 +131,7 @@ def pair_features(query: EncodedText, edit: EditView, similarity_best_key: float
         float(find_span(query.text, edit.subject) is not None),
         sum(w in query_words for w in subject_words) / max(1, len(subject_words)),
         float(find_span(query.text, edit.target_new) is not None),
+        sum(spelling_similarity(w, query_word_list) for w in subject_words) / max(1, len(subject_words)),
     ]
     return np.concatenate([
         np.asarray(scalars, dtype=np.float32),

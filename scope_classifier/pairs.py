@@ -1,11 +1,12 @@
 """Training pairs for the scope classifier, from the train files only (../shared/data/README.md).
 
-Positives (the query is about the edited fact): the edit's own prompt, its paraphrases, and
-subject-alias rewordings (KnowEdit Subject_Aliasing). Negatives: neighbourhood prompts (the same
-relation of another subject), the same subject under another relation (KnowEdit
-Relation_Specificity), synthetic same-subject probes (below), and hard negatives that retrieval finds
-among the other edits (added in train.py, where the encoder is at hand), which also stand for
-unrelated queries.
+Positives (the query is about the edited fact): the edit's own prompt, its paraphrases, subject-alias
+rewordings (KnowEdit Subject_Aliasing), and each paraphrase once more with one subject word misspelt
+(`misspelt`: zsRE's paraphrases, back-translated, misspell subjects: "Who's Nebajoths Dad?").
+Negatives: neighbourhood prompts (the same relation of another subject), the same subject under
+another relation (KnowEdit Relation_Specificity), synthetic same-subject probes (below), and hard
+negatives that retrieval finds among the other edits (added in train.py, where the encoder is at
+hand), which also stand for unrelated queries.
 
 The train files' same-subject prompts are nearly all "The name of the <relation> of <subject> is";
 asked the same way about other subjects, a gate trained on them alone accepts "<subject> <relation>"
@@ -102,6 +103,8 @@ def build_pairs(data_dir: Path, max_cases_per_file: int | None, seed: int) -> tu
                 continue
             edit, queries = built
             queries += [(q, 0, "synthetic_same_subject") for q in synthetic_same_subject(edit, rng)]
+            paraphrases = [q for q, _, kind in queries if kind == "paraphrase"]
+            queries += [(m, 1, "misspelt_paraphrase") for q in paraphrases if (m := misspelt(q, edit.subject, rng))]
             edits.append(edit)
             pairs += [Pair(q, len(edits) - 1, label, kind) for q, label, kind in queries if q.strip()]
     return edits, pairs
@@ -139,6 +142,25 @@ def synthetic_same_subject(edit: EditText, rng: random.Random, n: int = SYNTHETI
     phrasings = ("The {label} of {subject} is", "{subject} {label}")
     return [phrasings[i % 2].format(label=label, subject=edit.subject)
             for i, label in enumerate(rng.sample(others, min(n, len(others))))]
+
+
+MISSPELLABLE = re.compile(r"[^\W\d_]{4,}")  # words of four letters or more: short ones are numerals, initials
+
+
+def misspelt(query: str, subject: str, rng: random.Random) -> str | None:
+    """The query with one letter inside one subject word dropped, changed, doubled or swapped with the
+    next; None when the query does not hold the subject or the subject has no word of four letters or more."""
+    start = query.casefold().find(subject.casefold())
+    words = list(MISSPELLABLE.finditer(subject)) if start >= 0 and subject.strip() else []
+    if not words:
+        return None
+    word = rng.choice(words)
+    i = start + word.start() + rng.randrange(1, len(word.group()) - 2)  # first and last letters stay (swap too)
+    op = rng.choice(("drop", "change", "double", "swap"))
+    replacement = {"drop": "", "change": rng.choice([c for c in "aeioulnrst" if c != query[i].lower()]),
+                   "double": query[i] * 2, "swap": query[i + 1] + query[i]}[op]
+    typo = query[:i] + replacement + query[i + (2 if op == "swap" else 1):]
+    return typo if typo != query else None  # swapping two equal letters changes nothing
 
 
 def _relation_words(label: str) -> set[str]:

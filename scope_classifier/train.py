@@ -121,7 +121,9 @@ def add_retrieved_negatives(
     """
     index = faiss.IndexFlatIP(len(views[0].prompt_vector))
     index.add(np.stack([v.prompt_vector for v in views]))  # (n_edits, dim)
-    queries = [p for p in pairs if p.label == 1 or p.kind in ("neighbourhood", "same_subject")]
+    # A misspelt paraphrase retrieves what its paraphrase does, which has its negatives already.
+    queries = [p for p in pairs
+               if (p.label == 1 and p.kind != "misspelt_paraphrase") or p.kind in ("neighbourhood", "same_subject")]
     _, neighbours = index.search(np.stack([encoded[p.query].vector for p in queries]), per_query + 1)  # (n, k+1)
 
     def rejectable(p: Pair, j: int) -> bool:

@@ -9,6 +9,7 @@ from scope_classifier.features import (
     pair_features,
     sentence_and_relation,
     sentence_around,
+    spelling_similarity,
     token_inputs,
 )
 from scope_classifier.interaction import InteractionConfig, InteractionNet
@@ -42,6 +43,16 @@ def test_pair_features_name_the_subject_and_target_signals() -> None:
     assert inside[col["subject_words_in_query"]] == 1.0 and other[col["subject_words_in_query"]] == 0.0
     assert reverse[col["target_in_query"]] == 1.0 and inside[col["target_in_query"]] == 0.0
     assert inside.shape == (len(SCALAR_FEATURES) + 2 * EMBED.dim,)
+
+
+def test_a_misspelt_subject_is_near_the_query_and_another_entity_is_not() -> None:
+    edit = edit_view(EMBED.encode_text("Who is Nebaioth's father?"), "Nebaioth", "Ishmael")
+    col = SCALAR_FEATURES.index("subject_words_near_query")
+    misspelt = pair_features(EMBED.encode_text("Who's Nebajoths Dad?"), edit, 0.5)[col]
+    exact = pair_features(EMBED.encode_text("Who was the father of Nebaioth?"), edit, 0.5)[col]
+    assert exact == 1.0 and 0.8 < misspelt < 1.0
+    assert spelling_similarity("ix", ["boniface", "viii", "holds"]) < 0.5  # Boniface VIII for Boniface IX
+    assert spelling_similarity("anything", []) == 0.0
 
 
 def test_artifact_round_trip_and_prediction(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -5,7 +5,7 @@ import random
 import numpy as np
 
 from scope_classifier.features import edit_view, token_inputs
-from scope_classifier.pairs import EditText, Pair, synthetic_same_subject
+from scope_classifier.pairs import EditText, Pair, misspelt, synthetic_same_subject
 from scope_classifier.train import add_retrieved_negatives, encode, features, fit_interaction
 from tests.unit.fakes import HashEmbedder
 
@@ -95,3 +95,18 @@ def test_negative_queries_meet_other_edits_except_those_whose_subject_they_name(
     # a positive meets other edits, never its own; synthetic negatives are not mined
     assert "Peru" not in {s for q, s in met if q == "What is the capital of Peru?"}
     assert not any(q == "Peru is a member of" for q, _ in met)
+
+
+def test_misspelt_changes_one_letter_inside_one_long_subject_word() -> None:
+    rng = random.Random(0)
+    query = "Which family does Hector's clingfish belong to?"
+    for _ in range(50):
+        typo = misspelt(query, "Hector's clingfish", rng)
+        assert typo is not None and typo != query and abs(len(typo) - len(query)) <= 1
+        changed = [(new, old) for new, old in zip(typo.split(), query.split(), strict=True) if new != old]
+        assert len(changed) == 1
+        new, old = changed[0]
+        assert old in ("Hector's", "clingfish") and (new[0], new[-1]) == (old[0], old[-1])
+    assert misspelt("Boniface IX holds the title of", "Boniface IX", rng) is not None  # "Boniface" only
+    assert misspelt("Who is X 3's father?", "X 3", rng) is None  # no word of four letters
+    assert misspelt("Who is Ada's father?", "Nebaioth", rng) is None  # subject absent
