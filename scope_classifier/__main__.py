@@ -60,8 +60,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from client.evaluation.cases import load_cases
     from scope_classifier.artifact import load_artifact, save_artifact
+    from scope_classifier.evaluate import (
+        TRAINING_RECORDS,
+        gate_metrics,
+        load_val_cases,
+        score_probes,
+        unrelated_questions,
+    )
     from scope_classifier.evaluate import calibrate as run_calibrate
-    from scope_classifier.evaluate import gate_metrics, load_val_cases, score_probes, unrelated_questions
     from server.config import SIMILARITY_THRESHOLD
     from server.gate import ClassifierGate, SimilarityGate
     from server.interfaces import Gate
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or args.artifact
         save_artifact(after, out)
         logging.info("threshold %.4f -> %.4f, saved to %s", before.threshold, after.threshold, out)
-        print(json.dumps({k: v for k, v in after.metrics.items() if k not in ("designs", "fixture_scores")}))
+        print(json.dumps({k: v for k, v in after.metrics.items() if k not in TRAINING_RECORDS}))
         return 0
 
     cases = load_cases(args.data)[1] if args.data else load_val_cases(args.data_dir)

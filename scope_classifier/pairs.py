@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scope_classifier.features import find_span
+
 # Common Wikidata property labels, across people, places, works, organisations, taxa, genes and
 # astronomical objects: the relations a same-subject probe may ask instead of the edited one.
 PROPERTY_LABELS = (
@@ -150,12 +152,12 @@ MISSPELLABLE = re.compile(r"[^\W\d_]{4,}")  # words of four letters or more: sho
 def misspelt(query: str, subject: str, rng: random.Random) -> str | None:
     """The query with one letter inside one subject word dropped, changed, doubled or swapped with the
     next; None when the query does not hold the subject or the subject has no word of four letters or more."""
-    start = query.casefold().find(subject.casefold())
-    words = list(MISSPELLABLE.finditer(subject)) if start >= 0 and subject.strip() else []
-    if not words:
+    span = find_span(query, subject)
+    words = list(MISSPELLABLE.finditer(subject))
+    if span is None or not words:
         return None
     word = rng.choice(words)
-    i = start + word.start() + rng.randrange(1, len(word.group()) - 2)  # first and last letters stay (swap too)
+    i = span[0] + word.start() + rng.randrange(1, len(word.group()) - 2)  # first and last letters stay (swap too)
     op = rng.choice(("drop", "change", "double", "swap"))
     replacement = {"drop": "", "change": rng.choice([c for c in "aeioulnrst" if c != query[i].lower()]),
                    "double": query[i] * 2, "swap": query[i + 1] + query[i]}[op]
