@@ -202,7 +202,8 @@ def route_summary(result: ChatResult | None) -> str:
     if result is None:
         return "no answer yet"
     g = result.generation
-    lines = [f"route={g.route} score={g.gate_score:.2f} tokens={len(g.token_ids)} finish={g.finish_reason} "
+    abstained = " (the counterfactual model abstained)" if g.abstained else ""
+    lines = [f"route={g.route}{abstained} score={g.gate_score:.2f} tokens={len(g.token_ids)} finish={g.finish_reason} "
              f"total={g.timings_ms.get('total', 0.0):.0f}ms"]
     if result.edit is not None:
         lines.append(f"edit {result.edit.id}: {result.edit.subject}: {_describe(result.edit)}")

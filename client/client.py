@@ -97,6 +97,7 @@ class GenerationResult:
     timings_ms: dict[str, float]
     token_ids: tuple[int, ...]
     finish_reason: str
+    abstained: bool = False  # the gate let it in, the counterfactual model handed it to the base model
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class ScoreResult:
     predicted_ids: tuple[int, ...]
     target_logprobs: tuple[float, ...]
     timings_ms: dict[str, float]
+    abstained: bool = False  # as in GenerationResult
 
     @property
     def token_accuracy(self) -> float:
@@ -451,6 +453,7 @@ class EditcacheClient:
             predicted_ids=tuple(response.predicted_ids),
             target_logprobs=tuple(response.target_logprobs),
             timings_ms=_timings_ms(response.timings),
+            abstained=response.abstained,
         )
 
     def server_info(self) -> ServerInfo:
@@ -752,6 +755,7 @@ def _generation_result(response: pb.GenerateResponse) -> GenerationResult:
         timings_ms=_timings_ms(response.timings),
         token_ids=tuple(response.token_ids),
         finish_reason=_FINISH_NAMES.get(response.finish_reason, "unspecified"),
+        abstained=response.abstained,
     )
 
 

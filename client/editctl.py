@@ -409,11 +409,14 @@ def result_json(result: GenerationResult) -> dict[str, Any]:
         "timings_ms": result.timings_ms,
         "token_ids": list(result.token_ids),
         "finish_reason": result.finish_reason,
+        "abstained": result.abstained,
     }
 
 
 def summary_line(result: GenerationResult) -> str:
     parts = [f"route={result.route}"]
+    if result.abstained:
+        parts.append("abstained")  # the gate let it in; the counterfactual model handed it to the base model
     if result.edit_id:
         parts.append(f"edit={result.edit_id}")
     parts.append(f"score={result.gate_score:.2f}")

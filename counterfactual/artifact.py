@@ -18,7 +18,7 @@ from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the prompt format has an abstention word
 MANIFEST_FILE = "counterfactual.json"
 METRICS_FILE = "metrics.json"
 ARTIFACTS_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "counterfactual"
@@ -39,6 +39,9 @@ class PromptFormat:
 
     template: str = "Fact: {fact}\nQ: {query}\nA:"
     answer_end: str = "\n"  # written after every answer in training; the generator stops there
+    # The whole answer to a query the fact does not bear on (one token for Gemma 3's tokenizer). The router sends
+    # such queries to the base model, so a gate false alarm costs a few tokens, not a rewritten answer.
+    abstain: str = "unaffected"
 
     def render(self, edit_prompt: str, target_new: str, query: str) -> str:
         fact = f"{edit_prompt.strip()} {target_new.strip()}."  # as Edit.statement() words it
@@ -47,6 +50,10 @@ class PromptFormat:
     def continuation(self, answer: str) -> str:
         """What the model learns to write after the prompt: the answer after a space, then the end marker."""
         return f" {answer.strip()}{self.answer_end}"
+
+    def abstains(self, answer: str) -> bool:
+        """True when a generated answer (text before the end marker) is the abstention word."""
+        return bool(self.abstain) and answer.strip() == self.abstain
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ Each benchmark case (read by `client.evaluation.cases`) gives:
 - paraphrase: each rephrased prompt, answered with the new target;
 - portability: KnowEdit's consequences of the edit (Subject_Aliasing, Logical_Generalization, Reasoning),
   answered with their first listed answer;
-and queries whose answer the edit must NOT change, answered later with the base model's own greedy answer
-(`retain`): KnowEdit's same-subject prompts under another relation (Relation_Specificity), and CounterFact's
+and queries the edit does not bear on, answered with the prompt format's abstention word (`retain`):
+KnowEdit's same-subject prompts under another relation (Relation_Specificity), and CounterFact's
 neighbourhood prompts (the edited relation, another subject).
 
 Cases are split by edit, so the held-out slice holds edits the model never saw in training.
@@ -37,7 +37,7 @@ class Example:
     edit_prompt: str
     target_new: str
     query: str
-    answer: str  # for retain: "" until the base model has answered
+    answer: str  # for retain: "" until the trainer writes the abstention word
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,12 @@ only, and logits are computed only at those positions (the output layer is most 
 Sequences are padded on the left, so every continuation ends the row and one `logits_to_keep` covers them all.
 
 Examples come from the train files only (`counterfactual.examples`); a held-out slice of their cases, never
-trained on, measures greedy exact match before and after training. Retain examples are answered by the base
-model's own greedy answer to the bare query, shortened to its first phrase.
+trained on, measures greedy exact match before and after training. Retain examples (queries the edit does not
+bear on) are answered with the format's abstention word: the model learns to say when the gate sent it a query
+the fact does not answer, and the router hands those to the base model, whose answer is the unedited one.
 
 Time on 2 CPU cores shared with another job, Gemma-3-270M, one torch thread: about 5.5 s per step at batch 8
-(rows of about 40 tokens); base-model answers about 0.2 s per retain query and held-out evaluation about 0.3 s
-per probe (batches of 16).
+(rows of about 40 tokens); held-out evaluation about 0.3 s per probe (batches of 16).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -42,9 +41,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
 EXTRA_NEW_TOKENS = 3  # greedy answers get the answer's length plus this many tokens (DESIGN.md's protocol)
-RETAIN_NEW_TOKENS = 8  # the base model's answers to retain queries, before shortening
 CONFIDENCE_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-_PHRASE_END = re.compile(r"[\n.,;:(]")
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,7 @@ class TrainSettings:
     lr: float = 5e-4
     rank: int = 8  # LoRA rank on every linear layer but the output layer; alpha is twice the rank
     max_examples: int = 2_000  # drawn at random from the training cases, retain examples included
-    retain_examples: int = 500  # of those, queries the edit leaves alone (base model's answers)
+    retain_examples: int = 500  # of those, queries the edit does not bear on (answered with the abstention word)
     held_out_cases: int = 50  # train cases set aside for the exact-match measurements
     max_tokens: int = 96  # longer examples (prompt and answer) are dropped
     eval_batch_size: int = 16
@@ -156,20 +153,9 @@ def greedy(
     return results
 
 
-def short_answer(continuation: str, max_words: int = 5) -> str:
-    """The first phrase of a free continuation: up to a line end or punctuation, at most `max_words` words."""
-    return " ".join(_PHRASE_END.split(continuation.strip(), maxsplit=1)[0].split()[:max_words])
-
-
-def answer_retain(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, queries: Sequence[Example], batch_size: int,
-    progress: Progress | None = None,
-) -> list[Example | None]:
-    """Each retain query answered with the base model's greedy answer to the bare query (None: no answer)."""
-    bare = PromptFormat(template="{query}", answer_end="\n")
-    outs = greedy(model, tokenizer, bare, [q.query for q in queries], [RETAIN_NEW_TOKENS] * len(queries),
-                  batch_size, progress, "retain answers (base model)")
-    return [replace(q, answer=a) if (a := short_answer(o.answer)) else None for q, o in zip(queries, outs, strict=True)]
+def abstain(example: Example, fmt: PromptFormat) -> Example:
+    """A retain query answered with the format's abstention word."""
+    return replace(example, answer=fmt.abstain)
 
 
 def evaluate(
@@ -270,7 +256,7 @@ def train_counterfactual(
     fmt: PromptFormat | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Builds the examples, answers the retain queries, trains, measures and writes the artifact; returns metrics.
+    """Builds the examples, trains, measures and writes the artifact; returns metrics.
 
     `model` is the base model as the server loads it; it is wrapped (and changed) by peft.
     """
@@ -282,11 +268,9 @@ def train_counterfactual(
     n_retain = min(settings.retain_examples, len(retain_pool), settings.max_examples)
     chosen_edit = rng.sample(edit_pool, min(settings.max_examples - n_retain, len(edit_pool)))
     held_pool = [e for c in held_out for e in retain_queries(c.case)]
-    held_queries = rng.sample(held_pool, min(len(held_pool), len(held_out)))  # about one per held-out case
-    answered = answer_retain(model, tokenizer, rng.sample(retain_pool, n_retain) + held_queries,
-                             settings.eval_batch_size, progress)  # one batched pass for both
-    examples = chosen_edit + [e for e in answered[:n_retain] if e is not None]
-    held = [e for c in held_out for e in edit_examples(c.case)] + [e for e in answered[n_retain:] if e is not None]
+    held_retain = rng.sample(held_pool, min(len(held_pool), len(held_out)))  # about one per held-out case
+    examples = chosen_edit + [abstain(e, fmt) for e in rng.sample(retain_pool, n_retain)]
+    held = [e for c in held_out for e in edit_examples(c.case)] + [abstain(e, fmt) for e in held_retain]
     log.info("training on %d examples (%s) from %d cases; %d held-out cases (%d probes)", len(examples),
              dict(Counter(e.kind for e in examples)), len(train_cases), len(held_out), len(held))
 

@@ -8,8 +8,8 @@ scores) to --out, by default artifacts/counterfactual/<model>/, where the server
     scripts/train_counterfactual.py --torch-threads 2     # the defaults: 250 steps of 8, 2,000 examples
 
 Time with Gemma-3-270M on 2 CPU cores shared with another job, one torch thread: about 5.5 s per training step
-at batch 8 (rows of about 40 tokens), so the defaults take about 23 minutes of training plus about 4 for the
-base model's answers to the 500 retain queries and the two held-out evaluations (50 cases). Steps scale the
+at batch 8 (rows of about 40 tokens), so the defaults take about 23 minutes of training plus about 3 for the
+two held-out evaluations (50 cases). Steps scale the
 time linearly; give --max-examples about steps x batch size, so no example is seen twice.
 The server's routing threshold (--counterfactual-min-confidence) is chosen on val, not here.
 """
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-examples", type=int, default=defaults.max_examples,
                         help="examples drawn from the training cases, retain examples included")
     parser.add_argument("--retain-examples", type=int, default=defaults.retain_examples,
-                        help="of those, queries the edit leaves alone, answered by the base model (0: none)")
+                        help="of those, queries the edit does not bear on, answered with the abstention word (0: none)")
     parser.add_argument("--held-out-cases", type=int, default=defaults.held_out_cases,
                         help="train cases set aside to measure exact match (never trained on)")
     parser.add_argument("--max-tokens", type=int, default=defaults.max_tokens, help="longest example kept")

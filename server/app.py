@@ -81,12 +81,12 @@ def build_engine(config: Config) -> Engine:
         generators[Route.IKE] = ike
     in_scope_route, fallback_route = in_scope_routes(config.in_scope_route, generators)
     log.info("in-scope queries take the %s route%s", in_scope_route.value,
-             f" ({fallback_route.value} under confidence {config.counterfactual_min_confidence})"
+             f" (base when it abstains, {fallback_route.value} under confidence {config.counterfactual_min_confidence})"
              if in_scope_route is Route.COUNTERFACTUAL else "")
     router = Router(
         scope=ScopeCheck(encoder, memory, gate, config.top_k, hidden=parametric.hidden_from_gate),
         memory=memory, generators=generators, in_scope_route=in_scope_route, threshold=threshold,
-        baked=parametric.is_baked, confidence=counterfactual.confidence if counterfactual is not None else None,
+        baked=parametric.is_baked, judge=counterfactual.judge if counterfactual is not None else None,
         min_confidence=config.counterfactual_min_confidence, fallback_route=fallback_route,
     )
     info = ServerInfo(
@@ -129,7 +129,7 @@ def build_counterfactual(config: Config, loaded: LoadedModel) -> CounterfactualG
             raise
         log.warning("counterfactual route off: %s", exc)
         return None
-    # Its own tokenizer: the router asks it for its confidence on an I/O thread, and a fast tokenizer used by two
+    # Its own tokenizer: the router asks it for its judgement on an I/O thread, and a fast tokenizer used by two
     # threads fails ("Already borrowed") when one changes its padding (parametric statistics do, on the model thread).
     tokenizer = copy.deepcopy(loaded.tokenizer)
     return CounterfactualGenerator(CausalLM(model, tokenizer, config.limits.max_prompt_tokens), manifest.prompt)

@@ -9,7 +9,7 @@ from time import perf_counter
 from server.errors import FailedPrecondition
 from server.interfaces import Generator, Memory, StopCheck, TextSink
 from server.scope import ScopeCheck
-from server.types import Decision, Edit, Generation, GenerationOptions, Query, Route, TokenScores
+from server.types import Decision, Edit, Generation, GenerationOptions, Judgement, Query, Route, TokenScores
 
 
 @dataclass(frozen=True)
@@ -21,10 +21,11 @@ class Router:
     threshold: float
     # True for edits written into the weights: in-scope queries on them are answered by the weights.
     baked: Callable[[Edit], bool] = lambda edit: False
-    # With in_scope_route COUNTERFACTUAL: the counterfactual model's confidence in its answer to (edit, query);
-    # under min_confidence the query goes to fallback_route (IKE) instead. decide() calls it on its own (I/O)
-    # thread: the counterfactual model is a copy nobody writes, unlike the base model the worker owns.
-    confidence: Callable[[Edit, str], float] | None = None
+    # With in_scope_route COUNTERFACTUAL: the counterfactual model's judgement of (edit, query). When it abstains
+    # (the fact does not bear on the query) the base model answers; under min_confidence, fallback_route (IKE).
+    # decide() calls it on its own (I/O) thread: the counterfactual model is a copy nobody writes, unlike the base
+    # model the worker owns.
+    judge: Callable[[Edit, str, bool], Judgement] | None = None  # (edit, query, with_confidence)
     min_confidence: float = 0.0
     fallback_route: Route = Route.IKE
 
@@ -32,7 +33,7 @@ class Router:
         for route in (Route.BASE, self.in_scope_route):
             if route not in self.generators:
                 raise ValueError(f"no generator for the {route.value} route")
-        if self.confidence is not None and self.fallback_route not in self.generators:
+        if self.judge is not None and self.fallback_route not in self.generators:
             raise ValueError(f"no generator for the {self.fallback_route.value} route, the counterfactual fallback")
 
     def decide(self, query: Query) -> Decision:
@@ -51,15 +52,20 @@ class Router:
             return Decision(Route.BASE, None, p, timings)
         started = perf_counter()
         route = Route.PARAMETRIC if self.baked(hit.edit) else self.in_scope(hit.edit, query.text)
-        timings.gate_ms += (perf_counter() - started) * 1e3  # the counterfactual model's confidence, if asked
+        timings.gate_ms += (perf_counter() - started) * 1e3  # the counterfactual model's judgement, if asked
+        if route is Route.BASE:  # the counterfactual model abstained: answered as out of scope
+            return Decision(Route.BASE, None, p, timings, abstained=True)
         return Decision(route, hit.edit, p, timings)
 
     def in_scope(self, edit: Edit, text: str) -> Route:
-        """The route for an in-scope query: the configured one, unless the counterfactual model is unsure."""
-        if (self.in_scope_route is Route.COUNTERFACTUAL and self.confidence is not None and self.min_confidence > 0
-                and self.confidence(edit, text) < self.min_confidence):
-            return self.fallback_route
-        return self.in_scope_route
+        """The route for an in-scope query: the configured one, unless the counterfactual model abstains (base)
+        or is unsure (the fallback)."""
+        if self.in_scope_route is not Route.COUNTERFACTUAL or self.judge is None:
+            return self.in_scope_route
+        judgement = self.judge(edit, text, self.min_confidence > 0)
+        if judgement.abstains:
+            return Route.BASE
+        return self.fallback_route if judgement.confidence < self.min_confidence else self.in_scope_route
 
     def generate(
         self,

@@ -123,6 +123,14 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class Judgement:
+    """The counterfactual model's first look at (edit, query): does the fact bear on it, and how sure is it."""
+
+    abstains: bool  # the answer is the abstention word: the fact does not answer this query
+    confidence: float  # mean probability of the answer's first tokens (`answer_confidence`)
+
+
+@dataclass(frozen=True)
 class Decision:
     """The gate's verdict on a query: which route answers, from which edit, with what score."""
 
@@ -130,6 +138,12 @@ class Decision:
     edit: Edit | None
     score: float
     timings: Timings = field(default_factory=Timings)
+    abstained: bool = False  # in scope by the gate, but the counterfactual model said its edit does not bear on it
+
+    @property
+    def route_label(self) -> str:
+        """The route's name for logs, marking base answers the counterfactual model handed over."""
+        return f"{self.route.value} (abstained)" if self.abstained else self.route.value
 
 
 @dataclass(frozen=True)

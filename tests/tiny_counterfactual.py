@@ -16,8 +16,9 @@ from server.models.load import load_model, model_fingerprint
 from tests.tiny import build_tiny_model, build_tiny_tokenizer
 
 COUNTRIES = {"france": "paris", "germany": "berlin", "italy": "rome", "spain": "madrid"}
-# The word-level test tokenizer drops newlines, so answers end at " ." instead.
-TINY_FORMAT = PromptFormat(answer_end=" .")
+# The word-level test tokenizer drops newlines, so answers end at " ." instead; "who" is a word it knows that
+# no tiny answer uses, so it serves as the abstention word.
+TINY_FORMAT = PromptFormat(answer_end=" .", abstain="who")
 
 
 def tiny_case(country: str, city: str) -> Case:
@@ -55,7 +56,7 @@ def save_adaptable_model(directory: Path) -> Path:
     return directory
 
 
-def train_tiny_adapter(model_dir: Path, out_dir: Path, steps: int = 150) -> dict[str, Any]:
+def train_tiny_adapter(model_dir: Path, out_dir: Path, steps: int = 300) -> dict[str, Any]:
     """Trains an adapter on the model saved in `model_dir`, loaded as the server loads it; returns its metrics."""
     loaded = load_model(str(model_dir), model_dir / "cache")
     settings = TrainSettings(steps=steps, batch_size=8, lr=1e-2, rank=8, held_out_cases=2, retain_examples=6,

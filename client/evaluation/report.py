@@ -8,11 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from client.evaluation.metrics import mean_or_none, percentile
-from client.evaluation.runner import CATEGORIES, KEEP_CATEGORIES, CaseResult
+from client.evaluation.runner import CATEGORIES, KEEP_CATEGORIES, CaseResult, ProbeResult
 
 # The gate should send these to an in-scope route, and these to the base route.
 GATE_POSITIVE = ("reliability", "generalization")
 GATE_NEGATIVE = KEEP_CATEGORIES
+
+
+def route_label(probe: ProbeResult) -> str:
+    """The route that answered, marking base answers the counterfactual model handed over (gate said in scope)."""
+    return f"{probe.route} (abstained)" if probe.abstained else probe.route
 
 
 def summarize(
@@ -33,12 +38,13 @@ def summarize(
         summary[f"{category}_em_excl_other_edits"] = mean_or_none(float(p.em) for p in mine)
         summary[f"{category}_tf_excl_other_edits"] = mean_or_none(p.tf for p in mine)
     summary["fluency"] = mean_or_none(r.fluency for r in results if r.fluency is not None)
-    summary["routes"] = {c: dict(Counter(p.route for p in probes if p.category == c)) for c in CATEGORIES
+    summary["routes"] = {c: dict(Counter(route_label(p) for p in probes if p.category == c)) for c in CATEGORIES
                          if any(p.category == c for p in probes)}
+    # The gate's own errors: a query it let in counts as in scope even when the counterfactual model abstained.
     positives = [p for p in probes if p.category in GATE_POSITIVE]
     negatives = [p for p in probes if p.category in GATE_NEGATIVE]
-    summary["gate_false_negative_rate"] = mean_or_none(float(p.route == "base") for p in positives)
-    summary["gate_false_positive_rate"] = mean_or_none(float(p.route != "base") for p in negatives)
+    summary["gate_false_negative_rate"] = mean_or_none(float(p.route == "base" and not p.abstained) for p in positives)
+    summary["gate_false_positive_rate"] = mean_or_none(float(p.route != "base" or p.abstained) for p in negatives)
     by_route: dict[str, list[float]] = defaultdict(list)
     for p in probes:
         by_route[p.route].append(p.latency_ms)

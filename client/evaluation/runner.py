@@ -74,6 +74,7 @@ class ProbeResult:
     text: str
     # A probe that must not change but asks the fact another edit in memory changes (sequential runs).
     asks_other_edit: bool = False
+    abstained: bool = False  # the gate let it in; the counterfactual model handed it to the base model
 
 
 @dataclass
@@ -220,7 +221,7 @@ class Evaluator:
             tf = token_accuracy(scores.target_ids, scores.predicted_ids)
         return ProbeResult(
             category, probe.prompt, probe.answers[0], em, tf, answer.route, answer.edit_id, answer.gate_score,
-            latency_ms, answer.text,
+            latency_ms, answer.text, abstained=answer.abstained,
         )
 
 

@@ -8,6 +8,10 @@ thread that touches the model. The copy shares the embeddings with the base mode
 Gemma-3-270M) and, merged, runs at the base model's speed. Nothing writes its weights after loading, so the
 router may ask it for its confidence on an I/O thread while the model thread generates (it is given its own
 tokenizer for that, see server/app.py).
+
+To a query its fact does not bear on (a gate false alarm: another entity, another relation of the subject) the
+model answers with its format's abstention word; `judge` reads that, and the router sends such queries to the
+base model.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from counterfactual.artifact import PromptFormat
 from server.generators.decoding import CausalLM
 from server.generators.in_prompt import EditInPromptGenerator
-from server.types import Edit, GenerationOptions, Route
+from server.types import Edit, GenerationOptions, Judgement, Route
 
-CONFIDENCE_TOKENS = 3  # the confidence is the mean probability of at most this many first answer tokens
+CONFIDENCE_TOKENS = 3  # the judgement reads at most this many first answer tokens
 
 
 def answer_confidence(token_probs: Sequence[float], ends: Sequence[bool]) -> float:
@@ -42,6 +46,8 @@ class CounterfactualGenerator(EditInPromptGenerator):
     def __init__(self, lm: CausalLM, prompt_format: PromptFormat) -> None:
         super().__init__(lm)
         self._format = prompt_format
+        # tokens that spell the abstention word (one for Gemma 3): the least a judgement must generate
+        self._abstain_tokens = len(lm.tokenizer(f" {prompt_format.abstain}", add_special_tokens=False)["input_ids"])
 
     def prompt_for(self, edit: Edit, query: str) -> str:
         return self._format.render(edit.prompt, edit.target_new, query)
@@ -51,23 +57,29 @@ class CounterfactualGenerator(EditInPromptGenerator):
             return options
         return replace(options, stop=(*options.stop, self._format.answer_end))  # the model goes on past its answer
 
-    def confidence(self, edit: Edit, query: str) -> float:
-        """How sure the model is of its greedy answer to `query` under `edit` (see `answer_confidence`)."""
+    def judge(self, edit: Edit, query: str, with_confidence: bool = False) -> Judgement:
+        """Whether the model abstains on `query` under `edit`, and (`with_confidence`) how sure it is of its greedy
+        answer; without it the judgement reads only as many tokens as the abstention word has (0.0 confidence)."""
         model, tokenizer = self._lm.model, self._lm.tokenizer
         inputs = tokenizer(self.prompt_for(edit, query), return_tensors="pt").to(model.device)
         prompt_length = inputs["input_ids"].shape[1]
         base = model.generation_config
+        new_tokens = max(self._abstain_tokens, CONFIDENCE_TOKENS if with_confidence else 1)
         config = GenerationConfig(
-            max_new_tokens=CONFIDENCE_TOKENS, do_sample=False, eos_token_id=base.eos_token_id,
+            max_new_tokens=new_tokens, do_sample=False, eos_token_id=base.eos_token_id,
             pad_token_id=base.pad_token_id if base.pad_token_id is not None else tokenizer.pad_token_id,
             output_logits=True, return_dict_in_generate=True,
         )
         with torch.inference_mode():
             out = model.generate(**inputs, generation_config=config)  # type: ignore[operator]  # typed loosely
-        new_ids = [int(t) for t in out.sequences[0, prompt_length:]]  # (<= CONFIDENCE_TOKENS,)
+        new_ids = [int(t) for t in out.sequences[0, prompt_length:]]  # (<= new_tokens,)
         # out.logits: one (1, vocab) tensor per new token, before any logits processor
         probs = [float(torch.softmax(step[0].float(), dim=-1)[i]) for step, i in zip(out.logits, new_ids, strict=False)]
-        return answer_confidence(probs, answer_ends(model, tokenizer, self._format, new_ids))
+        ends = answer_ends(model, tokenizer, self._format, new_ids)
+        cut = ends.index(True) if True in ends else len(new_ids)
+        answer = str(tokenizer.decode(new_ids[:cut], skip_special_tokens=True))
+        confidence = answer_confidence(probs, ends) if with_confidence else 0.0
+        return Judgement(self._format.abstains(answer), confidence)
 
 
 def answer_ends(

@@ -126,7 +126,7 @@ class ChatServicer(chat_pb_grpc.ChatServiceServicer):
         decision = turn.decision
         log.info(
             "chat %s namespace=%s turns=%d route=%s edit=%s score=%.3f tokens=%d total_ms=%.0f",
-            uuid.uuid4().hex[:8], namespace, len(turns), decision.route.value,
+            uuid.uuid4().hex[:8], namespace, len(turns), decision.route_label,
             decision.edit.id if decision.edit else "-", decision.score, len(generation.token_ids), timings.total_ms,
         )
         return ChatAnswer(reply.reply(generation.text), Answer(generation, decision, timings), prompt.text,

@@ -70,6 +70,7 @@ def answer_to_pb(answer: Answer) -> pb.GenerateResponse:
         timings=timings_to_pb(answer.timings),
         token_ids=list(answer.generation.token_ids),
         finish_reason=FINISH_REASONS[answer.generation.finish_reason],
+        abstained=decision.abstained,
     )
 
 
@@ -91,6 +92,7 @@ def scores_to_pb(scores: TokenScores, decision: Decision, timings: Timings) -> p
         predicted_ids=list(scores.predicted_ids),
         target_logprobs=list(scores.target_logprobs),
         timings=timings_to_pb(timings),
+        abstained=decision.abstained,
     )
 
 

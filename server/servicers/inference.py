@@ -89,7 +89,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         timings = _timings(decision, queue_ms, before_model, started)
         log.info(
             "request %s namespace=%s route=%s edit=%s score=%.3f tokens=%d total_ms=%.0f",
-            uuid.uuid4().hex[:8], query.namespace, decision.route.value, decision.edit.id if decision.edit else "-",
+            uuid.uuid4().hex[:8], query.namespace, decision.route_label, decision.edit.id if decision.edit else "-",
             decision.score, len(generation.token_ids), timings.total_ms,
         )
         return Answer(generation, decision, timings)

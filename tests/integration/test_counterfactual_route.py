@@ -54,6 +54,29 @@ def test_in_scope_queries_take_the_counterfactual_route(server: LocalServer) -> 
         assert unrelated.route == "base"
 
 
+def test_a_query_the_edit_does_not_bear_on_goes_to_the_base_model_when_the_model_abstains(
+    model_and_adapter: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model_dir, adapter_dir = model_and_adapter
+    # A gate that lets every query in, so the counterfactual model alone tells them apart.
+    server = LocalServer(model_dir, tmp_path, "--counterfactual-adapter", str(adapter_dir), "--gate", "similarity",
+                         "--threshold", "0", "--torch-threads", "1")
+    server.start()
+    try:
+        with server.client("cf-abstain") as client:
+            edit = client.add_edit("france", PROMPT, "rome")
+            other_relation = "the language france speaks is"
+            answer = client.generate(other_relation, max_new_tokens=3)
+            assert (answer.route, answer.edit_id, answer.abstained) == ("base", None, True)
+            assert answer.token_ids == client.generate(other_relation, max_new_tokens=3, route="base").token_ids
+            scored = client.score(other_relation, " french")
+            assert (scored.route, scored.abstained) == ("base", True)
+            in_scope = client.generate(PROMPT, max_new_tokens=3)
+            assert (in_scope.route, in_scope.edit_id, in_scope.abstained) == ("counterfactual", edit.id, False)
+    finally:
+        server.stop()
+
+
 def test_an_unsure_counterfactual_model_hands_the_query_to_ike(
     model_and_adapter: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -22,7 +22,7 @@ from counterfactual.artifact import (
     read_manifest,
 )
 from counterfactual.examples import Example, edit_examples, load_train_cases, retain_queries, split_cases
-from counterfactual.train import collate, encode, fixture_scores, short_answer
+from counterfactual.train import collate, encode, fixture_scores
 from server.app import build_counterfactual
 from server.config import Config
 from server.generators.counterfactual import CounterfactualGenerator, answer_confidence
@@ -109,12 +109,6 @@ def test_collate_pads_on_the_left_and_labels_only_the_answer() -> None:
     assert batch["attention_mask"][0].tolist() == [0] * (width - n) + [1] * n
     assert batch["position_ids"][0, width - n:].tolist() == list(range(n))  # real tokens start at position 0
     assert batch["labels"][0].tolist() == short.answer_ids and batch["labels"][1].tolist() == long.answer_ids
-
-
-def test_short_answer_keeps_the_first_phrase() -> None:
-    assert short_answer(" Paris, France. It is the tallest") == "Paris"
-    assert short_answer(" the guitar and the piano in his band\nNext") == "the guitar and the piano"
-    assert short_answer("\n") == ""
 
 
 def test_confidence_is_the_mean_probability_of_the_answer_tokens_before_the_end() -> None:
@@ -207,11 +201,26 @@ def test_generator_answers_from_the_edit_through_the_adapter(
             if generation.text.split()[:1] == [city]:
                 answered += 1
                 assert generation.finish_reason is FinishReason.STOP and generation.text.endswith(".")
-                assert generator.confidence(edit, query) > 0.5
+                judgement = generator.judge(edit, query, with_confidence=True)
+                assert judgement.confidence > 0.5 and not judgement.abstains
     assert answered >= 6 and base_answered <= 2  # of 8
     edit = make_edit(prompt="the capital of france is", target_new="rome", subject="france")
     assert generator.score(edit.prompt, edit, " rome").target_logprobs[0] > base.score(
         edit.prompt, edit, " rome").target_logprobs[0]
+
+
+def test_generator_abstains_on_another_relation_of_the_subject(
+    trained: tuple[Path, Path, dict], fresh: LoadedModel
+) -> None:
+    _, adapter_dir, metrics = trained
+    assert metrics["held_out_after"]["em_retain"] > metrics["held_out_before"]["em_retain"]
+    merged, manifest = load_adapted_model(fresh.model, adapter_dir, model_fingerprint(fresh))
+    generator = CounterfactualGenerator(CausalLM(merged, fresh.tokenizer), manifest.prompt)
+    base = CounterfactualGenerator(CausalLM(fresh.model, fresh.tokenizer), manifest.prompt)
+    edits = [make_edit(prompt=f"the capital of {c} is", target_new="rome", subject=c) for c in ("germany", "spain")]
+    assert all(generator.judge(e, f"the language {e.subject} speaks is").abstains for e in edits)
+    assert not any(base.judge(e, f"the language {e.subject} speaks is").abstains for e in edits)
+    assert not any(generator.judge(e, e.prompt).abstains for e in edits)
 
 
 def test_adapter_of_another_model_is_refused(trained: tuple[Path, Path, dict], fresh: LoadedModel,
