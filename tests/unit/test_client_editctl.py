@@ -260,7 +260,8 @@ def test_ask_json_prints_the_documented_keys(server: FakeServer, capsys: pytest.
     )
     out, _ = capsys.readouterr()
     answer = json.loads(out)
-    assert set(answer) == {"text", "route", "edit_id", "score", "timings_ms", "token_ids", "finish_reason"}
+    assert set(answer) == {"text", "route", "edit_id", "score", "timings_ms", "token_ids", "finish_reason",
+                           "abstained"}
     assert answer["text"] == " Taipei"
     assert answer["route"] == "prompt"
     assert answer["edit_id"] == "e1"
