@@ -6,7 +6,7 @@ toggle on the served model: the served model must stay exactly the base (out-of-
 edits write its modules by name (peft would wrap and rename them), and a toggle would be state shared by every
 thread that touches the model. The copy shares the embeddings with the base model (about 0.4 GB extra for
 Gemma-3-270M) and, merged, runs at the base model's speed. Nothing writes its weights after loading, so the
-router may ask it for its confidence on an I/O thread while the model thread generates (it is given its own
+router may ask it for its judgement on an I/O thread while the model thread generates (it is given its own
 tokenizer for that, see server/app.py).
 
 To a query its fact does not bear on (a gate false alarm: another entity, another relation of the subject) the
