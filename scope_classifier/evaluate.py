@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -14,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from client.evaluation.cases import Case, EditFact, Probe, asks_edited_fact, load_cases
-from client.evaluation.metrics import normalise, percentile
+from client.evaluation.cases import Case, EditedFacts, Probe, load_cases
+from client.evaluation.metrics import percentile
 from scope_classifier.artifact import GateArtifact
 from server.gate import ClassifierGate
 from server.interfaces import Gate
@@ -77,8 +76,8 @@ def score_probes(
         specs = [EditSpec(e.subject, e.prompt, e.target_new, e.target_true) for c in cases for e in c.edits[:1]]
         scope = ScopeCheck(encoder, memory, gate_factory(encoder), top_k)
         edits = scope.add("eval", specs)  # as AddEdits does: stored, then the gate warmed
-        asks_an_edit = _asks_an_edit_in_memory([c.edits[0] for c in cases])
-        probes = [(kind, probe.prompt, i, kind in NEGATIVE_KINDS and asks_an_edit(probe))
+        in_memory = EditedFacts(c.edits[0] for c in cases)
+        probes = [(kind, probe.prompt, i, kind in NEGATIVE_KINDS and bool(in_memory.asked_by(probe)))
                   for i, case in enumerate(cases)
                   for kind, probe in _labelled_probes(case)]
         probes += [("unrelated", q, -1, False) for q in unrelated]
@@ -104,24 +103,6 @@ def _labelled_probes(case: Case) -> Iterable[tuple[str, Probe]]:
     yield from (("paraphrase", p) for p in case.generalization)
     yield from (("neighbourhood", p) for p in case.locality)
     yield from (("same_subject", p) for p in case.same_subject)
-
-
-def _asks_an_edit_in_memory(facts: Sequence[EditFact]) -> Callable[[Probe], bool]:
-    """Whether a probe asks the fact of any of `facts` (`asks_edited_fact`). Only the facts that could
-    match are tried: the same prompt, or an original answer that the probe expects."""
-    by_prompt: dict[str, list[EditFact]] = defaultdict(list)
-    by_original: dict[str, list[EditFact]] = defaultdict(list)
-    for fact in facts:
-        by_prompt[normalise(fact.prompt)].append(fact)
-        if fact.target_true:
-            by_original[fact.target_true.strip().casefold()].append(fact)
-
-    def asks(probe: Probe) -> bool:
-        candidates = by_prompt.get(normalise(probe.prompt), []) + [
-            fact for answer in probe.answers for fact in by_original.get(answer.strip().casefold(), [])]
-        return any(asks_edited_fact(probe, fact) for fact in candidates)
-
-    return asks
 
 
 def gate_metrics(

@@ -9,8 +9,8 @@ scores) to --out, by default artifacts/counterfactual/<model>/, where the server
 
 Time with Gemma-3-270M on 2 CPU cores shared with another job, one torch thread: about 5.5 s per training step
 at batch 8 (rows of about 40 tokens), so the defaults take about 23 minutes of training plus about 3 for the
-two held-out evaluations (50 cases). Steps scale the
-time linearly; give --max-examples about steps x batch size, so no example is seen twice.
+two held-out evaluations (50 cases); on idle cores about 3 s a step, 15 minutes in all. Steps scale the time
+linearly; give --max-examples about steps x batch size, so no example is seen twice.
 The server's routing threshold (--counterfactual-min-confidence) is chosen on val, not here.
 """
 

@@ -368,6 +368,30 @@ def asks_edited_fact(probe: Probe, edit: EditFact) -> bool:
     """
     if normalise(probe.prompt) == normalise(edit.prompt):
         return True
-    original = (edit.target_true or "").strip().casefold()
-    expects_original = bool(original) and original in {a.strip().casefold() for a in probe.answers}
+    original = _answer_key(edit.target_true or "")
+    expects_original = bool(original) and original in {_answer_key(a) for a in probe.answers}
     return expects_original and names(probe.prompt, edit.subject)
+
+
+class EditedFacts:
+    """Many edits, indexed so that `asks_edited_fact` is tried only on those that could match a probe: the
+    ones with the probe's prompt, and the ones whose original answer the probe expects."""
+
+    def __init__(self, edits: Iterable[EditFact]) -> None:
+        self._by_prompt: dict[str, list[EditFact]] = {}
+        self._by_original: dict[str, list[EditFact]] = {}
+        for edit in edits:
+            self._by_prompt.setdefault(normalise(edit.prompt), []).append(edit)
+            if original := _answer_key(edit.target_true or ""):
+                self._by_original.setdefault(original, []).append(edit)
+
+    def asked_by(self, probe: Probe) -> list[EditFact]:
+        """The edits whose fact `probe` asks (`asks_edited_fact`), each once."""
+        candidates = self._by_prompt.get(normalise(probe.prompt), []) + [
+            edit for answer in {_answer_key(a) for a in probe.answers} for edit in self._by_original.get(answer, [])]
+        unique = list({id(edit): edit for edit in candidates}.values())
+        return [edit for edit in unique if asks_edited_fact(probe, edit)]
+
+
+def _answer_key(answer: str) -> str:
+    return answer.strip().casefold()

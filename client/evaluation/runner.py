@@ -26,7 +26,7 @@ from typing import Any
 
 from client.client import EditcacheClient, EditInput, ParametricProgress, ServerInfo
 from client.errors import InvalidArgument
-from client.evaluation.cases import Case, EditFact, Probe, asks_edited_fact
+from client.evaluation.cases import Case, EditedFacts, Probe
 from client.evaluation.metrics import agreement, exact_match, ngram_entropy, token_accuracy
 
 # method → the route requests force (None: the gate decides).
@@ -153,9 +153,9 @@ class Evaluator:
                     self._settings.method, baked, namespace=self._namespace, on_progress=on_parametric
                 )
                 self.apply_seconds.append(time.perf_counter() - started)
+            in_memory = EditedFacts(e for case in chunk for e in case.edits)
             for case, ids in zip(chunk, edit_ids, strict=True):
-                others = [e for other in chunk if other is not case for e in other.edits]
-                results.append(self._evaluate(case, ids, others))
+                results.append(self._evaluate(case, ids, in_memory))
                 if progress is not None:
                     progress(len(results), len(cases), case.case_id)
             for edit_id in baked:
@@ -181,14 +181,15 @@ class Evaluator:
         specs = [EditInput(e.subject, e.prompt, e.target_new, e.target_true) for e in case.edits]
         return [e.id for e in self._client.add_edits(specs, namespace=self._namespace)]
 
-    def _evaluate(self, case: Case, edit_ids: list[str], other_edits: Sequence[EditFact] = ()) -> CaseResult:
+    def _evaluate(self, case: Case, edit_ids: list[str], in_memory: EditedFacts) -> CaseResult:
         result = CaseResult(case.case_id, edit_ids)
+        own = {id(e) for e in case.edits}
         # With a forced in-scope route, a single-edit case answers from its own edit.
         edit_id = edit_ids[0] if len(edit_ids) == 1 and self._route not in (None, "base") else None
         for category in CATEGORIES:
             for probe in getattr(case, category):
                 scored = self._probe(category, probe, edit_id)
-                if category in KEEP_CATEGORIES and any(asks_edited_fact(probe, e) for e in other_edits):
+                if category in KEEP_CATEGORIES and any(id(e) not in own for e in in_memory.asked_by(probe)):
                     scored = replace(scored, asks_other_edit=True)
                 result.probes.append(scored)
         if self._settings.fluency and case.reliability:

@@ -12,6 +12,7 @@ import pytest
 from client.evaluation.cases import (
     BlankEditFieldError,
     Case,
+    EditedFacts,
     EditFact,
     Probe,
     asks_edited_fact,
@@ -150,6 +151,18 @@ def test_a_probe_asks_another_edits_fact_when_it_restates_it_or_names_its_subjec
     assert not asks_edited_fact(Probe("Boniface VIII holds the title of", ("pope",)), pope)
     assert not asks_edited_fact(Probe("Nintendo DS, developed by", ("Nintendo",)),
                                 EditFact("Nintendo DS", "Nintendo DS is developed by", "Nissan", None))
+
+
+def test_edited_facts_finds_the_edits_a_probe_asks_each_once() -> None:
+    ds = EditFact("Nintendo DS", "Nintendo DS, developed by", "Nissan", "Nintendo")
+    switch = EditFact("Nintendo Switch", "Nintendo Switch is developed by", "Sega", "Nintendo")
+    pope = EditFact("Boniface VII", "Boniface VII holds the title of", "mayor", "pope")
+    facts = EditedFacts([ds, switch, pope])
+    # word for word and original answer both match ds: listed once; switch expects Nintendo but is not named
+    assert facts.asked_by(Probe("Nintendo DS, developed by", ("Nintendo", "nintendo"))) == [ds]
+    assert facts.asked_by(Probe("nintendo switch is developed by", ("Sony",))) == [switch]
+    assert facts.asked_by(Probe("Boniface VIII holds the title of", ("pope",))) == []
+    assert facts.asked_by(Probe("The capital of France is", ("Paris",))) == []
 
 
 def test_unknown_format_is_a_clear_value_error(tmp_path: Path) -> None:
