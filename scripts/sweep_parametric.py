@@ -7,11 +7,15 @@ choose the default layers (docs/BENCHMARKS.md); never run it on validation or de
 
     scripts/sweep_parametric.py --layers 2 4 6 8 10 12 --cases 10
     scripts/sweep_parametric.py --layers 6 --stats-tokens 2000 20000 100000 --cases 10
+    scripts/sweep_parametric.py --layers 12 --other-wordings 0 4 --cases 30
+
+Other wordings are mined from the same file without the swept cases, so no case sees its own paraphrase.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -32,6 +36,7 @@ from server.models.load import load_model, model_fingerprint  # noqa: E402
 from server.parametric.editor import MethodRequest, ParametricEditor, ParametricSettings  # noqa: E402
 from server.parametric.ledger import Ledger  # noqa: E402
 from server.parametric.targets import finish  # noqa: E402
+from server.parametric.wordings import Wordings  # noqa: E402
 from server.types import Edit, GenerationOptions  # noqa: E402
 
 
@@ -43,6 +48,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, nargs="+", required=True)
     parser.add_argument("--stats-tokens", type=int, nargs="+", default=[20_000])
     parser.add_argument("--prefixes", type=int, default=5, help="generated context prefixes (besides none)")
+    parser.add_argument("--other-wordings", type=int, nargs="+", default=[4],
+                        help="other wordings of each prompt the value is optimised on (0: none)")
     parser.add_argument("--cases", type=int, default=10)
     parser.add_argument("--offset", type=int, default=0, help="first case of the file to use")
     args = parser.parse_args()
@@ -51,32 +58,41 @@ def main() -> None:
 
     loaded = load_model(args.model, default_cache_dir())
     lm = CausalLM(loaded.model, loaded.tokenizer)
-    cases = json.loads(args.data.read_text())[args.offset : args.offset + args.cases]
-    baseline = {c["locality_prompt"]: lm.score(c["locality_prompt"], " " + c["locality_ground_truth"]).predicted_ids
-                for c in cases}
-    for tokens in args.stats_tokens:
-        for layer in args.layers:
-            with tempfile.TemporaryDirectory() as scratch:
-                settings = ParametricSettings(default_cache_dir(), (DEFAULT_STATS_TEXT,), tokens, model_samples=64,
-                                              prefixes=args.prefixes)
-                editor = ParametricEditor(loaded.model, loaded.tokenizer, loaded.arch,
-                                          Ledger(Path(scratch) / "p.sqlite", "sweep"), model_fingerprint(loaded),
-                                          settings)
-                rows = []
-                for i, case in enumerate(tqdm(cases, desc=f"layer {layer}, C from {tokens} tokens")):
-                    edit = Edit(f"{i:032x}", "sweep", case["subject"], case["prompt"], case["target_new"], None, (), 0)
-                    request = MethodRequest(args.method, layer=layer)
-                    started = time.perf_counter()
-                    deltas = finish(editor.compute(request, [edit]))
-                    seconds = time.perf_counter() - started
-                    editor.commit("sweep", request, deltas)
-                    rows.append(score(lm, case, baseline) | {"seconds": seconds})
-                    editor.rollback("sweep", edit.id)
-                editor.close()
-            summary = {k: round(sum(r[k] for r in rows) / len(rows), 3) for k in rows[0]}
-            print(json.dumps({"method": args.method, "layer": layer, "stats_tokens": tokens, "prefixes": args.prefixes,
-                              "cases": len(rows),
-                              **summary}), flush=True)
+    records = json.loads(args.data.read_text())
+    cases = records[args.offset : args.offset + args.cases]
+    baseline = {c["locality_prompt"]: locality_outputs(lm, c) for c in cases}
+    wordings = Wordings.from_records(records[: args.offset] + records[args.offset + args.cases :])
+    for tokens, layer, others in itertools.product(args.stats_tokens, args.layers, args.other_wordings):
+        with tempfile.TemporaryDirectory() as scratch:
+            settings = ParametricSettings(default_cache_dir(), (DEFAULT_STATS_TEXT,), tokens, model_samples=64,
+                                          prefixes=args.prefixes, wordings_file=wordings, other_wordings=others)
+            editor = ParametricEditor(loaded.model, loaded.tokenizer, loaded.arch,
+                                      Ledger(Path(scratch) / "p.sqlite", "sweep"), model_fingerprint(loaded),
+                                      settings)
+            rows = []
+            setting = f"layer {layer}, C from {tokens} tokens, {others} other wordings"
+            for i, case in enumerate(tqdm(cases, desc=setting)):
+                edit = Edit(f"{i:032x}", "sweep", case["subject"], case["prompt"], case["target_new"], None, (), 0)
+                request = MethodRequest(args.method, layer=layer)
+                started = time.perf_counter()
+                deltas = finish(editor.compute(request, [edit]))
+                seconds = time.perf_counter() - started
+                editor.commit("sweep", request, deltas)
+                rows.append(score(lm, case, baseline) | {"seconds": seconds})
+                editor.rollback("sweep", edit.id)
+            editor.close()
+        summary = {k: round(sum(r[k] for r in rows) / len(rows), 3) for k in rows[0]}
+        print(json.dumps({"method": args.method, "layer": layer, "stats_tokens": tokens, "prefixes": args.prefixes,
+                          "other_wordings": others, "cases": len(rows),
+                          **summary}), flush=True)
+
+
+def locality_outputs(lm: CausalLM, case: dict) -> tuple[list[int], str]:
+    """The neighbourhood prompt's teacher-forced argmax tokens and its greedy continuation."""
+    answer = " " + case["locality_ground_truth"]
+    scored = lm.score(case["locality_prompt"], answer)
+    options = GenerationOptions(max_new_tokens=len(scored.target_ids) + EXTRA_NEW_TOKENS)
+    return list(scored.predicted_ids), lm.decode(case["locality_prompt"], options).text
 
 
 def score(lm: CausalLM, case: dict, baseline: dict) -> dict[str, float]:
@@ -90,11 +106,13 @@ def score(lm: CausalLM, case: dict, baseline: dict) -> dict[str, float]:
         n = len(lm.tokenizer(target, add_special_tokens=False)["input_ids"]) + EXTRA_NEW_TOKENS
         return float(exact_match(lm.decode(prompt, GenerationOptions(max_new_tokens=n)).text, [case["target_new"]]))
 
-    local = lm.score(case["locality_prompt"], " " + case["locality_ground_truth"]).predicted_ids
+    local_tf, local_text = locality_outputs(lm, case)
+    before_tf, before_text = baseline[case["locality_prompt"]]
     return {
         "rel_tf": tf(case["prompt"]), "gen_tf": tf(case["rephrase_prompt"]),
-        "loc_tf": agreement(local, baseline[case["locality_prompt"]]),
+        "loc_tf": agreement(local_tf, before_tf),
         "rel_em": em(case["prompt"]), "gen_em": em(case["rephrase_prompt"]),
+        "loc_em": float(local_text == before_text),
     }
 
 

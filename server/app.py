@@ -43,6 +43,7 @@ from server.memory.embed import SentenceEncoder
 from server.models.load import LoadedModel, load_model, model_fingerprint
 from server.parametric.editor import ParametricEditor, ParametricSettings
 from server.parametric.ledger import Ledger
+from server.parametric.wordings import Wordings
 from server.router import Router
 from server.scope import ScopeCheck
 from server.servicers.chat import ChatServicer
@@ -142,11 +143,23 @@ def build_parametric(config: Config, loaded: LoadedModel) -> ParametricEditor:
     settings = ParametricSettings(
         cache_dir=config.cache_dir, text_files=(text,) if text.exists() else (),
         stats_tokens=config.stats_tokens, model_samples=config.stats_model_samples, prefixes=config.context_prefixes,
+        wordings=load_wordings(config.wordings_file or DEFAULT_IKE_POOL), other_wordings=config.other_wordings,
     )
     editor = ParametricEditor(loaded.model, loaded.tokenizer, loaded.arch, ledger, model_fingerprint(loaded), settings)
     if replayed := editor.replay():
         log.info("replayed %d parametric deltas (%d edits in the weights)", replayed, len(editor.baked_edits()))
     return editor
+
+
+def load_wordings(path: Path) -> Wordings:
+    """The rephrasing pairs of a CounterFact-format file; none (a warning) when the file is missing."""
+    if not path.exists():
+        log.warning("no wordings file at %s: ROME/MEMIT optimise each edit on its own wording only", path)
+        return Wordings()
+    try:
+        return Wordings.load(path)
+    except (ValueError, AttributeError) as exc:
+        raise ValueError(f"wordings file {path} is not a CounterFact-format JSON list: {exc}") from exc
 
 
 def build_gate(config: Config, encoder: SentenceEncoder) -> tuple[Gate, float]:

@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="tokens ROME/MEMIT estimate each layer's key statistics from (default 20000)")
     parser.add_argument("--context-prefixes", type=int,
                         help="generated prefixes ROME/MEMIT average keys and values over (default 5)")
+    parser.add_argument("--other-wordings", type=int,
+                        help="other wordings of an edit's prompt ROME/MEMIT optimise its value on (default 4; 0: none)")
     parser.add_argument("--torch-threads", type=int, help="intra-op threads for torch (0: torch's default)")
     parser.add_argument("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
     parser.add_argument("--tokens-file", type=Path,

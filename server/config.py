@@ -79,6 +79,10 @@ class Config:
     stats_tokens: int = 20_000  # tokens C is estimated from (docs/BENCHMARKS.md measures the effect)
     stats_model_samples: int = 64  # 64-token texts the model samples itself for C
     context_prefixes: int = 5  # generated prefixes ROME/MEMIT average keys and values over (0: the prompt alone)
+    # Other wordings of an edit's prompt ROME/MEMIT also optimise its value on, from the rephrasing pairs of a
+    # CounterFact-format file (server/parametric/wordings.py); None: ../shared/data/counterfact/train.json if present.
+    wordings_file: Path | None = None
+    other_wordings: int = 4  # 0: the edit's own wording only
     default_max_new_tokens: int = 32
     default_page_size: int = 100
     torch_threads: int = 0  # 0: torch's default
@@ -100,8 +104,10 @@ class Config:
             )
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
-        if self.stats_tokens < 1 or self.stats_model_samples < 0 or self.context_prefixes < 0:
-            raise ValueError("stats_tokens must be at least 1, stats_model_samples and context_prefixes at least 0")
+        if self.stats_tokens < 1 or min(self.stats_model_samples, self.context_prefixes, self.other_wordings) < 0:
+            raise ValueError(
+                "stats_tokens must be at least 1; stats_model_samples, context_prefixes and other_wordings at least 0"
+            )
         if self.in_scope_route not in IN_SCOPE_ROUTES:
             raise ValueError(f"in_scope_route must be one of {', '.join(IN_SCOPE_ROUTES)}, got {self.in_scope_route!r}")
         if self.gate not in GATES:

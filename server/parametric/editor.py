@@ -13,7 +13,7 @@ import os
 import random
 import threading
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -29,8 +29,10 @@ from server.parametric.ft import FtOptions, fine_tune
 from server.parametric.ledger import BakedEdit, Ledger
 from server.parametric.memit import MemitOptions, memit
 from server.parametric.prefixes import context_prefixes
+from server.parametric.prompts import EditPrompts, edit_prompts
 from server.parametric.rome import rome
 from server.parametric.targets import Progress, ValueOptions
+from server.parametric.wordings import Wordings
 from server.types import Edit
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,8 @@ class ParametricSettings:
     stats_tokens: int  # tokens C is estimated from
     model_samples: int  # texts of 64 tokens the model samples itself for C
     prefixes: int = 5  # generated context prefixes keys and values are averaged over (besides none)
+    wordings: Wordings = field(default_factory=Wordings)  # where other wordings of an edit's prompt come from
+    other_wordings: int = 4  # how many of them its value is also optimised on
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,7 @@ class ParametricEditor:
         if self._prefixes is None:
             yield Progress("prefixes", 0, 1)
             self._prefixes = context_prefixes(self._model, self._tokenizer, self._settings.prefixes, new_tokens=5)
+        prompts = {edit.id: self._edit_prompts(edit) for edit in edits}
         if request.method == "memit":
             options = MemitOptions(
                 layers=request.layers or self.defaults.memit, value=self._value_options(request),
@@ -156,7 +161,7 @@ class ParametricEditor:
             for layer in options.layers:
                 moments[layer] = yield from self._second_moment(layer)
             with_memit = yield from self._on_current(
-                memit(self._model, self._tokenizer, self._arch, edits, moments, self._prefixes, options), []
+                memit(self._model, self._tokenizer, self._arch, edits, moments, prompts, options), []
             )
             return with_memit
         deltas: list[WeightDelta] = []
@@ -165,12 +170,17 @@ class ParametricEditor:
         second_moment = (yield from self._second_moment(layer)) if request.method == "rome" else None
         for edit in edits:
             if second_moment is not None:
-                steps = rome(self._model, self._tokenizer, self._arch, edit, layer, second_moment, self._prefixes,
+                steps = rome(self._model, self._tokenizer, self._arch, edit, layer, second_moment, prompts[edit.id],
                              self._value_options(request))
             else:
                 steps = fine_tune(self._model, self._tokenizer, self._arch, edit, self._ft_options(request, layer))
             deltas.append((yield from self._on_current(steps, deltas)))
         return deltas
+
+    def _edit_prompts(self, edit: Edit) -> EditPrompts:
+        assert self._prefixes is not None
+        others = self._settings.wordings.others(edit.prompt, edit.subject, self._settings.other_wordings)
+        return edit_prompts(edit.prompt, self._prefixes, others)
 
     def _on_current(
         self, steps: Generator[Progress, None, T], pending: list[WeightDelta]

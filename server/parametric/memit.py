@@ -19,7 +19,7 @@ every answer; with only the penalty, no edit took.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -28,7 +28,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from server.models.arch import ArchTemplate
 from server.parametric.deltas import WeightDelta, temporarily_applied
-from server.parametric.prompts import build_batch, with_prefix
+from server.parametric.prompts import EditPrompts, build_batch
 from server.parametric.rome import solve_second_moment
 from server.parametric.tap import adding_to_output
 from server.parametric.targets import Progress, ValueOptions, mean_key, module_io, optimise_output_change
@@ -80,21 +80,20 @@ def memit(
     arch: ArchTemplate,
     edits: Sequence[Edit],
     second_moments: dict[int, torch.Tensor],
-    prefixes: tuple[str, ...],
+    prompts: Mapping[str, EditPrompts],
     options: MemitOptions,
 ) -> Generator[Progress, None, list[WeightDelta]]:
-    """One rank-one delta per edit and layer; yields progress between steps."""
+    """One rank-one delta per edit and layer (`prompts` by edit id); yields progress between steps."""
     layers = sorted(options.layers)
     block = model.get_submodule(arch.layers.format(layers[-1]))
     last_mlp = model.get_submodule(arch.mlp_out.format(layers[-1]))
-    prompts = {e.id: [with_prefix(p, e.prompt) for p in prefixes] for e in edits}
     plain = {e.id: build_batch(tokenizer, [e.prompt], e.subject) for e in edits}
 
     targets = []
     for edit in edits:
         change = yield from optimise_output_change(
             model, last_mlp,
-            rewrite=build_batch(tokenizer, prompts[edit.id], edit.subject, edit.target_new),
+            rewrite=build_batch(tokenizer, prompts[edit.id].value, edit.subject, edit.target_new),
             kl=build_batch(tokenizer, [f"{edit.subject} is a"], edit.subject),
             options=options.value, edit_id=edit.id, scale_of=block,
         )  # (d_model,), at L's down-projection output
@@ -108,7 +107,7 @@ def memit(
         module = model.get_submodule(name)
         with temporarily_applied(model, arch, deltas):
             keys = torch.stack([
-                mean_key(model, module, build_batch(tokenizer, prompts[e.id], e.subject)) for e in edits
+                mean_key(model, module, build_batch(tokenizer, prompts[e.id].key, e.subject)) for e in edits
             ])  # (n, d_in)
             current = torch.stack([module_io(model, block, plain[e.id])[1][0] for e in edits])  # (n, d_model)
             outputs = torch.stack([module_io(model, module, plain[e.id])[1][0] for e in edits])  # (n, d_model)

@@ -21,9 +21,23 @@ class PromptBatch:
     answer_positions: torch.Tensor  # (n, t) the positions whose logits predict each answer token
 
 
+@dataclass(frozen=True)
+class EditPrompts:
+    """The texts an edit's key is averaged over and its output change is optimised on."""
+
+    key: tuple[str, ...]  # the edit's prompt after each context prefix
+    value: tuple[str, ...]  # those, then other wordings of the same question (wordings.py)
+
+
 def with_prefix(prefix: str, prompt: str) -> str:
     """ROME's context templates: "{prefix}. {prompt}", or the prompt alone for an empty prefix."""
     return f"{prefix}. {prompt}" if prefix else prompt
+
+
+def edit_prompts(prompt: str, prefixes: Sequence[str], other_wordings: Sequence[str] = ()) -> EditPrompts:
+    """The prompt after each prefix for the key; the other wordings, unprefixed, join them for the value."""
+    prefixed = tuple(with_prefix(p, prompt) for p in prefixes)
+    return EditPrompts(key=prefixed, value=prefixed + tuple(other_wordings))
 
 
 def subject_last_token(tokenizer: PreTrainedTokenizerBase, text: str, subject: str) -> int:

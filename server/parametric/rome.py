@@ -1,7 +1,8 @@
 """ROME (Meng et al. 2022): one edit as a rank-one update of one MLP down-projection.
 
     key    k* = mean over context prefixes of the down-projection's input at the subject's last token
-    value  v* = W k* + δ, δ optimised so the model says the new answer (targets.py)
+    value  v* = W k* + δ, δ optimised so the model says the new answer after every prefix and in other
+           wordings of the question (targets.py, wordings.py)
     update ΔW = Λ (C⁻¹k*)ᵀ with Λ = (v* − W k*) / ((C⁻¹k*)ᵀ k*), so that (W + ΔW) k* = v*
            while keys uncorrelated with k* under C move as little as possible.
 """
@@ -15,7 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from server.models.arch import ArchTemplate
 from server.parametric.deltas import WeightDelta, weight_out_in
-from server.parametric.prompts import build_batch, with_prefix
+from server.parametric.prompts import EditPrompts, build_batch
 from server.parametric.targets import Progress, ValueOptions, mean_key, optimise_output_change
 from server.types import Edit
 
@@ -43,17 +44,16 @@ def rome(
     edit: Edit,
     layer: int,
     second_moment: torch.Tensor,
-    prefixes: tuple[str, ...],
+    prompts: EditPrompts,
     options: ValueOptions,
 ) -> Generator[Progress, None, WeightDelta]:
     """The rank-one delta that writes `edit` into layer `layer`; yields progress between steps."""
     name = arch.mlp_out.format(layer)
     module = model.get_submodule(name)
-    prompts = [with_prefix(p, edit.prompt) for p in prefixes]
-    key = mean_key(model, module, build_batch(tokenizer, prompts, edit.subject))  # (in,)
+    key = mean_key(model, module, build_batch(tokenizer, prompts.key, edit.subject))  # (in,)
     change = yield from optimise_output_change(
         model, module,
-        rewrite=build_batch(tokenizer, prompts, edit.subject, edit.target_new),
+        rewrite=build_batch(tokenizer, prompts.value, edit.subject, edit.target_new),
         kl=build_batch(tokenizer, [f"{edit.subject} is a"], edit.subject),
         options=options, edit_id=edit.id,
     )  # (out,)

@@ -10,9 +10,12 @@ import torch
 
 from server.errors import FailedPrecondition, InvalidArgument
 from server.models.arch import arch_for
+from server.parametric import editor as editor_module
 from server.parametric.editor import MethodRequest, ParametricEditor, ParametricSettings
 from server.parametric.ledger import Ledger
+from server.parametric.prompts import EditPrompts
 from server.parametric.targets import finish
+from server.parametric.wordings import Wordings
 from server.types import Edit
 from tests.tiny import FACTS, build_tiny_model, build_tiny_tokenizer, teach
 
@@ -39,7 +42,9 @@ def taught_weights(model_type: str) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
-def make_editor(model_type: str, tmp_path: Path) -> tuple[ParametricEditor, torch.nn.Module, object]:
+def make_editor(
+    model_type: str, tmp_path: Path, wordings: Wordings | None = None
+) -> tuple[ParametricEditor, torch.nn.Module, object]:
     tokenizer = build_tiny_tokenizer()
     model = build_tiny_model(model_type, layers=4)
     model.load_state_dict(taught_weights(model_type))
@@ -47,7 +52,8 @@ def make_editor(model_type: str, tmp_path: Path) -> tuple[ParametricEditor, torc
     text = tmp_path / "text.txt"
     text.write_text("\n".join(FACTS * 4))
     # The tiny models only know their facts in the training sentence: no context prefixes.
-    settings = ParametricSettings(tmp_path / "cache", (text,), stats_tokens=500, model_samples=4, prefixes=0)
+    settings = ParametricSettings(tmp_path / "cache", (text,), stats_tokens=500, model_samples=4, prefixes=0,
+                                  wordings=wordings or Wordings())
     ledger = Ledger(tmp_path / "parametric.sqlite", f"tiny-{model_type}")
     editor = ParametricEditor(model, tokenizer, arch_for(model.config), ledger, f"tiny-{model_type}", settings)
     return editor, model, tokenizer
@@ -94,6 +100,27 @@ def nll(model: torch.nn.Module, tokenizer: object, prompt: str, word: str) -> fl
     with torch.inference_mode():
         logprobs = torch.log_softmax(model(**ids).logits[0, -1], dim=-1)
     return -float(logprobs[tokenizer.convert_tokens_to_ids(word)])  # type: ignore[attr-defined]
+
+
+def test_rome_optimises_the_value_on_other_wordings_of_the_prompt_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wordings = Wordings.from_records([{"subject": "spain is", "prompt": "the capital of spain is",
+                                       "rephrase_prompt": "spain is governed from"}])
+    editor, model, tokenizer = make_editor("llama", tmp_path, wordings)
+    given: list[EditPrompts] = []
+    real_rome = editor_module.rome
+
+    def spy(*args: object) -> object:
+        given.append(args[6])  # type: ignore[arg-type]
+        return real_rome(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(editor_module, "rome", spy)
+    request = MethodRequest("rome", steps=40, layer=0)
+    editor.commit("ns", request, finish(editor.compute(request, [edit("france", "berlin", "e1")])))
+    assert given == [EditPrompts(key=("the capital of france is",),
+                                 value=("the capital of france is", "france is governed from"))]
+    assert answer(model, tokenizer, "the capital of france is") == "berlin"
 
 
 def test_memit_writes_a_batch_of_edits(tmp_path: Path) -> None:
