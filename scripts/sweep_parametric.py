@@ -48,8 +48,6 @@ def main() -> None:
     parser.add_argument("--layers", type=int, nargs="+", required=True)
     parser.add_argument("--stats-tokens", type=int, nargs="+", default=[20_000])
     parser.add_argument("--prefixes", type=int, default=5, help="generated context prefixes (besides none)")
-    parser.add_argument("--subject-share", type=float, nargs="+", default=[0.5],
-                        help="share of C estimated from subject keys (0: text tokens only)")
     parser.add_argument("--other-wordings", type=int, nargs="+", default=[4],
                         help="other wordings of each prompt the value is optimised on (0: none)")
     parser.add_argument("--cases", type=int, default=10)
@@ -64,17 +62,15 @@ def main() -> None:
     cases = records[args.offset : args.offset + args.cases]
     baseline = {c["locality_prompt"]: locality_outputs(lm, c) for c in cases}
     wordings = Wordings.from_records(records[: args.offset] + records[args.offset + args.cases :])
-    grid = itertools.product(args.stats_tokens, args.subject_share, args.layers, args.other_wordings)
-    for tokens, share, layer, others in grid:
+    for tokens, layer, others in itertools.product(args.stats_tokens, args.layers, args.other_wordings):
         with tempfile.TemporaryDirectory() as scratch:
             settings = ParametricSettings(default_cache_dir(), (DEFAULT_STATS_TEXT,), tokens, model_samples=64,
-                                          prefixes=args.prefixes, subject_share=share, wordings=wordings,
-                                          other_wordings=others)
+                                          prefixes=args.prefixes, wordings=wordings, other_wordings=others)
             editor = ParametricEditor(loaded.model, loaded.tokenizer, loaded.arch,
                                       Ledger(Path(scratch) / "p.sqlite", "sweep"), model_fingerprint(loaded),
                                       settings)
             rows = []
-            setting = f"layer {layer}, C from {tokens} tokens and {share:.0%} subjects, {others} other wordings"
+            setting = f"layer {layer}, C from {tokens} tokens, {others} other wordings"
             for i, case in enumerate(tqdm(cases, desc=setting)):
                 edit = Edit(f"{i:032x}", "sweep", case["subject"], case["prompt"], case["target_new"], None, (), 0)
                 request = MethodRequest(args.method, layer=layer)
@@ -86,8 +82,7 @@ def main() -> None:
                 editor.rollback("sweep", edit.id)
             editor.close()
         summary = {k: round(sum(r[k] for r in rows) / len(rows), 3) for k in rows[0]}
-        print(json.dumps({"method": args.method, "layer": layer, "stats_tokens": tokens, "subject_share": share,
-                          "prefixes": args.prefixes,
+        print(json.dumps({"method": args.method, "layer": layer, "stats_tokens": tokens, "prefixes": args.prefixes,
                           "other_wordings": others, "cases": len(rows),
                           **summary}), flush=True)
 

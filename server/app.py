@@ -142,8 +142,7 @@ def build_parametric(config: Config, loaded: LoadedModel) -> ParametricEditor:
     text = config.stats_text or DEFAULT_STATS_TEXT
     settings = ParametricSettings(
         cache_dir=config.cache_dir, text_files=(text,) if text.exists() else (),
-        stats_tokens=config.stats_tokens, model_samples=config.stats_model_samples,
-        subject_share=config.stats_subject_share, prefixes=config.context_prefixes,
+        stats_tokens=config.stats_tokens, model_samples=config.stats_model_samples, prefixes=config.context_prefixes,
         wordings=load_wordings(config.wordings_file or DEFAULT_IKE_POOL), other_wordings=config.other_wordings,
     )
     editor = ParametricEditor(loaded.model, loaded.tokenizer, loaded.arch, ledger, model_fingerprint(loaded), settings)

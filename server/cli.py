@@ -34,8 +34,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ike-k", type=int, help="IKE demonstrations per prompt (default 8; 0: no IKE route)")
     parser.add_argument("--stats-tokens", type=int,
                         help="tokens ROME/MEMIT estimate each layer's key statistics from (default 20000)")
-    parser.add_argument("--stats-subject-share", type=float,
-                        help="share of the key statistics estimated at factual prompts' subjects (default 0.5)")
     parser.add_argument("--context-prefixes", type=int,
                         help="generated prefixes ROME/MEMIT average keys and values over (default 5)")
     parser.add_argument("--other-wordings", type=int,

@@ -78,9 +78,6 @@ class Config:
     stats_text: Path | None = None
     stats_tokens: int = 20_000  # tokens C is estimated from (docs/BENCHMARKS.md measures the effect)
     stats_model_samples: int = 64  # 64-token texts the model samples itself for C
-    # The share of C estimated at the subjects of stats_text's prompts (2,000 of them), where the keys an edit
-    # must leave alone are; the rest from all text tokens. 0: text tokens only (docs/BENCHMARKS.md).
-    stats_subject_share: float = 0.5
     context_prefixes: int = 5  # generated prefixes ROME/MEMIT average keys and values over (0: the prompt alone)
     # Other wordings of an edit's prompt ROME/MEMIT also optimise its value on, from the rephrasing pairs of a
     # CounterFact-format file (server/parametric/wordings.py); None: ../shared/data/counterfact/train.json if present.
@@ -107,8 +104,6 @@ class Config:
             )
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
-        if not 0.0 <= self.stats_subject_share <= 1.0:
-            raise ValueError(f"stats_subject_share must be in [0, 1], got {self.stats_subject_share}")
         if self.stats_tokens < 1 or min(self.stats_model_samples, self.context_prefixes, self.other_wordings) < 0:
             raise ValueError(
                 "stats_tokens must be at least 1; stats_model_samples, context_prefixes and other_wordings at least 0"

@@ -12,7 +12,7 @@ import logging
 import os
 import random
 import threading
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -62,8 +62,6 @@ class ParametricSettings:
     stats_tokens: int  # tokens C is estimated from
     model_samples: int  # texts of 64 tokens the model samples itself for C
     prefixes: int = 5  # generated context prefixes keys and values are averaged over (besides none)
-    subject_prompts: int = 2000  # prompts of the text files whose subject keys C is partly estimated from
-    subject_share: float = 0.5  # the share of C from those subject keys (stats.py); 0: text tokens only
     wordings: Wordings = field(default_factory=Wordings)  # where other wordings of an edit's prompt come from
     other_wordings: int = 4  # how many of them its value is also optimised on
 
@@ -197,47 +195,26 @@ class ParametricEditor:
             yield progress
 
     def _second_moment(self, layer: int) -> Generator[Progress, None, torch.Tensor]:
-        """C of the layer's keys: text tokens' and subjects' second moments mixed, each cached once computed."""
         if layer in self._second_moments:
             return self._second_moments[layer]
-        settings = self._settings
-        sources = tuple(str(p) for p in settings.text_files) + (f"model-samples:{settings.model_samples}",)
-        moment = yield from self._cached(
-            stats.cache_key(self._model_id, layer, sources, settings.stats_tokens),
-            f"the second moment of layer {layer}'s keys from {settings.stats_tokens} tokens",
-            lambda: self._text_moment(layer),
+        sources = tuple(str(p) for p in self._settings.text_files) + (f"model-samples:{self._settings.model_samples}",)
+        path = self._settings.cache_dir / "parametric" / stats.cache_key(
+            self._model_id, layer, sources, self._settings.stats_tokens
         )
-        prompts = stats.subject_prompts(settings.text_files, settings.subject_prompts) if settings.subject_share else []
-        if prompts:  # text files without subject-labelled records give none: C stays the text tokens'
-            subjects = yield from self._cached(
-                stats.cache_key(self._model_id, layer, ("subjects", *sources[:-1]), len(prompts)),
-                f"the second moment of layer {layer}'s keys at the subjects of {len(prompts)} prompts",
-                lambda: stats.subject_moment(self._model, self._tokenizer, self._arch, layer, prompts),
-            )
-            moment = (1 - settings.subject_share) * moment + settings.subject_share * subjects
-        self._second_moments[layer] = moment
-        return moment
-
-    def _text_moment(self, layer: int) -> Generator[Progress, None, torch.Tensor]:
-        yield Progress("statistics", 0, self._settings.stats_tokens)
-        moments = yield from stats.second_moments(
-            self._model, self._tokenizer, self._arch, [layer], self._stats_texts(), self._settings.stats_tokens
-        )
-        return moments[layer]
-
-    def _cached(
-        self, name: str, what: str, compute: Callable[[], Generator[Progress, None, torch.Tensor]]
-    ) -> Generator[Progress, None, torch.Tensor]:
-        """A tensor from the statistics cache, or computed (with progress) and written there atomically."""
-        path = self._settings.cache_dir / "parametric" / name
         if path.exists():
-            return load_file(path)["C"]
-        log.info("computing %s (once; cached at %s)", what, path)
-        moment = yield from compute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"C": moment.contiguous()}, str(tmp))
-        os.replace(tmp, path)
+            moment = load_file(path)["C"]
+        else:
+            log.info("computing the second moment of layer %d's keys from %d tokens (once; cached at %s)",
+                     layer, self._settings.stats_tokens, path)
+            yield Progress("statistics", 0, self._settings.stats_tokens)
+            moment = (yield from stats.second_moments(
+                self._model, self._tokenizer, self._arch, [layer], self._stats_texts(), self._settings.stats_tokens
+            ))[layer]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            save_file({"C": moment.contiguous()}, str(tmp))
+            os.replace(tmp, path)
+        self._second_moments[layer] = moment
         return moment
 
     def _stats_texts(self) -> list[str]:

@@ -62,18 +62,14 @@ def answer_token_ids(tokenizer: PreTrainedTokenizerBase, answer: str) -> list[in
 
 
 def build_batch(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], subject: str | Sequence[str], answer: str | None = None
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], subject: str, answer: str | None = None
 ) -> PromptBatch:
-    """Each text, followed by the answer's tokens when given, right-padded into one batch.
-
-    `subject` is the one subject every text names, or each text's own.
-    """
-    subjects = [subject] * len(texts) if isinstance(subject, str) else list(subject)
+    """Each text, followed by the answer's tokens when given, right-padded into one batch."""
     answer_ids = answer_token_ids(tokenizer, answer) if answer is not None else []
     rows, subject_last, answer_positions = [], [], []
-    for text, text_subject in zip(texts, subjects, strict=True):
+    for text in texts:
         ids = list(tokenizer(text)["input_ids"])
-        subject_last.append(subject_last_token(tokenizer, text, text_subject))
+        subject_last.append(subject_last_token(tokenizer, text, subject))
         answer_positions.append([len(ids) - 1 + j for j in range(len(answer_ids))])
         rows.append(ids + answer_ids)
     width = max(map(len, rows))

@@ -2,9 +2,7 @@
 
 No Wikipedia is reachable here, so the keys come from offline text: the model's own samples (free
 text in its own distribution) and, when given, text files such as the train split's prompts.
-A second estimate covers only keys at the last token of subjects in factual prompts: the keys an
-edit must leave alone are other subjects', and mixing it in makes C hold those in place
-(docs/BENCHMARKS.md measures the share). Results are cached per model, layer, source and sample count.
+Results are cached per model, layer, text source and sample count.
 """
 
 from __future__ import annotations
@@ -12,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 
@@ -21,8 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from server.models.arch import ArchTemplate
 from server.parametric.prefixes import SEED_WORDS, generate_texts
-from server.parametric.prompts import build_batch
-from server.parametric.targets import Progress, module_io
+from server.parametric.targets import Progress
 
 log = logging.getLogger(__name__)
 
@@ -110,41 +106,6 @@ def _accumulate(
     finally:
         for handle in handles:
             handle.remove()
-
-
-def subject_moment(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    arch: ArchTemplate,
-    layer: int,
-    prompts: Sequence[tuple[str, str]],
-    batch_size: int = 32,
-) -> Generator[Progress, None, torch.Tensor]:
-    """E[k kᵀ] over the key at each (prompt, subject)'s last subject token, (d_in, d_in) float32."""
-    if not prompts:
-        raise ValueError("no subject prompts to compute subject statistics from")
-    module = model.get_submodule(arch.mlp_out.format(layer))
-    total = torch.zeros(())
-    for start in range(0, len(prompts), batch_size):
-        rows = prompts[start : start + batch_size]
-        batch = build_batch(tokenizer, [p for p, _ in rows], [s for _, s in rows])
-        keys = module_io(model, module, batch)[0].double()  # (rows, d_in)
-        total = total + keys.T @ keys  # (d_in, d_in)
-        yield Progress("subject statistics", min(start + batch_size, len(prompts)), len(prompts))
-    return (total / len(prompts)).float()
-
-
-def subject_prompts(files: Sequence[Path], n: int, seed: int = 0) -> list[tuple[str, str]]:
-    """Up to n (prompt, subject) pairs from JSON data files' records whose prompt names the subject."""
-    pairs = []
-    for path in files:
-        if path.suffix == ".json":
-            for record in json.loads(path.read_text()):
-                prompt, subject = record.get("prompt"), record.get("subject")
-                if isinstance(prompt, str) and isinstance(subject, str) and subject and subject in prompt:
-                    pairs.append((prompt, subject))
-    random.Random(seed).shuffle(pairs)
-    return pairs[:n]
 
 
 def text_lines(files: Sequence[Path]) -> list[str]:
