@@ -109,6 +109,8 @@ def test_limits_from_environ_is_refused_with_a_hint() -> None:
     ({"default_max_new_tokens": 0}, "default_max_new_tokens"),
     ({"default_max_new_tokens": Limits().max_new_tokens + 1}, "default_max_new_tokens"),
     ({"default_page_size": 0}, "default_page_size"),
+    ({"other_wordings": -1}, "other_wordings"),
+    ({"context_prefixes": -1}, "context_prefixes"),
 ])
 def test_bad_values_raise_value_error_naming_the_setting(overrides: dict[str, object], mentions: str) -> None:
     with pytest.raises(ValueError, match=mentions):

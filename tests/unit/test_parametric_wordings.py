@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from server.app import load_wordings
 from server.parametric.prompts import edit_prompts
 from server.parametric.wordings import Wordings, template
 
@@ -44,3 +49,11 @@ def test_the_value_is_optimised_on_the_prefixed_prompts_and_then_the_other_wordi
     prompts = edit_prompts("Miles Davis, the", ("", "It rained"), ("Miles Davis is incredible at",))
     assert prompts.key == ("Miles Davis, the", "It rained. Miles Davis, the")
     assert prompts.value == (*prompts.key, "Miles Davis is incredible at")
+
+
+def test_a_missing_wordings_file_gives_none_and_a_malformed_one_names_itself(tmp_path: Path) -> None:
+    assert load_wordings(tmp_path / "absent.json").others("Miles Davis, the", "Miles Davis", 4) == ()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"prompt": "not a list"}')
+    with pytest.raises(ValueError, match="bad.json"):
+        load_wordings(bad)
