@@ -143,7 +143,8 @@ def build_parametric(config: Config, loaded: LoadedModel) -> ParametricEditor:
     settings = ParametricSettings(
         cache_dir=config.cache_dir, text_files=(text,) if text.exists() else (),
         stats_tokens=config.stats_tokens, model_samples=config.stats_model_samples, prefixes=config.context_prefixes,
-        wordings=load_wordings(config.wordings_file or DEFAULT_IKE_POOL), other_wordings=config.other_wordings,
+        wordings=load_wordings(config.wordings_file or DEFAULT_IKE_POOL) if config.other_wordings else Wordings(),
+        other_wordings=config.other_wordings,
     )
     editor = ParametricEditor(loaded.model, loaded.tokenizer, loaded.arch, ledger, model_fingerprint(loaded), settings)
     if replayed := editor.replay():
