@@ -8,8 +8,10 @@ choose the default layers (docs/BENCHMARKS.md); never run it on validation or de
     scripts/sweep_parametric.py --layers 2 4 6 8 10 12 --cases 10
     scripts/sweep_parametric.py --layers 6 --stats-tokens 2000 20000 100000 --cases 10
     scripts/sweep_parametric.py --layers 12 --other-wordings 0 4 --cases 30
+    scripts/sweep_parametric.py --method memit --layers 8 9 10 11 12 --cases 20   # 20 edits at once
 
-Other wordings are mined from the same file without the swept cases, so no case sees its own paraphrase.
+Other wordings and neighbours are mined from the same file without the swept cases, so no case sees its
+own paraphrase or locality prompt.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from server.generators.decoding import CausalLM  # noqa: E402
 from server.models.load import load_model, model_fingerprint  # noqa: E402
 from server.parametric.editor import MethodRequest, ParametricEditor, ParametricSettings  # noqa: E402
 from server.parametric.ledger import Ledger  # noqa: E402
+from server.parametric.neighbours import Neighbours  # noqa: E402
 from server.parametric.targets import finish  # noqa: E402
 from server.parametric.wordings import Wordings  # noqa: E402
 from server.types import Edit, GenerationOptions  # noqa: E402
@@ -44,12 +47,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="gemma-3-270m")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/counterfact/train.json")
-    parser.add_argument("--method", default="rome", choices=("rome", "ft"))
-    parser.add_argument("--layers", type=int, nargs="+", required=True)
+    parser.add_argument("--method", default="rome", choices=("rome", "ft", "memit"))
+    parser.add_argument("--layers", type=int, nargs="+", required=True,
+                        help="layers to sweep; for MEMIT, the one range the cases are spread over")
+    parser.add_argument("--mom2-weight", type=float, nargs="+", default=[None],
+                        help="MEMIT's λ values to sweep (default: the method's)")
     parser.add_argument("--stats-tokens", type=int, nargs="+", default=[20_000])
     parser.add_argument("--prefixes", type=int, default=5, help="generated context prefixes (besides none)")
     parser.add_argument("--other-wordings", type=int, nargs="+", default=[4],
                         help="other wordings of each prompt the value is optimised on (0: none)")
+    parser.add_argument("--neighbours", type=int, nargs="+", default=[8],
+                        help="prompts about other subjects ROME's value holds in place (0: none)")
     parser.add_argument("--cases", type=int, default=10)
     parser.add_argument("--offset", type=int, default=0, help="first case of the file to use")
     args = parser.parse_args()
@@ -61,30 +69,50 @@ def main() -> None:
     records = json.loads(args.data.read_text())
     cases = records[args.offset : args.offset + args.cases]
     baseline = {c["locality_prompt"]: locality_outputs(lm, c) for c in cases}
-    wordings = Wordings.from_records(records[: args.offset] + records[args.offset + args.cases :])
-    for tokens, layer, others in itertools.product(args.stats_tokens, args.layers, args.other_wordings):
+    rest = records[: args.offset] + records[args.offset + args.cases :]
+    wordings, neighbours = Wordings.from_records(rest), Neighbours.from_records(rest)
+    spans = [tuple(args.layers)] if args.method == "memit" else [(layer,) for layer in args.layers]
+    for tokens, layers, others, keep, mom2 in itertools.product(
+        args.stats_tokens, spans, args.other_wordings, args.neighbours, args.mom2_weight
+    ):
         with tempfile.TemporaryDirectory() as scratch:
             settings = ParametricSettings(default_cache_dir(), (DEFAULT_STATS_TEXT,), tokens, model_samples=64,
-                                          prefixes=args.prefixes, wordings=wordings, other_wordings=others)
+                                          prefixes=args.prefixes, wordings=wordings, other_wordings=others,
+                                          neighbours=neighbours, keep_neighbours=keep)
             editor = ParametricEditor(loaded.model, loaded.tokenizer, loaded.arch,
                                       Ledger(Path(scratch) / "p.sqlite", "sweep"), model_fingerprint(loaded),
                                       settings)
-            rows = []
-            setting = f"layer {layer}, C from {tokens} tokens, {others} other wordings"
-            for i, case in enumerate(tqdm(cases, desc=setting)):
-                edit = Edit(f"{i:032x}", "sweep", case["subject"], case["prompt"], case["target_new"], None, (), 0)
-                request = MethodRequest(args.method, layer=layer)
-                started = time.perf_counter()
-                deltas = finish(editor.compute(request, [edit]))
-                seconds = time.perf_counter() - started
-                editor.commit("sweep", request, deltas)
-                rows.append(score(lm, case, baseline) | {"seconds": seconds})
-                editor.rollback("sweep", edit.id)
+            setting = (f"layers {layers}, C from {tokens} tokens, {others} other wordings, {keep} neighbours"
+                       + ("" if mom2 is None else f", λ {mom2:g}"))
+            edits = [Edit(f"{i:032x}", "sweep", c["subject"], c["prompt"], c["target_new"], None, (), 0)
+                     for i, c in enumerate(cases)]
+            if args.method == "memit":
+                rows = apply_at_once(editor, MethodRequest("memit", layers=layers, mom2_weight=mom2), edits, cases,
+                                     lm, baseline)
+            else:
+                request = MethodRequest(args.method, layer=layers[0])
+                rows = [apply_at_once(editor, request, [e], [c], lm, baseline)[0]
+                        for e, c in zip(tqdm(edits, desc=setting), cases, strict=True)]
             editor.close()
         summary = {k: round(sum(r[k] for r in rows) / len(rows), 3) for k in rows[0]}
-        print(json.dumps({"method": args.method, "layer": layer, "stats_tokens": tokens, "prefixes": args.prefixes,
-                          "other_wordings": others, "cases": len(rows),
+        print(json.dumps({"method": args.method, "layers": layers, "stats_tokens": tokens, "prefixes": args.prefixes,
+                          "other_wordings": others, "neighbours": keep, "mom2_weight": mom2, "cases": len(rows),
                           **summary}), flush=True)
+
+
+def apply_at_once(
+    editor: ParametricEditor, request: MethodRequest, edits: list[Edit], cases: list[dict], lm: CausalLM,
+    baseline: dict,
+) -> list[dict[str, float]]:
+    """Writes the edits in one application, scores every case, rolls them back; seconds are per edit."""
+    started = time.perf_counter()
+    deltas = finish(editor.compute(request, edits))
+    seconds = (time.perf_counter() - started) / len(edits)
+    editor.commit("sweep", request, deltas)
+    rows = [score(lm, case, baseline) | {"seconds": seconds} for case in cases]
+    for edit in edits:
+        editor.rollback("sweep", edit.id)
+    return rows
 
 
 def locality_outputs(lm: CausalLM, case: dict) -> tuple[list[int], str]:
