@@ -20,7 +20,10 @@ from server.types import Edit
 from tests.tiny import FACTS, build_tiny_model, build_tiny_tokenizer, teach
 
 ARCHS = ("llama", "gpt2", "gemma3_text", "gptj")
-TEACH_STEPS = {"gpt2": 300}  # enough for each tiny model to know all four facts, and no more
+# Enough for each tiny model to know all four facts (taught_weights checks), and no more. GPT-J's random
+# initialisation changed under transformers 5.2x: 150 steps left it at rome 0.52 / berlin 0.45 for italy,
+# and any edit tipped that over.
+TEACH_STEPS = {"gpt2": 300, "gptj": 300}
 
 
 def edit(country: str, target: str, id_: str) -> Edit:
@@ -38,7 +41,14 @@ def answer(editor_model: torch.nn.Module, tokenizer: object, prompt: str) -> str
 @functools.cache
 def taught_weights(model_type: str) -> dict[str, torch.Tensor]:
     steps = TEACH_STEPS.get(model_type, 150)
-    model = teach(build_tiny_model(model_type, layers=4), build_tiny_tokenizer(), steps=steps)
+    tokenizer = build_tiny_tokenizer()
+    model = teach(build_tiny_model(model_type, layers=4), tokenizer, steps=steps)
+    for fact in FACTS:  # the tests below edit and check these facts: the model must hold each firmly
+        prompt, city = fact.rsplit(" ", 1)
+        ids = tokenizer(prompt, return_tensors="pt")
+        with torch.inference_mode():
+            confidence = float(model(**ids).logits[0, -1].softmax(-1)[tokenizer.convert_tokens_to_ids(city)])
+        assert confidence > 0.9, f"the taught tiny {model_type} gives {city!r} {confidence:.2f} after {prompt!r}"
     return model.state_dict()
 
 
