@@ -28,7 +28,6 @@ from server.parametric.deltas import WeightDelta, add_delta_, temporarily_applie
 from server.parametric.ft import FtOptions, fine_tune
 from server.parametric.ledger import BakedEdit, Ledger
 from server.parametric.memit import MemitOptions, memit
-from server.parametric.neighbours import Neighbours
 from server.parametric.prefixes import context_prefixes
 from server.parametric.prompts import EditPrompts, edit_prompts
 from server.parametric.rome import rome
@@ -65,8 +64,6 @@ class ParametricSettings:
     prefixes: int = 5  # generated context prefixes keys and values are averaged over (besides none)
     wordings: Wordings = field(default_factory=Wordings)  # where other wordings of an edit's prompt come from
     other_wordings: int = 4  # how many of them its value is also optimised on
-    neighbours: Neighbours = field(default_factory=Neighbours)  # where prompts about other subjects come from
-    keep_neighbours: int = 8  # how many of them ROME's value holds in place
 
 
 @dataclass(frozen=True)
@@ -182,10 +179,8 @@ class ParametricEditor:
 
     def _edit_prompts(self, edit: Edit) -> EditPrompts:
         assert self._prefixes is not None
-        settings = self._settings
-        others = settings.wordings.others(edit.prompt, edit.subject, settings.other_wordings)
-        keep = settings.neighbours.of(edit.prompt, edit.subject, settings.keep_neighbours)
-        return edit_prompts(edit.prompt, self._prefixes, others, keep)
+        others = self._settings.wordings.others(edit.prompt, edit.subject, self._settings.other_wordings)
+        return edit_prompts(edit.prompt, self._prefixes, others)
 
     def _on_current(
         self, steps: Generator[Progress, None, T], pending: list[WeightDelta]

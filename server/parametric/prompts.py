@@ -22,19 +22,11 @@ class PromptBatch:
 
 
 @dataclass(frozen=True)
-class KeepBatch:
-    input_ids: torch.Tensor  # (n, seq) right-padded: each prompt, then the unedited model's continuation
-    attention_mask: torch.Tensor  # (n, seq)
-    positions: torch.Tensor  # (n, m) the positions whose next-token predictions must not change
-
-
-@dataclass(frozen=True)
 class EditPrompts:
     """The texts an edit's key is averaged over and its output change is optimised on."""
 
     key: tuple[str, ...]  # the edit's prompt after each context prefix
     value: tuple[str, ...]  # those, then other wordings of the same question (wordings.py)
-    keep: tuple[str, ...] = ()  # prompts about other subjects that should continue as before (neighbours.py)
 
 
 def with_prefix(prefix: str, prompt: str) -> str:
@@ -42,12 +34,10 @@ def with_prefix(prefix: str, prompt: str) -> str:
     return f"{prefix}. {prompt}" if prefix else prompt
 
 
-def edit_prompts(
-    prompt: str, prefixes: Sequence[str], other_wordings: Sequence[str] = (), neighbours: Sequence[str] = ()
-) -> EditPrompts:
+def edit_prompts(prompt: str, prefixes: Sequence[str], other_wordings: Sequence[str] = ()) -> EditPrompts:
     """The prompt after each prefix for the key; the other wordings, unprefixed, join them for the value."""
     prefixed = tuple(with_prefix(p, prompt) for p in prefixes)
-    return EditPrompts(key=prefixed, value=prefixed + tuple(other_wordings), keep=tuple(neighbours))
+    return EditPrompts(key=prefixed, value=prefixed + tuple(other_wordings))
 
 
 def subject_last_token(tokenizer: PreTrainedTokenizerBase, text: str, subject: str) -> int:
@@ -90,15 +80,4 @@ def build_batch(
         subject_last=torch.tensor(subject_last),
         answer_ids=torch.tensor(answer_ids, dtype=torch.long),
         answer_positions=torch.tensor(answer_positions, dtype=torch.long).reshape(len(rows), len(answer_ids)),
-    )
-
-
-def build_keep_batch(rows: Sequence[Sequence[int]], prompt_lengths: Sequence[int], pad: int) -> KeepBatch:
-    """Token rows (prompt then continuation), kept from each prompt's last token to the row's end."""
-    m = min(len(r) - n for r, n in zip(rows, prompt_lengths, strict=True)) + 1
-    width = max(map(len, rows))
-    return KeepBatch(
-        input_ids=torch.tensor([list(r) + [pad] * (width - len(r)) for r in rows]),
-        attention_mask=torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
-        positions=torch.tensor([[n - 1 + j for j in range(m)] for n in prompt_lengths], dtype=torch.long),
     )

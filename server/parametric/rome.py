@@ -1,11 +1,10 @@
 """ROME (Meng et al. 2022): one edit as a rank-one update of one MLP down-projection.
 
     key    k* = mean over context prefixes of the down-projection's input at the subject's last token
-    update ΔW = δ dᵀ with d = C⁻¹k* / (k*ᵀC⁻¹k*), so that (W + ΔW) k* = W k* + δ = v* while keys
-           uncorrelated with k* under C move as little as possible
-    value  δ optimised, as that update, so the model says the new answer after every prefix and in
-           other wordings of the question (targets.py, wordings.py), while prompts about other
-           subjects asked the same way continue as before (neighbours.py)
+    value  v* = W k* + δ, δ optimised so the model says the new answer after every prefix and in other
+           wordings of the question (targets.py, wordings.py)
+    update ΔW = Λ (C⁻¹k*)ᵀ with Λ = (v* − W k*) / ((C⁻¹k*)ᵀ k*), so that (W + ΔW) k* = v*
+           while keys uncorrelated with k* under C move as little as possible.
 """
 
 from __future__ import annotations
@@ -16,18 +15,10 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from server.models.arch import ArchTemplate
-from server.parametric.deltas import WeightDelta
+from server.parametric.deltas import WeightDelta, weight_out_in
 from server.parametric.prompts import EditPrompts, build_batch
-from server.parametric.targets import (
-    Progress,
-    ValueOptions,
-    mean_key,
-    optimise_output_change,
-    unedited_continuations,
-)
+from server.parametric.targets import Progress, ValueOptions, mean_key, optimise_output_change
 from server.types import Edit
-
-KEEP_TOKENS = 4  # a neighbour's next tokens held in place: about an answer and the evaluation's few more
 
 
 def solve_second_moment(second_moment: torch.Tensor, keys: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
@@ -37,10 +28,13 @@ def solve_second_moment(second_moment: torch.Tensor, keys: torch.Tensor, ridge: 
     return torch.linalg.solve(c, keys.double()).to(keys.dtype)
 
 
-def key_direction(second_moment: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-    """d = C⁻¹k* / (k*ᵀC⁻¹k*) (in,): ΔW = δ dᵀ adds δ at k* and (x·d) δ at any other key x."""
+def rank_one_update(
+    weight: torch.Tensor, second_moment: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Λ, C⁻¹k*) with ΔW = Λ (C⁻¹k*)ᵀ; weight (out, in), key (in,), value (out,) → ((out,), (in,))."""
     c_inv_key = solve_second_moment(second_moment, key)  # (in,)
-    return c_inv_key / (c_inv_key @ key)
+    lam = (value - weight @ key) / (c_inv_key @ key)  # (out,)
+    return lam, c_inv_key
 
 
 def rome(
@@ -57,12 +51,13 @@ def rome(
     name = arch.mlp_out.format(layer)
     module = model.get_submodule(name)
     key = mean_key(model, module, build_batch(tokenizer, prompts.key, edit.subject))  # (in,)
-    direction = key_direction(second_moment, key)  # (in,)
     change = yield from optimise_output_change(
         model, module,
         rewrite=build_batch(tokenizer, prompts.value, edit.subject, edit.target_new),
         kl=build_batch(tokenizer, [f"{edit.subject} is a"], edit.subject),
-        options=options, edit_id=edit.id, direction=direction,
-        keep=unedited_continuations(model, tokenizer, prompts.keep, KEEP_TOKENS) if prompts.keep else None,
+        options=options, edit_id=edit.id,
     )  # (out,)
-    return WeightDelta(edit.id, name, change, direction)
+    weight = weight_out_in(model, name, arch)  # (out, in)
+    with torch.no_grad():
+        u, v = rank_one_update(weight, second_moment, key, weight @ key + change)
+    return WeightDelta(edit.id, name, u, v)

@@ -60,24 +60,3 @@ def adding_to_output(module: nn.Module, positions: torch.Tensor, delta: torch.Te
 def at_positions(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """(batch, seq, d) at one position per row (batch,) → (batch, d)."""
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), positions]
-
-
-@contextmanager
-def adding_along_key(module: nn.Module, direction: torch.Tensor, delta: torch.Tensor) -> Iterator[None]:
-    """Adds (x · direction) δ to the output at every position, x the module's input there.
-
-    With direction = C⁻¹k* / (k*ᵀC⁻¹k*) this is exactly what ROME's rank-one update (δ at k*) does, so
-    prompts run under it see the edited model, the subject's other tokens and unrelated prompts included.
-    direction (d_in,), delta (d_out,); out of place, so gradients flow to `delta`.
-    """
-
-    def hook(_: nn.Module, args: tuple[object, ...], output: object) -> object:
-        gain = _first(args) @ direction  # (batch, seq)
-        changed = _first(output) + gain[..., None] * delta
-        return (changed, *output[1:]) if isinstance(output, tuple) else changed
-
-    handle = module.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
