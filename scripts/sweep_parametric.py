@@ -1,17 +1,18 @@
 #!/usr/bin/env python
 """Edit quality per layer (or per statistics sample count) for a parametric method, in process.
 
-Edits CounterFact cases of a TRAIN file one at a time on the loaded model, scores them teacher-forced
-and by greedy exact match, rolls each back, and prints a table and one JSON line per setting. Used to
-choose the default layers (docs/BENCHMARKS.md); never run it on validation or dev files.
+Edits CounterFact cases of a TRAIN file on the loaded model (ROME and FT one at a time, MEMIT all at
+once, or `--batch` per application), scores them teacher-forced and by greedy exact match, rolls them
+back, and prints one JSON line per setting (and per value scale). Used to choose the defaults
+(docs/BENCHMARKS.md); never run it on validation or dev files.
 
     scripts/sweep_parametric.py --layers 2 4 6 8 10 12 --cases 10
     scripts/sweep_parametric.py --layers 6 --stats-tokens 2000 20000 100000 --cases 10
     scripts/sweep_parametric.py --layers 12 --other-wordings 0 4 --cases 30
     scripts/sweep_parametric.py --method memit --layers 8 9 10 11 12 --cases 20   # 20 edits at once
+    scripts/sweep_parametric.py --layers 12 --cases 30 --delta-scales 0.25 0.5 0.75 1 --random-value
 
-Other wordings and neighbours are mined from the same file without the swept cases, so no case sees its
-own paraphrase or locality prompt.
+Other wordings are mined from the same file without the swept cases, so no case sees its own paraphrase.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from client.evaluation.metrics import agreement, exact_match, token_accuracy  # noqa: E402
@@ -35,9 +38,9 @@ from server.app import DEFAULT_STATS_TEXT  # noqa: E402
 from server.config import default_cache_dir  # noqa: E402
 from server.generators.decoding import CausalLM  # noqa: E402
 from server.models.load import load_model, model_fingerprint  # noqa: E402
+from server.parametric.deltas import WeightDelta  # noqa: E402
 from server.parametric.editor import MethodRequest, ParametricEditor, ParametricSettings  # noqa: E402
 from server.parametric.ledger import Ledger  # noqa: E402
-from server.parametric.neighbours import Neighbours  # noqa: E402
 from server.parametric.targets import finish  # noqa: E402
 from server.parametric.wordings import Wordings  # noqa: E402
 from server.types import Edit, GenerationOptions  # noqa: E402
@@ -56,8 +59,12 @@ def main() -> None:
     parser.add_argument("--prefixes", type=int, default=5, help="generated context prefixes (besides none)")
     parser.add_argument("--other-wordings", type=int, nargs="+", default=[4],
                         help="other wordings of each prompt the value is optimised on (0: none)")
-    parser.add_argument("--neighbours", type=int, nargs="+", default=[8],
-                        help="prompts about other subjects ROME's value holds in place (0: none)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="cases written in one application (default: ROME/FT one, MEMIT all)")
+    parser.add_argument("--delta-scales", type=float, nargs="+", default=[1.0],
+                        help="also score each application's deltas scaled by these factors (the value's size)")
+    parser.add_argument("--random-value", action="store_true",
+                        help="also score a rank-one delta of the same key and size whose value points at random")
     parser.add_argument("--cases", type=int, default=10)
     parser.add_argument("--offset", type=int, default=0, help="first case of the file to use")
     args = parser.parse_args()
@@ -70,49 +77,66 @@ def main() -> None:
     cases = records[args.offset : args.offset + args.cases]
     baseline = {c["locality_prompt"]: locality_outputs(lm, c) for c in cases}
     rest = records[: args.offset] + records[args.offset + args.cases :]
-    wordings, neighbours = Wordings.from_records(rest), Neighbours.from_records(rest)
+    wordings = Wordings.from_records(rest)
     spans = [tuple(args.layers)] if args.method == "memit" else [(layer,) for layer in args.layers]
-    for tokens, layers, others, keep, mom2 in itertools.product(
-        args.stats_tokens, spans, args.other_wordings, args.neighbours, args.mom2_weight
+    for tokens, layers, others, mom2 in itertools.product(
+        args.stats_tokens, spans, args.other_wordings, args.mom2_weight
     ):
         with tempfile.TemporaryDirectory() as scratch:
             settings = ParametricSettings(default_cache_dir(), (DEFAULT_STATS_TEXT,), tokens, model_samples=64,
-                                          prefixes=args.prefixes, wordings=wordings, other_wordings=others,
-                                          neighbours=neighbours, keep_neighbours=keep)
+                                          prefixes=args.prefixes, wordings=wordings, other_wordings=others)
             editor = ParametricEditor(loaded.model, loaded.tokenizer, loaded.arch,
                                       Ledger(Path(scratch) / "p.sqlite", "sweep"), model_fingerprint(loaded),
                                       settings)
-            setting = (f"layers {layers}, C from {tokens} tokens, {others} other wordings, {keep} neighbours"
+            setting = (f"layers {layers}, C from {tokens} tokens, {others} other wordings"
                        + ("" if mom2 is None else f", λ {mom2:g}"))
             edits = [Edit(f"{i:032x}", "sweep", c["subject"], c["prompt"], c["target_new"], None, (), 0)
                      for i, c in enumerate(cases)]
             if args.method == "memit":
-                rows = apply_at_once(editor, MethodRequest("memit", layers=layers, mom2_weight=mom2), edits, cases,
-                                     lm, baseline)
+                request = MethodRequest("memit", layers=layers, mom2_weight=mom2)
             else:
                 request = MethodRequest(args.method, layer=layers[0])
-                rows = [apply_at_once(editor, request, [e], [c], lm, baseline)[0]
-                        for e, c in zip(tqdm(edits, desc=setting), cases, strict=True)]
+            batch = args.batch or (len(cases) if args.method == "memit" else 1)
+            variants = [*args.delta_scales, *(["random"] if args.random_value else [])]
+            rows: dict[float | str, list[dict[str, float]]] = {v: [] for v in variants}
+            for start in tqdm(range(0, len(cases), batch), desc=setting):
+                chunk = slice(start, start + batch)
+                for variant, scored in apply_and_score(editor, request, edits[chunk], cases[chunk], lm, baseline,
+                                                       variants).items():
+                    rows[variant] += scored
             editor.close()
-        summary = {k: round(sum(r[k] for r in rows) / len(rows), 3) for k in rows[0]}
-        print(json.dumps({"method": args.method, "layers": layers, "stats_tokens": tokens, "prefixes": args.prefixes,
-                          "other_wordings": others, "neighbours": keep, "mom2_weight": mom2, "cases": len(rows),
-                          **summary}), flush=True)
+        for variant, scored in rows.items():
+            summary = {k: round(sum(r[k] for r in scored) / len(scored), 3) for k in scored[0]}
+            print(json.dumps({"method": args.method, "layers": layers, "stats_tokens": tokens,
+                              "prefixes": args.prefixes, "other_wordings": others, "mom2_weight": mom2,
+                              "batch": batch, "delta_scale": variant, "cases": len(scored), **summary}), flush=True)
 
 
-def apply_at_once(
+def apply_and_score(
     editor: ParametricEditor, request: MethodRequest, edits: list[Edit], cases: list[dict], lm: CausalLM,
-    baseline: dict,
-) -> list[dict[str, float]]:
-    """Writes the edits in one application, scores every case, rolls them back; seconds are per edit."""
+    baseline: dict, variants: list[float | str],
+) -> dict[float | str, list[dict[str, float]]]:
+    """Computes the edits in one application, then for each variant writes its deltas, scores every case
+    and rolls them back; seconds are the computation's, per edit."""
     started = time.perf_counter()
     deltas = finish(editor.compute(request, edits))
     seconds = (time.perf_counter() - started) / len(edits)
-    editor.commit("sweep", request, deltas)
-    rows = [score(lm, case, baseline) | {"seconds": seconds} for case in cases]
-    for edit in edits:
-        editor.rollback("sweep", edit.id)
+    rows = {}
+    for variant in variants:
+        editor.commit("sweep", request, [changed_value(d, variant) for d in deltas])
+        rows[variant] = [score(lm, case, baseline) | {"seconds": seconds} for case in cases]
+        for edit in edits:
+            editor.rollback("sweep", edit.id)
     return rows
+
+
+def changed_value(delta: WeightDelta, variant: float | str) -> WeightDelta:
+    """The delta with its value (u) scaled, or for "random" turned to a random direction of the same size."""
+    if variant != "random":
+        return replace(delta, u=delta.u * float(variant))
+    seed = int(delta.edit_id, 16) % 2**31
+    noise = torch.randn(delta.u.shape, generator=torch.Generator().manual_seed(seed), dtype=delta.u.dtype)
+    return replace(delta, u=noise * (delta.u.norm() / noise.norm()))
 
 
 def locality_outputs(lm: CausalLM, case: dict) -> tuple[list[int], str]:
