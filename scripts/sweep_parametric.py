@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from client.evaluation.metrics import agreement, exact_match, token_accuracy  # noqa: E402
-from client.evaluation.runner import EXTRA_NEW_TOKENS  # noqa: E402
+from client.evaluation.metrics import agreement, exact_match, ngram_entropy, token_accuracy  # noqa: E402
+from client.evaluation.runner import EXTRA_NEW_TOKENS, FLUENCY_NEW_TOKENS  # noqa: E402
 from server.app import DEFAULT_STATS_TEXT  # noqa: E402
 from server.config import default_cache_dir  # noqa: E402
 from server.generators.decoding import CausalLM  # noqa: E402
@@ -165,6 +165,8 @@ def score(lm: CausalLM, case: dict, baseline: dict) -> dict[str, float]:
         "loc_tf": agreement(local_tf, before_tf),
         "rel_em": em(case["prompt"]), "gen_em": em(case["rephrase_prompt"]),
         "loc_em": float(local_text == before_text),
+        # ROME's fluency: n-gram entropy of a longer continuation of the edited prompt (repetition drives it down)
+        "fluency": ngram_entropy(lm.decode(case["prompt"], GenerationOptions(max_new_tokens=FLUENCY_NEW_TOKENS)).text),
     }
 
 
