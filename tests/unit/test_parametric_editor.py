@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 import pytest
@@ -45,9 +46,7 @@ def taught_weights(model_type: str) -> dict[str, torch.Tensor]:
     model = teach(build_tiny_model(model_type, layers=4), tokenizer, steps=steps)
     for fact in FACTS:  # the tests below edit and check these facts: the model must hold each firmly
         prompt, city = fact.rsplit(" ", 1)
-        ids = tokenizer(prompt, return_tensors="pt")
-        with torch.inference_mode():
-            confidence = float(model(**ids).logits[0, -1].softmax(-1)[tokenizer.convert_tokens_to_ids(city)])
+        confidence = math.exp(-nll(model, tokenizer, prompt, city))
         assert confidence > 0.9, f"the taught tiny {model_type} gives {city!r} {confidence:.2f} after {prompt!r}"
     return model.state_dict()
 
