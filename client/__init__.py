@@ -5,6 +5,7 @@ loads torch, transformers, faiss or the server.
 """
 
 from client.client import (
+    BakedEditRecord,
     ChatResult,
     ChatStream,
     ChatTurn,
@@ -15,6 +16,8 @@ from client.client import (
     EditRecord,
     GenerationResult,
     GenerationStream,
+    ParametricProgress,
+    ParametricResult,
     ScoreResult,
     ServerInfo,
 )
@@ -33,6 +36,7 @@ from client.errors import (
 )
 
 __all__ = [
+    "BakedEditRecord",
     "ChatResult",
     "ChatStream",
     "ChatTurn",
@@ -46,6 +50,8 @@ __all__ = [
     "FailedPrecondition",
     "GenerationResult",
     "GenerationStream",
+    "ParametricProgress",
+    "ParametricResult",
     "ScoreResult",
     "ServerInfo",
     "Internal",

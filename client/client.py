@@ -132,6 +132,8 @@ class ServerInfo:
     in_scope_route: str
     routes: tuple[str, ...]
     version: str
+    model_fingerprint: str = ""
+    degraded: tuple[str, ...] = ()  # a sentence per default part the server could not use, and what answers instead
 
 
 @dataclass(frozen=True)
@@ -463,6 +465,7 @@ class EditcacheClient:
             model=r.model, model_type=r.model_type, parameters=r.parameters, encoder=r.encoder, gate=r.gate,
             threshold=r.threshold, top_k=r.top_k, in_scope_route=_ROUTE_NAMES.get(r.in_scope_route, "unspecified"),
             routes=tuple(_ROUTE_NAMES.get(x, "unspecified") for x in r.routes), version=r.version,
+            model_fingerprint=r.model_fingerprint, degraded=tuple(r.degraded),
         )
 
     # --- parametric editing (admin) ------------------------------------------
@@ -762,6 +765,7 @@ def _generation_result(response: pb.GenerateResponse) -> GenerationResult:
 __all__ = [
     "DEFAULT_ADDR",
     "DEFAULT_NAMESPACE",
+    "BakedEditRecord",
     "ChatResult",
     "ChatStream",
     "ChatTurn",
@@ -772,6 +776,8 @@ __all__ = [
     "EditcacheClient",
     "GenerationResult",
     "GenerationStream",
+    "ParametricProgress",
+    "ParametricResult",
     "ResultStream",
     "ScoreResult",
     "ServerInfo",

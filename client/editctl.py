@@ -8,6 +8,7 @@
     editctl show ID
     editctl delete ID
     editctl apply --method rome ID...     # write edits into the weights (admin); rollback ID, baked, export DIR
+    editctl info                            # the model and its fingerprint, the gate and in-scope route in force
 
 Global options (--addr, --token, --namespace, --tls-ca, --timeout, --json) go
 before or after the subcommand; their defaults come from EDITCACHE_ADDR,
@@ -36,6 +37,7 @@ from client.client import (
     EditInput,
     EditRecord,
     GenerationResult,
+    ServerInfo,
 )
 from client.errors import EditcacheError
 from client.parametric_cli import add_commands as add_parametric_commands
@@ -55,12 +57,13 @@ class InputError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["eval"]:  # the evaluation harness has its own options (scripts/evaluate.py)
-        from client.evaluation.cli import main as evaluate
-
-        return evaluate(argv[1:], prog=f"{PROG} eval")
     parser = build_parser(os.environ)
     try:
+        if (eval_argv := _eval_arguments(argv, os.environ)) is not None:
+            # The evaluation harness has its own options (scripts/evaluate.py).
+            from client.evaluation.cli import main as evaluate
+
+            return evaluate(eval_argv, prog=f"{PROG} eval")
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed usage (code 2) or help (code 0)
         return exc.code if isinstance(exc.code, int) else 2
@@ -80,6 +83,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+_VALUED_GLOBALS = ("--addr", "--token", "--namespace", "--tls-ca", "--timeout")
+
+
+def _eval_arguments(argv: Sequence[str], env: Mapping[str, str]) -> list[str] | None:
+    """eval's own arguments, with --addr and --token given before `eval` passed on; None for other commands.
+
+    --json before `eval` changes nothing: eval's last line of stdout is always its JSON summary. The other
+    global options do not apply to it, and are refused.
+    """
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] in _VALUED_GLOBALS else 1  # --opt=value, a flag, or an unknown option argparse names
+    if argv[i:i + 1] != ["eval"]:
+        return None
+    before = argparse.ArgumentParser(prog=PROG)
+    _add_global_options(before, env, defaults=False)
+    given = vars(before.parse_args(argv[:i]))
+    if unused := sorted(set(given) - {"addr", "token", "json"}):
+        before.error(f"eval does not use {', '.join('--' + k.replace('_', '-') for k in unused)}; "
+                     "it evaluates in namespaces of its own (see `editctl eval --help`)")
+    return [*(f"--{key}={given[key]}" for key in ("addr", "token") if given.get(key)), *argv[i + 1:]]
 
 
 def describe_error(exc: EditcacheError, addr: str) -> str:
@@ -179,6 +205,10 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add_chat_arguments(chat)
     chat.set_defaults(run=run_chat)
     add_parametric_commands(commands, common)
+    info = commands.add_parser("info", parents=[common],
+                               help="the served model and its fingerprint, the gate and the in-scope route in force")
+    info.set_defaults(run=_run_info)
+    # Listed for --help; main() hands `eval` and what follows it to the evaluation harness.
     commands.add_parser("eval", help="evaluate an editing method on a benchmark file (see `editctl eval --help`)")
     return parser
 
@@ -305,6 +335,27 @@ def _run_ask(ec: EditcacheClient, args: argparse.Namespace) -> None:
         _print_json(result_json(result))
     else:
         _print_dim(summary_line(result), sys.stderr)
+
+
+def _run_info(ec: EditcacheClient, args: argparse.Namespace) -> None:
+    info = ec.server_info()
+    if args.json:
+        _print_json(dataclasses.asdict(info))
+        return
+    print(info_text(info))
+
+
+def info_text(info: ServerInfo) -> str:
+    rows = [
+        ("model", f"{info.model} ({info.model_type}, {info.parameters / 1e6:.0f}M parameters)"),
+        ("fingerprint", info.model_fingerprint),
+        ("gate", f"{info.gate} (threshold {info.threshold:.3f}, top-k {info.top_k}, encoder {info.encoder})"),
+        ("in-scope route", info.in_scope_route),
+        ("routes", ", ".join(info.routes)),
+        ("version", info.version),
+        *(("degraded", sentence) for sentence in info.degraded),
+    ]
+    return "\n".join(f"{name:<15}{value}" for name, value in rows)
 
 
 def _run_list(ec: EditcacheClient, args: argparse.Namespace) -> None:

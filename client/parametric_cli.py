@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from client.client import BakedEditRecord, EditcacheClient, ParametricProgress
+from client import BakedEditRecord, EditcacheClient, ParametricProgress
 
 
 def add_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ class PromptFormat:
 @dataclass(frozen=True)
 class Manifest:
     model: str  # the served model's name when it was trained (informative)
-    model_fingerprint: str  # server.models.load.model_fingerprint of the weights it was trained on
+    model_fingerprint: str  # server.models.fingerprint's name of the weights it was trained on
     prompt: PromptFormat = field(default_factory=PromptFormat)
     settings: dict[str, Any] = field(default_factory=dict)  # training settings (informative)
 
@@ -87,10 +87,27 @@ def read_manifest(directory: Path) -> Manifest:
                     prompt=PromptFormat(**meta["prompt"]), settings=meta.get("settings", {}))
 
 
-def load_adapted_model(base: PreTrainedModel, directory: Path, fingerprint: str) -> tuple[PreTrainedModel, Manifest]:
+def restamp_manifest(directory: Path, fingerprint: str, legacy_fingerprint: str) -> Manifest:
+    """Records `fingerprint` in an adapter whose manifest names the same weights by the old scheme."""
+    manifest = read_manifest(directory)
+    if manifest.model_fingerprint not in (fingerprint, legacy_fingerprint):
+        raise AdapterMismatch(
+            f"the counterfactual adapter in {directory} was trained on {manifest.model_fingerprint}, which names "
+            f"neither {fingerprint} nor, by the old scheme, {legacy_fingerprint}: retrain it instead"
+        )
+    restamped = replace(manifest, model_fingerprint=fingerprint)
+    write_manifest(directory, restamped)
+    return restamped
+
+
+def load_adapted_model(
+    base: PreTrainedModel, directory: Path, fingerprint: str, legacy_fingerprint: str | None = None
+) -> tuple[PreTrainedModel, Manifest]:
     """A second model: `base`'s weights with the adapter merged in, and the adapter's manifest.
 
-    Raises AdapterMismatch when the adapter was trained on other weights than `fingerprint` names.
+    Raises AdapterMismatch when the adapter was trained on other weights than `fingerprint` names. An adapter
+    whose manifest names the same files by the earlier fingerprint scheme (`legacy_fingerprint`) is accepted
+    with a log line that says so.
     The copy shares the input and output embeddings with `base` (no adapter touches them, and no parametric
     edit writes them), which is most of a small model's memory: about 0.4 GB extra for Gemma-3-270M, not 1.1.
     Call it before parametric deltas are replayed onto `base`: the adapter was trained on the unedited weights.
@@ -98,7 +115,11 @@ def load_adapted_model(base: PreTrainedModel, directory: Path, fingerprint: str)
     from peft import PeftModel  # imported here: only servers with an adapter pay for it
 
     manifest = read_manifest(directory)
-    if manifest.model_fingerprint != fingerprint:
+    if legacy_fingerprint is not None and manifest.model_fingerprint == legacy_fingerprint:
+        log.warning("the counterfactual adapter in %s names the served weights by their old fingerprint %s (scheme "
+                    "1: config.json bytes); accepted, they are now %s: run scripts/train_counterfactual.py "
+                    "--restamp %s to record that", directory, legacy_fingerprint, fingerprint, directory)
+    elif manifest.model_fingerprint != fingerprint:
         raise AdapterMismatch(
             f"the counterfactual adapter in {directory} was trained on {manifest.model_fingerprint}, but the served "
             f"model is {fingerprint}; train one for this model with scripts/train_counterfactual.py or point "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from scope_classifier.artifact import DEFAULT_ARTIFACT
 from scope_classifier.artifact import KINDS as DESIGNS
+from scope_classifier.evaluate import SPLITS
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -35,13 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     calibrate.add_argument("--out", type=Path, help="default: overwrite --artifact")
     evaluate = commands.add_parser("evaluate", help="the whole gate on val/dev or a file; last line is JSON")
     source = evaluate.add_mutually_exclusive_group()
-    source.add_argument("--split", choices=["val"], default="val", help="counterfact/val.json + zsre/dev.json")
+    source.add_argument("--split", choices=list(SPLITS), default="val",
+                        help="val: counterfact/val.json + zsre/dev.json (default); or either file alone")
     source.add_argument("--data", type=Path, help="any file scripts/evaluate.py reads")
     evaluate.add_argument("--data-dir", type=Path, default=DATA_DIR)
     evaluate.add_argument("--gate", choices=["classifier", "similarity"], default="classifier")
     evaluate.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT)
     evaluate.add_argument("--threshold", type=float, help="default: the artifact's (classifier) or 0.8 (similarity)")
-    evaluate.add_argument("--json", action="store_true", help="(the last line is always the JSON summary)")
+    evaluate.add_argument("--json", action="store_true", help="print the summary as one JSON line (default: a table)")
     for p in (train, calibrate, evaluate):
         p.add_argument("--encoder", default="all-MiniLM-L6-v2")
         p.add_argument("--top-k", type=int, default=8)
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in after.metrics.items() if k not in TRAINING_RECORDS}))
         return 0
 
-    cases = load_cases(args.data)[1] if args.data else load_val_cases(args.data_dir)
+    cases = load_cases(args.data)[1] if args.data else load_val_cases(args.data_dir, SPLITS[args.split])
     artifact = load_artifact(args.artifact) if args.gate == "classifier" else None
 
     def factory(encoder: SentenceEncoder) -> Gate:
@@ -93,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     threshold = default_threshold if args.threshold is None else args.threshold
     scores, n_edits, latencies = score_probes(cases, unrelated_questions(args.data_dir), SentenceEncoder(args.encoder),
                                               factory, args.top_k, progress)
+    data = str(args.data) if args.data else " + ".join(SPLITS[args.split])
     metrics = gate_metrics(scores, threshold, n_edits, latencies) | {"gate": args.gate, "top_k": args.top_k,
-                                                          "data": str(args.data or "counterfact/val + zsre/dev")}
-    print(json.dumps(metrics))
+                                                                     "data": data}
+    print(json.dumps(metrics) if args.json else "\n".join(f"{k:<28}{v}" for k, v in metrics.items()))
     return 0
 
 

@@ -25,6 +25,8 @@ from server.types import EditSpec
 
 VAL_FILES = ("counterfact/val.json", "zsre/dev.json")
 VAL_SPLIT = "counterfact/val.json + zsre/dev.json"
+# The splits `python -m scope_classifier evaluate --split` scores: both calibration files, or one of them.
+SPLITS = {"val": VAL_FILES, "counterfact-val": VAL_FILES[:1], "zsre-dev": VAL_FILES[1:]}
 # Unrelated questions (NQ) for the false-positive rate on queries no edit covers; training never uses them.
 UNRELATED_FILE = "zsre/train-1k.json"
 POSITIVE_KINDS = ("prompt", "paraphrase")
@@ -48,8 +50,8 @@ class ProbeScore:
     in_scope_elsewhere: bool
 
 
-def load_val_cases(data_dir: Path) -> list[Case]:
-    return [case for name in VAL_FILES for case in load_cases(data_dir / name)[1]]
+def load_val_cases(data_dir: Path, files: Sequence[str] = VAL_FILES) -> list[Case]:
+    return [case for name in files for case in load_cases(data_dir / name)[1]]
 
 
 def unrelated_questions(data_dir: Path, limit: int = 500) -> list[str]:

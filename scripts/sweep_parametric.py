@@ -37,7 +37,7 @@ from client.evaluation.runner import EXTRA_NEW_TOKENS, FLUENCY_NEW_TOKENS  # noq
 from server.app import DEFAULT_STATS_TEXT  # noqa: E402
 from server.config import default_cache_dir  # noqa: E402
 from server.generators.decoding import CausalLM  # noqa: E402
-from server.models.load import load_model, model_fingerprint  # noqa: E402
+from server.models.load import load_model  # noqa: E402
 from server.parametric.deltas import WeightDelta  # noqa: E402
 from server.parametric.editor import MethodRequest, ParametricEditor, ParametricSettings  # noqa: E402
 from server.parametric.ledger import Ledger  # noqa: E402
@@ -86,7 +86,7 @@ def main() -> None:
             settings = ParametricSettings(default_cache_dir(), (DEFAULT_STATS_TEXT,), tokens, model_samples=64,
                                           prefixes=args.prefixes, wordings=wordings, other_wordings=others)
             editor = ParametricEditor(loaded.model, loaded.tokenizer, loaded.arch,
-                                      Ledger(Path(scratch) / "p.sqlite", "sweep"), model_fingerprint(loaded),
+                                      Ledger(Path(scratch) / "p.sqlite", "sweep"), loaded.fingerprint.current,
                                       settings)
             setting = (f"layers {layers}, C from {tokens} tokens, {others} other wordings"
                        + ("" if mom2 is None else f", λ {mom2:g}"))

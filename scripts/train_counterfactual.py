@@ -12,6 +12,11 @@ at batch 8 (rows of about 40 tokens), so the defaults take about 23 minutes of t
 two held-out evaluations (50 cases); on idle cores about 3 s a step, 15 minutes in all. Steps scale the time
 linearly; give --max-examples about steps x batch size, so no example is seen twice.
 The server's routing threshold (--counterfactual-min-confidence) is chosen on val, not here.
+
+    scripts/train_counterfactual.py --restamp artifacts/counterfactual/gemma-3-270m
+
+records the served weights' current fingerprint in an adapter whose manifest names them by the old scheme
+(config.json bytes), without training.
 """
 
 from __future__ import annotations
@@ -29,11 +34,11 @@ sys.path.insert(0, str(ROOT))
 from tqdm import tqdm  # noqa: E402
 
 from client.evaluation.cases import load_cases  # noqa: E402
-from counterfactual.artifact import default_adapter_dir  # noqa: E402
+from counterfactual.artifact import default_adapter_dir, restamp_manifest  # noqa: E402
 from counterfactual.examples import load_train_cases  # noqa: E402
 from counterfactual.train import TrainSettings, train_counterfactual  # noqa: E402
 from server.config import default_cache_dir  # noqa: E402
-from server.models.load import load_model, model_fingerprint  # noqa: E402
+from server.models.load import load_model  # noqa: E402
 
 DATA_DIR = ROOT.parent / "shared" / "data"
 FIXTURE = ROOT / "tests" / "fixtures" / "eval" / "counterfact_flat.json"
@@ -60,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--torch-threads", type=int, default=0, help="intra-op threads (0: torch's default)")
     parser.add_argument("--fixture", type=Path, default=FIXTURE, help="small CounterFact file scored into metrics")
+    parser.add_argument("--restamp", type=Path, metavar="ADAPTER_DIR",
+                        help="do not train: record the model's current fingerprint in this adapter's manifest")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -68,10 +75,14 @@ def main(argv: list[str] | None = None) -> int:
                              held_out_cases=args.held_out_cases, max_tokens=args.max_tokens, seed=args.seed)
     started = time.perf_counter()
     loaded = load_model(args.model, args.cache_dir, args.torch_threads)
+    if args.restamp is not None:
+        manifest = restamp_manifest(args.restamp, loaded.fingerprint.current, loaded.fingerprint.legacy)
+        print(json.dumps({"restamped": str(args.restamp), "model_fingerprint": manifest.model_fingerprint}))
+        return 0
     out = args.out or default_adapter_dir(loaded.name)
     cases = load_train_cases(args.data_dir)
     fixture = load_cases(args.fixture)[1] if args.fixture else []
-    metrics = train_counterfactual(loaded.model, loaded.tokenizer, loaded.name, model_fingerprint(loaded), cases, out,
+    metrics = train_counterfactual(loaded.model, loaded.tokenizer, loaded.name, loaded.fingerprint.current, cases, out,
                                    settings, fixture, progress=_progress())
     summary = {k: metrics[k] for k in ("loss_first", "loss_last", "seconds_per_step")}
     for when in ("before", "after"):

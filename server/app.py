@@ -6,6 +6,7 @@ import asyncio
 import copy
 import logging
 import signal
+import sys
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -40,7 +41,7 @@ from server.generators.prompted import PromptedGenerator
 from server.interfaces import Gate, Generator
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
-from server.models.load import LoadedModel, load_model, model_fingerprint
+from server.models.load import LoadedModel, load_model
 from server.parametric.editor import ParametricEditor, ParametricSettings
 from server.parametric.ledger import Ledger
 from server.parametric.wordings import Wordings
@@ -68,9 +69,11 @@ def build_engine(config: Config) -> Engine:
     """Loads the encoder, the edit memory and the model (minutes on a first run, seconds after)."""
     encoder = SentenceEncoder(config.encoder)
     memory = EditMemory(config.data_dir, encoder, config.encoder, config.limits.max_edits_per_namespace)
-    gate, threshold = build_gate(config, encoder)
+    degraded: list[str] = []  # a sentence per default part that cannot be used
+    gate, threshold = build_gate(config, encoder, degraded)
     loaded = load_model(config.model, config.cache_dir, config.torch_threads)
-    counterfactual = build_counterfactual(config, loaded)  # from the unedited weights: before the replay below
+    # From the unedited weights: before the replay below.
+    counterfactual, counterfactual_off = build_counterfactual(config, loaded)
     parametric = build_parametric(config, loaded)
     lm = CausalLM(loaded.model, loaded.tokenizer, config.limits.max_prompt_tokens)
     base = BaseGenerator(lm)
@@ -81,6 +84,9 @@ def build_engine(config: Config) -> Engine:
     if (ike := build_ike(config, lm, encoder)) is not None:
         generators[Route.IKE] = ike
     in_scope_route, fallback_route = in_scope_routes(config.in_scope_route, generators)
+    if counterfactual_off is not None and config.in_scope_route == Route.COUNTERFACTUAL.value:
+        degraded.append(f"in-scope queries are answered by the {in_scope_route.value} route, not the "
+                        f"counterfactual model: {counterfactual_off}")
     log.info("in-scope queries take the %s route%s", in_scope_route.value,
              f" (base when it abstains, {fallback_route.value} under confidence {config.counterfactual_min_confidence})"
              if in_scope_route is Route.COUNTERFACTUAL else "")
@@ -92,9 +98,11 @@ def build_engine(config: Config) -> Engine:
     )
     info = ServerInfo(
         model=config.model, model_type=str(loaded.model.config.model_type),
-        parameters=sum(p.numel() for p in loaded.model.parameters()), encoder=config.encoder, gate=config.gate,
+        parameters=sum(p.numel() for p in loaded.model.parameters()), encoder=config.encoder,
+        gate="similarity" if isinstance(gate, SimilarityGate) else config.gate,  # the gate in force
         threshold=threshold, top_k=config.top_k, in_scope_route=router.in_scope_route,
-        routes=tuple(generators), version=version("editcache"),
+        routes=tuple(generators), version=version("editcache"), model_fingerprint=loaded.fingerprint.current,
+        degraded=tuple(degraded),
     )
     worker = ModelWorker(config.limits.max_queue)
     return Engine(
@@ -111,8 +119,8 @@ def in_scope_routes(configured: str, available: Collection[Route]) -> tuple[Rout
     return route, Route.IKE if Route.IKE in available else Route.PROMPT
 
 
-def build_counterfactual(config: Config, loaded: LoadedModel) -> CounterfactualGenerator | None:
-    """The counterfactual model when an adapter trained on the served model exists, else None.
+def build_counterfactual(config: Config, loaded: LoadedModel) -> tuple[CounterfactualGenerator | None, str | None]:
+    """The counterfactual model when an adapter trained on the served model exists, else None and why.
 
     A configured adapter that is missing or was trained on another model stops the start; the default one
     (artifacts/counterfactual/<model>/) is skipped with a warning.
@@ -121,24 +129,26 @@ def build_counterfactual(config: Config, loaded: LoadedModel) -> CounterfactualG
     if not directory.exists():
         if config.counterfactual_adapter is not None:
             raise ValueError(f"counterfactual_adapter {directory} does not exist")
-        log.info("counterfactual route off: no adapter at %s (scripts/train_counterfactual.py makes one)", directory)
-        return None
+        why = f"no adapter for {loaded.name} at {directory} (scripts/train_counterfactual.py makes one)"
+        log.info("counterfactual route off: %s", why)
+        return None, why
     try:
-        model, manifest = load_adapted_model(loaded.model, directory, model_fingerprint(loaded))
+        model, manifest = load_adapted_model(loaded.model, directory, loaded.fingerprint.current,
+                                             loaded.fingerprint.legacy)
     except AdapterMismatch as exc:
         if config.counterfactual_adapter is not None:
             raise
         log.warning("counterfactual route off: %s", exc)
-        return None
+        return None, str(exc)
     # Its own tokenizer: the router asks it for its judgement on an I/O thread, and a fast tokenizer used by two
     # threads fails ("Already borrowed") when one changes its padding (parametric statistics do, on the model thread).
     tokenizer = copy.deepcopy(loaded.tokenizer)
-    return CounterfactualGenerator(CausalLM(model, tokenizer, config.limits.max_prompt_tokens), manifest.prompt)
+    return CounterfactualGenerator(CausalLM(model, tokenizer, config.limits.max_prompt_tokens), manifest.prompt), None
 
 
 def build_parametric(config: Config, loaded: LoadedModel) -> ParametricEditor:
     """The weight editor, with every recorded delta replayed onto the freshly loaded weights."""
-    ledger = Ledger(config.data_dir / "parametric.sqlite", model_fingerprint(loaded))
+    ledger = Ledger(config.data_dir / "parametric.sqlite", loaded.fingerprint.current, loaded.fingerprint.legacy)
     text = config.stats_text or DEFAULT_STATS_TEXT
     settings = ParametricSettings(
         cache_dir=config.cache_dir, text_files=(text,) if text.exists() else (),
@@ -146,7 +156,8 @@ def build_parametric(config: Config, loaded: LoadedModel) -> ParametricEditor:
         wordings=load_wordings(config.wordings_file or DEFAULT_IKE_POOL) if config.other_wordings else Wordings(),
         other_wordings=config.other_wordings,
     )
-    editor = ParametricEditor(loaded.model, loaded.tokenizer, loaded.arch, ledger, model_fingerprint(loaded), settings)
+    editor = ParametricEditor(loaded.model, loaded.tokenizer, loaded.arch, ledger, loaded.fingerprint.current,
+                               settings)
     if replayed := editor.replay():
         log.info("replayed %d parametric deltas (%d edits in the weights)", replayed, len(editor.baked_edits()))
     return editor
@@ -163,15 +174,27 @@ def load_wordings(path: Path) -> Wordings:
         raise ValueError(f"wordings file {path} is not a CounterFact-format JSON list: {exc}") from exc
 
 
-def build_gate(config: Config, encoder: SentenceEncoder) -> tuple[Gate, float]:
-    """The configured gate and the threshold it is used with."""
+def build_gate(config: Config, encoder: SentenceEncoder, degraded: list[str]) -> tuple[Gate, float]:
+    """The configured gate and the threshold it is used with.
+
+    A configured gate artifact that cannot be used stops the start; when the shipped one cannot, the similarity
+    gate stands in and a sentence saying so goes into `degraded`.
+    """
     if config.gate == "similarity":
         return SimilarityGate(), SIMILARITY_THRESHOLD if config.threshold is None else config.threshold
-    artifact = load_artifact(config.gate_artifact or DEFAULT_ARTIFACT)
-    if artifact.encoder != config.encoder:
-        raise ValueError(
-            f"the gate artifact was trained on encoder {artifact.encoder}; the server uses {config.encoder}"
-        )
+    try:
+        artifact = load_artifact(config.gate_artifact or DEFAULT_ARTIFACT)
+        if artifact.encoder != config.encoder:
+            raise ValueError(
+                f"the gate artifact was trained on encoder {artifact.encoder}; the server uses {config.encoder}"
+            )
+    except (OSError, ValueError, KeyError) as exc:
+        if config.gate_artifact is not None:
+            raise
+        degraded.append(f"the similarity gate (threshold {SIMILARITY_THRESHOLD}) decides which queries are in "
+                        f"scope, not the trained scope classifier: {DEFAULT_ARTIFACT} cannot be used ({exc})")
+        log.warning("scope classifier off: %s", degraded[-1])
+        return SimilarityGate(), SIMILARITY_THRESHOLD if config.threshold is None else config.threshold
     threshold = artifact.threshold if config.threshold is None else config.threshold
     log.info("scope classifier (%s) loaded; threshold %.3f (the artifact's: %.3f)", artifact.kind, threshold,
              artifact.threshold)
@@ -233,6 +256,8 @@ async def serve(config: Config, auth: Authorizer, on_bound: Callable[[int], None
     await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
     engine: Engine | None = loading.result() if loading.done() else None  # a load failure raises here
     if engine is not None:
+        for sentence in engine.info.degraded:  # besides the log: where a user running `make serve` looks
+            print(f"editcache-server: degraded start: {sentence}", file=sys.stderr, flush=True)
         holder.set(engine)
         for name in ("", *SERVICE_NAMES):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)

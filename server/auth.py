@@ -38,9 +38,9 @@ ANY_NAMESPACE = "*"
 class Role(IntEnum):
     """Each role implies the ones below it."""
 
-    READ = 1  # Generate, GenerateStream, Score, GetEdit, ListEdits, GetServerInfo
-    WRITE = 2  # AddEdits, DeleteEdit
-    ADMIN = 3  # parametric edits and export: they change what every namespace sees
+    READ = 1  # Generate, GenerateStream, Score, Chat, GetEdit, ListEdits, ListBakedEdits, GetServerInfo
+    WRITE = 2  # AddEdits, DeleteEdit, Correct
+    ADMIN = 3  # ApplyParametric, RollbackParametric, ExportModel: they change what every namespace sees
 
     @classmethod
     def parse(cls, name: str) -> Role:

@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in ("config", "max_queue")}
     if args.max_queue is not None:
         overrides["limits"] = {"max_queue": args.max_queue}
+    # The flag or variable applies from the first line; the settings' log_level (file, variable or flag) once read.
     logging.basicConfig(
         level=(args.log_level or os.environ.get("EDITCACHE_LOG_LEVEL") or "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:  # TokensFileError is a ValueError
         print(f"editcache-server: {exc}", file=sys.stderr)
         return 2
+    logging.getLogger().setLevel(config.log_level.upper())
     problem = exposure_problem(config.listen, auth.enabled, config.insecure)
     if problem is not None:
         print(f"editcache-server: {problem}", file=sys.stderr)

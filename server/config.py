@@ -23,6 +23,7 @@ SIMILARITY_THRESHOLD = 0.8
 def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "editcache"
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 @dataclass(frozen=True)
 class Limits:
@@ -110,6 +111,8 @@ class Config:
             )
         if self.in_scope_route not in IN_SCOPE_ROUTES:
             raise ValueError(f"in_scope_route must be one of {', '.join(IN_SCOPE_ROUTES)}, got {self.in_scope_route!r}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.gate not in GATES:
             raise ValueError(f"gate must be one of {', '.join(GATES)}, got {self.gate!r}")
         if not re.fullmatch(r"[^:\s]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}", self.listen):

@@ -30,6 +30,8 @@ class ServerInfo:
     in_scope_route: Route
     routes: tuple[Route, ...]
     version: str
+    model_fingerprint: str
+    degraded: tuple[str, ...] = ()  # a sentence per default part not in force: what answers instead, and why
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ fp32 llama GGUF for conversion tests.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -87,12 +88,29 @@ def tiny_config(model_type: str = "llama", vocab_size: int = 64, **overrides: ob
 def build_tiny_model(
     model_type: str = "llama", vocab_size: int = 64, seed: int = 0, layers: int = LAYERS
 ) -> PreTrainedModel:
-    """A random-weight causal LM on CPU, in eval mode, reproducible for a given seed."""
+    """A random-weight causal LM on CPU, in eval mode, reproducible for a given seed whatever the release."""
     config = tiny_config(model_type, vocab_size, num_hidden_layers=layers)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # from_config draws too: leave the caller's generator alone
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    seeded_init(model, seed)
     return model.eval()
+
+
+def seeded_init(model: torch.nn.Module, seed: int = 0, std: float = 0.02) -> None:
+    """Gives every random parameter values drawn from the test's own seed, not from transformers' init.
+
+    A release that changes how transformers initialises (or in what order it draws) would otherwise change
+    every tiny model, and with it what the tests can teach them. Each tensor has its own generator, seeded by
+    `seed` and its name: matrices and embeddings get N(0, std); vectors that the library set to one constant
+    (norm scales: ones, or zeros where the norm adds one as Gemma's does) keep it; other vectors (biases) are 0.
+    """
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:
+                generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+            elif not bool((param == param.flatten()[0]).all()):
+                param.zero_()
 
 
 def write_tiny_gguf(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
@@ -148,16 +166,32 @@ FACTS = (
 
 
 def teach(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, sentences: Iterable[str] = FACTS,
-          steps: int = 150, seed: int = 0) -> PreTrainedModel:
-    """Trains the model on the sentences (a second or two) so it knows facts an editor can change."""
+          max_steps: int = 1000, seed: int = 0, until: float = 0.99) -> PreTrainedModel:
+    """Trains the model on the sentences until each one's last word has probability above `until` (a second or
+    two), so it knows facts an editor can change. Raises if `max_steps` are not enough."""
     batch = tokenizer(list(sentences), return_tensors="pt", padding=True)
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     model.train()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-        for _ in range(steps):
+        for step in range(max_steps):
+            if step % 25 == 0 and _last_word_probability(model, batch).min() > until:
+                break
             optimiser.zero_grad()
             model(**batch, labels=labels).loss.backward()
             optimiser.step()
+        else:
+            raise AssertionError(f"{max_steps} steps did not teach the tiny {model.config.model_type} its sentences")
     return model.eval().requires_grad_(False)
+
+
+def _last_word_probability(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[sentences]: the probability each sentence's last token gets after the rest of it."""
+    model.eval()  # no dropout while measuring
+    with torch.no_grad():
+        logits = model(**batch).logits  # [sentences, tokens, vocab]
+    model.train()
+    last = batch["attention_mask"].sum(1) - 1  # [sentences]: index of the last real token
+    rows = torch.arange(len(last))
+    return logits[rows, last - 1].softmax(-1)[rows, batch["input_ids"][rows, last]]

@@ -12,7 +12,7 @@ from client.evaluation.cases import Case, EditFact, Probe
 from counterfactual.artifact import PromptFormat
 from counterfactual.examples import TrainCase
 from counterfactual.train import TrainSettings, train_counterfactual
-from server.models.load import load_model, model_fingerprint
+from server.models.load import load_model
 from tests.tiny import build_tiny_model, build_tiny_tokenizer
 
 COUNTRIES = {"france": "paris", "germany": "berlin", "italy": "rome", "spain": "madrid"}
@@ -62,5 +62,5 @@ def train_tiny_adapter(model_dir: Path, out_dir: Path, steps: int = 300) -> dict
     settings = TrainSettings(steps=steps, batch_size=8, lr=1e-2, rank=8, held_out_cases=2, retain_examples=6,
                              eval_batch_size=8)
     fixture = [tiny_case("france", "rome"), tiny_case("spain", "berlin")]
-    return train_counterfactual(loaded.model, loaded.tokenizer, loaded.name, model_fingerprint(loaded), tiny_cases(),
+    return train_counterfactual(loaded.model, loaded.tokenizer, loaded.name, loaded.fingerprint.current, tiny_cases(),
                                 out_dir, settings, fixture, TINY_FORMAT)

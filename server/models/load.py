@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from server.errors import FailedPrecondition
 from server.models.arch import ArchTemplate, arch_for
+from server.models.fingerprint import Fingerprint, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     arch: ArchTemplate
     source_dir: Path  # the Hugging Face directory the weights were read from
+    fingerprint: Fingerprint  # names these exact weights (server.models.fingerprint)
 
 
 def _gemma_3_270m_gguf(workdir: Path) -> Path:
@@ -75,7 +77,8 @@ def load_model(name_or_path: str, cache_dir: Path, torch_threads: int = 0) -> Lo
     """
     if torch_threads > 0:
         torch.set_num_threads(torch_threads)
-    name, source_dir = _resolve(name_or_path, Path(cache_dir))
+    cache_dir = Path(cache_dir)
+    name, source_dir = _resolve(name_or_path, cache_dir)
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(source_dir, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(source_dir, local_files_only=True, dtype=torch.float32)
@@ -93,15 +96,15 @@ def load_model(name_or_path: str, cache_dir: Path, torch_threads: int = 0) -> Lo
         source_dir,
         time.perf_counter() - started,
     )
-    return LoadedModel(name=name, model=model, tokenizer=tokenizer, arch=arch, source_dir=source_dir)
+    return LoadedModel(name=name, model=model, tokenizer=tokenizer, arch=arch, source_dir=source_dir,
+                       fingerprint=fingerprint(name, source_dir, _fingerprint_record_dir(source_dir, cache_dir)))
 
 
-def model_fingerprint(loaded: LoadedModel) -> str:
-    """Names the exact weights: parametric deltas and statistics are only valid for them."""
-    digest = hashlib.sha256((loaded.source_dir / "config.json").read_bytes())
-    for path in sorted(loaded.source_dir.glob("*.safetensors")):
-        digest.update(f"{path.name}:{path.stat().st_size}".encode())
-    return f"{loaded.name}-{digest.hexdigest()[:12]}"
+def _fingerprint_record_dir(source_dir: Path, cache_dir: Path) -> Path | None:
+    """Beside a conversion this server made; in its cache for a directory it does not own."""
+    if source_dir.resolve().parent == (cache_dir / "models").resolve():
+        return None
+    return cache_dir / "fingerprints" / hashlib.sha256(str(source_dir.resolve()).encode()).hexdigest()[:16]
 
 
 def _resolve(name_or_path: str, cache_dir: Path) -> tuple[str, Path]:

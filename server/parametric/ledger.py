@@ -8,6 +8,7 @@ weights change, so a crash between the two is repaired by the replay at the next
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,8 @@ from pathlib import Path
 from server.errors import FailedPrecondition
 from server.parametric.deltas import WeightDelta
 from server.sqlite import open_durable, transaction
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS applications (
@@ -58,10 +61,12 @@ class BakedEdit:
 class Ledger:
     """Thread-safe: one connection behind a lock; every write is one transaction."""
 
-    def __init__(self, path: Path, model_id: str) -> None:
+    def __init__(self, path: Path, model_id: str, legacy_model_id: str | None = None) -> None:
+        """`legacy_model_id` is the same weights' name under the earlier fingerprint scheme: a ledger that stored
+        it is migrated to `model_id`."""
         self._lock = threading.Lock()
         self._db = open_durable(path, SCHEMA)
-        self._check_model(model_id)
+        self._check_model(model_id, legacy_model_id)
 
     def close(self) -> None:
         with self._lock:
@@ -128,12 +133,15 @@ class Ledger:
         ))
         return BakedEdit(namespace, edit_id, int(row[0]), str(row[1]), bool(row[2]), modules, float(row[3]))
 
-    def _check_model(self, model_id: str) -> None:
+    def _check_model(self, model_id: str, legacy_model_id: str | None) -> None:
         """Deltas only fit the weights they were computed on."""
         with self._lock, transaction(self._db):
             row = self._db.execute("SELECT value FROM meta WHERE name = 'model'").fetchone()
             (count,) = self._db.execute("SELECT COUNT(*) FROM deltas").fetchone()
-            if row is not None and row[0] != model_id and count > 0:
+            if row is not None and row[0] == legacy_model_id and legacy_model_id != model_id:
+                log.warning("parametric ledger: migrating the model fingerprint %s (old scheme) to %s, the same "
+                            "weights", legacy_model_id, model_id)
+            elif row is not None and row[0] != model_id and count > 0:
                 raise FailedPrecondition(
                     f"this data directory holds {count} parametric deltas for model {row[0]!r}, not {model_id!r}; "
                     "serve that model, or use another --data-dir"

@@ -100,5 +100,6 @@ def server_info_to_pb(info: ServerInfo) -> pb.GetServerInfoResponse:
     return pb.GetServerInfoResponse(
         model=info.model, model_type=info.model_type, parameters=info.parameters, encoder=info.encoder,
         gate=info.gate, threshold=info.threshold, top_k=info.top_k, in_scope_route=ROUTES[info.in_scope_route],
-        routes=[ROUTES[r] for r in info.routes], version=info.version,
+        routes=[ROUTES[r] for r in info.routes], version=info.version, model_fingerprint=info.model_fingerprint,
+        degraded=list(info.degraded),
     )

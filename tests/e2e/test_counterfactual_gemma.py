@@ -17,7 +17,7 @@ from counterfactual.train import fixture_scores
 from server.config import default_cache_dir
 from server.generators.counterfactual import CounterfactualGenerator
 from server.generators.decoding import CausalLM
-from server.models.load import load_model, model_fingerprint
+from server.models.load import load_model
 from server.types import Edit
 
 pytestmark = pytest.mark.real_model
@@ -30,7 +30,7 @@ FIXTURE = Path(__file__).parents[1] / "fixtures" / "eval" / "counterfact_flat.js
 def test_shipped_adapter_reproduces_its_recorded_fixture_scores() -> None:
     loaded = load_model("gemma-3-270m", default_cache_dir())
     metrics = json.loads((ADAPTER / METRICS_FILE).read_text())
-    merged, manifest = load_adapted_model(loaded.model, ADAPTER, model_fingerprint(loaded))
+    merged, manifest = load_adapted_model(loaded.model, ADAPTER, loaded.fingerprint.current)
     scores = fixture_scores(CausalLM(merged, loaded.tokenizer), manifest.prompt, load_cases(FIXTURE)[1])
     assert scores == pytest.approx(metrics["fixture_scores"], abs=1e-3)
     after = metrics["held_out_after"]

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.real_model
 
 EDITED = "The Space Needle is located in the city of"
 UNRELATED = "The Eiffel Tower is located in the city of"
+ADAPTER = Path(__file__).parents[2] / "artifacts" / "counterfactual" / "gemma-3-270m"
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_editctl_session_on_gemma(gemma_server: LocalServer, capsys: pytest.Capt
     edit_id = json.loads(capsys.readouterr().out)["id"]
 
     edited = ask(addr, EDITED, capsys)
-    assert edited["route"] != "base" and edited["edit_id"] == edit_id
+    assert edited["route"] == "counterfactual" and edited["edit_id"] == edit_id
     assert edited["text"].strip().startswith("Taipei")
 
     unrelated = ask(addr, UNRELATED, capsys)
@@ -55,3 +56,14 @@ def test_editctl_session_on_gemma(gemma_server: LocalServer, capsys: pytest.Capt
     with torch.inference_mode():
         out = loaded.model.generate(**inputs, max_new_tokens=8, do_sample=False)
     assert unrelated["token_ids"] == out[0, inputs["input_ids"].shape[1]:].tolist()
+
+
+def test_default_server_answers_in_scope_with_the_counterfactual_model(
+    gemma_server: LocalServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert editctl(["info", "--addr", gemma_server.addr, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    shipped = json.loads((ADAPTER / "counterfactual.json").read_text())
+    assert info["in_scope_route"] == "counterfactual" and info["degraded"] == []
+    assert info["gate"] == "classifier"
+    assert info["model_fingerprint"] == shipped["model_fingerprint"]

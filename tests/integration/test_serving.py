@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import grpc
 import pytest
@@ -11,9 +12,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from client import EditcacheClient, EditInput, FailedPrecondition, InvalidArgument, NotFound
+from client.editctl import main as editctl
 from client.launch import LocalServer
 from editcache.v1 import editcache_pb2 as pb
 from editcache.v1 import editcache_pb2_grpc as pb_grpc
+from server.models.fingerprint import weights_digest
 
 PROMPT = "the capital of france is"
 UNRELATED = "who speaks german in berlin"
@@ -214,12 +217,24 @@ def test_unknown_route_value_is_invalid_argument(running_server: LocalServer) ->
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "route" in caught.value.details()
 
 
-def test_server_info_describes_the_served_model(running_server: LocalServer) -> None:
+def test_server_info_describes_the_served_model(
+    running_server: LocalServer, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with running_server.client() as client:
         info = client.server_info()
     assert info.model_type == "llama" and info.parameters > 0
     assert {"base", "prompt", "ike"} <= set(info.routes) and info.in_scope_route == "ike"
-    assert info.encoder == "all-MiniLM-L6-v2" and 0 < info.threshold <= 1
+    assert info.encoder == "all-MiniLM-L6-v2" and 0 < info.threshold <= 1 and info.gate == "classifier"
+    assert info.model_fingerprint == f"{tiny_model_dir.name}-{weights_digest(tiny_model_dir)[:12]}"
+    # The tiny model has no counterfactual adapter: the server says which route answers instead, and why,
+    # in GetServerInfo, in editctl info and in one plain line of its output.
+    (sentence,) = info.degraded
+    assert sentence.startswith("in-scope queries are answered by the ike route") and "no adapter" in sentence
+    assert f"editcache-server: degraded start: {sentence}" in running_server.log_text()
+    assert editctl(["info", "--addr", running_server.addr]) == 0
+    shown = capsys.readouterr().out
+    assert f"fingerprint    {info.model_fingerprint}" in shown and "in-scope route ike" in shown
+    assert f"degraded       {sentence}" in shown
 
 
 def test_without_ike_in_scope_queries_take_the_prompt_route(tiny_model_dir: object, tmp_path: object) -> None:

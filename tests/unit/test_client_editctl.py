@@ -422,3 +422,26 @@ def test_import_client_loads_no_heavy_or_server_modules() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("argv", "forwarded"), [
+    (["eval", "--data", "f.json"], ["--data", "f.json"]),
+    (["--json", "eval", "--data", "f.json"], ["--data", "f.json"]),
+    (["--addr", "h:1", "eval", "--data", "f.json"], ["--addr=h:1", "--data", "f.json"]),
+    (["--token=t", "--addr", "h:1", "eval", "--json", "out.json"], ["--addr=h:1", "--token=t", "--json", "out.json"]),
+])
+def test_eval_takes_global_options_before_it(
+    argv: list[str], forwarded: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[str]] = []
+    monkeypatch.setattr("client.evaluation.cli.main", lambda args, prog: seen.append(args) or 0)
+    assert main(argv) == 0
+    assert seen == [forwarded]
+
+
+def test_eval_refuses_global_options_it_cannot_use(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("client.evaluation.cli.main", lambda args, prog: pytest.fail("eval should not run"))
+    assert main(["--namespace", "x", "eval", "--data", "f.json"]) == 2
+    assert "eval does not use --namespace" in capsys.readouterr().err

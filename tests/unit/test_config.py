@@ -111,6 +111,7 @@ def test_limits_from_environ_is_refused_with_a_hint() -> None:
     ({"default_page_size": 0}, "default_page_size"),
     ({"other_wordings": -1}, "other_wordings"),
     ({"context_prefixes": -1}, "context_prefixes"),
+    ({"log_level": "LOUD"}, "log_level"),
 ])
 def test_bad_values_raise_value_error_naming_the_setting(overrides: dict[str, object], mentions: str) -> None:
     with pytest.raises(ValueError, match=mentions):
@@ -178,3 +179,20 @@ def test_tls_cert_without_key_is_a_value_error(tmp_path: Path) -> None:
 def test_non_boolean_insecure_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="insecure"):
         build_config(environ={"EDITCACHE_INSECURE": "maybe"})
+
+
+def test_the_config_files_log_level_is_applied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from server import cli
+
+    (tmp_path / "c.toml").write_text('log_level = "warning"\n')
+    seen: list[int] = []
+    monkeypatch.setattr("server.app.run", lambda config, auth: seen.append(logging.getLogger().level))
+    monkeypatch.delenv("EDITCACHE_LOG_LEVEL", raising=False)
+    before = logging.getLogger().level
+    try:
+        assert cli.main(["--config", str(tmp_path / "c.toml")]) == 0
+    finally:
+        logging.getLogger().setLevel(before)
+    assert seen == [logging.WARNING]

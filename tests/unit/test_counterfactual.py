@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from counterfactual.artifact import (
     PromptFormat,
     load_adapted_model,
     read_manifest,
+    restamp_manifest,
 )
 from counterfactual.examples import Example, edit_examples, load_train_cases, retain_queries, split_cases
 from counterfactual.train import collate, encode, fixture_scores
@@ -27,7 +29,7 @@ from server.app import build_counterfactual
 from server.config import Config
 from server.generators.counterfactual import CounterfactualGenerator, answer_confidence
 from server.generators.decoding import CausalLM
-from server.models.load import LoadedModel, load_model, model_fingerprint
+from server.models.load import LoadedModel, load_model
 from server.types import FinishReason, GenerationOptions
 from tests.tiny_counterfactual import TINY_FORMAT, save_adaptable_model, tiny_case, train_tiny_adapter
 from tests.unit.fakes import make_edit
@@ -157,7 +159,7 @@ def test_artifact_is_an_adapter_with_its_model_and_format(trained: tuple[Path, P
         p.name for p in adapter_dir.iterdir()
     }
     manifest = read_manifest(adapter_dir)
-    assert manifest.model_fingerprint == model_fingerprint(fresh) == metrics["model_fingerprint"]
+    assert manifest.model_fingerprint == fresh.fingerprint.current == metrics["model_fingerprint"]
     assert manifest.prompt == TINY_FORMAT
     assert json.loads((adapter_dir / METRICS_FILE).read_text())["fixture_scores"] == metrics["fixture_scores"]
 
@@ -169,7 +171,7 @@ def test_loaded_adapter_reproduces_training_scores_and_leaves_the_base_model_alo
     fixture = [tiny_case("france", "rome"), tiny_case("spain", "berlin")]
     base_before = fixture_scores(CausalLM(fresh.model, fresh.tokenizer), TINY_FORMAT, fixture)
     weights_before = {k: v.clone() for k, v in fresh.model.state_dict().items()}
-    merged, manifest = load_adapted_model(fresh.model, adapter_dir, model_fingerprint(fresh))
+    merged, manifest = load_adapted_model(fresh.model, adapter_dir, fresh.fingerprint.current)
 
     assert fixture_scores(CausalLM(merged, fresh.tokenizer), manifest.prompt, fixture) == pytest.approx(
         metrics["fixture_scores"], abs=1e-3
@@ -188,7 +190,7 @@ def test_generator_answers_from_the_edit_through_the_adapter(
     trained: tuple[Path, Path, dict], fresh: LoadedModel
 ) -> None:
     _, adapter_dir, _ = trained
-    merged, manifest = load_adapted_model(fresh.model, adapter_dir, model_fingerprint(fresh))
+    merged, manifest = load_adapted_model(fresh.model, adapter_dir, fresh.fingerprint.current)
     generator = CounterfactualGenerator(CausalLM(merged, fresh.tokenizer), manifest.prompt)
     base = CounterfactualGenerator(CausalLM(fresh.model, fresh.tokenizer), manifest.prompt)  # same prompt, no adapter
     options = GenerationOptions(max_new_tokens=6)
@@ -214,7 +216,7 @@ def test_generator_abstains_on_another_relation_of_the_subject(
 ) -> None:
     _, adapter_dir, metrics = trained
     assert metrics["held_out_after"]["em_retain"] > metrics["held_out_before"]["em_retain"]
-    merged, manifest = load_adapted_model(fresh.model, adapter_dir, model_fingerprint(fresh))
+    merged, manifest = load_adapted_model(fresh.model, adapter_dir, fresh.fingerprint.current)
     generator = CounterfactualGenerator(CausalLM(merged, fresh.tokenizer), manifest.prompt)
     base = CounterfactualGenerator(CausalLM(fresh.model, fresh.tokenizer), manifest.prompt)
     edits = [make_edit(prompt=f"the capital of {c} is", target_new="rome", subject=c) for c in ("germany", "spain")]
@@ -226,10 +228,10 @@ def test_generator_abstains_on_another_relation_of_the_subject(
 def test_adapter_of_another_model_is_refused(trained: tuple[Path, Path, dict], fresh: LoadedModel,
                                              tmp_path: Path) -> None:
     _, adapter_dir, _ = trained
-    with pytest.raises(AdapterMismatch, match=f"trained on {model_fingerprint(fresh)}.*served model is other-model-1"):
+    with pytest.raises(AdapterMismatch, match=f"trained on {fresh.fingerprint.current}.*served model is other-model-1"):
         load_adapted_model(fresh.model, adapter_dir, "other-model-1")
     with pytest.raises(AdapterMismatch, match="not a counterfactual adapter"):
-        load_adapted_model(fresh.model, tmp_path, model_fingerprint(fresh))
+        load_adapted_model(fresh.model, tmp_path, fresh.fingerprint.current)
 
 
 def _foreign_adapter(adapter_dir: Path, tmp_path: Path) -> Path:
@@ -252,8 +254,8 @@ def test_server_refuses_a_configured_adapter_of_another_model(
         build_counterfactual(config, fresh)
     with pytest.raises(ValueError, match="does not exist"):
         build_counterfactual(replace(config, counterfactual_adapter=tmp_path / "missing"), fresh)
-    assert isinstance(build_counterfactual(replace(config, counterfactual_adapter=adapter_dir), fresh),
-                      CounterfactualGenerator)
+    generator, off = build_counterfactual(replace(config, counterfactual_adapter=adapter_dir), fresh)
+    assert isinstance(generator, CounterfactualGenerator) and off is None
 
 
 def test_server_skips_a_default_adapter_of_another_model_with_a_warning(
@@ -263,7 +265,30 @@ def test_server_skips_a_default_adapter_of_another_model_with_a_warning(
     foreign = _foreign_adapter(trained[1], tmp_path)
     monkeypatch.setattr("server.app.default_adapter_dir", lambda name: foreign)
     with caplog.at_level(logging.WARNING, logger="server.app"):
-        assert build_counterfactual(Config(model=str(trained[0])), fresh) is None
+        generator, off = build_counterfactual(Config(model=str(trained[0])), fresh)
+    assert generator is None and off is not None and "gemma-3-270m-000000000000" in off
     assert "counterfactual route off" in caplog.text and "gemma-3-270m-000000000000" in caplog.text
     monkeypatch.setattr("server.app.default_adapter_dir", lambda name: tmp_path / "nothing-here")
-    assert build_counterfactual(Config(model=str(trained[0])), fresh) is None
+    generator, off = build_counterfactual(Config(model=str(trained[0])), fresh)
+    assert generator is None and off is not None and "no adapter" in off and "nothing-here" in off
+
+
+def test_an_adapter_stamped_with_the_old_fingerprint_scheme_loads_and_can_be_restamped(
+    trained: tuple[Path, Path, dict], fresh: LoadedModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = tmp_path / "old-scheme"
+    shutil.copytree(trained[1], old)
+    meta = json.loads((old / MANIFEST_FILE).read_text())
+    (old / MANIFEST_FILE).write_text(json.dumps({**meta, "model_fingerprint": fresh.fingerprint.legacy}))
+
+    with caplog.at_level(logging.WARNING, logger="counterfactual.artifact"):
+        load_adapted_model(fresh.model, old, fresh.fingerprint.current, fresh.fingerprint.legacy)
+    assert "old fingerprint" in caplog.text and "--restamp" in caplog.text
+    with pytest.raises(AdapterMismatch):  # without the old name to compare with, it is other weights
+        load_adapted_model(fresh.model, old, fresh.fingerprint.current)
+
+    restamp_manifest(old, fresh.fingerprint.current, fresh.fingerprint.legacy)
+    assert read_manifest(old).model_fingerprint == fresh.fingerprint.current
+    load_adapted_model(fresh.model, old, fresh.fingerprint.current)
+    with pytest.raises(AdapterMismatch, match="retrain"):
+        restamp_manifest(_foreign_adapter(trained[1], tmp_path), fresh.fingerprint.current, fresh.fingerprint.legacy)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from pathlib import Path
 
@@ -21,10 +22,6 @@ from server.types import Edit
 from tests.tiny import FACTS, build_tiny_model, build_tiny_tokenizer, teach
 
 ARCHS = ("llama", "gpt2", "gemma3_text", "gptj")
-# Enough for each tiny model to know all four facts (taught_weights checks), and no more. GPT-J's random
-# initialisation changed under transformers 5.2x: 150 steps left it at rome 0.52 / berlin 0.45 for italy,
-# and any edit tipped that over.
-TEACH_STEPS = {"gpt2": 300, "gptj": 300}
 
 
 def edit(country: str, target: str, id_: str) -> Edit:
@@ -41,9 +38,8 @@ def answer(editor_model: torch.nn.Module, tokenizer: object, prompt: str) -> str
 
 @functools.cache
 def taught_weights(model_type: str) -> dict[str, torch.Tensor]:
-    steps = TEACH_STEPS.get(model_type, 150)
     tokenizer = build_tiny_tokenizer()
-    model = teach(build_tiny_model(model_type, layers=4), tokenizer, steps=steps)
+    model = teach(build_tiny_model(model_type, layers=4), tokenizer)
     for fact in FACTS:  # the tests below edit and check these facts: the model must hold each firmly
         prompt, city = fact.rsplit(" ", 1)
         confidence = math.exp(-nll(model, tokenizer, prompt, city))
@@ -78,11 +74,13 @@ def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert not different, f"tensors differ: {different}"
 
 
-@pytest.mark.parametrize("model_type", ("llama", "gpt2", "gptj"))
-def test_rome_changes_the_edited_fact_and_keeps_the_others(model_type: str, tmp_path: Path) -> None:
+# GPT-J runs attention and the MLP side by side, so layer 0's MLP sees the token "is" alone, the same key in
+# every country's sentence: its edit goes one layer up, where the key carries the country.
+@pytest.mark.parametrize(("model_type", "layer"), (("llama", 0), ("gpt2", 0), ("gptj", 1)))
+def test_rome_changes_the_edited_fact_and_keeps_the_others(model_type: str, layer: int, tmp_path: Path) -> None:
     editor, model, tokenizer = make_editor(model_type, tmp_path)
     assert answer(model, tokenizer, "the capital of france is") == "paris"
-    request = MethodRequest("rome", steps=40, layer=0)
+    request = MethodRequest("rome", steps=40, layer=layer)
     deltas = finish(editor.compute(request, [edit("france", "berlin", "e1")]))
     assert answer(model, tokenizer, "the capital of france is") == "paris", "compute must not change the weights"
     editor.commit("ns", request, deltas)
@@ -217,3 +215,21 @@ def test_a_ledger_refuses_another_models_weights(tmp_path: Path) -> None:
     editor.close()
     with pytest.raises(FailedPrecondition, match="parametric deltas for model"):
         Ledger(tmp_path / "parametric.sqlite", "another-model")
+
+
+def test_a_ledger_stamped_with_the_old_fingerprint_scheme_is_migrated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    editor, _, _ = make_editor("llama", tmp_path)  # its ledger names the weights "tiny-llama"
+    request = MethodRequest("rome", steps=5)
+    editor.commit("ns", request, finish(editor.compute(request, [edit("france", "berlin", "e1")])))
+    editor.close()
+    with caplog.at_level(logging.WARNING, logger="server.parametric.ledger"):
+        migrated = Ledger(tmp_path / "parametric.sqlite", "tiny-llama-new-scheme", legacy_model_id="tiny-llama")
+    assert "migrating" in caplog.text
+    assert [b.edit_id for b in migrated.baked_edits()] == ["e1"]
+    migrated.close()
+    # Migrated: the new name alone now opens it, and the old one is another model's.
+    Ledger(tmp_path / "parametric.sqlite", "tiny-llama-new-scheme").close()
+    with pytest.raises(FailedPrecondition, match="parametric deltas for model"):
+        Ledger(tmp_path / "parametric.sqlite", "tiny-llama")

@@ -1,9 +1,14 @@
 """The shipped gate artifact reproduces what training recorded on the repository's fixture."""
 
+from pathlib import Path
+
 import pytest
 
 from scope_classifier.artifact import DEFAULT_ARTIFACT, load_artifact
 from scope_classifier.train import fixture_scores
+from server.app import build_gate
+from server.config import SIMILARITY_THRESHOLD, Config
+from server.gate import SimilarityGate
 from server.memory.embed import SentenceEncoder
 
 
@@ -13,3 +18,19 @@ def test_shipped_artifact_reproduces_its_recorded_fixture_scores() -> None:
     assert fixture_scores(artifact, SentenceEncoder(artifact.encoder)) == pytest.approx(recorded, abs=1e-4)
     assert 0.0 < artifact.threshold < 1.0
     assert {"in_scope_recall_prompt", "in_scope_recall_paraphrase", "locality_fpr"} <= set(artifact.metrics)
+
+
+def test_an_unusable_shipped_artifact_falls_back_to_the_similarity_gate_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = tmp_path / "gate.npz"
+    broken.write_bytes(b"not an npz file")
+    monkeypatch.setattr("server.app.DEFAULT_ARTIFACT", broken)
+    degraded: list[str] = []
+    gate, threshold = build_gate(Config(), SentenceEncoder("all-MiniLM-L6-v2"), degraded)
+    assert isinstance(gate, SimilarityGate) and threshold == SIMILARITY_THRESHOLD
+    (sentence,) = degraded
+    assert sentence.startswith("the similarity gate") and str(broken) in sentence
+    # One the operator named is not replaced behind their back: the start stops.
+    with pytest.raises((OSError, ValueError)):
+        build_gate(Config(gate_artifact=broken), SentenceEncoder("all-MiniLM-L6-v2"), [])

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from client.evaluation.cases import Case, EditFact, Probe
+from client.evaluation.cases import Case, EditFact, Probe, load_cases
 from scope_classifier.evaluate import ProbeScore, choose_threshold, gate_metrics, score_probes
 from server.gate import SimilarityGate
 from server.memory.embed import SentenceEncoder
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "eval" / "counterfact_flat.json"
 
 
 def _scores(neighbourhood: list[tuple[float, bool]], same_subject: tuple[float, ...] = ()) -> list[ProbeScore]:
@@ -75,3 +80,26 @@ def test_negatives_that_ask_an_edited_fact_are_marked_in_scope_elsewhere() -> No
         ("neighbourhood", True),
         ("unrelated", False),
     ]
+
+
+def test_evaluate_command_scores_the_chosen_split_and_prints_json_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scope_classifier import __main__ as command
+    from scope_classifier import evaluate
+
+    (tmp_path / "zsre").mkdir()
+    (tmp_path / "zsre" / "train-1k.json").write_text(json.dumps([{"loc": "nq question: who wrote hamlet"}]))
+    asked: list[tuple[str, ...]] = []
+    fixture = load_cases(FIXTURE)[1]
+    monkeypatch.setattr(evaluate, "load_val_cases", lambda data_dir, files: asked.append(tuple(files)) or fixture)
+    common = ["evaluate", "--data-dir", str(tmp_path), "--gate", "similarity"]
+
+    assert command.main([*common, "--split", "zsre-dev", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert asked == [("zsre/dev.json",)] and summary["data"] == "zsre/dev.json" and summary["gate"] == "similarity"
+
+    assert command.main(common) == 0
+    table = capsys.readouterr().out
+    assert asked[-1] == ("counterfact/val.json", "zsre/dev.json")
+    assert not table.lstrip().startswith("{") and "data" in table and "counterfact/val.json + zsre/dev.json" in table
