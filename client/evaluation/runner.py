@@ -97,8 +97,9 @@ class BaselineCache:
 
     @staticmethod
     def for_server(info: ServerInfo, cache_dir: Path) -> BaselineCache:
-        fingerprint = hashlib.sha256(f"{info.model}|{info.model_type}|{info.parameters}".encode()).hexdigest()[:16]
-        return BaselineCache(cache_dir / f"baseline-{fingerprint}.json")
+        """The cache of the served weights' outputs (a server before 2026-12 names no fingerprint: its model)."""
+        weights = info.model_fingerprint or f"{info.model}|{info.model_type}|{info.parameters}"
+        return BaselineCache(cache_dir / f"baseline-{hashlib.sha256(weights.encode()).hexdigest()[:16]}.json")
 
     def lookup(self, client: EditcacheClient, prompt: str, target: str, max_new_tokens: int) -> dict[str, list[int]]:
         key = f"{max_new_tokens}\x1f{prompt}\x1f{target}"
