@@ -70,7 +70,9 @@ def build_engine(config: Config) -> Engine:
     encoder = SentenceEncoder(config.encoder)
     memory = EditMemory(config.data_dir, encoder, config.encoder, config.limits.max_edits_per_namespace)
     degraded: list[str] = []  # a sentence per default part that cannot be used
-    gate, threshold = build_gate(config, encoder, degraded)
+    gate, threshold, gate_degraded = build_gate(config, encoder)
+    if gate_degraded is not None:
+        degraded.append(gate_degraded)
     loaded = load_model(config.model, config.cache_dir, config.torch_threads)
     # From the unedited weights: before the replay below.
     counterfactual, counterfactual_off = build_counterfactual(config, loaded)
@@ -174,14 +176,15 @@ def load_wordings(path: Path) -> Wordings:
         raise ValueError(f"wordings file {path} is not a CounterFact-format JSON list: {exc}") from exc
 
 
-def build_gate(config: Config, encoder: SentenceEncoder, degraded: list[str]) -> tuple[Gate, float]:
-    """The configured gate and the threshold it is used with.
+def build_gate(config: Config, encoder: SentenceEncoder) -> tuple[Gate, float, str | None]:
+    """The configured gate, the threshold it is used with, and a sentence when the classifier should be on but is not.
 
     A configured gate artifact that cannot be used stops the start; when the shipped one cannot, the similarity
-    gate stands in and a sentence saying so goes into `degraded`.
+    gate stands in, and the sentence says so and why.
     """
+    similarity = SIMILARITY_THRESHOLD if config.threshold is None else config.threshold
     if config.gate == "similarity":
-        return SimilarityGate(), SIMILARITY_THRESHOLD if config.threshold is None else config.threshold
+        return SimilarityGate(), similarity, None
     try:
         artifact = load_artifact(config.gate_artifact or DEFAULT_ARTIFACT)
         if artifact.encoder != config.encoder:
@@ -191,14 +194,14 @@ def build_gate(config: Config, encoder: SentenceEncoder, degraded: list[str]) ->
     except (OSError, ValueError, KeyError) as exc:
         if config.gate_artifact is not None:
             raise
-        degraded.append(f"the similarity gate (threshold {SIMILARITY_THRESHOLD}) decides which queries are in "
-                        f"scope, not the trained scope classifier: {DEFAULT_ARTIFACT} cannot be used ({exc})")
-        log.warning("scope classifier off: %s", degraded[-1])
-        return SimilarityGate(), SIMILARITY_THRESHOLD if config.threshold is None else config.threshold
+        sentence = (f"the similarity gate (threshold {similarity}) decides which queries are in scope, not the "
+                    f"trained scope classifier: {DEFAULT_ARTIFACT} cannot be used ({exc})")
+        log.warning("scope classifier off: %s", sentence)
+        return SimilarityGate(), similarity, sentence
     threshold = artifact.threshold if config.threshold is None else config.threshold
     log.info("scope classifier (%s) loaded; threshold %.3f (the artifact's: %.3f)", artifact.kind, threshold,
              artifact.threshold)
-    return ClassifierGate(artifact, encoder), threshold
+    return ClassifierGate(artifact, encoder), threshold, None
 
 
 def build_ike(config: Config, lm: CausalLM, encoder: SentenceEncoder) -> IKEGenerator | None:

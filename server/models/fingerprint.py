@@ -35,10 +35,6 @@ class Fingerprint:
     current: str  # "<name>-<12 hex digits>" of the weights and the config fields that change the computation
     legacy: str  # scheme 1's name for the same files: still accepted where it was stored, then migrated
 
-    def names(self, stored: str) -> bool:
-        """True when a stored fingerprint (of either scheme) names these weights."""
-        return stored in (self.current, self.legacy)
-
 
 def fingerprint(name: str, model_dir: Path, record_dir: Path | None = None) -> Fingerprint:
     """The fingerprint of the model in `model_dir`, from its cached record when the files are unchanged.
@@ -46,33 +42,37 @@ def fingerprint(name: str, model_dir: Path, record_dir: Path | None = None) -> F
     The record lives in `record_dir` (default: beside the weights, as for a conversion cache); a directory the
     server does not own passes a folder of its cache instead.
     """
-    record_path = (record_dir or model_dir) / RECORD_FILE
-    files = _weight_files(model_dir)
-    signature = {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+    digest = _cached_digest(model_dir, (record_dir or model_dir) / RECORD_FILE)
+    return Fingerprint(f"{name}-{digest[:12]}", legacy_fingerprint(name, model_dir))
+
+
+def _cached_digest(model_dir: Path, record_path: Path) -> str:
+    """weights_digest(model_dir), read from the record while config.json and the weight files are unchanged."""
+    signature = {p.name: [(stat := p.stat()).st_size, stat.st_mtime_ns]
+                 for p in (model_dir / "config.json", *_weight_files(model_dir))}
     try:
         record = json.loads(record_path.read_text())
         if record.get("scheme") == SCHEME and record.get("files") == signature:
-            return Fingerprint(f"{name}-{record['digest'][:12]}", legacy_fingerprint(name, model_dir))
-    except (OSError, ValueError, AttributeError):
+            return str(record["digest"])
+    except (OSError, ValueError, AttributeError, KeyError):
         pass  # no record yet, or an unreadable one: compute it again
     log.info("fingerprinting the weights in %s (once per conversion)", model_dir)
     digest = weights_digest(model_dir)
     _write_record(record_path, {"scheme": SCHEME, "files": signature, "digest": digest})
-    return Fingerprint(f"{name}-{digest[:12]}", legacy_fingerprint(name, model_dir))
+    return digest
 
 
 def weights_digest(model_dir: Path) -> str:
     """sha256 hex of the computation-relevant config fields and every tensor, in name order."""
     digest = hashlib.sha256(json.dumps(computation_config(model_dir), sort_keys=True).encode())
-    safetensors = sorted(model_dir.glob("*.safetensors"))
-    if safetensors:
+    if safetensors := sorted(model_dir.glob("*.safetensors")):
         tensors = {name: (path, entry) for path in safetensors for name, entry in _safetensors_header(path).items()}
         for name in sorted(tensors):
             path, entry = tensors[name]
             digest.update(f"{name}|{entry.dtype}|{entry.shape}|".encode())
             _hash_range(digest, path, entry.begin, entry.end)
     else:  # pickled checkpoints (pytorch_model*.bin): the file bytes are all there is to go on
-        for path in _weight_files(model_dir)[1:]:
+        for path in _weight_files(model_dir):
             digest.update(path.name.encode())
             _hash_range(digest, path, 0, None)
     return digest.hexdigest()
@@ -93,9 +93,8 @@ def legacy_fingerprint(name: str, model_dir: Path) -> str:
 
 
 def _weight_files(model_dir: Path) -> list[Path]:
-    """config.json, then the weight files in name order."""
-    weights = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("pytorch_model*.bin"))
-    return [model_dir / "config.json", *weights]
+    """The weight files in name order: safetensors, else pickled checkpoints."""
+    return sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("pytorch_model*.bin"))
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,6 @@ def test_the_legacy_name_is_the_earlier_scheme(tmp_path: Path) -> None:
     digest = hashlib.sha256((model_dir / "config.json").read_bytes())
     digest.update(f"model.safetensors:{(model_dir / 'model.safetensors').stat().st_size}".encode())
     assert fp.fingerprint("tiny", model_dir).legacy == f"tiny-{digest.hexdigest()[:12]}"
-    assert fp.fingerprint("tiny", model_dir).names(f"tiny-{digest.hexdigest()[:12]}")
 
 
 def test_the_digest_covers_tensors_in_name_order_not_file_layout(tmp_path: Path) -> None:

@@ -26,11 +26,9 @@ def test_an_unusable_shipped_artifact_falls_back_to_the_similarity_gate_and_says
     broken = tmp_path / "gate.npz"
     broken.write_bytes(b"not an npz file")
     monkeypatch.setattr("server.app.DEFAULT_ARTIFACT", broken)
-    degraded: list[str] = []
-    gate, threshold = build_gate(Config(), SentenceEncoder("all-MiniLM-L6-v2"), degraded)
+    gate, threshold, sentence = build_gate(Config(), SentenceEncoder("all-MiniLM-L6-v2"))
     assert isinstance(gate, SimilarityGate) and threshold == SIMILARITY_THRESHOLD
-    (sentence,) = degraded
-    assert sentence.startswith("the similarity gate") and str(broken) in sentence
+    assert sentence is not None and sentence.startswith("the similarity gate") and str(broken) in sentence
     # One the operator named is not replaced behind their back: the start stops.
     with pytest.raises((OSError, ValueError)):
-        build_gate(Config(gate_artifact=broken), SentenceEncoder("all-MiniLM-L6-v2"), [])
+        build_gate(Config(gate_artifact=broken), SentenceEncoder("all-MiniLM-L6-v2"))
