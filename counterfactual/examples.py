@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.evaluation.cases import Case, load_cases
+from editdata.cases import Case
+from editdata.readers import load_cases
 
 # Relative to the shared data directory. Never val.json or dev*.json (../shared/data/README.md).
 TRAIN_FILES = (

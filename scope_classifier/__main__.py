@@ -8,11 +8,10 @@ import logging
 import sys
 from pathlib import Path
 
+from editdata.paths import DATA_DIR
 from scope_classifier.artifact import DEFAULT_ARTIFACT
 from scope_classifier.artifact import KINDS as DESIGNS
 from scope_classifier.evaluate import SPLITS
-
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
         return 0
 
-    from client.evaluation.cases import load_cases
+    from editdata.readers import load_cases
     from scope_classifier.artifact import load_artifact, save_artifact
     from scope_classifier.evaluate import (
         TRAINING_RECORDS,

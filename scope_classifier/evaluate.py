@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from client.evaluation.cases import Case, EditedFacts, Probe, load_cases
-from client.evaluation.metrics import percentile
+from editdata.cases import Case, EditedFacts, Probe
+from editdata.metrics import percentile
+from editdata.readers import load_cases
 from scope_classifier.artifact import GateArtifact
 from server.gate import ClassifierGate
 from server.interfaces import Gate

@@ -27,7 +27,8 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
-from client.evaluation.cases import load_cases, names
+from editdata.cases import names
+from editdata.readers import load_cases
 from scope_classifier.artifact import GateArtifact, save_artifact
 from scope_classifier.evaluate import calibrate, load_val_cases, score_probes, unrelated_questions
 from scope_classifier.features import SCALAR_FEATURES, EditView, edit_view, pair_features, token_inputs

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from client import EditcacheClient, EditInput, GenerationResult
-from client.evaluation.metrics import percentile
 from client.launch import LocalServer
+from editdata.metrics import percentile
 
 QUERY = "The Space Needle is located in the city of"
 PROMPTS = [

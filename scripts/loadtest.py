@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from client import EditcacheClient, EditcacheError
-from client.evaluation.metrics import percentile
 from client.launch import LocalServer
+from editdata.metrics import percentile
 from server.auth import is_loopback
 
 PROMPTS = [

@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from client.evaluation.metrics import agreement, exact_match, ngram_entropy, token_accuracy  # noqa: E402
 from client.evaluation.runner import EXTRA_NEW_TOKENS, FLUENCY_NEW_TOKENS  # noqa: E402
-from server.app import DEFAULT_STATS_TEXT  # noqa: E402
+from editdata.metrics import agreement, exact_match, ngram_entropy, token_accuracy  # noqa: E402
+from editdata.paths import COUNTERFACT_TRAIN  # noqa: E402
 from server.config import default_cache_dir  # noqa: E402
 from server.generators.decoding import CausalLM  # noqa: E402
 from server.models.load import load_model  # noqa: E402
@@ -49,7 +49,7 @@ from server.types import Edit, GenerationOptions  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="gemma-3-270m")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/counterfact/train.json")
+    parser.add_argument("--data", type=Path, default=COUNTERFACT_TRAIN)
     parser.add_argument("--method", default="rome", choices=("rome", "ft", "memit"))
     parser.add_argument("--layers", type=int, nargs="+", required=True,
                         help="layers to sweep; for MEMIT, the one range the cases are spread over")
@@ -82,8 +82,8 @@ def main() -> None:
     for tokens, layers, others, mom2 in itertools.product(
         args.stats_tokens, spans, args.other_wordings, args.mom2_weight
     ):
-        with tempfile.TemporaryDirectory() as scratch:
-            settings = ParametricSettings(default_cache_dir(), (DEFAULT_STATS_TEXT,), tokens, model_samples=64,
+        with tempfile.TemporaryDirectory() as scratch:  # the server's default statistics text, whatever --data is
+            settings = ParametricSettings(default_cache_dir(), (COUNTERFACT_TRAIN,), tokens, model_samples=64,
                                           prefixes=args.prefixes, wordings=wordings, other_wordings=others)
             editor = ParametricEditor(loaded.model, loaded.tokenizer, loaded.arch,
                                       Ledger(Path(scratch) / "p.sqlite", "sweep"), loaded.fingerprint.current,

@@ -26,6 +26,7 @@ from editcache.v1 import editcache_pb2 as pb
 from editcache.v1 import editcache_pb2_grpc as pb_grpc
 from editcache.v1 import parametric_pb2 as parametric_pb
 from editcache.v1 import parametric_pb2_grpc as parametric_pb_grpc
+from editdata.paths import COUNTERFACT_TRAIN
 from scope_classifier.artifact import DEFAULT_ARTIFACT, load_artifact
 from server.auth import Authorizer
 from server.chat.corrections import CorrectionExtractor
@@ -55,7 +56,7 @@ from server.types import Route
 from server.worker import ModelWorker
 
 log = logging.getLogger(__name__)
-DEFAULT_IKE_POOL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "counterfact" / "train.json"
+DEFAULT_IKE_POOL = COUNTERFACT_TRAIN
 DEFAULT_STATS_TEXT = DEFAULT_IKE_POOL  # its prompts and answers: offline English text in the benchmark's domain
 
 SERVICE_NAMES = (

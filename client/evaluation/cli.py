@@ -16,7 +16,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from client.client import EditcacheClient
-from client.evaluation.cases import FORMATS, load_cases
 from client.evaluation.report import headline, markdown_table, plot, summarize
 from client.evaluation.runner import (
     METHOD_ROUTES,
@@ -28,6 +27,7 @@ from client.evaluation.runner import (
 )
 from client.launch import LocalServer
 from client.parametric_cli import parametric_progress_bar
+from editdata.readers import FORMATS, load_cases
 
 
 def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from client.evaluation.metrics import mean_or_none, percentile
 from client.evaluation.runner import CATEGORIES, KEEP_CATEGORIES, CaseResult, ProbeResult
+from editdata.metrics import mean_or_none, percentile
 
 # The gate should send these to an in-scope route, and these to the base route.
 GATE_POSITIVE = ("reliability", "generalization")

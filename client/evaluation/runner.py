@@ -20,14 +20,13 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from client.client import EditcacheClient, EditInput, ParametricProgress, ServerInfo
 from client.errors import InvalidArgument
-from client.evaluation.cases import Case, EditedFacts, Probe
-from client.evaluation.metrics import agreement, exact_match, ngram_entropy, token_accuracy
+from editdata.cases import Case, EditedFacts, Probe
+from editdata.metrics import agreement, exact_match, ngram_entropy, token_accuracy
 
 # method → the route requests force (None: the gate decides).
 # Parametric methods write the edits into the weights, which every route then uses; "base" measures them alone.
@@ -225,7 +224,3 @@ class Evaluator:
             category, probe.prompt, probe.answers[0], em, tf, answer.route, answer.edit_id, answer.gate_score,
             latency_ms, answer.text, abstained=answer.abstained,
         )
-
-
-def case_result_to_json(result: CaseResult) -> dict[str, Any]:
-    return asdict(result)

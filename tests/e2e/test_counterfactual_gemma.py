@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from client.evaluation.cases import load_cases
 from counterfactual.artifact import METRICS_FILE, default_adapter_dir, load_adapted_model
 from counterfactual.train import fixture_scores
+from editdata.readers import load_cases
 from server.config import default_cache_dir
 from server.generators.counterfactual import CounterfactualGenerator
 from server.generators.decoding import CausalLM

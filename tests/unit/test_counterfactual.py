@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import torch
 
-from client.evaluation.cases import load_cases
 from counterfactual.artifact import (
     MANIFEST_FILE,
     METRICS_FILE,
@@ -25,6 +24,7 @@ from counterfactual.artifact import (
 )
 from counterfactual.examples import Example, edit_examples, load_train_cases, retain_queries, split_cases
 from counterfactual.train import collate, encode, fixture_scores
+from editdata.readers import load_cases
 from server.app import build_counterfactual
 from server.config import Config
 from server.generators.counterfactual import CounterfactualGenerator, answer_confidence

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from client.evaluation.cases import Case, EditFact, Probe, load_cases
+from editdata.cases import Case, EditFact, Probe
+from editdata.readers import load_cases
 from scope_classifier.evaluate import ProbeScore, choose_threshold, gate_metrics, score_probes
 from server.gate import SimilarityGate
 from server.memory.embed import SentenceEncoder

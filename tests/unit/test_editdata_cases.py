@@ -1,4 +1,4 @@
-"""client/evaluation/cases.py: each benchmark form becomes the right probes, and formats are detected."""
+"""editdata/readers.py and cases.py: each benchmark form becomes the right probes, and formats are detected."""
 
 from __future__ import annotations
 
@@ -9,19 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from client.evaluation.cases import (
-    BlankEditFieldError,
-    Case,
-    EditedFacts,
-    EditFact,
-    Probe,
-    asks_edited_fact,
-    detect_format,
-    load_cases,
-)
+from editdata.cases import Case, EditedFacts, EditFact, Probe, asks_edited_fact
+from editdata.paths import DATA_DIR
+from editdata.readers import BlankEditFieldError, detect_format, load_cases
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "eval"
-DATA = Path(__file__).parents[2].parent / "shared" / "data"
 
 
 def _by_id(cases: list[Case]) -> dict[str, Case]:
@@ -187,7 +179,7 @@ def test_blank_edit_field_is_skipped_with_a_warning_or_raises_when_strict(
     good = {"subject": "A", "src": "Who is A?", "alt": "B", "answers": ["C"], "rephrase": "A is who?"}
     path = tmp_path / "zsre.json"
     path.write_text(json.dumps([good, {**good, "alt": ""}, good]))
-    with caplog.at_level("WARNING", logger="client.evaluation.cases"):
+    with caplog.at_level("WARNING", logger="editdata.readers"):
         fmt, cases = load_cases(path)
     assert (fmt, [c.case_id for c in cases]) == ("zsre", ["0", "2"])
     assert "skipped 1 of 3 zsre records" in caplog.text and "record 1: field 'alt' is blank" in caplog.text
@@ -222,7 +214,7 @@ def test_detect_format(record: dict[str, object], expected: str) -> None:
 
 def test_package_imports_no_heavy_modules() -> None:
     code = (
-        "import sys, client.evaluation; "
+        "import sys, editdata.cases, editdata.metrics, editdata.paths, editdata.readers; "
         "bad = [m for m in ('torch', 'transformers', 'faiss', 'numpy', 'server') if m in sys.modules]; "
         "print(','.join(bad))"
     )
@@ -244,7 +236,7 @@ REAL_FILES = [
 
 @pytest.mark.parametrize(("name", "expected_format", "n_cases"), REAL_FILES)
 def test_real_data_files(name: str, expected_format: str, n_cases: int) -> None:
-    path = DATA / name
+    path = DATA_DIR / name
     if not path.exists():
         pytest.skip(f"shared data not present at {path}")
     fmt, cases = load_cases(path)

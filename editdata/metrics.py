@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -83,21 +84,17 @@ def mean_or_none(values: Iterable[float]) -> float | None:
     return sum(items) / len(items) if items else None
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0 <= q <= 100) with linear interpolation, as numpy.percentile's default.
-
-    Sorts the values; the rank is q/100 * (n - 1), interpolated between its neighbours. ValueError for
-    no values or q outside [0, 100].
-    """
+def percentile(values: Sequence[float], q: int) -> float:
+    """The q-th percentile (q a whole number in [0, 100]) with linear interpolation, as numpy.percentile's default
+    (statistics.quantiles' "inclusive" method). ValueError for no values or q outside [0, 100]."""
     if not values:
         raise ValueError("percentile of no values")
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile q must be in [0, 100], got {q}")
-    ordered = sorted(values)
-    rank = q / 100 * (len(ordered) - 1)
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    if not isinstance(q, int) or not 0 <= q <= 100:
+        raise ValueError(f"percentile q must be a whole number in [0, 100], got {q}")
+    if len(values) == 1:  # statistics.quantiles wants two points (before Python 3.13)
+        return float(values[0])
+    # The 99 cut points are the 1st to 99th percentiles; the ends are the 0th and the 100th.
+    return [min(values), *statistics.quantiles(values, n=100, method="inclusive"), max(values)][q]
 
 
 def _ngrams(tokens: Sequence[str], n: int) -> Iterable[tuple[str, ...]]:

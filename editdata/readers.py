@@ -1,9 +1,8 @@
 """Benchmark records as plain evaluation cases: one reader per published format, and format detection.
 
-Every format becomes the same `Case`: the edit(s) to register with the server, and the probes to ask
-afterwards, grouped by what they measure. A probe's first answer is the canonical one (used for
-teacher forcing); the rest are aliases that also count for exact match. Probes with a blank prompt or
-no usable answer are dropped rather than kept as probes that can never score.
+Every format becomes the same `editdata.cases.Case`: the edit(s) to register with the server, and the
+probes to ask afterwards, grouped by what they measure. Probes with a blank prompt or no usable answer are
+dropped rather than kept as probes that can never score.
 
 Formats (`fmt` names; see ../shared/data/README.md):
 
@@ -22,13 +21,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from client.evaluation.metrics import normalise
+from editdata.cases import Case, EditFact, Probe
 
 FORMATS: tuple[str, ...] = ("counterfact", "zsre", "knowedit", "mquake")
 
@@ -40,39 +37,6 @@ KNOWEDIT_PORTABILITY_KINDS: tuple[str, ...] = ("Reasoning", "Logical_Generalizat
 # Relation_Specificity under another relation; Forgetfulness under the edited relation, excluding
 # target_new ("..., which is not X, is"). Neither is a neighbourhood (other-subject) prompt.
 KNOWEDIT_SAME_SUBJECT_KINDS: tuple[str, ...] = ("Relation_Specificity", "Forgetfulness")
-
-
-@dataclass(frozen=True)
-class Probe:
-    """A prompt and its acceptable answers; the first answer is canonical (teacher forcing)."""
-
-    prompt: str
-    answers: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class EditFact:
-    """One fact to register with the server: `prompt` completed by `target_new` instead of `target_true`."""
-
-    subject: str
-    prompt: str
-    target_new: str
-    target_true: str | None
-
-
-@dataclass(frozen=True)
-class Case:
-    """One benchmark record: its edit(s) and the probes scored after they are in."""
-
-    case_id: str
-    edits: tuple[EditFact, ...]
-    reliability: tuple[Probe, ...] = ()
-    generalization: tuple[Probe, ...] = ()
-    locality: tuple[Probe, ...] = ()
-    same_subject: tuple[Probe, ...] = ()
-    portability: tuple[Probe, ...] = ()
-    reverse: tuple[Probe, ...] = ()
-    multi_hop: tuple[Probe, ...] = ()
 
 
 class BlankEditFieldError(ValueError):
@@ -351,47 +315,3 @@ def _portability(value: Any) -> tuple[Probe, ...]:
     if "prompt" in value:
         return _prompt_answer_items([value])
     return _prompt_answer_items(_kinds(value, KNOWEDIT_PORTABILITY_KINDS))
-
-
-def names(text: str, subject: str) -> bool:
-    """The subject occurs in the text as whole words, ignoring case ("Boniface VIII" does not name "Boniface VII")."""
-    text, subject = text.casefold(), subject.casefold()
-    return subject in text and re.search(rf"(?<!\w){re.escape(subject)}(?!\w)", text) is not None
-
-
-def asks_edited_fact(probe: Probe, edit: EditFact) -> bool:
-    """A probe that must not change, which asks the fact another edit changes: it is that edit's prompt
-    word for word, or it names that edit's subject and expects that edit's original answer.
-
-    In sequential evaluation such a probe (CounterFact reuses subjects and relations) ought to follow the
-    other edit, so no editor can keep it unchanged; the harness reports locality with and without them.
-    """
-    if normalise(probe.prompt) == normalise(edit.prompt):
-        return True
-    original = _answer_key(edit.target_true or "")
-    expects_original = bool(original) and original in {_answer_key(a) for a in probe.answers}
-    return expects_original and names(probe.prompt, edit.subject)
-
-
-class EditedFacts:
-    """Many edits, indexed so that `asks_edited_fact` is tried only on those that could match a probe: the
-    ones with the probe's prompt, and the ones whose original answer the probe expects."""
-
-    def __init__(self, edits: Iterable[EditFact]) -> None:
-        self._by_prompt: dict[str, list[EditFact]] = {}
-        self._by_original: dict[str, list[EditFact]] = {}
-        for edit in edits:
-            self._by_prompt.setdefault(normalise(edit.prompt), []).append(edit)
-            if original := _answer_key(edit.target_true or ""):
-                self._by_original.setdefault(original, []).append(edit)
-
-    def asked_by(self, probe: Probe) -> list[EditFact]:
-        """The edits whose fact `probe` asks (`asks_edited_fact`), each once."""
-        candidates = self._by_prompt.get(normalise(probe.prompt), []) + [
-            edit for answer in {_answer_key(a) for a in probe.answers} for edit in self._by_original.get(answer, [])]
-        unique = list({id(edit): edit for edit in candidates}.values())
-        return [edit for edit in unique if asks_edited_fact(probe, edit)]
-
-
-def _answer_key(answer: str) -> str:
-    return answer.strip().casefold()

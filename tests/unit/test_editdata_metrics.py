@@ -1,21 +1,12 @@
-"""client/evaluation/metrics.py: scores on inputs whose right answer is known by construction."""
+"""editdata/metrics.py: scores on inputs whose right answer is known by construction."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
-from client.evaluation.metrics import (
-    agreement,
-    exact_match,
-    mean_or_none,
-    ngram_entropy,
-    normalise,
-    percentile,
-    token_accuracy,
-)
+from editdata.metrics import agreement, exact_match, mean_or_none, ngram_entropy, normalise, percentile, token_accuracy
 
 
 def test_normalise() -> None:
@@ -111,15 +102,3 @@ def test_percentile_rejects_bad_input() -> None:
     with pytest.raises(ValueError):
         percentile([1.0], 101)
 
-
-def test_the_baseline_cache_is_keyed_by_the_served_weights(tmp_path: Path) -> None:
-    from client import ServerInfo
-    from client.evaluation.runner import BaselineCache
-
-    def info(fingerprint: str) -> ServerInfo:
-        return ServerInfo("gemma-3-270m", "gemma3_text", 268_000_000, "all-MiniLM-L6-v2", "classifier", 0.2, 8,
-                          "counterfactual", ("base",), "0.1.0", model_fingerprint=fingerprint)
-
-    path = BaselineCache.for_server(info("gemma-3-270m-aaaaaaaaaaaa"), tmp_path)._path
-    assert path == BaselineCache.for_server(info("gemma-3-270m-aaaaaaaaaaaa"), tmp_path)._path
-    assert path != BaselineCache.for_server(info("gemma-3-270m-bbbbbbbbbbbb"), tmp_path)._path

@@ -1,0 +1,92 @@
+"""Evaluation cases: what every benchmark format is read into (`editdata.readers`), and which probes ask a
+fact that another edit changes.
+
+A probe's first answer is the canonical one (used for teacher forcing); the rest are aliases that also count
+for exact match.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from editdata.metrics import normalise
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A prompt and its acceptable answers; the first answer is canonical (teacher forcing)."""
+
+    prompt: str
+    answers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EditFact:
+    """One fact to register with the server: `prompt` completed by `target_new` instead of `target_true`."""
+
+    subject: str
+    prompt: str
+    target_new: str
+    target_true: str | None
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark record: its edit(s) and the probes scored after they are in."""
+
+    case_id: str
+    edits: tuple[EditFact, ...]
+    reliability: tuple[Probe, ...] = ()
+    generalization: tuple[Probe, ...] = ()
+    locality: tuple[Probe, ...] = ()
+    same_subject: tuple[Probe, ...] = ()
+    portability: tuple[Probe, ...] = ()
+    reverse: tuple[Probe, ...] = ()
+    multi_hop: tuple[Probe, ...] = ()
+
+
+
+def names(text: str, subject: str) -> bool:
+    """The subject occurs in the text as whole words, ignoring case ("Boniface VIII" does not name "Boniface VII")."""
+    text, subject = text.casefold(), subject.casefold()
+    return subject in text and re.search(rf"(?<!\w){re.escape(subject)}(?!\w)", text) is not None
+
+
+def asks_edited_fact(probe: Probe, edit: EditFact) -> bool:
+    """A probe that must not change, which asks the fact another edit changes: it is that edit's prompt
+    word for word, or it names that edit's subject and expects that edit's original answer.
+
+    In sequential evaluation such a probe (CounterFact reuses subjects and relations) ought to follow the
+    other edit, so no editor can keep it unchanged; the harness reports locality with and without them.
+    """
+    if normalise(probe.prompt) == normalise(edit.prompt):
+        return True
+    original = _answer_key(edit.target_true or "")
+    expects_original = bool(original) and original in {_answer_key(a) for a in probe.answers}
+    return expects_original and names(probe.prompt, edit.subject)
+
+
+class EditedFacts:
+    """Many edits, indexed so that `asks_edited_fact` is tried only on those that could match a probe: the
+    ones with the probe's prompt, and the ones whose original answer the probe expects."""
+
+    def __init__(self, edits: Iterable[EditFact]) -> None:
+        self._by_prompt: dict[str, list[EditFact]] = {}
+        self._by_original: dict[str, list[EditFact]] = {}
+        for edit in edits:
+            self._by_prompt.setdefault(normalise(edit.prompt), []).append(edit)
+            if original := _answer_key(edit.target_true or ""):
+                self._by_original.setdefault(original, []).append(edit)
+
+    def asked_by(self, probe: Probe) -> list[EditFact]:
+        """The edits whose fact `probe` asks (`asks_edited_fact`), each once."""
+        candidates = self._by_prompt.get(normalise(probe.prompt), []) + [
+            edit for answer in {_answer_key(a) for a in probe.answers} for edit in self._by_original.get(answer, [])]
+        unique = list({id(edit): edit for edit in candidates}.values())
+        return [edit for edit in unique if asks_edited_fact(probe, edit)]
+
+
+def _answer_key(answer: str) -> str:
+    return answer.strip().casefold()
