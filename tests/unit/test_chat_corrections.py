@@ -4,18 +4,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from server.chat.corrections import (
-    EXAMPLES,
-    CorrectionExtractor,
-    Exchange,
-    answer_prompt,
-    build_spec,
-    cloze_prompt,
-    parse_subject_line,
-    parse_target,
-    structured_spec,
-    subject_prompt,
-)
+from server.chat.correction_parsing import build_spec, parse_subject_line, parse_target
+from server.chat.correction_prompts import EXAMPLES, Exchange, answer_prompt, cloze_prompt, subject_prompt
+from server.chat.corrections import CorrectionExtractor, structured_spec
 from server.errors import FailedPrecondition
 from server.generators.base import BaseGenerator
 from server.generators.decoding import CausalLM
