@@ -19,7 +19,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from counterfactual.artifact import AdapterMismatch, default_adapter_dir, load_adapted_model
 from editcache.v1 import chat_pb2 as chat_pb
 from editcache.v1 import chat_pb2_grpc as chat_pb_grpc
 from editcache.v1 import editcache_pb2 as pb
@@ -27,15 +26,16 @@ from editcache.v1 import editcache_pb2_grpc as pb_grpc
 from editcache.v1 import parametric_pb2 as parametric_pb
 from editcache.v1 import parametric_pb2_grpc as parametric_pb_grpc
 from editdata.paths import COUNTERFACT_TRAIN
-from scope_classifier.artifact import DEFAULT_ARTIFACT, load_artifact
-from server.auth import Authorizer
+from server.auth.authorizer import Authorizer
 from server.chat.corrections import CorrectionExtractor
 from server.chat.transcript import conversation_format
 from server.config import IN_SCOPE_ROUTES, SIMILARITY_THRESHOLD, Config
-from server.engine import Engine, EngineHolder, ServerInfo
-from server.gate import ClassifierGate, SimilarityGate
+from server.gate.artifact import DEFAULT_ARTIFACT, load_artifact
+from server.gate.classifier import ClassifierGate
+from server.gate.similarity import SimilarityGate
 from server.generators.base import BaseGenerator
 from server.generators.counterfactual import CounterfactualGenerator
+from server.generators.counterfactual_adapter import AdapterMismatch, default_adapter_dir, load_adapted_model
 from server.generators.decoding import CausalLM
 from server.generators.ike import DemonstrationPool, IKEGenerator
 from server.generators.prompted import PromptedGenerator
@@ -48,6 +48,10 @@ from server.parametric.ledger import Ledger
 from server.parametric.wordings import Wordings
 from server.router import Router
 from server.scope import ScopeCheck
+from server.service import ServerInfo, Service, ServiceHolder
+from server.service.answers import Answers
+from server.service.edits import Edits
+from server.service.parametric import Parametric
 from server.servicers.chat import ChatServicer
 from server.servicers.edits import EditServicer
 from server.servicers.inference import InferenceServicer
@@ -66,7 +70,7 @@ SERVICE_NAMES = (
 )
 
 
-def build_engine(config: Config) -> Engine:
+def build_service(config: Config) -> Service:
     """Loads the encoder, the edit memory and the model (minutes on a first run, seconds after)."""
     encoder = SentenceEncoder(config.encoder)
     memory = EditMemory(config.data_dir, encoder, config.encoder, config.limits.max_edits_per_namespace)
@@ -93,9 +97,9 @@ def build_engine(config: Config) -> Engine:
     log.info("in-scope queries take the %s route%s", in_scope_route.value,
              f" (base when it abstains, {fallback_route.value} under confidence {config.counterfactual_min_confidence})"
              if in_scope_route is Route.COUNTERFACTUAL else "")
+    scope = ScopeCheck(encoder, memory, gate, config.top_k, hidden=parametric.hidden_from_gate)
     router = Router(
-        scope=ScopeCheck(encoder, memory, gate, config.top_k, hidden=parametric.hidden_from_gate),
-        memory=memory, generators=generators, in_scope_route=in_scope_route, threshold=threshold,
+        scope=scope, memory=memory, generators=generators, in_scope_route=in_scope_route, threshold=threshold,
         baked=parametric.is_baked, judge=counterfactual.judge if counterfactual is not None else None,
         min_confidence=config.counterfactual_min_confidence, fallback_route=fallback_route,
     )
@@ -107,10 +111,22 @@ def build_engine(config: Config) -> Engine:
         routes=tuple(generators), version=version("editcache"), model_fingerprint=loaded.fingerprint.current,
         degraded=tuple(degraded),
     )
-    worker = ModelWorker(config.limits.max_queue)
-    return Engine(
-        info, config, memory, router, worker, ThreadPoolExecutor(2, thread_name_prefix="io"), parametric,
-        conversation=conversation_format(loaded.tokenizer), corrections=CorrectionExtractor(base),
+    worker = ModelWorker(config.limits.max_queue)  # the only thread that runs the language model
+    io = ThreadPoolExecutor(2, thread_name_prefix="io")  # embedding and SQLite work, off the event loop
+
+    def close() -> None:
+        worker.shutdown()
+        io.shutdown(wait=True)
+        memory.close()
+        parametric.close()
+
+    return Service(
+        info,
+        Answers(config, router, worker, io, conversation_format(loaded.tokenizer)),
+        Edits(config, scope, memory, io, worker, CorrectionExtractor(base),
+              baked=lambda namespace, edit_id: parametric.baked(namespace, edit_id) is not None),
+        Parametric(config, parametric, memory, io, worker),
+        close,
     )
 
 
@@ -224,7 +240,7 @@ async def serve(config: Config, auth: Authorizer, on_bound: Callable[[int], None
         ("grpc.max_receive_message_length", limits.max_message_bytes),
         ("grpc.max_send_message_length", limits.max_message_bytes),
     ])
-    holder = EngineHolder()
+    holder = ServiceHolder()
     health = HealthServicer()
     pb_grpc.add_EditServiceServicer_to_server(EditServicer(holder, auth), server)
     pb_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(holder, auth), server)
@@ -255,14 +271,14 @@ async def serve(config: Config, auth: Authorizer, on_bound: Callable[[int], None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    loading: asyncio.Future[Any] = loop.run_in_executor(None, build_engine, config)
+    loading: asyncio.Future[Any] = loop.run_in_executor(None, build_service, config)
     stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    engine: Engine | None = loading.result() if loading.done() else None  # a load failure raises here
-    if engine is not None:
-        for sentence in engine.info.degraded:  # besides the log: where a user running `make serve` looks
+    service: Service | None = loading.result() if loading.done() else None  # a load failure raises here
+    if service is not None:
+        for sentence in service.info.degraded:  # besides the log: where a user running `make serve` looks
             print(f"editcache-server: degraded start: {sentence}", file=sys.stderr, flush=True)
-        holder.set(engine)
+        holder.set(service)
         for name in ("", *SERVICE_NAMES):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("ready on %s:%d", host, port)
@@ -271,11 +287,8 @@ async def serve(config: Config, auth: Authorizer, on_bound: Callable[[int], None
     log.info("shutting down: draining for up to %.0f s", config.shutdown_grace_s)
     await health.enter_graceful_shutdown()
     await server.stop(config.shutdown_grace_s)
-    if engine is not None:
-        engine.worker.shutdown()
-        engine.io.shutdown(wait=True)
-        engine.memory.close()
-        engine.parametric.close()
+    if service is not None:
+        service.close()
     log.info("stopped")
 
 

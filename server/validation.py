@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from server.chat.transcript import ROLES, Turn
 from server.config import Limits
 from server.errors import InvalidArgument
+from server.parametric.editor import METHODS, MethodRequest
 from server.types import EditSpec, GenerationOptions
 
 NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -110,3 +111,14 @@ def check_turns(turns: Sequence[Turn], limits: Limits) -> None:
         raise InvalidArgument(
             f"turns have {total} characters in all; the limit is {limits.max_prompt_chars}: drop the oldest turns"
         )
+
+
+def check_method_request(request: MethodRequest) -> None:
+    if request.method not in METHODS:
+        raise InvalidArgument(f"method is unset or unknown; use one of {', '.join(m.upper() for m in METHODS)}")
+    if request.steps is not None and not 1 <= request.steps <= 1000:
+        raise InvalidArgument(f"options.steps must be in [1, 1000], got {request.steps}")
+    for name in ("lr", "mom2_weight", "norm_constraint"):
+        value = getattr(request, name)
+        if value is not None and not value > 0:
+            raise InvalidArgument(f"options.{name} must be positive, got {value}")

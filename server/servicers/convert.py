@@ -1,11 +1,23 @@
-"""Wire messages to plain records and back: the only module below the servicers that knows protobufs."""
+"""Wire messages to the core's records and back: the one place that knows protobufs.
+
+Conversion only: the use-case layer validates (ranges, limits, required fields) and applies defaults.
+"""
 
 from __future__ import annotations
 
+from editcache.v1 import chat_pb2 as chat_pb
 from editcache.v1 import editcache_pb2 as pb
-from server.engine import ServerInfo
+from editcache.v1 import parametric_pb2 as parametric_pb
+from server.chat.transcript import Turn
 from server.errors import InvalidArgument
-from server.types import Answer, Decision, Edit, EditSpec, FinishReason, GenerationOptions, Route, Timings, TokenScores
+from server.parametric.editor import MethodRequest
+from server.parametric.ledger import BakedEdit
+from server.parametric.targets import Progress
+from server.service import ServerInfo
+from server.service.answers import ChatAnswer, ChatQuery, Scored
+from server.service.edits import Correction, CorrectionRequest
+from server.service.parametric import Application
+from server.types import Answer, Edit, EditSpec, FinishReason, GenerationOptions, Query, Route, Timings
 
 ROUTES = {
     Route.BASE: pb.ROUTE_BASE,
@@ -43,9 +55,9 @@ def edit_to_pb(edit: Edit) -> pb.Edit:
     return msg
 
 
-def options_from_pb(msg: pb.GenerationOptions, default_max_new_tokens: int) -> GenerationOptions:
+def options_from_pb(msg: pb.GenerationOptions) -> GenerationOptions:
     return GenerationOptions(
-        max_new_tokens=msg.max_new_tokens or default_max_new_tokens,
+        max_new_tokens=msg.max_new_tokens,  # 0: the server's default
         temperature=msg.temperature,
         top_p=msg.top_p or 1.0,
         stop=tuple(msg.stop),
@@ -83,7 +95,12 @@ def route_from_pb(value: int) -> Route | None:
     return ROUTES_FROM_PB[value]  # type: ignore[index]  # an int checked above
 
 
-def scores_to_pb(scores: TokenScores, decision: Decision, timings: Timings) -> pb.ScoreResponse:
+def query_from_pb(request: pb.GenerateRequest | pb.ScoreRequest) -> Query:
+    return Query(request.namespace, request.prompt, route_from_pb(request.route), request.edit_id or None)
+
+
+def scored_to_pb(scored: Scored) -> pb.ScoreResponse:
+    scores, decision = scored.scores, scored.decision
     return pb.ScoreResponse(
         route=ROUTES[decision.route],
         edit_id=decision.edit.id if decision.edit else "",
@@ -91,7 +108,7 @@ def scores_to_pb(scores: TokenScores, decision: Decision, timings: Timings) -> p
         target_ids=list(scores.target_ids),
         predicted_ids=list(scores.predicted_ids),
         target_logprobs=list(scores.target_logprobs),
-        timings=timings_to_pb(timings),
+        timings=timings_to_pb(scored.timings),
         abstained=decision.abstained,
     )
 
@@ -102,4 +119,89 @@ def server_info_to_pb(info: ServerInfo) -> pb.GetServerInfoResponse:
         gate=info.gate, threshold=info.threshold, top_k=info.top_k, in_scope_route=ROUTES[info.in_scope_route],
         routes=[ROUTES[r] for r in info.routes], version=info.version, model_fingerprint=info.model_fingerprint,
         degraded=list(info.degraded),
+    )
+
+
+# --- ChatService ------------------------------------------------------------------------------------------------
+
+
+def chat_query_from_pb(request: chat_pb.ChatRequest) -> ChatQuery:
+    return ChatQuery(
+        namespace=request.namespace, turns=tuple(Turn(t.role, t.content) for t in request.turns),
+        route=route_from_pb(request.route), edit_id=request.edit_id or None,
+    )
+
+
+def chat_answer_to_pb(chat: ChatAnswer) -> chat_pb.ChatResult:
+    edit = chat.answer.decision.edit
+    return chat_pb.ChatResult(
+        reply=chat.reply, generation=answer_to_pb(chat.answer), edit=edit_to_pb(edit) if edit else None,
+        prompt=chat.prompt, gate_query=chat.gate_query,
+    )
+
+
+def correction_request_from_pb(request: chat_pb.CorrectRequest) -> CorrectionRequest:
+    kind = request.WhichOneof("correction")
+    return CorrectionRequest(
+        namespace=request.namespace, question=request.question, answer=request.answer,
+        text=request.text if kind == "text" else None,
+        spec=edit_spec_from_pb(request.edit) if kind == "edit" else None, dry_run=request.dry_run,
+    )
+
+
+def correction_to_pb(correction: Correction) -> chat_pb.CorrectResponse:
+    return chat_pb.CorrectResponse(
+        edit=edit_to_pb(correction.edit), stored=correction.stored, extraction=correction.extraction
+    )
+
+
+# --- ParametricService ------------------------------------------------------------------------------------------
+
+_METHOD_PREFIX = "PARAMETRIC_METHOD_"
+
+
+def method_from_pb(value: int) -> str:
+    """The registry name of a wire method (PARAMETRIC_METHOD_ROME → "rome"); "" for unset or unknown."""
+    if value == parametric_pb.PARAMETRIC_METHOD_UNSPECIFIED or value not in parametric_pb.ParametricMethod.values():
+        return ""
+    return parametric_pb.ParametricMethod.Name(value).removeprefix(_METHOD_PREFIX).lower()
+
+
+def method_to_pb(name: str) -> parametric_pb.ParametricMethod:
+    return parametric_pb.ParametricMethod.Value(_METHOD_PREFIX + name.upper())
+
+
+def method_request_from_pb(request: parametric_pb.ApplyParametricRequest) -> MethodRequest:
+    options = request.options
+    return MethodRequest(
+        method=method_from_pb(request.method),
+        layer=options.layer if options.HasField("layer") else None,
+        layers=tuple(options.layers),
+        steps=options.steps if options.HasField("steps") else None,
+        lr=options.lr if options.HasField("lr") else None,
+        mom2_weight=options.mom2_weight if options.HasField("mom2_weight") else None,
+        norm_constraint=options.norm_constraint if options.HasField("norm_constraint") else None,
+        in_gate=not options.remove_from_gate,
+    )
+
+
+def progress_to_pb(progress: Progress) -> parametric_pb.ParametricProgress:
+    return parametric_pb.ParametricProgress(
+        stage=progress.stage, step=progress.step, total=progress.total, loss=progress.loss,
+        edit_id=progress.edit_id or "",
+    )
+
+
+def baked_to_pb(baked: BakedEdit) -> parametric_pb.BakedEdit:
+    return parametric_pb.BakedEdit(
+        namespace=baked.namespace, edit_id=baked.edit_id, method=method_to_pb(baked.method),
+        application_id=baked.application, modules=list(baked.modules), in_gate=baked.in_gate,
+        created_at_unix_s=baked.created_at_unix_s,
+    )
+
+
+def application_to_pb(application: Application) -> parametric_pb.ApplyParametricResult:
+    return parametric_pb.ApplyParametricResult(
+        application_id=application.application_id, edits=[baked_to_pb(b) for b in application.edits],
+        seconds=application.seconds,
     )

@@ -1,4 +1,5 @@
-"""The one place where domain errors become gRPC statuses."""
+"""What every servicer shares: the authorization each RPC declares, the one place where domain errors become gRPC
+statuses, the caller's liveness, and relaying streamed text."""
 
 from __future__ import annotations
 
@@ -6,57 +7,111 @@ import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from time import monotonic
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
+from server.auth.authorizer import Authorizer
+from server.auth.roles import Role
 from server.errors import EditcacheError
+from server.interfaces import StopCheck, TextSink
+from server.service import Service, ServiceHolder
+from server.service.concurrency import relay
 
 log = logging.getLogger(__name__)
 
-Req = TypeVar("Req")
+Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp")
+T = TypeVar("T")
+S = TypeVar("S", bound="Servicer")
+
+
+class Servicer:
+    def __init__(self, holder: ServiceHolder, auth: Authorizer) -> None:
+        self._holder = holder
+        self.auth = auth
+
+    @property
+    def service(self) -> Service:
+        return self._holder.get()
 
 
 def unary(
-    method: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
-) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
-        try:
-            return await method(self, request, context)
-        except EditcacheError as exc:
-            await context.abort(exc.code, str(exc))
-        except Exception:
-            log.exception("unhandled error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
-        raise AssertionError("context.abort returned")  # abort always raises
+    role: Role,
+) -> Callable[[Callable[[S, Req, grpc.aio.ServicerContext], Awaitable[Resp]]],
+              Callable[[S, Req, grpc.aio.ServicerContext], Awaitable[Resp]]]:
+    """The RPC needs `role` in the request's namespace (if it has one); errors become statuses."""
 
-    return wrapper
+    def decorate(
+        method: Callable[[S, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
+    ) -> Callable[[S, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
+        @functools.wraps(method)
+        async def wrapper(self: S, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+            try:
+                _authorize(self.auth, role, method.__name__, request, context)
+                return await method(self, request, context)
+            except EditcacheError as exc:
+                await context.abort(exc.code, str(exc))
+            except Exception:
+                log.exception("unhandled error in %s", method.__name__)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+            raise AssertionError("context.abort returned")  # abort always raises
+
+        return wrapper
+
+    return decorate
 
 
 def streaming(
-    method: Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]],
-) -> Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]:
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
-        try:
-            async for item in method(self, request, context):
-                yield item
-        except EditcacheError as exc:
-            await context.abort(exc.code, str(exc))
-        except Exception:
-            log.exception("unhandled error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+    role: Role,
+) -> Callable[[Callable[[S, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]],
+              Callable[[S, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]]:
+    """`unary` for server-streaming RPCs: an error after some messages ends the stream with its status."""
 
-    return wrapper
+    def decorate(
+        method: Callable[[S, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]],
+    ) -> Callable[[S, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]:
+        @functools.wraps(method)
+        async def wrapper(self: S, request: Req, context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
+            try:
+                _authorize(self.auth, role, method.__name__, request, context)
+                async for item in method(self, request, context):
+                    yield item
+            except EditcacheError as exc:
+                await context.abort(exc.code, str(exc))
+            except Exception:
+                log.exception("unhandled error in %s", method.__name__)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+
+        return wrapper
+
+    return decorate
 
 
-def caller_gone(context: grpc.aio.ServicerContext) -> Callable[[], bool]:
+def _authorize(auth: Authorizer, role: Role, rpc: str, request: Message, context: grpc.aio.ServicerContext) -> None:
+    # Before the service is asked for: an unauthenticated caller learns nothing, not even that it is loading.
+    namespace = request.namespace if "namespace" in request.DESCRIPTOR.fields_by_name else None  # type: ignore[attr-defined]
+    auth.check(context.invocation_metadata() or (), namespace, role, rpc)
+
+
+def caller_gone(context: grpc.aio.ServicerContext) -> StopCheck:
     """True once the call is over (cancelled, failed) or past its deadline; safe to call from any thread."""
     done = threading.Event()
     context.add_done_callback(lambda _: done.set())
     remaining_s = context.time_remaining()
     deadline = None if remaining_s is None else monotonic() + remaining_s
     return lambda: done.is_set() or (deadline is not None and monotonic() >= deadline)
+
+
+async def stream_text(
+    answer: Callable[[TextSink, StopCheck], Awaitable[T]], context: grpc.aio.ServicerContext,
+    delta_message: Callable[[str], Resp], final_message: Callable[[T], Resp],
+) -> AsyncIterator[Resp]:
+    """A message per piece of generated text, then one with the answer; generation stops if the caller goes."""
+    answering = relay(answer, caller_gone(context))
+    async with aclosing(answering):
+        async for delta, result in answering:
+            yield delta_message(delta) if result is None else final_message(result)

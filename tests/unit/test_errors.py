@@ -10,6 +10,10 @@ import pytest
 
 import server
 from server.errors import EditcacheError, EditNotFound, InvalidArgument, ResourceExhausted, UnsupportedModel
+from editcache.v1 import editcache_pb2 as pb
+from server.auth.authorizer import Authorizer
+from server.auth.roles import Role
+from server.auth.tokens import TokenEntry, hash_token
 from server.servicers.rpc import streaming, unary
 
 
@@ -47,8 +51,12 @@ class Aborted(Exception):
 
 
 class FakeContext:
-    def __init__(self) -> None:
+    def __init__(self, metadata: tuple[tuple[str, str], ...] = ()) -> None:
         self.aborts: list[tuple[grpc.StatusCode, str]] = []
+        self.metadata = metadata
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
         self.aborts.append((code, details))
@@ -56,28 +64,33 @@ class FakeContext:
 
 
 class Servicer:
-    def __init__(self, error: BaseException | None) -> None:
+    def __init__(self, error: BaseException | None, auth: Authorizer = Authorizer(None)) -> None:
         self.error = error
+        self.auth = auth
 
-    @unary
-    async def Call(self, request: str, context: grpc.aio.ServicerContext) -> str:  # noqa: N802 - gRPC method name
+    @unary(Role.WRITE)
+    async def Call(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> str:  # noqa: N802
         if self.error is not None:
             raise self.error
-        return request.upper()
+        return request.prompt.upper()
 
-    @streaming
-    async def Stream(self, request: str, context: grpc.aio.ServicerContext) -> AsyncIterator[str]:  # noqa: N802
-        yield request
+    @streaming(Role.READ)
+    async def Stream(  # noqa: N802 - gRPC method name
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[str]:
+        yield request.prompt
         if self.error is not None:
             raise self.error
-        yield request.upper()
+        yield request.prompt.upper()
 
 
-def call(error: BaseException | None) -> tuple[object, FakeContext]:
-    context = FakeContext()
+def call(
+    error: BaseException | None, auth: Authorizer = Authorizer(None), metadata: tuple[tuple[str, str], ...] = ()
+) -> tuple[object, FakeContext]:
+    context = FakeContext(metadata)
 
     async def go() -> object:
-        return await Servicer(error).Call("hi", context)  # type: ignore[arg-type]
+        return await Servicer(error, auth).Call(pb.GenerateRequest(namespace="a", prompt="hi"), context)  # type: ignore[arg-type]
 
     try:
         return asyncio.run(go()), context
@@ -90,7 +103,7 @@ def stream(error: BaseException | None) -> tuple[list[str], bool, FakeContext]:
     items: list[str] = []
 
     async def go() -> None:
-        async for item in Servicer(error).Stream("hi", context):  # type: ignore[arg-type]
+        async for item in Servicer(error).Stream(pb.GenerateRequest(prompt="hi"), context):  # type: ignore[arg-type]
             items.append(item)
 
     try:
@@ -145,3 +158,29 @@ def test_streaming_turns_unexpected_error_into_generic_internal() -> None:
     assert aborted
     [(code, details)] = context.aborts
     assert code is grpc.StatusCode.INTERNAL and "secret" not in details
+
+
+# --- authorization declared on the wrappers -------------------------------------------------------------------
+
+READER = TokenEntry("reader", hash_token("reader-token"), ("a",), Role.READ)
+
+
+@pytest.mark.parametrize(("metadata", "code"), [
+    ((), grpc.StatusCode.UNAUTHENTICATED),
+    ((("authorization", "Bearer reader-token"),), grpc.StatusCode.PERMISSION_DENIED),  # Call needs WRITE
+])
+def test_unary_refuses_callers_without_the_declared_role(
+    metadata: tuple[tuple[str, str], ...], code: grpc.StatusCode
+) -> None:
+    result, context = call(None, Authorizer([READER]), metadata)
+    assert result is Aborted
+    [(aborted_code, details)] = context.aborts
+    assert aborted_code is code
+    if code is grpc.StatusCode.PERMISSION_DENIED:
+        assert "Call needs write" in details  # the RPC's own name, from the method
+
+
+def test_unary_lets_a_caller_with_the_role_through() -> None:
+    writer = TokenEntry("writer", hash_token("writer-token"), ("a",), Role.WRITE)
+    result, context = call(None, Authorizer([writer]), (("authorization", "Bearer writer-token"),))
+    assert result == "HI" and context.aborts == []

@@ -1,40 +1,40 @@
-"""What the RPCs that run the model share: relaying text as it is generated, and the timings of an answer."""
+"""How the use cases leave the event loop: blocking calls on the I/O threads, and streamed text relayed from the
+model thread. Front ends of every kind (gRPC, HTTP) stream through `relay`."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import replace
-from time import perf_counter
-from typing import TypeVar
-
-import grpc
+from concurrent.futures import Executor
+from typing import Any, TypeVar
 
 from server.interfaces import StopCheck, TextSink
-from server.servicers.rpc import caller_gone
-from server.types import Decision, Timings
 
 T = TypeVar("T")
 
 
+async def off_loop(executor: Executor, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` on `executor` (embedding and SQLite work: off the event loop and off the model thread)."""
+    return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+
 async def relay(
-    answer: Callable[[TextSink, StopCheck], Awaitable[T]], context: grpc.aio.ServicerContext
+    answer: Callable[[TextSink, StopCheck], Awaitable[T]], caller_gone: StopCheck
 ) -> AsyncGenerator[tuple[str, T | None], None]:
     """Runs `answer(on_text, should_stop)`; yields (delta, None) for each piece of text, then ("", result).
 
-    `on_text` may be called from any thread. `should_stop` turns true when the caller goes away, its deadline
-    passes or the consumer stops iterating, so the model thread stops generating at the next token.
+    `on_text` may be called from any thread. `should_stop` turns true when `caller_gone()` does or the consumer
+    stops iterating, so the model thread stops generating at the next token.
     """
     loop = asyncio.get_running_loop()
     deltas: asyncio.Queue[str] = asyncio.Queue()
     cancelled = threading.Event()
-    gone = caller_gone(context)
 
     def on_text(delta: str) -> None:  # called on the model thread
         loop.call_soon_threadsafe(deltas.put_nowait, delta)
 
-    answering = asyncio.ensure_future(answer(on_text, lambda: cancelled.is_set() or gone()))
+    answering = asyncio.ensure_future(answer(on_text, lambda: cancelled.is_set() or caller_gone()))
     try:
         while True:
             next_delta = asyncio.ensure_future(deltas.get())
@@ -50,12 +50,3 @@ async def relay(
         cancelled.set()
         if not answering.done():
             answering.cancel()
-
-
-def answer_timings(decision: Decision, queue_ms: float, before_model: float, started: float) -> Timings:
-    """The decision's embed, search and gate times, with the queue, generation and total times since `started`."""
-    now = perf_counter()
-    return replace(
-        decision.timings, queue_ms=queue_ms, generate_ms=(now - before_model) * 1e3 - queue_ms,
-        total_ms=(now - started) * 1e3,
-    )

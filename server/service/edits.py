@@ -1,0 +1,122 @@
+"""The edit memory's use cases: add, read, list and delete edits, and store a user's correction as an edit.
+
+Every write goes through the scope check (stored durably, then the gate warmed); reads go to the memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from server.chat.correction_prompts import Exchange
+from server.chat.corrections import CorrectionExtractor, structured_spec
+from server.config import Config
+from server.errors import FailedPrecondition, InvalidArgument
+from server.interfaces import EditPage, Memory, StopCheck
+from server.scope import ScopeCheck
+from server.service.concurrency import off_loop
+from server.types import Edit, EditSpec
+from server.validation import (
+    check_edit_id,
+    check_edit_spec,
+    check_edit_specs,
+    check_namespace,
+    check_page_size,
+    check_text,
+)
+from server.worker import ModelWorker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CorrectionRequest:
+    """A correction of one exchange, as free text or as the edit's fields (exactly one of them)."""
+
+    namespace: str
+    question: str  # what the user asked
+    answer: str = ""  # what the model answered; "" when not given
+    text: str | None = None  # e.g. "No, it is Taipei"
+    spec: EditSpec | None = None
+    dry_run: bool = False  # read the correction, store nothing
+
+
+@dataclass(frozen=True)
+class Correction:
+    edit: Edit  # with id "" and no creation time when not stored
+    stored: bool
+    extraction: tuple[str, ...]  # the model's raw outputs while reading free text
+
+
+class Edits:
+    def __init__(
+        self, config: Config, scope: ScopeCheck, memory: Memory, io: Executor, worker: ModelWorker,
+        corrections: CorrectionExtractor, baked: Callable[[str, str], bool],
+    ) -> None:
+        self._limits = config.limits
+        self._default_page_size = config.default_page_size
+        self._scope = scope
+        self._memory = memory
+        self._io = io
+        self._worker = worker
+        self._corrections = corrections
+        self._baked = baked  # (namespace, edit id) → the edit is in the model's weights
+
+    async def add(self, namespace: str, specs: Sequence[EditSpec]) -> list[Edit]:
+        """Durable on return."""
+        namespace = check_namespace(namespace)
+        check_edit_specs(specs, self._limits)
+        edits = await off_loop(self._io, self._scope.add, namespace, specs)
+        log.info("added %d edit(s) to namespace %s: %s", len(edits), namespace, ", ".join(e.id for e in edits[:8]))
+        return edits
+
+    async def get(self, namespace: str, edit_id: str) -> Edit:
+        return await off_loop(self._io, self._memory.get, check_namespace(namespace), check_edit_id(edit_id))
+
+    async def page(self, namespace: str, page_size: int = 0, page_token: str = "") -> EditPage:
+        """`page_size` 0 takes the server's default."""
+        namespace = check_namespace(namespace)
+        check_page_size(page_size, self._limits)
+        return await off_loop(self._io, self._memory.page, namespace, page_size or self._default_page_size, page_token)
+
+    async def delete(self, namespace: str, edit_id: str) -> Edit:
+        namespace, edit_id = check_namespace(namespace), check_edit_id(edit_id)
+        if self._baked(namespace, edit_id):
+            raise FailedPrecondition(f"edit {edit_id} is in the model's weights; roll it back first")
+        edit = await off_loop(self._io, self._memory.delete, namespace, edit_id)
+        log.info("deleted edit %s from namespace %s", edit.id, edit.namespace)
+        return edit
+
+    async def correct(self, request: CorrectionRequest, should_stop: StopCheck) -> Correction:
+        """The edit a correction asks for, stored unless it is a dry run; free text is read by the base model."""
+        namespace = check_namespace(request.namespace)
+        # The question becomes one of the edit's key texts, so it is held to their limit.
+        question = check_text("question", request.question, self._limits.max_text_chars)
+        answer = check_text("answer", request.answer, self._limits.max_prompt_chars) if request.answer.strip() else ""
+        exchange = Exchange(question, answer)
+        outputs: tuple[str, ...] = ()
+        if request.spec is not None:
+            spec, kind = structured_spec(exchange, request.spec), "edit"
+        elif request.text is not None:
+            text = check_text("text", request.text, self._limits.max_text_chars)
+            extraction, _ = await self._worker.run(lambda: self._corrections.extract(exchange, text), should_stop)
+            spec, outputs, kind = extraction.spec, extraction.outputs, "text"
+        else:
+            raise InvalidArgument(
+                "correction is missing: set text (free text, e.g. 'No, it is Taipei') or edit "
+                "(subject, prompt, target_new)"
+            )
+        check_edit_spec(spec, "edit", self._limits)
+        if request.dry_run:
+            return Correction(_unstored(spec, namespace), stored=False, extraction=outputs)
+        (edit,) = await off_loop(self._io, self._scope.add, namespace, [spec])
+        log.info("correction stored in namespace %s as edit %s (%s: %r -> %r)", namespace, edit.id, kind,
+                 edit.prompt, edit.target_new)
+        return Correction(edit, stored=True, extraction=outputs)
+
+
+def _unstored(spec: EditSpec, namespace: str) -> Edit:
+    return Edit(id="", namespace=namespace, subject=spec.subject, prompt=spec.prompt, target_new=spec.target_new,
+                target_true=spec.target_true, paraphrases=spec.paraphrases, created_at_unix_s=0.0)

@@ -1,0 +1,98 @@
+"""Parametric editing's use cases: write stored edits into the weights (with progress), roll one back, list the
+baked edits, export the edited model.
+
+Every step that touches the model runs on the model thread; weights change only in the final commit (or a
+rollback), so no request ever sees half-written weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Generator, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from time import perf_counter
+from typing import TypeVar
+
+from server.config import Config
+from server.errors import InvalidArgument
+from server.interfaces import Memory, StopCheck
+from server.parametric.editor import MethodRequest, ParametricEditor
+from server.parametric.ledger import BakedEdit
+from server.parametric.targets import Progress
+from server.service.concurrency import off_loop
+from server.validation import check_edit_id, check_method_request, check_namespace
+from server.worker import ModelWorker
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Application:
+    """The end of an apply: what the weights now hold."""
+
+    application_id: int
+    edits: tuple[BakedEdit, ...]
+    seconds: float
+
+
+class Parametric:
+    def __init__(
+        self, config: Config, editor: ParametricEditor, memory: Memory, io: Executor, worker: ModelWorker
+    ) -> None:
+        self._limits = config.limits
+        self._editor = editor
+        self._memory = memory
+        self._io = io
+        self._worker = worker
+
+    async def apply(
+        self, namespace: str, method: MethodRequest, edit_ids: Sequence[str], should_stop: StopCheck
+    ) -> AsyncIterator[Progress | Application]:
+        """Progress while the deltas are computed, then the Application once they are in the weights."""
+        namespace = check_namespace(namespace)
+        check_method_request(method)
+        ids = [check_edit_id(i) for i in edit_ids]
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument("edit_ids lists an edit twice; give each once")
+        if len(ids) > self._limits.max_edits_per_request:
+            raise InvalidArgument(f"{len(ids)} edit ids; at most {self._limits.max_edits_per_request} per call")
+        edits = [await off_loop(self._io, self._memory.get, namespace, i) for i in ids]
+        started = perf_counter()
+        steps = self._editor.compute(method, edits)
+        try:
+            while True:
+                (progress, deltas), _ = await self._worker.run(lambda: _advance(steps), should_stop)
+                if progress is None:
+                    break
+                yield progress
+        finally:
+            steps.close()
+        assert deltas is not None
+        application, _ = await self._worker.run(lambda: self._editor.commit(namespace, method, deltas), should_stop)
+        baked = tuple(b for i in ids if (b := self._editor.baked(namespace, i)) is not None)
+        yield Application(application, baked, perf_counter() - started)
+
+    async def rollback(self, namespace: str, edit_id: str) -> BakedEdit:
+        namespace, edit_id = check_namespace(namespace), check_edit_id(edit_id)
+        removed, _ = await self._worker.run(lambda: self._editor.rollback(namespace, edit_id))
+        return removed
+
+    async def baked_edits(self, namespace: str) -> list[BakedEdit]:
+        return await off_loop(self._io, self._editor.baked_edits, check_namespace(namespace))
+
+    async def export(self, path: str) -> tuple[Path, int]:
+        """Writes the edited model to `path` on the server; returns it and how many baked edits it holds."""
+        if not path.strip():
+            raise InvalidArgument("path is empty; give an absolute directory path on the server")
+        directory = Path(path)
+        await self._worker.run(lambda: self._editor.export(directory))
+        return directory, len(self._editor.baked_edits())
+
+
+def _advance(steps: Generator[Progress, None, T]) -> tuple[Progress | None, T | None]:
+    """One step: (its progress, None), or (None, the result) once the computation is done."""
+    try:
+        return next(steps), None
+    except StopIteration as done:
+        return None, done.value
