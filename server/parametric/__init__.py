@@ -1,13 +1,20 @@
 """Parametric editing: locate-then-edit methods that write edits into the served model's weights.
 
-    prompts    the token batches an edit is computed from (prefixed prompts, subject and answer positions)
-    tap        forward hooks: read a module's input and output, add a vector to its output
-    prefixes   short texts the model generates itself, to average keys and values over contexts
-    stats      the second moment C = E[k kᵀ] of an MLP's keys, from offline text, cached per model and layer
-    rome       ROME: one edit as a rank-one update of one MLP down-projection
-    memit      MEMIT: many edits spread over a range of layers
-    ft         FT-L: constrained fine-tuning of one layer, the baseline
-    deltas     weight deltas as stored records, applied in a fixed order so replays are bit-exact
-    ledger     the durable record of applied deltas (SQLite)
-    editor     applies, replays at start, rolls back and exports; the one place that writes weights
+    method       the protocol a method follows (name, default layers, check, stepwise deltas) and its context
+    registry     every method by name; a new method is one module and one line there
+    rome         ROME: one edit as a rank-one update of one MLP down-projection
+    memit        MEMIT: many edits spread over a range of layers
+    ft           FT-L: constrained fine-tuning of one layer, the baseline
+    layers       the layers each kind of method edits by default, per model
+    prompts      the token batches an edit is computed from (prefixed prompts, subject and answer positions)
+    targets      an edit's key and the output change that makes the model say the new answer
+    wordings     other wordings of an edit's question, mined from a training file
+    tap          forward hooks: read a module's input and output, add a vector to its output
+    prefixes     short texts the model generates itself, to average keys and values over contexts
+    stats        the second moment C = E[k kᵀ] of an MLP's keys, from offline text
+    stats_cache  C per model and layer, computed once and kept on disk
+    deltas       weight deltas as stored records, applied in a fixed order so replays are bit-exact
+    ledger       the durable record of applied deltas (SQLite)
+    editor       computes with a method, applies, replays at start, rolls back; the one place that writes weights
+    export       writes the edited model as a Hugging Face directory
 """

@@ -7,7 +7,7 @@ The model's own weight is never written during training: the forward pass sees W
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +16,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from server.models.arch import ArchTemplate
 from server.parametric.deltas import WeightDelta
+from server.parametric.layers import LayerDefaults
+from server.parametric.method import MethodContext, MethodRequest, one_at_a_time
 from server.parametric.prompts import build_batch
 from server.parametric.targets import Progress, answer_nll
 from server.types import Edit
@@ -60,3 +62,25 @@ def fine_tune(
             change.clamp_(-options.norm_constraint, options.norm_constraint)
     dense = change.detach() if arch.out_features_first else change.detach().T
     return WeightDelta(edit.id, name, dense.contiguous())
+
+
+class FineTune:
+    """One edit at a time, each trained with the earlier ones in place, at one layer."""
+
+    name = "ft"
+
+    def edited_layers(self, request: MethodRequest, defaults: LayerDefaults) -> tuple[int, ...]:
+        return (defaults.ft if request.layer is None else request.layer,)
+
+    def check(self, request: MethodRequest) -> None:
+        """Nothing beyond the editor's layer checks."""
+
+    def compute(
+        self, context: MethodContext, request: MethodRequest, edits: Sequence[Edit]
+    ) -> Generator[Progress, None, list[WeightDelta]]:
+        changes = {k: v for k, v in (("steps", request.steps), ("lr", request.lr),
+                                     ("norm_constraint", request.norm_constraint)) if v is not None}
+        options = FtOptions(layer=context.layers[0], **changes)  # type: ignore[arg-type]
+        return (yield from one_at_a_time(
+            context, edits, lambda edit: fine_tune(context.model, context.tokenizer, context.arch, edit, options)
+        ))

@@ -19,7 +19,7 @@ every answer; with only the penalty, no edit took.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -28,6 +28,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from server.models.arch import ArchTemplate
 from server.parametric.deltas import WeightDelta, temporarily_applied
+from server.parametric.layers import LayerDefaults
+from server.parametric.method import MethodContext, MethodRequest, layer_moments, value_options
 from server.parametric.prompts import EditPrompts, build_batch
 from server.parametric.rome import solve_second_moment
 from server.parametric.tap import adding_to_output
@@ -35,12 +37,16 @@ from server.parametric.targets import Progress, ValueOptions, mean_key, module_i
 from server.types import Edit
 
 NORM_PENALTY = 1e-3  # on ‖Δo‖² / ‖o‖² in through_norm: picks the smallest of equally good changes
+MOM2_WEIGHT = 1e4  # λ: how strongly C holds other keys in place against the edits
+
+# (layer, keys K (d_in, n), wanted changes R (d_out, n)) → (R', V), (d_out, n) and (d_in, n), with ΔW = R' Vᵀ:
+# how one layer's share of the edits becomes its update (MEMIT's below, AlphaEdit's in alphaedit.py).
+LayerUpdate = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
 class MemitOptions:
     layers: tuple[int, ...]
-    mom2_weight: float = 1e4  # λ: how strongly C holds other keys in place against the edits
     value: ValueOptions = field(default_factory=ValueOptions)
 
 
@@ -79,9 +85,9 @@ def memit(
     tokenizer: PreTrainedTokenizerBase,
     arch: ArchTemplate,
     edits: Sequence[Edit],
-    second_moments: dict[int, torch.Tensor],
     prompts: Mapping[str, EditPrompts],
     options: MemitOptions,
+    update: LayerUpdate,
 ) -> Generator[Progress, None, list[WeightDelta]]:
     """One rank-one delta per edit and layer (`prompts` by edit id); yields progress between steps."""
     layers = sorted(options.layers)
@@ -114,7 +120,30 @@ def memit(
         wanted = (z - current) / (len(layers) - i)  # (n, d_model)
         if arch.mlp_out_norm is not None:
             wanted = through_norm(model.get_submodule(arch.mlp_out_norm.format(layer)), outputs, wanted)
-        r, v = spread_update(second_moments[layer], keys.T, wanted.T, options.mom2_weight)
+        r, v = update(layer, keys.T, wanted.T)
         deltas += [WeightDelta(e.id, name, r[:, j].contiguous(), v[:, j].contiguous()) for j, e in enumerate(edits)]
         yield Progress("layer", i + 1, len(layers))
     return deltas
+
+
+class Memit:
+    """All edits at once, spread over a range of layers; C holds other keys in place."""
+
+    name = "memit"
+
+    def edited_layers(self, request: MethodRequest, defaults: LayerDefaults) -> tuple[int, ...]:
+        return request.layers or defaults.memit
+
+    def check(self, request: MethodRequest) -> None:
+        """Nothing beyond the editor's layer checks."""
+
+    def compute(
+        self, context: MethodContext, request: MethodRequest, edits: Sequence[Edit]
+    ) -> Generator[Progress, None, list[WeightDelta]]:
+        moments = yield from layer_moments(context)
+        mom2_weight = MOM2_WEIGHT if request.mom2_weight is None else request.mom2_weight
+        return (yield from memit(
+            context.model, context.tokenizer, context.arch, edits, context.prompts,
+            MemitOptions(context.layers, value_options(request)),
+            lambda layer, keys, wanted: spread_update(moments[layer], keys, wanted, mom2_weight),
+        ))

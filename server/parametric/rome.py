@@ -9,13 +9,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from server.models.arch import ArchTemplate
 from server.parametric.deltas import WeightDelta, weight_out_in
+from server.parametric.layers import LayerDefaults
+from server.parametric.method import MethodContext, MethodRequest, one_at_a_time, value_options
 from server.parametric.prompts import EditPrompts, build_batch
 from server.parametric.targets import Progress, ValueOptions, mean_key, optimise_output_change
 from server.types import Edit
@@ -61,3 +63,26 @@ def rome(
     with torch.no_grad():
         u, v = rank_one_update(weight, second_moment, key, weight @ key + change)
     return WeightDelta(edit.id, name, u, v)
+
+
+class Rome:
+    """One edit at a time, each computed with the earlier ones in place, at one layer."""
+
+    name = "rome"
+
+    def edited_layers(self, request: MethodRequest, defaults: LayerDefaults) -> tuple[int, ...]:
+        return (defaults.rome if request.layer is None else request.layer,)
+
+    def check(self, request: MethodRequest) -> None:
+        """Nothing beyond the editor's layer checks."""
+
+    def compute(
+        self, context: MethodContext, request: MethodRequest, edits: Sequence[Edit]
+    ) -> Generator[Progress, None, list[WeightDelta]]:
+        (layer,) = context.layers
+        second_moment = yield from context.statistics.second_moment(layer)
+        options = value_options(request)
+        return (yield from one_at_a_time(context, edits, lambda edit: rome(
+            context.model, context.tokenizer, context.arch, edit, layer, second_moment, context.prompts[edit.id],
+            options,
+        )))

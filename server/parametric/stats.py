@@ -2,12 +2,11 @@
 
 No Wikipedia is reachable here, so the keys come from offline text: the model's own samples (free
 text in its own distribution) and, when given, text files such as the train split's prompts.
-Results are cached per model, layer, text source and sample count.
+They are cached on disk by stats_cache.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -125,7 +124,3 @@ def text_lines(files: Sequence[Path]) -> list[str]:
             lines += [line.strip() for line in path.read_text().splitlines() if line.strip()]
     return lines
 
-
-def cache_key(model_id: str, layer: int, sources: Sequence[str], max_tokens: int) -> str:
-    digest = hashlib.sha256("|".join((model_id, *sources)).encode()).hexdigest()[:16]
-    return f"c-{digest}-layer{layer}-n{max_tokens}.safetensors"

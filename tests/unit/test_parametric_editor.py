@@ -12,7 +12,7 @@ import torch
 
 from server.errors import FailedPrecondition, InvalidArgument
 from server.models.arch import arch_for
-from server.parametric import editor as editor_module
+from server.parametric import rome as rome_module
 from server.parametric.editor import MethodRequest, ParametricEditor, ParametricSettings
 from server.parametric.ledger import Ledger
 from server.parametric.prompts import EditPrompts
@@ -116,13 +116,13 @@ def test_rome_optimises_the_value_on_other_wordings_of_the_prompt_too(
                                        "rephrase_prompt": "spain is governed from"}])
     editor, model, tokenizer = make_editor("llama", tmp_path, wordings)
     given: list[EditPrompts] = []
-    real_rome = editor_module.rome
+    real_rome = rome_module.rome
 
     def spy(*args: object) -> object:
         given.append(args[6])  # type: ignore[arg-type]
         return real_rome(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(editor_module, "rome", spy)
+    monkeypatch.setattr(rome_module, "rome", spy)
     request = MethodRequest("rome", steps=40, layer=0)
     editor.commit("ns", request, finish(editor.compute(request, [edit("france", "berlin", "e1")])))
     assert given == [EditPrompts(key=("the capital of france is",),

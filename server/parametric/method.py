@@ -1,0 +1,114 @@
+"""What a parametric method is to the editor: a name, default layers, a check of the request, and a
+stepwise computation of weight deltas from a context. Nothing here knows a method by name.
+
+A method returns `WeightDelta` records and never writes weights; the editor records and adds them, so
+replay and rollback are the same for every method (deltas are added in order, or left out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from server.models.arch import ArchTemplate
+from server.parametric.deltas import WeightDelta, temporarily_applied
+from server.parametric.layers import LayerDefaults
+from server.parametric.prompts import EditPrompts
+from server.parametric.targets import Progress, ValueOptions
+from server.types import Edit
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class MethodRequest:
+    """A method and its options as a caller gives them; None takes the model's default."""
+
+    method: str
+    layer: int | None = None  # ROME, FT
+    layers: tuple[int, ...] = ()  # MEMIT, AlphaEdit
+    steps: int | None = None
+    lr: float | None = None
+    mom2_weight: float | None = None  # MEMIT's λ
+    norm_constraint: float | None = None  # FT's ε
+    null_space_cutoff: float | None = None  # AlphaEdit's eigenvalue cut-off, relative to the largest
+    in_gate: bool = True  # baked edits stay in the gate's memory (answered on the parametric route)
+
+
+class SecondMoments(Protocol):
+    def second_moment(self, layer: int) -> Generator[Progress, None, torch.Tensor]:
+        """C = E[k kᵀ] of the layer's down-projection inputs, (d_in, d_in); may take steps to compute."""
+        ...
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """Everything a method computes from; the model's weights are as served."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    arch: ArchTemplate
+    layers: tuple[int, ...]  # what `EditMethod.edited_layers` chose, checked to be in range
+    statistics: SecondMoments
+    prompts: Mapping[str, EditPrompts]  # by edit id
+
+
+class EditMethod(Protocol):
+    name: str  # recorded in the ledger with each application: never rename one
+
+    def edited_layers(self, request: MethodRequest, defaults: LayerDefaults) -> tuple[int, ...]:
+        """The layers the request names, or this method's default for the model."""
+        ...
+
+    def check(self, request: MethodRequest) -> None:
+        """Raises InvalidArgument for options this method cannot take (layer ranges are checked by the editor)."""
+        ...
+
+    def compute(
+        self, context: MethodContext, request: MethodRequest, edits: Sequence[Edit]
+    ) -> Generator[Progress, None, list[WeightDelta]]:
+        """The deltas that write `edits`, one step per yield, weights unchanged between steps."""
+        ...
+
+
+def value_options(request: MethodRequest) -> ValueOptions:
+    """The value optimisation's options (ROME, MEMIT, AlphaEdit) with the request's changes."""
+    changes = {k: v for k, v in (("steps", request.steps), ("lr", request.lr)) if v is not None}
+    return ValueOptions(**changes)  # type: ignore[arg-type]
+
+
+def layer_moments(context: MethodContext) -> Generator[Progress, None, dict[int, torch.Tensor]]:
+    """C of every edited layer, (d_in, d_in) each, computed in the layers' order where not cached."""
+    moments = {}
+    for layer in context.layers:
+        moments[layer] = yield from context.statistics.second_moment(layer)
+    return moments
+
+
+def one_at_a_time(
+    context: MethodContext,
+    edits: Sequence[Edit],
+    compute_one: Callable[[Edit], Generator[Progress, None, WeightDelta]],
+) -> Generator[Progress, None, list[WeightDelta]]:
+    """One delta per edit, each computed on the model with the earlier edits' deltas in place."""
+    deltas: list[WeightDelta] = []
+    for edit in edits:
+        deltas.append((yield from on_current(context, compute_one(edit), deltas)))
+    return deltas
+
+
+def on_current(
+    context: MethodContext, steps: Generator[Progress, None, T], pending: Sequence[WeightDelta]
+) -> Generator[Progress, None, T]:
+    """Runs each step with `pending` temporarily in the weights; between steps the weights are as served."""
+    while True:
+        with temporarily_applied(context.model, context.arch, pending):
+            try:
+                progress = next(steps)
+            except StopIteration as done:
+                return done.value
+        yield progress
