@@ -30,11 +30,11 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from counterfactual.artifact import METRICS_FILE, Manifest, PromptFormat, write_manifest
 from counterfactual.examples import Example, TrainCase, edit_examples, retain_queries, split_cases
 from editdata.cases import Case
 from editdata.metrics import exact_match
 from server.generators.counterfactual import CONFIDENCE_TOKENS, answer_confidence, answer_ends
+from server.generators.counterfactual_adapter import METRICS_FILE, Manifest, PromptFormat, write_manifest
 from server.generators.decoding import CausalLM
 
 log = logging.getLogger(__name__)

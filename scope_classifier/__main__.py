@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from editdata.paths import DATA_DIR
-from scope_classifier.artifact import DEFAULT_ARTIFACT
-from scope_classifier.artifact import KINDS as DESIGNS
 from scope_classifier.evaluate import SPLITS
+from server.gate.artifact import DEFAULT_ARTIFACT
+from server.gate.artifact import KINDS as DESIGNS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from editdata.readers import load_cases
-    from scope_classifier.artifact import load_artifact, save_artifact
     from scope_classifier.evaluate import (
         TRAINING_RECORDS,
         gate_metrics,
@@ -70,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     from scope_classifier.evaluate import calibrate as run_calibrate
     from server.config import SIMILARITY_THRESHOLD
-    from server.gate import ClassifierGate, SimilarityGate
+    from server.gate.artifact import load_artifact, save_artifact
+    from server.gate.classifier import ClassifierGate
+    from server.gate.similarity import SimilarityGate
     from server.interfaces import Gate
     from server.memory.embed import SentenceEncoder
 

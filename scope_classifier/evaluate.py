@@ -16,8 +16,8 @@ import numpy as np
 from editdata.cases import Case, EditedFacts, Probe
 from editdata.metrics import percentile
 from editdata.readers import load_cases
-from scope_classifier.artifact import GateArtifact
-from server.gate import ClassifierGate
+from server.gate.artifact import GateArtifact
+from server.gate.classifier import ClassifierGate
 from server.interfaces import Gate
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scope_classifier.features import find_span
+from server.gate.features import find_span
 
 # Common Wikidata property labels, across people, places, works, organisations, taxa, genes and
 # astronomical objects: the relations a same-subject probe may ask instead of the edited one.

@@ -2,7 +2,7 @@
 
 Designs: `logistic`, a logistic regression over the six scalar features; `mlp`, one hidden layer over
 the scalar features plus the relation vectors' product and difference; `interaction`, attention over
-both sides' token vectors (scope_classifier/interaction.py). Each is scored by the whole gate on
+both sides' token vectors (server/gate/interaction.py). Each is scored by the whole gate on
 counterfact/val.json and zsre/dev.json (thresholds only: no weights are fitted there); the one with
 the best recall and same-subject rejection at its chosen threshold is saved, and all are reported.
 
@@ -29,12 +29,12 @@ from sklearn.neural_network import MLPClassifier
 
 from editdata.cases import names
 from editdata.readers import load_cases
-from scope_classifier.artifact import GateArtifact, save_artifact
 from scope_classifier.evaluate import calibrate, load_val_cases, score_probes, unrelated_questions
-from scope_classifier.features import SCALAR_FEATURES, EditView, edit_view, pair_features, token_inputs
-from scope_classifier.interaction import InteractionConfig, InteractionNet, logits
 from scope_classifier.pairs import EditText, Pair, build_pairs
-from server.gate import ClassifierGate
+from server.gate.artifact import GateArtifact, save_artifact
+from server.gate.classifier import ClassifierGate
+from server.gate.features import SCALAR_FEATURES, EditView, edit_view, pair_features, token_inputs
+from server.gate.interaction import InteractionConfig, InteractionNet, logits
 from server.memory.embed import SentenceEncoder
 from server.types import EncodedText
 

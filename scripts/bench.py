@@ -75,8 +75,9 @@ def gate_scaling(sizes: list[int], queries: int, top_k: int, gate_name: str) -> 
     """
     import numpy as np
 
-    from scope_classifier.artifact import DEFAULT_ARTIFACT, load_artifact
-    from server.gate import ClassifierGate, SimilarityGate
+    from server.gate.artifact import DEFAULT_ARTIFACT, load_artifact
+    from server.gate.classifier import ClassifierGate
+    from server.gate.similarity import SimilarityGate
     from server.interfaces import Gate
     from server.memory.edit_memory import EditMemory
     from server.memory.embed import SentenceEncoder

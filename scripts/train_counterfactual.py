@@ -33,12 +33,12 @@ sys.path.insert(0, str(ROOT))
 
 from tqdm import tqdm  # noqa: E402
 
-from counterfactual.artifact import default_adapter_dir, restamp_manifest  # noqa: E402
 from counterfactual.examples import load_train_cases  # noqa: E402
 from counterfactual.train import TrainSettings, train_counterfactual  # noqa: E402
 from editdata.paths import DATA_DIR  # noqa: E402
 from editdata.readers import load_cases  # noqa: E402
 from server.config import default_cache_dir  # noqa: E402
+from server.generators.counterfactual_adapter import default_adapter_dir, restamp_manifest  # noqa: E402
 from server.models.load import load_model  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "eval" / "counterfact_flat.json"

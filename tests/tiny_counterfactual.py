@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-from counterfactual.artifact import PromptFormat
 from counterfactual.examples import TrainCase
 from counterfactual.train import TrainSettings, train_counterfactual
 from editdata.cases import Case, EditFact, Probe
+from server.generators.counterfactual_adapter import PromptFormat
 from server.models.load import load_model
 from tests.tiny import build_tiny_model, build_tiny_tokenizer
 

@@ -1,4 +1,4 @@
-"""The in-scope route `counterfactual`: the counterfactual model (counterfactual/) answers from the edit.
+"""The in-scope route `counterfactual`: the counterfactual model (trained by counterfactual/) answers from the edit.
 
 It reads the edit and the query in the prompt format it was trained on and writes the answer, then its end
 marker. It is a second model object, the base weights with the LoRA adapter merged in, not peft's adapter
@@ -22,7 +22,7 @@ from dataclasses import replace
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from counterfactual.artifact import PromptFormat
+from server.generators.counterfactual_adapter import PromptFormat
 from server.generators.decoding import CausalLM
 from server.generators.in_prompt import EditInPromptGenerator
 from server.types import Edit, GenerationOptions, Judgement, Route

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from counterfactual.artifact import METRICS_FILE, default_adapter_dir, load_adapted_model
 from counterfactual.train import fixture_scores
 from editdata.readers import load_cases
 from server.config import default_cache_dir
 from server.generators.counterfactual import CounterfactualGenerator
+from server.generators.counterfactual_adapter import METRICS_FILE, default_adapter_dir, load_adapted_model
 from server.generators.decoding import CausalLM
 from server.models.load import load_model
 from server.types import Edit

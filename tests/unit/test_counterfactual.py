@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 import torch
 
-from counterfactual.artifact import (
+from counterfactual.examples import Example, edit_examples, load_train_cases, retain_queries, split_cases
+from counterfactual.train import collate, encode, fixture_scores
+from editdata.readers import load_cases
+from server.app import build_counterfactual
+from server.config import Config
+from server.generators.counterfactual import CounterfactualGenerator, answer_confidence
+from server.generators.counterfactual_adapter import (
     MANIFEST_FILE,
     METRICS_FILE,
     AdapterMismatch,
@@ -22,12 +28,6 @@ from counterfactual.artifact import (
     read_manifest,
     restamp_manifest,
 )
-from counterfactual.examples import Example, edit_examples, load_train_cases, retain_queries, split_cases
-from counterfactual.train import collate, encode, fixture_scores
-from editdata.readers import load_cases
-from server.app import build_counterfactual
-from server.config import Config
-from server.generators.counterfactual import CounterfactualGenerator, answer_confidence
 from server.generators.decoding import CausalLM
 from server.models.load import LoadedModel, load_model
 from server.types import FinishReason, GenerationOptions
@@ -281,7 +281,7 @@ def test_an_adapter_stamped_with_the_old_fingerprint_scheme_loads_and_can_be_res
     meta = json.loads((old / MANIFEST_FILE).read_text())
     (old / MANIFEST_FILE).write_text(json.dumps({**meta, "model_fingerprint": fresh.fingerprint.legacy}))
 
-    with caplog.at_level(logging.WARNING, logger="counterfactual.artifact"):
+    with caplog.at_level(logging.WARNING, logger="server.generators.counterfactual_adapter"):
         load_adapted_model(fresh.model, old, fresh.fingerprint.current, fresh.fingerprint.legacy)
     assert "old fingerprint" in caplog.text and "--restamp" in caplog.text
     with pytest.raises(AdapterMismatch):  # without the old name to compare with, it is other weights

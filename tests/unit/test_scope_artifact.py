@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from scope_classifier.artifact import DEFAULT_ARTIFACT, load_artifact
 from scope_classifier.train import fixture_scores
 from server.app import build_gate
 from server.config import SIMILARITY_THRESHOLD, Config
-from server.gate import SimilarityGate
+from server.gate.artifact import DEFAULT_ARTIFACT, load_artifact
+from server.gate.similarity import SimilarityGate
 from server.memory.embed import SentenceEncoder
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from scope_classifier.artifact import DEFAULT_ARTIFACT, GateArtifact, load_artifact
-from server.gate import ClassifierGate
+from server.gate.artifact import DEFAULT_ARTIFACT, GateArtifact, load_artifact
+from server.gate.classifier import ClassifierGate
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
 from server.scope import ScopeCheck

@@ -10,7 +10,7 @@ import pytest
 from editdata.cases import Case, EditFact, Probe
 from editdata.readers import load_cases
 from scope_classifier.evaluate import ProbeScore, choose_threshold, gate_metrics, score_probes
-from server.gate import SimilarityGate
+from server.gate.similarity import SimilarityGate
 from server.memory.embed import SentenceEncoder
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "eval" / "counterfact_flat.json"

@@ -4,9 +4,9 @@ import random
 
 import numpy as np
 
-from scope_classifier.features import edit_view, token_inputs
 from scope_classifier.pairs import EditText, Pair, misspelt, synthetic_same_subject
 from scope_classifier.train import add_retrieved_negatives, encode, features, fit_interaction
+from server.gate.features import edit_view, token_inputs
 from tests.unit.fakes import HashEmbedder
 
 EMBED = HashEmbedder(dim=32)

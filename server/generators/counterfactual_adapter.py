@@ -2,7 +2,7 @@
 
 A directory holds the LoRA adapter as peft writes it (`adapter_config.json`, `adapter_model.safetensors`),
 `counterfactual.json` (the base model's fingerprint and the prompt format the adapter was trained on) and
-`metrics.json` (what training measured). The server imports only this module from `counterfactual/`.
+`metrics.json` (what training measured). counterfactual/ trains the adapter and writes these files.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 2  # 2: the prompt format has an abstention word
 MANIFEST_FILE = "counterfactual.json"
 METRICS_FILE = "metrics.json"
-ARTIFACTS_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "counterfactual"
+ARTIFACTS_DIR = Path(__file__).resolve().parents[2] / "artifacts" / "counterfactual"
 
 
 def default_adapter_dir(model_name: str) -> Path:

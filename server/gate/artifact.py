@@ -1,9 +1,9 @@
-"""The trained gate's artifact: a versioned .npz the server loads (it never imports training code).
+"""The trained gate's artifact: a versioned .npz that scope_classifier/ writes and the server loads.
 
 Three kinds of network over a (query, edit) pair, all standardising `pair_features` first:
 - `logistic` and `mlp`: dense layers with ReLU between them and a sigmoid at the end (logistic is the
   one-layer case); tensors w0, b0, w1, b1, ...;
-- `interaction`: `scope_classifier.interaction.InteractionNet` over both sides' token vectors plus the
+- `interaction`: `server.gate.interaction.InteractionNet` over both sides' token vectors plus the
   scalar features; tensors are its state dict.
 """
 
@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from scope_classifier.interaction import InteractionConfig, InteractionNet, logits
+from server.gate.interaction import InteractionConfig, InteractionNet, logits
 
 FORMAT_VERSION = 2
 KINDS = ("logistic", "mlp", "interaction")
-DEFAULT_ARTIFACT = Path(__file__).parent / "artifacts" / "gate-v2.npz"
+# Shipped beside the code that trains it.
+DEFAULT_ARTIFACT = Path(__file__).resolve().parents[2] / "scope_classifier" / "artifacts" / "gate-v2.npz"
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from scope_classifier.artifact import GateArtifact, load_artifact, save_artifact
-from scope_classifier.features import (
+from server.gate.artifact import GateArtifact, load_artifact, save_artifact
+from server.gate.features import (
     SCALAR_FEATURES,
     edit_view,
     find_span,
@@ -12,7 +12,7 @@ from scope_classifier.features import (
     spelling_similarity,
     token_inputs,
 )
-from scope_classifier.interaction import InteractionConfig, InteractionNet
+from server.gate.interaction import InteractionConfig, InteractionNet
 from tests.unit.fakes import HashEmbedder
 
 EMBED = HashEmbedder(dim=32)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from scope_classifier.features import SCALAR_FEATURES, TOKEN_FLAGS
+from server.gate.features import SCALAR_FEATURES, TOKEN_FLAGS
 
 
 @dataclass(frozen=True)
