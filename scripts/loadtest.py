@@ -28,7 +28,7 @@ from typing import Any
 from client import EditcacheClient, EditcacheError
 from client.launch import LocalServer
 from editdata.metrics import percentile
-from server.auth import is_loopback
+from server.auth.exposure import is_loopback
 
 PROMPTS = [
     "The Eiffel Tower is located in the city of",

@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     # Heavy imports after logging is set up, so their failures are logged.
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs its CPU probing at INFO
     from server.app import run
-    from server.auth import Authorizer, exposure_problem
+    from server.auth.authorizer import Authorizer
+    from server.auth.exposure import exposure_problem
     from server.config import build_config
 
     try:

@@ -89,7 +89,7 @@ class Config:
     torch_threads: int = 0  # 0: torch's default
     shutdown_grace_s: float = 5.0
     log_level: str = "INFO"
-    # Bearer tokens (TOML or JSON, hashes only; see server/auth.py). None: auth off, local single-user mode.
+    # Bearer tokens (TOML or JSON, hashes only; see server/auth/tokens.py). None: auth off, local single-user mode.
     tokens_file: Path | None = None
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, the port speaks TLS only
     tls_key: Path | None = None

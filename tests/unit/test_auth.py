@@ -5,17 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from server.auth import (
-    Authorizer,
-    Role,
-    TokenEntry,
-    TokensFileError,
-    append_entry,
-    exposure_problem,
-    hash_token,
-    load_tokens,
-    main,
-)
+from server.auth.authorizer import Authorizer
+from server.auth.cli import main
+from server.auth.exposure import exposure_problem
+from server.auth.roles import Role
+from server.auth.tokens import TokenEntry, TokensFileError, append_entry, hash_token, load_tokens
 from server.errors import PermissionDenied, Unauthenticated
 
 ALICE = TokenEntry("alice", hash_token("alice-token"), ("a",), Role.WRITE)

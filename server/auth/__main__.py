@@ -1,0 +1,5 @@
+import sys
+
+from server.auth.cli import main
+
+sys.exit(main())
