@@ -1,6 +1,6 @@
 """Training examples for the counterfactual model, from the TRAIN files only: (edit, query) → answer.
 
-Each benchmark case (read by `client.evaluation.cases`) gives:
+Each benchmark case (read by `editdata.readers`) gives:
 - copy: the edit's own prompt, answered with the new target;
 - paraphrase: each rephrased prompt, answered with the new target;
 - portability: KnowEdit's consequences of the edit (Subject_Aliasing, Logical_Generalization, Reasoning),
