@@ -2,25 +2,12 @@
 
 Depends only on grpc and the generated editcache.v1 stubs: importing it never
 loads torch, transformers, faiss or the server.
+
+records.py holds the dataclasses callers see, convert.py maps them to and from
+protobuf, streams.py the streamed answers, client.py the EditcacheClient itself.
 """
 
-from client.client import (
-    BakedEditRecord,
-    ChatResult,
-    ChatStream,
-    ChatTurn,
-    Correction,
-    EditcacheClient,
-    EditInput,
-    EditPage,
-    EditRecord,
-    GenerationResult,
-    GenerationStream,
-    ParametricProgress,
-    ParametricResult,
-    ScoreResult,
-    ServerInfo,
-)
+from client.client import DEFAULT_ADDR, DEFAULT_NAMESPACE, EditcacheClient
 from client.errors import (
     DeadlineExceeded,
     EditcacheError,
@@ -34,8 +21,26 @@ from client.errors import (
     Unavailable,
     map_rpc_errors,
 )
+from client.records import (
+    BakedEditRecord,
+    ChatResult,
+    ChatTurn,
+    Correction,
+    EditInput,
+    EditPage,
+    EditRecord,
+    GenerationOptions,
+    GenerationResult,
+    ParametricProgress,
+    ParametricResult,
+    ScoreResult,
+    ServerInfo,
+)
+from client.streams import ChatStream, GenerationStream, ResultStream
 
 __all__ = [
+    "DEFAULT_ADDR",
+    "DEFAULT_NAMESPACE",
     "BakedEditRecord",
     "ChatResult",
     "ChatStream",
@@ -48,10 +53,12 @@ __all__ = [
     "EditcacheClient",
     "EditcacheError",
     "FailedPrecondition",
+    "GenerationOptions",
     "GenerationResult",
     "GenerationStream",
     "ParametricProgress",
     "ParametricResult",
+    "ResultStream",
     "ScoreResult",
     "ServerInfo",
     "Internal",

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from client.client import ChatResult, ChatTurn, EditcacheClient, EditRecord
+from client.argtypes import non_negative
+from client.client import EditcacheClient
 from client.errors import EditcacheError
+from client.output import print_dim
+from client.records import ChatResult, ChatTurn, EditRecord, GenerationOptions
 
 PROMPT = "you> "
 HELP = """\
@@ -51,7 +53,7 @@ class ChatSession:
     client: EditcacheClient
     context_exchanges: int = 3  # earlier exchanges sent with each question
     system: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # generation options for EditcacheClient.chat
+    options: GenerationOptions = GenerationOptions()
     history: list[Exchange] = field(default_factory=list)
     last: ChatResult | None = None
     corrections: list[EditRecord] = field(default_factory=list)
@@ -63,7 +65,7 @@ class ChatSession:
         for exchange in recent:
             turns += [ChatTurn("user", exchange.question), ChatTurn("assistant", exchange.reply)]
         turns.append(ChatTurn("user", question))
-        with self.client.chat(turns, **self.options) as stream:
+        with self.client.chat(turns, options=self.options) as stream:
             for delta in stream:
                 write(delta)
         assert stream.result is not None  # iteration raises when the final message is missing
@@ -106,10 +108,11 @@ class UsageError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--context", type=_count, default=3, metavar="N",
+    parser.add_argument("--context", type=non_negative(int), default=3, metavar="N",
                         help="earlier exchanges sent with each question (default %(default)s; 0: none)")
     parser.add_argument("--system", metavar="TEXT", help="a system turn opening the conversation")
-    parser.add_argument("--max-new-tokens", type=_count, default=0, metavar="N", help="0 means the server default")
+    parser.add_argument("--max-new-tokens", type=non_negative(int), default=0, metavar="N",
+                        help="0 means the server default")
     parser.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0 means greedy decoding")
     parser.add_argument("--history-file", type=Path, default=Path.home() / ".editcache_chat_history",
                         metavar="PATH", help="readline history of what you typed (default %(default)s)")
@@ -117,8 +120,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(client: EditcacheClient, args: argparse.Namespace) -> None:
     """The `editctl chat` subcommand: a read-eval-print loop until /quit or end of input."""
-    session = ChatSession(client, args.context, args.system,
-                          {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature})
+    options = GenerationOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+    session = ChatSession(client, args.context, args.system, options)
     history = _History(args.history_file)
     info = client.server_info()
     print(f"chatting with {info.model} in namespace {client.namespace!r}; /help lists commands, Ctrl-D quits")
@@ -162,7 +165,7 @@ def answer(session: ChatSession, question: str, out: TextIO) -> None:
     result = session.ask(question, write)
     print(file=out)
     if result.edit is not None:
-        _dim(f"(answered from edit {result.edit.id[:8]}: {_describe(result.edit)})", out)
+        print_dim(f"(answered from edit {result.edit.id[:8]}: {_describe(result.edit)})", out)
 
 
 def command(session: ChatSession, line: str, out: TextIO) -> bool:
@@ -211,24 +214,8 @@ def route_summary(result: ChatResult | None) -> str:
     return "\n".join(lines)
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
 def _describe(edit: EditRecord) -> str:
     return f"{edit.prompt} → {edit.target_new}"
-
-
-def _dim(text: str, out: TextIO) -> None:
-    if out.isatty() and not os.environ.get("NO_COLOR"):
-        text = f"\033[2m{text}\033[0m"
-    print(text, file=out)
 
 
 def _read_line(prompt: str) -> str:

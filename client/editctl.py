@@ -19,40 +19,22 @@ exit 1; usage errors exit 2.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
+from client.argtypes import non_negative
 from client.chat import add_arguments as add_chat_arguments
 from client.chat import run as run_chat
-from client.client import (
-    DEFAULT_ADDR,
-    DEFAULT_NAMESPACE,
-    EditcacheClient,
-    EditInput,
-    EditRecord,
-    GenerationResult,
-    ServerInfo,
-)
+from client.client import DEFAULT_ADDR, DEFAULT_NAMESPACE, EditcacheClient
+from client.commands import InputError, run_add, run_ask, run_delete, run_info, run_list, run_show
 from client.errors import EditcacheError
+from client.output import describe_error
 from client.parametric_cli import add_commands as add_parametric_commands
 
 PROG = "editctl"
-_SPEC_FIELDS = ("subject", "prompt", "target_new", "target_true", "paraphrases")
-_HINTS = {
-    "UNAUTHENTICATED": "pass --token or set EDITCACHE_TOKEN",
-    "PERMISSION_DENIED": "the token does not grant this namespace; check --namespace",
-    "DEADLINE_EXCEEDED": "raise --timeout (seconds; 0 means no deadline)",
-}
-
-
-class InputError(Exception):
-    """A bad input file or argument combination: exit code 2."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,26 +90,6 @@ def _eval_arguments(argv: Sequence[str], env: Mapping[str, str]) -> list[str] | 
     return [*(f"--{key}={given[key]}" for key in ("addr", "token") if given.get(key)), *argv[i + 1:]]
 
 
-def describe_error(exc: EditcacheError, addr: str) -> str:
-    """One line, `CODE: details`, with a hint where one helps."""
-    code = exc.code.name
-    details = " ".join(exc.details.split()) or "(no details)"
-    if code == "UNAVAILABLE":
-        if _looks_like_connection_failure(details):
-            return (
-                f"{code}: cannot reach the server at {addr} ({details}); "
-                "is it running? Start one with `make serve`"
-            )
-        return f"{code}: server at {addr}: {details}"
-    hint = _HINTS.get(code)
-    return f"{code}: {details} ({hint})" if hint else f"{code}: {details}"
-
-
-def _looks_like_connection_failure(details: str) -> bool:
-    lowered = details.lower()
-    return any(s in lowered for s in ("connect", "dns resolution", "unreachable", "no route"))
-
-
 # --- arguments -------------------------------------------------------------
 
 
@@ -162,19 +124,19 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         metavar="F.jsonl",
         help="add many edits: one JSON object per line with EditSpec fields ('-' for stdin)",
     )
-    add.set_defaults(run=_run_add)
+    add.set_defaults(run=run_add)
 
     ask = commands.add_parser("ask", parents=[common], help="answer a prompt through the gate")
     ask.add_argument("prompt")
     ask.add_argument(
-        "--max-new-tokens", type=_non_negative(int), default=0, metavar="N", help="0 means the server default"
+        "--max-new-tokens", type=non_negative(int), default=0, metavar="N", help="0 means the server default"
     )
     ask.add_argument(
-        "--temperature", type=_non_negative(float), default=0.0, metavar="T", help="0 means greedy decoding"
+        "--temperature", type=non_negative(float), default=0.0, metavar="T", help="0 means greedy decoding"
     )
     ask.add_argument(
         "--top-p",
-        type=_non_negative(float),
+        type=non_negative(float),
         default=0.0,
         metavar="P",
         help="nucleus sampling mass in (0, 1]; 0 means 1",
@@ -182,24 +144,24 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     ask.add_argument(
         "--stop", action="append", default=[], metavar="S", help="stop after this string (repeatable)"
     )
-    ask.add_argument("--seed", type=_non_negative(int), default=None, metavar="N")
+    ask.add_argument("--seed", type=non_negative(int), default=None, metavar="N")
     ask.add_argument("--stream", action="store_true", help="print text as it is generated")
-    ask.set_defaults(run=_run_ask)
+    ask.set_defaults(run=run_ask)
 
     list_ = commands.add_parser("list", parents=[common], help="list the namespace's edits, oldest first")
     list_.add_argument(
-        "--page-size", type=_non_negative(int), default=0, metavar="N", help="0 means the server default"
+        "--page-size", type=non_negative(int), default=0, metavar="N", help="0 means the server default"
     )
     list_.add_argument("--all", action="store_true", help="fetch every page")
-    list_.set_defaults(run=_run_list)
+    list_.set_defaults(run=run_list)
 
     show = commands.add_parser("show", parents=[common], help="print one edit")
     show.add_argument("id")
-    show.set_defaults(run=_run_show)
+    show.set_defaults(run=run_show)
 
     delete = commands.add_parser("delete", parents=[common], help="delete one edit")
     delete.add_argument("id")
-    delete.set_defaults(run=_run_delete)
+    delete.set_defaults(run=run_delete)
 
     chat = commands.add_parser("chat", parents=[common], help="chat interactively; /correct fixes the last answer")
     add_chat_arguments(chat)
@@ -207,7 +169,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add_parametric_commands(commands, common)
     info = commands.add_parser("info", parents=[common],
                                help="the served model and its fingerprint, the gate and the in-scope route in force")
-    info.set_defaults(run=_run_info)
+    info.set_defaults(run=run_info)
     # Listed for --help; main() hands `eval` and what follows it to the evaluation harness.
     commands.add_parser("eval", help="evaluate an editing method on a benchmark file (see `editctl eval --help`)")
     return parser
@@ -247,7 +209,7 @@ def _add_global_options(parser: argparse.ArgumentParser, env: Mapping[str, str],
     )
     parser.add_argument(
         "--timeout",
-        type=_non_negative(float),
+        type=non_negative(float),
         default=default(120.0),
         metavar="SECONDS",
         help="deadline of each call; 0 means none (default %(default)s)" if defaults else argparse.SUPPRESS,
@@ -258,240 +220,6 @@ def _add_global_options(parser: argparse.ArgumentParser, env: Mapping[str, str],
         default=default(False),
         help="print JSON for scripts" if defaults else argparse.SUPPRESS,
     )
-
-
-def _non_negative(kind: Callable[[str], int | float]) -> Callable[[str], int | float]:
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
-
-
-# --- subcommands -----------------------------------------------------------
-
-
-def _run_add(ec: EditcacheClient, args: argparse.Namespace) -> None:
-    one = (args.subject, args.prompt, args.target_new)
-    if args.file is not None:
-        if any(v is not None for v in (*one, args.target_true)) or args.paraphrases:
-            raise InputError("add: give either --file or --subject/--prompt/--target, not both")
-        records = ec.add_edits(read_specs(args.file))
-        if args.json:
-            _print_json({"ids": [r.id for r in records]})
-        else:
-            for record in records:
-                print(record.id)
-        return
-    missing = [flag for flag, v in zip(("--subject", "--prompt", "--target"), one, strict=True) if v is None]
-    if missing:
-        raise InputError(f"add: missing {', '.join(missing)} (or give --file F.jsonl)")
-    record = ec.add_edit(
-        args.subject,
-        args.prompt,
-        args.target_new,
-        target_true=args.target_true,
-        paraphrases=args.paraphrases,
-    )
-    if args.json:
-        _print_json({"id": record.id})
-    else:
-        print(record.id)
-
-
-def _run_ask(ec: EditcacheClient, args: argparse.Namespace) -> None:
-    options: dict[str, Any] = {
-        "max_new_tokens": args.max_new_tokens,
-        "temperature": args.temperature,
-        "top_p": args.top_p,
-        "stop": args.stop,
-        "seed": args.seed,
-    }
-    if args.stream:
-        stream = ec.stream(args.prompt, **options)
-        printed = False
-        try:
-            with stream:
-                for delta in stream:
-                    if not args.json:
-                        print(delta, end="", flush=True)
-                        printed = True
-        finally:  # end the line of text, even when the stream fails part-way
-            if not args.json and (printed or stream.result is not None):
-                print(flush=True)
-        result = stream.result
-        assert result is not None  # iteration raises when the final response is missing
-    else:
-        result = ec.generate(args.prompt, **options)
-        if not args.json:
-            print(result.text)
-    if args.json:
-        _print_json(result_json(result))
-    else:
-        _print_dim(summary_line(result), sys.stderr)
-
-
-def _run_info(ec: EditcacheClient, args: argparse.Namespace) -> None:
-    info = ec.server_info()
-    if args.json:
-        _print_json(dataclasses.asdict(info))
-        return
-    print(info_text(info))
-
-
-def info_text(info: ServerInfo) -> str:
-    rows = [
-        ("model", f"{info.model} ({info.model_type}, {info.parameters / 1e6:.0f}M parameters)"),
-        ("fingerprint", info.model_fingerprint),
-        ("gate", f"{info.gate} (threshold {info.threshold:.3f}, top-k {info.top_k}, encoder {info.encoder})"),
-        ("in-scope route", info.in_scope_route),
-        ("routes", ", ".join(info.routes)),
-        ("version", info.version),
-        *(("degraded", sentence) for sentence in info.degraded),
-    ]
-    return "\n".join(f"{name:<15}{value}" for name, value in rows)
-
-
-def _run_list(ec: EditcacheClient, args: argparse.Namespace) -> None:
-    if args.all:
-        edits = list(ec.iter_edits(args.page_size))
-        total, more = len(edits), False
-    else:
-        page = ec.list_edits(args.page_size)
-        edits, total, more = list(page.edits), page.total, bool(page.next_page_token)
-    if args.json:
-        _print_json([edit_json(e) for e in edits])
-    elif edits:
-        print(edit_table(edits))
-    else:
-        print(f"no edits in namespace {ec.namespace!r}", file=sys.stderr)
-    if more:
-        print(f"showing {len(edits)} of {total} edits; --all lists every page", file=sys.stderr)
-
-
-def _run_show(ec: EditcacheClient, args: argparse.Namespace) -> None:
-    edit = ec.get_edit(args.id)
-    if args.json:
-        _print_json(edit_json(edit))
-        return
-    rows = [
-        ("id", edit.id),
-        ("namespace", edit.namespace),
-        ("subject", edit.subject),
-        ("prompt", edit.prompt),
-        ("target_new", edit.target_new),
-        ("target_true", edit.target_true if edit.target_true is not None else "-"),
-        ("created", datetime.fromtimestamp(edit.created_at_unix_s, UTC).isoformat(timespec="seconds")),
-    ]
-    rows += [("paraphrase", p) for p in edit.paraphrases]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key + ':':<{width + 1}} {value}")
-
-
-def _run_delete(ec: EditcacheClient, args: argparse.Namespace) -> None:
-    edit = ec.delete_edit(args.id)
-    if args.json:
-        _print_json({"deleted": edit_json(edit)})
-    else:
-        print(f"deleted {edit.id} ({edit.subject}: {edit.prompt} → {edit.target_new})")
-
-
-# --- input and output ------------------------------------------------------
-
-
-def read_specs(path: Path) -> list[EditInput]:
-    """Edits from a JSON-lines file ('-' reads stdin); blank lines are skipped."""
-    name = "<stdin>" if str(path) == "-" else str(path)
-    try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read {name}: {exc.strerror}") from None
-    specs = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            specs.append(_spec_from_json(line, f"{name}:{number}"))
-    if not specs:
-        raise InputError(f"{name}: no edits (expected one JSON object per line)")
-    return specs
-
-
-def _spec_from_json(line: str, where: str) -> EditInput:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{where}: not JSON: {exc.msg}") from None
-    if not isinstance(obj, dict):
-        raise InputError(f"{where}: expected a JSON object with fields {', '.join(_SPEC_FIELDS)}")
-    unknown = sorted(set(obj) - set(_SPEC_FIELDS))
-    if unknown:
-        raise InputError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(_SPEC_FIELDS)}")
-    for key in ("subject", "prompt", "target_new"):
-        if not isinstance(obj.get(key), str):
-            raise InputError(f"{where}: field {key!r} must be a string")
-    if obj.get("target_true") is not None and not isinstance(obj["target_true"], str):
-        raise InputError(f"{where}: field 'target_true' must be a string or null")
-    paraphrases = obj.get("paraphrases") or []
-    if not isinstance(paraphrases, list) or not all(isinstance(p, str) for p in paraphrases):
-        raise InputError(f"{where}: field 'paraphrases' must be a list of strings")
-    return EditInput(
-        obj["subject"], obj["prompt"], obj["target_new"], obj.get("target_true"), tuple(paraphrases)
-    )
-
-
-def edit_json(edit: EditRecord) -> dict[str, Any]:
-    obj = dataclasses.asdict(edit)
-    obj["paraphrases"] = list(edit.paraphrases)
-    return obj
-
-
-def result_json(result: GenerationResult) -> dict[str, Any]:
-    return {
-        "text": result.text,
-        "route": result.route,
-        "edit_id": result.edit_id,
-        "score": result.gate_score,
-        "timings_ms": result.timings_ms,
-        "token_ids": list(result.token_ids),
-        "finish_reason": result.finish_reason,
-        "abstained": result.abstained,
-    }
-
-
-def summary_line(result: GenerationResult) -> str:
-    parts = [f"route={result.route}"]
-    if result.abstained:
-        parts.append("abstained")  # the gate let it in; the counterfactual model handed it to the base model
-    if result.edit_id:
-        parts.append(f"edit={result.edit_id}")
-    parts.append(f"score={result.gate_score:.2f}")
-    parts.append(f"total={result.timings_ms.get('total', 0.0):.0f}ms")
-    return f"[{' '.join(parts)}]"
-
-
-def edit_table(edits: Sequence[EditRecord]) -> str:
-    id_width = max(len("ID"), *(len(e.id) for e in edits))
-    subject_width = min(max(len("SUBJECT"), *(len(e.subject) for e in edits)), 30)
-    lines = [f"{'ID':<{id_width}}  {'SUBJECT':<{subject_width}}  EDIT"]
-    for e in edits:
-        lines.append(f"{e.id:<{id_width}}  {e.subject:<{subject_width}}  {e.prompt} → {e.target_new}")
-    return "\n".join(lines)
-
-
-def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, ensure_ascii=False))
-
-
-def _print_dim(text: str, stream: TextIO) -> None:
-    if stream.isatty() and not os.environ.get("NO_COLOR"):
-        text = f"\033[2m{text}\033[0m"
-    print(text, file=stream)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from client import EditcacheClient, EditInput, GenerationResult
+from client import EditcacheClient, EditInput, GenerationOptions, GenerationResult
 from client.launch import LocalServer
 from editdata.metrics import percentile
 
@@ -51,11 +51,12 @@ def gate_overhead(client: EditcacheClient, repeats: int, max_new_tokens: int) ->
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     client.add_edit("Space Needle", QUERY, "Taipei", namespace=namespace)
     gated, in_scope, generate_ms = [], [], []
+    options, one_token = GenerationOptions(max_new_tokens=max_new_tokens), GenerationOptions(max_new_tokens=1)
     for i in range(repeats):
         prompt = PROMPTS[i % len(PROMPTS)]
-        gated.append(decision_ms(client.generate(prompt, max_new_tokens=max_new_tokens, namespace=namespace)))
-        in_scope.append(decision_ms(client.generate(QUERY, max_new_tokens=1, namespace=namespace)))
-        generate_ms.append(client.generate(prompt, max_new_tokens=max_new_tokens, route="base").timings_ms["generate"])
+        gated.append(decision_ms(client.generate(prompt, options=options, namespace=namespace)))
+        in_scope.append(decision_ms(client.generate(QUERY, options=one_token, namespace=namespace)))
+        generate_ms.append(client.generate(prompt, options=options, route="base").timings_ms["generate"])
     return {"gate_ms": stats_ms(gated), "in_scope_gate_ms": stats_ms(in_scope), "generate_ms": stats_ms(generate_ms),
             "max_new_tokens": max_new_tokens,
             "overhead_share_p50": round(percentile(gated, 50) / percentile(generate_ms, 50), 4)}
@@ -151,10 +152,11 @@ def generation_throughput(
     for c in concurrency:
         def worker(k: int) -> list[tuple[float, int]]:
             out = []
+            options = GenerationOptions(max_new_tokens=max_new_tokens)
             with connect() as client:
                 for i in range(requests_per_client):
                     t0 = time.perf_counter()
-                    answer = client.generate(PROMPTS[(k + i) % len(PROMPTS)], max_new_tokens=max_new_tokens)
+                    answer = client.generate(PROMPTS[(k + i) % len(PROMPTS)], options=options)
                     out.append(((time.perf_counter() - t0) * 1e3, len(answer.token_ids)))
             return out
 

@@ -16,7 +16,7 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from client.client import EditcacheClient
+from client import EditcacheClient
 from client.evaluation.corrections import (
     CorrectionOutcome,
     evaluate_corrections,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client import EditcacheClient, EditcacheError
+from client import EditcacheClient, EditcacheError, GenerationOptions
 from client.launch import LocalServer
 from editdata.metrics import percentile
 from server.auth.exposure import is_loopback
@@ -79,7 +79,7 @@ def drive(addr: str, namespace: str, rng: random.Random, until: float, add_share
                     subjects.append(subject)
                 else:  # a fixed prompt, or one of this client's edited prompts
                     prompts = PROMPTS + ([f"{rng.choice(subjects)} is located in the city of"] if subjects else [])
-                    client.generate(rng.choice(prompts), max_new_tokens=max_new_tokens)
+                    client.generate(rng.choice(prompts), options=GenerationOptions(max_new_tokens=max_new_tokens))
                 code = "OK"
             except EditcacheError as exc:
                 code = exc.code.name

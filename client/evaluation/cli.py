@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from client.client import EditcacheClient
+from client import EditcacheClient
 from client.evaluation.report import headline, markdown_table, plot, summarize
 from client.evaluation.runner import (
     METHOD_ROUTES,

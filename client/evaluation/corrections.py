@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
 
-from client.client import EditcacheClient
+from client import EditcacheClient
 from client.errors import EditcacheError, FailedPrecondition
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from client.client import EditcacheClient, EditInput, ParametricProgress, ServerInfo
+from client import EditcacheClient, EditInput, GenerationOptions, ParametricProgress, ServerInfo
 from client.errors import InvalidArgument
 from editdata.cases import Case, EditedFacts, Probe
 from editdata.metrics import agreement, exact_match, ngram_entropy, token_accuracy
@@ -104,7 +104,7 @@ class BaselineCache:
         key = f"{max_new_tokens}\x1f{prompt}\x1f{target}"
         if key not in self._entries:
             scores = client.score(prompt, target, route="base")
-            greedy = client.generate(prompt, max_new_tokens=max_new_tokens, route="base")
+            greedy = client.generate(prompt, options=GenerationOptions(max_new_tokens=max_new_tokens), route="base")
             self._entries[key] = {"token_ids": list(greedy.token_ids), "predicted_ids": list(scores.predicted_ids)}
         return self._entries[key]
 
@@ -195,8 +195,8 @@ class Evaluator:
         if self._settings.fluency and case.reliability:
             prompt = case.reliability[0].prompt
             text = self._client.generate(
-                prompt, max_new_tokens=FLUENCY_NEW_TOKENS, route=self._route, edit_id=edit_id,
-                namespace=self._namespace,
+                prompt, options=GenerationOptions(max_new_tokens=FLUENCY_NEW_TOKENS), route=self._route,
+                edit_id=edit_id, namespace=self._namespace,
             ).text
             result.fluency = ngram_entropy(text)
         return result
@@ -209,7 +209,7 @@ class Evaluator:
         max_new_tokens = len(scores.target_ids) + EXTRA_NEW_TOKENS
         started = time.perf_counter()
         answer = self._client.generate(
-            probe.prompt, max_new_tokens=max_new_tokens, route=self._route, edit_id=edit_id,
+            probe.prompt, options=GenerationOptions(max_new_tokens=max_new_tokens), route=self._route, edit_id=edit_id,
             namespace=self._namespace,
         )
         latency_ms = answer.timings_ms["total"] or (time.perf_counter() - started) * 1e3

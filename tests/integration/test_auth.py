@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from client import EditcacheClient, NotFound, PermissionDenied, Unauthenticated, Unavailable
+from client import EditcacheClient, GenerationOptions, NotFound, PermissionDenied, Unauthenticated, Unavailable
 from client.launch import LocalServer
 from editcache.v1 import editcache_pb2 as pb
 from editcache.v1 import editcache_pb2_grpc as pb_grpc
@@ -108,10 +108,10 @@ def test_token_for_one_namespace_cannot_list_read_or_delete_another(server: Loca
 def test_an_edit_in_one_namespace_never_changes_answers_in_another(server: LocalServer) -> None:
     with client(server, "alice", "team-a") as alice, client(server, "bob", "team-b") as bob:
         prompt = "the capital of italy is"  # no test edits italy in team-b
-        before = bob.generate(prompt, max_new_tokens=6)
+        before = bob.generate(prompt, options=GenerationOptions(max_new_tokens=6))
         edit = alice.add_edit("italy", prompt, "rome")
-        assert alice.generate(prompt, max_new_tokens=6).edit_id == edit.id
-        after = bob.generate(prompt, max_new_tokens=6)
+        assert alice.generate(prompt, options=GenerationOptions(max_new_tokens=6)).edit_id == edit.id
+        after = bob.generate(prompt, options=GenerationOptions(max_new_tokens=6))
         assert before.route == after.route == "base"
         assert after.token_ids == before.token_ids
         alice.delete_edit(edit.id)
@@ -121,7 +121,7 @@ def test_roles_limit_what_a_token_may_do(server: LocalServer) -> None:
     with client(server, "auditor", "team-b") as auditor, client(server, "root", "team-b") as root:
         edit = root.add_edit("germany", "the capital of germany is", "madrid")  # admin implies write, any namespace
         assert auditor.get_edit(edit.id).id == edit.id and auditor.list_edits().total >= 1
-        assert auditor.generate(PROMPT, max_new_tokens=2).token_ids
+        assert auditor.generate(PROMPT, options=GenerationOptions(max_new_tokens=2)).token_ids
         assert auditor.server_info().model_type == "llama"
         with pytest.raises(PermissionDenied, match="has role read; AddEdits needs write"):
             auditor.add_edit("france", PROMPT, "rome")
@@ -152,7 +152,7 @@ def test_chat_needs_read_and_correct_needs_write_on_the_namespace(server: LocalS
     turns = [ChatTurn("user", "what is the capital of france")]
     fix = EditInput("france", PROMPT, "rome")
     with client(server, "auditor", "team-a") as auditor, client(server, "alice", "team-a") as alice:
-        stream = auditor.chat(turns, max_new_tokens=2)  # read may chat
+        stream = auditor.chat(turns, options=GenerationOptions(max_new_tokens=2))  # read may chat
         "".join(stream)
         assert stream.result is not None and stream.result.generation.token_ids
         with pytest.raises(PermissionDenied, match="has role read; Correct needs write"):

@@ -11,7 +11,15 @@ import torch
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from client import ChatResult, ChatTurn, EditcacheClient, EditInput, FailedPrecondition, InvalidArgument
+from client import (
+    ChatResult,
+    ChatTurn,
+    EditcacheClient,
+    EditInput,
+    FailedPrecondition,
+    GenerationOptions,
+    InvalidArgument,
+)
 from client.launch import LocalServer
 from editcache.v1 import chat_pb2 as chat_pb
 from editcache.v1 import chat_pb2_grpc as chat_pb_grpc
@@ -27,7 +35,8 @@ def fresh_namespace() -> str:
 
 
 def ask(client: EditcacheClient, *turns: tuple[str, str], max_new_tokens: int = 6) -> tuple[str, ChatResult]:
-    stream = client.chat([ChatTurn(role, content) for role, content in turns], max_new_tokens=max_new_tokens)
+    options = GenerationOptions(max_new_tokens=max_new_tokens)
+    stream = client.chat([ChatTurn(role, content) for role, content in turns], options=options)
     text = "".join(stream)
     assert stream.result is not None
     return text, stream.result
@@ -151,7 +160,8 @@ def test_bad_chats_get_invalid_argument_saying_what_to_fix(
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda c: c.chat([ChatTurn("user", "hi")], max_new_tokens=100_000), "max_new_tokens"),
+        (lambda c: c.chat([ChatTurn("user", "hi")], options=GenerationOptions(max_new_tokens=100_000)),
+         "max_new_tokens"),
         (lambda c: c.chat([ChatTurn("user", "hi")], namespace="bad namespace!"), "namespace"),
         (lambda c: c.correct("", "paris", "no, rome"), "question"),
         (lambda c: c.correct(QUESTION, "paris", "x" * 3000), "text"),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from client import GenerationOptions
 from client.launch import LocalServer
 from tests.tiny_counterfactual import save_adaptable_model, train_tiny_adapter
 
@@ -45,12 +46,12 @@ def test_in_scope_queries_take_the_counterfactual_route(server: LocalServer) -> 
         info = client.server_info()
         assert info.in_scope_route == "counterfactual" and {"counterfactual", "ike"} <= set(info.routes)
         edit = client.add_edit("france", PROMPT, "rome")
-        answer = client.generate(PROMPT, max_new_tokens=6)
+        answer = client.generate(PROMPT, options=GenerationOptions(max_new_tokens=6))
         assert (answer.route, answer.edit_id) == ("counterfactual", edit.id)
         assert answer.text.split()[:1] == ["rome"] and answer.finish_reason == "stop"
-        forced = client.generate(PROMPT, max_new_tokens=2, route="ike")
+        forced = client.generate(PROMPT, options=GenerationOptions(max_new_tokens=2), route="ike")
         assert (forced.route, forced.edit_id) == ("ike", edit.id)
-        unrelated = client.generate("who speaks german in berlin", max_new_tokens=2)
+        unrelated = client.generate("who speaks german in berlin", options=GenerationOptions(max_new_tokens=2))
         assert unrelated.route == "base"
 
 
@@ -66,12 +67,13 @@ def test_a_query_the_edit_does_not_bear_on_goes_to_the_base_model_when_the_model
         with server.client("cf-abstain") as client:
             edit = client.add_edit("france", PROMPT, "rome")
             other_relation = "the language france speaks is"
-            answer = client.generate(other_relation, max_new_tokens=3)
+            three = GenerationOptions(max_new_tokens=3)
+            answer = client.generate(other_relation, options=three)
             assert (answer.route, answer.edit_id, answer.abstained) == ("base", None, True)
-            assert answer.token_ids == client.generate(other_relation, max_new_tokens=3, route="base").token_ids
+            assert answer.token_ids == client.generate(other_relation, options=three, route="base").token_ids
             scored = client.score(other_relation, " french")
             assert (scored.route, scored.abstained) == ("base", True)
-            in_scope = client.generate(PROMPT, max_new_tokens=3)
+            in_scope = client.generate(PROMPT, options=three)
             assert (in_scope.route, in_scope.edit_id, in_scope.abstained) == ("counterfactual", edit.id, False)
     finally:
         server.stop()
@@ -87,7 +89,7 @@ def test_an_unsure_counterfactual_model_hands_the_query_to_ike(
     try:
         with server.client("cf-unsure") as client:
             edit = client.add_edit("france", PROMPT, "rome")
-            answer = client.generate(PROMPT, max_new_tokens=2)
+            answer = client.generate(PROMPT, options=GenerationOptions(max_new_tokens=2))
             assert (answer.route, answer.edit_id) == ("ike", edit.id)
             assert client.server_info().in_scope_route == "counterfactual"
     finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import faiss
 
-from client import EditcacheError, EditRecord
+from client import EditcacheError, EditRecord, GenerationOptions
 from client.launch import LocalServer
 
 NAMESPACE = "crash"
@@ -70,7 +70,7 @@ def assert_edits_fire(server: LocalServer, edits: list[EditRecord]) -> None:
     with server.client(NAMESPACE) as client:
         in_scope = client.server_info().in_scope_route
         for edit in edits:
-            answer = client.generate(edit.prompt, max_new_tokens=1)
+            answer = client.generate(edit.prompt, options=GenerationOptions(max_new_tokens=1))
             assert (answer.route, answer.edit_id) == (in_scope, edit.id), f"edit {edit.id} does not fire"
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from client import GenerationOptions
 from client.evaluation.cli import main as evaluate
 from client.launch import LocalServer
 
@@ -42,8 +43,8 @@ def test_scores_known_by_construction(
     """A target equal to the model's own greedy word scores 1; a word it does not predict scores 0."""
     prompt, other_prompt = "the capital of france is", "who speaks german in berlin"
     with running_server.client() as client:
-        greedy = client.generate(prompt, max_new_tokens=1, route="base").text.strip()
-        other = client.generate(other_prompt, max_new_tokens=1, route="base").text.strip()
+        greedy = client.generate(prompt, options=GenerationOptions(max_new_tokens=1), route="base").text.strip()
+        other = client.generate(other_prompt, options=GenerationOptions(max_new_tokens=1), route="base").text.strip()
     wrong = next(w for w in ("city", "country", "language", "spain") if w not in (greedy, other))
     cases = [
         {"case_id": 1, "prompt": prompt, "subject": "france", "target_new": greedy, "ground_truth": "x",
@@ -103,7 +104,7 @@ def test_parametric_methods_apply_score_and_roll_back(
 ) -> None:
     prompt = "the capital of france is"
     with running_server.client() as client:
-        before = client.generate(prompt, max_new_tokens=4, route="base").token_ids
+        before = client.generate(prompt, options=GenerationOptions(max_new_tokens=4), route="base").token_ids
     data = FIXTURES / "counterfact_flat.json"
     assert evaluate(["--data", str(data), "--addr", running_server.addr, "--method", "rome",
                      "--cache-dir", str(tmp_path), "--json", str(tmp_path / "rome.json")]) == 0
@@ -117,7 +118,7 @@ def test_parametric_methods_apply_score_and_roll_back(
     assert applied["n"] == n_cases and 0 < applied["p50"] <= applied["max"]  # ROME: one call per edit, timed
     assert "ApplyParametric: p50" in captured.out
     with running_server.client() as client:  # every edit rolled back: the weights are the original ones again
-        assert client.generate(prompt, max_new_tokens=4, route="base").token_ids == before
+        assert client.generate(prompt, options=GenerationOptions(max_new_tokens=4), route="base").token_ids == before
 
 
 def test_a_case_the_server_refuses_is_skipped_and_counted(

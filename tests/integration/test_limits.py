@@ -18,6 +18,7 @@ from client import (
     EditcacheClient,
     EditcacheError,
     EditInput,
+    GenerationOptions,
     GenerationStream,
     InvalidArgument,
     ResourceExhausted,
@@ -26,6 +27,7 @@ from client.launch import LocalServer
 from tests.tiny import build_tiny_tokenizer, tiny_config
 
 LONG = 4000  # new tokens: over ten seconds on the tiny model, so a stream is still running when cancelled
+HOLD = GenerationOptions(max_new_tokens=LONG)
 PROMPT = "the capital of france is"
 
 
@@ -88,14 +90,14 @@ def drain(stream: GenerationStream, errors: list[EditcacheError]) -> None:
 def test_full_queue_is_refused_at_once_and_cancelled_streams_stop_generating(server: LocalServer) -> None:
     since = len(server.log_text())
     with server.client() as client, EditcacheClient(server.addr, timeout_s=3) as probe:
-        first = client.stream(PROMPT, max_new_tokens=LONG)
+        first = client.stream(PROMPT, options=HOLD)
         first_deltas = iter(first)
         next(first_deltas)  # the first stream holds the model
-        second = client.stream(PROMPT, max_new_tokens=LONG)  # waits for it: the queue (2) is now full
+        second = client.stream(PROMPT, options=HOLD)  # waits for it: the queue (2) is now full
         second_errors: list[EditcacheError] = []
         reading = threading.Thread(target=drain, args=(second, second_errors))
         reading.start()  # a stream's call starts when it is first read
-        busy = first_refusal(lambda: probe.generate(PROMPT, max_new_tokens=1), second_errors)
+        busy = first_refusal(lambda: probe.generate(PROMPT, options=GenerationOptions(max_new_tokens=1)), second_errors)
         assert "server busy" in str(busy) and "max_queue 2" in str(busy)
 
         first.cancel()  # the model thread must stop, not run on to LONG tokens
@@ -104,19 +106,19 @@ def test_full_queue_is_refused_at_once_and_cancelled_streams_stop_generating(ser
         second.cancel()
         reading.join()
         # Both slots free again long before two full generations could have finished.
-        answer = probe.generate(PROMPT, max_new_tokens=2)
+        answer = probe.generate(PROMPT, options=GenerationOptions(max_new_tokens=2))
         assert answer.token_ids and answer.route == "base"
 
 
 def test_a_request_whose_deadline_passes_in_the_queue_is_not_run(server: LocalServer) -> None:
     since = len(server.log_text())
     with server.client() as client, EditcacheClient(server.addr, timeout_s=1.0) as impatient:
-        holder = client.stream(PROMPT, max_new_tokens=LONG)
+        holder = client.stream(PROMPT, options=HOLD)
         holder_deltas = iter(holder)  # kept: a dropped iterator cancels its stream
         next(holder_deltas)
         try:
             with pytest.raises(DeadlineExceeded):
-                impatient.generate(PROMPT, max_new_tokens=LONG, namespace="impatient")
+                impatient.generate(PROMPT, options=HOLD, namespace="impatient")
             wait_for_log(server, r"not run: the caller went away or its deadline passed while queued", since)
         finally:
             holder.cancel()
@@ -137,11 +139,12 @@ def test_adding_past_the_namespace_limit_is_resource_exhausted(server: LocalServ
 def test_prompt_over_the_token_limit_is_invalid_argument(server: LocalServer) -> None:
     with server.client() as client:
         with pytest.raises(InvalidArgument) as caught:
-            client.generate(" ".join(["france"] * 30), max_new_tokens=1)  # 30 words, 31 tokens with <bos>
+            words = " ".join(["france"] * 30)  # 31 tokens with <bos>
+            client.generate(words, options=GenerationOptions(max_new_tokens=1))
         assert "prompt is 31 tokens" in caught.value.details and "limit is 24" in caught.value.details
         with pytest.raises(InvalidArgument, match="prompt"):
             client.score(" ".join(["france"] * 30), " paris")
-        assert client.generate("france " * 10, max_new_tokens=1).token_ids
+        assert client.generate("france " * 10, options=GenerationOptions(max_new_tokens=1)).token_ids
 
 
 def client_spec(country: str) -> EditInput:

@@ -9,13 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from client import EditcacheError
-from client.client import ParametricProgress
+from client import EditcacheError, GenerationOptions, ParametricProgress
 from client.launch import LocalServer
 from tests.tiny import build_tiny_model, build_tiny_tokenizer, teach
 
 # The tiny model holds each fact at "is" (tests/unit/test_parametric_editor.py says why).
 SUBJECT, PROMPT = "france is", "the capital of france is"
+ONE_TOKEN = GenerationOptions(max_new_tokens=1)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def exported(server: LocalServer, path: Path) -> dict[str, torch.Tensor]:
 def test_apply_restart_and_rollback_are_exact(server: LocalServer, taught_model_dir: Path, tmp_path: Path) -> None:
     original = load_file(taught_model_dir / "model.safetensors")
     with server.client("p") as client:
-        before = client.generate(PROMPT, max_new_tokens=1, route="base").text.strip()
+        before = client.generate(PROMPT, options=ONE_TOKEN, route="base").text.strip()
         assert before == "paris"
         edit = client.add_edit(SUBJECT, PROMPT, "berlin")
         seen: list[ParametricProgress] = []
@@ -54,8 +54,8 @@ def test_apply_restart_and_rollback_are_exact(server: LocalServer, taught_model_
         assert [b.edit_id for b in result.edits] == [edit.id]
         assert result.edits[0].modules == ("model.layers.0.mlp.down_proj",)
         assert any(p.stage == "value" for p in seen) and any(p.stage == "statistics" for p in seen)
-        assert client.generate(PROMPT, max_new_tokens=1, route="base").text.strip() == "berlin"
-        routed = client.generate(PROMPT, max_new_tokens=1)
+        assert client.generate(PROMPT, options=ONE_TOKEN, route="base").text.strip() == "berlin"
+        routed = client.generate(PROMPT, options=ONE_TOKEN)
         assert (routed.route, routed.edit_id) == ("parametric", edit.id)
         assert [b.edit_id for b in client.baked_edits()] == [edit.id]
         with pytest.raises(EditcacheError) as refused:
@@ -73,7 +73,7 @@ def test_apply_restart_and_rollback_are_exact(server: LocalServer, taught_model_
 
     with server.client("p") as client:
         assert client.rollback_parametric(edit.id).edit_id == edit.id
-        assert client.generate(PROMPT, max_new_tokens=1, route="base").text.strip() == "paris"
+        assert client.generate(PROMPT, options=ONE_TOKEN, route="base").text.strip() == "paris"
         assert client.baked_edits() == []
         client.delete_edit(edit.id)  # allowed again once out of the weights
     rolled_back = exported(server, tmp_path / "rolled-back")

@@ -11,7 +11,7 @@ import torch
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from client import EditcacheClient, EditInput, FailedPrecondition, InvalidArgument, NotFound
+from client import EditcacheClient, EditInput, FailedPrecondition, GenerationOptions, InvalidArgument, NotFound
 from client.editctl import main as editctl
 from client.launch import LocalServer
 from editcache.v1 import editcache_pb2 as pb
@@ -63,7 +63,7 @@ def test_out_of_scope_answer_is_the_base_model_token_for_token(
 ) -> None:
     with running_server.client(fresh_namespace()) as client:
         client.add_edit("france", PROMPT, "rome")
-        answer = client.generate(UNRELATED, max_new_tokens=12)
+        answer = client.generate(UNRELATED, options=GenerationOptions(max_new_tokens=12))
     assert answer.route == "base" and answer.edit_id is None
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -77,7 +77,7 @@ def test_out_of_scope_answer_is_the_base_model_token_for_token(
 def test_in_scope_query_is_answered_from_the_edit(running_server: LocalServer) -> None:
     with running_server.client(fresh_namespace()) as client:
         edit = client.add_edit("france", PROMPT, "rome")
-        answer = client.generate(PROMPT, max_new_tokens=4)
+        answer = client.generate(PROMPT, options=GenerationOptions(max_new_tokens=4))
         threshold = client.server_info().threshold
     assert answer.route == "ike" and answer.edit_id == edit.id  # IKE is the in-scope route when it is on
     assert threshold <= answer.gate_score <= 1.0
@@ -86,9 +86,9 @@ def test_in_scope_query_is_answered_from_the_edit(running_server: LocalServer) -
 
 def test_stream_deltas_add_up_to_the_final_text(running_server: LocalServer) -> None:
     with running_server.client(fresh_namespace()) as client:
-        stream = client.stream(UNRELATED, max_new_tokens=10)
+        stream = client.stream(UNRELATED, options=GenerationOptions(max_new_tokens=10))
         text = "".join(stream)
-        unary = client.generate(UNRELATED, max_new_tokens=10)
+        unary = client.generate(UNRELATED, options=GenerationOptions(max_new_tokens=10))
     assert stream.result is not None
     assert text == stream.result.text == unary.text
     assert stream.result.token_ids == unary.token_ids
@@ -98,8 +98,8 @@ def test_namespaces_are_isolated(running_server: LocalServer) -> None:
     a, b = fresh_namespace(), fresh_namespace()
     with running_server.client(a) as client_a, running_server.client(b) as client_b:
         edit = client_a.add_edit("france", PROMPT, "rome")
-        assert client_a.generate(PROMPT, max_new_tokens=2).route == "ike"
-        answer_b = client_b.generate(PROMPT, max_new_tokens=2)
+        assert client_a.generate(PROMPT, options=GenerationOptions(max_new_tokens=2)).route == "ike"
+        answer_b = client_b.generate(PROMPT, options=GenerationOptions(max_new_tokens=2))
         assert answer_b.route == "base" and answer_b.edit_id is None
         assert client_b.list_edits().total == 0
         with pytest.raises(NotFound):
@@ -119,9 +119,9 @@ def test_namespaces_are_isolated(running_server: LocalServer) -> None:
         (lambda c: c.add_edit("france", PROMPT, "x" * 5000), "edits[0].target_new"),
         (lambda c: c.add_edit("france", PROMPT, "rome", namespace="bad namespace!"), "namespace"),
         (lambda c: c.generate(""), "prompt"),
-        (lambda c: c.generate(PROMPT, max_new_tokens=100_000), "max_new_tokens"),
-        (lambda c: c.generate(PROMPT, temperature=-1.0), "temperature"),
-        (lambda c: c.generate(PROMPT, temperature=1.0, top_p=1.5), "top_p"),
+        (lambda c: c.generate(PROMPT, options=GenerationOptions(max_new_tokens=100_000)), "max_new_tokens"),
+        (lambda c: c.generate(PROMPT, options=GenerationOptions(temperature=-1.0)), "temperature"),
+        (lambda c: c.generate(PROMPT, options=GenerationOptions(temperature=1.0, top_p=1.5)), "top_p"),
         (lambda c: c.get_edit("not-an-id"), "id"),
         (lambda c: c.list_edits(page_token="garbage"), "page_token"),
         (lambda c: c.list_edits(page_size=10**6), "page_size"),
@@ -155,7 +155,7 @@ def test_acknowledged_edit_survives_sigkill_and_restart(tiny_model_dir: object, 
     try:
         with server.client("crash") as client:
             assert [e.id for e in client.iter_edits()] == [edit.id]
-            answer = client.generate(PROMPT, max_new_tokens=2)
+            answer = client.generate(PROMPT, options=GenerationOptions(max_new_tokens=2))
         assert answer.route == "ike" and answer.edit_id == edit.id
         assert "edit index rebuilt" in server.log_text()[log_before_restart:]  # index files were stale
     finally:
@@ -172,7 +172,7 @@ def test_clean_restart_loads_the_saved_index(tiny_model_dir: object, tmp_path: o
     server.start()
     try:
         with server.client("restart") as client:
-            assert client.generate(PROMPT, max_new_tokens=2).edit_id == edit.id
+            assert client.generate(PROMPT, options=GenerationOptions(max_new_tokens=2)).edit_id == edit.id
         assert "edit index loaded" in server.log_text()[log_before_restart:]
     finally:
         server.stop()
@@ -187,7 +187,7 @@ def test_client_reaches_no_server_with_unavailable() -> None:
 
 def test_teacher_forced_greedy_continuation_is_all_argmax(running_server: LocalServer) -> None:
     with running_server.client(fresh_namespace()) as client:
-        greedy = client.generate(UNRELATED, max_new_tokens=6, route="base")
+        greedy = client.generate(UNRELATED, options=GenerationOptions(max_new_tokens=6), route="base")
         scores = client.score(UNRELATED, " " + greedy.text.strip())
     assert scores.route == "base"
     assert scores.target_ids == greedy.token_ids  # word-level tokenizer: the text re-tokenises the same
@@ -198,12 +198,13 @@ def test_teacher_forced_greedy_continuation_is_all_argmax(running_server: LocalS
 def test_a_request_can_force_its_route(running_server: LocalServer) -> None:
     with running_server.client(fresh_namespace()) as client:
         edit = client.add_edit("france", PROMPT, "rome")
-        assert client.generate(PROMPT, max_new_tokens=2, route="base").route == "base"
-        forced = client.generate(UNRELATED, max_new_tokens=2, route="prompt", edit_id=edit.id)
+        two = GenerationOptions(max_new_tokens=2)
+        assert client.generate(PROMPT, options=two, route="base").route == "base"
+        forced = client.generate(UNRELATED, options=two, route="prompt", edit_id=edit.id)
         assert (forced.route, forced.edit_id) == ("prompt", edit.id)
         best = client.score(UNRELATED, " rome", route="prompt")  # no edit named: the best retrieved one
         assert (best.route, best.edit_id) == ("prompt", edit.id)
-        ike = client.generate(PROMPT, max_new_tokens=2, route="ike", edit_id=edit.id)
+        ike = client.generate(PROMPT, options=two, route="ike", edit_id=edit.id)
         assert (ike.route, ike.edit_id) == ("ike", edit.id)
         with pytest.raises(FailedPrecondition):
             client.generate(PROMPT, route="counterfactual")  # no counterfactual model is served
@@ -243,7 +244,7 @@ def test_without_ike_in_scope_queries_take_the_prompt_route(tiny_model_dir: obje
     try:
         with server.client("no-ike") as client:
             edit = client.add_edit("france", PROMPT, "rome")
-            answer = client.generate(PROMPT, max_new_tokens=2)
+            answer = client.generate(PROMPT, options=GenerationOptions(max_new_tokens=2))
             info = client.server_info()
         assert (answer.route, answer.edit_id) == ("prompt", edit.id)
         assert info.in_scope_route == "prompt" and "ike" not in info.routes

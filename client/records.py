@@ -1,0 +1,197 @@
+"""The client's plain records: what callers pass to and get back from EditcacheClient.
+
+Frozen dataclasses with no protobuf or gRPC in them; `client.convert` maps them to and from the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EditInput:
+    """A fact to register: an edit without the server-set fields."""
+
+    subject: str
+    prompt: str
+    target_new: str
+    target_true: str | None = None
+    paraphrases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.paraphrases, str):
+            raise TypeError("paraphrases must be a sequence of strings, not one string")
+        object.__setattr__(self, "paraphrases", tuple(self.paraphrases))
+
+
+@dataclass(frozen=True)
+class EditRecord:
+    """A stored edit, as the server returned it."""
+
+    id: str
+    namespace: str
+    subject: str
+    prompt: str
+    target_new: str
+    target_true: str | None
+    paraphrases: tuple[str, ...]
+    created_at_unix_s: float
+
+
+@dataclass(frozen=True)
+class EditPage:
+    """One page of a namespace's edits, oldest first."""
+
+    edits: tuple[EditRecord, ...]
+    next_page_token: str  # empty on the last page
+    total: int  # edits in the namespace
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How `generate`, `stream` and `chat` decode. The zero values mean the server's defaults (greedy).
+
+    `top_p` is the nucleus mass in (0, 1] (0 means 1); generation ends after any of the `stop` strings.
+    """
+
+    max_new_tokens: int = 0
+    temperature: float = 0.0
+    top_p: float = 0.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            raise TypeError("stop must be a sequence of strings, not one string")
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """An answer and why it was given.
+
+    `route` is "base", "counterfactual", "ike", "parametric" or "prompt";
+    `edit_id` is None on the base route; `timings_ms` has the keys embed,
+    search, gate, queue, generate and total; `finish_reason` is "length",
+    "eos" or "stop".
+    """
+
+    text: str
+    route: str
+    edit_id: str | None
+    gate_score: float
+    timings_ms: dict[str, float]
+    token_ids: tuple[int, ...]
+    finish_reason: str
+    abstained: bool = False  # the gate let it in, the counterfactual model handed it to the base model
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Teacher-forced scores of a continuation: per target token, the model's argmax and log-probability."""
+
+    route: str
+    edit_id: str | None
+    gate_score: float
+    target_ids: tuple[int, ...]
+    predicted_ids: tuple[int, ...]
+    target_logprobs: tuple[float, ...]
+    timings_ms: dict[str, float]
+    abstained: bool = False  # as in GenerationResult
+
+    @property
+    def token_accuracy(self) -> float:
+        """Share of target tokens that are the model's argmax (EasyEdit's rewrite_acc)."""
+        hits = sum(t == p for t, p in zip(self.target_ids, self.predicted_ids, strict=True))
+        return hits / len(self.target_ids)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    model: str
+    model_type: str
+    parameters: int
+    encoder: str
+    gate: str
+    threshold: float
+    top_k: int
+    in_scope_route: str
+    routes: tuple[str, ...]
+    version: str
+    model_fingerprint: str = ""
+    degraded: tuple[str, ...] = ()  # a sentence per default part the server could not use, and what answers instead
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    """One turn of a conversation: role "system" (first turn only), "user" or "assistant"."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """A chat answer and why it was given.
+
+    `reply` is the assistant's turn (send it back as the next request's assistant turn); `generation` is the
+    raw continuation with its route, edit id, gate score, token ids and timings; `edit` is the edit that
+    answered (None on the base route); `prompt` is the conversation as the model read it; `gate_query` the
+    text the gate scored (the latest user turn, or it after the previous exchange for a follow-up).
+    """
+
+    reply: str
+    generation: GenerationResult
+    edit: EditRecord | None
+    prompt: str
+    gate_query: str
+
+    @property
+    def route(self) -> str:
+        return self.generation.route
+
+    @property
+    def edit_id(self) -> str | None:
+        return self.generation.edit_id
+
+    @property
+    def gate_score(self) -> float:
+        return self.generation.gate_score
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A correction as the server read it: the edit it stored (or, with dry_run, would store)."""
+
+    edit: EditRecord  # id "" when not stored
+    stored: bool
+    extraction: tuple[str, ...]  # free-text corrections: the extraction model's raw outputs
+
+
+@dataclass(frozen=True)
+class ParametricProgress:
+    stage: str  # "prefixes", "statistics", "value", "fine-tune", "layer"
+    step: int
+    total: int
+    loss: float | None
+    edit_id: str | None
+
+
+@dataclass(frozen=True)
+class BakedEditRecord:
+    """An edit whose deltas are in the served model's weights."""
+
+    namespace: str
+    edit_id: str
+    method: str
+    application_id: int
+    modules: tuple[str, ...]
+    in_gate: bool
+    created_at_unix_s: float
+
+
+@dataclass(frozen=True)
+class ParametricResult:
+    application_id: int
+    edits: tuple[BakedEditRecord, ...]
+    seconds: float
