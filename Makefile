@@ -31,7 +31,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy server client scope_classifier counterfactual scripts
+	$(VENV)/bin/mypy server client editdata scope_classifier counterfactual scripts
 
 # Refreshes $(LOCK) on purpose: the newest releases that pyproject.toml and requirements.in allow.
 lock: $(STAMP)
