@@ -2,17 +2,22 @@
 
 Sources, later wins: defaults, an optional TOML file, `EDITCACHE_*` environment
 variables, command-line flags. Only `server/cli.py` reads the environment.
+Config and Limits are pydantic dataclasses: every source is checked against the
+field types (a string where a number or a tuple belongs is refused, not kept as
+a string), unknown keys are refused, and the checks in __post_init__ follow.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
 
 ENV_PREFIX = "EDITCACHE_"
 GATES = ("classifier", "similarity")
@@ -24,8 +29,20 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "editcache"
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+STRICT = ConfigDict(extra="forbid")  # an unknown key is an error, named, never ignored
+SettingsT = TypeVar("SettingsT")
 
-@dataclass(frozen=True)
+
+def _empty_is_none(value: Any) -> Any:
+    return None if value == "" else value  # "" (e.g. from the environment) unsets an optional setting
+
+
+UserPath = Annotated[Path, AfterValidator(Path.expanduser)]
+OptionalPath = Annotated[UserPath | None, BeforeValidator(_empty_is_none)]
+OptionalFloat = Annotated[float | None, BeforeValidator(_empty_is_none)]
+
+
+@dataclass(frozen=True, config=STRICT)
 class Limits:
     """Bounds on what one request may ask for (over a bound is INVALID_ARGUMENT), and on load
     (max_edits_per_namespace, max_queue: over them is RESOURCE_EXHAUSTED)."""
@@ -45,29 +62,29 @@ class Limits:
     max_chat_turns: int = 64  # turns in one Chat request; their contents share max_prompt_chars
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class Config:
     model: str = "gemma-3-270m"
     listen: str = "127.0.0.1:50051"
-    data_dir: Path = Path("data")
-    cache_dir: Path = field(default_factory=default_cache_dir)
+    data_dir: UserPath = Path("data")
+    cache_dir: UserPath = field(default_factory=default_cache_dir)
     encoder: str = "all-MiniLM-L6-v2"
     gate: str = "classifier"
     # The trained gate's artifact; None: the one shipped in scope_classifier/artifacts/.
-    gate_artifact: Path | None = None
+    gate_artifact: OptionalPath = None
     # Gate score at or above which a query is in scope; None: the classifier's own threshold
     # (stored with its artifact), or SIMILARITY_THRESHOLD for the similarity gate.
-    threshold: float | None = None
+    threshold: OptionalFloat = None
     top_k: int = 8
     # IKE demonstrations: a CounterFact-format file; None: ../shared/data/counterfact/train.json if present.
-    ike_pool: Path | None = None
+    ike_pool: OptionalPath = None
     ike_k: int = 8  # demonstrations per IKE prompt; 0 turns the IKE route off
     # Where the gate sends in-scope queries: counterfactual (the trained model, when an adapter for the served
     # model exists), ike, or prompt; a route the server lacks falls to the next in that order.
     in_scope_route: str = "counterfactual"
     # The counterfactual model's LoRA adapter (scripts/train_counterfactual.py); None: artifacts/counterfactual/
     # <model name>/ in the repository, used only if present. An adapter trained on another model is refused.
-    counterfactual_adapter: Path | None = None
+    counterfactual_adapter: OptionalPath = None
     # Under this confidence (mean probability of its greedy answer's first tokens) the counterfactual model
     # hands the in-scope query to IKE (prompt without IKE); 0 never hands over. Off by default: on held-out
     # train cases none of the adapter's answers fell under 0.8 and 97 % were right (artifacts/counterfactual/
@@ -76,13 +93,13 @@ class Config:
     counterfactual_min_confidence: float = 0.0
     # Parametric editing: text the second moment C of MLP keys is estimated from (besides the model's own
     # samples); None: ../shared/data/counterfact/train.json if present.
-    stats_text: Path | None = None
+    stats_text: OptionalPath = None
     stats_tokens: int = 20_000  # tokens C is estimated from (docs/BENCHMARKS.md measures the effect)
     stats_model_samples: int = 64  # 64-token texts the model samples itself for C
     context_prefixes: int = 5  # generated prefixes ROME/MEMIT average keys and values over (0: the prompt alone)
     # Other wordings of an edit's prompt ROME/MEMIT also optimise its value on, from the rephrasing pairs of a
     # CounterFact-format file (server/parametric/wordings.py); None: ../shared/data/counterfact/train.json if present.
-    wordings_file: Path | None = None
+    wordings_file: OptionalPath = None
     other_wordings: int = 4  # 0: the edit's own wording only
     default_max_new_tokens: int = 32
     default_page_size: int = 100
@@ -90,9 +107,9 @@ class Config:
     shutdown_grace_s: float = 5.0
     log_level: str = "INFO"
     # Bearer tokens (TOML or JSON, hashes only; see server/auth/tokens.py). None: auth off, local single-user mode.
-    tokens_file: Path | None = None
-    tls_cert: Path | None = None  # PEM certificate chain; with tls_key, the port speaks TLS only
-    tls_key: Path | None = None
+    tokens_file: OptionalPath = None
+    tls_cert: OptionalPath = None  # PEM certificate chain; with tls_key, the port speaks TLS only
+    tls_key: OptionalPath = None
     insecure: bool = False  # allow a non-loopback listen address without tokens
     limits: Limits = field(default_factory=Limits)
 
@@ -138,7 +155,7 @@ def build_config(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Merges the sources in order; unknown keys are an error, values are converted to the field's type."""
+    """Merges the sources in order; unknown keys and values of the wrong type are a ValueError naming the key."""
     values: dict[str, Any] = {}
     if file is not None:
         with open(file, "rb") as f:
@@ -147,7 +164,18 @@ def build_config(
         if key.startswith(ENV_PREFIX):
             values[key[len(ENV_PREFIX):].lower()] = raw
     _merge(values, {k: v for k, v in (overrides or {}).items() if v is not None})
-    return _from_mapping(Config, values, "")
+    # A dataclass also validates from a list (as positional arguments): only a table names its limits.
+    if "limits" in values and not isinstance(values["limits"], Mapping):
+        raise ValueError("set limits one at a time, e.g. max_queue under [limits] in the file, not limits")
+    return settings_from(Config, values)
+
+
+def settings_from(cls: type[SettingsT], values: Mapping[str, Any]) -> SettingsT:
+    """`cls` (a pydantic dataclass) validated from `values`; a ValueError that names every bad key and why."""
+    try:
+        return TypeAdapter(cls).validate_python(values)
+    except ValidationError as exc:
+        raise ValueError(_problems(exc)) from None
 
 
 def _merge(values: dict[str, Any], new: Mapping[str, Any]) -> None:
@@ -159,40 +187,16 @@ def _merge(values: dict[str, Any], new: Mapping[str, Any]) -> None:
             values[key] = value
 
 
-def _from_mapping(cls: type, values: Mapping[str, Any], where: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown setting(s) {', '.join(where + k for k in unknown)}")
-    kwargs = {}
-    for name, value in values.items():
-        kind = str(fields[name].type)  # annotations are strings here (postponed evaluation)
-        if kind == "Limits":
-            if not isinstance(value, Mapping):
-                raise ValueError(f"set limits one at a time, e.g. [limits] in the file, not {where}{name}")
-            kwargs[name] = _from_mapping(Limits, value, f"{where}{name}.")
+def _problems(exc: ValidationError) -> str:
+    unknown, problems = [], []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "unexpected_keyword_argument":
+            unknown.append(where)
+        elif not where:  # raised by __post_init__, which names the setting itself
+            problems.append(str(error.get("ctx", {}).get("error", error["msg"])))
         else:
-            kwargs[name] = _convert(value, kind, where + name)
-    return cls(**kwargs)
-
-
-def _convert(value: Any, kind: str, name: str) -> Any:
-    try:
-        if kind.endswith(" | None") and (value is None or value == ""):  # "" (e.g. from the environment) unsets
-            return None
-        kind = kind.removesuffix(" | None")
-        if kind == "Path":
-            return Path(value).expanduser()
-        if kind == "bool":
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-                return str(value).lower() in ("1", "true", "yes", "on")
-            raise ValueError(value)
-        if kind == "int":
-            return int(value)
-        if kind == "float":
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"setting {name} must be {kind}, got {value!r}") from None
+            problems.append(f"setting {where}: {error['msg']}, got {error['input']!r}")
+    if unknown:
+        problems.insert(0, f"unknown setting(s) {', '.join(unknown)} (the keys are the fields in server/config.py)")
+    return "; ".join(problems)

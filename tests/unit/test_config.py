@@ -4,8 +4,9 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from pydantic.dataclasses import dataclass
 
-from server.config import Config, Limits, build_config
+from server.config import STRICT, Config, Limits, build_config, settings_from
 
 CONFIG_TOML = """
 model = "from-file"
@@ -112,10 +113,28 @@ def test_limits_from_environ_is_refused_with_a_hint() -> None:
     ({"other_wordings": -1}, "other_wordings"),
     ({"context_prefixes": -1}, "context_prefixes"),
     ({"log_level": "LOUD"}, "log_level"),
+    ({"model": 5}, "model"),  # not turned into "5"
+    ({"top_k": 2.5}, "top_k"),  # not truncated to 2
+    ({"insecure": "maybe"}, "insecure"),
 ])
 def test_bad_values_raise_value_error_naming_the_setting(overrides: dict[str, object], mentions: str) -> None:
     with pytest.raises(ValueError, match=mentions):
         build_config(overrides=overrides)
+
+
+@dataclass(frozen=True, config=STRICT)
+class WithTuple:
+    names: tuple[str, ...] = ()
+
+
+def test_a_tuple_setting_is_converted_from_a_list_and_refused_as_a_string_or_of_the_wrong_items() -> None:
+    # The loader this replaced matched annotation strings, so a tuple field would have become the string "a,b".
+    loaded = settings_from(WithTuple, {"names": ["a", "b"]})
+    assert loaded.names == ("a", "b") and isinstance(loaded.names, tuple)
+    for wrong, said in (("a,b", "got 'a,b'"), ([1, 2], "names.0"), (5, "got 5")):
+        with pytest.raises(ValueError, match="setting names") as info:
+            settings_from(WithTuple, {"names": wrong})
+        assert said in str(info.value)
 
 
 def test_non_numeric_threshold_from_environ_names_setting_and_value() -> None:
@@ -188,7 +207,11 @@ def test_the_config_files_log_level_is_applied(tmp_path: Path, monkeypatch: pyte
 
     (tmp_path / "c.toml").write_text('log_level = "warning"\n')
     seen: list[int] = []
-    monkeypatch.setattr("server.app.run", lambda config, auth: seen.append(logging.getLogger().level))
+
+    async def serve(config: object, auth: object, on_bound: object = None) -> None:
+        seen.append(logging.getLogger().level)
+
+    monkeypatch.setattr("server.app.serve", serve)
     monkeypatch.delenv("EDITCACHE_LOG_LEVEL", raising=False)
     before = logging.getLogger().level
     try:
