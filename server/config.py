@@ -23,14 +23,13 @@ ENV_PREFIX = "EDITCACHE_"
 GATES = ("classifier", "similarity")
 IN_SCOPE_ROUTES = ("counterfactual", "ike", "prompt")  # in order of preference: a missing route falls to the next
 SIMILARITY_THRESHOLD = 0.8
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+STRICT = ConfigDict(extra="forbid")  # an unknown key is an error, named, never ignored
+SettingsT = TypeVar("SettingsT")
 
 
 def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "editcache"
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-STRICT = ConfigDict(extra="forbid")  # an unknown key is an error, named, never ignored
-SettingsT = TypeVar("SettingsT")
 
 
 def _empty_is_none(value: Any) -> Any:
@@ -193,7 +192,7 @@ def _problems(exc: ValidationError) -> str:
         where = ".".join(str(part) for part in error["loc"])
         if error["type"] == "unexpected_keyword_argument":
             unknown.append(where)
-        elif not where:  # raised by __post_init__, which names the setting itself
+        elif not where:  # from __post_init__, which names the setting itself
             problems.append(str(error.get("ctx", {}).get("error", error["msg"])))
         else:
             problems.append(f"setting {where}: {error['msg']}, got {error['input']!r}")
