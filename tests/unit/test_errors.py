@@ -9,11 +9,11 @@ import grpc
 import pytest
 
 import server
-from server.errors import EditcacheError, EditNotFound, InvalidArgument, ResourceExhausted, UnsupportedModel
 from editcache.v1 import editcache_pb2 as pb
 from server.auth.authorizer import Authorizer
 from server.auth.roles import Role
 from server.auth.tokens import TokenEntry, hash_token
+from server.errors import EditcacheError, EditNotFound, InvalidArgument, ResourceExhausted, UnsupportedModel
 from server.servicers.rpc import streaming, unary
 
 
@@ -63,8 +63,11 @@ class FakeContext:
         raise Aborted
 
 
+OPEN = Authorizer(None)  # auth off: every caller may do everything
+
+
 class Servicer:
-    def __init__(self, error: BaseException | None, auth: Authorizer = Authorizer(None)) -> None:
+    def __init__(self, error: BaseException | None, auth: Authorizer = OPEN) -> None:
         self.error = error
         self.auth = auth
 
@@ -85,7 +88,7 @@ class Servicer:
 
 
 def call(
-    error: BaseException | None, auth: Authorizer = Authorizer(None), metadata: tuple[tuple[str, str], ...] = ()
+    error: BaseException | None, auth: Authorizer = OPEN, metadata: tuple[tuple[str, str], ...] = ()
 ) -> tuple[object, FakeContext]:
     context = FakeContext(metadata)
 
