@@ -6,17 +6,15 @@ Only the subprocess imports the server; this module needs nothing beyond the cli
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 from client import DeadlineExceeded, EditcacheClient
-
-LISTENING = re.compile(r"listening on (\S+:\d+)")
 
 
 class LocalServer:
@@ -41,15 +39,17 @@ class LocalServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # earlier runs' lines
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child process owns it
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "--model", self.model, "--listen", "127.0.0.1:0",
-             "--data-dir", str(self.data_dir), *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        log.close()
-        deadline = time.monotonic() + timeout_s
-        self.addr = self._wait_for_address(offset, deadline)
+        with tempfile.TemporaryDirectory(prefix="editcache-launch-") as tmp:
+            port_file = Path(tmp) / "port"
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "server.cli", "--model", self.model, "--listen", "127.0.0.1:0",
+                 "--data-dir", str(self.data_dir), "--port-file", str(port_file), *self.extra_args],
+                stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            log.close()
+            deadline = time.monotonic() + timeout_s
+            self.addr = f"127.0.0.1:{self._wait_for_port(port_file, offset, deadline)}"
         with EditcacheClient(self.addr, tls_ca=self.tls_ca) as client:  # health needs no token
             while True:  # in short waits, so a server that dies while loading is reported at once
                 try:
@@ -72,13 +72,6 @@ class LocalServer:
     def client(self, namespace: str = "default", token: str | None = None) -> EditcacheClient:
         return EditcacheClient(self.addr, namespace=namespace, token=token, tls_ca=self.tls_ca)
 
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, as in a crash."""
-        if self._proc is None:
-            raise RuntimeError("the server was never started")
-        self._proc.send_signal(signal.SIGKILL)
-        self._proc.wait(timeout=30)
-
     def stop(self) -> int:
         """SIGTERM and wait for a clean exit; returns the exit code."""
         if self._proc is None or self._proc.poll() is not None:
@@ -89,13 +82,15 @@ class LocalServer:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def _wait_for_address(self, offset: int, deadline: float) -> str:
+    def _wait_for_port(self, port_file: Path, offset: int, deadline: float) -> int:
+        """The port the server wrote once bound (it renames the file into place, so it is never half written)."""
+        assert self._proc is not None
         while time.monotonic() < deadline:
-            text = self.log_path.read_text(errors="replace")[offset:] if self.log_path.exists() else ""
-            if match := LISTENING.search(text):
-                return match.group(1)
-            if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self._proc.returncode}:\n{text[-4000:]}")
+            if port_file.exists():
+                return int(port_file.read_text())
+            if self._proc.poll() is not None:
+                this_run = self.log_text()[offset:]
+                raise RuntimeError(f"server exited with {self._proc.returncode}:\n{this_run[-4000:]}")
             time.sleep(0.1)
         raise TimeoutError(f"server did not bind in time; log:\n{self.log_text()[-4000:]}")
 

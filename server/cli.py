@@ -1,12 +1,17 @@
-"""editcache-server: flags → Config → app.run(config)."""
+"""editcache-server: flags → Config → app.serve(config)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,12 +54,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="allow a non-loopback --listen address without --tokens-file")
     parser.add_argument("--max-queue", type=int,
                         help="generation/score requests waiting or running before RESOURCE_EXHAUSTED (default 64)")
+    parser.add_argument("--port-file", type=Path,
+                        help="once bound, write the port here (for --listen HOST:0; launchers wait for the file)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "max_queue")}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "max_queue", "port_file")}
     if args.max_queue is not None:
         overrides["limits"] = {"max_queue": args.max_queue}
     # The flag or variable applies from the first line; the settings' log_level (file, variable or flag) once read.
@@ -64,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Heavy imports after logging is set up, so their failures are logged.
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs its CPU probing at INFO
-    from server.app import run
+    from server.app import serve
     from server.auth.authorizer import Authorizer
     from server.auth.exposure import exposure_problem
     from server.config import build_config
@@ -80,8 +87,21 @@ def main(argv: list[str] | None = None) -> int:
     if problem is not None:
         print(f"editcache-server: {problem}", file=sys.stderr)
         return 2
-    run(config, auth)
+    log.info("configuration: %s", {k: str(v) for k, v in asdict(config).items()})
+    asyncio.run(serve(config, auth, on_bound=None if args.port_file is None else port_file_writer(args.port_file)))
     return 0
+
+
+def port_file_writer(path: Path) -> Callable[[int], None]:
+    """serve's on_bound for --port-file. Written to a temporary name, then renamed: a reader polling for the
+    file never sees it empty or half written."""
+
+    def write(port: int) -> None:
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(f"{port}\n")
+        os.replace(temporary, path)
+
+    return write
 
 
 if __name__ == "__main__":

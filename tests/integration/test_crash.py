@@ -13,6 +13,7 @@ import faiss
 
 from client import EditcacheError, EditRecord, GenerationOptions
 from client.launch import LocalServer
+from tests.crash import kill
 
 NAMESPACE = "crash"
 WRITERS = 4
@@ -85,7 +86,7 @@ def test_sigkill_during_concurrent_adds_then_index_rebuilds(tiny_model_dir: Path
     deadline = time.monotonic() + 120
     while len(acked) < ACKED_BEFORE_KILL and time.monotonic() < deadline:
         time.sleep(0.01)
-    server.kill()  # mid-stream: writers have requests in flight
+    kill(server)  # mid-stream: writers have requests in flight
     for thread in writers:
         thread.join()
     assert len(acked) >= ACKED_BEFORE_KILL

@@ -10,6 +10,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+from client.launch import LocalServer
+
 REPO = Path(__file__).parents[2]
 
 
@@ -47,3 +51,10 @@ def test_a_terminated_parent_stops_the_server_it_started(tiny_model_dir: Path, t
         parent.stdout.close()
         with contextlib.suppress(ProcessLookupError):
             os.kill(server_pid, signal.SIGKILL)
+
+
+def test_a_server_that_exits_before_binding_is_reported_with_its_log(tmp_path: Path) -> None:
+    server = LocalServer("unused", tmp_path, "--threshold", "not-a-number")  # argparse exits before binding
+    with pytest.raises(RuntimeError, match=r"server exited with 2:\n(.|\n)*--threshold"):
+        server.start(timeout_s=60)
+    assert server.addr == ""

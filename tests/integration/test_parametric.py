@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from client import EditcacheError, GenerationOptions, ParametricProgress
 from client.launch import LocalServer
+from tests.crash import kill
 from tests.tiny import build_tiny_model, build_tiny_tokenizer, teach
 
 # The tiny model holds each fact at "is" (tests/unit/test_parametric_editor.py says why).
@@ -65,7 +66,7 @@ def test_apply_restart_and_rollback_are_exact(server: LocalServer, taught_model_
     weight = "model.layers.0.mlp.down_proj.weight"
     assert not torch.equal(edited[weight], original[weight])
 
-    server.kill()  # SIGKILL: the deltas must already be on disk
+    kill(server)  # SIGKILL: the deltas must already be on disk
     server.start()
     assert "replayed 1 parametric deltas" in server.log_text()
     after_restart = exported(server, tmp_path / "restarted")

@@ -17,6 +17,7 @@ from client.launch import LocalServer
 from editcache.v1 import editcache_pb2 as pb
 from editcache.v1 import editcache_pb2_grpc as pb_grpc
 from server.models.fingerprint import weights_digest
+from tests.crash import kill
 
 PROMPT = "the capital of france is"
 UNRELATED = "who speaks german in berlin"
@@ -148,7 +149,7 @@ def test_acknowledged_edit_survives_sigkill_and_restart(tiny_model_dir: object, 
     server.start()
     with server.client("crash") as client:
         edit = client.add_edit("france", PROMPT, "rome")
-    server.kill()  # right after AddEdits returned
+    kill(server)  # right after AddEdits returned
 
     log_before_restart = len(server.log_text())
     server.start()
