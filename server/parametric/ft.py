@@ -68,6 +68,7 @@ class FineTune:
     """One edit at a time, each trained with the earlier ones in place, at one layer."""
 
     name = "ft"
+    batched = False
 
     def edited_layers(self, request: MethodRequest, defaults: LayerDefaults) -> tuple[int, ...]:
         return (defaults.ft if request.layer is None else request.layer,)

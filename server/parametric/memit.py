@@ -130,6 +130,7 @@ class Memit:
     """All edits at once, spread over a range of layers; C holds other keys in place."""
 
     name = "memit"
+    batched = True
 
     def edited_layers(self, request: MethodRequest, defaults: LayerDefaults) -> tuple[int, ...]:
         return request.layers or defaults.memit

@@ -59,6 +59,7 @@ class MethodContext:
 
 class EditMethod(Protocol):
     name: str  # recorded in the ledger with each application: never rename one
+    batched: bool  # writes all edits at once over `request.layers`; else one at a time at `request.layer`
 
     def edited_layers(self, request: MethodRequest, defaults: LayerDefaults) -> tuple[int, ...]:
         """The layers the request names, or this method's default for the model."""

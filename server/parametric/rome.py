@@ -69,6 +69,7 @@ class Rome:
     """One edit at a time, each computed with the earlier ones in place, at one layer."""
 
     name = "rome"
+    batched = False
 
     def edited_layers(self, request: MethodRequest, defaults: LayerDefaults) -> tuple[int, ...]:
         return (defaults.rome if request.layer is None else request.layer,)
