@@ -1,15 +1,16 @@
 #!/usr/bin/env python
 """Edit quality per layer (or per statistics sample count) for a parametric method, in process.
 
-Edits CounterFact cases of a TRAIN file on the loaded model (ROME and FT one at a time, MEMIT all at
-once, or `--batch` per application), scores them teacher-forced and by greedy exact match, rolls them
-back, and prints one JSON line per setting (and per value scale). Used to choose the defaults
-(docs/BENCHMARKS.md); never run it on validation or dev files.
+Edits CounterFact cases of a TRAIN file on the loaded model (ROME and FT one at a time, MEMIT and
+AlphaEdit all at once, or `--batch` per application), scores them teacher-forced and by greedy exact
+match, rolls them back, and prints one JSON line per setting (and per value scale). Used to choose
+the defaults (docs/BENCHMARKS.md); never run it on validation or dev files.
 
     scripts/sweep_parametric.py --layers 2 4 6 8 10 12 --cases 10
     scripts/sweep_parametric.py --layers 6 --stats-tokens 2000 20000 100000 --cases 10
     scripts/sweep_parametric.py --layers 12 --other-wordings 0 4 --cases 30
     scripts/sweep_parametric.py --method memit --layers 8 9 10 11 12 --cases 20   # 20 edits at once
+    scripts/sweep_parametric.py --method alphaedit --layers 8 9 10 11 12 --cases 20 --null-space-cutoff 1e-3 1e-2
     scripts/sweep_parametric.py --layers 12 --cases 30 --delta-scales 0.25 0.5 0.75 1 --random-value
 
 Other wordings are mined from the same file without the swept cases, so no case sees its own paraphrase.
@@ -41,6 +42,7 @@ from server.models.load import load_model  # noqa: E402
 from server.parametric.deltas import WeightDelta  # noqa: E402
 from server.parametric.editor import MethodRequest, ParametricEditor, ParametricSettings  # noqa: E402
 from server.parametric.ledger import Ledger  # noqa: E402
+from server.parametric.registry import METHODS  # noqa: E402
 from server.parametric.targets import finish  # noqa: E402
 from server.parametric.wordings import Wordings  # noqa: E402
 from server.types import Edit, GenerationOptions  # noqa: E402
@@ -50,11 +52,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="gemma-3-270m")
     parser.add_argument("--data", type=Path, default=COUNTERFACT_TRAIN)
-    parser.add_argument("--method", default="rome", choices=("rome", "ft", "memit"))
+    parser.add_argument("--method", default="rome", choices=sorted(METHODS))
     parser.add_argument("--layers", type=int, nargs="+", required=True,
-                        help="layers to sweep; for MEMIT, the one range the cases are spread over")
+                        help="layers to sweep; for MEMIT and AlphaEdit, the one range the cases are spread over")
     parser.add_argument("--mom2-weight", type=float, nargs="+", default=[None],
                         help="MEMIT's λ values to sweep (default: the method's)")
+    parser.add_argument("--null-space-cutoff", type=float, nargs="+", default=[None],
+                        help="AlphaEdit's eigenvalue cut-offs (shares of C's largest) to sweep (default: the method's)")
     parser.add_argument("--stats-tokens", type=int, nargs="+", default=[20_000])
     parser.add_argument("--prefixes", type=int, default=5, help="generated context prefixes (besides none)")
     parser.add_argument("--other-wordings", type=int, nargs="+", default=[4],
@@ -78,9 +82,10 @@ def main() -> None:
     baseline = {c["locality_prompt"]: locality_outputs(lm, c) for c in cases}
     rest = records[: args.offset] + records[args.offset + args.cases :]
     wordings = Wordings.from_records(rest)
-    spans = [tuple(args.layers)] if args.method == "memit" else [(layer,) for layer in args.layers]
-    for tokens, layers, others, mom2 in itertools.product(
-        args.stats_tokens, spans, args.other_wordings, args.mom2_weight
+    batched = METHODS[args.method].batched
+    spans = [tuple(args.layers)] if batched else [(layer,) for layer in args.layers]
+    for tokens, layers, others, mom2, cutoff in itertools.product(
+        args.stats_tokens, spans, args.other_wordings, args.mom2_weight, args.null_space_cutoff
     ):
         with tempfile.TemporaryDirectory() as scratch:  # the server's default statistics text, whatever --data is
             settings = ParametricSettings(default_cache_dir(), (COUNTERFACT_TRAIN,), tokens, model_samples=64,
@@ -89,14 +94,15 @@ def main() -> None:
                                       Ledger(Path(scratch) / "p.sqlite", "sweep"), loaded.fingerprint.current,
                                       settings)
             setting = (f"layers {layers}, C from {tokens} tokens, {others} other wordings"
-                       + ("" if mom2 is None else f", λ {mom2:g}"))
+                       + ("" if mom2 is None else f", λ {mom2:g}")
+                       + ("" if cutoff is None else f", cut-off {cutoff:g}"))
             edits = [Edit(f"{i:032x}", "sweep", c["subject"], c["prompt"], c["target_new"], None, (), 0)
                      for i, c in enumerate(cases)]
-            if args.method == "memit":
-                request = MethodRequest("memit", layers=layers, mom2_weight=mom2)
+            if batched:
+                request = MethodRequest(args.method, layers=layers, mom2_weight=mom2, null_space_cutoff=cutoff)
             else:
                 request = MethodRequest(args.method, layer=layers[0])
-            batch = args.batch or (len(cases) if args.method == "memit" else 1)
+            batch = args.batch or (len(cases) if batched else 1)
             variants = [*args.delta_scales, *(["random"] if args.random_value else [])]
             rows: dict[float | str, list[dict[str, float]]] = {v: [] for v in variants}
             for start in tqdm(range(0, len(cases), batch), desc=setting):
@@ -109,6 +115,7 @@ def main() -> None:
             summary = {k: round(sum(r[k] for r in scored) / len(scored), 3) for k in scored[0]}
             print(json.dumps({"method": args.method, "layers": layers, "stats_tokens": tokens,
                               "prefixes": args.prefixes, "other_wordings": others, "mom2_weight": mom2,
+                              "null_space_cutoff": cutoff,
                               "batch": batch, "delta_scale": variant, "cases": len(scored), **summary}), flush=True)
 
 

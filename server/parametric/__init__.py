@@ -4,6 +4,7 @@
     registry     every method by name; a new method is one module and one line there
     rome         ROME: one edit as a rank-one update of one MLP down-projection
     memit        MEMIT: many edits spread over a range of layers
+    alphaedit    AlphaEdit: MEMIT with each update projected onto the null space of the preserved keys
     ft           FT-L: constrained fine-tuning of one layer, the baseline
     layers       the layers each kind of method edits by default, per model
     prompts      the token batches an edit is computed from (prefixed prompts, subject and answer positions)

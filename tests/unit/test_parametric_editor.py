@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -48,17 +49,18 @@ def taught_weights(model_type: str) -> dict[str, torch.Tensor]:
 
 
 def make_editor(
-    model_type: str, tmp_path: Path, wordings: Wordings | None = None
+    model_type: str, tmp_path: Path, wordings: Wordings | None = None, stats_text: Sequence[str] = FACTS,
+    model_samples: int = 4,
 ) -> tuple[ParametricEditor, torch.nn.Module, object]:
     tokenizer = build_tiny_tokenizer()
     model = build_tiny_model(model_type, layers=4)
     model.load_state_dict(taught_weights(model_type))
     model.requires_grad_(False)
     text = tmp_path / "text.txt"
-    text.write_text("\n".join(FACTS * 4))
+    text.write_text("\n".join(tuple(stats_text) * 4))
     # The tiny models only know their facts in the training sentence: no context prefixes.
-    settings = ParametricSettings(tmp_path / "cache", (text,), stats_tokens=500, model_samples=4, prefixes=0,
-                                  wordings=wordings or Wordings())
+    settings = ParametricSettings(tmp_path / "cache", (text,), stats_tokens=500, model_samples=model_samples,
+                                  prefixes=0, wordings=wordings or Wordings())
     ledger = Ledger(tmp_path / "parametric.sqlite", f"tiny-{model_type}")
     editor = ParametricEditor(model, tokenizer, arch_for(model.config), ledger, f"tiny-{model_type}", settings)
     return editor, model, tokenizer

@@ -1,0 +1,77 @@
+"""AlphaEdit: the null-space projection's maths, and the method through the ParametricEditor on a tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from server.errors import InvalidArgument
+from server.parametric.alphaedit import null_space_projection, projected_update
+from server.parametric.editor import MethodRequest
+from server.parametric.tap import recording
+from server.parametric.targets import finish
+from tests.tiny import FACTS
+from tests.unit.test_parametric_editor import answer, assert_same, edit, make_editor, weights
+
+PRESERVED = tuple(f for f in FACTS if "france" not in f)  # C's text: every fact but the edited one
+
+
+def test_the_update_leaves_preserved_keys_in_place_and_writes_new_ones() -> None:
+    torch.manual_seed(0)
+    preserved = torch.randn(16, 5, dtype=torch.float64)  # (d_in, n0): C spans 5 of 16 directions
+    edited = torch.randn(16, 2, dtype=torch.float64)  # (d_in, n1)
+    wanted = torch.randn(8, 2, dtype=torch.float64)  # (d_out, n1)
+    projection = null_space_projection(preserved @ preserved.T / 5, cutoff=1e-8)
+    assert torch.allclose(projection @ preserved, torch.zeros_like(preserved), atol=1e-10)
+
+    r, v = projected_update(projection, edited, wanted, ridge=1e-6)
+    delta = r @ v.T  # (d_out, d_in)
+    assert float((delta @ preserved).abs().max()) < 1e-8
+    # With 11 free directions and a tiny ridge, the edited keys get (nearly) exactly what they want.
+    assert torch.allclose(delta @ edited, wanted, atol=1e-4)
+
+
+def preserved_keys(model: torch.nn.Module, tokenizer: object, module: str) -> torch.Tensor:
+    """The module's inputs at every token of the preserved facts, (tokens, d_in)."""
+    batch = tokenizer(list(PRESERVED), return_tensors="pt", padding=True)  # type: ignore[operator]
+    with torch.no_grad(), recording(model.get_submodule(module)) as seen:
+        model(**batch)
+    assert seen.input is not None
+    return seen.input[batch["attention_mask"].bool()]
+
+
+def test_alphaedit_writes_the_edit_and_keeps_the_preserved_keys_still(tmp_path: Path) -> None:
+    editor, model, tokenizer = make_editor("llama", tmp_path, stats_text=PRESERVED, model_samples=0)
+    original = weights(model)
+    # The preserved keys' smallest real eigenvalue is about 5e-7 of the largest, float32 noise below 1e-8.
+    request = MethodRequest("alphaedit", layers=(0, 1), steps=40, null_space_cutoff=1e-8)
+    deltas = finish(editor.compute(request, [edit("france", "berlin", "e1")]))
+    assert len(deltas) == 2 and all(d.v is not None for d in deltas)  # rank-one, one per layer
+    for delta in deltas:
+        assert delta.v is not None
+        keys = preserved_keys(model, tokenizer, delta.module)  # on the unedited model, as C saw them
+        moved = (keys @ delta.v).abs().max() * delta.u.norm()  # ‖ΔW k₀‖ bound, ΔW = u vᵀ
+        assert float(moved) < 1e-4 * float(keys.norm(dim=-1).max() * delta.u.norm() * delta.v.norm())
+    editor.commit("ns", request, deltas)
+    assert answer(model, tokenizer, "the capital of france is") == "berlin"
+    for fact in PRESERVED:
+        prompt, city = fact.rsplit(" ", 1)
+        assert answer(model, tokenizer, prompt) == city
+    edited = weights(model)
+
+    editor.close()
+    replayed, model2, _ = make_editor("llama", tmp_path, stats_text=PRESERVED, model_samples=0)
+    assert replayed.replay() == 2
+    assert_same(weights(model2), edited)
+    baked = replayed.baked("ns", "e1")
+    assert baked is not None and baked.method == "alphaedit"
+    replayed.rollback("ns", "e1")
+    assert_same(weights(model2), original)
+
+
+def test_a_cutoff_outside_0_1_is_refused_before_any_work(tmp_path: Path) -> None:
+    editor, _, _ = make_editor("llama", tmp_path)
+    with pytest.raises(InvalidArgument, match="null_space_cutoff"):
+        finish(editor.compute(MethodRequest("alphaedit", null_space_cutoff=2.0), [edit("france", "berlin", "e1")]))
