@@ -36,6 +36,7 @@ from client.records import (
     EditRecord,
     GenerationOptions,
     GenerationResult,
+    ParametricOptions,
     ParametricProgress,
     ParametricResult,
     ScoreResult,
@@ -52,6 +53,7 @@ from editcache.v1 import parametric_pb2_grpc as parametric_pb_grpc
 DEFAULT_ADDR = "127.0.0.1:50051"
 DEFAULT_NAMESPACE = "default"
 _SERVER_DEFAULTS = GenerationOptions()
+_METHOD_DEFAULTS = ParametricOptions()
 
 
 class EditcacheClient:
@@ -207,31 +209,21 @@ class EditcacheClient:
         method: str,
         edit_ids: Sequence[str],
         *,
-        layer: int | None = None,
-        layers: Sequence[int] = (),
-        steps: int | None = None,
-        lr: float | None = None,
-        mom2_weight: float | None = None,
-        norm_constraint: float | None = None,
-        remove_from_gate: bool = False,
+        options: ParametricOptions = _METHOD_DEFAULTS,
         on_progress: Callable[[ParametricProgress], None] | None = None,
         namespace: str | None = None,
         timeout_s: float | None = None,
     ) -> ParametricResult:
-        """Write stored edits into the served model's weights with "rome", "memit" or "ft".
+        """Write stored edits into the served model's weights with a method ("rome", "memit", "ft", "alphaedit").
 
         Returns once the weights have changed; `on_progress` sees each step. No deadline unless
         `timeout_s` is given: MEMIT on many edits takes minutes.
         """
         if method not in convert.METHOD_VALUES:
             raise ValueError(f"method must be one of {', '.join(convert.METHOD_VALUES)}, got {method!r}")
-        options = parametric_pb.ParametricOptions(
-            layer=layer, layers=list(layers), steps=steps, lr=lr, mom2_weight=mom2_weight,
-            norm_constraint=norm_constraint, remove_from_gate=remove_from_gate,
-        )
         request = parametric_pb.ApplyParametricRequest(
             namespace=self._ns(namespace), method=convert.METHOD_VALUES[method], edit_ids=list(edit_ids),
-            options=options,
+            options=convert.parametric_options_to_pb(options),
         )
         result = None
         with map_rpc_errors():

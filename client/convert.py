@@ -16,6 +16,7 @@ from client.records import (
     EditRecord,
     GenerationOptions,
     GenerationResult,
+    ParametricOptions,
     ParametricProgress,
     ScoreResult,
     ServerInfo,
@@ -136,6 +137,14 @@ def server_info(r: pb.GetServerInfoResponse) -> ServerInfo:
         threshold=r.threshold, top_k=r.top_k, in_scope_route=_route_name(r.in_scope_route),
         routes=tuple(_route_name(x) for x in r.routes), version=r.version,
         model_fingerprint=r.model_fingerprint, degraded=tuple(r.degraded),
+    )
+
+
+def parametric_options_to_pb(options: ParametricOptions) -> parametric_pb.ParametricOptions:
+    return parametric_pb.ParametricOptions(
+        layer=options.layer, layers=list(options.layers), steps=options.steps, lr=options.lr,
+        mom2_weight=options.mom2_weight, norm_constraint=options.norm_constraint,
+        null_space_cutoff=options.null_space_cutoff, remove_from_gate=options.remove_from_gate,
     )
 
 

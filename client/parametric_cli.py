@@ -11,7 +11,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from client import BakedEditRecord, EditcacheClient, ParametricProgress
+from client import BakedEditRecord, EditcacheClient, ParametricOptions, ParametricProgress
+from client.convert import METHOD_VALUES
 
 
 def add_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -19,13 +20,15 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
         "apply", parents=[common], help="write stored edits into the model's weights (ROME, MEMIT or FT)"
     )
     apply.add_argument("ids", nargs="+", metavar="ID", help="edits of the namespace, as `add` printed them")
-    apply.add_argument("--method", required=True, choices=("rome", "memit", "ft"))
+    apply.add_argument("--method", required=True, choices=tuple(METHOD_VALUES))
     apply.add_argument("--layer", type=int, help="ROME/FT: the MLP layer to edit (default: the model's)")
-    apply.add_argument("--layers", type=int, nargs="+", default=[], help="MEMIT: the layers to spread over")
+    apply.add_argument("--layers", type=int, nargs="+", default=[], help="MEMIT, AlphaEdit: the layers to spread over")
     apply.add_argument("--steps", type=int, help="optimisation steps")
     apply.add_argument("--lr", type=float, help="learning rate of those steps")
     apply.add_argument("--mom2-weight", type=float, help="MEMIT: λ, how firmly other facts are held")
     apply.add_argument("--norm-constraint", type=float, help="FT: the largest change of any one weight")
+    apply.add_argument("--null-space-cutoff", type=float,
+                       help="AlphaEdit: eigenvalue share below which key directions are held fixed, in (0, 1]")
     apply.add_argument("--remove-from-gate", action="store_true",
                        help="let only the weights carry the edits (default: the gate still routes to them)")
     apply.set_defaults(run=run_apply)
@@ -71,11 +74,12 @@ def parametric_progress_bar(disable: bool | None = False) -> Iterator[Callable[[
 
 def run_apply(ec: EditcacheClient, args: argparse.Namespace) -> None:
     with parametric_progress_bar(disable=args.json or None) as show:
-        result = ec.apply_parametric(
-            args.method, args.ids, layer=args.layer, layers=args.layers, steps=args.steps, lr=args.lr,
-            mom2_weight=args.mom2_weight, norm_constraint=args.norm_constraint,
-            remove_from_gate=args.remove_from_gate, on_progress=show,
+        options = ParametricOptions(
+            layer=args.layer, layers=args.layers, steps=args.steps, lr=args.lr, mom2_weight=args.mom2_weight,
+            norm_constraint=args.norm_constraint, null_space_cutoff=args.null_space_cutoff,
+            remove_from_gate=args.remove_from_gate,
         )
+        result = ec.apply_parametric(args.method, args.ids, options=options, on_progress=show)
     if args.json:
         print(json.dumps({"application_id": result.application_id, "seconds": round(result.seconds, 3),
                           "edits": [_baked_json(b) for b in result.edits]}))

@@ -67,6 +67,27 @@ class GenerationOptions:
 
 
 @dataclass(frozen=True)
+class ParametricOptions:
+    """How `apply_parametric` edits the weights; None (and empty) take the server's defaults for the model.
+
+    `layer` is ROME's and FT's, `layers` MEMIT's and AlphaEdit's; `mom2_weight` is MEMIT's λ, `norm_constraint`
+    FT's largest change of one weight, `null_space_cutoff` AlphaEdit's eigenvalue cut-off in (0, 1].
+    """
+
+    layer: int | None = None
+    layers: tuple[int, ...] = ()
+    steps: int | None = None
+    lr: float | None = None
+    mom2_weight: float | None = None
+    norm_constraint: float | None = None
+    null_space_cutoff: float | None = None
+    remove_from_gate: bool = False  # the gate stops seeing the edits: only the weights carry them
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+
+
+@dataclass(frozen=True)
 class GenerationResult:
     """An answer and why it was given.
 

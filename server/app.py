@@ -9,7 +9,6 @@ import signal
 import sys
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -291,7 +290,3 @@ async def serve(config: Config, auth: Authorizer, on_bound: Callable[[int], None
         service.close()
     log.info("stopped")
 
-
-def run(config: Config, auth: Authorizer) -> None:
-    log.info("configuration: %s", {k: str(v) for k, v in asdict(config).items()})
-    asyncio.run(serve(config, auth))

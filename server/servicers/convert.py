@@ -181,6 +181,7 @@ def method_request_from_pb(request: parametric_pb.ApplyParametricRequest) -> Met
         lr=options.lr if options.HasField("lr") else None,
         mom2_weight=options.mom2_weight if options.HasField("mom2_weight") else None,
         norm_constraint=options.norm_constraint if options.HasField("norm_constraint") else None,
+        null_space_cutoff=options.null_space_cutoff if options.HasField("null_space_cutoff") else None,
         in_gate=not options.remove_from_gate,
     )
 

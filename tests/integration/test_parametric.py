@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from client import EditcacheError, GenerationOptions, ParametricProgress
+from client import EditcacheError, GenerationOptions, ParametricOptions, ParametricProgress
 from client.launch import LocalServer
 from tests.crash import kill
 from tests.tiny import build_tiny_model, build_tiny_tokenizer, teach
@@ -51,7 +51,9 @@ def test_apply_restart_and_rollback_are_exact(server: LocalServer, taught_model_
         assert before == "paris"
         edit = client.add_edit(SUBJECT, PROMPT, "berlin")
         seen: list[ParametricProgress] = []
-        result = client.apply_parametric("rome", [edit.id], layer=0, steps=40, on_progress=seen.append)
+        result = client.apply_parametric(
+            "rome", [edit.id], options=ParametricOptions(layer=0, steps=40), on_progress=seen.append
+        )
         assert [b.edit_id for b in result.edits] == [edit.id]
         assert result.edits[0].modules == ("model.layers.0.mlp.down_proj",)
         assert any(p.stage == "value" for p in seen) and any(p.stage == "statistics" for p in seen)
@@ -87,7 +89,10 @@ def test_bad_parametric_requests_get_clear_errors(server: LocalServer, tmp_path:
         cases = [
             (lambda: client.apply_parametric("rome", ["not-an-id"]), "INVALID_ARGUMENT", "not an edit id"),
             (lambda: client.apply_parametric("rome", ["0" * 32]), "NOT_FOUND", "no edit"),
-            (lambda: client.apply_parametric("rome", [edit.id], layer=9), "INVALID_ARGUMENT", "layers 0 to 3"),
+            (lambda: client.apply_parametric("rome", [edit.id], options=ParametricOptions(layer=9)),
+             "INVALID_ARGUMENT", "layers 0 to 3"),
+            (lambda: client.apply_parametric("alphaedit", [edit.id], options=ParametricOptions(null_space_cutoff=2.0)),
+             "INVALID_ARGUMENT", "null_space_cutoff"),
             (lambda: client.apply_parametric("rome", [edit.id, edit.id]), "INVALID_ARGUMENT", "twice"),
             (lambda: client.rollback_parametric(edit.id), "FAILED_PRECONDITION", "not in the weights"),
             (lambda: client.export_model("relative/dir"), "INVALID_ARGUMENT", "absolute"),
