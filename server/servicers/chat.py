@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 
 import grpc
 
@@ -21,17 +22,11 @@ from server.servicers.rpc import Servicer, caller_gone, stream_text, streaming, 
 
 class ChatServicer(Servicer, chat_pb_grpc.ChatServiceServicer):
     @streaming(Role.READ)
-    async def Chat(
+    def Chat(
         self, request: chat_pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb.ChatResponse]:
-        answers = self.service.answers
-        chat, options = chat_query_from_pb(request), options_from_pb(request.options)
-        async for message in stream_text(
-            lambda on_text, should_stop: answers.chat(chat, options, on_text, should_stop), context,
-            lambda delta: chat_pb.ChatResponse(text_delta=delta),
-            lambda answer: chat_pb.ChatResponse(final=chat_answer_to_pb(answer)),
-        ):
-            yield message
+        chat = partial(self.service.answers.chat, chat_query_from_pb(request), options_from_pb(request.options))
+        return stream_text(chat, context, chat_pb.ChatResponse, chat_answer_to_pb)
 
     @unary(Role.WRITE)
     async def Correct(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 
 import grpc
 
@@ -28,17 +29,11 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServiceServicer):
         return answer_to_pb(answer)
 
     @streaming(Role.READ)
-    async def GenerateStream(
+    def GenerateStream(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
-        answers = self.service.answers
-        query, options = query_from_pb(request), options_from_pb(request.options)
-        async for message in stream_text(
-            lambda on_text, should_stop: answers.answer(query, options, on_text, should_stop), context,
-            lambda delta: pb.GenerateStreamResponse(text_delta=delta),
-            lambda answer: pb.GenerateStreamResponse(final=answer_to_pb(answer)),
-        ):
-            yield message
+        answer = partial(self.service.answers.answer, query_from_pb(request), options_from_pb(request.options))
+        return stream_text(answer, context, pb.GenerateStreamResponse, answer_to_pb)
 
     @unary(Role.READ)
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:

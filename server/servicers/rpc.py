@@ -9,7 +9,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from time import monotonic
-from typing import TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -53,12 +53,8 @@ def unary(
             try:
                 _authorize(self.auth, role, method.__name__, request, context)
                 return await method(self, request, context)
-            except EditcacheError as exc:
-                await context.abort(exc.code, str(exc))
-            except Exception:
-                log.exception("unhandled error in %s", method.__name__)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
-            raise AssertionError("context.abort returned")  # abort always raises
+            except Exception as exc:
+                await _abort(context, exc, method.__name__)
 
         return wrapper
 
@@ -80,15 +76,21 @@ def streaming(
                 _authorize(self.auth, role, method.__name__, request, context)
                 async for item in method(self, request, context):
                     yield item
-            except EditcacheError as exc:
-                await context.abort(exc.code, str(exc))
-            except Exception:
-                log.exception("unhandled error in %s", method.__name__)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+            except Exception as exc:
+                await _abort(context, exc, method.__name__)
 
         return wrapper
 
     return decorate
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: Exception, rpc: str) -> NoReturn:
+    """Ends the call with the error's status; an unexpected error is logged and its details kept from the caller."""
+    if isinstance(error, EditcacheError):
+        await context.abort(error.code, str(error))
+    log.error("unhandled error in %s", rpc, exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+    raise AssertionError("context.abort returned")  # abort always raises
 
 
 def _authorize(auth: Authorizer, role: Role, rpc: str, request: Message, context: grpc.aio.ServicerContext) -> None:
@@ -108,10 +110,11 @@ def caller_gone(context: grpc.aio.ServicerContext) -> StopCheck:
 
 async def stream_text(
     answer: Callable[[TextSink, StopCheck], Awaitable[T]], context: grpc.aio.ServicerContext,
-    delta_message: Callable[[str], Resp], final_message: Callable[[T], Resp],
+    message: Callable[..., Resp], final_to_pb: Callable[[T], Any],
 ) -> AsyncIterator[Resp]:
-    """A message per piece of generated text, then one with the answer; generation stops if the caller goes."""
+    """A `message(text_delta=…)` per piece of generated text, then `message(final=final_to_pb(answer))`, the
+    convention of every streaming answer in the API; generation stops if the caller goes."""
     answering = relay(answer, caller_gone(context))
     async with aclosing(answering):
         async for delta, result in answering:
-            yield delta_message(delta) if result is None else final_message(result)
+            yield message(text_delta=delta) if result is None else message(final=final_to_pb(result))
