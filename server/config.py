@@ -69,7 +69,7 @@ class Config:
     cache_dir: UserPath = field(default_factory=default_cache_dir)
     encoder: str = "all-MiniLM-L6-v2"
     gate: str = "classifier"
-    # The trained gate's artifact; None: the one shipped in scope_classifier/artifacts/.
+    # The trained gate's artifact; None: the one shipped in artifacts/gate/.
     gate_artifact: OptionalPath = None
     # Gate score at or above which a query is in scope; None: the classifier's own threshold
     # (stored with its artifact), or SIMILARITY_THRESHOLD for the similarity gate.

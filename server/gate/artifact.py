@@ -24,7 +24,8 @@ from server.gate.interaction import InteractionConfig, InteractionNet, logits
 FORMAT_VERSION = 2
 KINDS = ("logistic", "mlp", "interaction")
 # Shipped beside the code that trains it.
-DEFAULT_ARTIFACT = Path(__file__).resolve().parents[2] / "scope_classifier" / "artifacts" / "gate-v2.npz"
+# Beside the counterfactual adapters: files the server reads, kept out of the training package.
+DEFAULT_ARTIFACT = Path(__file__).resolve().parents[2] / "artifacts" / "gate" / "gate-v2.npz"
 
 
 @dataclass(frozen=True)
