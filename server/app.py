@@ -38,6 +38,8 @@ from server.generators.counterfactual_adapter import AdapterMismatch, default_ad
 from server.generators.decoding import CausalLM
 from server.generators.ike import DemonstrationPool, IKEGenerator
 from server.generators.prompted import PromptedGenerator
+from server.http.app import create_app
+from server.http.serving import HttpServer, start_http
 from server.interfaces import Gate, Generator
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
@@ -229,10 +231,15 @@ def build_ike(config: Config, lm: CausalLM, encoder: SentenceEncoder) -> IKEGene
     return IKEGenerator(lm, pool, encoder, config.ike_k)
 
 
-async def serve(config: Config, auth: Authorizer, on_bound: Callable[[int], None] | None = None) -> None:
-    """Binds first (health NOT_SERVING, RPCs UNAVAILABLE), loads, then serves until SIGINT/SIGTERM.
+async def serve(
+    config: Config, auth: Authorizer, on_bound: Callable[[int], None] | None = None,
+    on_http_bound: Callable[[int], None] | None = None,
+) -> None:
+    """Binds first (health NOT_SERVING, RPCs UNAVAILABLE, HTTP 503), loads, then serves until SIGINT/SIGTERM.
 
-    `auth` guards the editcache services; health and reflection stay open.
+    `auth` guards the editcache services; health and reflection stay open. With `config.http_listen`, the HTTP
+    front end (server/http/) runs in this loop on the same service; `on_http_bound` gets its port before
+    `on_bound` gets gRPC's, so a launcher that waits for the latter knows both.
     """
     limits = config.limits
     server = grpc.aio.server(options=[
@@ -262,6 +269,14 @@ async def serve(config: Config, auth: Authorizer, on_bound: Callable[[int], None
     log.info("listening on %s:%d (loading the model; RPCs answer UNAVAILABLE until ready)", host, port)
     log.info("transport %s; auth %s", "TLS" if config.tls_cert else "plaintext",
              "on (bearer tokens)" if auth.enabled else "off (no tokens_file: every caller may do everything)")
+    http: HttpServer | None = None
+    if config.http_listen is not None:
+        http = await start_http(create_app(holder, auth), config.http_listen, config.shutdown_grace_s,
+                                config.tls_cert, config.tls_key)
+        log.info("HTTP%s on %s:%d: the OpenAI-compatible API under /v1, the chat page at /",
+                 "S" if config.tls_cert else "", config.http_listen.rsplit(":", 1)[0], http.port)
+        if on_http_bound is not None:
+            on_http_bound(http.port)
     if on_bound is not None:
         on_bound(port)
 
@@ -286,6 +301,8 @@ async def serve(config: Config, auth: Authorizer, on_bound: Callable[[int], None
     log.info("shutting down: draining for up to %.0f s", config.shutdown_grace_s)
     await health.enter_graceful_shutdown()
     await server.stop(config.shutdown_grace_s)
+    if http is not None:
+        await http.stop()
     if service is not None:
         service.close()
     log.info("stopped")

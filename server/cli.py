@@ -23,6 +23,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, help="TOML file of settings (keys as in server/config.py)")
     parser.add_argument("--model", help="gemma-3-270m (default), smollm2-135m-instruct, a model folder or a .gguf file")
     parser.add_argument("--listen", help="HOST:PORT to bind (default 127.0.0.1:50051; port 0 picks a free one)")
+    parser.add_argument("--http-listen",
+                        help="HOST:PORT for HTTP: the OpenAI-compatible API and the chat page (default: off)")
     parser.add_argument("--data-dir", type=Path, help="where the edit store and index live (default ./data)")
     parser.add_argument("--cache-dir", type=Path, help="converted-model cache (default ~/.cache/editcache)")
     parser.add_argument("--encoder", help="sentence encoder: all-MiniLM-L6-v2 (default) or a local folder")
@@ -56,12 +58,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="generation/score requests waiting or running before RESOURCE_EXHAUSTED (default 64)")
     parser.add_argument("--port-file", type=Path,
                         help="once bound, write the port here (for --listen HOST:0; launchers wait for the file)")
+    parser.add_argument("--http-port-file", type=Path,
+                        help="once bound, write the HTTP port here (for --http-listen HOST:0); before --port-file")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "max_queue", "port_file")}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "max_queue", "port_file", "http_port_file")}
     if args.max_queue is not None:
         overrides["limits"] = {"max_queue": args.max_queue}
     # The flag or variable applies from the first line; the settings' log_level (file, variable or flag) once read.
@@ -83,12 +87,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"editcache-server: {exc}", file=sys.stderr)
         return 2
     logging.getLogger().setLevel(config.log_level.upper())
-    problem = exposure_problem(config.listen, auth.enabled, config.insecure)
+    problem = next((p for listen in (config.listen, config.http_listen) if listen is not None
+                    if (p := exposure_problem(listen, auth.enabled, config.insecure)) is not None), None)
     if problem is not None:
         print(f"editcache-server: {problem}", file=sys.stderr)
         return 2
     log.info("configuration: %s", {k: str(v) for k, v in asdict(config).items()})
-    asyncio.run(serve(config, auth, on_bound=None if args.port_file is None else port_file_writer(args.port_file)))
+    asyncio.run(serve(
+        config, auth, on_bound=None if args.port_file is None else port_file_writer(args.port_file),
+        on_http_bound=None if args.http_port_file is None else port_file_writer(args.http_port_file),
+    ))
     return 0
 
 

@@ -39,6 +39,7 @@ def _empty_is_none(value: Any) -> Any:
 UserPath = Annotated[Path, AfterValidator(Path.expanduser)]
 OptionalPath = Annotated[UserPath | None, BeforeValidator(_empty_is_none)]
 OptionalFloat = Annotated[float | None, BeforeValidator(_empty_is_none)]
+OptionalStr = Annotated[str | None, BeforeValidator(_empty_is_none)]
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -65,6 +66,8 @@ class Limits:
 class Config:
     model: str = "gemma-3-270m"
     listen: str = "127.0.0.1:50051"
+    # HOST:PORT of the HTTP front end (OpenAI-compatible API, edits, the chat page); None: no HTTP.
+    http_listen: OptionalStr = None
     data_dir: UserPath = Path("data")
     cache_dir: UserPath = field(default_factory=default_cache_dir)
     encoder: str = "all-MiniLM-L6-v2"
@@ -131,8 +134,9 @@ class Config:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.gate not in GATES:
             raise ValueError(f"gate must be one of {', '.join(GATES)}, got {self.gate!r}")
-        if not re.fullmatch(r"[^:\s]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}", self.listen):
-            raise ValueError(f"listen must be HOST:PORT, got {self.listen!r}")
+        for name, address in (("listen", self.listen), ("http_listen", self.http_listen)):
+            if address is not None and not re.fullmatch(r"[^:\s]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}", address):
+                raise ValueError(f"{name} must be HOST:PORT, got {address!r}")
         if not 1 <= self.default_max_new_tokens <= self.limits.max_new_tokens:
             raise ValueError(
                 f"default_max_new_tokens must be in [1, {self.limits.max_new_tokens}], "

@@ -101,6 +101,7 @@ class Generation:
     text: str
     token_ids: tuple[int, ...]
     finish_reason: FinishReason
+    prompt_tokens: int = 0  # tokens the model read, any edit text or demonstrations its route added included
 
 
 @dataclass(frozen=True)

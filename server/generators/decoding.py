@@ -48,7 +48,7 @@ class CausalLM:
                 stopping_criteria=[tracker],
             )  # (1, prompt + new)
         new_ids = tuple(int(t) for t in output[0, prompt_length:])
-        return Generation(tracker.final_text(), new_ids, tracker.finish_reason(new_ids, self._eos_ids()))
+        return Generation(tracker.final_text(), new_ids, tracker.finish_reason(new_ids, self._eos_ids()), prompt_length)
 
     def score(self, prompt: str, target: str) -> TokenScores:
         """Teacher forcing: the model's argmax and log-probability at each token of `target` after `prompt`."""

@@ -208,7 +208,7 @@ def test_the_config_files_log_level_is_applied(tmp_path: Path, monkeypatch: pyte
     (tmp_path / "c.toml").write_text('log_level = "warning"\n')
     seen: list[int] = []
 
-    async def serve(config: object, auth: object, on_bound: object = None) -> None:
+    async def serve(config: object, auth: object, on_bound: object = None, on_http_bound: object = None) -> None:
         seen.append(logging.getLogger().level)
 
     monkeypatch.setattr("server.app.serve", serve)

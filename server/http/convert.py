@@ -1,0 +1,115 @@
+"""HTTP bodies to the core's records and records to JSON: the one place that knows the HTTP API's shapes.
+
+Conversion only, as in servicers/convert.py: the use-case layer validates and applies defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.chat.transcript import Turn
+from server.errors import InvalidArgument
+from server.http.schemas import ChatCompletionRequest, CorrectionBody, EditBody, Message, Sampling
+from server.service.edits import Correction, CorrectionRequest
+from server.types import Answer, Decision, Edit, EditSpec, FinishReason, GenerationOptions
+
+# OpenAI's newer name for the system role; the transcript formats know only system, user and assistant.
+ROLE_ALIASES = {"developer": "system"}
+FINISH_REASONS = {FinishReason.LENGTH: "length", FinishReason.EOS: "stop", FinishReason.STOP: "stop"}
+
+
+def options_from(body: Sampling, max_tokens: int | None = None) -> GenerationOptions:
+    """`n` other than 1 is refused here: the engine answers one choice per request."""
+    if body.n != 1:
+        raise InvalidArgument(f"n must be 1 (one choice per request), got {body.n}")
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    return GenerationOptions(
+        max_new_tokens=max_tokens if max_tokens is not None else body.max_tokens or 0,  # 0: the server's default
+        temperature=0.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        stop=stop,
+        seed=body.seed,
+    )
+
+
+def chat_options_from(body: ChatCompletionRequest) -> GenerationOptions:
+    return options_from(body, body.max_completion_tokens)
+
+
+def turns_from(messages: list[Message]) -> tuple[Turn, ...]:
+    return tuple(Turn(ROLE_ALIASES.get(m.role, m.role), _text_of(m, i)) for i, m in enumerate(messages))
+
+
+def _text_of(message: Message, index: int) -> str:
+    if isinstance(message.content, str) or message.content is None:
+        return message.content or ""
+    texts = []
+    for j, part in enumerate(message.content):
+        if part.type != "text" or part.text is None:
+            raise InvalidArgument(f"messages[{index}].content[{j}] is a {part.type!r} part; only text parts are read")
+        texts.append(part.text)
+    return "".join(texts)
+
+
+def prompt_from(prompt: str | list[str]) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    if len(prompt) != 1:
+        raise InvalidArgument(f"prompt must be a string or a list of one string, got a list of {len(prompt)}")
+    return prompt[0]
+
+
+def spec_from(body: EditBody) -> EditSpec:
+    return EditSpec(body.subject, body.prompt, body.target_new, body.target_true, tuple(body.paraphrases))
+
+
+def correction_request_from(body: CorrectionBody, namespace: str) -> CorrectionRequest:
+    if body.text is not None and body.edit is not None:  # gRPC's oneof makes this impossible there
+        raise InvalidArgument("give the correction as text or as edit, not both")
+    return CorrectionRequest(
+        namespace=namespace, question=body.question, answer=body.answer, text=body.text,
+        spec=None if body.edit is None else spec_from(body.edit), dry_run=body.dry_run,
+    )
+
+
+def edit_json(edit: Edit) -> dict[str, Any]:
+    return {
+        "id": edit.id, "object": "edit", "namespace": edit.namespace, "subject": edit.subject, "prompt": edit.prompt,
+        "target_new": edit.target_new, "target_true": edit.target_true, "paraphrases": list(edit.paraphrases),
+        "created_at": edit.created_at_unix_s,
+    }
+
+
+def correction_json(correction: Correction) -> dict[str, Any]:
+    edit = edit_json(correction.edit)
+    if not correction.stored:
+        edit["id"] = None  # a dry run stores nothing, so there is no id yet
+    return {"object": "correction", "stored": correction.stored, "edit": edit,
+            "extraction": list(correction.extraction)}
+
+
+def extension(decision: Decision, answer: Answer | None = None, gate_query: str | None = None) -> dict[str, Any]:
+    """The `editcache` object on every answer: which route answered, from which edit, with what gate score."""
+    edit = decision.edit
+    body: dict[str, Any] = {
+        "route": decision.route.value,
+        "edit_id": edit.id if edit else None,
+        "gate_score": decision.score,
+        "abstained": decision.abstained,
+        "edit": None if edit is None else {"subject": edit.subject, "prompt": edit.prompt,
+                                           "target_new": edit.target_new},
+    }
+    if gate_query is not None:
+        body["gate_query"] = gate_query
+    if answer is not None:
+        t = answer.timings
+        body["timings_ms"] = {"embed": t.embed_ms, "search": t.search_ms, "gate": t.gate_ms, "queue": t.queue_ms,
+                              "generate": t.generate_ms, "total": t.total_ms}
+    return body
+
+
+def usage(answer: Answer) -> dict[str, int]:
+    generation = answer.generation
+    completion = len(generation.token_ids)
+    return {"prompt_tokens": generation.prompt_tokens, "completion_tokens": completion,
+            "total_tokens": generation.prompt_tokens + completion}
