@@ -18,15 +18,20 @@ from client import DeadlineExceeded, EditcacheClient
 
 
 class LocalServer:
-    """`extra_args` go to editcache-server as given; `tls_ca` is the PEM clients trust when it serves TLS."""
+    """`extra_args` go to editcache-server as given; `tls_ca` is the PEM clients trust when it serves TLS; with
+    `http`, the HTTP front end listens too, on a free port, at `http_url`."""
 
-    def __init__(self, model: Path | str, data_dir: Path, *extra_args: str, tls_ca: str | None = None) -> None:
+    def __init__(
+        self, model: Path | str, data_dir: Path, *extra_args: str, tls_ca: str | None = None, http: bool = False
+    ) -> None:
         self.model = str(model)
         self.data_dir = data_dir
         self.extra_args = extra_args
         self.tls_ca = tls_ca
+        self.http = http
         self.log_path = data_dir / "server.log"
         self.addr = ""
+        self.http_url = ""  # e.g. http://127.0.0.1:PORT, with `http`
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 300.0) -> None:
@@ -40,16 +45,19 @@ class LocalServer:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # earlier runs' lines
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child process owns it
         with tempfile.TemporaryDirectory(prefix="editcache-launch-") as tmp:
-            port_file = Path(tmp) / "port"
+            port_file, http_port_file = Path(tmp) / "port", Path(tmp) / "http-port"
+            http_args = ("--http-listen", "127.0.0.1:0", "--http-port-file", str(http_port_file)) if self.http else ()
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "server.cli", "--model", self.model, "--listen", "127.0.0.1:0",
-                 "--data-dir", str(self.data_dir), "--port-file", str(port_file), *self.extra_args],
+                 "--data-dir", str(self.data_dir), "--port-file", str(port_file), *http_args, *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
             log.close()
             deadline = time.monotonic() + timeout_s
             self.addr = f"127.0.0.1:{self._wait_for_port(port_file, offset, deadline)}"
+            if self.http:  # the server writes it before the gRPC port file
+                self.http_url = f"http://127.0.0.1:{int(http_port_file.read_text())}"
         with EditcacheClient(self.addr, tls_ca=self.tls_ca) as client:  # health needs no token
             while True:  # in short waits, so a server that dies while loading is reported at once
                 try:

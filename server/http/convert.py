@@ -18,13 +18,17 @@ ROLE_ALIASES = {"developer": "system"}
 FINISH_REASONS = {FinishReason.LENGTH: "length", FinishReason.EOS: "stop", FinishReason.STOP: "stop"}
 
 
-def options_from(body: Sampling, max_tokens: int | None = None) -> GenerationOptions:
+def options_from(body: Sampling, max_completion_tokens: int | None = None) -> GenerationOptions:
     """`n` other than 1 is refused here: the engine answers one choice per request."""
     if body.n != 1:
         raise InvalidArgument(f"n must be 1 (one choice per request), got {body.n}")
+    name, max_tokens = ("max_completion_tokens", max_completion_tokens) if max_completion_tokens is not None else (
+        "max_tokens", body.max_tokens)
+    if max_tokens is not None and max_tokens < 1:  # 0 would mean "the server's default" to the service
+        raise InvalidArgument(f"{name} must be at least 1, got {max_tokens}")
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     return GenerationOptions(
-        max_new_tokens=max_tokens if max_tokens is not None else body.max_tokens or 0,  # 0: the server's default
+        max_new_tokens=max_tokens or 0,  # 0: the server's default
         temperature=0.0 if body.temperature is None else body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
         stop=stop,
