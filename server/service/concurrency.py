@@ -35,6 +35,7 @@ async def relay(
         loop.call_soon_threadsafe(deltas.put_nowait, delta)
 
     answering = asyncio.ensure_future(answer(on_text, lambda: cancelled.is_set() or caller_gone()))
+    next_delta: asyncio.Future[str] | None = None
     try:
         while True:
             next_delta = asyncio.ensure_future(deltas.get())
@@ -48,5 +49,8 @@ async def relay(
         yield "", await answering
     finally:
         cancelled.set()
-        if not answering.done():
-            answering.cancel()
+        # Both may still be pending when the caller cancels us mid-wait; a task left pending is destroyed with a
+        # "Task was destroyed but it is pending" error in the log.
+        for task in (next_delta, answering):
+            if task is not None and not task.done():
+                task.cancel()
