@@ -288,7 +288,13 @@ async def serve(
     loading: asyncio.Future[Any] = loop.run_in_executor(None, build_service, config)
     stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    service: Service | None = loading.result() if loading.done() else None  # a load failure raises here
+    try:
+        service: Service | None = loading.result() if loading.done() else None  # a load failure raises here
+    except BaseException:
+        await server.stop(None)  # in this loop: the caller prints why the start failed, then exits
+        if http is not None:
+            await http.stop()
+        raise
     if service is not None:
         for sentence in service.info.degraded:  # besides the log: where a user running `make serve` looks
             print(f"editcache-server: degraded start: {sentence}", file=sys.stderr, flush=True)

@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from server.auth.authorizer import Authorizer
     from server.auth.exposure import exposure_problem
     from server.config import build_config
+    from server.errors import DiskFull, StorageFailed
 
     try:
         config = build_config(args.config, os.environ, overrides)
@@ -93,10 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"editcache-server: {problem}", file=sys.stderr)
         return 2
     log.info("configuration: %s", {k: str(v) for k, v in asdict(config).items()})
-    asyncio.run(serve(
-        config, auth, on_bound=None if args.port_file is None else port_file_writer(args.port_file),
-        on_http_bound=None if args.http_port_file is None else port_file_writer(args.http_port_file),
-    ))
+    try:
+        asyncio.run(serve(
+            config, auth, on_bound=None if args.port_file is None else port_file_writer(args.port_file),
+            on_http_bound=None if args.http_port_file is None else port_file_writer(args.http_port_file),
+        ))
+    except (StorageFailed, DiskFull) as exc:  # the data directory: the message names the file and what to do
+        print(f"editcache-server: cannot start: {exc}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -6,7 +6,9 @@
     ├── Unauthenticated            UNAUTHENTICATED    no token, or one the server does not know
     ├── PermissionDenied           PERMISSION_DENIED  a token for another namespace, or a lesser role
     ├── Unavailable                UNAVAILABLE        e.g. the model is still loading
+    │   └── StorageFailed          UNAVAILABLE        a data file is damaged or cannot be written; names the file
     ├── ResourceExhausted          RESOURCE_EXHAUSTED e.g. a full queue
+    │   └── DiskFull               RESOURCE_EXHAUSTED the disk holding the data directory is full
     ├── Cancelled                  CANCELLED          the caller went away (or its deadline passed) first
     ├── FailedPrecondition         FAILED_PRECONDITION
     └── UnsupportedModel           FAILED_PRECONDITION no layer template for this architecture
@@ -47,6 +49,14 @@ class Unavailable(EditcacheError):
 
 class ResourceExhausted(EditcacheError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class StorageFailed(Unavailable):
+    """At start the server refuses to run on it; at run time writes stop until a restart."""
+
+
+class DiskFull(ResourceExhausted):
+    """Nothing was written; writes succeed again once space is freed."""
 
 
 class FailedPrecondition(EditcacheError):

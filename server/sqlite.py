@@ -1,23 +1,111 @@
-"""SQLite as the durable stores use it: WAL, each commit on disk before it returns, all-or-nothing writes."""
+"""SQLite as the durable stores use it: WAL, each commit on disk before it returns, all-or-nothing writes,
+checked when opened, private to the server's user, and its failures turned into the domain's storage errors."""
 
 from __future__ import annotations
 
+import logging
+import shutil
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from server.errors import DiskFull, EditcacheError, StorageFailed
+from server.files import make_private, private_dir
+
+log = logging.getLogger(__name__)
+
+# Under this much free space, an I/O error on write is taken for a full disk (SQLite reports most as SQLITE_FULL).
+NEARLY_FULL_BYTES = 1 << 20
+DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
 
 def open_durable(path: Path, schema: str) -> sqlite3.Connection:
-    """A connection usable from any thread (callers hold their own lock), with `schema` applied."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """A connection usable from any thread (callers hold their own lock), with `schema` applied.
+
+    Refuses (StorageFailed, naming the file) a store that fails SQLite's quick_check or cannot be opened for
+    writing, before writing anything to it; DiskFull when the schema cannot be written for want of space.
+    """
+    try:
+        private_dir(path.parent)
+        for existing in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if existing == path or existing.exists():
+                make_private(existing)  # SQLite gives its -wal and -shm files the main file's mode
+    except OSError as exc:
+        raise StorageFailed(f"cannot create {path} ({exc.strerror}); the server's user must be able to write "
+                            f"{path.parent}") from exc
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    # FULL: a commit is on disk before it returns, so an acknowledged write survives power loss too.
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA foreign_keys=ON")
-    db.executescript(schema)
+    try:
+        problems = [str(row[0]) for row in db.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise StorageFailed(f"{path} is damaged (quick_check: {'; '.join(problems[:3])}); restore it from a "
+                                "backup, or move it aside to start with an empty store (README: Operations)")
+        db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before it returns, so an acknowledged write survives power loss too.
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(schema)
+    except sqlite3.Error as exc:
+        db.close()
+        raise storage_error(exc, path) from exc
+    except StorageFailed:
+        db.close()
+        raise
     return db
+
+
+def storage_error(exc: sqlite3.Error, path: Path) -> EditcacheError:
+    """The domain error for an SQLite failure on the store at `path`."""
+    primary = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if primary == sqlite3.SQLITE_FULL or (primary == sqlite3.SQLITE_IOERR and _nearly_full(path)):
+        return DiskFull(f"the disk holding {path} is full; nothing was written: free space there and retry")
+    if primary in DAMAGED:
+        return StorageFailed(f"{path} is damaged ({exc}); stop the server and restore it from a backup "
+                             "(README: Operations)")
+    return StorageFailed(f"{path} failed ({exc}); check the file and its directory (README: Operations)")
+
+
+def _nearly_full(path: Path) -> bool:
+    try:
+        return shutil.disk_usage(path.parent).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False
+
+
+class StorageGuard:
+    """Turns a store's SQLite errors into domain errors. After any failure but a full disk (which SQLite rolls back
+    cleanly) it refuses writes until the server restarts: a store that failed may be damaged, and writing more into
+    it spreads the damage; the restart's quick_check decides."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._failure: str | None = None
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._lock:
+            failure = self._failure
+        if failure is not None:
+            raise StorageFailed(f"writes to {self._path} are stopped until the server restarts, after: {failure}")
+        with self.reading():
+            yield
+
+    def _failed(self, exc: sqlite3.Error) -> EditcacheError:
+        error = storage_error(exc, self._path)
+        if not isinstance(error, DiskFull):
+            with self._lock:
+                self._failure = self._failure or str(error)
+        log.error("%s", error)
+        return error
 
 
 @contextmanager
@@ -26,7 +114,8 @@ def transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("BEGIN IMMEDIATE")
     try:
         yield
+        db.execute("COMMIT")  # inside: a COMMIT that fails (a full disk) is rolled back too
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL does)
+            db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")

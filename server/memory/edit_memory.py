@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from server.errors import InvalidArgument
+from server.errors import EditcacheError, InvalidArgument, StorageFailed
 from server.interfaces import EditPage, Embedder
-from server.memory.index import NamespaceIndex
+from server.memory.index import MANIFEST, NamespaceIndex, saved_generation
 from server.memory.store import EditStore
 from server.types import Edit, EditSpec, Hit
 
@@ -29,7 +29,11 @@ class EditMemory:
         self._embedder = embedder
         self._max_edits_per_namespace = max_edits_per_namespace  # 0: no limit
         self._index_dir = data_dir / "index"
-        self._store = EditStore(data_dir / "edits.sqlite")
+        store_path = data_dir / "edits.sqlite"
+        indexed = saved_generation(self._index_dir)
+        _refuse_a_lost_store(store_path, self._index_dir, indexed)  # before opening it: a refusal writes nothing
+        self._store = EditStore(store_path)
+        _refuse_an_older_store(store_path, self._store.generation(), self._index_dir, indexed)
         # Index changes follow store commits; the lock keeps the two in step for readers.
         self._lock = threading.RLock()
         self._reembed_if_encoder_changed(encoder_name)
@@ -69,7 +73,7 @@ class EditMemory:
             wanted = k * KEYS_PER_EDIT_SEARCHED
             while True:  # widen until k distinct edits, in case one edit's many keys fill the top
                 key_ids, sims = self._index.search(namespace, query_vector, wanted)
-                edits = self._store.edits_for_keys(key_ids.tolist())
+                edits = self._store.edits_for_keys(namespace, key_ids.tolist())
                 hits: dict[str, Hit] = {}
                 for key_id, sim in zip(key_ids.tolist(), sims.tolist(), strict=True):  # best first
                     edit = edits.get(key_id)
@@ -82,14 +86,23 @@ class EditMemory:
     # --- lifecycle ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Saves the index so the next start can skip the rebuild."""
+        """Saves the index so the next start can skip the rebuild; closing does not depend on that save."""
         with self._lock:
-            self._index.save(self._index_dir, self._store.generation())
+            self._save_index(self._index)
             self._store.close()
+
+    def _save_index(self, index: NamespaceIndex) -> None:
+        try:
+            index.save(self._index_dir, self._store.generation())
+        except (OSError, RuntimeError, EditcacheError) as exc:  # a full disk; faiss raises RuntimeError
+            log.warning("edit index not saved to %s (%s): the next start rebuilds it from the store",
+                        self._index_dir, exc)
 
     def _load_or_rebuild_index(self) -> NamespaceIndex:
         generation = self._store.generation()
         index = NamespaceIndex.load(self._index_dir, self._embedder.dim, generation)
+        if index is not None and not self._agrees_with_store(index):
+            index = None
         if index is not None:
             log.info("edit index loaded from %s (%d vectors)", self._index_dir, index.size())
             return index
@@ -103,8 +116,17 @@ class EditMemory:
         for namespace, (ids, vectors) in by_namespace.items():
             index.add(namespace, np.asarray(ids), np.stack(vectors))  # (n, dim)
         log.info("edit index rebuilt: %d vectors in %d namespaces", index.size(), len(by_namespace))
-        index.save(self._index_dir, generation)
+        self._save_index(index)
         return index
+
+    def _agrees_with_store(self, index: NamespaceIndex) -> bool:
+        """Whether each namespace's index holds as many vectors as the store has keys there: files whose
+        checksums match can still be assigned to the wrong namespaces in the manifest."""
+        counts = self._store.keys_per_namespace()
+        if index.size() == sum(counts.values()) and all(index.size(ns) == n for ns, n in counts.items()):
+            return True
+        log.warning("index files at %s disagree with the store on vectors per namespace", self._index_dir)
+        return False
 
     def _reembed_if_encoder_changed(self, encoder_name: str) -> None:
         stored_name = self._store.get_meta("encoder")
@@ -113,7 +135,8 @@ class EditMemory:
             log.info("encoder changed from %s to %s: re-embedding %d stored keys", stored_name, encoder_name, len(keys))
             vectors = self._embedder.encode([text for _, text in keys]) if keys else np.empty((0, self._embedder.dim))
             self._store.replace_vectors({key_id: v for (key_id, _), v in zip(keys, vectors, strict=True)})
-        self._store.set_meta("encoder", encoder_name)
+        if stored_name != encoder_name:  # no write when unchanged: a server on a full disk still starts and reads
+            self._store.set_meta("encoder", encoder_name)
 
 
 def _encode_page_token(seq: int) -> str:
@@ -127,3 +150,26 @@ def _decode_page_token(token: str) -> int:
     if prefix != "after" or not re.fullmatch(r"[0-9]{1,18}", number):  # ASCII digits that fit SQLite
         raise InvalidArgument(f"page_token {token!r} is not one this server issued; pass next_page_token as given")
     return int(number)
+
+
+def _refuse_a_lost_store(store_path: Path, index_dir: Path, indexed: int | None) -> None:
+    """A missing or empty store where the index manifest records writes was lost or replaced: starting would
+    serve an empty memory as if those edits had never been acknowledged."""
+    if not indexed:
+        return
+    state = "missing" if not store_path.exists() else "empty" if store_path.stat().st_size == 0 else None
+    if state is not None:
+        raise StorageFailed(
+            f"{store_path} is {state} but {index_dir / MANIFEST} records {indexed} writes to it: restore it from a "
+            f"backup; to start with no edits on purpose, delete {index_dir} too (README: Operations)"
+        )
+
+
+def _refuse_an_older_store(store_path: Path, generation: int, index_dir: Path, indexed: int | None) -> None:
+    """The store only moves forward; one behind the index was replaced by an older copy or lost its WAL file."""
+    if indexed is not None and generation < indexed:
+        raise StorageFailed(
+            f"{store_path} is at write {generation} but {index_dir / MANIFEST} records {indexed}: acknowledged "
+            f"edits are missing from it; restore it (and its -wal file) from a backup, or delete {index_dir} to "
+            "serve it as it is (README: Operations)"
+        )

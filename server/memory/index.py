@@ -2,11 +2,13 @@
 
 Cosine similarity = inner product of unit vectors. Ids are the store's key ids, so a
 delete removes exactly that edit's vectors. The files on disk are a start-up shortcut:
-they are used only when they record the store generation they reflect.
+they are used only when they record the store generation they reflect and match the checksums
+the manifest records for them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+
+from server.files import private_dir, write_private
 
 log = logging.getLogger(__name__)
 
@@ -57,36 +61,58 @@ class NamespaceIndex:
         return sum(int(i.ntotal) for i in self._by_namespace.values())
 
     def save(self, directory: Path, generation: int) -> None:
-        """Writes every namespace's index, then a manifest naming the store generation (atomic rename)."""
-        directory.mkdir(parents=True, exist_ok=True)
-        files = {}
+        """Writes every namespace's index, then a manifest naming the store generation and each file's sha256
+        (atomic renames). A failed save (OSError: a full disk) leaves no temporary file; a file renamed before
+        it no longer matches the old manifest's checksum, so the next start rebuilds."""
+        private_dir(directory)
+        files, checksums = {}, {}
         for i, (namespace, index) in enumerate(sorted(self._by_namespace.items())):
             name = f"ns{i:06d}.faiss"
-            faiss.write_index(index, str(directory / (name + ".tmp")))
+            data = faiss.serialize_index(index).tobytes()
+            write_private(directory / (name + ".tmp"), data)
             os.replace(directory / (name + ".tmp"), directory / name)
-            files[namespace] = name
-        manifest = {"generation": generation, "dim": self.dim, "namespaces": files}
-        (directory / (MANIFEST + ".tmp")).write_text(json.dumps(manifest))
+            files[namespace], checksums[name] = name, hashlib.sha256(data).hexdigest()
+        manifest = {"generation": generation, "dim": self.dim, "namespaces": files, "sha256": checksums}
+        write_private(directory / (MANIFEST + ".tmp"), json.dumps(manifest).encode())
         os.replace(directory / (MANIFEST + ".tmp"), directory / MANIFEST)
 
     @classmethod
     def load(cls, directory: Path, dim: int, generation: int) -> NamespaceIndex | None:
-        """The saved index if it reflects this store generation; None if missing, stale or unreadable."""
+        """The saved index if it reflects this store generation; None if missing, stale, unreadable or not
+        matching its checksums."""
         try:
-            manifest = json.loads((directory / MANIFEST).read_text())
+            text = (directory / MANIFEST).read_text()
+        except FileNotFoundError:
+            log.info("no index files at %s", directory)
+            return None
+        except OSError as exc:
+            log.warning("index files at %s are unreadable (%s)", directory, exc)
+            return None
+        try:
+            manifest = json.loads(text)
             if manifest["generation"] != generation or manifest["dim"] != dim:
                 log.info("index files at %s are stale (generation %s, store at %s)",
                          directory, manifest["generation"], generation)
                 return None
             index = cls(dim)
             for namespace, name in manifest["namespaces"].items():
-                loaded = faiss.read_index(str(directory / name))
+                data = (directory / name).read_bytes()
+                if hashlib.sha256(data).hexdigest() != manifest["sha256"][name]:
+                    raise ValueError(f"{name} does not match its checksum in {MANIFEST}")
+                loaded = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
                 if not isinstance(loaded, faiss.IndexIDMap2) or loaded.d != dim:
                     raise ValueError(f"{name} is not an id-mapped index of dimension {dim}")
                 index._by_namespace[namespace] = loaded
             return index
-        except FileNotFoundError:
-            log.info("no index files at %s", directory)
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:  # faiss: RuntimeError
             log.warning("index files at %s are unreadable (%s)", directory, exc)
         return None
+
+
+def saved_generation(directory: Path) -> int | None:
+    """The store generation the saved manifest records; None when there is no readable manifest."""
+    try:
+        generation = json.loads((directory / MANIFEST).read_text())["generation"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return generation if isinstance(generation, int) else None

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from server.errors import EditNotFound, ResourceExhausted
-from server.sqlite import open_durable, transaction
+from server.sqlite import StorageGuard, open_durable, transaction
 from server.types import Edit, EditSpec
 
 SCHEMA = """
@@ -61,6 +61,7 @@ class EditStore:
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
         self._db = open_durable(path, SCHEMA)
+        self._guard = StorageGuard(path)
 
     def close(self) -> None:
         with self._lock:
@@ -78,7 +79,7 @@ class EditStore:
         """
         now = time.time()
         stored: list[tuple[Edit, list[int]]] = []
-        with self._lock, transaction(self._db):
+        with self._lock, self._guard.writing(), transaction(self._db):
             if max_edits > 0:
                 (count,) = self._db.execute("SELECT COUNT(*) FROM edits WHERE namespace = ?", (namespace,)).fetchone()
                 if count + len(specs) > max_edits:
@@ -110,7 +111,7 @@ class EditStore:
 
     def delete(self, namespace: str, edit_id: str) -> tuple[Edit, list[int]]:
         """Removes the edit and its keys; returns the edit as it was and its key ids."""
-        with self._lock, transaction(self._db):
+        with self._lock, self._guard.writing(), transaction(self._db):
             row = self._db.execute(
                 f"SELECT seq, {EDIT_COLUMNS} FROM edits WHERE id = ? AND namespace = ?", (edit_id, namespace)
             ).fetchone()
@@ -122,12 +123,12 @@ class EditStore:
         return _edit_from_row(row[1:]), key_ids
 
     def set_meta(self, name: str, value: str) -> None:
-        with self._lock, transaction(self._db):
+        with self._lock, self._guard.writing(), transaction(self._db):
             self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
 
     def replace_vectors(self, vectors: dict[int, np.ndarray]) -> None:
         """Overwrites key vectors by key id (after a change of encoder)."""
-        with self._lock, transaction(self._db):
+        with self._lock, self._guard.writing(), transaction(self._db):
             self._db.executemany(
                 "UPDATE keys SET vector = ? WHERE key_id = ?",
                 [(np.asarray(v, dtype=np.float32).tobytes(), k) for k, v in vectors.items()],
@@ -137,7 +138,7 @@ class EditStore:
     # --- reads --------------------------------------------------------------------------
 
     def get(self, namespace: str, edit_id: str) -> Edit:
-        with self._lock:
+        with self._lock, self._guard.reading():
             row = self._db.execute(
                 f"SELECT {EDIT_COLUMNS} FROM edits WHERE id = ? AND namespace = ?", (edit_id, namespace)
             ).fetchone()
@@ -150,7 +151,7 @@ class EditStore:
 
         Also returns the seq to continue from (None at the end) and the namespace's total.
         """
-        with self._lock:
+        with self._lock, self._guard.reading():
             rows = self._db.execute(
                 f"SELECT seq, {EDIT_COLUMNS} FROM edits WHERE namespace = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (namespace, after_seq, limit + 1),
@@ -160,23 +161,28 @@ class EditStore:
         rows = rows[:limit]
         return [_edit_from_row(r[1:]) for r in rows], (rows[-1][0] if more else None), int(total)
 
-    def edits_for_keys(self, key_ids: Sequence[int]) -> dict[int, Edit]:
-        """The edit each key id belongs to; ids no longer stored are absent."""
+    def edits_for_keys(self, namespace: str, key_ids: Sequence[int]) -> dict[int, Edit]:
+        """The edit each key id belongs to; ids no longer stored, or of another namespace, are absent.
+
+        The namespace test is the isolation promise itself: it holds even if the index hands back another
+        namespace's key ids (a damaged or swapped index file).
+        """
         if not key_ids:
             return {}
         marks = ",".join("?" * len(key_ids))
-        with self._lock:
+        with self._lock, self._guard.reading():
             rows = self._db.execute(
                 f"SELECT k.key_id, {', '.join('e.' + c for c in EDIT_FIELDS)} "
-                f"FROM keys k JOIN edits e ON e.seq = k.edit_seq WHERE k.key_id IN ({marks})",
-                [int(k) for k in key_ids],
+                f"FROM keys k JOIN edits e ON e.seq = k.edit_seq "
+                f"WHERE k.key_id IN ({marks}) AND k.namespace = ? AND e.namespace = ?",
+                [*(int(k) for k in key_ids), namespace, namespace],
             ).fetchall()
         return {row[0]: _edit_from_row(row[1:]) for row in rows}
 
     def iter_keys(self, batch: int = 10_000) -> Iterator[StoredKey]:
         last = 0
         while True:
-            with self._lock:
+            with self._lock, self._guard.reading():
                 rows = self._db.execute(
                     "SELECT key_id, namespace, vector FROM keys WHERE key_id > ? ORDER BY key_id LIMIT ?",
                     (last, batch),
@@ -188,11 +194,16 @@ class EditStore:
             last = rows[-1][0]
 
     def key_texts(self) -> list[tuple[int, str]]:
-        with self._lock:
+        with self._lock, self._guard.reading():
             return [(int(k), t) for k, t in self._db.execute("SELECT key_id, text FROM keys ORDER BY key_id")]
 
+    def keys_per_namespace(self) -> dict[str, int]:
+        with self._lock, self._guard.reading():
+            rows = self._db.execute("SELECT namespace, COUNT(*) FROM keys GROUP BY namespace").fetchall()
+        return {str(ns): int(n) for ns, n in rows}
+
     def count_keys(self) -> int:
-        with self._lock:
+        with self._lock, self._guard.reading():
             return int(self._db.execute("SELECT COUNT(*) FROM keys").fetchone()[0])
 
     def generation(self) -> int:
@@ -200,7 +211,7 @@ class EditStore:
         return int(self.get_meta("generation") or 0)
 
     def get_meta(self, name: str) -> str | None:
-        with self._lock:
+        with self._lock, self._guard.reading():
             row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return None if row is None else str(row[0])
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import errno
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -7,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.errors import EditNotFound, InvalidArgument
+from server.errors import EditNotFound, InvalidArgument, StorageFailed
 from server.memory.edit_memory import EditMemory
 from server.types import Edit
 from tests.unit.fakes import HashEmbedder, make_spec
@@ -322,3 +324,69 @@ def test_failed_add_leaves_memory_unchanged(tmp_path: Path) -> None:
 def test_page_tokens_that_are_not_small_ascii_numbers_are_invalid(memory: EditMemory, token: str) -> None:
     with pytest.raises(InvalidArgument):
         memory.page("ns", 10, token)
+
+
+# --- a lost store, a lying index, a failed save (issue 23, items 3, 4, 7) ------------------------------------
+
+def test_an_emptied_store_is_refused_and_left_as_found(tmp_path: Path, embedder: HashEmbedder) -> None:
+    first = EditMemory(tmp_path, embedder, ENCODER)
+    first.add("ns", SPECS)
+    first.close()
+    (tmp_path / "edits.sqlite").write_bytes(b"")
+    for extra in tmp_path.glob("edits.sqlite-*"):
+        extra.unlink()
+    with pytest.raises(StorageFailed, match=r"edits\.sqlite is empty but .*manifest\.json records \d+ writes"):
+        EditMemory(tmp_path, embedder, ENCODER)
+    assert (tmp_path / "edits.sqlite").stat().st_size == 0  # refused without writing
+
+
+def test_a_store_older_than_the_index_is_refused(tmp_path: Path, embedder: HashEmbedder) -> None:
+    first = EditMemory(tmp_path, embedder, ENCODER)
+    first.add("ns", [SPACE_NEEDLE])
+    first.close()
+    backup = (tmp_path / "edits.sqlite").read_bytes()
+    second = EditMemory(tmp_path, embedder, ENCODER)
+    second.add("ns", [EIFFEL])
+    second.close()
+    (tmp_path / "edits.sqlite").write_bytes(backup)  # an older copy put back
+    with pytest.raises(StorageFailed, match=r"acknowledged edits are missing"):
+        EditMemory(tmp_path, embedder, ENCODER)
+
+
+def test_index_files_swapped_between_namespaces_answer_no_other_namespace(
+    tmp_path: Path, embedder: HashEmbedder
+) -> None:
+    first = EditMemory(tmp_path, embedder, ENCODER)
+    [needle] = first.add("a", [SPACE_NEEDLE])
+    first.add("b", [EIFFEL])
+    first.close()
+    manifest_path = tmp_path / "index" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    files = manifest["namespaces"]
+    files["a"], files["b"] = files["b"], files["a"]  # checksums still match their files
+    manifest_path.write_text(json.dumps(manifest))
+
+    second = EditMemory(tmp_path, embedder, ENCODER)
+    try:
+        assert [h.edit.id for h in search_text(second, embedder, "a", SPACE_NEEDLE.prompt)][:1] == [needle.id]
+        assert all(h.edit.namespace == "b" for h in search_text(second, embedder, "b", SPACE_NEEDLE.prompt))
+    finally:
+        second.close()
+
+
+def test_close_does_not_depend_on_saving_the_index(
+    tmp_path: Path, embedder: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory = EditMemory(tmp_path, embedder, ENCODER)
+    [edit] = memory.add("ns", [SPACE_NEEDLE])
+
+    def full_disk(directory: Path, generation: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(memory._index, "save", full_disk)
+    memory.close()  # no exception: the store is closed, the index is rebuilt at the next start
+    reopened = EditMemory(tmp_path, embedder, ENCODER)
+    try:
+        assert search_text(reopened, embedder, "ns", SPACE_NEEDLE.prompt)[0].edit.id == edit.id
+    finally:
+        reopened.close()

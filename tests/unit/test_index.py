@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import errno
+import io
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import server.files
 from server.memory.index import MANIFEST, NamespaceIndex
 
 DIM = 8
@@ -160,3 +165,37 @@ def test_load_with_truncated_index_file_is_none(index: NamespaceIndex, tmp_path:
     path = next(tmp_path.glob("*.faiss"))
     path.write_bytes(path.read_bytes()[:40])
     assert NamespaceIndex.load(tmp_path, DIM, 3) is None
+
+
+def test_an_index_file_overwritten_at_the_same_size_fails_its_checksum(index: NamespaceIndex, tmp_path: Path) -> None:
+    index.save(tmp_path, generation=3)
+    path = next(tmp_path.glob("*.faiss"))
+    data = bytearray(path.read_bytes())
+    data[-4 * DIM :] = np.full(DIM, 0.5, dtype=np.float32).tobytes()  # still a readable index, vectors changed
+    path.write_bytes(bytes(data))
+    assert NamespaceIndex.load(tmp_path, DIM, 3) is None
+
+
+def test_index_files_are_private(index: NamespaceIndex, tmp_path: Path) -> None:
+    index.save(tmp_path / "ix", generation=3)
+    assert stat.S_IMODE((tmp_path / "ix").stat().st_mode) == 0o700
+    for path in (tmp_path / "ix").iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+
+
+class FullDisk(io.BytesIO):
+    def write(self, data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_save_on_a_full_disk_leaves_no_temporary_file(
+    index: NamespaceIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index.save(tmp_path, generation=3)
+    monkeypatch.setattr(server.files.os, "fdopen", lambda fd, mode: (os.close(fd), FullDisk())[1])
+    index.add("a", np.array([13]), unit(4)[None, :])
+    with pytest.raises(OSError, match="No space left"):
+        index.save(tmp_path, generation=4)
+    monkeypatch.undo()
+    assert not list(tmp_path.glob("*.tmp"))
+    assert NamespaceIndex.load(tmp_path, DIM, 3) is not None  # the last complete save still loads

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from server.errors import EditNotFound, ResourceExhausted
+from server.errors import DiskFull, EditNotFound, ResourceExhausted, StorageFailed
 from server.memory.store import EditStore
 from server.types import EditSpec
 from tests.unit.fakes import make_spec
@@ -102,11 +103,11 @@ def test_page_of_empty_namespace(store: EditStore) -> None:
 
 def test_delete_removes_edit_and_its_keys(store: EditStore) -> None:
     (a, a_keys), (b, b_keys) = insert(store, "ns", numbered_spec(0), numbered_spec(1))
-    assert set(store.edits_for_keys(a_keys + b_keys)) == set(a_keys + b_keys)
+    assert set(store.edits_for_keys("ns", a_keys + b_keys)) == set(a_keys + b_keys)
     deleted, deleted_keys = store.delete("ns", a.id)
     assert deleted == a
     assert sorted(deleted_keys) == sorted(a_keys)
-    remaining = store.edits_for_keys(a_keys + b_keys)
+    remaining = store.edits_for_keys("ns", a_keys + b_keys)
     assert set(remaining) == set(b_keys)
     assert all(e.id == b.id for e in remaining.values())
     assert store.count_keys() == len(b_keys)
@@ -118,8 +119,8 @@ def test_delete_removes_edit_and_its_keys(store: EditStore) -> None:
 
 
 def test_edits_for_keys_of_nothing(store: EditStore) -> None:
-    assert store.edits_for_keys([]) == {}
-    assert store.edits_for_keys([12345]) == {}
+    assert store.edits_for_keys("ns", []) == {}
+    assert store.edits_for_keys("ns", [12345]) == {}
 
 
 def test_insert_with_wrong_vector_count_stores_nothing(store: EditStore) -> None:
@@ -162,7 +163,7 @@ def test_reads_do_not_change_generation(store: EditStore) -> None:
     g = store.generation()
     store.get("ns", edit.id)
     store.page("ns", 0, 5)
-    store.edits_for_keys(key_ids)
+    store.edits_for_keys("ns", key_ids)
     list(store.iter_keys())
     assert store.generation() == g
 
@@ -197,7 +198,7 @@ def test_data_persists_after_close_and_reopen(tmp_path: Path) -> None:
         assert reopened.get("ns", edit.id) == edit
         assert reopened.generation() == generation
         assert reopened.get_meta("encoder") == "enc-a"
-        assert set(reopened.edits_for_keys(key_ids)) == set(key_ids)
+        assert set(reopened.edits_for_keys("ns", key_ids)) == set(key_ids)
         for key in reopened.iter_keys():
             np.testing.assert_array_equal(key.vector, vectors[key.key_id])
     finally:
@@ -231,3 +232,87 @@ def test_batch_over_the_namespace_limit_is_refused_whole(store: EditStore) -> No
     store.insert("other", specs, [spec_vectors(s, i) for i, s in enumerate(specs)], max_edits=3)  # per namespace
     store.insert("ns", specs[2:], [spec_vectors(specs[2], 2)], max_edits=3)  # exactly at the limit
     assert store.page("ns", 0, 10)[2] == 3
+
+
+# --- isolation, damage, a full disk, permissions (issue 23, items 3, 4, 7, 11) ----------------------------------
+
+def test_edits_for_keys_leaves_out_other_namespaces_keys(store: EditStore) -> None:
+    [(_, a_keys)] = insert(store, "a", numbered_spec(0))
+    [(b, b_keys)] = insert(store, "b", numbered_spec(1))
+    # A lying index hands namespace b's key ids to a search in namespace a: none of b's edits come back.
+    assert store.edits_for_keys("a", a_keys + b_keys).keys() == set(a_keys)
+    assert {e.id for e in store.edits_for_keys("b", a_keys + b_keys).values()} == {b.id}
+
+
+def damage_a_page(path: Path) -> None:
+    """Overwrites the middle of the file's second page (the edits table's first page), keeping its size."""
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[page + 8 : 2 * page - 8] = b"\xa5" * (page - 16)
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_store_is_refused_at_open_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "edits.sqlite"
+    store = EditStore(path)
+    insert(store, "ns", *(numbered_spec(i) for i in range(20)))
+    store.close()
+    damage_a_page(path)
+    with pytest.raises(StorageFailed, match=r"edits\.sqlite is damaged"):
+        EditStore(path)
+
+
+def test_a_store_with_a_damaged_header_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "edits.sqlite"
+    EditStore(path).close()
+    data = bytearray(path.read_bytes())
+    data[:16] = b"not a database!\0"
+    path.write_bytes(bytes(data))
+    with pytest.raises(StorageFailed, match=r"edits\.sqlite is damaged"):
+        EditStore(path)
+
+
+def test_a_full_disk_is_disk_full_and_writes_resume_once_there_is_room(store: EditStore) -> None:
+    insert(store, "ns", numbered_spec(0))
+    (pages,) = store._db.execute("PRAGMA page_count").fetchone()
+    store._db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own SQLITE_FULL, as on a full disk
+    with pytest.raises(DiskFull, match="disk holding .*edits.sqlite is full"):
+        insert(store, "ns", *(numbered_spec(i) for i in range(1, 40)))
+    assert store.page("ns", 0, 100)[2] == 1  # nothing of the refused batch was stored
+    store._db.execute("PRAGMA max_page_count = 1000000")
+    insert(store, "ns", numbered_spec(41))
+    assert store.page("ns", 0, 100)[2] == 2
+
+
+def test_after_a_storage_failure_writes_stop_until_reopened(tmp_path: Path) -> None:
+    path = tmp_path / "edits.sqlite"
+    store = EditStore(path)
+    insert(store, "ns", *(numbered_spec(i) for i in range(20)))
+    store._db.execute("PRAGMA cache_size = 0")  # read pages from the file, where the damage is
+    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    damage_a_page(path)
+    with pytest.raises(StorageFailed, match="damaged"):
+        store.page("ns", 0, 100)
+    with pytest.raises(StorageFailed, match="writes to .*edits.sqlite are stopped until the server restarts"):
+        insert(store, "other", numbered_spec(99))
+    store.close()
+
+
+def test_store_files_are_private_to_the_servers_user(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "edits.sqlite"
+    store = EditStore(path)
+    insert(store, "ns", numbered_spec(0))
+    try:
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        for name in ("edits.sqlite", "edits.sqlite-wal", "edits.sqlite-shm"):
+            assert stat.S_IMODE((path.parent / name).stat().st_mode) == 0o600, name
+    finally:
+        store.close()
+
+
+def test_an_existing_world_readable_store_is_made_private(tmp_path: Path) -> None:
+    path = tmp_path / "edits.sqlite"
+    EditStore(path).close()
+    path.chmod(0o644)
+    EditStore(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
