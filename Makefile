@@ -20,8 +20,9 @@ $(STAMP): $(LOCK) pyproject.toml setup.py $(wildcard proto/editcache/v1/*.proto)
 
 install: $(STAMP)
 
+# gRPC on 127.0.0.1:50051, and HTTP (the OpenAI-compatible API, the chat page at /) on 127.0.0.1:8000.
 serve: $(STAMP)
-	$(VENV)/bin/editcache-server $(ARGS)
+	$(VENV)/bin/editcache-server --http-listen 127.0.0.1:8000 $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
