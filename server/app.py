@@ -53,6 +53,7 @@ from server.service import ServerInfo, Service, ServiceHolder
 from server.service.answers import Answers
 from server.service.edits import Edits
 from server.service.parametric import Parametric
+from server.service.writes import WriteLane
 from server.servicers.chat import ChatServicer
 from server.servicers.edits import EditServicer
 from server.servicers.inference import InferenceServicer
@@ -113,18 +114,21 @@ def build_service(config: Config) -> Service:
         degraded=tuple(degraded),
     )
     worker = ModelWorker(config.limits.max_queue)  # the only thread that runs the language model
-    io = ThreadPoolExecutor(2, thread_name_prefix="io")  # embedding and SQLite work, off the event loop
+    io = ThreadPoolExecutor(2, thread_name_prefix="io")  # reads, the gate's embedding and SQLite work
+    writing = ThreadPoolExecutor(1, thread_name_prefix="edit-writes")  # AddEdits' embedding, apart from reads
 
     def close() -> None:
         worker.shutdown()
         io.shutdown(wait=True)
+        writing.shutdown(wait=True)
         memory.close()
         parametric.close()
 
     return Service(
         info,
         Answers(config, router, worker, io, conversation_format(loaded.tokenizer)),
-        Edits(config, scope, memory, io, worker, CorrectionExtractor(base),
+        Edits(config, scope, memory, io, WriteLane(writing, config.limits.max_pending_edit_chars), worker,
+              CorrectionExtractor(base),
               baked=lambda namespace, edit_id: parametric.baked(namespace, edit_id) is not None),
         Parametric(config, parametric, memory, io, worker),
         close,

@@ -60,6 +60,10 @@ class Limits:
     # Generation and score requests waiting for or running on the model; more get RESOURCE_EXHAUSTED at once.
     max_queue: int = 64
     max_chat_turns: int = 64  # turns in one Chat request; their contents share max_prompt_chars
+    # Characters of key texts (prompts, paraphrases) that AddEdits and corrections may have waiting for or on the
+    # edit-writing thread, which embeds them; past it, RESOURCE_EXHAUSTED at once. Reads and the gate never wait
+    # for that thread.
+    max_pending_edit_chars: int = 1_000_000
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -151,6 +155,10 @@ class Config:
                              "limits.max_edits_per_namespace at least 0 (0: no limit)")
         if self.limits.max_chat_turns < 1:
             raise ValueError(f"limits.max_chat_turns must be at least 1, got {self.limits.max_chat_turns}")
+        if self.limits.max_pending_edit_chars < 1:
+            raise ValueError(
+                f"limits.max_pending_edit_chars must be at least 1, got {self.limits.max_pending_edit_chars}"
+            )
 
 
 def build_config(

@@ -17,6 +17,7 @@ from server.errors import FailedPrecondition, InvalidArgument
 from server.interfaces import EditPage, Memory, StopCheck
 from server.scope import ScopeCheck
 from server.service.concurrency import off_loop
+from server.service.writes import WriteLane, key_text_chars
 from server.types import Edit, EditSpec
 from server.validation import (
     check_edit_id,
@@ -52,14 +53,15 @@ class Correction:
 
 class Edits:
     def __init__(
-        self, config: Config, scope: ScopeCheck, memory: Memory, io: Executor, worker: ModelWorker,
-        corrections: CorrectionExtractor, baked: Callable[[str, str], bool],
+        self, config: Config, scope: ScopeCheck, memory: Memory, io: Executor, writes: WriteLane,
+        worker: ModelWorker, corrections: CorrectionExtractor, baked: Callable[[str, str], bool],
     ) -> None:
         self._limits = config.limits
         self._default_page_size = config.default_page_size
         self._scope = scope
         self._memory = memory
-        self._io = io
+        self._io = io  # reads and deletes: never behind an embedding
+        self._writes = writes  # adds: embedding, then the store
         self._worker = worker
         self._corrections = corrections
         self._baked = baked  # (namespace, edit id) → the edit is in the model's weights
@@ -68,9 +70,14 @@ class Edits:
         """Durable on return."""
         namespace = check_namespace(namespace)
         check_edit_specs(specs, self._limits)
-        edits = await off_loop(self._io, self._scope.add, namespace, specs)
+        edits = await self._writes.run(key_text_chars(specs), lambda: self._store(namespace, specs))
         log.info("added %d edit(s) to namespace %s: %s", len(edits), namespace, ", ".join(e.id for e in edits[:8]))
         return edits
+
+    def _store(self, namespace: str, specs: Sequence[EditSpec]) -> list[Edit]:
+        """On the write lane: embeds, stores (durable on return) and warms the gate."""
+        log.info("embedding %d edit(s) (%d characters) for namespace %s", len(specs), key_text_chars(specs), namespace)
+        return self._scope.add(namespace, specs)
 
     async def get(self, namespace: str, edit_id: str) -> Edit:
         return await off_loop(self._io, self._memory.get, check_namespace(namespace), check_edit_id(edit_id))
@@ -111,7 +118,7 @@ class Edits:
         check_edit_spec(spec, "edit", self._limits)
         if request.dry_run:
             return Correction(_unstored(spec, namespace), stored=False, extraction=outputs)
-        (edit,) = await off_loop(self._io, self._scope.add, namespace, [spec])
+        (edit,) = await self._writes.run(key_text_chars([spec]), lambda: self._store(namespace, [spec]))
         log.info("correction stored in namespace %s as edit %s (%s: %r -> %r)", namespace, edit.id, kind,
                  edit.prompt, edit.target_new)
         return Correction(edit, stored=True, extraction=outputs)
