@@ -25,6 +25,7 @@ from editcache.v1 import editcache_pb2_grpc as pb_grpc
 from editcache.v1 import parametric_pb2 as parametric_pb
 from editcache.v1 import parametric_pb2_grpc as parametric_pb_grpc
 from editdata.paths import COUNTERFACT_TRAIN
+from server import metrics
 from server.auth.authorizer import Authorizer
 from server.chat.corrections import CorrectionExtractor
 from server.chat.transcript import conversation_format
@@ -114,6 +115,8 @@ def build_service(config: Config) -> Service:
         degraded=tuple(degraded),
     )
     worker = ModelWorker(config.limits.max_queue)  # the only thread that runs the language model
+    metrics.watch_queue(lambda: worker.pending)
+    metrics.watch_edits(memory.edit_counts)
     io = ThreadPoolExecutor(2, thread_name_prefix="io")  # reads, the gate's embedding and SQLite work
     writing = ThreadPoolExecutor(1, thread_name_prefix="edit-writes")  # AddEdits' embedding, apart from reads
 
@@ -281,6 +284,11 @@ async def serve(
                  "S" if config.tls_cert else "", config.http_listen.rsplit(":", 1)[0], http.port)
         if on_http_bound is not None:
             on_http_bound(http.port)
+    stop_metrics = None
+    if config.metrics_listen is not None:
+        metrics_host, metrics_port = config.metrics_listen.rsplit(":", 1)
+        stop_metrics = metrics.serve_metrics(metrics_host.strip("[]"), int(metrics_port))
+        log.info("Prometheus metrics on http://%s/metrics", config.metrics_listen)
     if on_bound is not None:
         on_bound(port)
 
@@ -315,5 +323,7 @@ async def serve(
         await http.stop()
     if service is not None:
         service.close()
+    if stop_metrics is not None:
+        stop_metrics()
     log.info("stopped")
 

@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "without one, auth is off")
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS (with --tls-key)")
     parser.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    parser.add_argument("--metrics-listen",
+                        help="HOST:PORT serving Prometheus /metrics on its own port, without auth (default: off; "
+                        "with --http-listen, /metrics is also on the HTTP port)")
     parser.add_argument("--insecure", action="store_true", default=None,
                         help="allow a non-loopback --listen address without --tokens-file")
     parser.add_argument("--max-queue", type=int,

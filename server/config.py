@@ -117,6 +117,8 @@ class Config:
     tls_cert: OptionalPath = None  # PEM certificate chain; with tls_key, the port speaks TLS only
     tls_key: OptionalPath = None
     insecure: bool = False  # allow a non-loopback listen address without tokens
+    # HOST:PORT serving Prometheus /metrics on its own port (without auth); None: not served there.
+    metrics_listen: Annotated[str | None, BeforeValidator(_empty_is_none)] = None
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -141,6 +143,9 @@ class Config:
         for name, address in (("listen", self.listen), ("http_listen", self.http_listen)):
             if address is not None and not re.fullmatch(r"[^:\s]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}", address):
                 raise ValueError(f"{name} must be HOST:PORT, got {address!r}")
+        if self.metrics_listen is not None and not re.fullmatch(r"[^:\s]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}",
+                                                                self.metrics_listen):
+            raise ValueError(f"metrics_listen must be HOST:PORT, got {self.metrics_listen!r}")
         if not 1 <= self.default_max_new_tokens <= self.limits.max_new_tokens:
             raise ValueError(
                 f"default_max_new_tokens must be in [1, {self.limits.max_new_tokens}], "

@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from time import perf_counter
 from typing import Any, TypeVar
 
+from server import metrics
 from server.errors import Cancelled, ResourceExhausted
 
 T = TypeVar("T")
@@ -56,6 +57,7 @@ class ModelWorker:
                 waited_ms = (started[0] - submitted) * 1e3
                 log.info("not run: the caller went away or its deadline passed while queued (%.0f ms)", waited_ms)
                 raise Cancelled("the caller went away or its deadline passed before the model was free")
+            metrics.BATCH_SIZE.labels("model").observe(1)  # one call at a time: reads 1 until the worker batches
             return fn()
 
         try:

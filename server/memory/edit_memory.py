@@ -61,6 +61,10 @@ class EditMemory:
         edits, next_seq, total = self._store.page(namespace, after, page_size)
         return EditPage(edits, "" if next_seq is None else _encode_page_token(next_seq), total)
 
+    def edit_counts(self) -> dict[str, int]:
+        """namespace → edits stored."""
+        return self._store.count_edits_by_namespace()
+
     def delete(self, namespace: str, edit_id: str) -> Edit:
         with self._lock:
             edit, key_ids = self._store.delete(namespace, edit_id)

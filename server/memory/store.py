@@ -206,6 +206,12 @@ class EditStore:
         with self._lock, self._guard.reading():
             return int(self._db.execute("SELECT COUNT(*) FROM keys").fetchone()[0])
 
+    def count_edits_by_namespace(self) -> dict[str, int]:
+        """namespace → edits stored (for the edits-per-namespace metric; the namespace index makes it one scan)."""
+        with self._lock:
+            rows = self._db.execute("SELECT namespace, COUNT(*) FROM edits GROUP BY namespace")
+            return {str(ns): int(n) for ns, n in rows}
+
     def generation(self) -> int:
         """A counter bumped by every write; the index file records the one it reflects."""
         return int(self.get_meta("generation") or 0)

@@ -12,6 +12,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from time import perf_counter
 
+from server import metrics
 from server.chat.gating import decide_turn
 from server.chat.transcript import ConversationFormat, ReplyFilter, Turn
 from server.config import Config
@@ -72,6 +73,7 @@ class Answers:
         decision = await off_loop(self._io, self._router.decide, query)
         answer = await self._generate(query, decision, options, on_text, should_stop, started)
         _log_answer("request", query.namespace, answer)
+        _observe("generate", answer.decision, answer.timings, gated=query.route is None)
         return answer
 
     async def score(self, query: Query, target: str, should_stop: StopCheck = never) -> Scored:
@@ -82,7 +84,9 @@ class Answers:
         decision = await off_loop(self._io, self._router.decide, query)
         before_model = perf_counter()
         scores, queue_ms = await self._worker.run(lambda: self._router.score(query, decision, target), should_stop)
-        return Scored(scores, decision, _timings(decision, queue_ms, before_model, started))
+        scored = Scored(scores, decision, _timings(decision, queue_ms, before_model, started))
+        _observe("score", decision, scored.timings, gated=query.route is None)
+        return scored
 
     async def chat(
         self, chat: ChatQuery, options: GenerationOptions, on_text: TextSink | None = None,
@@ -103,6 +107,7 @@ class Answers:
         options = replace(options, stop=(*options.stop, *prompt.turn_ends))
         answer = await self._generate(query, turn.decision, options, reply.feed, should_stop, started)
         _log_answer("chat", namespace, answer, f" turns={len(chat.turns)}")
+        _observe("chat", answer.decision, answer.timings, gated=chat.route is None)
         return ChatAnswer(reply.reply(answer.generation.text), answer, prompt.text, turn.gate_query)
 
     async def _generate(
@@ -135,6 +140,14 @@ def _timings(decision: Decision, queue_ms: float, before_model: float, started: 
     return replace(
         decision.timings, queue_ms=queue_ms, generate_ms=(now - before_model) * 1e3 - queue_ms,
         total_ms=(now - started) * 1e3,
+    )
+
+
+def _observe(kind: str, decision: Decision, timings: Timings, gated: bool) -> None:
+    """The answer's route, gate score and timings into the metrics, once for every front end."""
+    metrics.observe_answer(
+        kind, decision.route.value, decision.abstained, gated, decision.score, timings.embed_ms, timings.search_ms,
+        timings.gate_ms, timings.queue_ms, timings.generate_ms,
     )
 
 

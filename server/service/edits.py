@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+from server import metrics
 from server.chat.correction_prompts import Exchange
 from server.chat.corrections import CorrectionExtractor, structured_spec
 from server.config import Config
@@ -71,6 +72,7 @@ class Edits:
         namespace = check_namespace(namespace)
         check_edit_specs(specs, self._limits)
         edits = await self._writes.run(key_text_chars(specs), lambda: self._store(namespace, specs))
+        metrics.BATCH_SIZE.labels("add_edits").observe(len(edits))
         log.info("added %d edit(s) to namespace %s: %s", len(edits), namespace, ", ".join(e.id for e in edits[:8]))
         return edits
 

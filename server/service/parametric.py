@@ -14,6 +14,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import TypeVar
 
+from server import metrics
 from server.config import Config
 from server.errors import InvalidArgument
 from server.interfaces import Memory, StopCheck
@@ -59,23 +60,28 @@ class Parametric:
             raise InvalidArgument(f"{len(ids)} edit ids; at most {self._limits.max_edits_per_request} per call")
         edits = [await off_loop(self._io, self._memory.get, namespace, i) for i in ids]
         started = perf_counter()
-        steps = self._editor.compute(method, edits)
-        try:
-            while True:
-                (progress, deltas), _ = await self._worker.run(lambda: _advance(steps), should_stop)
-                if progress is None:
-                    break
-                yield progress
-        finally:
-            steps.close()
-        assert deltas is not None
-        application, _ = await self._worker.run(lambda: self._editor.commit(namespace, method, deltas), should_stop)
+        with metrics.parametric("apply", method.method):
+            steps = self._editor.compute(method, edits)
+            try:
+                while True:
+                    (progress, deltas), _ = await self._worker.run(lambda: _advance(steps), should_stop)
+                    if progress is None:
+                        break
+                    yield progress
+            finally:
+                steps.close()
+            assert deltas is not None
+            application, _ = await self._worker.run(
+                lambda: self._editor.commit(namespace, method, deltas), should_stop
+            )
         baked = tuple(b for i in ids if (b := self._editor.baked(namespace, i)) is not None)
         yield Application(application, baked, perf_counter() - started)
 
     async def rollback(self, namespace: str, edit_id: str) -> BakedEdit:
         namespace, edit_id = check_namespace(namespace), check_edit_id(edit_id)
-        removed, _ = await self._worker.run(lambda: self._editor.rollback(namespace, edit_id))
+        baked = self._editor.baked(namespace, edit_id)
+        with metrics.parametric("rollback", baked.method if baked is not None else "none"):
+            removed, _ = await self._worker.run(lambda: self._editor.rollback(namespace, edit_id))
         return removed
 
     async def baked_edits(self, namespace: str) -> list[BakedEdit]:
@@ -86,7 +92,8 @@ class Parametric:
         if not path.strip():
             raise InvalidArgument("path is empty; give an absolute directory path on the server")
         directory = Path(path)
-        await self._worker.run(lambda: self._editor.export(directory))
+        with metrics.parametric("export", "all"):
+            await self._worker.run(lambda: self._editor.export(directory))
         return directory, len(self._editor.baked_edits())
 
 

@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from server import metrics
 from server.auth.authorizer import Authorizer
 from server.auth.roles import Role
 from server.errors import EditcacheError
@@ -50,11 +51,13 @@ def unary(
     ) -> Callable[[S, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
         @functools.wraps(method)
         async def wrapper(self: S, request: Req, context: grpc.aio.ServicerContext) -> Resp:
-            try:
-                _authorize(self.auth, role, method.__name__, request, context)
-                return await method(self, request, context)
-            except Exception as exc:
-                await _abort(context, exc, method.__name__)
+            with metrics.rpc(_service_name(type(self)), method.__name__, "unary") as call:
+                try:
+                    _authorize(self.auth, role, method.__name__, request, context)
+                    return await method(self, request, context)
+                except Exception as exc:
+                    call.code = _code_name(exc)
+                    await _abort(context, exc, method.__name__)
 
         return wrapper
 
@@ -72,12 +75,14 @@ def streaming(
     ) -> Callable[[S, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]:
         @functools.wraps(method)
         async def wrapper(self: S, request: Req, context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
-            try:
-                _authorize(self.auth, role, method.__name__, request, context)
-                async for item in method(self, request, context):
-                    yield item
-            except Exception as exc:
-                await _abort(context, exc, method.__name__)
+            with metrics.rpc(_service_name(type(self)), method.__name__, "server_stream") as call:
+                try:
+                    _authorize(self.auth, role, method.__name__, request, context)
+                    async for item in method(self, request, context):
+                        yield item
+                except Exception as exc:
+                    call.code = _code_name(exc)
+                    await _abort(context, exc, method.__name__)
 
         return wrapper
 
@@ -91,6 +96,19 @@ async def _abort(context: grpc.aio.ServicerContext, error: Exception, rpc: str) 
     log.error("unhandled error in %s", rpc, exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
     raise AssertionError("context.abort returned")  # abort always raises
+
+
+def _code_name(error: Exception) -> str:
+    """The status `_abort` sends for `error`, as go-grpc-prometheus labels it (e.g. NOT_FOUND)."""
+    return error.code.name if isinstance(error, EditcacheError) else grpc.StatusCode.INTERNAL.name
+
+
+def _service_name(servicer: type) -> str:
+    """The gRPC service a servicer class implements (editcache.v1.EditService), from its generated base class."""
+    for base in servicer.__mro__:
+        if base.__module__.endswith("_pb2_grpc") and base.__name__.endswith("Servicer"):
+            return f"{base.__module__.rsplit('.', 1)[0]}.{base.__name__.removesuffix('Servicer')}"
+    return servicer.__name__
 
 
 def _authorize(auth: Authorizer, role: Role, rpc: str, request: Message, context: grpc.aio.ServicerContext) -> None:
