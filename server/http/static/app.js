@@ -76,7 +76,8 @@ function showProvenance(item, info) {
 }
 
 async function ask(question) {
-  state.history.push({ role: "user", content: question });
+  const turn = { role: "user", content: question };
+  state.history.push(turn);
   addMessage("user", question);
   const item = addMessage("assistant", "");
   const text = item.querySelector(".text");
@@ -95,12 +96,16 @@ async function ask(question) {
       if (delta) text.textContent += delta;
       if (chunk.editcache) info = chunk.editcache;
     }
-    state.history.push({ role: "assistant", content: text.textContent });
+    const answerTurn = { role: "assistant", content: text.textContent };
+    state.history.push(answerTurn);
+    // Once corrected, the exchange leaves the conversation the model reads: a model shown its own wrong answer
+    // tends to repeat it, even when the gate hands it the stored edit. It stays on screen, marked corrected.
+    const forget = () => { state.history = state.history.filter((t) => t !== turn && t !== answerTurn); };
     if (info) {
       const line = showProvenance(item, info);
       const correct = element("button", "link correct", "Correct this");
       correct.type = "button";
-      correct.addEventListener("click", () => openCorrection(item, question, text.textContent, correct));
+      correct.addEventListener("click", () => openCorrection(item, question, text.textContent, correct, forget));
       line.append(correct);
     }
     item.classList.add("done");
@@ -111,7 +116,7 @@ async function ask(question) {
   }
 }
 
-function openCorrection(item, question, answer, button) {
+function openCorrection(item, question, answer, button, forget) {
   if (item.querySelector(".correction")) return;
   const form = $("correction-template").content.firstElementChild.cloneNode(true);
   form.elements.prompt.value = question;
@@ -154,6 +159,8 @@ function openCorrection(item, question, answer, button) {
     try {
       const stored = await call("POST", "/v1/corrections", checked);
       form.remove();
+      forget();
+      item.classList.add("corrected");
       button.textContent = "Corrected";
       button.disabled = true;
       toast(`Stored edit ${stored.edit.id.slice(0, 8)}: ${stored.edit.prompt} → ${stored.edit.target_new}`, stored.edit.id);
