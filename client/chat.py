@@ -24,7 +24,7 @@ from typing import Any, TextIO
 from client.argtypes import non_negative
 from client.client import EditcacheClient
 from client.errors import EditcacheError
-from client.output import print_dim
+from client.output import edit_summary, print_dim, shown
 from client.records import ChatResult, ChatTurn, EditRecord, GenerationOptions
 
 PROMPT = "you> "
@@ -180,15 +180,17 @@ def command(session: ChatSession, line: str, out: TextIO) -> bool:
         if not rest:
             raise UsageError("say what is right, e.g. /correct No, it is in Seattle")
         edit = session.correct(rest)
-        print(f"corrected: {edit.subject}: {_describe(edit)}  (edit {edit.id[:8]}; /undo takes it back)", file=out)
+        print(f"corrected: {shown(edit.subject)}: {_describe(edit)}  (edit {edit.id[:8]}; /undo takes it back)",
+              file=out)
     elif name == "/undo":
         edit = session.undo()
-        print(f"undone: {edit.subject}: {_describe(edit)}  (edit {edit.id[:8]} deleted)", file=out)
+        print(f"undone: {shown(edit.subject)}: {_describe(edit)}  (edit {edit.id[:8]} deleted)", file=out)
     elif name == "/edits":
         edits, total = session.edits()
         mine = {e.id for e in session.corrections}
         for edit in edits:
-            print(f"{'*' if edit.id in mine else ' '} {edit.id[:8]}  {edit.subject}: {_describe(edit)}", file=out)
+            mark = "*" if edit.id in mine else " "
+            print(f"{mark} {edit.id[:8]}  {shown(edit.subject)}: {_describe(edit)}", file=out)
         more = f"; showing the first {len(edits)} (editctl list --all shows all)" if total > len(edits) else ""
         print(f"{total} edit(s) in namespace {session.client.namespace!r}{more}", file=out)
     elif name == "/route":
@@ -209,13 +211,13 @@ def route_summary(result: ChatResult | None) -> str:
     lines = [f"route={g.route}{abstained} score={g.gate_score:.2f} tokens={len(g.token_ids)} finish={g.finish_reason} "
              f"total={g.timings_ms.get('total', 0.0):.0f}ms"]
     if result.edit is not None:
-        lines.append(f"edit {result.edit.id}: {result.edit.subject}: {_describe(result.edit)}")
+        lines.append(f"edit {result.edit.id}: {shown(result.edit.subject)}: {_describe(result.edit)}")
     lines.append(f"gate scored: {result.gate_query!r}")
     return "\n".join(lines)
 
 
 def _describe(edit: EditRecord) -> str:
-    return f"{edit.prompt} → {edit.target_new}"
+    return edit_summary(edit)
 
 
 def _read_line(prompt: str) -> str:

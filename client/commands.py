@@ -15,12 +15,14 @@ from pathlib import Path
 from client.client import EditcacheClient
 from client.output import (
     edit_json,
+    edit_summary,
     edit_table,
     edit_text,
     info_text,
     print_dim,
     print_json,
     result_json,
+    shown,
     summary_line,
 )
 from client.records import EditInput, GenerationOptions
@@ -127,7 +129,7 @@ def run_delete(ec: EditcacheClient, args: argparse.Namespace) -> None:
     if args.json:
         print_json({"deleted": edit_json(edit)})
     else:
-        print(f"deleted {edit.id} ({edit.subject}: {edit.prompt} → {edit.target_new})")
+        print(f"deleted {edit.id} ({shown(edit.subject)}: {edit_summary(edit)})")
 
 
 def read_specs(path: Path) -> list[EditInput]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import unicodedata
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -17,6 +18,12 @@ _HINTS = {
     "PERMISSION_DENIED": "the token does not grant this namespace; check --namespace",
     "DEADLINE_EXCEEDED": "raise --timeout (seconds; 0 means no deadline)",
 }
+
+
+def shown(text: str) -> str:
+    """`text` with control characters escaped (\\x1b, \\n, …): stored text reaches an operator's terminal, where
+    an escape sequence could clear the screen or rewrite what is shown, and a newline would break a table row."""
+    return "".join(c.encode("unicode_escape").decode() if unicodedata.category(c) == "Cc" else c for c in text)
 
 
 def print_json(obj: Any) -> None:
@@ -69,16 +76,21 @@ def edit_text(edit: EditRecord) -> str:
     ]
     rows += [("paraphrase", p) for p in edit.paraphrases]
     width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{key + ':':<{width + 1}} {value}" for key, value in rows)
+    return "\n".join(f"{key + ':':<{width + 1}} {shown(value)}" for key, value in rows)
 
 
 def edit_table(edits: Sequence[EditRecord]) -> str:
     id_width = max(len("ID"), *(len(e.id) for e in edits))
-    subject_width = min(max(len("SUBJECT"), *(len(e.subject) for e in edits)), 30)
+    subject_width = min(max(len("SUBJECT"), *(len(shown(e.subject)) for e in edits)), 30)
     lines = [f"{'ID':<{id_width}}  {'SUBJECT':<{subject_width}}  EDIT"]
     for e in edits:
-        lines.append(f"{e.id:<{id_width}}  {e.subject:<{subject_width}}  {e.prompt} → {e.target_new}")
+        lines.append(f"{e.id:<{id_width}}  {shown(e.subject):<{subject_width}}  {edit_summary(e)}")
     return "\n".join(lines)
+
+
+def edit_summary(edit: EditRecord) -> str:
+    """`prompt → target_new`, for one line."""
+    return f"{shown(edit.prompt)} → {shown(edit.target_new)}"
 
 
 def result_json(result: GenerationResult) -> dict[str, Any]:

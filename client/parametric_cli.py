@@ -7,7 +7,6 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from tqdm import tqdm
 
@@ -42,7 +41,8 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
 
     export = commands.add_parser("export", parents=[common],
                                  help="write the edited model as a Hugging Face folder (on the server's machine)")
-    export.add_argument("dir", type=Path, help="a new or empty directory; relative paths are made absolute here")
+    export.add_argument("dir", help="a new or empty directory under the server's export_dir (a name relative to it, "
+                                    "or an absolute path inside it)")
     export.set_defaults(run=run_export)
 
 
@@ -108,7 +108,7 @@ def run_baked(ec: EditcacheClient, args: argparse.Namespace) -> None:
 
 
 def run_export(ec: EditcacheClient, args: argparse.Namespace) -> None:
-    path = ec.export_model(str(args.dir.expanduser().absolute()))
+    path = ec.export_model(args.dir)  # a path on the server, resolved there under its export directory
     print(json.dumps({"path": path}) if args.json else f"exported the served model to {path}")
 
 

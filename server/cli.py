@@ -27,6 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="HOST:PORT for HTTP: the OpenAI-compatible API and the chat page (default: off)")
     parser.add_argument("--data-dir", type=Path, help="where the edit store and index live (default ./data)")
     parser.add_argument("--cache-dir", type=Path, help="converted-model cache (default ~/.cache/editcache)")
+    parser.add_argument("--export-dir", type=Path, help="ExportModel writes only under this (default DATA_DIR/exports)")
     parser.add_argument("--encoder", help="sentence encoder: all-MiniLM-L6-v2 (default) or a local folder")
     parser.add_argument("--gate", help="scope gate: classifier (default, the trained one) or similarity")
     parser.add_argument("--gate-artifact", type=Path, help="a trained gate (.npz) instead of the shipped one")

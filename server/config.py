@@ -73,6 +73,8 @@ class Config:
     # HOST:PORT of the HTTP front end (OpenAI-compatible API, edits, the chat page); None: no HTTP.
     http_listen: OptionalStr = None
     data_dir: UserPath = Path("data")
+    # ExportModel writes only in directories under this one (created 0700 when first used); None: data_dir/exports.
+    export_dir: OptionalPath = None
     cache_dir: UserPath = field(default_factory=default_cache_dir)
     encoder: str = "all-MiniLM-L6-v2"
     gate: str = "classifier"
@@ -120,6 +122,11 @@ class Config:
     # HOST:PORT serving Prometheus /metrics on its own port (without auth); None: not served there.
     metrics_listen: Annotated[str | None, BeforeValidator(_empty_is_none)] = None
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def export_root(self) -> Path:
+        """Where ExportModel writes: `export_dir`, or `exports` in the data directory."""
+        return self.export_dir if self.export_dir is not None else self.data_dir / "exports"
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:

@@ -59,17 +59,23 @@ class Hit:
     similarity: float
 
 
+# Temperatures below this decode greedily. Sampling divides the logits by the temperature: far below it they
+# overflow to inf and the probabilities become NaN, and well before that sampling already picks the argmax
+# (a logit gap of 0.01 is a factor e^10 at 1e-3), so greedy is what such a temperature asks for.
+GREEDY_BELOW_TEMPERATURE = 1e-3
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
     max_new_tokens: int
-    temperature: float = 0.0  # 0 → greedy
+    temperature: float = 0.0  # below GREEDY_BELOW_TEMPERATURE (0 included) → greedy
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature < GREEDY_BELOW_TEMPERATURE
 
 
 @dataclass(frozen=True)

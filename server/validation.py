@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 
@@ -9,9 +10,15 @@ from server.chat.transcript import ROLES, Turn
 from server.config import Limits
 from server.errors import InvalidArgument
 from server.parametric.editor import METHODS, MethodRequest
-from server.types import EditSpec, GenerationOptions
+from server.types import EditSpec, GenerationOptions, Route
 
 NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# Upper ends of the parametric options, each far above its default yet low enough that the weights stay finite:
+# lr 10 (defaults: 0.5 for ROME/MEMIT's value, 5e-4 for FT), λ 1e8 (MEMIT's default 1e4), FT's per-weight change
+# 1 (default 5e-4; weights are of order 0.01-0.1), AlphaEdit's cut-off 1 (a share of the largest eigenvalue).
+METHOD_OPTION_RANGES = {"lr": 10.0, "mom2_weight": 1e8, "norm_constraint": 1.0, "null_space_cutoff": 1.0}
+# C0 control characters other than tab and newline: kept out of stored edits, which operators' terminals display.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f]")
 
 
 def check_namespace(namespace: str) -> str:
@@ -39,6 +46,19 @@ def check_edit_id(edit_id: str) -> str:
     return edit_id
 
 
+def check_answer_edit(route: Route | None, edit_id: str) -> str | None:
+    """The edit a forced in-scope route answers from; None when none is named. Without such a route an edit id
+    would be silently ignored (the gate picks from the caller's namespace), so naming one is refused instead."""
+    if not edit_id:
+        return None
+    if route is None or route is Route.BASE:
+        raise InvalidArgument(
+            "edit_id is only used with an in-scope route: set route (e.g. ROUTE_IKE) to answer from that edit, "
+            "or leave edit_id empty and let the gate choose"
+        )
+    return check_edit_id(edit_id)
+
+
 def check_edit_specs(specs: Sequence[EditSpec], limits: Limits) -> None:
     if not specs:
         raise InvalidArgument("edits is empty; send at least one edit")
@@ -50,13 +70,25 @@ def check_edit_specs(specs: Sequence[EditSpec], limits: Limits) -> None:
         check_edit_spec(spec, f"edits[{i}]", limits)
 
 
+def check_edit_text(field: str, value: str, max_chars: int) -> str:
+    """`check_text`, and no C0 control character but tab and newline (an escape sequence stored in an edit would
+    reach every terminal that lists it)."""
+    check_text(field, value, max_chars)
+    if found := CONTROL_CHARACTERS.search(value):
+        raise InvalidArgument(
+            f"{field} contains the control character {found.group()!r} at position {found.start()}; "
+            "edits may hold tab and newline but no other control characters"
+        )
+    return value
+
+
 def check_edit_spec(spec: EditSpec, where: str, limits: Limits) -> None:
     """`where` names the spec in messages, e.g. "edits[3]"."""
-    check_text(f"{where}.subject", spec.subject, limits.max_text_chars)
-    check_text(f"{where}.prompt", spec.prompt, limits.max_text_chars)
-    check_text(f"{where}.target_new", spec.target_new, limits.max_text_chars)
+    check_edit_text(f"{where}.subject", spec.subject, limits.max_text_chars)
+    check_edit_text(f"{where}.prompt", spec.prompt, limits.max_text_chars)
+    check_edit_text(f"{where}.target_new", spec.target_new, limits.max_text_chars)
     if spec.target_true is not None:
-        check_text(f"{where}.target_true", spec.target_true, limits.max_text_chars)
+        check_edit_text(f"{where}.target_true", spec.target_true, limits.max_text_chars)
     if spec.subject not in spec.prompt:
         raise InvalidArgument(f"{where}.subject {spec.subject!r} does not occur in prompt {spec.prompt!r}")
     if len(spec.paraphrases) > limits.max_paraphrases:
@@ -64,7 +96,7 @@ def check_edit_spec(spec: EditSpec, where: str, limits: Limits) -> None:
             f"{where}.paraphrases has {len(spec.paraphrases)} entries; the limit is {limits.max_paraphrases}"
         )
     for j, paraphrase in enumerate(spec.paraphrases):
-        check_text(f"{where}.paraphrases[{j}]", paraphrase, limits.max_text_chars)
+        check_edit_text(f"{where}.paraphrases[{j}]", paraphrase, limits.max_text_chars)
 
 
 def check_generation_options(options: GenerationOptions, limits: Limits) -> None:
@@ -73,7 +105,9 @@ def check_generation_options(options: GenerationOptions, limits: Limits) -> None
             f"options.max_new_tokens must be in [1, {limits.max_new_tokens}], got {options.max_new_tokens}"
         )
     if not 0.0 <= options.temperature <= 100.0:
-        raise InvalidArgument(f"options.temperature must be in [0, 100] (0 is greedy), got {options.temperature}")
+        raise InvalidArgument(
+            f"options.temperature must be in [0, 100] (below 0.001 is greedy), got {options.temperature}"
+        )
     if not 0.0 < options.top_p <= 1.0:
         raise InvalidArgument(f"options.top_p must be in (0, 1], got {options.top_p}")
     if len(options.stop) > limits.max_stop_strings:
@@ -118,7 +152,8 @@ def check_method_request(request: MethodRequest) -> None:
         raise InvalidArgument(f"method is unset or unknown; use one of {', '.join(m.upper() for m in METHODS)}")
     if request.steps is not None and not 1 <= request.steps <= 1000:
         raise InvalidArgument(f"options.steps must be in [1, 1000], got {request.steps}")
-    for name in ("lr", "mom2_weight", "norm_constraint"):
+    for name, high in METHOD_OPTION_RANGES.items():
         value = getattr(request, name)
-        if value is not None and not value > 0:
-            raise InvalidArgument(f"options.{name} must be positive, got {value}")
+        # Written as a negated range test so that NaN (which compares false with everything) is refused too.
+        if value is not None and not (0.0 < value <= high and math.isfinite(value)):
+            raise InvalidArgument(f"options.{name} must be a finite number in (0, {high:g}], got {value}")

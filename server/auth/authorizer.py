@@ -9,8 +9,8 @@ import hmac
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from server.auth.roles import Role
-from server.auth.tokens import TokenEntry, hash_token, load_tokens
+from server.auth.roles import Role, Scope
+from server.auth.tokens import ANY_NAMESPACE, TokenEntry, hash_token, load_tokens
 from server.errors import PermissionDenied, Unauthenticated
 
 
@@ -28,11 +28,16 @@ class Authorizer:
     def enabled(self) -> bool:
         return self._entries is not None
 
-    def check(self, metadata: Iterable[tuple[str, str | bytes]], namespace: str | None, role: Role, rpc: str) -> None:
-        """Raises Unauthenticated (no or unknown token) or PermissionDenied (namespace, role)."""
+    def check(
+        self, metadata: Iterable[tuple[str, str | bytes]], namespace: str | None, role: Role, rpc: str,
+        scope: Scope = Scope.NAMESPACE,
+    ) -> None:
+        """Raises Unauthenticated (no or unknown token) or PermissionDenied (namespace, role, scope)."""
         if self._entries is None:
             return
         entry = self._identify(metadata, rpc)
+        if scope is Scope.READABLE and not namespace:
+            namespace = None  # every namespace the token grants: the service filters by `readable`
         if not entry.grants(namespace):
             raise PermissionDenied(
                 f"token {entry.name!r} does not grant namespace {namespace!r} "
@@ -42,6 +47,20 @@ class Authorizer:
             raise PermissionDenied(
                 f"token {entry.name!r} has role {entry.role.name.lower()}; {rpc} needs {role.name.lower()}"
             )
+        if scope is Scope.EVERY and ANY_NAMESPACE not in entry.namespaces:
+            raise PermissionDenied(
+                f"token {entry.name!r} grants {', '.join(entry.namespaces)}; {rpc} changes what every namespace "
+                f"sees, so it needs an {role.name.lower()} token that grants every namespace ('*')"
+            )
+
+    def readable(self, metadata: Iterable[tuple[str, str | bytes]]) -> frozenset[str] | None:
+        """The namespaces the call's token grants; None when that is every namespace (or auth is off).
+
+        Called after `check`, so the token is known to be valid."""
+        if self._entries is None:
+            return None
+        entry = self._identify(metadata, "")
+        return None if ANY_NAMESPACE in entry.namespaces else frozenset(entry.namespaces)
 
     def _identify(self, metadata: Iterable[tuple[str, str | bytes]], rpc: str) -> TokenEntry:
         values = [v for k, v in metadata if k == "authorization"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import Enum, IntEnum
 
 
 class Role(IntEnum):
@@ -10,7 +10,7 @@ class Role(IntEnum):
 
     READ = 1  # Generate, GenerateStream, Score, Chat, GetEdit, ListEdits, ListBakedEdits, GetServerInfo
     WRITE = 2  # AddEdits, DeleteEdit, Correct
-    ADMIN = 3  # ApplyParametric, RollbackParametric, ExportModel: they change what every namespace sees
+    ADMIN = 3  # ApplyParametric, RollbackParametric, ExportModel, with a token for every namespace (Scope.EVERY)
 
     @classmethod
     def parse(cls, name: str) -> Role:
@@ -18,3 +18,11 @@ class Role(IntEnum):
             return cls[name.upper()]
         except KeyError:
             raise ValueError(f"role must be one of read, write, admin; got {name!r}") from None
+
+
+class Scope(Enum):
+    """Which namespaces an RPC's token must grant, beside its role."""
+
+    NAMESPACE = "namespace"  # the request's namespace (calls without one: any token)
+    EVERY = "every"  # all namespaces ('*'): the call changes what every namespace sees (shared weights, exports)
+    READABLE = "readable"  # the request's namespace, or with an empty one, whichever the token grants (a listing)

@@ -9,6 +9,7 @@ which also run on the model thread.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,12 @@ from server.types import Edit
 __all__ = ["METHODS", "MethodRequest", "ParametricEditor", "ParametricSettings"]
 
 log = logging.getLogger(__name__)
+
+# A delta larger than this many times the Frobenius norm of the weight it changes is refused before commit: it
+# would overwrite the layer rather than edit a fact. At default options on the taught tiny test models the largest
+# measured was 4.3x (ROME; MEMIT 1.5x, AlphaEdit 1.8x, FT 0.004x), and edits of real models are far smaller
+# relative to their weights, so 100x leaves room for any genuine edit and still catches runaway optimisation.
+MAX_RELATIVE_DELTA = 100.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,8 @@ class ParametricEditor:
         for delta in deltas:  # a concurrent call may have applied the same edit meanwhile
             if self.baked(namespace, delta.edit_id) is not None:
                 raise FailedPrecondition(f"edit {delta.edit_id} is already in the weights; roll it back first")
+        for delta in deltas:  # the weights every namespace shares, and every restart's replay, depend on this
+            self._check_size(delta)
         options = {k: v for k, v in asdict(request).items() if k not in ("method", "in_gate")}
         application = self._ledger.record(namespace, request.method, options, deltas, request.in_gate)
         for delta in deltas:
@@ -164,6 +173,22 @@ class ParametricEditor:
                     self._baked[(namespace, edit_id)] = baked
 
     # --- checks ----------------------------------------------------------------------------
+
+    def _check_size(self, delta: WeightDelta) -> None:
+        weight = weight_out_in(self._model, delta.module, self._arch)  # (out, in)
+        norm = float(delta.u.norm() if delta.v is None else delta.u.norm() * delta.v.norm())  # ‖u vᵀ‖ = ‖u‖ ‖v‖
+        relative = norm / max(float(weight.norm()), 1e-12)
+        if not math.isfinite(relative):
+            raise InvalidArgument(
+                f"the computed change to {delta.module} for edit {delta.edit_id} is not finite; nothing was written "
+                "(lower lr or steps, or use the defaults)"
+            )
+        if relative > MAX_RELATIVE_DELTA:
+            raise InvalidArgument(
+                f"the computed change to {delta.module} for edit {delta.edit_id} is {relative:.3g} times the weight's "
+                f"norm, over the limit of {MAX_RELATIVE_DELTA:g}; nothing was written (lower lr, norm_constraint or "
+                "steps, or use the defaults)"
+            )
 
     def _check(self, request: MethodRequest, edits: Sequence[Edit]) -> None:
         if request.method not in METHODS:

@@ -20,7 +20,13 @@ from server.interfaces import StopCheck, TextSink
 from server.router import Router
 from server.service.concurrency import off_loop
 from server.types import Answer, Decision, GenerationOptions, Query, Route, Timings, TokenScores
-from server.validation import check_edit_id, check_generation_options, check_namespace, check_text, check_turns
+from server.validation import (
+    check_answer_edit,
+    check_generation_options,
+    check_namespace,
+    check_text,
+    check_turns,
+)
 from server.worker import ModelWorker
 
 log = logging.getLogger(__name__)
@@ -97,7 +103,7 @@ class Answers:
         options = self._checked_options(options)
         namespace = check_namespace(chat.namespace)
         check_turns(chat.turns, self._config.limits)
-        edit_id = check_edit_id(chat.edit_id) if chat.edit_id else None
+        edit_id = check_answer_edit(chat.route, chat.edit_id or "")
         prompt = self._conversation.render(chat.turns)
         turn = await off_loop(self._io, decide_turn, self._router, namespace, chat.turns, chat.route, edit_id)
         # Every route continues the rendered conversation; in-scope routes add the edit as they do for answer().
@@ -125,7 +131,7 @@ class Answers:
             namespace=check_namespace(query.namespace),
             text=check_text("prompt", query.text, self._config.limits.max_prompt_chars),
             route=query.route,
-            edit_id=check_edit_id(query.edit_id) if query.edit_id else None,
+            edit_id=check_answer_edit(query.route, query.edit_id or ""),
         )
 
     def _checked_options(self, options: GenerationOptions) -> GenerationOptions:

@@ -7,7 +7,7 @@ rollback), so no request ever sees half-written weights.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator, Sequence
+from collections.abc import AsyncIterator, Collection, Generator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ from server.config import Config
 from server.errors import InvalidArgument
 from server.interfaces import Memory, StopCheck
 from server.parametric.editor import MethodRequest, ParametricEditor
+from server.parametric.export import export_target
 from server.parametric.ledger import BakedEdit
 from server.parametric.targets import Progress
 from server.service.concurrency import off_loop
@@ -42,6 +43,7 @@ class Parametric:
         self, config: Config, editor: ParametricEditor, memory: Memory, io: Executor, worker: ModelWorker
     ) -> None:
         self._limits = config.limits
+        self._export_root = config.export_root
         self._editor = editor
         self._memory = memory
         self._io = io
@@ -84,14 +86,18 @@ class Parametric:
             removed, _ = await self._worker.run(lambda: self._editor.rollback(namespace, edit_id))
         return removed
 
-    async def baked_edits(self, namespace: str) -> list[BakedEdit]:
+    async def baked_edits(self, namespace: str, readable: Collection[str] | None) -> list[BakedEdit]:
+        """The namespace's baked edits; for namespace "", those of every namespace in `readable` (None: every one),
+        the namespaces the caller may read."""
+        if not namespace:
+            edits = await off_loop(self._io, self._editor.baked_edits, None)
+            return [b for b in edits if readable is None or b.namespace in readable]
         return await off_loop(self._io, self._editor.baked_edits, check_namespace(namespace))
 
     async def export(self, path: str) -> tuple[Path, int]:
-        """Writes the edited model to `path` on the server; returns it and how many baked edits it holds."""
-        if not path.strip():
-            raise InvalidArgument("path is empty; give an absolute directory path on the server")
-        directory = Path(path)
+        """Writes the edited model to `path`, a directory under the export directory (relative to it, or absolute
+        inside it); returns the directory and how many baked edits it holds."""
+        directory = await off_loop(self._io, export_target, self._export_root, path)
         with metrics.parametric("export", "all"):
             await self._worker.run(lambda: self._editor.export(directory))
         return directory, len(self._editor.baked_edits())

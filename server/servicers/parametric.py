@@ -8,14 +8,15 @@ import grpc
 
 from editcache.v1 import parametric_pb2 as pb
 from editcache.v1 import parametric_pb2_grpc as pb_grpc
-from server.auth.roles import Role
+from server.auth.roles import Role, Scope
 from server.service.parametric import Application
 from server.servicers.convert import application_to_pb, baked_to_pb, method_request_from_pb, progress_to_pb
-from server.servicers.rpc import Servicer, caller_gone, streaming, unary
+from server.servicers.rpc import Servicer, caller_gone, readable_namespaces, streaming, unary
 
 
 class ParametricServicer(Servicer, pb_grpc.ParametricServiceServicer):
-    @streaming(Role.ADMIN)
+    # Writing, rolling back and exporting the weights every namespace shares need an admin token for all of them.
+    @streaming(Role.ADMIN, Scope.EVERY)
     async def ApplyParametric(
         self, request: pb.ApplyParametricRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ApplyParametricResponse]:
@@ -28,21 +29,21 @@ class ParametricServicer(Servicer, pb_grpc.ParametricServiceServicer):
             else:
                 yield pb.ApplyParametricResponse(progress=progress_to_pb(step))
 
-    @unary(Role.ADMIN)
+    @unary(Role.ADMIN, Scope.EVERY)
     async def RollbackParametric(
         self, request: pb.RollbackParametricRequest, context: grpc.aio.ServicerContext
     ) -> pb.RollbackParametricResponse:
         removed = await self.service.parametric.rollback(request.namespace, request.edit_id)
         return pb.RollbackParametricResponse(rolled_back=baked_to_pb(removed))
 
-    @unary(Role.READ)
+    @unary(Role.READ, Scope.READABLE)
     async def ListBakedEdits(
         self, request: pb.ListBakedEditsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListBakedEditsResponse:
-        edits = await self.service.parametric.baked_edits(request.namespace)
+        edits = await self.service.parametric.baked_edits(request.namespace, readable_namespaces(self, context))
         return pb.ListBakedEditsResponse(edits=[baked_to_pb(b) for b in edits])
 
-    @unary(Role.ADMIN)
+    @unary(Role.ADMIN, Scope.EVERY)
     async def ExportModel(
         self, request: pb.ExportModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExportModelResponse:

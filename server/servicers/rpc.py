@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 
 from server import metrics
 from server.auth.authorizer import Authorizer
-from server.auth.roles import Role
+from server.auth.roles import Role, Scope
 from server.errors import EditcacheError
 from server.interfaces import StopCheck, TextSink
 from server.service import Service, ServiceHolder
@@ -41,10 +41,11 @@ class Servicer:
 
 
 def unary(
-    role: Role,
+    role: Role, scope: Scope = Scope.NAMESPACE,
 ) -> Callable[[Callable[[S, Req, grpc.aio.ServicerContext], Awaitable[Resp]]],
               Callable[[S, Req, grpc.aio.ServicerContext], Awaitable[Resp]]]:
-    """The RPC needs `role` in the request's namespace (if it has one); errors become statuses."""
+    """The RPC needs `role` in the namespaces `scope` names (by default the request's, if it has one); errors
+    become statuses."""
 
     def decorate(
         method: Callable[[S, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
@@ -53,7 +54,7 @@ def unary(
         async def wrapper(self: S, request: Req, context: grpc.aio.ServicerContext) -> Resp:
             with metrics.rpc(_service_name(type(self)), method.__name__, "unary") as call:
                 try:
-                    _authorize(self.auth, role, method.__name__, request, context)
+                    _authorize(self.auth, role, scope, method.__name__, request, context)
                     return await method(self, request, context)
                 except Exception as exc:
                     call.code = _code_name(exc)
@@ -65,7 +66,7 @@ def unary(
 
 
 def streaming(
-    role: Role,
+    role: Role, scope: Scope = Scope.NAMESPACE,
 ) -> Callable[[Callable[[S, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]],
               Callable[[S, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]]:
     """`unary` for server-streaming RPCs: an error after some messages ends the stream with its status."""
@@ -77,7 +78,7 @@ def streaming(
         async def wrapper(self: S, request: Req, context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
             with metrics.rpc(_service_name(type(self)), method.__name__, "server_stream") as call:
                 try:
-                    _authorize(self.auth, role, method.__name__, request, context)
+                    _authorize(self.auth, role, scope, method.__name__, request, context)
                     async for item in method(self, request, context):
                         yield item
                 except Exception as exc:
@@ -111,10 +112,17 @@ def _service_name(servicer: type) -> str:
     return servicer.__name__
 
 
-def _authorize(auth: Authorizer, role: Role, rpc: str, request: Message, context: grpc.aio.ServicerContext) -> None:
+def _authorize(
+    auth: Authorizer, role: Role, scope: Scope, rpc: str, request: Message, context: grpc.aio.ServicerContext
+) -> None:
     # Before the service is asked for: an unauthenticated caller learns nothing, not even that it is loading.
     namespace = request.namespace if "namespace" in request.DESCRIPTOR.fields_by_name else None  # type: ignore[attr-defined]
-    auth.check(context.invocation_metadata() or (), namespace, role, rpc)
+    auth.check(context.invocation_metadata() or (), namespace, role, rpc, scope)
+
+
+def readable_namespaces(servicer: Servicer, context: grpc.aio.ServicerContext) -> frozenset[str] | None:
+    """For `Scope.READABLE` RPCs: the namespaces the caller's token grants, None for all."""
+    return servicer.auth.readable(context.invocation_metadata() or ())
 
 
 def caller_gone(context: grpc.aio.ServicerContext) -> StopCheck:

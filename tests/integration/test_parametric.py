@@ -38,13 +38,15 @@ def server(taught_model_dir: Path, tmp_path: Path) -> Iterator[LocalServer]:
     server.stop()
 
 
-def exported(server: LocalServer, path: Path) -> dict[str, torch.Tensor]:
+def exported(server: LocalServer, name: str) -> dict[str, torch.Tensor]:
+    """The served weights, exported to `name` under the export directory (data_dir/exports by default)."""
     with server.client("p") as client:
-        client.export_model(str(path))
+        path = Path(client.export_model(name))
+    assert path == (server.data_dir / "exports" / name).resolve()
     return load_file(path / "model.safetensors")
 
 
-def test_apply_restart_and_rollback_are_exact(server: LocalServer, taught_model_dir: Path, tmp_path: Path) -> None:
+def test_apply_restart_and_rollback_are_exact(server: LocalServer, taught_model_dir: Path) -> None:
     original = load_file(taught_model_dir / "model.safetensors")
     with server.client("p") as client:
         before = client.generate(PROMPT, options=ONE_TOKEN, route="base").text.strip()
@@ -64,14 +66,14 @@ def test_apply_restart_and_rollback_are_exact(server: LocalServer, taught_model_
         with pytest.raises(EditcacheError) as refused:
             client.delete_edit(edit.id)
         assert refused.value.code.name == "FAILED_PRECONDITION"
-    edited = exported(server, tmp_path / "edited")
+    edited = exported(server, "edited")
     weight = "model.layers.0.mlp.down_proj.weight"
     assert not torch.equal(edited[weight], original[weight])
 
     kill(server)  # SIGKILL: the deltas must already be on disk
     server.start()
     assert "replayed 1 parametric deltas" in server.log_text()
-    after_restart = exported(server, tmp_path / "restarted")
+    after_restart = exported(server, "restarted")
     assert all(torch.equal(after_restart[k], edited[k]) for k in edited)
 
     with server.client("p") as client:
@@ -79,7 +81,7 @@ def test_apply_restart_and_rollback_are_exact(server: LocalServer, taught_model_
         assert client.generate(PROMPT, options=ONE_TOKEN, route="base").text.strip() == "paris"
         assert client.baked_edits() == []
         client.delete_edit(edit.id)  # allowed again once out of the weights
-    rolled_back = exported(server, tmp_path / "rolled-back")
+    rolled_back = exported(server, "rolled-back")
     assert all(torch.equal(rolled_back[k], original[k]) for k in original)
 
 
@@ -95,14 +97,15 @@ def test_bad_parametric_requests_get_clear_errors(server: LocalServer, tmp_path:
              "INVALID_ARGUMENT", "null_space_cutoff"),
             (lambda: client.apply_parametric("rome", [edit.id, edit.id]), "INVALID_ARGUMENT", "twice"),
             (lambda: client.rollback_parametric(edit.id), "FAILED_PRECONDITION", "not in the weights"),
-            (lambda: client.export_model("relative/dir"), "INVALID_ARGUMENT", "absolute"),
+            (lambda: client.export_model("../dir"), "INVALID_ARGUMENT", "'..'"),
+            (lambda: client.export_model(str(tmp_path / "elsewhere")), "INVALID_ARGUMENT", "outside the export"),
         ]
         for call, code, words in cases:
             with pytest.raises(EditcacheError) as caught:
                 call()
             assert caught.value.code.name == code and words in caught.value.details, caught.value.details
-        (tmp_path / "full").mkdir()
-        (tmp_path / "full" / "x").write_text("x")
+        (server.data_dir / "exports" / "full").mkdir(parents=True)
+        (server.data_dir / "exports" / "full" / "x").write_text("x")
         with pytest.raises(EditcacheError) as caught:
-            client.export_model(str(tmp_path / "full"))
+            client.export_model("full")
         assert caught.value.code.name == "FAILED_PRECONDITION"

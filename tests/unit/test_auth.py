@@ -8,14 +8,15 @@ import pytest
 from server.auth.authorizer import Authorizer
 from server.auth.cli import main
 from server.auth.exposure import exposure_problem
-from server.auth.roles import Role
+from server.auth.roles import Role, Scope
 from server.auth.tokens import TokenEntry, TokensFileError, append_entry, hash_token, load_tokens
 from server.errors import PermissionDenied, Unauthenticated
 
 ALICE = TokenEntry("alice", hash_token("alice-token"), ("a",), Role.WRITE)
 READER = TokenEntry("reader", hash_token("reader-token"), ("a", "b"), Role.READ)
 ROOT = TokenEntry("root", hash_token("root-token"), ("*",), Role.ADMIN)
-AUTH = Authorizer([ALICE, READER, ROOT])
+A_ADMIN = TokenEntry("a-admin", hash_token("a-admin-token"), ("a",), Role.ADMIN)
+AUTH = Authorizer([ALICE, READER, ROOT, A_ADMIN])
 
 
 def bearer(token: str) -> list[tuple[str, str]]:
@@ -45,6 +46,25 @@ def test_token_grants_only_its_namespaces_and_roles() -> None:
         AUTH.check(bearer("alice-token"), "a", Role.ADMIN, "ApplyParametric")
     AUTH.check(bearer("root-token"), "anything", Role.ADMIN, "ApplyParametric")
     AUTH.check(bearer("reader-token"), None, Role.READ, "GetServerInfo")  # no namespace: any token
+
+
+def test_every_namespace_scope_needs_a_wildcard_token() -> None:
+    AUTH.check(bearer("a-admin-token"), "a", Role.ADMIN, "ApplyParametric")  # the namespace scope alone: allowed
+    for namespace in ("a", None):
+        with pytest.raises(PermissionDenied, match=r"grants every namespace \('\*'\)"):
+            AUTH.check(bearer("a-admin-token"), namespace, Role.ADMIN, "ExportModel", Scope.EVERY)
+        AUTH.check(bearer("root-token"), namespace, Role.ADMIN, "ExportModel", Scope.EVERY)
+    with pytest.raises(PermissionDenied, match="needs admin"):  # the role is still checked first
+        AUTH.check(bearer("alice-token"), "a", Role.ADMIN, "ApplyParametric", Scope.EVERY)
+
+
+def test_readable_scope_lets_an_empty_namespace_through_and_says_what_may_be_read() -> None:
+    AUTH.check(bearer("alice-token"), "", Role.READ, "ListBakedEdits", Scope.READABLE)
+    with pytest.raises(PermissionDenied, match="namespace 'b'"):
+        AUTH.check(bearer("alice-token"), "b", Role.READ, "ListBakedEdits", Scope.READABLE)
+    assert AUTH.readable(bearer("reader-token")) == frozenset({"a", "b"})
+    assert AUTH.readable(bearer("root-token")) is None
+    assert Authorizer(None).readable([]) is None
 
 
 @pytest.mark.parametrize("suffix", [".toml", ".json"])

@@ -445,3 +445,17 @@ def test_eval_refuses_global_options_it_cannot_use(
     monkeypatch.setattr("client.evaluation.cli.main", lambda args, prog: pytest.fail("eval should not run"))
     assert main(["--namespace", "x", "eval", "--data", "f.json"]) == 2
     assert "eval does not use --namespace" in capsys.readouterr().err
+
+
+def test_control_characters_in_stored_edits_are_escaped_on_display(
+    server: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Edits stored before the server refused control characters (issue 23, item 8) must not reach the terminal raw.
+    prompt = "\x1b[2JOslo is\tin\x9b"
+    assert run(server, "add", "--subject", "Oslo", "--prompt", prompt, "--target", "X\x07\n") == 0
+    capsys.readouterr()
+    for command in (("list",), ("show", "e1"), ("delete", "e1")):
+        assert run(server, *command) == 0
+        out, _ = capsys.readouterr()
+        assert "\\x1b[2JOslo is\\tin\\x9b" in out and "X\\x07\\n" in out, out
+        assert not any(c in out for c in "\x1b\x07\x9b\t"), out

@@ -14,6 +14,7 @@ import torch
 from server.errors import FailedPrecondition, InvalidArgument
 from server.models.arch import arch_for
 from server.parametric import rome as rome_module
+from server.parametric.deltas import WeightDelta
 from server.parametric.editor import MethodRequest, ParametricEditor, ParametricSettings
 from server.parametric.ledger import Ledger
 from server.parametric.prompts import EditPrompts
@@ -165,6 +166,21 @@ def test_fine_tuning_stays_within_its_bound(tmp_path: Path) -> None:
     assert delta.dense and float(delta.u.abs().max()) <= 0.05 + 1e-7
     editor.commit("ns", request, [delta])
     assert answer(model, tokenizer, "the capital of france is") == "berlin"
+
+
+@pytest.mark.parametrize("scale", [math.nan, math.inf, 1e4])
+def test_a_delta_that_is_not_finite_or_far_too_large_is_refused_before_commit(tmp_path: Path, scale: float) -> None:
+    editor, model, _ = make_editor("llama", tmp_path)
+    original = weights(model)
+    request = MethodRequest("ft", layer=0)
+    weight = model.get_submodule("model.layers.0.mlp.down_proj").weight  # (out, in)
+    rank_one = WeightDelta("e1", "model.layers.0.mlp.down_proj", weight[:, 0] * scale, weight[0] / weight[0].norm())
+    dense = WeightDelta("e2", "model.layers.0.mlp.down_proj", weight.detach() * scale)
+    for delta in (rank_one, dense):
+        with pytest.raises(InvalidArgument, match="nothing was written"):
+            editor.commit("ns", request, [delta])
+    assert editor.baked_edits() == [] and list(editor._ledger.deltas()) == []
+    assert_same(weights(model), original)
 
 
 def test_rollback_restores_the_exact_weights_and_replay_rebuilds_them(tmp_path: Path) -> None:

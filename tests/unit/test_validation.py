@@ -11,10 +11,14 @@ from hypothesis import strategies as st
 from server.config import Limits
 from server.errors import InvalidArgument
 from server.types import EditSpec, GenerationOptions
+from server.parametric.editor import MethodRequest
+from server.types import Route
 from server.validation import (
+    check_answer_edit,
     check_edit_id,
     check_edit_specs,
     check_generation_options,
+    check_method_request,
     check_namespace,
     check_page_size,
     check_text,
@@ -199,3 +203,41 @@ def test_spec_type_is_the_one_validated() -> None:
     specs = [VALID_SPEC]
     check_edit_specs(specs, LIMITS)
     assert specs == [VALID_SPEC] and isinstance(specs[0], EditSpec)
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("lr", math.inf), ("lr", math.nan), ("lr", 1e30), ("lr", 0.0), ("lr", -1.0), ("mom2_weight", math.inf),
+    ("mom2_weight", 1e9), ("norm_constraint", math.inf), ("norm_constraint", 2.0), ("null_space_cutoff", math.nan),
+    ("null_space_cutoff", 1.5),
+])
+def test_parametric_options_must_be_finite_and_in_their_range(option: str, value: float) -> None:
+    with pytest.raises(InvalidArgument, match=f"options.{option} must be a finite number"):
+        check_method_request(MethodRequest("ft", **{option: value}))  # type: ignore[arg-type]
+
+
+def test_parametric_options_at_their_limits_pass() -> None:
+    check_method_request(MethodRequest("ft", lr=10.0, mom2_weight=1e8, norm_constraint=1.0, null_space_cutoff=1.0))
+    check_method_request(MethodRequest("ft", lr=5e-324, norm_constraint=1e-40))  # subnormal yet positive
+
+
+@pytest.mark.parametrize("control", ["\x1b", "\x07", "\r", "\x0b", "\x0c", "\x1f", "\x01"])
+def test_control_characters_are_refused_in_edit_fields(control: str) -> None:
+    limits = Limits()
+    for spec in (make_spec(prompt=f"The capital{control} of France is"), make_spec(target_new=f"X{control}"),
+                 make_spec(paraphrases=(f"where{control}",))):
+        with pytest.raises(InvalidArgument, match="control character"):
+            check_edit_specs([spec], limits)
+
+
+def test_tab_and_newline_are_text_in_edit_fields() -> None:
+    check_edit_specs([make_spec(target_new="X\tY\nZ")], Limits())
+
+
+def test_an_edit_id_needs_an_in_scope_route() -> None:
+    edit_id = "a" * 32
+    assert check_answer_edit(None, "") is None and check_answer_edit(Route.IKE, edit_id) == edit_id
+    for route in (None, Route.BASE):
+        with pytest.raises(InvalidArgument, match="edit_id is only used with an in-scope route"):
+            check_answer_edit(route, edit_id)
+    with pytest.raises(InvalidArgument, match="not an edit id"):
+        check_answer_edit(Route.IKE, "nope")
