@@ -40,6 +40,7 @@ from server.generators.decoding import CausalLM
 from server.generators.ike import DemonstrationPool, IKEGenerator
 from server.generators.prompted import PromptedGenerator
 from server.http.app import create_app
+from server.http.metrics import metrics_router
 from server.http.serving import HttpServer, start_http
 from server.interfaces import Gate, Generator
 from server.memory.edit_memory import EditMemory
@@ -278,8 +279,8 @@ async def serve(
              "on (bearer tokens)" if auth.enabled else "off (no tokens_file: every caller may do everything)")
     http: HttpServer | None = None
     if config.http_listen is not None:
-        http = await start_http(create_app(holder, auth), config.http_listen, config.shutdown_grace_s,
-                                config.tls_cert, config.tls_key)
+        app = create_app(holder, auth, routers=[metrics_router()])  # /metrics on the HTTP port too
+        http = await start_http(app, config.http_listen, config.shutdown_grace_s, config.tls_cert, config.tls_key)
         log.info("HTTP%s on %s:%d: the OpenAI-compatible API under /v1, the chat page at /",
                  "S" if config.tls_cert else "", config.http_listen.rsplit(":", 1)[0], http.port)
         if on_http_bound is not None:
