@@ -7,10 +7,14 @@
   (d) generation throughput with 1, 4 and 16 concurrent clients
 
 (a), (c) and (d) run over gRPC against a server this script starts (--model) or one given by --addr.
-(b) builds the edit memory in process: the query is embedded by the real MiniLM, the edits' key
-vectors are random unit vectors (embedding a million texts would take hours on 2 cores, and the
-search cost does not depend on what the vectors mean). A markdown table goes to stdout; the last
-line is a one-line JSON summary.
+(b) builds the edit memory in process: the query is embedded by the real MiniLM; the edits' key
+vectors are synthetic (embedding a million texts would take hours on 2 cores): `--keys minilm`
+(default) draws them from a Gaussian with the mean and covariance of MiniLM vectors of CounterFact
+prompts, so they spread as real keys do; `--keys random` draws isotropic unit vectors, which no
+approximate index handles well. Above the approximate index's threshold (server/memory/ann.py) the
+namespace is HNSW: (b) waits for its background build, reports recall@k of the edits found against
+an exact search of the same keys, then deletes edits and checks none is returned. A markdown table
+goes to stdout; the last line is a one-line JSON summary.
 """
 
 from __future__ import annotations
@@ -68,7 +72,47 @@ def decision_ms(answer: GenerationResult) -> float:
     return t["embed"] + t["search"] + t["gate"]
 
 
-def gate_scaling(sizes: list[int], queries: int, top_k: int, gate_name: str) -> dict[str, Any]:
+def minilm_shaped(encoder: Any, n_texts: int = 2000) -> Callable[[Any, int], Any]:
+    """A sampler of unit vectors from a Gaussian fitted to MiniLM vectors of CounterFact train prompts."""
+    import numpy as np
+
+    from editdata.paths import COUNTERFACT_TRAIN
+
+    cases = json.loads(COUNTERFACT_TRAIN.read_text())[:n_texts // 2]
+    texts = [c["prompt"].replace("{}", c["subject"]) for c in cases] + [c["rephrase_prompt"] for c in cases]
+    real = encoder.encode(texts)  # (n, dim)
+    mean = real.mean(0)
+    eigenvalues, eigenvectors = np.linalg.eigh(np.cov(real - mean, rowvar=False))
+    scale = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))).T.astype(np.float32)  # z @ scale ~ N(0, cov)
+
+    def sample(rng: Any, n: int) -> Any:
+        v = mean + rng.standard_normal((n, len(mean))).astype(np.float32) @ scale
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+    return sample
+
+
+def recall_and_deletes(memory: Any, encoder: Any, keys: Any, texts: list[str], k: int) -> dict[str, Any]:
+    """Recall@k of the memory's search against an exact search of every key (one key per edit), then the same
+    queries after deleting a tenth of the edits they found: how many deleted edits come back (must be 0)."""
+    import numpy as np
+
+    queries = encoder.encode(texts)  # (q, dim)
+    exact = np.argsort(-(queries @ keys.T), axis=1)[:, :k]  # key rows, best first
+    recalls, found = [], []
+    for query, best in zip(queries, exact, strict=True):
+        hits = memory.search("bench", query, k)
+        found.append(hits)
+        recalls.append(len({h.edit.subject for h in hits} & {f"s{i}" for i in best}) / k)
+    deleted = {h.edit.id for hits in found for h in hits[::10]}
+    for edit_id in deleted:
+        memory.delete("bench", edit_id)
+    returned = sum(h.edit.id in deleted for query in queries for h in memory.search("bench", query, k))
+    return {"recall_at_k": round(float(np.mean(recalls)), 4), "min_recall": round(float(np.min(recalls)), 4),
+            "deleted": len(deleted), "deleted_returned": returned}
+
+
+def gate_scaling(sizes: list[int], queries: int, top_k: int, gate_name: str, keys: str = "minilm") -> dict[str, Any]:
     """(b) The server's ScopeCheck with N synthetic edits in one namespace: embed, FAISS search, store, gate.
 
     The classifier gate computes an edit's side of the features once per edit and caches it; every
@@ -95,23 +139,33 @@ def gate_scaling(sizes: list[int], queries: int, top_k: int, gate_name: str) -> 
 
         def __init__(self) -> None:
             self._rng = np.random.default_rng(0)
+            self.made: list[np.ndarray] = []  # every key, in edit order: the exact search's reference
 
         def encode(self, texts: Sequence[str]) -> np.ndarray:
-            v = self._rng.standard_normal((len(texts), self.dim)).astype(np.float32)
-            return v / np.linalg.norm(v, axis=1, keepdims=True)
+            if sample is not None:
+                v = sample(self._rng, len(texts))
+            else:
+                v = self._rng.standard_normal((len(texts), self.dim)).astype(np.float32)
+                v /= np.linalg.norm(v, axis=1, keepdims=True)
+            self.made.append(v)
+            return v
 
         def encode_text(self, text: str) -> EncodedText:
             return encoder.encode_text(text)
 
+    sample = minilm_shaped(encoder) if keys == "minilm" else None
     results: dict[str, dict[str, Any]] = {}
     for size in sizes:
         with tempfile.TemporaryDirectory(prefix="editcache-bench-") as tmp:
-            memory = EditMemory(Path(tmp), RandomKeys(), "random")
+            random_keys = RandomKeys()
+            memory = EditMemory(Path(tmp), random_keys, "random")
             started = time.perf_counter()
             for start in range(0, size, 10_000):
                 n = min(10_000, size - start)
                 memory.add("bench", [EditSpec(f"s{i}", f"s{i} is in", "x") for i in range(start, start + n)])
             fill_s = time.perf_counter() - started
+            memory.wait_for_index()  # a large namespace's HNSW index is built in the background
+            build_s = time.perf_counter() - started - fill_s
             scope = ScopeCheck(encoder, memory, gate, top_k)
             texts = [f"{PROMPTS[i % len(PROMPTS)]} {i}" for i in range(queries)]
             for text in texts:  # warm the gate's per-edit cache
@@ -119,7 +173,9 @@ def gate_scaling(sizes: list[int], queries: int, top_k: int, gate_name: str) -> 
             timings = [scope.best("bench", text)[2] for text in texts]
             total = [t.embed_ms + t.search_ms + t.gate_ms for t in timings]
             results[str(size)] = {"total_ms": stats_ms(total), "search_ms": stats_ms([t.search_ms for t in timings]),
-                                  "embed_ms": stats_ms([t.embed_ms for t in timings]), "fill_s": round(fill_s, 1)}
+                                  "embed_ms": stats_ms([t.embed_ms for t in timings]), "fill_s": round(fill_s, 1),
+                                  "index_build_s": round(build_s, 1), "keys": keys,
+                                  **recall_and_deletes(memory, encoder, np.concatenate(random_keys.made), texts, top_k)}
             memory.close()
         print(f"  gate with {size} edits: p50 {results[str(size)]['total_ms']['p50']} ms", file=sys.stderr)
     return results
@@ -182,9 +238,11 @@ def markdown(summary: dict[str, Any]) -> str:
                   f"| generation, {g['max_new_tokens']} new tokens | {g['generate_ms']['p50']} | "
                   f"{g['generate_ms']['p99']} |", ""]
     if "gate_scaling" in summary:
-        lines += ["| (b) edits in memory | gate p50 ms | gate p99 ms | search p50 ms | fill s |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {n} | {r['total_ms']['p50']} | {r['total_ms']['p99']} | {r['search_ms']['p50']} | {r['fill_s']} |"
+        lines += ["| (b) edits in memory | gate p50 ms | gate p99 ms | search p50 ms | fill s | index build s | "
+                  "recall@k | deleted returned |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {n} | {r['total_ms']['p50']} | {r['total_ms']['p99']} | {r['search_ms']['p50']} | "
+                  f"{r['fill_s']} | {r['index_build_s']} | {r['recall_at_k']} | "
+                  f"{r['deleted_returned']} of {r['deleted']} |"
                   for n, r in summary["gate_scaling"].items()] + [""]
     if "add_throughput" in summary:
         a = summary["add_throughput"]
@@ -206,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=200, help="(b) queries per size")
     parser.add_argument("--top-k", type=int, default=8, help="(b) edits retrieved per query")
     parser.add_argument("--gate", choices=["classifier", "similarity"], default="classifier", help="(b) the gate")
+    parser.add_argument("--keys", choices=["minilm", "random"], default="minilm",
+                        help="(b) synthetic key vectors: MiniLM-shaped (default) or isotropic random")
     parser.add_argument("--repeats", type=int, default=20, help="(a) prompts timed")
     parser.add_argument("--new-tokens", type=int, default=16, help="(a, d) tokens generated per request")
     parser.add_argument("--clients", default="1,4,16", help="(d) concurrent clients")
@@ -219,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if "b" in only:
         summary["gate_scaling"] = gate_scaling([int(s) for s in args.sizes.split(",")], args.queries, args.top_k,
-                                               args.gate)
+                                               args.gate, args.keys)
     if only & {"a", "c", "d"}:
         with ExitStack() as stack:
             addr = args.addr

@@ -61,6 +61,10 @@ class EditMemory:
         edits, next_seq, total = self._store.page(namespace, after, page_size)
         return EditPage(edits, "" if next_seq is None else _encode_page_token(next_seq), total)
 
+    def wait_for_index(self, timeout_s: float | None = None) -> bool:
+        """Waits for background index builds (a large namespace's HNSW index) to finish; False on timeout."""
+        return self._index.wait_for_builds(timeout_s)
+
     def edit_counts(self) -> dict[str, int]:
         """namespace → edits stored."""
         return self._store.count_edits_by_namespace()
@@ -92,6 +96,7 @@ class EditMemory:
     def close(self) -> None:
         """Saves the index so the next start can skip the rebuild; closing does not depend on that save."""
         with self._lock:
+            self._index.close()  # no build swaps an index in after this save
             self._save_index(self._index)
             self._store.close()
 

@@ -19,6 +19,7 @@ import faiss
 import numpy as np
 
 from server.files import private_dir, write_private
+from server.memory.ann import AnnSettings, ApproximateIndexes
 
 log = logging.getLogger(__name__)
 
@@ -26,39 +27,39 @@ MANIFEST = "manifest.json"
 
 
 class NamespaceIndex:
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, approximate: AnnSettings | None = None) -> None:
         self.dim = dim
         # Searches come one query at a time; on a 2-core machine FAISS's OpenMP threads cost more
         # than they save (measured at 40k keys: p50 48 ms with 2 threads, 13 ms with 1, cores busy).
         faiss.omp_set_num_threads(1)
         self._by_namespace: dict[str, faiss.IndexIDMap2] = {}
+        # Large namespaces get an HNSW index (server/memory/ann.py), which adds, deletes and searches go through.
+        self._ann = ApproximateIndexes(dim, self._by_namespace, approximate or AnnSettings())
 
     def add(self, namespace: str, key_ids: np.ndarray, vectors: np.ndarray) -> None:
         """key_ids (n,) int64; vectors (n, dim) float32 unit rows."""
-        index = self._by_namespace.get(namespace)
-        if index is None:
-            index = self._by_namespace[namespace] = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
-        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(key_ids, dtype=np.int64))
+        self._ann.add(namespace, np.asarray(key_ids, dtype=np.int64), np.ascontiguousarray(vectors, dtype=np.float32))
 
     def remove(self, namespace: str, key_ids: Iterable[int]) -> None:
-        index = self._by_namespace.get(namespace)
-        if index is not None:
-            index.remove_ids(np.asarray(list(key_ids), dtype=np.int64))  # type: ignore[arg-type]  # faiss takes arrays
+        self._ann.remove(namespace, key_ids)
 
     def search(self, namespace: str, vector: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The n nearest key ids (n,) and their cosine similarities (n,) for a (dim,) query."""
-        index = self._by_namespace.get(namespace)
-        if index is None or index.ntotal == 0:
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        sims, ids = index.search(vector.reshape(1, -1).astype(np.float32), min(n, index.ntotal))
-        keep = ids[0] >= 0
-        return ids[0][keep], sims[0][keep]
+        return self._ann.search(namespace, vector, n)
 
     def size(self, namespace: str | None = None) -> int:
+        """Live vectors (deleted ones an HNSW index still holds are not counted)."""
         if namespace is not None:
-            index = self._by_namespace.get(namespace)
-            return 0 if index is None else int(index.ntotal)
-        return sum(int(i.ntotal) for i in self._by_namespace.values())
+            return self._ann.live(namespace)
+        return sum(self._ann.live(ns) for ns in list(self._by_namespace))
+
+    def wait_for_builds(self, timeout_s: float | None = None) -> bool:
+        """Waits for background index builds to finish (benchmarks, tests); False on timeout."""
+        return self._ann.wait(timeout_s)
+
+    def close(self) -> None:
+        """Drops background builds still running (after a final save)."""
+        self._ann.close()
 
     def save(self, directory: Path, generation: int) -> None:
         """Writes every namespace's index, then a manifest naming the store generation and each file's sha256

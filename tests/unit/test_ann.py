@@ -1,0 +1,114 @@
+"""The approximate (HNSW) namespace index on small sizes with a low threshold: exact results where the search is
+exhaustive, deletes never returned, persistence, background rebuilds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server.memory.ann import AnnSettings, is_approximate
+from server.memory.index import NamespaceIndex
+
+DIM = 16
+N = 300
+# ef_search above N: the graph search visits every vector, so its results must equal the exact index's.
+EXHAUSTIVE = AnnSettings(threshold=100, m=8, ef_construction=40, ef_search=1000, rebuild_fraction=0.2)
+
+
+def unit_rows(n: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+VECTORS = unit_rows(N, 0)
+IDS = np.arange(1000, 1000 + N, dtype=np.int64)
+QUERIES = unit_rows(20, 1)
+
+
+def exact(query: np.ndarray, live: np.ndarray, n: int) -> list[int]:
+    sims = VECTORS[live] @ query
+    return IDS[live][np.argsort(-sims)[:n]].tolist()
+
+
+def built(settings: AnnSettings = EXHAUSTIVE) -> NamespaceIndex:
+    index = NamespaceIndex(DIM, settings)
+    index.add("big", IDS[:150], VECTORS[:150])  # crosses the threshold: a background build starts
+    index.add("big", IDS[150:], VECTORS[150:])  # added while it may be running
+    index.add("small", IDS[:10], VECTORS[:10])
+    assert index.wait_for_builds(60)
+    return index
+
+
+def kind(index: NamespaceIndex, namespace: str) -> str:
+    return "hnsw" if is_approximate(index._by_namespace[namespace]) else "flat"
+
+
+def test_large_namespace_becomes_hnsw_and_matches_the_exact_index() -> None:
+    index = built()
+    assert kind(index, "big") == "hnsw" and kind(index, "small") == "flat"
+    assert index.size("big") == N
+    live = np.ones(N, dtype=bool)
+    for query in QUERIES:
+        ids, sims = index.search("big", query, 8)
+        assert ids.tolist() == exact(query, live, 8)
+        assert list(sims) == sorted(sims, reverse=True)
+
+
+def test_deleted_vectors_are_never_returned() -> None:
+    index = built(AnnSettings(threshold=100, m=8, ef_search=1000, rebuild_fraction=1.0))  # tombstones stay
+    deleted = IDS[::7]
+    index.remove("big", deleted.tolist())
+    live = ~np.isin(IDS, deleted)
+    assert kind(index, "big") == "hnsw" and index.size("big") == int(live.sum())
+    for query in QUERIES:
+        ids, _ = index.search("big", query, 8)
+        assert ids.tolist() == exact(query, live, 8)
+        everything, _ = index.search("big", query, N)
+        assert not set(everything.tolist()) & set(deleted.tolist())
+        assert len(everything) == live.sum()
+
+
+def test_tombstones_survive_a_save_and_load(tmp_path: Path) -> None:
+    index = built(AnnSettings(threshold=100, m=8, ef_search=1000, rebuild_fraction=1.0))
+    index.remove("big", IDS[:40].tolist())
+    before = [index.search("big", q, 8)[0].tolist() for q in QUERIES]
+    index.save(tmp_path, generation=7)
+    loaded = NamespaceIndex.load(tmp_path, DIM, generation=7)
+    assert loaded is not None
+    assert kind(loaded, "big") == "hnsw" and loaded.size("big") == N - 40 and loaded.size("small") == 10
+    assert [loaded.search("big", q, 8)[0].tolist() for q in QUERIES] == before
+    loaded.remove("big", IDS[40:45].tolist())  # deletes keep working on a loaded HNSW index
+    assert loaded.size("big") == N - 45
+
+
+def test_a_rebuild_drops_tombstones_in_the_background_and_keeps_later_changes() -> None:
+    index = built()
+    deleted = IDS[: N // 4]  # past rebuild_fraction: a rebuild starts
+    index.remove("big", deleted.tolist())
+    index.remove("big", IDS[N // 4 : N // 4 + 5].tolist())  # while it may be running
+    assert index.wait_for_builds(60)
+    live = ~np.isin(IDS, IDS[: N // 4 + 5])
+    big = index._by_namespace["big"]
+    assert kind(index, "big") == "hnsw" and index.size("big") == live.sum()
+    assert big.ntotal <= live.sum() + 5  # the 75 tombstones are gone; the 5 later deletes may be tombstones
+    for query in QUERIES:
+        assert index.search("big", query, 8)[0].tolist() == exact(query, live, 8)
+
+
+def test_a_namespace_that_shrinks_goes_back_to_flat() -> None:
+    index = built()
+    index.remove("big", IDS[: N - 40].tolist())  # 40 left: under half the threshold
+    assert index.wait_for_builds(60)
+    assert kind(index, "big") == "flat" and index.size("big") == 40
+    live = np.zeros(N, dtype=bool)
+    live[N - 40 :] = True
+    assert index.search("big", QUERIES[0], 8)[0].tolist() == exact(QUERIES[0], live, 8)
+
+
+@pytest.mark.parametrize("threshold", [0, 10_000])
+def test_under_the_threshold_or_switched_off_the_index_stays_flat(threshold: int) -> None:
+    index = built(AnnSettings(threshold=threshold))
+    assert kind(index, "big") == "flat"
+    assert index.search("big", QUERIES[0], 8)[0].tolist() == exact(QUERIES[0], np.ones(N, dtype=bool), 8)
