@@ -8,9 +8,10 @@ rejected by grpc's own parser before any editcache code runs: grpc python answer
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import grpc
 import pytest
@@ -21,6 +22,8 @@ from hypothesis import strategies as st
 from client.launch import LocalServer
 from editcache.v1 import editcache_pb2 as pb
 from editcache.v1 import editcache_pb2_grpc as pb_grpc
+from editcache.v1 import parametric_pb2 as ppb
+from editcache.v1 import parametric_pb2_grpc as ppb_grpc
 
 CLIENT_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION}
 # derandomize: CI sees the same examples every run, so a failure reproduces.
@@ -36,6 +39,16 @@ ids = st.one_of(texts, st.just(uuid.uuid4().hex), st.text("0123456789abcdef", mi
 uint32 = st.one_of(st.integers(0, 3), st.integers(0, 2**32 - 1))
 floats = st.floats(allow_nan=True, allow_infinity=True, width=32)
 routes = st.integers(0, 2**31 - 1)
+# Parametric options as float32 carries them: NaN, ±inf, subnormals, zero, the largest finite, and the rest.
+option_floats = st.one_of(
+    st.none(), st.floats(width=32), st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-45, 3.4e38]),
+    st.floats(min_value=0.0, max_value=2.0**-126, width=32),  # zero, the subnormals and the smallest normal
+)
+export_paths = st.one_of(
+    texts, st.sampled_from(["..", "../x", "a/../b", "/", ".", "/etc", "/proc/self/mem", "//x", "a//b", "x" * 300]),
+    st.text(st.sampled_from("./ab\x00~"), max_size=12),
+)
+OPTION_RANGES = {"lr": 10.0, "mom2_weight": 1e8, "norm_constraint": 1.0, "null_space_cutoff": 1.0}  # README
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +144,57 @@ def test_score(channel: grpc.Channel, namespace: str, prompt: str, target: str, 
                               edit_id=edit_id)
     code = outcome(lambda: pb_grpc.InferenceServiceStub(channel).Score(request, timeout=30))
     assert code in CLIENT_ERRORS | {grpc.StatusCode.OK}
+    assert_serving(channel)
+
+
+@pytest.fixture(scope="module")
+def baked_edit_id(channel: grpc.Channel) -> str:
+    """An edit already in the weights: options that pass validation then stop at FAILED_PRECONDITION ("already in
+    the weights") before any computation, so every example is quick and the weights change only once."""
+    spec = pb.EditSpec(subject="france", prompt="the capital of france is", target_new="rome")
+    edit = pb_grpc.EditServiceStub(channel).AddEdits(pb.AddEditsRequest(namespace="fuzz", edits=[spec]), timeout=30)
+    request = ppb.ApplyParametricRequest(namespace="fuzz", method=ppb.PARAMETRIC_METHOD_FT,
+                                         edit_ids=[edit.edits[0].id])
+    list(ppb_grpc.ParametricServiceStub(channel).ApplyParametric(request, timeout=120))
+    return str(edit.edits[0].id)
+
+
+@FUZZ
+@given(method=st.integers(0, 5), layer=st.one_of(st.none(), st.integers(-2**31, 2**31 - 1)),
+       steps=st.one_of(st.none(), st.integers(-2**31, 2**31 - 1)), lr=option_floats, mom2_weight=option_floats,
+       norm_constraint=option_floats, null_space_cutoff=option_floats)
+def test_apply_parametric_options(channel: grpc.Channel, baked_edit_id: str, method: int, layer: int | None,
+                                  steps: int | None, lr: float | None, mom2_weight: float | None,
+                                  norm_constraint: float | None, null_space_cutoff: float | None) -> None:
+    floats = {"lr": lr, "mom2_weight": mom2_weight, "norm_constraint": norm_constraint,
+              "null_space_cutoff": null_space_cutoff}
+    options = ppb.ParametricOptions(layer=layer, steps=steps, **floats)  # type: ignore[arg-type]
+    request = ppb.ApplyParametricRequest(namespace="fuzz", method=method, edit_ids=[baked_edit_id],  # type: ignore[arg-type]
+                                         options=options)
+    code = outcome(lambda: list(ppb_grpc.ParametricServiceStub(channel).ApplyParametric(request, timeout=30)))
+    assert code in {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}, (code, request)
+    sent = {name: getattr(options, name) for name in floats if options.HasField(name)}  # as float32 rounded them
+    if any(not (math.isfinite(v) and 0.0 < v <= OPTION_RANGES[name]) for name, v in sent.items()):
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, sent)
+    assert_serving(channel)
+
+
+@FUZZ
+@given(path=export_paths)
+def test_export_model_paths(channel: grpc.Channel, server: LocalServer, path: str) -> None:
+    request = ppb.ExportModelRequest(path=path)
+    try:
+        reply = ppb_grpc.ParametricServiceStub(channel).ExportModel(request, timeout=60)
+        code = grpc.StatusCode.OK
+    except grpc.RpcError as exc:
+        code = exc.code()  # type: ignore[attr-defined]
+    assert code in {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
+    exports = (server.data_dir / "exports").resolve()
+    if code == grpc.StatusCode.OK:
+        assert Path(reply.path).is_relative_to(exports) and Path(reply.path) != exports, reply.path
+    outside = path.startswith("/") and not path.startswith(str(exports))
+    if "\x00" in path or ".." in PurePosixPath(path).parts or outside:
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (path, code)
     assert_serving(channel)
 
 
