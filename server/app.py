@@ -43,6 +43,7 @@ from server.http.app import create_app
 from server.http.metrics import metrics_router
 from server.http.serving import HttpServer, start_http
 from server.interfaces import Gate, Generator
+from server.memory.ann import AnnSettings
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
 from server.models.load import LoadedModel, load_model
@@ -77,7 +78,8 @@ SERVICE_NAMES = (
 def build_service(config: Config) -> Service:
     """Loads the encoder, the edit memory and the model (minutes on a first run, seconds after)."""
     encoder = SentenceEncoder(config.encoder)
-    memory = EditMemory(config.data_dir, encoder, config.encoder, config.limits.max_edits_per_namespace)
+    memory = EditMemory(config.data_dir, encoder, config.encoder, config.limits.max_edits_per_namespace,
+                        AnnSettings(threshold=config.approximate_index_threshold))
     degraded: list[str] = []  # a sentence per default part that cannot be used
     gate, threshold, gate_degraded = build_gate(config, encoder)
     if gate_degraded is not None:

@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--metrics-listen",
                         help="HOST:PORT serving Prometheus /metrics on its own port, without auth (default: off; "
                         "with --http-listen, /metrics is also on the HTTP port)")
+    parser.add_argument("--approximate-index-threshold", type=int,
+                        help="key vectors in a namespace from which its index is HNSW (default 100000; 0: exact)")
     parser.add_argument("--insecure", action="store_true", default=None,
                         help="allow a non-loopback --listen address without --tokens-file")
     parser.add_argument("--max-queue", type=int,

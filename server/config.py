@@ -121,6 +121,9 @@ class Config:
     insecure: bool = False  # allow a non-loopback listen address without tokens
     # HOST:PORT serving Prometheus /metrics on its own port (without auth); None: not served there.
     metrics_listen: Annotated[str | None, BeforeValidator(_empty_is_none)] = None
+    # Key vectors in a namespace from which its index is approximate (HNSW, built in the background); 0: always
+    # exact. 100,000 keeps the exact search under about 10 ms on 2 cores (docs/BENCHMARKS.md, "Approximate index").
+    approximate_index_threshold: int = 100_000
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -165,6 +168,9 @@ class Config:
         if self.limits.max_queue < 1 or self.limits.max_prompt_tokens < 1 or self.limits.max_edits_per_namespace < 0:
             raise ValueError("limits.max_queue and limits.max_prompt_tokens must be at least 1, "
                              "limits.max_edits_per_namespace at least 0 (0: no limit)")
+        if self.approximate_index_threshold < 0:
+            raise ValueError(f"approximate_index_threshold must be at least 0 (0: always exact), "
+                             f"got {self.approximate_index_threshold}")
         if self.limits.max_chat_turns < 1:
             raise ValueError(f"limits.max_chat_turns must be at least 1, got {self.limits.max_chat_turns}")
         if self.limits.max_pending_edit_chars < 1:

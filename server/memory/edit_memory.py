@@ -12,6 +12,7 @@ import numpy as np
 
 from server.errors import EditcacheError, InvalidArgument, StorageFailed
 from server.interfaces import EditPage, Embedder
+from server.memory.ann import AnnSettings
 from server.memory.index import MANIFEST, NamespaceIndex, saved_generation
 from server.memory.store import EditStore
 from server.types import Edit, EditSpec, Hit
@@ -25,8 +26,12 @@ KEYS_PER_EDIT_SEARCHED = 4
 class EditMemory:
     """Implements `server.interfaces.Memory` over `data_dir/edits.sqlite` and `data_dir/index/`."""
 
-    def __init__(self, data_dir: Path, embedder: Embedder, encoder_name: str, max_edits_per_namespace: int = 0) -> None:
+    def __init__(
+        self, data_dir: Path, embedder: Embedder, encoder_name: str, max_edits_per_namespace: int = 0,
+        approximate: AnnSettings | None = None,
+    ) -> None:
         self._embedder = embedder
+        self._approximate = approximate  # when a namespace's index becomes HNSW; None: ann.py's defaults
         self._max_edits_per_namespace = max_edits_per_namespace  # 0: no limit
         self._index_dir = data_dir / "index"
         store_path = data_dir / "edits.sqlite"
@@ -109,7 +114,7 @@ class EditMemory:
 
     def _load_or_rebuild_index(self) -> NamespaceIndex:
         generation = self._store.generation()
-        index = NamespaceIndex.load(self._index_dir, self._embedder.dim, generation)
+        index = NamespaceIndex.load(self._index_dir, self._embedder.dim, generation, self._approximate)
         if index is not None and not self._agrees_with_store(index):
             index = None
         if index is not None:
@@ -121,7 +126,7 @@ class EditMemory:
             ids, vectors = by_namespace.setdefault(key.namespace, ([], []))
             ids.append(key.key_id)
             vectors.append(key.vector)
-        index = NamespaceIndex(self._embedder.dim)
+        index = NamespaceIndex(self._embedder.dim, self._approximate)
         for namespace, (ids, vectors) in by_namespace.items():
             index.add(namespace, np.asarray(ids), np.stack(vectors))  # (n, dim)
         log.info("edit index rebuilt: %d vectors in %d namespaces", index.size(), len(by_namespace))

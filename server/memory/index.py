@@ -78,7 +78,9 @@ class NamespaceIndex:
         os.replace(directory / (MANIFEST + ".tmp"), directory / MANIFEST)
 
     @classmethod
-    def load(cls, directory: Path, dim: int, generation: int) -> NamespaceIndex | None:
+    def load(
+        cls, directory: Path, dim: int, generation: int, approximate: AnnSettings | None = None
+    ) -> NamespaceIndex | None:
         """The saved index if it reflects this store generation; None if missing, stale, unreadable or not
         matching its checksums."""
         try:
@@ -95,7 +97,7 @@ class NamespaceIndex:
                 log.info("index files at %s are stale (generation %s, store at %s)",
                          directory, manifest["generation"], generation)
                 return None
-            index = cls(dim)
+            index = cls(dim, approximate)
             for namespace, name in manifest["namespaces"].items():
                 data = (directory / name).read_bytes()
                 if hashlib.sha256(data).hexdigest() != manifest["sha256"][name]:

@@ -8,8 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from server.config import build_config
 from server.memory.ann import AnnSettings, is_approximate
+from server.memory.edit_memory import EditMemory
 from server.memory.index import NamespaceIndex
+from tests.unit.fakes import HashEmbedder, make_spec
 
 DIM = 16
 N = 300
@@ -112,3 +115,28 @@ def test_under_the_threshold_or_switched_off_the_index_stays_flat(threshold: int
     index = built(AnnSettings(threshold=threshold))
     assert kind(index, "big") == "flat"
     assert index.search("big", QUERIES[0], 8)[0].tolist() == exact(QUERIES[0], np.ones(N, dtype=bool), 8)
+
+
+def test_edit_memory_deletes_are_honoured_on_an_hnsw_namespace_and_across_a_restart(tmp_path: Path) -> None:
+    settings = AnnSettings(threshold=40, m=8, ef_search=1000, rebuild_fraction=1.0)
+    embedder = HashEmbedder(dim=256)  # few bucket collisions: each prompt is its own nearest key
+    memory = EditMemory(tmp_path, embedder, "hash", approximate=settings)
+    edits = memory.add("ns", [make_spec(f"City{i}", f"City{i} lies in country{i % 7}", f"T{i}") for i in range(60)])
+    assert memory.wait_for_index(60)
+    assert is_approximate(memory._index._by_namespace["ns"])
+    query = embedder.vector("City3 lies in country3")
+    assert memory.search("ns", query, 1)[0].edit.id == edits[3].id
+    memory.delete("ns", edits[3].id)
+    assert edits[3].id not in {h.edit.id for h in memory.search("ns", query, 60)}
+    memory.close()
+    reopened = EditMemory(tmp_path, embedder, "hash", approximate=settings)  # from the saved files
+    assert is_approximate(reopened._index._by_namespace["ns"])
+    found = reopened.search("ns", query, 60)
+    assert edits[3].id not in {h.edit.id for h in found} and len(found) == 59
+    reopened.close()
+
+
+def test_the_threshold_is_a_setting() -> None:
+    assert build_config(overrides={"approximate_index_threshold": 0}).approximate_index_threshold == 0
+    with pytest.raises(ValueError, match="approximate_index_threshold"):
+        build_config(overrides={"approximate_index_threshold": -1})
