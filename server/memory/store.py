@@ -174,7 +174,9 @@ class EditStore:
             rows = self._db.execute(
                 f"SELECT k.key_id, {', '.join('e.' + c for c in EDIT_FIELDS)} "
                 f"FROM keys k JOIN edits e ON e.seq = k.edit_seq "
-                f"WHERE k.key_id IN ({marks}) AND k.namespace = ? AND e.namespace = ?",
+                # The unary + keeps SQLite on the key ids' primary key: without it the planner walks the whole
+                # namespace through edits_by_namespace (800 ms for 32 keys at 100k edits, against 0.3 ms).
+                f"WHERE k.key_id IN ({marks}) AND +k.namespace = ? AND +e.namespace = ?",
                 [*(int(k) for k in key_ids), namespace, namespace],
             ).fetchall()
         return {row[0]: _edit_from_row(row[1:]) for row in rows}
