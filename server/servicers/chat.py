@@ -17,14 +17,12 @@ from server.servicers.convert import (
     correction_to_pb,
     options_from_pb,
 )
-from server.servicers.rpc import Servicer, caller_gone, stream_text, streaming, unary
+from server.servicers.rpc import Context, Servicer, caller_gone, stream_text, streaming, unary
 
 
 class ChatServicer(Servicer, chat_pb_grpc.ChatServiceServicer):
     @streaming(Role.READ)
-    def Chat(
-        self, request: chat_pb.ChatRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[chat_pb.ChatResponse]:
+    def Chat(self, request: chat_pb.ChatRequest, context: Context) -> AsyncIterator[chat_pb.ChatResponse]:
         chat = partial(self.service.answers.chat, chat_query_from_pb(request), options_from_pb(request.options))
         return stream_text(chat, context, chat_pb.ChatResponse, chat_answer_to_pb)
 

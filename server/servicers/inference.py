@@ -17,7 +17,7 @@ from server.servicers.convert import (
     scored_to_pb,
     server_info_to_pb,
 )
-from server.servicers.rpc import Servicer, caller_gone, stream_text, streaming, unary
+from server.servicers.rpc import Context, Servicer, caller_gone, stream_text, streaming, unary
 
 
 class InferenceServicer(Servicer, pb_grpc.InferenceServiceServicer):
@@ -29,9 +29,7 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServiceServicer):
         return answer_to_pb(answer)
 
     @streaming(Role.READ)
-    def GenerateStream(
-        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.GenerateStreamResponse]:
+    def GenerateStream(self, request: pb.GenerateRequest, context: Context) -> AsyncIterator[pb.GenerateStreamResponse]:
         answer = partial(self.service.answers.answer, query_from_pb(request), options_from_pb(request.options))
         return stream_text(answer, context, pb.GenerateStreamResponse, answer_to_pb)
 

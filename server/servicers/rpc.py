@@ -28,6 +28,7 @@ Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp")
 T = TypeVar("T")
 S = TypeVar("S", bound="Servicer")
+Context = grpc.aio.ServicerContext  # what every RPC method receives beside its request
 
 
 class Servicer:
