@@ -246,6 +246,50 @@ def probe_cross_namespace_tokens(lab: Lab) -> list[Outcome]:
                 for rpc, call in calls.items()]
 
 
+def probe_swapped_index(lab: Lab) -> list[Outcome]:
+    """Item 4: the index manifest names another namespace's file (each file still matching its checksum); after a
+    restart, probe-a's question is never answered from probe-b's edit."""
+    lab.server.stop()
+    manifest_path = lab.server.data_dir / "index" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    files = manifest["namespaces"]
+    files["probe-a"], files["probe-b"] = files["probe-b"], files["probe-a"]
+    manifest_path.write_text(json.dumps(manifest))
+    lab.server.start()
+    with lab.client("alice", "probe-a") as alice:
+        answer = alice.generate(PROMPT, options=GenerationOptions(max_new_tokens=2))
+    return [Outcome("swapped_index", "restart on a manifest with probe-a's and probe-b's files swapped; ask in "
+                    "probe-a", "OK", ("OK",), cross_namespace=answer.edit_id == lab.edits["probe-b"])]
+
+
+def probe_emptied_store(lab: Lab) -> list[Outcome]:
+    """Item 3: a zero-length edits.sqlite under an index that says edits were stored stops the start (exit 3)
+    instead of serving an empty memory; the store is then put back and the server serves its edits again."""
+    lab.server.stop()
+    store = lab.server.data_dir / "edits.sqlite"
+    kept = store.read_bytes()
+    store.write_bytes(b"")
+    try:
+        lab.server.start()
+        code = "STARTED"
+    except RuntimeError as exc:
+        code = "REFUSED_START" if "exited with 3" in str(exc) else "START_ERROR"
+    finally:
+        lab.server.stop()
+        store.write_bytes(kept)
+    found = [Outcome("emptied_store", "start on a zero-length edits.sqlite", code, ("REFUSED_START",))]
+    lab.server.start()
+    found.append(outcome("emptied_store", "restart on the restored store: GetEdit in probe-a",
+                         partial(_get, lab, lab.edits["probe-a"]), "OK"))
+    return found
+
+
+def _get(lab: Lab, edit_id: str) -> None:
+    with lab.client("alice", "probe-a") as alice:
+        alice.get_edit(edit_id)
+
+
+# Storage probes restart the server, so they come last.
 PROBES: list[Callable[[Lab], list[Outcome]]] = [
     probe_cross_namespace_tokens,
     probe_parametric_options,
@@ -256,6 +300,8 @@ PROBES: list[Callable[[Lab], list[Outcome]]] = [
     probe_list_baked_everywhere,
     probe_cancelled_stream,
     probe_foreign_edit_id,
+    probe_swapped_index,
+    probe_emptied_store,
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import signal
@@ -312,7 +313,9 @@ async def serve(
         raise
     if service is not None:
         for sentence in service.info.degraded:  # besides the log: where a user running `make serve` looks
-            print(f"editcache-server: degraded start: {sentence}", file=sys.stderr, flush=True)
+            # stderr may be a file on a full disk: a lost notice must not stop a server that can serve reads.
+            with contextlib.suppress(OSError):
+                print(f"editcache-server: degraded start: {sentence}", file=sys.stderr, flush=True)
         holder.set(service)
         for name in ("", *SERVICE_NAMES):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)

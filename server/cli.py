@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         level=(args.log_level or os.environ.get("EDITCACHE_LOG_LEVEL") or "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # No library progress bars in a server's log: besides the noise, tqdm deadlocked in its write lock when its
+    # output (stderr on a full disk) failed, hanging shutdown. Set before the libraries that read it are imported.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     # Heavy imports after logging is set up, so their failures are logged.
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs its CPU probing at INFO
     from server.app import serve

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from server.errors import FailedPrecondition
 from server.parametric.deltas import WeightDelta
-from server.sqlite import open_durable, transaction
+from server.sqlite import open_durable, storage_error, transaction
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,10 @@ class Ledger:
         it is migrated to `model_id`."""
         self._lock = threading.Lock()
         self._db = open_durable(path, SCHEMA)
-        self._check_model(model_id, legacy_model_id)
+        try:
+            self._check_model(model_id, legacy_model_id)
+        except sqlite3.Error as exc:  # e.g. a full disk at start: one line naming the file, not a traceback
+            raise storage_error(exc, path) from exc
 
     def close(self) -> None:
         with self._lock:
@@ -146,4 +150,5 @@ class Ledger:
                     f"this data directory holds {count} parametric deltas for model {row[0]!r}, not {model_id!r}; "
                     "serve that model, or use another --data-dir"
                 )
-            self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('model', ?)", (model_id,))
+            if row is None or row[0] != model_id:  # written only on a change: a start writes nothing otherwise
+                self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('model', ?)", (model_id,))

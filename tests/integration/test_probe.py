@@ -25,5 +25,5 @@ def test_probes_pass_on_the_tiny_model(tiny_model_dir: Path, tmp_path: Path) -> 
     assert summary["internal"] == 0 and summary["cross_namespace"] == 0
     probes = {o["probe"] for o in summary["outcomes"]}
     assert {"parametric_options", "export_paths", "tiny_temperature", "control_chars", "list_baked",
-            "cancelled_stream", "foreign_edit_id", "cross_namespace"} <= probes
+            "cancelled_stream", "foreign_edit_id", "cross_namespace", "swapped_index", "emptied_store"} <= probes
     assert "| probe | request | status | expected | verdict |" in done.stdout
