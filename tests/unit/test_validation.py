@@ -10,9 +10,8 @@ from hypothesis import strategies as st
 
 from server.config import Limits
 from server.errors import InvalidArgument
-from server.types import EditSpec, GenerationOptions
 from server.parametric.editor import MethodRequest
-from server.types import Route
+from server.types import EditSpec, GenerationOptions, Route
 from server.validation import (
     check_answer_edit,
     check_edit_id,
