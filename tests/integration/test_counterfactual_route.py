@@ -9,31 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from client import GenerationOptions
 from client.launch import LocalServer
-from tests.tiny_counterfactual import save_adaptable_model, train_tiny_adapter
 
 PROMPT = "the capital of france is"
 
 
 @pytest.fixture(scope="module")
-def model_and_adapter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: one thread is faster on busy cores
-    try:
-        model_dir = save_adaptable_model(tmp_path_factory.mktemp("cf-model"))
-        adapter_dir = tmp_path_factory.mktemp("cf-adapter")
-        train_tiny_adapter(model_dir, adapter_dir)
-    finally:
-        torch.set_num_threads(threads)
-    return model_dir, adapter_dir
-
-
-@pytest.fixture(scope="module")
-def server(model_and_adapter: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    model_dir, adapter_dir = model_and_adapter
+def server(counterfactual_model: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    model_dir, adapter_dir = counterfactual_model
     server = LocalServer(model_dir, tmp_path_factory.mktemp("cf-data"), "--counterfactual-adapter", str(adapter_dir),
                          "--counterfactual-min-confidence", "0.5", "--torch-threads", "1")
     server.start()
@@ -56,9 +41,9 @@ def test_in_scope_queries_take_the_counterfactual_route(server: LocalServer) -> 
 
 
 def test_a_query_the_edit_does_not_bear_on_goes_to_the_base_model_when_the_model_abstains(
-    model_and_adapter: tuple[Path, Path], tmp_path: Path
+    counterfactual_model: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    model_dir, adapter_dir = model_and_adapter
+    model_dir, adapter_dir = counterfactual_model
     # A gate that lets every query in, so the counterfactual model alone tells them apart.
     server = LocalServer(model_dir, tmp_path, "--counterfactual-adapter", str(adapter_dir), "--gate", "similarity",
                          "--threshold", "0", "--torch-threads", "1")
@@ -80,9 +65,9 @@ def test_a_query_the_edit_does_not_bear_on_goes_to_the_base_model_when_the_model
 
 
 def test_an_unsure_counterfactual_model_hands_the_query_to_ike(
-    model_and_adapter: tuple[Path, Path], tmp_path: Path
+    counterfactual_model: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    model_dir, adapter_dir = model_and_adapter
+    model_dir, adapter_dir = counterfactual_model
     server = LocalServer(model_dir, tmp_path, "--counterfactual-adapter", str(adapter_dir),
                          "--counterfactual-min-confidence", "1.0", "--torch-threads", "1")  # never sure enough
     server.start()
