@@ -7,9 +7,9 @@ import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from time import monotonic
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -28,7 +28,7 @@ Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp")
 T = TypeVar("T")
 S = TypeVar("S", bound="Servicer")
-Context = grpc.aio.ServicerContext  # what every RPC method receives beside its request
+Context: TypeAlias = grpc.aio.ServicerContext  # what every RPC method receives beside its request
 
 
 class Servicer:
@@ -53,13 +53,9 @@ def unary(
     ) -> Callable[[S, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
         @functools.wraps(method)
         async def wrapper(self: S, request: Req, context: grpc.aio.ServicerContext) -> Resp:
-            with metrics.rpc(_service_name(type(self)), method.__name__, "unary") as call:
-                try:
-                    _authorize(self.auth, role, scope, method.__name__, request, context)
-                    return await method(self, request, context)
-                except Exception as exc:
-                    call.code = _code_name(exc)
-                    await _abort(context, exc, method.__name__)
+            async with _call(self, role, scope, method.__name__, "unary", request, context):
+                return await method(self, request, context)
+            raise AssertionError("an error ends the call in _call")  # context.abort always raises
 
         return wrapper
 
@@ -77,18 +73,27 @@ def streaming(
     ) -> Callable[[S, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]:
         @functools.wraps(method)
         async def wrapper(self: S, request: Req, context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
-            with metrics.rpc(_service_name(type(self)), method.__name__, "server_stream") as call:
-                try:
-                    _authorize(self.auth, role, scope, method.__name__, request, context)
-                    async for item in method(self, request, context):
-                        yield item
-                except Exception as exc:
-                    call.code = _code_name(exc)
-                    await _abort(context, exc, method.__name__)
+            async with _call(self, role, scope, method.__name__, "server_stream", request, context):
+                async for item in method(self, request, context):
+                    yield item
 
         return wrapper
 
     return decorate
+
+
+@asynccontextmanager
+async def _call(
+    servicer: Servicer, role: Role, scope: Scope, rpc: str, kind: str, request: Message, context: Context
+) -> AsyncIterator[None]:
+    """What both RPC shapes share: counted in the metrics, authorized first, any error turned into the call's status."""
+    with metrics.rpc(_service_name(type(servicer)), rpc, kind) as call:
+        try:
+            _authorize(servicer.auth, role, scope, rpc, request, context)
+            yield
+        except Exception as exc:
+            call.code = _code_name(exc)
+            await _abort(context, exc, rpc)
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: Exception, rpc: str) -> NoReturn:
