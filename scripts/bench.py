@@ -12,7 +12,7 @@ vectors are synthetic (embedding a million texts would take hours on 2 cores): `
 (default) draws them from a Gaussian with the mean and covariance of MiniLM vectors of CounterFact
 prompts, so they spread as real keys do; `--keys random` draws isotropic unit vectors, which no
 approximate index handles well. Above the approximate index's threshold (server/memory/ann.py) the
-namespace is HNSW: (b) waits for its background build, reports recall@k of the edits found against
+namespace is approximate: (b) waits for its background build, reports recall@k of the edits found against
 an exact search of the same keys, then deletes edits and checks none is returned. A markdown table
 goes to stdout; the last line is a one-line JSON summary.
 """
@@ -164,7 +164,7 @@ def gate_scaling(sizes: list[int], queries: int, top_k: int, gate_name: str, key
                 n = min(10_000, size - start)
                 memory.add("bench", [EditSpec(f"s{i}", f"s{i} is in", "x") for i in range(start, start + n)])
             fill_s = time.perf_counter() - started
-            memory.wait_for_index()  # a large namespace's HNSW index is built in the background
+            memory.wait_for_index()  # a large namespace's approximate index is built in the background
             build_s = time.perf_counter() - started - fill_s
             scope = ScopeCheck(encoder, memory, gate, top_k)
             texts = [f"{PROMPTS[i % len(PROMPTS)]} {i}" for i in range(queries)]

@@ -1,12 +1,19 @@
-"""Approximate (HNSW) indexes for large namespaces: deletes as tombstones, rebuilt in the background.
+"""Approximate indexes for large namespaces: a PQ fast scan re-ranked exactly; deletes as tombstones; background
+rebuilds.
 
 A namespace's index starts exact (flat inner product). Once it holds `threshold` live vectors, a background
-thread builds an HNSW index from a copy of them and swaps it in; reads keep using the flat index meanwhile.
-FAISS's HNSW cannot remove vectors, so a delete overwrites the vector's id in the IndexIDMap2 with -1 (a
-tombstone) and searches pass a selector that admits only ids ≥ 0: results never include a deleted edit,
-and the tombstones are saved with the index file as it is (the file format is unchanged). When tombstones
-reach `rebuild_fraction` of the vectors, or the namespace shrinks under half the threshold, the index is
-rebuilt the same way (as flat below the threshold).
+thread builds an approximate index from a copy of them and swaps it in; reads keep using the flat index
+meanwhile. The approximate index scans every vector's 4-bit product-quantisation code (FAISS fast scan: a few
+ms for a million keys on one core) and re-ranks the best `refine_factor` × n candidates with their exact
+vectors, which it keeps (IndexRefineFlat). It was chosen over HNSW and IVF by measurement (docs/BENCHMARKS.md,
+"Approximate index"): queries from real text are far from every key, so their top 8 are near-ties that graph
+and cluster searches miss, while a full scan of codes does not; and it builds in seconds, not half an hour.
+
+The fast scan cannot remove vectors, so a delete overwrites the vector's id in the IndexIDMap2 with -1 (a
+tombstone), which searches drop, asking for more results until n live ones are found; the tombstones are
+saved with the index file as it is. When tombstones reach `rebuild_fraction` of the vectors, or the namespace
+shrinks under half the threshold, the index is rebuilt the same way (as flat below the threshold). An index of
+another kind loaded from disk (HNSW, from earlier versions) is served as it is and rebuilt in the background.
 
 Every method here runs under `lock`; the caller's own lock serialises adds, deletes and searches, and the
 background thread takes `lock` only to copy the live vectors and to swap the new index in.
@@ -25,19 +32,18 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 TOMBSTONE = -1
-# Admits every live id: tombstones are -1 and the store's ids are positive.
-_LIVE = faiss.IDSelectorRange(0, 2**62)
 
 
 @dataclass(frozen=True)
 class AnnSettings:
     """Chosen from the measurement in docs/BENCHMARKS.md ("Approximate index")."""
 
-    threshold: int = 100_000  # live vectors in a namespace from which its index is HNSW; 0: always flat
-    m: int = 32  # HNSW graph degree
-    # 200 rather than FAISS's 40: at 50k MiniLM-shaped keys and ef_search 256, recall@8 0.990 against 0.977 at 80.
-    ef_construction: int = 200
-    ef_search: int = 512  # candidates kept while searching (at least the results asked for): recall@8 0.9975 at 50k
+    threshold: int = 100_000  # live vectors in a namespace from which its index is approximate; 0: always flat
+    dims_per_code: int = 4  # dimensions per 4-bit PQ code: 96 codes (48 bytes) for a 384-dim key
+    # Candidates re-ranked exactly, per result asked for: at 1M MiniLM-shaped keys, recall@8 0.986 at 128,
+    # 0.998 at 256, 1.000 at 512 (search p50 2.8 / 3.6 / 4.5 ms).
+    refine_factor: int = 512
+    training_sample: int = 65_536  # vectors the PQ codebooks are trained on (16 centroids per code)
     rebuild_fraction: float = 0.2  # tombstones / vectors that start a rebuild
     # A build that finds more than this share of its vectors added since it started starts over from the
     # current vectors, instead of adding them under the lock (which would block reads for that long).
@@ -45,7 +51,12 @@ class AnnSettings:
 
 
 def is_approximate(index: faiss.IndexIDMap2) -> bool:
-    return isinstance(faiss.downcast_index(index.index), faiss.IndexHNSW)
+    """True for any index that is not the exact flat one (the current kind, or HNSW loaded from disk)."""
+    return not isinstance(faiss.downcast_index(index.index), faiss.IndexFlat)
+
+
+def _is_current_kind(index: faiss.IndexIDMap2) -> bool:
+    return isinstance(faiss.downcast_index(index.index), faiss.IndexRefine)
 
 
 def _id_map(index: faiss.IndexIDMap2) -> np.ndarray:
@@ -54,19 +65,27 @@ def _id_map(index: faiss.IndexIDMap2) -> np.ndarray:
 
 
 def _stored_vectors(index: faiss.IndexIDMap2) -> np.ndarray:
-    """A view of every stored vector (n, d), tombstoned ones included (flat and HNSW store them in full)."""
+    """A view of every stored vector (n, d), tombstoned ones included (each kind keeps them in an IndexFlat)."""
     inner = faiss.downcast_index(index.index)
-    storage = faiss.downcast_index(inner.storage) if isinstance(inner, faiss.IndexHNSW) else inner
-    xb = storage.get_xb()  # type: ignore[attr-defined]  # IndexFlat's, which the stubs do not know
+    if isinstance(inner, faiss.IndexRefine):
+        inner = faiss.downcast_index(inner.refine_index)
+    elif isinstance(inner, faiss.IndexHNSW):
+        inner = faiss.downcast_index(inner.storage)
+    xb = inner.get_xb()  # type: ignore[attr-defined]  # IndexFlat's, which the stubs do not know
     return faiss.rev_swig_ptr(xb, index.ntotal * index.d).reshape(index.ntotal, index.d)
 
 
-def new_index(dim: int, approximate: bool, settings: AnnSettings) -> faiss.IndexIDMap2:
-    if not approximate:
+def new_index(dim: int, training: np.ndarray | None, settings: AnnSettings) -> faiss.IndexIDMap2:
+    """A flat index, or (given training vectors (n, dim)) an approximate one trained on a sample of them."""
+    if training is None:
         return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-    hnsw = faiss.IndexHNSWFlat(dim, settings.m, faiss.METRIC_INNER_PRODUCT)
-    hnsw.hnsw.efConstruction = settings.ef_construction
-    return faiss.IndexIDMap2(hnsw)
+    if dim % settings.dims_per_code:
+        raise ValueError(f"key dimension {dim} is not a multiple of dims_per_code {settings.dims_per_code}")
+    codes = faiss.IndexPQFastScan(dim, dim // settings.dims_per_code, 4, faiss.METRIC_INNER_PRODUCT)
+    refined = faiss.IndexRefineFlat(codes)
+    sample = np.random.default_rng(0).permutation(len(training))[: settings.training_sample]
+    refined.train(training[np.sort(sample)])
+    return faiss.IndexIDMap2(refined)
 
 
 @dataclass
@@ -97,7 +116,7 @@ class ApproximateIndexes:
         with self.lock:
             index = self._indexes.get(namespace)
             if index is None:
-                index = self._indexes[namespace] = new_index(self.dim, False, self.settings)
+                index = self._indexes[namespace] = new_index(self.dim, None, self.settings)
             index.add_with_ids(vectors, key_ids)
             if (build := self._builds.get(namespace)) is not None:
                 build.added.append((key_ids.copy(), vectors.copy()))
@@ -128,15 +147,28 @@ class ApproximateIndexes:
             live = 0 if index is None else self.live(namespace)
             if index is None or live == 0:
                 return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-            params = None
-            if is_approximate(index):
-                params = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]  # in faiss ≥ 1.7.3, not the stubs
-                    efSearch=max(self.settings.ef_search, n))
-                if self.tombstones(namespace):
-                    params.sel = _LIVE
-            sims, ids = index.search(vector.reshape(1, -1).astype(np.float32), min(n, live), params=params)
-        keep = ids[0] >= 0
-        return ids[0][keep], sims[0][keep]
+            query = vector.reshape(1, -1).astype(np.float32)
+            # Tombstones come back as -1: ask for more until n live ids are among the results (one pass when
+            # there are none; deletes are spread, so the first few passes almost always suffice).
+            asked = min(n, live)
+            while True:
+                sims, ids = index.search(query, min(asked, index.ntotal), params=self._params(index))
+                keep = ids[0] >= 0
+                if keep.sum() >= min(n, live) or asked >= index.ntotal:
+                    return ids[0][keep][:n], sims[0][keep][:n]
+                asked *= 4
+
+    def _params(self, index: faiss.IndexIDMap2) -> faiss.SearchParameters | None:
+        if not _is_current_kind(index):
+            return None
+        # faiss's stubs omit the constructor's keyword arguments, which faiss ≥ 1.8 takes
+        return faiss.IndexRefineSearchParameters(k_factor=float(self.settings.refine_factor))  # type: ignore[call-arg]
+
+    def review(self, namespaces: Iterable[str]) -> None:
+        """Starts the rebuilds these namespaces' indexes need as they stand (after a load from disk)."""
+        with self.lock:
+            for namespace in namespaces:
+                self._maybe_rebuild(namespace)
 
     def tombstones(self, namespace: str) -> int:
         with self.lock:
@@ -171,7 +203,7 @@ class ApproximateIndexes:
     # --- rebuilds -------------------------------------------------------------------------
 
     def _wanted(self, namespace: str) -> bool | None:
-        """The kind a rebuild would make (True: HNSW), or None when the current index is right."""
+        """The kind a rebuild would make (True: approximate), or None when the current index is right."""
         threshold = self.settings.threshold
         index = self._indexes[namespace]
         live, approximate = self.live(namespace), is_approximate(index)
@@ -179,6 +211,8 @@ class ApproximateIndexes:
             return True if threshold and live >= threshold else None
         if not threshold or live < threshold // 2:
             return False
+        if not _is_current_kind(index):  # an HNSW index from an earlier version
+            return True
         return True if self.tombstones(namespace) >= self.settings.rebuild_fraction * index.ntotal else None
 
     def _maybe_rebuild(self, namespace: str) -> None:
@@ -187,7 +221,7 @@ class ApproximateIndexes:
         ids, vectors = self._live_copy(namespace)
         build = self._builds[namespace] = _Build()
         log.info("namespace %s: building a%s index of %d vectors in the background", namespace,
-                 "n HNSW" if approximate else " flat", len(ids))
+                 "n approximate" if approximate else " flat", len(ids))
         threading.Thread(target=self._build, args=(namespace, build, approximate, ids, vectors),
                          name=f"index-build-{namespace}", daemon=True).start()
 
@@ -200,7 +234,7 @@ class ApproximateIndexes:
     def _build(self, namespace: str, build: _Build, approximate: bool, ids: np.ndarray, vectors: np.ndarray) -> None:
         try:
             # FAISS releases the GIL while it builds: searches go on against the current index.
-            new = new_index(self.dim, approximate, self.settings)
+            new = new_index(self.dim, vectors if approximate else None, self.settings)
             new.add_with_ids(vectors, ids)
             with self.lock:
                 del self._builds[namespace]
@@ -218,7 +252,7 @@ class ApproximateIndexes:
                 if build.removed:  # deletes since the copy, on the new index
                     self.remove(namespace, build.removed)
                 log.info("namespace %s: %s index of %d vectors in use", namespace,
-                         "HNSW" if approximate else "flat", self.live(namespace))
+                         "approximate" if approximate else "flat", self.live(namespace))
         except Exception:  # the current index stays in use; the next add or delete tries again
             log.exception("building the index of namespace %s failed", namespace)
             with self.lock:

@@ -33,7 +33,7 @@ class NamespaceIndex:
         # than they save (measured at 40k keys: p50 48 ms with 2 threads, 13 ms with 1, cores busy).
         faiss.omp_set_num_threads(1)
         self._by_namespace: dict[str, faiss.IndexIDMap2] = {}
-        # Large namespaces get an HNSW index (server/memory/ann.py), which adds, deletes and searches go through.
+        # Large namespaces get an approximate index (server/memory/ann.py), which adds, deletes and searches go through.
         self._ann = ApproximateIndexes(dim, self._by_namespace, approximate or AnnSettings())
 
     def add(self, namespace: str, key_ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -48,7 +48,7 @@ class NamespaceIndex:
         return self._ann.search(namespace, vector, n)
 
     def size(self, namespace: str | None = None) -> int:
-        """Live vectors (deleted ones an HNSW index still holds are not counted)."""
+        """Live vectors (deleted ones an approximate index still holds are not counted)."""
         if namespace is not None:
             return self._ann.live(namespace)
         return sum(self._ann.live(ns) for ns in list(self._by_namespace))
@@ -106,6 +106,7 @@ class NamespaceIndex:
                 if not isinstance(loaded, faiss.IndexIDMap2) or loaded.d != dim:
                     raise ValueError(f"{name} is not an id-mapped index of dimension {dim}")
                 index._by_namespace[namespace] = loaded
+            index._ann.review(list(index._by_namespace))  # an index of an earlier kind is rebuilt
             return index
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:  # faiss: RuntimeError
             log.warning("index files at %s are unreadable (%s)", directory, exc)
