@@ -6,7 +6,9 @@ Each client is a thread with its own EditcacheClient and namespace. Reports requ
 code, p50/p99 latency per RPC, edits acknowledged against edits found afterwards (every namespace is
 listed in full at the end: none may be lost), and the server's RSS before, after and sampled over time
 (when this script started the server). RESOURCE_EXHAUSTED is the server shedding load on purpose and is
-counted apart from unexpected errors. A markdown table goes to stdout; the last line is a JSON summary.
+counted apart from unexpected errors. A server this script starts also serves HTTP: its Prometheus `/metrics`
+is read before and after the load, and every metric family is reported with how many of its samples moved.
+A markdown table goes to stdout; the last line is a JSON summary.
 
     .venv/bin/python scripts/loadtest.py --clients 16 --duration-s 300 --max-queue 8
 """
@@ -102,14 +104,37 @@ def sample_rss(pid: int, every_s: float, stop: threading.Event, samples: list[tu
             return
 
 
+def read_metrics(http_url: str) -> dict[str, dict[str, float]]:
+    """Every sample of the server's /metrics, by family: {family: {sample name and labels: value}}."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{http_url}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    return {family.name: {f"{s.name}{sorted(s.labels.items())}": s.value for s in family.samples}
+            for family in text_string_to_metric_families(text)}
+
+
+def metrics_moved(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Per editcache/gRPC family: samples after the load, and how many are new or changed since before it."""
+    moved = {}
+    for name, samples in sorted(after.items()):
+        if name.startswith(("editcache_", "grpc_server_")):
+            old = before.get(name, {})
+            moved[name] = {"samples": len(samples), "moved": sum(old.get(k) != v for k, v in samples.items())}
+    return moved
+
+
 def stats_ms(values: list[float]) -> dict[str, float]:
     if not values:
         return {"n": 0}
     return {"n": len(values), "p50": round(percentile(values, 50), 1), "p99": round(percentile(values, 99), 1)}
 
 
-def run(args: argparse.Namespace, addr: str, pid: int | None) -> dict[str, Any]:
+def run(args: argparse.Namespace, addr: str, pid: int | None, http_url: str | None = None) -> dict[str, Any]:
     tally = Tally()
+    metrics_before = read_metrics(http_url) if http_url else {}
     stop_sampling = threading.Event()
     rss: list[tuple[float, float]] = []
     sampler = None
@@ -136,6 +161,7 @@ def run(args: argparse.Namespace, addr: str, pid: int | None) -> dict[str, Any]:
             listed = {e.id for e in client.iter_edits(1000, namespace=namespace)}
             found += len(listed & set(ids))
             lost += sorted(set(ids) - listed)
+    metrics = metrics_moved(metrics_before, read_metrics(http_url)) if http_url else None
     errors = {k: v for k, v in tally.codes.items() if not k.endswith(" OK")}
     requests = sum(tally.codes.values())
     return {
@@ -148,6 +174,7 @@ def run(args: argparse.Namespace, addr: str, pid: int | None) -> dict[str, Any]:
         "edits_acknowledged": sum(len(v) for v in tally.acked.values()), "edits_found": found, "edits_lost": lost,
         "rss_mb": {"before": rss[0][1], "after": rss[-1][1], "max": max(r for _, r in rss), "samples": rss}
         if rss else None,
+        "metrics": metrics,
     }
 
 
@@ -168,6 +195,9 @@ def markdown(s: dict[str, Any]) -> str:
         r = s["rss_mb"]
         lines.append(f"server RSS: {r['before']} MiB at start, {r['after']} MiB at end, {r['max']} MiB at most "
                      f"(sampled: {', '.join(f'{t:g}s {m:g}' for t, m in r['samples'])})")
+    if s["metrics"]:
+        lines += ["", "| /metrics family | samples | moved under load |", "|---|---|---|"]
+        lines += [f"| {name} | {m['samples']} | {m['moved']} |" for name, m in s["metrics"].items()]
     return "\n".join(lines)
 
 
@@ -193,11 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="editcache-load-") as tmp:
             server = LocalServer(args.model, args.data_dir or Path(tmp), "--max-queue", str(args.max_queue),
-                                 *args.server_arg)
+                                 *args.server_arg, http=True)
             print(f"starting the server on {args.model} (log: {server.log_path})", file=sys.stderr)
             server.start()
             try:
-                summary = run(args, server.addr, server.pid)
+                summary = run(args, server.addr, server.pid, server.http_url)
             finally:
                 server.stop()
     print(markdown(summary))

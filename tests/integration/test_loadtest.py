@@ -1,4 +1,5 @@
-"""A 20-second smoke run of scripts/loadtest.py on the tiny model: no unexpected errors, no lost edits."""
+"""A 20-second smoke run of scripts/loadtest.py on the tiny model: no unexpected errors, no lost edits, and the
+server's /metrics families moved by the load."""
 
 from __future__ import annotations
 
@@ -27,3 +28,8 @@ def test_loadtest_smoke(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert summary["latency_ms"]["Generate"]["n"] > 0
     assert summary["rss_mb"]["before"] > 0 and len(summary["rss_mb"]["samples"]) >= 2
     assert "| Generate |" in done.stdout
+    moved = {name: m["moved"] for name, m in summary["metrics"].items()}
+    for family in ("grpc_server_started", "grpc_server_handled", "grpc_server_handling_seconds", "editcache_answers",
+                   "editcache_gate_seconds", "editcache_queue_seconds", "editcache_generation_seconds",
+                   "editcache_batch_size", "editcache_edits"):
+        assert moved.get(family, 0) > 0, (family, moved)
