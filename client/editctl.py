@@ -9,6 +9,7 @@
     editctl delete ID
     editctl apply --method rome ID...     # write edits into the weights (admin); rollback ID, baked, export DIR
     editctl info                            # the model and its fingerprint, the gate and in-scope route in force
+    editctl import FILE --format counterfact   # many edits in batches; export-edits -o F.jsonl writes them back
 
 Global options (--addr, --token, --namespace, --tls-ca, --timeout, --json) go
 before or after the subcommand; their defaults come from EDITCACHE_ADDR,
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from client.argtypes import non_negative
+from client.bulk_cli import add_commands as add_bulk_commands
 from client.chat import add_arguments as add_chat_arguments
 from client.chat import run as run_chat
 from client.client import DEFAULT_ADDR, DEFAULT_NAMESPACE, EditcacheClient
@@ -167,6 +169,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add_chat_arguments(chat)
     chat.set_defaults(run=run_chat)
     add_parametric_commands(commands, common)
+    add_bulk_commands(commands, common)
     info = commands.add_parser("info", parents=[common],
                                help="the served model and its fingerprint, the gate and the in-scope route in force")
     info.set_defaults(run=run_info)

@@ -94,19 +94,12 @@ def parse_records(records: Sequence[Mapping[str, Any]], fmt: str, *, strict: boo
 
     Records with a blank edit field are skipped with a logged warning, or raise when `strict`.
     """
-    readers: dict[str, Callable[[Mapping[str, Any], int], Case]] = {
-        "counterfact": _counterfact_case,
-        "zsre": _zsre_case,
-        "knowedit": _knowedit_case,
-        "mquake": _mquake_case,
-    }
-    if fmt not in readers:
-        raise ValueError(f"unknown benchmark format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    _check_format(fmt)
     cases: list[Case] = []
     blank: list[str] = []
     for index, record in enumerate(records):
         try:
-            cases.append(readers[fmt](record, index))
+            cases.append(read_case(record, fmt, index))
         except BlankEditFieldError as exc:
             if strict:
                 raise
@@ -116,6 +109,19 @@ def parse_records(records: Sequence[Mapping[str, Any]], fmt: str, *, strict: boo
             "skipped %d of %d %s records with a blank edit field: %s", len(blank), len(records), fmt, "; ".join(blank)
         )
     return cases
+
+
+def read_case(record: Mapping[str, Any], fmt: str, index: int) -> Case:
+    """One record of format `fmt` as a case, `index` naming it in messages: for callers that take a file's good
+    records and report its bad ones (editctl import). ValueError names the record and field; a blank edit field
+    raises BlankEditFieldError (a ValueError)."""
+    _check_format(fmt)
+    return _READERS[fmt](record, index)
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown benchmark format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
 # --- one reader per format -------------------------------------------------------------------------
@@ -206,6 +212,14 @@ def _mquake_case(record: Mapping[str, Any], index: int) -> Case:
         reliability=tuple(p for e in edits for p in _probes([e.prompt], (e.target_new,))),
         multi_hop=_probes(_prompts(record.get("questions")), multi_hop_answers),
     )
+
+
+_READERS: dict[str, Callable[[Mapping[str, Any], int], Case]] = {
+    "counterfact": _counterfact_case,
+    "zsre": _zsre_case,
+    "knowedit": _knowedit_case,
+    "mquake": _mquake_case,
+}
 
 
 # --- shared pieces -----------------------------------------------------------------------------------
