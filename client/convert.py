@@ -27,6 +27,8 @@ from editcache.v1 import parametric_pb2 as parametric_pb
 
 _ROUTE_NAMES: dict[int, str] = {v: n.removeprefix("ROUTE_").lower() for n, v in pb.Route.items()}
 _ROUTE_VALUES: dict[str, pb.Route] = {n.removeprefix("ROUTE_").lower(): v for n, v in pb.Route.items()}
+_KIND_NAMES: dict[int, str] = {v: n.removeprefix("EDIT_KIND_").lower() for n, v in pb.EditKind.items() if v}
+_KIND_VALUES: dict[str, pb.EditKind] = {n.removeprefix("EDIT_KIND_").lower(): v for n, v in pb.EditKind.items() if v}
 _FINISH_NAMES: dict[int, str] = {
     v: n.removeprefix("FINISH_REASON_").lower() for n, v in pb.FinishReason.items()
 }
@@ -46,6 +48,9 @@ def edit_spec(spec: EditInput) -> pb.EditSpec:
         prompt=spec.prompt,
         target_new=spec.target_new,
         paraphrases=list(spec.paraphrases),
+        kind=_KIND_VALUES[spec.kind],
+        pattern=spec.pattern,
+        replacement=spec.replacement,
     )
     if spec.target_true is not None:
         message.target_true = spec.target_true
@@ -92,6 +97,13 @@ def edit_record(edit: pb.Edit) -> EditRecord:
         target_true=edit.target_true if edit.HasField("target_true") else None,
         paraphrases=tuple(edit.paraphrases),
         created_at_unix_s=edit.created_at_unix_s,
+        kind=_KIND_NAMES.get(edit.kind, "modify"),
+        pattern=edit.pattern,
+        replacement=edit.replacement,
+        version=edit.version,
+        supersedes=edit.supersedes,
+        superseded_by=edit.superseded_by,
+        updated_at_unix_s=edit.updated_at_unix_s,
     )
 
 

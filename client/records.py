@@ -7,26 +7,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+EDIT_KINDS = ("modify", "insert", "erase", "patch", "regex")
+
 
 @dataclass(frozen=True)
 class EditInput:
-    """A fact to register: an edit without the server-set fields."""
+    """A fact to register: an edit without the server-set fields.
+
+    `kind` is one of EDIT_KINDS. "erase" and "patch" leave `target_new` empty ("patch": the rule is `prompt`);
+    "regex" sets only `pattern`, `replacement` and optionally `subject` as a label (the README's "Edit kinds").
+    """
 
     subject: str
     prompt: str
     target_new: str
     target_true: str | None = None
     paraphrases: tuple[str, ...] = ()
+    kind: str = "modify"
+    pattern: str = ""
+    replacement: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.paraphrases, str):
             raise TypeError("paraphrases must be a sequence of strings, not one string")
         object.__setattr__(self, "paraphrases", tuple(self.paraphrases))
+        if self.kind not in EDIT_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(EDIT_KINDS)}; got {self.kind!r}")
 
 
 @dataclass(frozen=True)
 class EditRecord:
-    """A stored edit, as the server returned it."""
+    """A stored edit, as the server returned it.
+
+    `version` is 1 when added and grows with each update; `supersedes` names the edit of the same fact this one
+    replaced ("" for none); `superseded_by` is set on an edit a newer one replaced (history, not answering).
+    """
 
     id: str
     namespace: str
@@ -36,6 +51,18 @@ class EditRecord:
     target_true: str | None
     paraphrases: tuple[str, ...]
     created_at_unix_s: float
+    kind: str = "modify"
+    pattern: str = ""
+    replacement: str = ""
+    version: int = 1
+    supersedes: str = ""
+    superseded_by: str = ""
+    updated_at_unix_s: float = 0.0
+
+    def to_input(self) -> EditInput:
+        """The caller's fields of this edit, as add_edits or update_edit take them."""
+        return EditInput(self.subject, self.prompt, self.target_new, self.target_true, self.paraphrases, self.kind,
+                         self.pattern, self.replacement)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ class ScopeCheck:
     def add(self, namespace: str, specs: Sequence[EditSpec]) -> list[Edit]:
         """Stores the edits (durable on return), then prepares the gate's side of them."""
         edits = self.memory.add(namespace, specs)
-        self.gate.warm(edits)
+        self.gate.warm([e for e in edits if e.key_texts()])  # a regex patch never meets the gate
         return edits
 
     def best(self, namespace: str, text: str) -> tuple[Hit | None, float, Timings]:

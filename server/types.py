@@ -8,20 +8,62 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+class EditKind(enum.Enum):
+    """What an edit does to the answers of its namespace (issue 26). The fields each kind uses are on `Edit`."""
+
+    MODIFY = "modify"  # changes a fact the model knows: in-scope queries answer target_new
+    INSERT = "insert"  # a fact the model never knew; answered like MODIFY
+    ERASE = "erase"  # the fact must no longer be stated: in-scope queries get the server's refusal
+    PATCH = "patch"  # a rule in plain words, retrieved and gated like a fact and answered by following it
+    REGEX = "regex"  # a textual fix applied to the base model's output in the namespace; never retrieved
+
+
+# Kinds that state a fact or rule about `subject`: indexed, gated, and superseded by a newer edit of the same fact.
+FACT_KINDS = frozenset({EditKind.MODIFY, EditKind.INSERT, EditKind.ERASE, EditKind.PATCH})
+
+
 @dataclass(frozen=True)
 class EditSpec:
-    """A fact as a caller registers it, before the server assigns an id."""
+    """A fact as a caller registers it, before the server assigns an id. The fields per kind: see `Edit`."""
 
     subject: str
     prompt: str
     target_new: str
     target_true: str | None = None
     paraphrases: tuple[str, ...] = ()
+    kind: EditKind = EditKind.MODIFY
+    pattern: str = ""
+    replacement: str = ""
+
+    def key_texts(self) -> tuple[str, ...]:
+        """What the memory will index for this edit (`Edit.key_texts`)."""
+        return key_texts(self.kind, self.prompt, self.paraphrases)
+
+
+def key_texts(kind: EditKind, prompt: str, paraphrases: tuple[str, ...]) -> tuple[str, ...]:
+    return () if kind is EditKind.REGEX else (prompt, *paraphrases)
 
 
 @dataclass(frozen=True)
 class Edit:
-    """A stored fact in one namespace."""
+    """A stored edit in one namespace. Which fields each kind uses (validation enforces it):
+
+    - MODIFY, INSERT: `subject` occurs in `prompt` (a cloze or question) whose answer becomes `target_new`;
+      `target_true` is the answer before the edit when known (INSERT: usually none).
+    - ERASE: `subject` and `prompt` name the fact to stop stating; `target_new` is "" (the refusal is the server's
+      setting, not the edit's); `target_true` is the erased answer when known.
+    - PATCH: `prompt` is the rule in plain words ("If asked whether Pluto is a planet, say it is a dwarf planet"),
+      `subject` (occurring in it) what the rule is about, `target_new` ""; paraphrases are further key texts
+      (e.g. questions the rule covers).
+    - REGEX: `pattern` (a Python `re` pattern, compiled when added) and `replacement` (an `re.sub` template, may
+      be "") rewrite the base model's output in the namespace; `subject` is an optional label; `prompt`,
+      `target_new`, `target_true` and `paraphrases` are empty: a regex patch has no key texts and is never retrieved.
+
+    Lifecycle: `version` is 1 when added and grows by one with each UpdateEdit (same id). `supersedes` is the id of
+    the live edit of the same fact that this one replaced when it was added ("" for none). Only live edits answer;
+    `superseded_by` is set on an edit that a newer one replaced (it is history until that one is deleted).
+    `updated_at_unix_s` is when this version was written (`created_at_unix_s` for version 1).
+    """
 
     id: str
     namespace: str
@@ -31,14 +73,33 @@ class Edit:
     target_true: str | None
     paraphrases: tuple[str, ...]
     created_at_unix_s: float
+    kind: EditKind = EditKind.MODIFY
+    pattern: str = ""
+    replacement: str = ""
+    version: int = 1
+    supersedes: str = ""
+    superseded_by: str = ""
+    updated_at_unix_s: float = 0.0
+
+    @property
+    def live(self) -> bool:
+        """Answers queries (not replaced by a newer edit of the same fact)."""
+        return not self.superseded_by
 
     def statement(self) -> str:
-        """The fact as one sentence, e.g. 'The Space Needle is located in the city of Taipei.'"""
+        """The fact as one sentence, e.g. 'The Space Needle is located in the city of Taipei.'; a patch's rule."""
+        if self.kind is EditKind.PATCH:
+            return self.prompt.strip()
         return f"{self.prompt.rstrip()} {self.target_new.strip()}."
 
     def key_texts(self) -> tuple[str, ...]:
-        """The texts the memory indexes for this edit: its prompt and every paraphrase."""
-        return (self.prompt, *self.paraphrases)
+        """The texts the memory indexes for this edit: its prompt and every paraphrase (none for a regex patch)."""
+        return key_texts(self.kind, self.prompt, self.paraphrases)
+
+    def spec(self) -> EditSpec:
+        """The caller's fields of this edit, as AddEdits or UpdateEdit would take them."""
+        return EditSpec(self.subject, self.prompt, self.target_new, self.target_true, self.paraphrases, self.kind,
+                        self.pattern, self.replacement)
 
 
 @dataclass(frozen=True)

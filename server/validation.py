@@ -10,7 +10,7 @@ from server.chat.transcript import ROLES, Turn
 from server.config import Limits
 from server.errors import InvalidArgument
 from server.parametric.editor import METHODS, MethodRequest
-from server.types import EditSpec, GenerationOptions, Route
+from server.types import EditKind, EditSpec, GenerationOptions, Route
 
 NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Upper ends of the parametric options, each far above its default yet low enough that the weights stay finite:
@@ -83,10 +83,17 @@ def check_edit_text(field: str, value: str, max_chars: int) -> str:
 
 
 def check_edit_spec(spec: EditSpec, where: str, limits: Limits) -> None:
-    """`where` names the spec in messages, e.g. "edits[3]"."""
+    """`where` names the spec in messages, e.g. "edits[3]". The fields each kind takes are listed on `Edit`."""
+    if spec.kind is EditKind.REGEX:
+        _check_regex_patch(spec, where, limits)
+        return
     check_edit_text(f"{where}.subject", spec.subject, limits.max_text_chars)
     check_edit_text(f"{where}.prompt", spec.prompt, limits.max_text_chars)
-    check_edit_text(f"{where}.target_new", spec.target_new, limits.max_text_chars)
+    if spec.kind in (EditKind.ERASE, EditKind.PATCH):
+        _check_empty(spec, where, ("target_new", "pattern", "replacement"), _WHY_EMPTY[spec.kind])
+    else:
+        check_edit_text(f"{where}.target_new", spec.target_new, limits.max_text_chars)
+        _check_empty(spec, where, ("pattern", "replacement"), "only regex patches have a pattern and replacement")
     if spec.target_true is not None:
         check_edit_text(f"{where}.target_true", spec.target_true, limits.max_text_chars)
     if spec.subject not in spec.prompt:
@@ -97,6 +104,42 @@ def check_edit_spec(spec: EditSpec, where: str, limits: Limits) -> None:
         )
     for j, paraphrase in enumerate(spec.paraphrases):
         check_edit_text(f"{where}.paraphrases[{j}]", paraphrase, limits.max_text_chars)
+
+
+_WHY_EMPTY = {
+    EditKind.ERASE: "an erase edit answers with the server's refusal (put the erased answer in target_true)",
+    EditKind.PATCH: "a patch states its rule in prompt",
+    EditKind.REGEX: "a regex patch has no key texts: it rewrites the base model's output wherever pattern matches",
+}
+
+
+def _check_empty(spec: EditSpec, where: str, fields: Sequence[str], why: str) -> None:
+    for name in fields:
+        if getattr(spec, name):
+            raise InvalidArgument(f"{where}.{name} must be empty for a {spec.kind.value} edit: {why}")
+
+
+def _check_regex_patch(spec: EditSpec, where: str, limits: Limits) -> None:
+    """A pattern that compiles, cannot match the empty string, and a replacement template that fits it."""
+    _check_empty(spec, where, ("prompt", "target_new", "target_true", "paraphrases"), _WHY_EMPTY[EditKind.REGEX])
+    if spec.subject:  # an optional label
+        check_edit_text(f"{where}.subject", spec.subject, limits.max_text_chars)
+    pattern = check_edit_text(f"{where}.pattern", spec.pattern, limits.max_text_chars)
+    if spec.replacement:  # "" deletes what the pattern matches
+        check_edit_text(f"{where}.replacement", spec.replacement, limits.max_text_chars)
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise InvalidArgument(f"{where}.pattern {pattern[:80]!r} is not a valid regular expression: {exc}") from None
+    if compiled.fullmatch(""):
+        raise InvalidArgument(f"{where}.pattern {pattern[:80]!r} matches the empty string, so it would insert its "
+                              "replacement between every two characters; make it match at least one character")
+    try:  # sub parses the template against the pattern's groups before it scans, even an empty string
+        compiled.sub(spec.replacement, "")
+    except (re.error, IndexError) as exc:
+        raise InvalidArgument(
+            f"{where}.replacement {spec.replacement[:80]!r} does not fit the pattern: {exc}"
+        ) from None
 
 
 def check_generation_options(options: GenerationOptions, limits: Limits) -> None:

@@ -47,7 +47,7 @@ class EditMemory:
     # --- Memory protocol ----------------------------------------------------------------
 
     def add(self, namespace: str, specs: Sequence[EditSpec]) -> list[Edit]:
-        texts = [(s.prompt, *s.paraphrases) for s in specs]
+        texts = [s.key_texts() for s in specs]  # none for a regex patch
         flat = self._embedder.encode([t for group in texts for t in group])  # (total keys, dim)
         bounds = np.cumsum([0, *map(len, texts)])
         vectors = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
@@ -55,7 +55,8 @@ class EditMemory:
             # Committed to disk here.
             stored = self._store.insert(namespace, specs, vectors, self._max_edits_per_namespace)
             for (_, key_ids), edit_vectors in zip(stored, vectors, strict=True):
-                self._index.add(namespace, np.asarray(key_ids), edit_vectors)
+                if key_ids:
+                    self._index.add(namespace, np.asarray(key_ids), edit_vectors)
         return [edit for edit, _ in stored]
 
     def get(self, namespace: str, edit_id: str) -> Edit:

@@ -2,11 +2,15 @@
 
 Every edit is stored with the embeddings of its key texts, so the FAISS index can
 always be rebuilt from the store alone, without the encoder.
+
+The schema is versioned (PRAGMA user_version): SCHEMA is version 1 as first released, and each entry of MIGRATIONS
+takes a store one version further, in one transaction, so a store written by any earlier release opens.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -16,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from server.errors import EditNotFound, ResourceExhausted
+from server.errors import EditNotFound, ResourceExhausted, StorageFailed
 from server.sqlite import StorageGuard, open_durable, transaction
-from server.types import Edit, EditSpec
+from server.types import Edit, EditKind, EditSpec
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS edits (
@@ -44,8 +50,51 @@ CREATE INDEX IF NOT EXISTS keys_by_edit ON keys (edit_seq);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-EDIT_FIELDS = ("id", "namespace", "subject", "prompt", "target_new", "target_true", "paraphrases", "created_at")
+# Version 2 (issue 26): edit kinds and their fields, versions and supersession; existing edits become version 1
+# of a MODIFY edit, live. `superseded_by` is '' for a live edit. `subject_key` is the normalised subject that
+# supersession looks edits up by.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    ALTER TABLE edits ADD COLUMN kind TEXT NOT NULL DEFAULT 'modify';
+    ALTER TABLE edits ADD COLUMN pattern TEXT NOT NULL DEFAULT '';
+    ALTER TABLE edits ADD COLUMN replacement TEXT NOT NULL DEFAULT '';
+    ALTER TABLE edits ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE edits ADD COLUMN supersedes TEXT NOT NULL DEFAULT '';
+    ALTER TABLE edits ADD COLUMN superseded_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE edits ADD COLUMN updated_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE edits ADD COLUMN subject_key TEXT NOT NULL DEFAULT '';
+    UPDATE edits SET updated_at = created_at, subject_key = subject_key(subject);
+    CREATE INDEX edits_by_subject ON edits (namespace, subject_key) WHERE superseded_by = '';
+    CREATE INDEX edits_live ON edits (namespace, superseded_by, seq);
+    CREATE TABLE edit_versions (                     -- earlier versions of an id, replaced by UpdateEdit
+        edit_id  TEXT NOT NULL,
+        version  INTEGER NOT NULL,
+        fields   TEXT NOT NULL,                      -- the Edit as JSON (edit_to_json)
+        PRIMARY KEY (edit_id, version)
+    );
+    CREATE TABLE edit_events (                       -- the audit log
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        at         REAL NOT NULL,
+        namespace  TEXT NOT NULL,
+        token_name TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        edit_id    TEXT NOT NULL,
+        before     TEXT NOT NULL,                    -- JSON, '' for none
+        after      TEXT NOT NULL
+    );
+    CREATE INDEX edit_events_by_namespace ON edit_events (namespace, seq);
+    """,
+)
+SCHEMA_VERSION = 1 + len(MIGRATIONS)
+
+EDIT_FIELDS = (
+    "id", "namespace", "subject", "prompt", "target_new", "target_true", "paraphrases", "created_at",
+    "kind", "pattern", "replacement", "version", "supersedes", "superseded_by", "updated_at",
+)
 EDIT_COLUMNS = ", ".join(EDIT_FIELDS)
+LIVE = "superseded_by = ''"
+# Keys of live edits: only those are in the index (a superseded edit keeps its keys, for when it is restored).
+LIVE_KEY = f"edit_seq IN (SELECT seq FROM edits WHERE {LIVE})"
 
 
 @dataclass(frozen=True)
@@ -61,7 +110,9 @@ class EditStore:
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
         self._db = open_durable(path, SCHEMA)
+        self._db.create_function("subject_key", 1, subject_key, deterministic=True)
         self._guard = StorageGuard(path)
+        self._migrate()
 
     def close(self) -> None:
         with self._lock:
@@ -81,7 +132,9 @@ class EditStore:
         stored: list[tuple[Edit, list[int]]] = []
         with self._lock, self._guard.writing(), transaction(self._db):
             if max_edits > 0:
-                (count,) = self._db.execute("SELECT COUNT(*) FROM edits WHERE namespace = ?", (namespace,)).fetchone()
+                (count,) = self._db.execute(
+                    f"SELECT COUNT(*) FROM edits WHERE namespace = ? AND {LIVE}", (namespace,)
+                ).fetchone()
                 if count + len(specs) > max_edits:
                     raise ResourceExhausted(
                         f"namespace {namespace!r} has {count} edits; adding {len(specs)} would pass its limit "
@@ -91,13 +144,10 @@ class EditStore:
                 edit = Edit(
                     id=uuid.uuid4().hex, namespace=namespace, subject=spec.subject, prompt=spec.prompt,
                     target_new=spec.target_new, target_true=spec.target_true,
-                    paraphrases=tuple(spec.paraphrases), created_at_unix_s=now,
+                    paraphrases=tuple(spec.paraphrases), created_at_unix_s=now, kind=spec.kind,
+                    pattern=spec.pattern, replacement=spec.replacement, updated_at_unix_s=now,
                 )
-                seq = self._db.execute(
-                    f"INSERT INTO edits ({EDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (edit.id, namespace, edit.subject, edit.prompt, edit.target_new, edit.target_true,
-                     json.dumps(list(edit.paraphrases)), now),
-                ).lastrowid
+                seq = self._insert_row(edit)
                 key_ids = []
                 for text, vector in zip(edit.key_texts(), spec_vectors, strict=True):
                     cursor = self._db.execute(
@@ -147,22 +197,25 @@ class EditStore:
         return _edit_from_row(row)
 
     def page(self, namespace: str, after_seq: int, limit: int) -> tuple[list[Edit], int | None, int]:
-        """Up to `limit` edits after `after_seq`, oldest first.
+        """Up to `limit` live edits after `after_seq`, oldest first.
 
         Also returns the seq to continue from (None at the end) and the namespace's total.
         """
         with self._lock, self._guard.reading():
             rows = self._db.execute(
-                f"SELECT seq, {EDIT_COLUMNS} FROM edits WHERE namespace = ? AND seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT seq, {EDIT_COLUMNS} FROM edits WHERE namespace = ? AND {LIVE} AND seq > ? ORDER BY seq "
+                "LIMIT ?",
                 (namespace, after_seq, limit + 1),
             ).fetchall()
-            (total,) = self._db.execute("SELECT COUNT(*) FROM edits WHERE namespace = ?", (namespace,)).fetchone()
+            (total,) = self._db.execute(
+                f"SELECT COUNT(*) FROM edits WHERE namespace = ? AND {LIVE}", (namespace,)
+            ).fetchone()
         more = len(rows) > limit
         rows = rows[:limit]
         return [_edit_from_row(r[1:]) for r in rows], (rows[-1][0] if more else None), int(total)
 
     def edits_for_keys(self, namespace: str, key_ids: Sequence[int]) -> dict[int, Edit]:
-        """The edit each key id belongs to; ids no longer stored, or of another namespace, are absent.
+        """The live edit each key id belongs to; ids no longer stored or live, or of another namespace, are absent.
 
         The namespace test is the isolation promise itself: it holds even if the index hands back another
         namespace's key ids (a damaged or swapped index file).
@@ -176,7 +229,7 @@ class EditStore:
                 f"FROM keys k JOIN edits e ON e.seq = k.edit_seq "
                 # The unary + keeps SQLite on the key ids' primary key: without it the planner walks the whole
                 # namespace through edits_by_namespace (800 ms for 32 keys at 100k edits, against 0.3 ms).
-                f"WHERE k.key_id IN ({marks}) AND +k.namespace = ? AND +e.namespace = ?",
+                f"WHERE k.key_id IN ({marks}) AND +k.namespace = ? AND +e.namespace = ? AND e.{LIVE}",
                 [*(int(k) for k in key_ids), namespace, namespace],
             ).fetchall()
         return {row[0]: _edit_from_row(row[1:]) for row in rows}
@@ -186,7 +239,8 @@ class EditStore:
         while True:
             with self._lock, self._guard.reading():
                 rows = self._db.execute(
-                    "SELECT key_id, namespace, vector FROM keys WHERE key_id > ? ORDER BY key_id LIMIT ?",
+                    f"SELECT key_id, namespace, vector FROM keys WHERE key_id > ? AND {LIVE_KEY} ORDER BY key_id "
+                    "LIMIT ?",
                     (last, batch),
                 ).fetchall()
             if not rows:
@@ -201,17 +255,19 @@ class EditStore:
 
     def keys_per_namespace(self) -> dict[str, int]:
         with self._lock, self._guard.reading():
-            rows = self._db.execute("SELECT namespace, COUNT(*) FROM keys GROUP BY namespace").fetchall()
+            rows = self._db.execute(
+                f"SELECT namespace, COUNT(*) FROM keys WHERE {LIVE_KEY} GROUP BY namespace"
+            ).fetchall()
         return {str(ns): int(n) for ns, n in rows}
 
     def count_keys(self) -> int:
         with self._lock, self._guard.reading():
-            return int(self._db.execute("SELECT COUNT(*) FROM keys").fetchone()[0])
+            return int(self._db.execute(f"SELECT COUNT(*) FROM keys WHERE {LIVE_KEY}").fetchone()[0])
 
     def count_edits_by_namespace(self) -> dict[str, int]:
-        """namespace → edits stored (for the edits-per-namespace metric; the namespace index makes it one scan)."""
+        """namespace → live edits (for the edits-per-namespace metric; the namespace index makes it one scan)."""
         with self._lock:
-            rows = self._db.execute("SELECT namespace, COUNT(*) FROM edits GROUP BY namespace")
+            rows = self._db.execute(f"SELECT namespace, COUNT(*) FROM edits WHERE {LIVE} GROUP BY namespace")
             return {str(ns): int(n) for ns, n in rows}
 
     def generation(self) -> int:
@@ -225,6 +281,31 @@ class EditStore:
 
     # --- helpers ------------------------------------------------------------------------
 
+    def _migrate(self) -> None:
+        """Brings the schema to SCHEMA_VERSION, one migration per transaction; refuses a store from a newer release."""
+        with self._lock, self._guard.writing():
+            (version,) = self._db.execute("PRAGMA user_version").fetchone()
+            version = max(int(version), 1)  # 0: version 1 as SCHEMA created it, before versions were recorded
+            if version > SCHEMA_VERSION:
+                raise StorageFailed(
+                    f"the edit store is at schema version {version}, newer than this server's {SCHEMA_VERSION}: "
+                    "run the release that wrote it"
+                )
+            for number, migration in enumerate(MIGRATIONS[version - 1:], start=version + 1):
+                with transaction(self._db):
+                    for statement in _statements(migration):
+                        self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version = {number}")
+                log.info("edit store migrated to schema version %d", number)
+
+    def _insert_row(self, edit: Edit) -> int:
+        """Inserts the edit's row; returns its seq."""
+        cursor = self._db.execute(
+            f"INSERT INTO edits ({EDIT_COLUMNS}, subject_key) VALUES ({', '.join('?' * (len(EDIT_FIELDS) + 1))})",
+            (*_edit_to_row(edit), subject_key(edit.subject)),
+        )
+        return int(cursor.lastrowid or 0)
+
     def _bump_generation(self) -> None:
         self._db.execute(
             "INSERT INTO meta (name, value) VALUES ('generation', '1') "
@@ -232,10 +313,31 @@ class EditStore:
         )
 
 
+def subject_key(subject: str) -> str:
+    """The subject as supersession compares it: case-folded, whitespace collapsed."""
+    return " ".join(subject.casefold().split())
+
+
+def _statements(script: str) -> list[str]:
+    """A migration's statements, run one by one inside its transaction (executescript would commit first)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _edit_to_row(edit: Edit) -> tuple[object, ...]:
+    return (
+        edit.id, edit.namespace, edit.subject, edit.prompt, edit.target_new, edit.target_true,
+        json.dumps(list(edit.paraphrases)), edit.created_at_unix_s, edit.kind.value, edit.pattern, edit.replacement,
+        edit.version, edit.supersedes, edit.superseded_by, edit.updated_at_unix_s,
+    )
+
+
 def _edit_from_row(row: Sequence[object]) -> Edit:
-    id_, namespace, subject, prompt, target_new, target_true, paraphrases, created_at = row
+    (id_, namespace, subject, prompt, target_new, target_true, paraphrases, created_at, kind, pattern, replacement,
+     version, supersedes, superseded_by, updated_at) = row
     return Edit(
         id=str(id_), namespace=str(namespace), subject=str(subject), prompt=str(prompt),
         target_new=str(target_new), target_true=None if target_true is None else str(target_true),
         paraphrases=tuple(json.loads(str(paraphrases))), created_at_unix_s=float(created_at),  # type: ignore[arg-type]
+        kind=EditKind(kind), pattern=str(pattern), replacement=str(replacement), version=int(version),  # type: ignore[call-overload]
+        supersedes=str(supersedes), superseded_by=str(superseded_by), updated_at_unix_s=float(updated_at),  # type: ignore[arg-type]
     )

@@ -17,7 +17,7 @@ from server.service import ServerInfo
 from server.service.answers import ChatAnswer, ChatQuery, Scored
 from server.service.edits import Correction, CorrectionRequest
 from server.service.parametric import Application
-from server.types import Answer, Edit, EditSpec, FinishReason, GenerationOptions, Query, Route, Timings
+from server.types import Answer, Edit, EditKind, EditSpec, FinishReason, GenerationOptions, Query, Route, Timings
 
 ROUTES = {
     Route.BASE: pb.ROUTE_BASE,
@@ -27,6 +27,14 @@ ROUTES = {
     Route.PROMPT: pb.ROUTE_PROMPT,
 }
 ROUTES_FROM_PB = {v: k for k, v in ROUTES.items()}
+EDIT_KINDS = {
+    EditKind.MODIFY: pb.EDIT_KIND_MODIFY,
+    EditKind.INSERT: pb.EDIT_KIND_INSERT,
+    EditKind.ERASE: pb.EDIT_KIND_ERASE,
+    EditKind.PATCH: pb.EDIT_KIND_PATCH,
+    EditKind.REGEX: pb.EDIT_KIND_REGEX,
+}
+EDIT_KINDS_FROM_PB = {v: k for k, v in EDIT_KINDS.items()} | {pb.EDIT_KIND_UNSPECIFIED: EditKind.MODIFY}
 FINISH_REASONS = {
     FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
     FinishReason.EOS: pb.FINISH_REASON_EOS,
@@ -41,14 +49,25 @@ def edit_spec_from_pb(msg: pb.EditSpec) -> EditSpec:
         target_new=msg.target_new,
         target_true=msg.target_true if msg.HasField("target_true") else None,
         paraphrases=tuple(msg.paraphrases),
+        kind=edit_kind_from_pb(msg.kind),
+        pattern=msg.pattern,
+        replacement=msg.replacement,
     )
+
+
+def edit_kind_from_pb(value: int) -> EditKind:
+    if value not in EDIT_KINDS_FROM_PB:
+        raise InvalidArgument(f"kind {value} is not a known EditKind; use one of {sorted(EDIT_KINDS_FROM_PB)}")
+    return EDIT_KINDS_FROM_PB[value]  # type: ignore[index]  # an int checked above
 
 
 def edit_to_pb(edit: Edit) -> pb.Edit:
     msg = pb.Edit(
         id=edit.id, namespace=edit.namespace, subject=edit.subject, prompt=edit.prompt,
         target_new=edit.target_new, paraphrases=list(edit.paraphrases),
-        created_at_unix_s=edit.created_at_unix_s,
+        created_at_unix_s=edit.created_at_unix_s, kind=EDIT_KINDS[edit.kind], pattern=edit.pattern,
+        replacement=edit.replacement, version=edit.version, supersedes=edit.supersedes,
+        superseded_by=edit.superseded_by, updated_at_unix_s=edit.updated_at_unix_s,
     )
     if edit.target_true is not None:
         msg.target_true = edit.target_true
