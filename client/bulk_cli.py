@@ -62,6 +62,7 @@ def run_import(ec: EditcacheClient, args: argparse.Namespace) -> None:
         records, refused = read_source(args.file, args.format)
     except SourceError as exc:
         raise InputError(f"import: {exc}") from None
+    in_file = len(records) + len(refused)
     result = ImportResult(refused=refused)
     total = sum(len(record.edits) for record in records)
     with tqdm(total=total, desc="import", unit="edit", file=sys.stderr, disable=None) as bar:
@@ -77,7 +78,7 @@ def run_import(ec: EditcacheClient, args: argparse.Namespace) -> None:
     _report(result, args, stream=sys.stdout)
     if result.refused:
         where = "see refused" if args.json else "listed above"
-        raise InputError(f"import: {len(result.refused)} of {len(records) + len(refused)} records refused ({where}); "
+        raise InputError(f"import: {len(result.refused)} of {in_file} records refused ({where}); "
                          "the others went in")
 
 
