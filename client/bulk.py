@@ -79,7 +79,8 @@ class ImportResult:
 
 def read_source(path: Path, fmt: str) -> tuple[list[Record], list[Refusal]]:
     """The file's records as edits to send, and the records refused on reading (bad JSON on a line of a JSON-lines
-    file, a field missing or blank, a rule the server would refuse). SourceError when the file cannot be read."""
+    file, a field missing or of the wrong type, a benchmark record the server would refuse: `check_fact`).
+    SourceError when the file cannot be read."""
     if fmt not in IMPORT_FORMATS:
         raise SourceError(f"unknown format {fmt!r}; expected one of {', '.join(IMPORT_FORMATS)}")
     try:
@@ -94,8 +95,6 @@ def read_source(path: Path, fmt: str) -> tuple[list[Record], list[Refusal]]:
             if isinstance(value, json.JSONDecodeError):
                 raise ValueError(f"not JSON: {value.msg} at column {value.colno}")
             edits = (edit_from_json(value),) if fmt == JSONL else _case_edits(value, fmt, index)
-            for edit in edits:
-                check_edit(edit)
         except (ValueError, TypeError) as exc:
             refused.append(Refusal(line, index, _about_record(index, str(exc))))
         else:
@@ -109,7 +108,10 @@ def _case_edits(value: Any, fmt: str, index: int) -> tuple[EditInput, ...]:
     # As the evaluation harness registers a case (client/evaluation/runner.py): its edits, without paraphrases,
     # which the benchmarks hold as probes.
     case = read_case(value, fmt, index)
-    return tuple(EditInput(e.subject, e.prompt, e.target_new, e.target_true) for e in case.edits)
+    edits = tuple(EditInput(e.subject, e.prompt, e.target_new, e.target_true) for e in case.edits)
+    for edit in edits:
+        check_fact(edit)
+    return edits
 
 
 def _about_record(index: int, reason: str) -> str:
@@ -244,9 +246,13 @@ def export_lines(edits: Iterable[EditRecord]) -> Iterator[str]:
 # --- the server's rules, checked before sending ---------------------------------------------------------------
 
 
-def check_edit(edit: EditInput) -> None:
-    """The server's rules for an edit (server/validation.py) that do not depend on its configured limits, so that
-    a bad record is refused here, with its line, instead of failing its batch. ValueError says what is wrong."""
+def check_fact(edit: EditInput) -> None:
+    """The server's rules for a modify edit (server/validation.py) that do not depend on its configured limits, so
+    that a bad benchmark record is refused here instead of failing its batch. ValueError says what is wrong.
+
+    Benchmark records are all modify edits; a JSON-lines record can be of any kind, whose rules differ
+    (server/validation.py): the server alone checks those, and a batch it refuses is halved (`send`).
+    """
     for name in ("subject", "prompt", "target_new"):
         _check_text(name, getattr(edit, name))
     if edit.target_true is not None:

@@ -3,13 +3,14 @@ sending with a server that refuses some edits (a fake `add`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from client import EditInput
+from client import EditInput, EditRecord
 from client.bulk import (
     ImportResult,
     Record,
@@ -102,26 +103,37 @@ def test_jsonl_lines_are_numbered_past_blank_lines_and_bad_lines_are_refused(tmp
         json.dumps({**good, "target_true": 3}),
         json.dumps({"subject": "France", "prompt": "The capital of France is"}),
         json.dumps({**good, "paraphrases": ["What is France's capital?"], "target_true": None}),
+        json.dumps({**good, "kind": "forget"}),
+        json.dumps({"subject": "", "prompt": "", "target_new": "", "kind": "regex", "pattern": "colou?r",
+                    "replacement": "color"}),
     ]) + "\n", encoding="utf-8")
     records, refused = read_source(path, "jsonl")
-    assert [(r.line, r.index) for r in records] == [(1, 0), (8, 6)]
+    assert [(r.line, r.index) for r in records] == [(1, 0), (8, 6), (10, 8)]
     assert records[1].edits == (EditInput("France", "The capital of France is", "Rome", None,
                                           ("What is France's capital?",)),)
+    # other kinds' rules are the server's to check
+    assert records[2].edits == (EditInput("", "", "", kind="regex", pattern="colou?r", replacement="color"),)
     assert [(r.line, r.reason) for r in refused] == [
         (3, "record 1: not JSON: Expecting property name enclosed in double quotes at column 2"),
         (4, "record 2: unknown field(s) colour; known: " + ", ".join(f.name for f in fields(EditInput))),
         (5, "record 3: field 'paraphrases' must be a list, got a string"),
         (6, "record 4: field 'target_true' must be a string, got a number"),
         (7, "record 5: missing field(s) target_new"),
+        (9, "record 7: kind must be one of modify, insert, erase, patch, regex; got 'forget'"),
     ]
 
 
 def test_the_jsonl_form_holds_every_field_of_edit_input_and_reads_back_equal() -> None:
-    edit = EditInput("Space Needle", "The Space Needle is in", "Taipei", "Seattle", ("Where is the Space Needle?",))
+    edit = EditInput("Space Needle", "The Space Needle is in", "", "Seattle", ("Where is the Space Needle?",),
+                     kind="erase")
     obj = edit_to_json(edit)
     assert set(obj) == {f.name for f in fields(EditInput)}
     assert edit_from_json(json.loads(json.dumps(obj))) == edit
     assert edit_from_json({"subject": "a", "prompt": "a b", "target_new": "c"}) == EditInput("a", "a b", "c")
+    # a stored edit's server-set fields stay out
+    stored = EditRecord(id="0" * 32, namespace="ns", created_at_unix_s=1.0, version=3, supersedes="1" * 32,
+                        **dataclasses.asdict(edit))
+    assert edit_to_json(stored) == obj
 
 
 def record(index: int, edits: int = 1) -> Record:
