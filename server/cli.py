@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "with --http-listen, /metrics is also on the HTTP port)")
     parser.add_argument("--approximate-index-threshold", type=int,
                         help="key vectors in a namespace from which its index is HNSW (default 100000; 0: exact)")
+    parser.add_argument("--refusal",
+                        help="the answer to a query in the scope of an erase edit (default \"I don't know.\")")
     parser.add_argument("--insecure", action="store_true", default=None,
                         help="allow a non-loopback --listen address without --tokens-file")
     parser.add_argument("--max-queue", type=int,

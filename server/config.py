@@ -124,6 +124,8 @@ class Config:
     # Key vectors in a namespace from which its index is approximate (HNSW, built in the background); 0: always
     # exact. 100,000 keeps the exact search under about 10 ms on 2 cores (docs/BENCHMARKS.md, "Approximate index").
     approximate_index_threshold: int = 100_000
+    # The answer to a query in the scope of an erase edit (the fact must no longer be stated).
+    refusal: str = "I don't know."
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -171,6 +173,9 @@ class Config:
         if self.approximate_index_threshold < 0:
             raise ValueError(f"approximate_index_threshold must be at least 0 (0: always exact), "
                              f"got {self.approximate_index_threshold}")
+        if not self.refusal.strip() or len(self.refusal) > self.limits.max_text_chars:
+            raise ValueError(f"refusal must be non-empty text of at most {self.limits.max_text_chars} characters, "
+                             f"got {self.refusal!r}")
         if self.limits.max_chat_turns < 1:
             raise ValueError(f"limits.max_chat_turns must be at least 1, got {self.limits.max_chat_turns}")
         if self.limits.max_pending_edit_chars < 1:
