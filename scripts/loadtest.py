@@ -7,7 +7,8 @@ code, p50/p99 latency per RPC, edits acknowledged against edits found afterwards
 listed in full at the end: none may be lost), and the server's RSS before, after and sampled over time
 (when this script started the server). RESOURCE_EXHAUSTED is the server shedding load on purpose and is
 counted apart from unexpected errors. A server this script starts also serves HTTP: its Prometheus `/metrics`
-is read before and after the load, and every metric family is reported with how many of its samples moved.
+is read before, halfway through (gauges such as the queue depth are back to 0 at the end) and after the load,
+and every metric family is reported with how many of its samples moved.
 A markdown table goes to stdout; the last line is a JSON summary.
 
     .venv/bin/python scripts/loadtest.py --clients 16 --duration-s 300 --max-queue 8
@@ -116,13 +117,15 @@ def read_metrics(http_url: str) -> dict[str, dict[str, float]]:
             for family in text_string_to_metric_families(text)}
 
 
-def metrics_moved(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """Per editcache/gRPC family: samples after the load, and how many are new or changed since before it."""
+def metrics_moved(before: dict[str, dict[str, float]], *later: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Per editcache/gRPC family (creation times left out): samples at the end, and how many were new or
+    different from before the load in any later reading."""
     moved = {}
-    for name, samples in sorted(after.items()):
-        if name.startswith(("editcache_", "grpc_server_")):
+    for name, samples in sorted(later[-1].items()):
+        if name.startswith(("editcache_", "grpc_server_")) and not name.endswith("_created"):
             old = before.get(name, {})
-            moved[name] = {"samples": len(samples), "moved": sum(old.get(k) != v for k, v in samples.items())}
+            changed = {k for reading in later for k, v in reading.get(name, {}).items() if old.get(k) != v}
+            moved[name] = {"samples": len(samples), "moved": len(changed)}
     return moved
 
 
@@ -147,6 +150,10 @@ def run(args: argparse.Namespace, addr: str, pid: int | None, http_url: str | No
     started = time.monotonic()
     for thread in threads:
         thread.start()
+    metrics_midway = {}
+    if http_url:
+        time.sleep(args.duration_s / 2)
+        metrics_midway = read_metrics(http_url)
     for thread in threads:
         thread.join()
     wall_s = time.monotonic() - started
@@ -161,7 +168,7 @@ def run(args: argparse.Namespace, addr: str, pid: int | None, http_url: str | No
             listed = {e.id for e in client.iter_edits(1000, namespace=namespace)}
             found += len(listed & set(ids))
             lost += sorted(set(ids) - listed)
-    metrics = metrics_moved(metrics_before, read_metrics(http_url)) if http_url else None
+    metrics = metrics_moved(metrics_before, metrics_midway, read_metrics(http_url)) if http_url else None
     errors = {k: v for k, v in tally.codes.items() if not k.endswith(" OK")}
     requests = sum(tally.codes.values())
     return {
