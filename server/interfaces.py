@@ -8,7 +8,18 @@ from typing import Protocol
 
 import numpy as np
 
-from server.types import Edit, EditSpec, EncodedText, Generation, GenerationOptions, Hit, Route, TokenScores
+from server.types import (
+    Edit,
+    EditEvent,
+    EditKind,
+    EditSpec,
+    EncodedText,
+    Generation,
+    GenerationOptions,
+    Hit,
+    Route,
+    TokenScores,
+)
 
 TextSink = Callable[[str], None]  # receives each new piece of generated text
 StopCheck = Callable[[], bool]  # True once the caller no longer wants tokens
@@ -33,19 +44,72 @@ class EditPage:
     total: int
 
 
+@dataclass(frozen=True)
+class EventPage:
+    events: list[EditEvent]
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class Deletion:
+    edit: Edit  # as it was
+    restored: Edit | None  # the edit it had superseded, live again
+
+
+# What a new edit supersedes: a live edit's id, the index of an earlier edit of the same batch, or nothing.
+Replaced = str | int | None
+
+
 class Memory(Protocol):
-    def add(self, namespace: str, specs: Sequence[EditSpec]) -> list[Edit]: ...
+    """The namespaces' edits. Only live edits (not superseded by a newer edit of the same fact) are listed,
+    counted and searched; every write records its audit events in the same transaction. `token_name` is the
+    caller's, for those events."""
 
-    def get(self, namespace: str, edit_id: str) -> Edit: ...
-
-    def page(self, namespace: str, page_size: int, page_token: str) -> EditPage:
-        """Edits oldest first, from `page_token` (empty for the first page)."""
+    def add(
+        self, namespace: str, specs: Sequence[EditSpec], replaces: Sequence[Replaced] = (), token_name: str = ""
+    ) -> list[Edit]:
+        """Stores the edits; `replaces[i]` is what spec i supersedes (kept as history, out of the index)."""
         ...
 
-    def delete(self, namespace: str, edit_id: str) -> Edit: ...
+    def update(self, namespace: str, edit_id: str, spec: EditSpec, token_name: str = "") -> Edit:
+        """A live edit's new fields under the same id, one version up; the old version goes to its history."""
+        ...
+
+    def get(self, namespace: str, edit_id: str) -> Edit:
+        """A live or superseded edit."""
+        ...
+
+    def history(self, namespace: str, edit_id: str) -> tuple[Edit, list[Edit]]:
+        """The edit and what came before it, newest first: its earlier versions, then the edits it superseded."""
+        ...
+
+    def same_subject(self, namespace: str, subjects: Sequence[str]) -> dict[str, list[Edit]]:
+        """Each subject → the live fact edits with the same subject up to case and spacing (the edits a new edit
+        of that subject may supersede); subjects with none are absent."""
+        ...
+
+    def live_of_kind(self, namespace: str, kind: EditKind) -> list[Edit]:
+        """The namespace's live edits of one kind, oldest first (e.g. its regex patches)."""
+        ...
+
+    def page(self, namespace: str, page_size: int, page_token: str) -> EditPage:
+        """Live edits oldest first, from `page_token` (empty for the first page)."""
+        ...
+
+    def delete(self, namespace: str, edit_id: str, token_name: str = "") -> Deletion:
+        """Removes the edit; the edit it had superseded becomes live again."""
+        ...
+
+    def events(self, namespace: str, page_size: int, page_token: str, edit_id: str | None = None) -> EventPage:
+        """The namespace's audit log oldest first, from `page_token`; only `edit_id`'s events when given."""
+        ...
+
+    def record(self, events: Sequence[EditEvent]) -> None:
+        """Appends events of changes recorded elsewhere (parametric application and rollback)."""
+        ...
 
     def search(self, namespace: str, query_vector: np.ndarray, k: int) -> list[Hit]:
-        """The k edits of the namespace whose key texts are closest to the (dim,) query vector."""
+        """The k live edits of the namespace whose key texts are closest to the (dim,) query vector."""
         ...
 
     def close(self) -> None: ...

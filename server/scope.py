@@ -1,13 +1,17 @@
-"""Retrieval then the gate: the best edit of a namespace for a query, and the gate's score for it."""
+"""Retrieval then the gate: the best edit of a namespace for a query, and the gate's score for it; and, with the same
+classifier, which live edit a new edit of the same fact supersedes."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 
-from server.interfaces import Embedder, Gate, Memory
-from server.types import Edit, EditSpec, EncodedText, Hit, Timings
+import numpy as np
+
+from server.interfaces import Embedder, Gate, Memory, Replaced
+from server.types import FACT_KINDS, Edit, EditKind, EditSpec, EncodedText, Hit, Timings, subject_key
 
 
 @dataclass(frozen=True)
@@ -18,12 +22,70 @@ class ScopeCheck:
     top_k: int
     # True for edits the gate must not see (baked into the weights and taken out of the gate).
     hidden: Callable[[Edit], bool] = lambda edit: False
+    threshold: float = 0.5  # the gate score from which a query is in scope (the router's)
 
-    def add(self, namespace: str, specs: Sequence[EditSpec]) -> list[Edit]:
-        """Stores the edits (durable on return), then prepares the gate's side of them."""
-        edits = self.memory.add(namespace, specs)
-        self.gate.warm([e for e in edits if e.key_texts()])  # a regex patch never meets the gate
+    def add(self, namespace: str, specs: Sequence[EditSpec], token_name: str = "") -> list[Edit]:
+        """Stores the edits (durable on return), each superseding the live edit of the same fact if there is one,
+        then prepares the gate's side of them."""
+        edits = self.memory.add(namespace, specs, self.superseded(namespace, specs), token_name)
+        self.gate.warm([e for e in edits if e.key_texts() and e.live])  # a regex patch never meets the gate
         return edits
+
+    def update(self, namespace: str, edit_id: str, spec: EditSpec, token_name: str = "") -> Edit:
+        """Changes the edit in place (same id); the gate's view of it is recomputed, as the old one is cached."""
+        edit = self.memory.update(namespace, edit_id, spec, token_name)
+        if edit.key_texts():
+            self.gate.warm([edit])
+        return edit
+
+    def superseded(self, namespace: str, specs: Sequence[EditSpec]) -> list[Replaced]:
+        """What each new edit replaces: a live edit's id, the index of an earlier spec of the batch (newer
+        supersedes older), or None.
+
+        A fact edit (every kind but REGEX) replaces the newest live or earlier-in-batch fact edit that has the same
+        subject up to case and spacing and whose scope the gate puts the new edit's prompt in (score at or above
+        the threshold): the same subject asked the same question. Another relation of the same subject ("Where
+        was X born" after "X's employer") scores out of scope and both stay. A regex patch replaces the newest
+        one with the identical pattern.
+        """
+        existing = self.memory.same_subject(namespace, [s.subject for s in specs if s.kind in FACT_KINDS])
+        patterns = {} if all(s.kind is not EditKind.REGEX for s in specs) else {
+            e.pattern: e.id for e in self.memory.live_of_kind(namespace, EditKind.REGEX)
+        }
+        replaces: list[Replaced] = []
+        claimed: set[str] = set()  # existing edits an earlier spec of the batch already replaces
+        pending: list[Edit] = []  # the batch's specs as provisional edits, for the gate
+        for i, spec in enumerate(specs):
+            pending.append(_provisional(namespace, spec))
+            if spec.kind is EditKind.REGEX:
+                same = [j for j in range(i) if specs[j].kind is EditKind.REGEX and specs[j].pattern == spec.pattern]
+                replaced: Replaced = same[-1] if same else patterns.get(spec.pattern)
+            else:
+                key = subject_key(spec.subject)
+                candidates: list[tuple[Replaced, Edit]] = [
+                    (e.id, e) for e in existing.get(spec.subject, []) if e.id not in claimed
+                ] + [(j, pending[j]) for j in range(i) if specs[j].kind in FACT_KINDS
+                     and subject_key(specs[j].subject) == key]
+                replaced = self._same_fact(spec, candidates)
+            if isinstance(replaced, str):
+                claimed.add(replaced)
+            replaces.append(replaced)
+        return replaces
+
+    def _same_fact(self, spec: EditSpec, candidates: Sequence[tuple[Replaced, Edit]]) -> Replaced:
+        """The newest candidate (they come oldest first) whose scope the gate puts `spec.prompt` in; None if none."""
+        if not candidates:
+            return None
+        query = self.embedder.encode_text(spec.prompt)
+        hits = [Hit(edit, self._similarity(query, edit)) for _, edit in candidates]
+        scores = self.gate.scores(query, hits)
+        matching = [ref for (ref, _), p in zip(candidates, scores, strict=True) if p >= self.threshold]
+        return matching[-1] if matching else None
+
+    def _similarity(self, query: EncodedText, edit: Edit) -> float:
+        """The cosine of the query and the edit's closest key text, as retrieval would have found it."""
+        keys = self.embedder.encode(edit.key_texts())  # (n_keys, dim) unit rows
+        return float(np.max(keys @ query.vector))
 
     def best(self, namespace: str, text: str) -> tuple[Hit | None, float, Timings]:
         """The highest-scoring of the top-k retrieved edits (None when the namespace has none)."""
@@ -44,3 +106,9 @@ class ScopeCheck:
         timings = Timings(search_ms=(t2 - t1) * 1e3, gate_ms=(t3 - t2) * 1e3)
         p, hit = max(zip(scores, hits, strict=True), key=lambda s: s[0], default=(0.0, None))
         return hit, p, timings
+
+
+def _provisional(namespace: str, spec: EditSpec) -> Edit:
+    """A spec of the batch as the gate sees an edit; the id is unique because the gate caches its views by id."""
+    return Edit(f"pending-{uuid.uuid4().hex}", namespace, spec.subject, spec.prompt, spec.target_new, spec.target_true,
+                spec.paraphrases, 0.0, spec.kind, spec.pattern, spec.replacement)

@@ -18,6 +18,11 @@ class EditKind(enum.Enum):
     REGEX = "regex"  # a textual fix applied to the base model's output in the namespace; never retrieved
 
 
+def subject_key(subject: str) -> str:
+    """The subject as supersession compares it: case-folded, whitespace collapsed."""
+    return " ".join(subject.casefold().split())
+
+
 # Kinds that state a fact or rule about `subject`: indexed, gated, and superseded by a newer edit of the same fact.
 FACT_KINDS = frozenset({EditKind.MODIFY, EditKind.INSERT, EditKind.ERASE, EditKind.PATCH})
 
@@ -100,6 +105,32 @@ class Edit:
         """The caller's fields of this edit, as AddEdits or UpdateEdit would take them."""
         return EditSpec(self.subject, self.prompt, self.target_new, self.target_true, self.paraphrases, self.kind,
                         self.pattern, self.replacement)
+
+
+class EditAction(enum.Enum):
+    """What a change did to an edit, in the audit log."""
+
+    ADD = "add"
+    UPDATE = "update"
+    SUPERSEDE = "supersede"  # a newer edit of the same fact replaced this one
+    DELETE = "delete"
+    RESTORE = "restore"  # the edit that superseded this one was deleted: this one is live again
+    PARAMETRIC_APPLY = "parametric_apply"
+    PARAMETRIC_ROLLBACK = "parametric_rollback"
+
+
+@dataclass(frozen=True)
+class EditEvent:
+    """One entry of the audit log: a change to one edit, committed with the change itself."""
+
+    namespace: str
+    token_name: str  # the caller's token; "" when the server runs without auth
+    action: EditAction
+    edit_id: str
+    before_json: str  # the edit (or the parametric application) before and after, as JSON; "" for none
+    after_json: str
+    at_unix_s: float = 0.0  # set by the store when 0
+    seq: int = 0  # set by the store: the log's order
 
 
 @dataclass(frozen=True)

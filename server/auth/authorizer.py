@@ -62,6 +62,10 @@ class Authorizer:
         entry = self._identify(metadata, "")
         return None if ANY_NAMESPACE in entry.namespaces else frozenset(entry.namespaces)
 
+    def token_name(self, metadata: Iterable[tuple[str, str | bytes]]) -> str:
+        """The name of the call's token, for the audit log; "" when auth is off. Called after `check`."""
+        return "" if self._entries is None else self._identify(metadata, "").name
+
     def _identify(self, metadata: Iterable[tuple[str, str | bytes]], rpc: str) -> TokenEntry:
         values = [v for k, v in metadata if k == "authorization"]
         if not values:

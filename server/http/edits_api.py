@@ -25,7 +25,9 @@ def edits_router(holder: ServiceHolder, auth: Authorizer) -> APIRouter:
     async def add_edits(body: AddEditsBody, request: Request) -> dict[str, Any]:
         namespace = namespace_of(request)
         authorize(auth, request, Role.WRITE, "AddEdits", namespace)
-        edits = await holder.get().edits.add(namespace, [spec_from(e) for e in body.edits])
+        edits = await holder.get().edits.add(
+            namespace, [spec_from(e) for e in body.edits], auth.token_name(request.headers.items())
+        )
         return {"object": "list", "data": [edit_json(e) for e in edits]}
 
     @router.get("/edits")
@@ -46,13 +48,16 @@ def edits_router(holder: ServiceHolder, auth: Authorizer) -> APIRouter:
     async def delete_edit(edit_id: str, request: Request) -> dict[str, Any]:
         namespace = namespace_of(request)
         authorize(auth, request, Role.WRITE, "DeleteEdit", namespace)
-        return {**edit_json(await holder.get().edits.delete(namespace, edit_id)), "deleted": True}
+        deletion = await holder.get().edits.delete(namespace, edit_id, auth.token_name(request.headers.items()))
+        return {**edit_json(deletion.edit), "deleted": True}
 
     @router.post("/corrections")
     async def correct(body: CorrectionBody, request: Request) -> dict[str, Any]:
         namespace = namespace_of(request)
         authorize(auth, request, Role.WRITE, "Correct", namespace)
-        correction = await holder.get().edits.correct(correction_request_from(body, namespace), never)
+        correction = await holder.get().edits.correct(
+            correction_request_from(body, namespace), never, auth.token_name(request.headers.items())
+        )
         return correction_json(correction)
 
     return router

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from server.errors import EditcacheError, InvalidArgument, StorageFailed
-from server.interfaces import EditPage, Embedder
+from server.interfaces import Deletion, EditPage, Embedder, EventPage, Replaced
 from server.memory.ann import AnnSettings
 from server.memory.index import MANIFEST, NamespaceIndex, saved_generation
-from server.memory.store import EditStore
-from server.types import Edit, EditSpec, Hit
+from server.memory.store import EditStore, IndexChanges
+from server.types import Edit, EditEvent, EditKind, EditSpec, Hit
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +46,40 @@ class EditMemory:
 
     # --- Memory protocol ----------------------------------------------------------------
 
-    def add(self, namespace: str, specs: Sequence[EditSpec]) -> list[Edit]:
-        texts = [s.key_texts() for s in specs]  # none for a regex patch
-        flat = self._embedder.encode([t for group in texts for t in group])  # (total keys, dim)
-        bounds = np.cumsum([0, *map(len, texts)])
-        vectors = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    def add(
+        self, namespace: str, specs: Sequence[EditSpec], replaces: Sequence[Replaced] = (), token_name: str = ""
+    ) -> list[Edit]:
+        vectors = self._embed(specs)
         with self._lock:
             # Committed to disk here.
-            stored = self._store.insert(namespace, specs, vectors, self._max_edits_per_namespace)
-            for (_, key_ids), edit_vectors in zip(stored, vectors, strict=True):
-                if key_ids:
-                    self._index.add(namespace, np.asarray(key_ids), edit_vectors)
-        return [edit for edit, _ in stored]
+            edits, changes = self._store.insert(
+                namespace, specs, vectors, self._max_edits_per_namespace, replaces, token_name
+            )
+            self._apply(namespace, changes)
+        return edits
+
+    def update(self, namespace: str, edit_id: str, spec: EditSpec, token_name: str = "") -> Edit:
+        (vectors,) = self._embed([spec])
+        with self._lock:
+            edit, changes = self._store.update(namespace, edit_id, spec, vectors, token_name)
+            self._apply(namespace, changes)
+        return edit
+
+    def history(self, namespace: str, edit_id: str) -> tuple[Edit, list[Edit]]:
+        return self._store.history(namespace, edit_id)
+
+    def same_subject(self, namespace: str, subjects: Sequence[str]) -> dict[str, list[Edit]]:
+        return self._store.live_with_subjects(namespace, subjects)
+
+    def live_of_kind(self, namespace: str, kind: EditKind) -> list[Edit]:
+        return self._store.live_of_kind(namespace, kind)
+
+    def events(self, namespace: str, page_size: int, page_token: str, edit_id: str | None = None) -> EventPage:
+        events, next_seq = self._store.events(namespace, _decode_page_token(page_token), page_size, edit_id)
+        return EventPage(events, "" if next_seq is None else _encode_page_token(next_seq))
+
+    def record(self, events: Sequence[EditEvent]) -> None:
+        self._store.record(events)
 
     def get(self, namespace: str, edit_id: str) -> Edit:
         return self._store.get(namespace, edit_id)
@@ -75,11 +97,11 @@ class EditMemory:
         """namespace → edits stored."""
         return self._store.count_edits_by_namespace()
 
-    def delete(self, namespace: str, edit_id: str) -> Edit:
+    def delete(self, namespace: str, edit_id: str, token_name: str = "") -> Deletion:
         with self._lock:
-            edit, key_ids = self._store.delete(namespace, edit_id)
-            self._index.remove(namespace, key_ids)
-        return edit
+            edit, restored, changes = self._store.delete(namespace, edit_id, token_name)
+            self._apply(namespace, changes)
+        return Deletion(edit, restored)
 
     def search(self, namespace: str, query_vector: np.ndarray, k: int) -> list[Hit]:
         with self._lock:
@@ -96,6 +118,20 @@ class EditMemory:
                 if len(hits) >= k or wanted >= n_keys:
                     return list(hits.values())[:k]
                 wanted *= 4
+
+    def _embed(self, specs: Sequence[EditSpec]) -> list[np.ndarray]:
+        """(n_keys, dim) vectors of each spec's key texts (none for a regex patch)."""
+        texts = [s.key_texts() for s in specs]
+        flat = self._embedder.encode([t for group in texts for t in group])  # (total keys, dim)
+        bounds = np.cumsum([0, *map(len, texts)])
+        return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def _apply(self, namespace: str, changes: IndexChanges) -> None:
+        """Brings the index in line with a committed store write (under the lock)."""
+        if changes.add_ids:
+            self._index.add(namespace, np.asarray(changes.add_ids), np.stack(changes.add_vectors))
+        if changes.remove_ids:
+            self._index.remove(namespace, changes.remove_ids)
 
     # --- lifecycle ----------------------------------------------------------------------
 

@@ -14,15 +14,16 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from server.errors import EditNotFound, ResourceExhausted, StorageFailed
+from server.errors import EditNotFound, FailedPrecondition, ResourceExhausted, StorageFailed
+from server.interfaces import Replaced
 from server.sqlite import StorageGuard, open_durable, transaction
-from server.types import Edit, EditKind, EditSpec
+from server.types import Edit, EditAction, EditEvent, EditKind, EditSpec, subject_key
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,24 @@ LIVE = "superseded_by = ''"
 LIVE_KEY = f"edit_seq IN (SELECT seq FROM edits WHERE {LIVE})"
 
 
+@dataclass
+class IndexChanges:
+    """What a store write changed in one namespace's index: key vectors to add, then key ids to remove."""
+
+    add_ids: list[int] = field(default_factory=list)
+    add_vectors: list[np.ndarray] = field(default_factory=list)  # (dim,) each
+    remove_ids: list[int] = field(default_factory=list)
+
+    def add(self, key_ids: Sequence[int], vectors: np.ndarray) -> None:
+        self.add_ids.extend(key_ids)
+        self.add_vectors.extend(vectors[: len(key_ids)])
+
+    def add_keys(self, keys: Sequence[tuple[int, np.ndarray]]) -> None:
+        for key_id, vector in keys:
+            self.add_ids.append(key_id)
+            self.add_vectors.append(vector)
+
+
 @dataclass(frozen=True)
 class StoredKey:
     key_id: int
@@ -121,56 +140,123 @@ class EditStore:
     # --- writes -------------------------------------------------------------------------
 
     def insert(
-        self, namespace: str, specs: Sequence[EditSpec], vectors: Sequence[np.ndarray], max_edits: int = 0
-    ) -> list[tuple[Edit, list[int]]]:
-        """Stores the edits and their key vectors ((n_keys, dim) per spec) atomically.
+        self, namespace: str, specs: Sequence[EditSpec], vectors: Sequence[np.ndarray], max_edits: int = 0,
+        replaces: Sequence[Replaced] = (), token_name: str = "",
+    ) -> tuple[list[Edit], IndexChanges]:
+        """Stores the edits and their key vectors ((n_keys, dim) per spec) atomically, with their audit events.
 
-        Returns each stored edit with the key ids of its vectors, in order. With `max_edits` > 0,
-        a batch that would take the namespace past that many edits is refused whole.
+        `replaces[i]` names what spec i supersedes: the id of a live edit of the namespace, the index of an earlier
+        spec of this batch, or None. An edit to supersede that is no longer live (deleted meanwhile) is left alone.
+        Returns the edits as now stored, in order, and the index changes. With `max_edits` > 0, a batch that would
+        take the namespace past that many live edits is refused whole.
         """
         now = time.time()
-        stored: list[tuple[Edit, list[int]]] = []
+        replaces = list(replaces) or [None] * len(specs)
+        edits: list[Edit] = []
+        changes = IndexChanges()
         with self._lock, self._guard.writing(), transaction(self._db):
             if max_edits > 0:
-                (count,) = self._db.execute(
-                    f"SELECT COUNT(*) FROM edits WHERE namespace = ? AND {LIVE}", (namespace,)
-                ).fetchone()
-                if count + len(specs) > max_edits:
-                    raise ResourceExhausted(
-                        f"namespace {namespace!r} has {count} edits; adding {len(specs)} would pass its limit "
-                        f"of {max_edits} (max_edits_per_namespace); delete some first"
-                    )
-            for spec, spec_vectors in zip(specs, vectors, strict=True):
+                self._check_room(namespace, sum(r is None for r in replaces), max_edits)
+            for spec, spec_vectors, replaced in zip(specs, vectors, replaces, strict=True):
+                old_id = edits[replaced].id if isinstance(replaced, int) else replaced
+                old = self._find(namespace, old_id) if old_id else None
+                old = old if old is not None and old[1].live else None
                 edit = Edit(
                     id=uuid.uuid4().hex, namespace=namespace, subject=spec.subject, prompt=spec.prompt,
                     target_new=spec.target_new, target_true=spec.target_true,
                     paraphrases=tuple(spec.paraphrases), created_at_unix_s=now, kind=spec.kind,
                     pattern=spec.pattern, replacement=spec.replacement, updated_at_unix_s=now,
+                    supersedes=old[1].id if old else "",
                 )
-                seq = self._insert_row(edit)
-                key_ids = []
-                for text, vector in zip(edit.key_texts(), spec_vectors, strict=True):
-                    cursor = self._db.execute(
-                        "INSERT INTO keys (edit_seq, namespace, text, vector) VALUES (?, ?, ?, ?)",
-                        (seq, namespace, text, np.asarray(vector, dtype=np.float32).tobytes()),
-                    )
-                    key_ids.append(int(cursor.lastrowid or 0))
-                stored.append((edit, key_ids))
+                changes.add(self._insert_keys(self._insert_row(edit), edit, spec_vectors), spec_vectors)
+                self._log(now, token_name, EditAction.ADD, None, edit)
+                if old is not None:
+                    old_seq, old_edit = old
+                    self._db.execute("UPDATE edits SET superseded_by = ? WHERE seq = ?", (edit.id, old_seq))
+                    changes.remove_ids.extend(self._key_ids(old_seq))
+                    superseded = replace(old_edit, superseded_by=edit.id)
+                    self._log(now, token_name, EditAction.SUPERSEDE, old_edit, superseded)
+                    edits = [superseded if e.id == old_edit.id else e for e in edits]
+                edits.append(edit)
             self._bump_generation()
-        return stored
+        return edits, changes
 
-    def delete(self, namespace: str, edit_id: str) -> tuple[Edit, list[int]]:
-        """Removes the edit and its keys; returns the edit as it was and its key ids."""
+    def update(
+        self, namespace: str, edit_id: str, spec: EditSpec, vectors: np.ndarray, token_name: str = ""
+    ) -> tuple[Edit, IndexChanges]:
+        """Replaces a live edit's fields and key vectors ((n_keys, dim)), keeping its id: the version goes up by one
+        and the old version is kept in its history."""
+        now = time.time()
+        changes = IndexChanges()
         with self._lock, self._guard.writing(), transaction(self._db):
-            row = self._db.execute(
-                f"SELECT seq, {EDIT_COLUMNS} FROM edits WHERE id = ? AND namespace = ?", (edit_id, namespace)
-            ).fetchone()
-            if row is None:
-                raise EditNotFound(f"no edit with id {edit_id!r} in namespace {namespace!r}")
-            key_ids = [k for (k,) in self._db.execute("SELECT key_id FROM keys WHERE edit_seq = ?", (row[0],))]
-            self._db.execute("DELETE FROM edits WHERE seq = ?", (row[0],))
+            seq, old = self._get_row(namespace, edit_id)
+            if not old.live:
+                raise FailedPrecondition(
+                    f"edit {edit_id} was superseded by edit {old.superseded_by}: update that one, or delete it to "
+                    "bring this one back"
+                )
+            new = replace(
+                old, subject=spec.subject, prompt=spec.prompt, target_new=spec.target_new,
+                target_true=spec.target_true, paraphrases=tuple(spec.paraphrases), kind=spec.kind,
+                pattern=spec.pattern, replacement=spec.replacement, version=old.version + 1, updated_at_unix_s=now,
+            )
+            self._db.execute(
+                "INSERT INTO edit_versions (edit_id, version, fields) VALUES (?, ?, ?)",
+                (old.id, old.version, edit_to_json(old)),
+            )
+            changes.remove_ids.extend(self._key_ids(seq))
+            self._db.execute("DELETE FROM keys WHERE edit_seq = ?", (seq,))
+            self._db.execute(
+                f"UPDATE edits SET ({EDIT_COLUMNS}, subject_key) = ({', '.join('?' * (len(EDIT_FIELDS) + 1))}) "
+                "WHERE seq = ?",
+                (*_edit_to_row(new), subject_key(new.subject), seq),
+            )
+            changes.add(self._insert_keys(seq, new, vectors), vectors)
+            self._log(now, token_name, EditAction.UPDATE, old, new)
             self._bump_generation()
-        return _edit_from_row(row[1:]), key_ids
+        return new, changes
+
+    def delete(self, namespace: str, edit_id: str, token_name: str = "") -> tuple[Edit, Edit | None, IndexChanges]:
+        """Removes the edit, its keys and its earlier versions; returns the edit as it was, the edit it had
+        superseded (live again: an undo), and the index changes.
+
+        A superseded edit can be deleted too: it leaves the history, and its chain closes over the gap."""
+        now = time.time()
+        changes = IndexChanges()
+        restored = None
+        with self._lock, self._guard.writing(), transaction(self._db):
+            seq, edit = self._get_row(namespace, edit_id)
+            if edit.live:
+                changes.remove_ids.extend(self._key_ids(seq))
+                previous = self._find(namespace, edit.supersedes) if edit.supersedes else None
+                if previous is not None:
+                    previous_seq, previous_edit = previous
+                    self._db.execute("UPDATE edits SET superseded_by = '' WHERE seq = ?", (previous_seq,))
+                    restored = replace(previous_edit, superseded_by="")
+                    changes.add_keys(self._keys_with_vectors(previous_seq))
+                    self._log(now, token_name, EditAction.RESTORE, previous_edit, restored)
+            else:
+                self._db.execute("UPDATE edits SET supersedes = ? WHERE id = ? AND namespace = ?",
+                                 (edit.supersedes, edit.superseded_by, namespace))
+                if edit.supersedes:
+                    self._db.execute("UPDATE edits SET superseded_by = ? WHERE id = ? AND namespace = ?",
+                                     (edit.superseded_by, edit.supersedes, namespace))
+            self._db.execute("DELETE FROM edits WHERE seq = ?", (seq,))
+            self._db.execute("DELETE FROM edit_versions WHERE edit_id = ?", (edit.id,))
+            self._log(now, token_name, EditAction.DELETE, edit, None)
+            self._bump_generation()
+        return edit, restored, changes
+
+    def record(self, events: Sequence[EditEvent]) -> None:
+        """Appends events of changes made elsewhere (the parametric ledger's) to the audit log."""
+        now = time.time()
+        with self._lock, self._guard.writing(), transaction(self._db):
+            self._db.executemany(
+                "INSERT INTO edit_events (at, namespace, token_name, action, edit_id, before, after) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(e.at_unix_s or now, e.namespace, e.token_name, e.action.value, e.edit_id, e.before_json,
+                  e.after_json) for e in events],
+            )
 
     def set_meta(self, name: str, value: str) -> None:
         with self._lock, self._guard.writing(), transaction(self._db):
@@ -188,13 +274,75 @@ class EditStore:
     # --- reads --------------------------------------------------------------------------
 
     def get(self, namespace: str, edit_id: str) -> Edit:
+        """A live or superseded edit."""
         with self._lock, self._guard.reading():
-            row = self._db.execute(
-                f"SELECT {EDIT_COLUMNS} FROM edits WHERE id = ? AND namespace = ?", (edit_id, namespace)
-            ).fetchone()
-        if row is None:
-            raise EditNotFound(f"no edit with id {edit_id!r} in namespace {namespace!r}")
-        return _edit_from_row(row)
+            return self._get_row(namespace, edit_id)[1]
+
+    def history(self, namespace: str, edit_id: str) -> tuple[Edit, list[Edit]]:
+        """The edit, and what came before it newest first: its earlier versions, then the edit it superseded with
+        that one's earlier versions, and so on down the chain."""
+        with self._lock, self._guard.reading():
+            _, edit = self._get_row(namespace, edit_id)
+            earlier: list[Edit] = []
+            current, seen = edit, {edit.id}
+            while True:
+                earlier.extend(
+                    edit_from_json(str(fields)) for (fields,) in self._db.execute(
+                        "SELECT fields FROM edit_versions WHERE edit_id = ? ORDER BY version DESC", (current.id,)
+                    )
+                )
+                found = self._find(namespace, current.supersedes) if current.supersedes not in seen else None
+                if found is None:
+                    return edit, earlier
+                current = found[1]
+                seen.add(current.id)
+                earlier.append(current)
+
+    def live_with_subjects(self, namespace: str, subjects: Iterable[str]) -> dict[str, list[Edit]]:
+        """Each given subject → the namespace's live fact edits (every kind but REGEX) whose subject is the same once
+        normalised (`subject_key`), oldest first; subjects with none are absent."""
+        wanted = {s: subject_key(s) for s in subjects}
+        keys = sorted(set(wanted.values()))
+        found: dict[str, list[Edit]] = {}
+        with self._lock, self._guard.reading():
+            for start in range(0, len(keys), 500):  # under SQLite's limit on bound parameters
+                chunk = keys[start : start + 500]
+                rows = self._db.execute(
+                    f"SELECT subject_key, {EDIT_COLUMNS} FROM edits WHERE namespace = ? AND {LIVE} AND kind != ? "
+                    f"AND subject_key IN ({','.join('?' * len(chunk))}) ORDER BY seq",
+                    (namespace, EditKind.REGEX.value, *chunk),
+                )
+                for row in rows:
+                    found.setdefault(str(row[0]), []).append(_edit_from_row(row[1:]))
+        return {s: found[key] for s, key in wanted.items() if key in found}
+
+    def live_of_kind(self, namespace: str, kind: EditKind) -> list[Edit]:
+        """The namespace's live edits of one kind, oldest first (e.g. the regex patches its answers go through)."""
+        with self._lock, self._guard.reading():
+            rows = self._db.execute(
+                f"SELECT {EDIT_COLUMNS} FROM edits WHERE namespace = ? AND {LIVE} AND kind = ? ORDER BY seq",
+                (namespace, kind.value),
+            ).fetchall()
+        return [_edit_from_row(r) for r in rows]
+
+    def events(
+        self, namespace: str, after_seq: int, limit: int, edit_id: str | None = None
+    ) -> tuple[list[EditEvent], int | None]:
+        """Up to `limit` audit events of the namespace after `after_seq`, oldest first, and the seq to continue
+        from (None at the end); only `edit_id`'s when given."""
+        where = "namespace = ? AND seq > ?" + (" AND edit_id = ?" if edit_id else "")
+        with self._lock, self._guard.reading():
+            rows = self._db.execute(
+                "SELECT seq, at, namespace, token_name, action, edit_id, before, after FROM edit_events "
+                f"WHERE {where} ORDER BY seq LIMIT ?",
+                (namespace, after_seq, *([edit_id] if edit_id else []), limit + 1),
+            ).fetchall()
+        events = [
+            EditEvent(namespace=str(ns), token_name=str(token), action=EditAction(action), edit_id=str(id_),
+                      before_json=str(before), after_json=str(after), at_unix_s=float(at), seq=int(seq))
+            for seq, at, ns, token, action, id_, before, after in rows[:limit]
+        ]
+        return events, (events[-1].seq if len(rows) > limit else None)
 
     def page(self, namespace: str, after_seq: int, limit: int) -> tuple[list[Edit], int | None, int]:
         """Up to `limit` live edits after `after_seq`, oldest first.
@@ -298,6 +446,56 @@ class EditStore:
                     self._db.execute(f"PRAGMA user_version = {number}")
                 log.info("edit store migrated to schema version %d", number)
 
+    def _check_room(self, namespace: str, new_live: int, max_edits: int) -> None:
+        (count,) = self._db.execute(
+            f"SELECT COUNT(*) FROM edits WHERE namespace = ? AND {LIVE}", (namespace,)
+        ).fetchone()
+        if count + new_live > max_edits:
+            raise ResourceExhausted(
+                f"namespace {namespace!r} has {count} edits; adding {new_live} would pass its limit "
+                f"of {max_edits} (max_edits_per_namespace); delete some first"
+            )
+
+    def _find(self, namespace: str, edit_id: str) -> tuple[int, Edit] | None:
+        row = self._db.execute(
+            f"SELECT seq, {EDIT_COLUMNS} FROM edits WHERE id = ? AND namespace = ?", (edit_id, namespace)
+        ).fetchone()
+        return None if row is None else (int(row[0]), _edit_from_row(row[1:]))
+
+    def _get_row(self, namespace: str, edit_id: str) -> tuple[int, Edit]:
+        found = self._find(namespace, edit_id)
+        if found is None:
+            raise EditNotFound(f"no edit with id {edit_id!r} in namespace {namespace!r}")
+        return found
+
+    def _key_ids(self, seq: int) -> list[int]:
+        return [int(k) for (k,) in self._db.execute("SELECT key_id FROM keys WHERE edit_seq = ?", (seq,))]
+
+    def _keys_with_vectors(self, seq: int) -> list[tuple[int, np.ndarray]]:
+        rows = self._db.execute("SELECT key_id, vector FROM keys WHERE edit_seq = ? ORDER BY key_id", (seq,))
+        return [(int(k), np.frombuffer(blob, dtype=np.float32)) for k, blob in rows]
+
+    def _insert_keys(self, seq: int, edit: Edit, vectors: np.ndarray) -> list[int]:
+        key_ids = []
+        for text, vector in zip(edit.key_texts(), vectors, strict=True):
+            cursor = self._db.execute(
+                "INSERT INTO keys (edit_seq, namespace, text, vector) VALUES (?, ?, ?, ?)",
+                (seq, edit.namespace, text, np.asarray(vector, dtype=np.float32).tobytes()),
+            )
+            key_ids.append(int(cursor.lastrowid or 0))
+        return key_ids
+
+    def _log(self, at: float, token_name: str, action: EditAction, before: Edit | None, after: Edit | None) -> None:
+        """An audit event, inside the caller's transaction: it commits with the change or not at all."""
+        edit = after or before
+        assert edit is not None
+        self._db.execute(
+            "INSERT INTO edit_events (at, namespace, token_name, action, edit_id, before, after) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (at, edit.namespace, token_name, action.value, edit.id, edit_to_json(before) if before else "",
+             edit_to_json(after) if after else ""),
+        )
+
     def _insert_row(self, edit: Edit) -> int:
         """Inserts the edit's row; returns its seq."""
         cursor = self._db.execute(
@@ -313,9 +511,18 @@ class EditStore:
         )
 
 
-def subject_key(subject: str) -> str:
-    """The subject as supersession compares it: case-folded, whitespace collapsed."""
-    return " ".join(subject.casefold().split())
+def edit_to_json(edit: Edit) -> str:
+    """The edit as a JSON object with Edit's field names (the audit log's and the version history's form)."""
+    fields = asdict(edit)
+    fields["kind"] = edit.kind.value
+    return json.dumps(fields, ensure_ascii=False, sort_keys=True)
+
+
+def edit_from_json(text: str) -> Edit:
+    fields = json.loads(text)
+    fields["kind"] = EditKind(fields["kind"])
+    fields["paraphrases"] = tuple(fields["paraphrases"])
+    return Edit(**fields)
 
 
 def _statements(script: str) -> list[str]:

@@ -7,9 +7,10 @@ rollback), so no request ever sees half-written weights.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Collection, Generator, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from time import perf_counter
 from typing import TypeVar
@@ -23,6 +24,7 @@ from server.parametric.export import export_target
 from server.parametric.ledger import BakedEdit
 from server.parametric.targets import Progress
 from server.service.concurrency import off_loop
+from server.types import EditAction, EditEvent
 from server.validation import check_edit_id, check_method_request, check_namespace
 from server.worker import ModelWorker
 
@@ -50,9 +52,11 @@ class Parametric:
         self._worker = worker
 
     async def apply(
-        self, namespace: str, method: MethodRequest, edit_ids: Sequence[str], should_stop: StopCheck
+        self, namespace: str, method: MethodRequest, edit_ids: Sequence[str], should_stop: StopCheck,
+        token_name: str = "",
     ) -> AsyncIterator[Progress | Application]:
-        """Progress while the deltas are computed, then the Application once they are in the weights."""
+        """Progress while the deltas are computed, then the Application once they are in the weights (and in the
+        audit log, one event per edit, as `token_name`'s)."""
         namespace = check_namespace(namespace)
         check_method_request(method)
         ids = [check_edit_id(i) for i in edit_ids]
@@ -77,14 +81,25 @@ class Parametric:
                 lambda: self._editor.commit(namespace, method, deltas), should_stop
             )
         baked = tuple(b for i in ids if (b := self._editor.baked(namespace, i)) is not None)
+        await self._audit(EditAction.PARAMETRIC_APPLY, baked, token_name)
         yield Application(application, baked, perf_counter() - started)
 
-    async def rollback(self, namespace: str, edit_id: str) -> BakedEdit:
+    async def rollback(self, namespace: str, edit_id: str, token_name: str = "") -> BakedEdit:
         namespace, edit_id = check_namespace(namespace), check_edit_id(edit_id)
         baked = self._editor.baked(namespace, edit_id)
         with metrics.parametric("rollback", baked.method if baked is not None else "none"):
             removed, _ = await self._worker.run(lambda: self._editor.rollback(namespace, edit_id))
+        await self._audit(EditAction.PARAMETRIC_ROLLBACK, (removed,), token_name)
         return removed
+
+    async def _audit(self, action: EditAction, baked: Sequence[BakedEdit], token_name: str) -> None:
+        """Records the change in the edit store's audit log, right after the ledger (a separate database) committed
+        it: the baked edit is the event's after for an apply and its before for a rollback."""
+        states = [json.dumps(asdict(b), sort_keys=True) for b in baked]
+        applied = action is EditAction.PARAMETRIC_APPLY
+        events = [EditEvent(b.namespace, token_name, action, b.edit_id, "" if applied else state,
+                            state if applied else "") for b, state in zip(baked, states, strict=True)]
+        await off_loop(self._io, self._memory.record, events)
 
     async def baked_edits(self, namespace: str, readable: Collection[str] | None) -> list[BakedEdit]:
         """The namespace's baked edits; for namespace "", those of every namespace in `readable` (None: every one),

@@ -17,7 +17,7 @@ from server.servicers.convert import (
     correction_to_pb,
     options_from_pb,
 )
-from server.servicers.rpc import Context, Servicer, caller_gone, stream_text, streaming, unary
+from server.servicers.rpc import Context, Servicer, caller_gone, stream_text, streaming, token_name, unary
 
 
 class ChatServicer(Servicer, chat_pb_grpc.ChatServiceServicer):
@@ -30,5 +30,7 @@ class ChatServicer(Servicer, chat_pb_grpc.ChatServiceServicer):
     async def Correct(
         self, request: chat_pb.CorrectRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb.CorrectResponse:
-        correction = await self.service.edits.correct(correction_request_from_pb(request), caller_gone(context))
+        correction = await self.service.edits.correct(
+            correction_request_from_pb(request), caller_gone(context), token_name(self, context)
+        )
         return correction_to_pb(correction)

@@ -17,7 +17,18 @@ from server.service import ServerInfo
 from server.service.answers import ChatAnswer, ChatQuery, Scored
 from server.service.edits import Correction, CorrectionRequest
 from server.service.parametric import Application
-from server.types import Answer, Edit, EditKind, EditSpec, FinishReason, GenerationOptions, Query, Route, Timings
+from server.types import (
+    Answer,
+    Edit,
+    EditEvent,
+    EditKind,
+    EditSpec,
+    FinishReason,
+    GenerationOptions,
+    Query,
+    Route,
+    Timings,
+)
 
 ROUTES = {
     Route.BASE: pb.ROUTE_BASE,
@@ -72,6 +83,14 @@ def edit_to_pb(edit: Edit) -> pb.Edit:
     if edit.target_true is not None:
         msg.target_true = edit.target_true
     return msg
+
+
+def edit_event_to_pb(event: EditEvent) -> pb.EditEvent:
+    return pb.EditEvent(
+        seq=event.seq, at_unix_s=event.at_unix_s, namespace=event.namespace, token_name=event.token_name,
+        action=pb.EditAction.Value(f"EDIT_ACTION_{event.action.name}"), edit_id=event.edit_id,
+        before_json=event.before_json, after_json=event.after_json,
+    )
 
 
 def options_from_pb(msg: pb.GenerationOptions) -> GenerationOptions:

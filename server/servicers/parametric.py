@@ -11,7 +11,7 @@ from editcache.v1 import parametric_pb2_grpc as pb_grpc
 from server.auth.roles import Role, Scope
 from server.service.parametric import Application
 from server.servicers.convert import application_to_pb, baked_to_pb, method_request_from_pb, progress_to_pb
-from server.servicers.rpc import Servicer, caller_gone, readable_namespaces, streaming, unary
+from server.servicers.rpc import Servicer, caller_gone, readable_namespaces, streaming, token_name, unary
 
 
 class ParametricServicer(Servicer, pb_grpc.ParametricServiceServicer):
@@ -21,7 +21,8 @@ class ParametricServicer(Servicer, pb_grpc.ParametricServiceServicer):
         self, request: pb.ApplyParametricRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ApplyParametricResponse]:
         steps = self.service.parametric.apply(
-            request.namespace, method_request_from_pb(request), request.edit_ids, caller_gone(context)
+            request.namespace, method_request_from_pb(request), request.edit_ids, caller_gone(context),
+            token_name(self, context),
         )
         async for step in steps:
             if isinstance(step, Application):
@@ -33,7 +34,7 @@ class ParametricServicer(Servicer, pb_grpc.ParametricServiceServicer):
     async def RollbackParametric(
         self, request: pb.RollbackParametricRequest, context: grpc.aio.ServicerContext
     ) -> pb.RollbackParametricResponse:
-        removed = await self.service.parametric.rollback(request.namespace, request.edit_id)
+        removed = await self.service.parametric.rollback(request.namespace, request.edit_id, token_name(self, context))
         return pb.RollbackParametricResponse(rolled_back=baked_to_pb(removed))
 
     @unary(Role.READ, Scope.READABLE)

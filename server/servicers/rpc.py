@@ -131,6 +131,11 @@ def readable_namespaces(servicer: Servicer, context: grpc.aio.ServicerContext) -
     return servicer.auth.readable(context.invocation_metadata() or ())
 
 
+def token_name(servicer: Servicer, context: grpc.aio.ServicerContext) -> str:
+    """The caller's token name, for the audit log ("" when auth is off)."""
+    return servicer.auth.token_name(context.invocation_metadata() or ())
+
+
 def caller_gone(context: grpc.aio.ServicerContext) -> StopCheck:
     """True once the call is over (cancelled, failed) or past its deadline; safe to call from any thread."""
     done = threading.Event()

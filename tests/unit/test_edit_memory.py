@@ -129,7 +129,7 @@ def test_search_is_namespace_scoped(memory: EditMemory, embedder: HashEmbedder) 
 def test_delete_removes_edit_from_search(memory: EditMemory, embedder: HashEmbedder) -> None:
     edits = by_subject(memory.add("ns", SPECS))
     gone = edits["Space Needle"]
-    assert memory.delete("ns", gone.id) == gone
+    assert memory.delete("ns", gone.id).edit == gone
     for text in (SPACE_NEEDLE.prompt, *SPACE_NEEDLE.paraphrases, PROBES["Space Needle"]):
         assert gone.id not in {h.edit.id for h in search_text(memory, embedder, "ns", text, k=5)}
     assert {h.edit.id for h in search_text(memory, embedder, "ns", "city", k=5)} == {
@@ -194,7 +194,7 @@ def test_stale_index_after_crash_is_rebuilt_with_new_edit(tmp_path: Path, embedd
 
     crashed = EditMemory(tmp_path, embedder, ENCODER)
     [late] = crashed.add("ns", [DANTE])  # committed to the store, but the index files are not saved
-    deleted = crashed.delete("ns", by_subject(crashed.page("ns", 10, "").edits)["Eiffel Tower"].id)
+    deleted = crashed.delete("ns", by_subject(crashed.page("ns", 10, "").edits)["Eiffel Tower"].id).edit
     expected = snapshot(crashed, embedder, "ns")
 
     # "Restart" without close(): the saved index is older than the store.

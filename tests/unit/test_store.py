@@ -8,7 +8,7 @@ import pytest
 
 from server.errors import DiskFull, EditNotFound, ResourceExhausted, StorageFailed
 from server.memory.store import EditStore
-from server.types import EditSpec
+from server.types import Edit, EditSpec
 from tests.unit.fakes import make_spec
 
 DIM = 8
@@ -33,8 +33,11 @@ def store(tmp_path: Path):
     s.close()
 
 
-def insert(store: EditStore, namespace: str, *specs: EditSpec, seed: int = 0):
-    return store.insert(namespace, specs, [spec_vectors(s, seed + i) for i, s in enumerate(specs)])
+def insert(store: EditStore, namespace: str, *specs: EditSpec, seed: int = 0) -> list[tuple[Edit, list[int]]]:
+    """The stored edits, each with the key ids the index is to add for it."""
+    edits, changes = store.insert(namespace, specs, [spec_vectors(s, seed + i) for i, s in enumerate(specs)])
+    bounds = np.cumsum([0, *(len(e.key_texts()) for e in edits)])
+    return [(e, changes.add_ids[a:b]) for e, a, b in zip(edits, bounds[:-1], bounds[1:], strict=True)]
 
 
 def test_insert_then_get_round_trips_every_field(store: EditStore) -> None:
@@ -56,7 +59,8 @@ def test_target_true_none_round_trips(store: EditStore) -> None:
 def test_stored_vectors_round_trip(store: EditStore) -> None:
     spec = numbered_spec(1)
     vectors = spec_vectors(spec, 42)
-    [(_, key_ids)] = store.insert("ns", [spec], [vectors])
+    _, changes = store.insert("ns", [spec], [vectors])
+    key_ids = changes.add_ids
     stored = {k.key_id: k for k in store.iter_keys()}
     assert sorted(stored) == sorted(key_ids)
     for key_id, row in zip(key_ids, vectors, strict=True):
@@ -104,9 +108,9 @@ def test_page_of_empty_namespace(store: EditStore) -> None:
 def test_delete_removes_edit_and_its_keys(store: EditStore) -> None:
     (a, a_keys), (b, b_keys) = insert(store, "ns", numbered_spec(0), numbered_spec(1))
     assert set(store.edits_for_keys("ns", a_keys + b_keys)) == set(a_keys + b_keys)
-    deleted, deleted_keys = store.delete("ns", a.id)
-    assert deleted == a
-    assert sorted(deleted_keys) == sorted(a_keys)
+    deleted, restored, changes = store.delete("ns", a.id)
+    assert (deleted, restored) == (a, None)
+    assert sorted(changes.remove_ids) == sorted(a_keys) and not changes.add_ids
     remaining = store.edits_for_keys("ns", a_keys + b_keys)
     assert set(remaining) == set(b_keys)
     assert all(e.id == b.id for e in remaining.values())
