@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="HOST:PORT serving Prometheus /metrics on its own port, without auth (default: off; "
                         "with --http-listen, /metrics is also on the HTTP port)")
     parser.add_argument("--approximate-index-threshold", type=int,
-                        help="key vectors in a namespace from which its index is HNSW (default 100000; 0: exact)")
+                        help="key vectors in a namespace from which its index is approximate "
+                        "(default 100000; 0: exact)")
     parser.add_argument("--refusal",
                         help="the answer to a query in the scope of an erase edit (default \"I don't know.\")")
     parser.add_argument("--insecure", action="store_true", default=None,

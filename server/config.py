@@ -121,8 +121,9 @@ class Config:
     insecure: bool = False  # allow a non-loopback listen address without tokens
     # HOST:PORT serving Prometheus /metrics on its own port (without auth); None: not served there.
     metrics_listen: Annotated[str | None, BeforeValidator(_empty_is_none)] = None
-    # Key vectors in a namespace from which its index is approximate (HNSW, built in the background); 0: always
-    # exact. 100,000 keeps the exact search under about 10 ms on 2 cores (docs/BENCHMARKS.md, "Approximate index").
+    # Key vectors in a namespace from which its index is approximate (a PQ scan re-ranked exactly, built in the
+    # background); 0: always exact. 100,000 keeps the exact search under about 10 ms on 2 cores
+    # (docs/BENCHMARKS.md, "Approximate index").
     approximate_index_threshold: int = 100_000
     # The answer to a query in the scope of an erase edit (the fact must no longer be stated).
     refusal: str = "I don't know."
