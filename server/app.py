@@ -40,6 +40,7 @@ from server.generators.counterfactual_adapter import AdapterMismatch, default_ad
 from server.generators.decoding import CausalLM
 from server.generators.ike import DemonstrationPool, IKEGenerator
 from server.generators.prompted import PromptedGenerator
+from server.generators.refusal import RefusalGenerator
 from server.http.app import create_app
 from server.http.metrics import metrics_router
 from server.http.serving import HttpServer, start_http
@@ -109,6 +110,7 @@ def build_service(config: Config) -> Service:
         scope=scope, memory=memory, generators=generators, in_scope_route=in_scope_route, threshold=threshold,
         baked=parametric.is_baked, judge=counterfactual.judge if counterfactual is not None else None,
         min_confidence=config.counterfactual_min_confidence, fallback_route=fallback_route,
+        refusal=RefusalGenerator(loaded.tokenizer, config.refusal),
     )
     info = ServerInfo(
         model=config.model, model_type=str(loaded.model.config.model_type),

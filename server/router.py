@@ -1,15 +1,31 @@
-"""The gate decision: which route answers a query, from which edit. Nothing else."""
+"""The gate decision: which route answers a query, from which edit; and the answer as the edit's kind wants it.
+
+An in-scope erase edit is answered by the refusal, on the route the gate chose (the answer names the edit); every
+answer of a namespace, on every route, goes through the namespace's regex patches (server/patches.py).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from time import perf_counter
 
 from server.errors import FailedPrecondition
+from server.generators.refusal import RefusalGenerator
 from server.interfaces import Generator, Memory, StopCheck, TextSink
+from server.patches import Rewriter, patches_of
 from server.scope import ScopeCheck
-from server.types import Decision, Edit, Generation, GenerationOptions, Judgement, Query, Route, TokenScores
+from server.types import (
+    Decision,
+    Edit,
+    EditKind,
+    Generation,
+    GenerationOptions,
+    Judgement,
+    Query,
+    Route,
+    TokenScores,
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +44,7 @@ class Router:
     judge: Callable[[Edit, str, bool], Judgement] | None = None  # (edit, query, with_confidence)
     min_confidence: float = 0.0
     fallback_route: Route = Route.IKE
+    refusal: RefusalGenerator | None = None  # answers in-scope queries on erase edits
 
     def __post_init__(self) -> None:
         for route in (Route.BASE, self.in_scope_route):
@@ -75,10 +92,28 @@ class Router:
         on_text: TextSink | None = None,
         should_stop: StopCheck | None = None,
     ) -> Generation:
-        return self.generator(decision.route).generate(query.text, decision.edit, options, on_text, should_stop)
+        """The answer, through the namespace's regex patches: streamed text is held back only where a patch may
+        still match (`Rewriter.stream`), so the pieces join to the returned text."""
+        answerer = self.answerer(decision)
+        rewriter = Rewriter(patches_of(self.memory.live_of_kind(query.namespace, EditKind.REGEX)))
+        if not rewriter:
+            return answerer.generate(query.text, decision.edit, options, on_text, should_stop)
+        stream = rewriter.stream(on_text or (lambda text: None))
+        generation = answerer.generate(query.text, decision.edit, options, stream.feed, should_stop)
+        stream.close()
+        return replace(generation, text=stream.text)
 
     def score(self, query: Query, decision: Decision, target: str) -> TokenScores:
-        return self.generator(decision.route).score(query.text, decision.edit, target)
+        """Teacher-forced: what the route's model would write (regex patches rewrite text, not scores)."""
+        return self.answerer(decision).score(query.text, decision.edit, target)
+
+    def answerer(self, decision: Decision) -> Generator | RefusalGenerator:
+        """The decision's generator, or the refusal for an erase edit on an in-scope route."""
+        if decision.edit is None or decision.edit.kind is not EditKind.ERASE or decision.route is Route.BASE:
+            return self.generator(decision.route)
+        if self.refusal is None:
+            raise FailedPrecondition("this server has no refusal for erase edits")
+        return self.refusal
 
     def generator(self, route: Route) -> Generator:
         try:

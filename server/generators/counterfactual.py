@@ -25,7 +25,7 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from server.generators.counterfactual_adapter import PromptFormat
 from server.generators.decoding import CausalLM
 from server.generators.in_prompt import EditInPromptGenerator
-from server.types import Edit, GenerationOptions, Judgement, Route
+from server.types import Edit, EditKind, GenerationOptions, Judgement, Route
 
 CONFIDENCE_TOKENS = 3  # the judgement reads at most this many first answer tokens
 
@@ -50,7 +50,11 @@ class CounterfactualGenerator(EditInPromptGenerator):
         self._abstain_tokens = len(lm.tokenizer(f" {prompt_format.abstain}", add_special_tokens=False)["input_ids"])
 
     def prompt_for(self, edit: Edit, query: str) -> str:
-        return self._format.render(edit.prompt, edit.target_new, query)
+        """The fact (an erase edit's: the erased one, for the judgement) or the patch's rule, then the query."""
+        if edit.kind is EditKind.PATCH:
+            return self._format.render_statement(edit.statement(), query)
+        answer = (edit.target_true or "") if edit.kind is EditKind.ERASE else edit.target_new
+        return self._format.render(edit.prompt, answer, query)
 
     def adjust_options(self, options: GenerationOptions) -> GenerationOptions:
         if not self._format.answer_end:

@@ -44,8 +44,11 @@ class PromptFormat:
     abstain: str = "unaffected"
 
     def render(self, edit_prompt: str, target_new: str, query: str) -> str:
-        fact = f"{edit_prompt.strip()} {target_new.strip()}."  # as Edit.statement() words it
-        return self.template.format(fact=fact, query=query.strip())
+        return self.render_statement(f"{edit_prompt.strip()} {target_new.strip()}.", query)  # as Edit.statement()
+
+    def render_statement(self, statement: str, query: str) -> str:
+        """The prompt for a fact or rule already written as a sentence (a patch's rule)."""
+        return self.template.format(fact=statement.strip(), query=query.strip())
 
     def continuation(self, answer: str) -> str:
         """What the model learns to write after the prompt: the answer after a space, then the end marker."""

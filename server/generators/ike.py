@@ -21,7 +21,7 @@ import numpy as np
 from server.generators.decoding import CausalLM
 from server.generators.in_prompt import EditInPromptGenerator
 from server.interfaces import Embedder
-from server.types import Edit, GenerationOptions, Route
+from server.types import Edit, EditKind, GenerationOptions, Route
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,6 @@ class IKEGenerator(EditInPromptGenerator):
         return replace(options, stop=(*options.stop, DEMONSTRATION_END))
 
     def prompt_for(self, edit: Edit, query: str) -> str:
-        fact = f"{edit.prompt.rstrip()} {edit.target_new.strip()}"
+        fact = edit.statement() if edit.kind is EditKind.PATCH else f"{edit.prompt.rstrip()} {edit.target_new.strip()}"
         demos = self._pool.nearest(self._encoder.encode([fact])[0], self._k)
         return "".join(d.render() for d in demos) + f"New Fact: {fact}\nPrompt: {query}"

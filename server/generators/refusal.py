@@ -33,8 +33,9 @@ class RefusalGenerator:
         should_stop: StopCheck | None = None,
     ) -> Generation:
         ids = self._ids[: options.max_new_tokens]
-        text = self.text if len(ids) == len(self._ids) else str(self._tokenizer.decode(list(ids), skip_special_tokens=True))
-        finish = FinishReason.EOS if len(ids) == len(self._ids) else FinishReason.LENGTH
+        whole = len(ids) == len(self._ids)
+        text = self.text if whole else str(self._tokenizer.decode(list(ids), skip_special_tokens=True))
+        finish = FinishReason.EOS if whole else FinishReason.LENGTH
         stops = [i + len(s) for s in options.stop if (i := text.find(s)) >= 0]
         if stops:
             text, finish = text[: min(stops)], FinishReason.STOP

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from server.errors import EditNotFound
-from server.interfaces import EditPage, StopCheck, TextSink
+from server.interfaces import Deletion, EditPage, EventPage, Replaced, StopCheck, TextSink
 from server.types import (
     Edit,
+    EditEvent,
+    EditKind,
     EditSpec,
     EncodedText,
     FinishReason,
@@ -89,8 +91,25 @@ class FixedMemory:
 
     hits: list[Hit] = field(default_factory=list)
     searches: list[tuple[str, int]] = field(default_factory=list)
+    others: list[Edit] = field(default_factory=list)  # edits search never returns (regex patches)
 
-    def add(self, namespace: str, specs: Sequence[EditSpec]) -> list[Edit]:
+    def add(self, namespace: str, specs: Sequence[EditSpec], replaces: Sequence[Replaced] = (),
+            token_name: str = "") -> list[Edit]:
+        raise NotImplementedError
+
+    def update(self, namespace: str, edit_id: str, spec: EditSpec, token_name: str = "") -> Edit:
+        raise NotImplementedError
+
+    def history(self, namespace: str, edit_id: str) -> tuple[Edit, list[Edit]]:
+        raise NotImplementedError
+
+    def same_subject(self, namespace: str, subjects: Sequence[str]) -> dict[str, list[Edit]]:
+        raise NotImplementedError
+
+    def events(self, namespace: str, page_size: int, page_token: str, edit_id: str | None = None) -> EventPage:
+        raise NotImplementedError
+
+    def record(self, events: Sequence[EditEvent]) -> None:
         raise NotImplementedError
 
     def get(self, namespace: str, edit_id: str) -> Edit:
@@ -102,8 +121,12 @@ class FixedMemory:
     def page(self, namespace: str, page_size: int, page_token: str) -> EditPage:
         raise NotImplementedError
 
-    def delete(self, namespace: str, edit_id: str) -> Edit:
+    def delete(self, namespace: str, edit_id: str, token_name: str = "") -> Deletion:
         raise NotImplementedError
+
+    def live_of_kind(self, namespace: str, kind: EditKind) -> list[Edit]:
+        edits = [h.edit for h in self.hits] + self.others
+        return [e for e in edits if e.namespace == namespace and e.kind is kind and e.live]
 
     def search(self, namespace: str, query_vector: np.ndarray, k: int) -> list[Hit]:
         self.searches.append((namespace, k))
