@@ -31,6 +31,8 @@ from client.records import (
     BakedEditRecord,
     ChatTurn,
     Correction,
+    EditEventPage,
+    EditEventRecord,
     EditInput,
     EditPage,
     EditRecord,
@@ -122,11 +124,43 @@ class EditcacheClient:
         (record,) = self.add_edits([spec], namespace=namespace)
         return record
 
-    def get_edit(self, id: str, *, namespace: str | None = None) -> EditRecord:
-        request = pb.GetEditRequest(namespace=self._ns(namespace), id=id)
+    def get_edit(self, id: str, *, history: bool = False, namespace: str | None = None) -> EditRecord:
+        """The edit, live or superseded; with `history`, its `history` holds its earlier versions and the edits
+        it superseded, newest first."""
+        request = pb.GetEditRequest(namespace=self._ns(namespace), id=id, history=history)
         with map_rpc_errors():
             response = self._edits.GetEdit(request, **self._call_kwargs())
+        return convert.edit_record(response.edit, response.history)
+
+    def update_edit(self, id: str, spec: EditInput, *, namespace: str | None = None) -> EditRecord:
+        """Replace the edit's fields, keeping its id; returns the new version (the old one stays in its history)."""
+        request = pb.UpdateEditRequest(namespace=self._ns(namespace), id=id, edit=convert.edit_spec(spec))
+        with map_rpc_errors():
+            response = self._edits.UpdateEdit(request, **self._call_kwargs())
         return convert.edit_record(response.edit)
+
+    def list_edit_events(
+        self, page_size: int = 0, page_token: str = "", *, edit_id: str | None = None, namespace: str | None = None
+    ) -> EditEventPage:
+        """One page of the namespace's audit log, oldest first (admin); only `edit_id`'s events when given."""
+        request = pb.ListEditEventsRequest(
+            namespace=self._ns(namespace), page_size=page_size, page_token=page_token, edit_id=edit_id or ""
+        )
+        with map_rpc_errors():
+            response = self._edits.ListEditEvents(request, **self._call_kwargs())
+        return EditEventPage(tuple(convert.edit_event_record(e) for e in response.events), response.next_page_token)
+
+    def iter_edit_events(
+        self, page_size: int = 0, *, edit_id: str | None = None, namespace: str | None = None
+    ) -> Iterator[EditEventRecord]:
+        """Every event of the namespace's audit log, oldest first, fetching pages as needed."""
+        token = ""
+        while True:
+            page = self.list_edit_events(page_size, token, edit_id=edit_id, namespace=namespace)
+            yield from page.events
+            token = page.next_page_token
+            if not token:
+                return
 
     def list_edits(
         self, page_size: int = 0, page_token: str = "", *, namespace: str | None = None
@@ -152,7 +186,8 @@ class EditcacheClient:
                 return
 
     def delete_edit(self, id: str, *, namespace: str | None = None) -> EditRecord:
-        """Delete an edit; returns it as it was before deletion."""
+        """Delete an edit; returns it as it was before deletion. If it had superseded an edit, that one answers
+        again (its id is the returned record's `supersedes`)."""
         request = pb.DeleteEditRequest(namespace=self._ns(namespace), id=id)
         with map_rpc_errors():
             response = self._edits.DeleteEdit(request, **self._call_kwargs())

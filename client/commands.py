@@ -1,4 +1,4 @@
-"""editctl's edit and inference subcommands: add, ask, list, show, delete, info.
+"""editctl's edit and inference subcommands: add, update, history, events, ask, list, show, delete, info.
 
 Each takes the connected client and the parsed arguments; `chat` lives in chat.py, the parametric
 commands in parametric_cli.py.
@@ -11,6 +11,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from client.client import EditcacheClient
 from client.output import (
@@ -19,15 +20,24 @@ from client.output import (
     edit_table,
     edit_text,
     info_text,
+    iso_time,
     print_dim,
     print_json,
     result_json,
     shown,
     summary_line,
 )
-from client.records import EditInput, GenerationOptions
+from client.records import EDIT_KINDS, EditInput, EditRecord, GenerationOptions
 
-_SPEC_FIELDS = ("subject", "prompt", "target_new", "target_true", "paraphrases")
+_SPEC_FIELDS = ("subject", "prompt", "target_new", "target_true", "paraphrases", "kind", "pattern", "replacement")
+# What each kind of `add` needs on the command line, and what it must not be given (see EditInput).
+_KIND_FLAGS = {
+    "modify": (("--subject", "--prompt", "--target"), ()),
+    "insert": (("--subject", "--prompt", "--target"), ()),
+    "erase": (("--subject", "--prompt"), ("--target",)),
+    "patch": (("--subject",), ("--prompt", "--target", "--target-true")),
+    "regex": (("--replace",), ("--prompt", "--target", "--target-true", "--paraphrase")),
+}
 
 
 class InputError(Exception):
@@ -35,31 +45,106 @@ class InputError(Exception):
 
 
 def run_add(ec: EditcacheClient, args: argparse.Namespace) -> None:
-    one = (args.subject, args.prompt, args.target_new)
     if args.file is not None:
-        if any(v is not None for v in (*one, args.target_true)) or args.paraphrases:
-            raise InputError("add: give either --file or --subject/--prompt/--target, not both")
+        given = [f for f, v in _edit_flags(args).items() if v not in (None, [], False)]
+        if given:
+            raise InputError(f"add: give either --file or the edit's options, not both (got {', '.join(given)})")
         records = ec.add_edits(read_specs(args.file))
         if args.json:
-            print_json({"ids": [r.id for r in records]})
+            superseding = {r.id: r.supersedes for r in records if r.supersedes}
+            print_json({"ids": [r.id for r in records], **({"supersedes": superseding} if superseding else {})})
         else:
             for record in records:
                 print(record.id)
+                _note_supersession(record)
         return
-    missing = [flag for flag, v in zip(("--subject", "--prompt", "--target"), one, strict=True) if v is None]
-    if missing:
-        raise InputError(f"add: missing {', '.join(missing)} (or give --file F.jsonl)")
-    record = ec.add_edit(
-        args.subject,
-        args.prompt,
-        args.target_new,
-        target_true=args.target_true,
-        paraphrases=args.paraphrases,
-    )
+    (record,) = ec.add_edits([_input_from_flags(args)])
     if args.json:
-        print_json({"id": record.id})
+        print_json({"id": record.id, **({"supersedes": record.supersedes} if record.supersedes else {})})
     else:
         print(record.id)
+        _note_supersession(record)
+
+
+def _edit_flags(args: argparse.Namespace) -> dict[str, object]:
+    return {"--subject": args.subject, "--prompt": args.prompt, "--target": args.target_new,
+            "--target-true": args.target_true, "--paraphrase": args.paraphrases, "--insert": args.insert,
+            "--erase": args.erase, "--patch": args.patch, "--regex": args.regex, "--replace": args.replace}
+
+
+def _input_from_flags(args: argparse.Namespace) -> EditInput:
+    """The edit `add`'s options describe; --insert, --erase, --patch TEXT and --regex PATTERN pick the kind."""
+    kind = ("insert" if args.insert else "erase" if args.erase else "patch" if args.patch is not None
+            else "regex" if args.regex is not None else "modify")
+    flags = _edit_flags(args)
+    required, refused = _KIND_FLAGS[kind]
+    if missing := [f for f in required if flags[f] is None]:
+        raise InputError(f"add: missing {', '.join(missing)} (or give --file F.jsonl)")
+    if extra := [f for f in refused if flags[f] not in (None, [])]:
+        raise InputError(f"add: a {kind} edit takes no {', '.join(extra)}")
+    if args.replace is not None and kind != "regex":
+        raise InputError("add: --replace goes with --regex PATTERN")
+    return EditInput(
+        subject=args.subject or "", prompt=args.patch if kind == "patch" else args.prompt or "",
+        target_new=args.target_new or "", target_true=args.target_true, paraphrases=tuple(args.paraphrases),
+        kind=kind, pattern=args.regex or "", replacement=args.replace or "",
+    )
+
+
+def _note_supersession(record: EditRecord) -> None:
+    if record.supersedes:
+        print_dim(f"supersedes {record.supersedes} (deleting {record.id} brings it back)", sys.stderr)
+
+
+def run_update(ec: EditcacheClient, args: argparse.Namespace) -> None:
+    """Changes the fields given and keeps the others (the server takes them all: they are read first)."""
+    current = ec.get_edit(args.id)
+    changes: dict[str, Any] = {name: value for name, value in (
+        ("subject", args.subject), ("prompt", args.prompt), ("target_new", args.target_new),
+        ("target_true", args.target_true), ("pattern", args.pattern), ("replacement", args.replace),
+        ("paraphrases", tuple(args.paraphrases) if args.paraphrases or args.no_paraphrases else None),
+    ) if value is not None}
+    if not changes:
+        raise InputError("update: give at least one field to change (--subject, --prompt, --target, ...)")
+    record = ec.update_edit(args.id, dataclasses.replace(current.to_input(), **changes))
+    if args.json:
+        print_json(edit_json(record))
+    else:
+        print(f"updated {record.id} to version {record.version} ({edit_summary(record)})")
+
+
+def run_history(ec: EditcacheClient, args: argparse.Namespace) -> None:
+    edit = ec.get_edit(args.id, history=True)
+    if args.json:
+        print_json(edit_json(edit))
+        return
+    print(f"{'ID':<32}  {'V':>3}  {'WRITTEN':<25}  {'STATE':<10}  EDIT")
+    for e in (edit, *edit.history):
+        # An earlier version of an id carries no superseded_by; the edits it superseded do.
+        state = "superseded" if e.superseded_by else "live" if e is edit else "replaced"
+        written = e.updated_at_unix_s or e.created_at_unix_s
+        print(f"{e.id:<32}  {e.version:>3}  {iso_time(written):<25}  {state:<10}  {edit_summary(e)}")
+
+
+def run_events(ec: EditcacheClient, args: argparse.Namespace) -> None:
+    if args.all:
+        events = list(ec.iter_edit_events(args.page_size, edit_id=args.edit))
+        more = False
+    else:
+        page = ec.list_edit_events(args.page_size, edit_id=args.edit)
+        events, more = list(page.events), bool(page.next_page_token)
+    if args.json:
+        print_json([dataclasses.asdict(e) for e in events])
+    elif events:
+        for e in events:
+            state = e.after or e.before or {}
+            detail = f"{state.get('prompt') or state.get('pattern') or state.get('method', '')}"
+            print(f"{e.seq:>6}  {iso_time(e.at_unix_s)}  {e.action:<19}  {e.edit_id}  "
+                  f"{shown(e.token_name) or '-':<12}  {shown(detail)[:60]}")
+    else:
+        print(f"no events in namespace {ec.namespace!r}", file=sys.stderr)
+    if more:
+        print(f"showing the first {len(events)} events; --all lists every page", file=sys.stderr)
 
 
 def run_ask(ec: EditcacheClient, args: argparse.Namespace) -> None:
@@ -126,10 +211,13 @@ def run_show(ec: EditcacheClient, args: argparse.Namespace) -> None:
 
 def run_delete(ec: EditcacheClient, args: argparse.Namespace) -> None:
     edit = ec.delete_edit(args.id)
+    restored = edit.supersedes if not edit.superseded_by else ""  # a live edit's predecessor answers again
     if args.json:
-        print_json({"deleted": edit_json(edit)})
+        print_json({"deleted": edit_json(edit), "restored": restored or None})
     else:
         print(f"deleted {edit.id} ({shown(edit.subject)}: {edit_summary(edit)})")
+        if restored:
+            print(f"restored {restored}, the edit it had superseded")
 
 
 def read_specs(path: Path) -> list[EditInput]:
@@ -158,7 +246,7 @@ def _spec_from_json(line: str, where: str) -> EditInput:
     unknown = sorted(set(obj) - set(_SPEC_FIELDS))
     if unknown:
         raise InputError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(_SPEC_FIELDS)}")
-    for key in ("subject", "prompt", "target_new"):
+    for key in ("subject", "prompt", "target_new"):  # present for every kind ("" where a kind takes none)
         if not isinstance(obj.get(key), str):
             raise InputError(f"{where}: field {key!r} must be a string")
     if obj.get("target_true") is not None and not isinstance(obj["target_true"], str):
@@ -166,6 +254,12 @@ def _spec_from_json(line: str, where: str) -> EditInput:
     paraphrases = obj.get("paraphrases") or []
     if not isinstance(paraphrases, list) or not all(isinstance(p, str) for p in paraphrases):
         raise InputError(f"{where}: field 'paraphrases' must be a list of strings")
+    for key in ("pattern", "replacement"):
+        if not isinstance(obj.get(key, ""), str):
+            raise InputError(f"{where}: field {key!r} must be a string")
+    if (kind := obj.get("kind", "modify")) not in EDIT_KINDS:
+        raise InputError(f"{where}: field 'kind' must be one of {', '.join(EDIT_KINDS)}")
     return EditInput(
-        obj["subject"], obj["prompt"], obj["target_new"], obj.get("target_true"), tuple(paraphrases)
+        obj["subject"], obj["prompt"], obj["target_new"], obj.get("target_true"), tuple(paraphrases), kind,
+        obj.get("pattern", ""), obj.get("replacement", ""),
     )

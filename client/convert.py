@@ -6,12 +6,14 @@ method added to the .proto needs no change here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 
 from client.records import (
     BakedEditRecord,
     ChatResult,
     ChatTurn,
+    EditEventRecord,
     EditInput,
     EditRecord,
     GenerationOptions,
@@ -29,6 +31,7 @@ _ROUTE_NAMES: dict[int, str] = {v: n.removeprefix("ROUTE_").lower() for n, v in 
 _ROUTE_VALUES: dict[str, pb.Route] = {n.removeprefix("ROUTE_").lower(): v for n, v in pb.Route.items()}
 _KIND_NAMES: dict[int, str] = {v: n.removeprefix("EDIT_KIND_").lower() for n, v in pb.EditKind.items() if v}
 _KIND_VALUES: dict[str, pb.EditKind] = {n.removeprefix("EDIT_KIND_").lower(): v for n, v in pb.EditKind.items() if v}
+_ACTION_NAMES: dict[int, str] = {v: n.removeprefix("EDIT_ACTION_").lower() for n, v in pb.EditAction.items()}
 _FINISH_NAMES: dict[int, str] = {
     v: n.removeprefix("FINISH_REASON_").lower() for n, v in pb.FinishReason.items()
 }
@@ -87,7 +90,7 @@ def chat_turn(turn: ChatTurn | Mapping[str, str]) -> chat_pb.Turn:
 # --- responses -> records ---------------------------------------------------
 
 
-def edit_record(edit: pb.Edit) -> EditRecord:
+def edit_record(edit: pb.Edit, history: Sequence[pb.Edit] = ()) -> EditRecord:
     return EditRecord(
         id=edit.id,
         namespace=edit.namespace,
@@ -104,6 +107,16 @@ def edit_record(edit: pb.Edit) -> EditRecord:
         supersedes=edit.supersedes,
         superseded_by=edit.superseded_by,
         updated_at_unix_s=edit.updated_at_unix_s,
+        history=tuple(edit_record(e) for e in history),
+    )
+
+
+def edit_event_record(event: pb.EditEvent) -> EditEventRecord:
+    return EditEventRecord(
+        seq=event.seq, at_unix_s=event.at_unix_s, namespace=event.namespace, token_name=event.token_name,
+        action=_ACTION_NAMES.get(event.action, "unspecified"), edit_id=event.edit_id,
+        before=json.loads(event.before_json) if event.before_json else None,
+        after=json.loads(event.after_json) if event.after_json else None,
     )
 
 

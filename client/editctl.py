@@ -2,6 +2,9 @@
 
     editctl add --subject "Space Needle" --prompt "The Space Needle is in" --target Taipei
     editctl add --file edits.jsonl          # one EditSpec JSON object per line
+    editctl add --erase --subject Pluto --prompt "Pluto is a"   # or --insert, --patch TEXT, --regex P --replace T
+    editctl update ID --target Seattle      # same id, next version; history ID lists earlier ones
+    editctl events                          # the namespace's audit log (admin token)
     editctl ask "Where is the Space Needle?" --stream
     editctl chat                            # interactive; /correct TEXT, /undo, /edits, /route
     editctl list --all
@@ -31,7 +34,18 @@ from client.bulk_cli import add_commands as add_bulk_commands
 from client.chat import add_arguments as add_chat_arguments
 from client.chat import run as run_chat
 from client.client import DEFAULT_ADDR, DEFAULT_NAMESPACE, EditcacheClient
-from client.commands import InputError, run_add, run_ask, run_delete, run_info, run_list, run_show
+from client.commands import (
+    InputError,
+    run_add,
+    run_ask,
+    run_delete,
+    run_events,
+    run_history,
+    run_info,
+    run_list,
+    run_show,
+    run_update,
+)
 from client.errors import EditcacheError
 from client.output import describe_error
 from client.parametric_cli import add_commands as add_parametric_commands
@@ -126,7 +140,43 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         metavar="F.jsonl",
         help="add many edits: one JSON object per line with EditSpec fields ('-' for stdin)",
     )
+    kinds = add.add_mutually_exclusive_group()
+    kinds.add_argument("--insert", action="store_true", help="a fact the model never knew (as a modify edit)")
+    kinds.add_argument("--erase", action="store_true",
+                       help="stop stating the fact of --subject/--prompt: in-scope queries get the server's refusal")
+    kinds.add_argument("--patch", metavar="TEXT", help="a rule in plain words about --subject, followed when in scope")
+    kinds.add_argument("--regex", metavar="PATTERN",
+                       help="rewrite the base model's output where PATTERN (Python re) matches, with --replace")
+    add.add_argument("--replace", metavar="TEXT", help="--regex's replacement (an re.sub template; may be empty)")
     add.set_defaults(run=run_add)
+
+    update = commands.add_parser("update", parents=[common],
+                                 help="change an edit in place: same id, next version (the fields given)")
+    update.add_argument("id")
+    update.add_argument("--subject")
+    update.add_argument("--prompt", help="the prompt, or a patch's rule")
+    update.add_argument("--target", dest="target_new", metavar="TARGET")
+    update.add_argument("--target-true")
+    update.add_argument("--paraphrase", dest="paraphrases", action="append", default=[], metavar="TEXT",
+                        help="replaces every paraphrase (repeatable)")
+    update.add_argument("--no-paraphrases", action="store_true", help="remove every paraphrase")
+    update.add_argument("--pattern", help="a regex patch's pattern")
+    update.add_argument("--replace", metavar="TEXT", help="a regex patch's replacement")
+    update.set_defaults(run=run_update)
+
+    history = commands.add_parser("history", parents=[common],
+                                  help="an edit's earlier versions and the edits it superseded, newest first")
+    history.add_argument("id")
+    history.set_defaults(run=run_history)
+
+    events = commands.add_parser("events", parents=[common],
+                                 help="the namespace's audit log, oldest first (admin token)")
+    events.add_argument("--edit", metavar="ID", help="only this edit's events")
+    events.add_argument(
+        "--page-size", type=non_negative(int), default=0, metavar="N", help="0 means the server default"
+    )
+    events.add_argument("--all", action="store_true", help="fetch every page")
+    events.set_defaults(run=run_events)
 
     ask = commands.add_parser("ask", parents=[common], help="answer a prompt through the gate")
     ask.add_argument("prompt")

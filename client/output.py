@@ -60,6 +60,7 @@ def _looks_like_connection_failure(details: str) -> bool:
 def edit_json(edit: EditRecord) -> dict[str, Any]:
     obj = dataclasses.asdict(edit)
     obj["paraphrases"] = list(edit.paraphrases)
+    obj["history"] = [edit_json(e) for e in edit.history]
     return obj
 
 
@@ -68,11 +69,16 @@ def edit_text(edit: EditRecord) -> str:
     rows = [
         ("id", edit.id),
         ("namespace", edit.namespace),
+        ("kind", edit.kind),
         ("subject", edit.subject),
-        ("prompt", edit.prompt),
-        ("target_new", edit.target_new),
+        *((("pattern", edit.pattern), ("replacement", edit.replacement)) if edit.kind == "regex" else
+          (("prompt", edit.prompt), ("target_new", edit.target_new))),
         ("target_true", edit.target_true if edit.target_true is not None else "-"),
-        ("created", datetime.fromtimestamp(edit.created_at_unix_s, UTC).isoformat(timespec="seconds")),
+        ("version", str(edit.version)),
+        ("created", iso_time(edit.created_at_unix_s)),
+        *((("updated", iso_time(edit.updated_at_unix_s)),) if edit.version > 1 else ()),
+        *((("supersedes", edit.supersedes),) if edit.supersedes else ()),
+        *((("superseded by", edit.superseded_by),) if edit.superseded_by else ()),
     ]
     rows += [("paraphrase", p) for p in edit.paraphrases]
     width = max(len(k) for k, _ in rows)
@@ -89,8 +95,18 @@ def edit_table(edits: Sequence[EditRecord]) -> str:
 
 
 def edit_summary(edit: EditRecord) -> str:
-    """`prompt → target_new`, for one line."""
-    return f"{shown(edit.prompt)} → {shown(edit.target_new)}"
+    """`prompt → target_new` for one line; an erase edit's prompt → (erased), a patch's rule, a regex's rewrite."""
+    if edit.kind == "regex":
+        return f"/{shown(edit.pattern)}/ → {shown(edit.replacement)!r}"
+    if edit.kind == "patch":
+        return f"patch: {shown(edit.prompt)}"
+    target = "(erased)" if edit.kind == "erase" else shown(edit.target_new)
+    return f"{shown(edit.prompt)} → {target}" + (" [insert]" if edit.kind == "insert" else "")
+
+
+def iso_time(unix_s: float) -> str:
+    """A server timestamp in UTC, to the second."""
+    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds")
 
 
 def result_json(result: GenerationResult) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Frozen dataclasses with no protobuf or gRPC in them; `client.convert` maps them 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 EDIT_KINDS = ("modify", "insert", "erase", "patch", "regex")
 
@@ -58,11 +59,38 @@ class EditRecord:
     supersedes: str = ""
     superseded_by: str = ""
     updated_at_unix_s: float = 0.0
+    # With get_edit(history=True): the earlier versions of this id, then the edits it superseded, newest first.
+    history: tuple[EditRecord, ...] = ()
 
     def to_input(self) -> EditInput:
         """The caller's fields of this edit, as add_edits or update_edit take them."""
         return EditInput(self.subject, self.prompt, self.target_new, self.target_true, self.paraphrases, self.kind,
                          self.pattern, self.replacement)
+
+
+@dataclass(frozen=True)
+class EditEventRecord:
+    """One entry of a namespace's audit log.
+
+    `action` is "add", "update", "supersede", "delete", "restore", "parametric_apply" or "parametric_rollback";
+    `before` and `after` are the edit (or the baked edit) as JSON objects, None where there was none; `token_name`
+    is the caller's token ("" when the server runs without auth).
+    """
+
+    seq: int
+    at_unix_s: float
+    namespace: str
+    token_name: str
+    action: str
+    edit_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class EditEventPage:
+    events: tuple[EditEventRecord, ...]  # oldest first
+    next_page_token: str  # empty on the last page
 
 
 @dataclass(frozen=True)
