@@ -70,6 +70,7 @@ class Fallback:
 class ImportResult:
     added: int = 0  # edits stored
     records_added: int = 0
+    superseding: int = 0  # added edits that replaced a live edit of the same fact (which stays as history)
     refused: list[Refusal] = field(default_factory=list)
     fallbacks: list[Fallback] = field(default_factory=list)
 
@@ -290,7 +291,7 @@ def batches(records: Sequence[Record], size: int) -> Iterator[list[Record]]:
         yield batch
 
 
-def send(batch: Sequence[Record], add: Callable[[list[EditInput]], object], result: ImportResult) -> None:
+def send(batch: Sequence[Record], add: Callable[[list[EditInput]], Sequence[EditRecord]], result: ImportResult) -> None:
     """Store `batch` with `add` (all or none, as AddEdits does) and record the outcome in `result`.
 
     When the server refuses the batch (INVALID_ARGUMENT, or RESOURCE_EXHAUSTED for its size), the halves are sent
@@ -300,19 +301,21 @@ def send(batch: Sequence[Record], add: Callable[[list[EditInput]], object], resu
     """
     calls = 0
 
-    def counted(edits: list[EditInput]) -> None:
+    def counted(edits: list[EditInput]) -> Sequence[EditRecord]:
         nonlocal calls
         calls += 1
-        add(edits)
+        return add(edits)
 
     if not _send_halving(batch, counted, result):
         result.fallbacks.append(Fallback(batch[0].line, batch[-1].line, len(batch), calls))
 
 
-def _send_halving(batch: Sequence[Record], add: Callable[[list[EditInput]], None], result: ImportResult) -> bool:
+def _send_halving(
+    batch: Sequence[Record], add: Callable[[list[EditInput]], Sequence[EditRecord]], result: ImportResult,
+) -> bool:
     """True when `batch` went in as one request."""
     try:
-        add([edit for record in batch for edit in record.edits])
+        stored = add([edit for record in batch for edit in record.edits])
     except (InvalidArgument, ResourceExhausted) as exc:
         if len(batch) > 1:
             middle = len(batch) // 2
@@ -327,6 +330,7 @@ def _send_halving(batch: Sequence[Record], add: Callable[[list[EditInput]], None
         result.refused.append(Refusal(record.line, record.index,
                                       _about_record(record.index, which + exc.details[about.end():])))
         return False
-    result.added += sum(len(record.edits) for record in batch)
+    result.added += len(stored)
+    result.superseding += sum(1 for edit in stored if edit.supersedes)
     result.records_added += len(batch)
     return True

@@ -86,6 +86,7 @@ def _report(result: ImportResult, args: argparse.Namespace, *, stream: TextIO) -
     refused = sorted(result.refused, key=lambda r: r.index)
     if args.json:
         print_json({"namespace": args.namespace, "added": result.added, "records_added": result.records_added,
+                    "superseding": result.superseding,
                     "refused": [_refusal_json(r) for r in refused],
                     "fallbacks": [dataclasses.asdict(f) for f in result.fallbacks]})
         return
@@ -94,7 +95,8 @@ def _report(result: ImportResult, args: argparse.Namespace, *, stream: TextIO) -
     for f in result.fallbacks:
         print(f"{args.file}:{f.first_line}-{f.last_line}: the server refused this batch of {f.records} records; "
               f"resent it in halves ({f.requests} requests)", file=sys.stderr)
-    print(f"added {result.added} edits from {result.records_added} records to namespace {args.namespace!r}; "
+    replaced = f" ({result.superseding} replaced an edit of the same fact)" if result.superseding else ""
+    print(f"added {result.added} edits from {result.records_added} records to namespace {args.namespace!r}{replaced}; "
           f"refused {len(refused)} records", file=stream)
 
 

@@ -156,22 +156,31 @@ class FakeServer:
         self.stored: list[EditInput] = []
         self.requests = 0
 
-    def add(self, edits: list[EditInput]) -> None:
+    def add(self, edits: list[EditInput]) -> list[EditRecord]:
         self.requests += 1
         for i, edit in enumerate(edits):
             if edit.subject in self.bad:
                 raise InvalidArgument(f"edits[{i}].subject {edit.subject!r} is refused")
         self.stored.extend(edits)
+        # an edit of a subject stored before replaces it, as the server's supersede does for the same fact
+        subjects = [e.subject for e in self.stored]
+        return [stored_record(e, supersedes=subjects.index(e.subject) < len(self.stored) - len(edits) + i)
+                for i, e in enumerate(edits)]
+
+
+def stored_record(edit: EditInput, *, supersedes: bool = False) -> EditRecord:
+    return EditRecord(id="0" * 32, namespace="ns", created_at_unix_s=1.0, supersedes="1" * 32 if supersedes else "",
+                      **dataclasses.asdict(edit))
 
 
 def test_a_refused_batch_is_halved_so_its_good_records_go_in() -> None:
     server = FakeServer("s2", "s5")
-    records = [record(i) for i in range(8)]
+    records = [record(i) for i in range(8)] + [record(0)]  # the last one an edit of a stored subject
     result = ImportResult()
     for batch in batches(records, 4):
         send(batch, server.add, result)
-    assert [e.subject for e in server.stored] == ["s0", "s1", "s3", "s4", "s6", "s7"]
-    assert (result.added, result.records_added) == (6, 6)
+    assert [e.subject for e in server.stored] == ["s0", "s1", "s3", "s4", "s6", "s7", "s0"]
+    assert (result.added, result.records_added, result.superseding) == (7, 7, 1)
     assert [(r.line, r.reason) for r in result.refused] == [
         (3, "record 2: subject 's2' is refused"), (6, "record 5: subject 's5' is refused")]
     # each batch of 4: itself, two halves, the bad half's two records
@@ -188,7 +197,7 @@ def test_a_record_of_several_edits_is_refused_whole_naming_the_edit() -> None:
 
 
 def test_a_refusal_not_about_an_edit_or_another_error_stops_the_import() -> None:
-    def bad_namespace(edits: list[EditInput]) -> None:
+    def bad_namespace(edits: list[EditInput]) -> list[EditRecord]:
         raise InvalidArgument("namespace 'a b' is invalid")
 
     with pytest.raises(InvalidArgument, match="namespace"):
@@ -196,10 +205,11 @@ def test_a_refusal_not_about_an_edit_or_another_error_stops_the_import() -> None
 
     stored: list[EditInput] = []
 
-    def down_after_one(edits: list[EditInput]) -> None:
+    def down_after_one(edits: list[EditInput]) -> list[EditRecord]:
         if stored:
             raise Unavailable("server going away")
         stored.extend(edits)
+        return [stored_record(e) for e in edits]
 
     result = ImportResult()
     send([record(0)], down_after_one, result)
