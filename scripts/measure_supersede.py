@@ -19,6 +19,7 @@ import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from server.config import Config
 from server.gate.artifact import DEFAULT_ARTIFACT, load_artifact
@@ -47,7 +48,7 @@ def counterfact_pairs(path: Path) -> Iterator[tuple[str, Pair]]:
 
 
 def mquake_pairs(path: Path) -> Iterator[tuple[str, Pair]]:
-    rewrites: dict[str, list[dict[str, str]]] = {}
+    rewrites: dict[str, list[dict[str, Any]]] = {}  # subject → its rewrites, as the JSON has them
     for record in json.loads(path.read_text()):
         for rw in record["requested_rewrite"]:
             old = EditSpec(rw["subject"], rw["prompt"].format(rw["subject"]), rw["target_new"]["str"])
