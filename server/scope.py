@@ -53,22 +53,25 @@ class ScopeCheck:
             e.pattern: e.id for e in self.memory.live_of_kind(namespace, EditKind.REGEX)
         }
         replaces: list[Replaced] = []
-        claimed: set[str] = set()  # existing edits an earlier spec of the batch already replaces
-        pending: list[Edit] = []  # the batch's specs as provisional edits, for the gate
+        # Only live edits are candidates: neither an existing edit nor a spec of the batch that an earlier spec
+        # already replaces (so a batch of one fact repeated costs one classifier call a spec, not one a pair).
+        replaced_ids: set[str] = set()
+        heads: dict[tuple[bool, str], list[int]] = {}  # (regex?, subject key or pattern) → live specs of the batch
         for i, spec in enumerate(specs):
-            pending.append(_provisional(namespace, spec))
-            if spec.kind is EditKind.REGEX:
-                same = [j for j in range(i) if specs[j].kind is EditKind.REGEX and specs[j].pattern == spec.pattern]
-                replaced: Replaced = same[-1] if same else patterns.get(spec.pattern)
+            regex = spec.kind is EditKind.REGEX
+            group = heads.setdefault((regex, spec.pattern if regex else subject_key(spec.subject)), [])
+            if regex:
+                replaced: Replaced = group[-1] if group else patterns.get(spec.pattern)
             else:
-                key = subject_key(spec.subject)
                 candidates: list[tuple[Replaced, Edit]] = [
-                    (e.id, e) for e in existing.get(spec.subject, []) if e.id not in claimed
-                ] + [(j, pending[j]) for j in range(i) if specs[j].kind in FACT_KINDS
-                     and subject_key(specs[j].subject) == key]
+                    (e.id, e) for e in existing.get(spec.subject, []) if e.id not in replaced_ids
+                ] + [(j, _provisional(namespace, specs[j])) for j in group]
                 replaced = self._same_fact(spec, candidates)
             if isinstance(replaced, str):
-                claimed.add(replaced)
+                replaced_ids.add(replaced)
+            elif isinstance(replaced, int):
+                group.remove(replaced)
+            group.append(i)
             replaces.append(replaced)
         return replaces
 

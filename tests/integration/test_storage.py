@@ -40,7 +40,8 @@ def refusal(server: LocalServer) -> str:
 def test_a_damaged_or_emptied_store_stops_the_start_with_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
     server = serve(tiny_model_dir, tmp_path)
     with server.client("a") as client:
-        client.add_edits([EditInput(*SPACE_NEEDLE, paraphrases=[f"where is it {i}" * 20 for i in range(8)])] * 30)
+        client.add_edits([EditInput(f"Needle {n}", f"Needle {n} is located in the city of", "Taipei",  # 30 facts
+                                    paraphrases=[f"where is it {i}" * 20 for i in range(8)]) for n in range(30)])
     assert server.stop() == 0
     store = tmp_path / "edits.sqlite"
     original = store.read_bytes()

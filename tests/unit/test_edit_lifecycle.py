@@ -4,7 +4,7 @@ it brings the older one back, UpdateEdit versions an edit in place, and every ch
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from server.errors import FailedPrecondition, ResourceExhausted
 from server.gate.similarity import SimilarityGate
 from server.memory.edit_memory import EditMemory
 from server.scope import ScopeCheck
-from server.types import Edit, EditAction, EditEvent, EditKind, EditSpec
+from server.types import Edit, EditAction, EditEvent, EditKind, EditSpec, EncodedText, Hit
 from tests.unit.fakes import HashEmbedder
 
 CAPITAL = EditSpec("France", "The capital of France is", "Rome", target_true="Paris")
@@ -184,3 +184,26 @@ def test_history_events_and_the_live_index_survive_a_restart_without_close(
     finally:
         reopened.close()
         crashed.close()
+
+
+class CountingGate(SimilarityGate):
+    def __init__(self) -> None:
+        self.pairs = 0
+
+    def scores(self, query: EncodedText, hits: Sequence[Hit]) -> list[float]:
+        self.pairs += len(hits)
+        return super().scores(query, hits)
+
+
+def test_a_batch_of_one_fact_repeated_leaves_one_live_edit_and_scores_each_spec_once(
+    memory: EditMemory, embedder: HashEmbedder
+) -> None:
+    gate = CountingGate()
+    scope = ScopeCheck(embedder, memory, gate, top_k=4, threshold=THRESHOLD)
+    (live,) = scope.add("ns", [CAPITAL])
+    edits = scope.add("ns", [CAPITAL] * 30)
+    assert gate.pairs == 30  # each spec against the one live candidate: the edit before it
+    assert [e.live for e in edits] == [False] * 29 + [True]
+    assert edits[0].supersedes == live.id
+    assert all(b.supersedes == a.id for a, b in zip(edits[:-1], edits[1:], strict=True))
+    assert [e.id for e in memory.page("ns", 10, "").edits] == [edits[-1].id]
