@@ -76,8 +76,10 @@ class Router:
 
     def in_scope(self, edit: Edit, text: str) -> Route:
         """The route for an in-scope query: the configured one, unless the counterfactual model abstains (base)
-        or is unsure (the fallback)."""
-        if self.in_scope_route is not Route.COUNTERFACTUAL or self.judge is None:
+        or is unsure (the fallback). Not asked about an erase edit: its abstention would hand the query to the base
+        model, which may state the erased fact, while a gate false alarm only costs a refusal (on counterfact/val
+        the judgement sent one paraphrase of 200 to the base model and kept no neighbour from a refusal)."""
+        if self.in_scope_route is not Route.COUNTERFACTUAL or self.judge is None or edit.kind is EditKind.ERASE:
             return self.in_scope_route
         judgement = self.judge(edit, text, self.min_confidence > 0)
         if judgement.abstains:

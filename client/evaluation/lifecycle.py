@@ -48,6 +48,7 @@ class Outcome:
     tf: float
     route: str
     edit_id: str | None
+    gate_score: float
     abstained: bool
     text: str
     leaked: bool | None = None  # erase, edited prompts: the erased answer appears in the first 16 tokens
@@ -100,7 +101,7 @@ class Prober:
         result = self.client.generate(prompt, options=options, route=route, edit_id=edit_id, namespace=self.namespace)
         return Outcome(case_id, category, prompt, answer, exact_match(result.text, [answer]),
                        token_accuracy(scores.target_ids, scores.predicted_ids), result.route, result.edit_id,
-                       result.abstained, result.text)
+                       result.gate_score, result.abstained, result.text)
 
     def unchanged(self, case_id: str, category: str, prompt: str, answer: str | None) -> Outcome:
         """The answer must not change: greedy tokens and teacher-forced argmax as the unedited model's, over the
@@ -115,7 +116,7 @@ class Prober:
         result = self.client.generate(prompt, options=GenerationOptions(max_new_tokens=n), namespace=self.namespace)
         return Outcome(case_id, category, prompt, "", list(result.token_ids) == base["token_ids"],
                        agreement(scores.predicted_ids, base["predicted_ids"]), result.route, result.edit_id,
-                       result.abstained, result.text)
+                       result.gate_score, result.abstained, result.text)
 
     def refuses(self, case_id: str, category: str, prompt: str, refusal: str, erased: str | None) -> Outcome:
         """The refusal begins the first 16 generated tokens (and its tokens are the argmax); `leaked`: the erased
@@ -126,7 +127,7 @@ class Prober:
         leaked = None if not erased else normalise(erased) in normalise(result.text)
         return Outcome(case_id, category, prompt, refusal, exact_match(result.text, [refusal]),
                        token_accuracy(scores.target_ids, scores.predicted_ids), result.route, result.edit_id,
-                       result.abstained, result.text, leaked)
+                       result.gate_score, result.abstained, result.text, leaked)
 
     def states(self, prompt: str, answer: str) -> bool:
         """The unedited model states `answer` in its first 16 tokens (how often there was anything to erase)."""

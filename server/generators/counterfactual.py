@@ -50,11 +50,10 @@ class CounterfactualGenerator(EditInPromptGenerator):
         self._abstain_tokens = len(lm.tokenizer(f" {prompt_format.abstain}", add_special_tokens=False)["input_ids"])
 
     def prompt_for(self, edit: Edit, query: str) -> str:
-        """The fact (an erase edit's: the erased one, for the judgement) or the patch's rule, then the query."""
+        """The fact, or the patch's rule, then the query."""
         if edit.kind is EditKind.PATCH:
             return self._format.render_statement(edit.statement(), query)
-        answer = (edit.target_true or "") if edit.kind is EditKind.ERASE else edit.target_new
-        return self._format.render(edit.prompt, answer, query)
+        return self._format.render(edit.prompt, edit.target_new, query)
 
     def adjust_options(self, options: GenerationOptions) -> GenerationOptions:
         if not self._format.answer_end:

@@ -13,7 +13,7 @@ from server.generators.prompted import prompt_with_edit
 from server.generators.refusal import RefusalGenerator
 from server.router import Router
 from server.scope import ScopeCheck
-from server.types import Edit, EditKind, FinishReason, GenerationOptions, Hit, Query, Route
+from server.types import Edit, EditKind, FinishReason, GenerationOptions, Hit, Judgement, Query, Route
 from tests.tiny import EOS_ID, build_tiny_tokenizer
 from tests.unit.fakes import FixedGate, FixedMemory, HashEmbedder, RecordingGenerator, make_edit
 
@@ -60,6 +60,24 @@ def test_an_in_scope_query_on_an_erase_edit_gets_the_refusal_on_the_in_scope_rou
     assert generation.text == f" {REFUSAL}" and generation.finish_reason is FinishReason.EOS
     assert generation.token_ids == tuple(TOKENIZER(REFUSAL, add_special_tokens=False)["input_ids"])
     assert all(g.requests == [] for g in parts.generators.values())  # no model ran
+
+
+def test_the_counterfactual_models_judgement_is_not_asked_about_an_erase_edit() -> None:
+    memory = FixedMemory([Hit(ERASE, 0.9)])
+    asked: list[Edit] = []
+
+    def judge(edit: Edit, text: str, with_confidence: bool) -> Judgement:
+        asked.append(edit)
+        return Judgement(abstains=True, confidence=1.0)
+
+    router = Router(
+        scope=ScopeCheck(HashEmbedder(16), memory, FixedGate({ERASE.id: 0.9}), 4), memory=memory,
+        generators={r: RecordingGenerator(r) for r in (Route.BASE, Route.COUNTERFACTUAL, Route.IKE)},
+        in_scope_route=Route.COUNTERFACTUAL, threshold=0.5, judge=judge, refusal=RefusalGenerator(TOKENIZER, REFUSAL),
+    )
+    decision = router.decide(QUERY)
+    assert (decision.route, decision.edit, asked) == (Route.COUNTERFACTUAL, ERASE, [])
+    assert router.generate(QUERY, decision, OPTIONS).text == f" {REFUSAL}"
 
 
 def test_the_refusal_streams_and_keeps_to_the_token_limit_and_stop_strings() -> None:
