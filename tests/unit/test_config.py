@@ -219,3 +219,11 @@ def test_the_config_files_log_level_is_applied(tmp_path: Path, monkeypatch: pyte
     finally:
         logging.getLogger().setLevel(before)
     assert seen == [logging.WARNING]
+
+
+def test_the_refusal_for_erase_edits_is_set_from_every_source_and_must_say_something() -> None:
+    assert build_config().refusal == "I don't know."
+    assert build_config(environ={"EDITCACHE_REFUSAL": "That is not something I can say."}).refusal == (
+        "That is not something I can say.")
+    with pytest.raises(ValueError, match="refusal must be non-empty"):
+        build_config(overrides={"refusal": "  "})
