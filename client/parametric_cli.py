@@ -16,11 +16,12 @@ from client.convert import METHOD_VALUES
 
 def add_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     apply = commands.add_parser(
-        "apply", parents=[common], help="write stored edits into the model's weights (ROME, MEMIT or FT)"
+        "apply", parents=[common],
+        help="write stored edits into the model's weights (ROME, MEMIT, AlphaEdit, FT) or beside them (GRACE)",
     )
     apply.add_argument("ids", nargs="+", metavar="ID", help="edits of the namespace, as `add` printed them")
     apply.add_argument("--method", required=True, choices=tuple(METHOD_VALUES))
-    apply.add_argument("--layer", type=int, help="ROME/FT: the MLP layer to edit (default: the model's)")
+    apply.add_argument("--layer", type=int, help="ROME/FT/GRACE: the MLP layer to edit (default: the model's)")
     apply.add_argument("--layers", type=int, nargs="+", default=[], help="MEMIT, AlphaEdit: the layers to spread over")
     apply.add_argument("--steps", type=int, help="optimisation steps")
     apply.add_argument("--lr", type=float, help="learning rate of those steps")
@@ -28,6 +29,8 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
     apply.add_argument("--norm-constraint", type=float, help="FT: the largest change of any one weight")
     apply.add_argument("--null-space-cutoff", type=float,
                        help="AlphaEdit: eigenvalue share below which key directions are held fixed, in (0, 1]")
+    apply.add_argument("--deferral-radius", type=float,
+                       help="GRACE: the radius ε within which an entry answers, as a share of its key's norm")
     apply.add_argument("--remove-from-gate", action="store_true",
                        help="let only the weights carry the edits (default: the gate still routes to them)")
     apply.set_defaults(run=run_apply)
@@ -77,7 +80,7 @@ def run_apply(ec: EditcacheClient, args: argparse.Namespace) -> None:
         options = ParametricOptions(
             layer=args.layer, layers=args.layers, steps=args.steps, lr=args.lr, mom2_weight=args.mom2_weight,
             norm_constraint=args.norm_constraint, null_space_cutoff=args.null_space_cutoff,
-            remove_from_gate=args.remove_from_gate,
+            deferral_radius=args.deferral_radius, remove_from_gate=args.remove_from_gate,
         )
         result = ec.apply_parametric(args.method, args.ids, options=options, on_progress=show)
     if args.json:

@@ -125,8 +125,9 @@ class GenerationOptions:
 class ParametricOptions:
     """How `apply_parametric` edits the weights; None (and empty) take the server's defaults for the model.
 
-    `layer` is ROME's and FT's, `layers` MEMIT's and AlphaEdit's; `mom2_weight` is MEMIT's λ, `norm_constraint`
-    FT's largest change of one weight, `null_space_cutoff` AlphaEdit's eigenvalue cut-off in (0, 1].
+    `layer` is ROME's, FT's and GRACE's, `layers` MEMIT's and AlphaEdit's; `mom2_weight` is MEMIT's λ,
+    `norm_constraint` FT's largest change of one weight, `null_space_cutoff` AlphaEdit's eigenvalue cut-off in
+    (0, 1], `deferral_radius` GRACE's ε as a share of the key's norm, in (0, 10].
     """
 
     layer: int | None = None
@@ -136,6 +137,7 @@ class ParametricOptions:
     mom2_weight: float | None = None
     norm_constraint: float | None = None
     null_space_cutoff: float | None = None
+    deferral_radius: float | None = None
     remove_from_gate: bool = False  # the gate stops seeing the edits: only the weights carry them
 
     def __post_init__(self) -> None:

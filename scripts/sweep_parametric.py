@@ -12,6 +12,7 @@ the defaults (docs/BENCHMARKS.md); never run it on validation or dev files.
     scripts/sweep_parametric.py --method memit --layers 8 9 10 11 12 --cases 20   # 20 edits at once
     scripts/sweep_parametric.py --method alphaedit --layers 8 9 10 11 12 --cases 20 --null-space-cutoff 1e-3 1e-2
     scripts/sweep_parametric.py --layers 12 --cases 30 --delta-scales 0.25 0.5 0.75 1 --random-value
+    scripts/sweep_parametric.py --method grace --layers 12 --cases 10 --deferral-radius 0.25 0.5 1
 
 Other wordings are mined from the same file without the swept cases, so no case sees its own paraphrase.
 """
@@ -42,6 +43,7 @@ from server.models.load import load_model  # noqa: E402
 from server.parametric.deltas import WeightDelta  # noqa: E402
 from server.parametric.editor import MethodRequest, ParametricEditor, ParametricSettings  # noqa: E402
 from server.parametric.ledger import Ledger  # noqa: E402
+from server.parametric.method import Change  # noqa: E402
 from server.parametric.registry import METHODS  # noqa: E402
 from server.parametric.targets import finish  # noqa: E402
 from server.parametric.wordings import Wordings  # noqa: E402
@@ -59,6 +61,8 @@ def main() -> None:
                         help="MEMIT's λ values to sweep (default: the method's)")
     parser.add_argument("--null-space-cutoff", type=float, nargs="+", default=[None],
                         help="AlphaEdit's eigenvalue cut-offs (shares of C's largest) to sweep (default: the method's)")
+    parser.add_argument("--deferral-radius", type=float, nargs="+", default=[None],
+                        help="GRACE's ε values to sweep, shares of the key's norm (default: the method's)")
     parser.add_argument("--stats-tokens", type=int, nargs="+", default=[20_000])
     parser.add_argument("--prefixes", type=int, default=5, help="generated context prefixes (besides none)")
     parser.add_argument("--other-wordings", type=int, nargs="+", default=[4],
@@ -84,8 +88,8 @@ def main() -> None:
     wordings = Wordings.from_records(rest)
     batched = METHODS[args.method].batched
     spans = [tuple(args.layers)] if batched else [(layer,) for layer in args.layers]
-    for tokens, layers, others, mom2, cutoff in itertools.product(
-        args.stats_tokens, spans, args.other_wordings, args.mom2_weight, args.null_space_cutoff
+    for tokens, layers, others, mom2, cutoff, radius in itertools.product(
+        args.stats_tokens, spans, args.other_wordings, args.mom2_weight, args.null_space_cutoff, args.deferral_radius
     ):
         with tempfile.TemporaryDirectory() as scratch:  # the server's default statistics text, whatever --data is
             settings = ParametricSettings(default_cache_dir(), (COUNTERFACT_TRAIN,), tokens, model_samples=64,
@@ -95,13 +99,14 @@ def main() -> None:
                                       settings)
             setting = (f"layers {layers}, C from {tokens} tokens, {others} other wordings"
                        + ("" if mom2 is None else f", λ {mom2:g}")
-                       + ("" if cutoff is None else f", cut-off {cutoff:g}"))
+                       + ("" if cutoff is None else f", cut-off {cutoff:g}")
+                       + ("" if radius is None else f", ε {radius:g}·‖k‖"))
             edits = [Edit(f"{i:032x}", "sweep", c["subject"], c["prompt"], c["target_new"], None, (), 0)
                      for i, c in enumerate(cases)]
             if batched:
                 request = MethodRequest(args.method, layers=layers, mom2_weight=mom2, null_space_cutoff=cutoff)
             else:
-                request = MethodRequest(args.method, layer=layers[0])
+                request = MethodRequest(args.method, layer=layers[0], deferral_radius=radius)
             batch = args.batch or (len(cases) if batched else 1)
             variants = [*args.delta_scales, *(["random"] if args.random_value else [])]
             rows: dict[float | str, list[dict[str, float]]] = {v: [] for v in variants}
@@ -115,7 +120,7 @@ def main() -> None:
             summary = {k: round(sum(r[k] for r in scored) / len(scored), 3) for k in scored[0]}
             print(json.dumps({"method": args.method, "layers": layers, "stats_tokens": tokens,
                               "prefixes": args.prefixes, "other_wordings": others, "mom2_weight": mom2,
-                              "null_space_cutoff": cutoff,
+                              "null_space_cutoff": cutoff, "deferral_radius": radius,
                               "batch": batch, "delta_scale": variant, "cases": len(scored), **summary}), flush=True)
 
 
@@ -137,8 +142,13 @@ def apply_and_score(
     return rows
 
 
-def changed_value(delta: WeightDelta, variant: float | str) -> WeightDelta:
-    """The delta with its value (u) scaled, or for "random" turned to a random direction of the same size."""
+def changed_value(delta: Change, variant: float | str) -> Change:
+    """The delta with its value (u) scaled, or for "random" turned to a random direction of the same size; an
+    addition (GRACE's entry) as it is, at scale 1 only."""
+    if variant == 1.0:
+        return delta
+    if not isinstance(delta, WeightDelta):
+        raise SystemExit(f"--delta-scales and --random-value apply to weight deltas, not to {delta.kind} entries")
     if variant != "random":
         return replace(delta, u=delta.u * float(variant))
     seed = int(delta.edit_id, 16) % 2**31

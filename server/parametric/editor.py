@@ -1,8 +1,9 @@
-"""The one place that writes the served model's weights: computes deltas with a registered method,
-records them in the ledger, adds them, replays them at start and rolls single edits back.
+"""The one place that writes the served model: computes changes with a registered method (weight deltas, or
+state attached beside a module), records them in the ledger, applies them, replays them at start and rolls
+single edits back.
 
 Methods run as generators of small steps; the servicer runs each step on the model thread, so
-requests served between steps see whole weights, and weights only change in `commit` and `rollback`,
+requests served between steps see a whole model, and the model only changes in `commit` and `rollback`,
 which also run on the model thread.
 """
 
@@ -11,7 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,14 +22,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from server.errors import FailedPrecondition, InvalidArgument
 from server.models.arch import ArchTemplate, num_layers
+from server.parametric.additions import Addition, Attachments
 from server.parametric.deltas import WeightDelta, add_delta_, weight_out_in
 from server.parametric.export import export_model
 from server.parametric.layers import layer_defaults
 from server.parametric.ledger import BakedEdit, Ledger
-from server.parametric.method import MethodContext, MethodRequest
+from server.parametric.method import Change, MethodContext, MethodRequest
 from server.parametric.prefixes import context_prefixes
 from server.parametric.prompts import EditPrompts, edit_prompts
-from server.parametric.registry import METHODS
+from server.parametric.registry import ADDED_STATE, METHODS
 from server.parametric.stats_cache import StatisticsCache
 from server.parametric.targets import Progress
 from server.parametric.wordings import Wordings
@@ -76,6 +79,7 @@ class ParametricEditor:
         self._statistics = StatisticsCache(model, tokenizer, arch, model_id, settings.cache_dir, settings.text_files,
                                            settings.stats_tokens, settings.model_samples)
         self._originals: dict[str, torch.Tensor] = {}  # module → its weight before any delta, (out, in)
+        self._attachments = Attachments(model, ADDED_STATE)
         self._prefixes: tuple[str, ...] | None = None
         self._lock = threading.Lock()
         self._baked = {(b.namespace, b.edit_id): b for b in ledger.baked_edits()}
@@ -100,17 +104,31 @@ class ParametricEditor:
         self._ledger.close()
 
     def replay(self) -> int:
-        """Adds every recorded delta in order (at start, on the freshly loaded weights); returns how many."""
+        """Adds every recorded delta in order and attaches every recorded addition (at start, on the freshly loaded
+        model); returns how many changes."""
         count = 0
         for delta in self._ledger.deltas():
             self._add(delta)
             count += 1
-        return count
+        self._attachments.attach(self._ledger.additions())
+        return count + len(self._attachments.additions)
+
+    @property
+    def additions(self) -> tuple[Addition, ...]:
+        """The state attached beside the weights, in the order it was made (model thread)."""
+        return self._attachments.additions
+
+    @contextmanager
+    def watching(self) -> Iterator[set[str]]:
+        """The ids of the edits whose attached state acted on the model's output inside the block (model thread):
+        the edits that answered, where the gate did not route to them."""
+        with self._attachments.watching() as fired:
+            yield fired
 
     # --- computing deltas (steps run on the model thread) ---------------------------------
 
-    def compute(self, request: MethodRequest, edits: Sequence[Edit]) -> Generator[Progress, None, list[WeightDelta]]:
-        """The deltas that write `edits` into the weights, one step per yield; weights are not changed."""
+    def compute(self, request: MethodRequest, edits: Sequence[Edit]) -> Generator[Progress, None, Sequence[Change]]:
+        """The changes that write `edits` into the model, one step per yield; the model is not changed."""
         self._check(request, edits)
         method = METHODS[request.method]
         if self._prefixes is None:
@@ -118,7 +136,7 @@ class ParametricEditor:
             self._prefixes = context_prefixes(self._model, self._tokenizer, self._settings.prefixes, new_tokens=5)
         context = MethodContext(
             self._model, self._tokenizer, self._arch, method.edited_layers(request, self.defaults), self._statistics,
-            {edit.id: self._edit_prompts(edit) for edit in edits},
+            {edit.id: self._edit_prompts(edit) for edit in edits}, self._attachments,
         )
         return (yield from method.compute(context, request, edits))
 
@@ -129,24 +147,34 @@ class ParametricEditor:
 
     # --- changing weights (model thread only) ----------------------------------------------
 
-    def commit(self, namespace: str, request: MethodRequest, deltas: Sequence[WeightDelta]) -> int:
-        """Records the deltas durably, then adds them to the weights; returns the application id."""
-        for delta in deltas:  # a concurrent call may have applied the same edit meanwhile
-            if self.baked(namespace, delta.edit_id) is not None:
-                raise FailedPrecondition(f"edit {delta.edit_id} is already in the weights; roll it back first")
+    def commit(self, namespace: str, request: MethodRequest, changes: Sequence[Change]) -> int:
+        """Records the changes durably, then adds the deltas to the weights and attaches the additions; returns
+        the application id."""
+        for change in changes:  # a concurrent call may have applied the same edit meanwhile
+            if self.baked(namespace, change.edit_id) is not None:
+                raise FailedPrecondition(f"edit {change.edit_id} is already in the weights; roll it back first")
+        deltas = [c for c in changes if isinstance(c, WeightDelta)]
+        additions = [c for c in changes if isinstance(c, Addition)]
         for delta in deltas:  # the weights every namespace shares, and every restart's replay, depend on this
             self._check_size(delta)
+        for addition in additions:
+            self._check_finite(addition)
         options = {k: v for k, v in asdict(request).items() if k not in ("method", "in_gate")}
-        application = self._ledger.record(namespace, request.method, options, deltas, request.in_gate)
+        application = self._ledger.record(namespace, request.method, options, deltas, request.in_gate, additions)
         for delta in deltas:
             self._add(delta)
-        self._refresh(namespace, {d.edit_id for d in deltas})
+        if additions:
+            self._attachments.attach((*self._attachments.additions, *additions))
+        self._refresh(namespace, {c.edit_id for c in changes})
         return application
 
     def rollback(self, namespace: str, edit_id: str) -> BakedEdit:
-        """Removes one edit's deltas: its modules are rebuilt from the originals and the remaining deltas."""
+        """Removes one edit's changes: its weights are rebuilt from the originals and the remaining deltas, and the
+        attached state from the remaining additions."""
         removed = self._ledger.remove(namespace, edit_id)
-        touched = set(removed.modules)
+        if any(a.edit_id == edit_id for a in self._attachments.additions):
+            self._attachments.attach(self._ledger.additions())
+        touched = {m for m in removed.modules if m in self._originals}  # modules some delta changed
         for module in touched:
             weight_out_in(self._model, module, self._arch).copy_(self._originals[module])
         for delta in self._ledger.deltas():
@@ -157,6 +185,12 @@ class ParametricEditor:
 
     def export(self, path: Path) -> None:
         """Writes the served (edited) model and its tokenizer as a Hugging Face directory."""
+        if attached := self._attachments.additions:
+            kinds = ", ".join(sorted({a.kind for a in attached}))
+            raise FailedPrecondition(
+                f"{len(attached)} edits are held as state beside the weights ({kinds}), which a Hugging Face "
+                "directory cannot carry; roll them back to export"
+            )
         export_model(self._model, self._tokenizer, path)
 
     def _add(self, delta: WeightDelta) -> None:
@@ -190,6 +224,14 @@ class ParametricEditor:
                 f"norm, over the limit of {MAX_RELATIVE_DELTA:g}; nothing was written (lower lr, norm_constraint or "
                 "steps, or use the defaults)"
             )
+
+    def _check_finite(self, addition: Addition) -> None:
+        for name, tensor in addition.tensors.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise InvalidArgument(
+                    f"the computed {addition.kind} {name} for edit {addition.edit_id} is not finite; nothing was "
+                    "written (lower lr or steps, or use the defaults)"
+                )
 
     def _check(self, request: MethodRequest, edits: Sequence[Edit]) -> None:
         if request.method not in METHODS:

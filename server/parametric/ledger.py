@@ -1,8 +1,9 @@
-"""The durable record of what parametric editing did to the weights: SQLite in WAL mode, FULL sync.
+"""The durable record of what parametric editing did to the model: SQLite in WAL mode, FULL sync.
 
 One row per (edit, module) delta, in the order the deltas were added; replaying them in that order
-onto the original weights rebuilds the edited weights exactly. A delta is on disk before the
-weights change, so a crash between the two is repaired by the replay at the next start.
+onto the original weights rebuilds the edited weights exactly. Likewise one row per addition (state an
+edit attaches beside a module, additions.py), in the order they were made. A change is on disk before
+the model changes, so a crash between the two is repaired by the replay at the next start.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.errors import FailedPrecondition
+from server.parametric.additions import Addition
 from server.parametric.deltas import WeightDelta
 from server.sqlite import open_durable, storage_error, transaction
 
@@ -44,6 +46,15 @@ CREATE TABLE IF NOT EXISTS deltas (
     tensors   BLOB NOT NULL,                      -- safetensors bytes: u (and v for rank-one)
     FOREIGN KEY (namespace, edit_id) REFERENCES baked (namespace, edit_id) ON DELETE CASCADE
 );
+CREATE TABLE IF NOT EXISTS additions (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,  -- the order additions were made in
+    namespace TEXT NOT NULL,
+    edit_id   TEXT NOT NULL,
+    module    TEXT NOT NULL,
+    kind      TEXT NOT NULL,                      -- the method that reads it, e.g. "grace"
+    tensors   BLOB NOT NULL,                      -- safetensors bytes
+    FOREIGN KEY (namespace, edit_id) REFERENCES baked (namespace, edit_id) ON DELETE CASCADE
+);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -55,7 +66,7 @@ class BakedEdit:
     application: int
     method: str
     in_gate: bool
-    modules: tuple[str, ...]
+    modules: tuple[str, ...]  # changed by its deltas, then those its additions are attached to
     created_at_unix_s: float
 
 
@@ -77,15 +88,16 @@ class Ledger:
             self._db.close()
 
     def record(
-        self, namespace: str, method: str, options: dict[str, object], deltas: Sequence[WeightDelta], in_gate: bool
+        self, namespace: str, method: str, options: dict[str, object], deltas: Sequence[WeightDelta], in_gate: bool,
+        additions: Sequence[Addition] = (),
     ) -> int:
-        """Stores one application's deltas atomically; returns its id."""
+        """Stores one application's deltas and additions atomically; returns its id."""
         with self._lock, transaction(self._db):
             application = int(self._db.execute(
                 "INSERT INTO applications (method, options, created_at) VALUES (?, ?, ?)",
                 (method, json.dumps(options, sort_keys=True), time.time()),
             ).lastrowid or 0)
-            for edit_id in dict.fromkeys(d.edit_id for d in deltas):
+            for edit_id in dict.fromkeys([*(d.edit_id for d in deltas), *(a.edit_id for a in additions)]):
                 self._db.execute(
                     "INSERT INTO baked (namespace, edit_id, application, in_gate) VALUES (?, ?, ?, ?)",
                     (namespace, edit_id, application, int(in_gate)),
@@ -93,6 +105,10 @@ class Ledger:
             self._db.executemany(
                 "INSERT INTO deltas (namespace, edit_id, module, tensors) VALUES (?, ?, ?, ?)",
                 [(namespace, d.edit_id, d.module, d.to_bytes()) for d in deltas],
+            )
+            self._db.executemany(
+                "INSERT INTO additions (namespace, edit_id, module, kind, tensors) VALUES (?, ?, ?, ?, ?)",
+                [(namespace, a.edit_id, a.module, a.kind, a.to_bytes()) for a in additions],
             )
         return application
 
@@ -124,6 +140,13 @@ class Ledger:
         for edit_id, module, blob in rows:
             yield WeightDelta.from_bytes(edit_id, module, blob)
 
+    def additions(self) -> Iterator[Addition]:
+        """Every stored addition, in the order it was made."""
+        with self._lock:
+            rows = self._db.execute("SELECT edit_id, module, kind, tensors FROM additions ORDER BY seq").fetchall()
+        for edit_id, module, kind, blob in rows:
+            yield Addition.from_bytes(edit_id, module, kind, blob)
+
     def _baked(self, namespace: str, edit_id: str) -> BakedEdit | None:
         row = self._db.execute(
             "SELECT b.application, a.method, b.in_gate, a.created_at FROM baked b "
@@ -132,8 +155,8 @@ class Ledger:
         ).fetchone()
         if row is None:
             return None
-        modules = tuple(m for (m,) in self._db.execute(
-            "SELECT module FROM deltas WHERE namespace = ? AND edit_id = ? ORDER BY seq", (namespace, edit_id)
+        modules = tuple(m for table in ("deltas", "additions") for (m,) in self._db.execute(
+            f"SELECT module FROM {table} WHERE namespace = ? AND edit_id = ? ORDER BY seq", (namespace, edit_id)
         ))
         return BakedEdit(namespace, edit_id, int(row[0]), str(row[1]), bool(row[2]), modules, float(row[3]))
 
@@ -141,7 +164,9 @@ class Ledger:
         """Deltas only fit the weights they were computed on."""
         with self._lock, transaction(self._db):
             row = self._db.execute("SELECT value FROM meta WHERE name = 'model'").fetchone()
-            (count,) = self._db.execute("SELECT COUNT(*) FROM deltas").fetchone()
+            (count,) = self._db.execute(
+                "SELECT (SELECT COUNT(*) FROM deltas) + (SELECT COUNT(*) FROM additions)"
+            ).fetchone()
             if row is not None and row[0] == legacy_model_id and legacy_model_id != model_id:
                 log.warning("parametric ledger: migrating the model fingerprint %s (old scheme) to %s, the same "
                             "weights", legacy_model_id, model_id)

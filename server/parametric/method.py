@@ -1,8 +1,9 @@
 """What a parametric method is to the editor: a name, default layers, a check of the request, and a
-stepwise computation of weight deltas from a context. Nothing here knows a method by name.
+stepwise computation of changes from a context. Nothing here knows a method by name.
 
-A method returns `WeightDelta` records and never writes weights; the editor records and adds them, so
-replay and rollback are the same for every method (deltas are added in order, or left out).
+A method returns changes and never writes the model: `WeightDelta` records (added to weights) or `Addition`
+records (state attached beside a module, additions.py). The editor records and applies them, so replay and
+rollback are the same for every method (changes are applied in order, or left out).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from server.models.arch import ArchTemplate
+from server.parametric.additions import Addition, Attachments
 from server.parametric.deltas import WeightDelta, temporarily_applied
 from server.parametric.layers import LayerDefaults
 from server.parametric.prompts import EditPrompts
@@ -22,6 +24,8 @@ from server.parametric.targets import Progress, ValueOptions
 from server.types import Edit
 
 T = TypeVar("T")
+Change = WeightDelta | Addition
+C = TypeVar("C", bound=Change)
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class MethodRequest:
     mom2_weight: float | None = None  # MEMIT's λ
     norm_constraint: float | None = None  # FT's ε
     null_space_cutoff: float | None = None  # AlphaEdit's eigenvalue cut-off, relative to the largest
+    deferral_radius: float | None = None  # GRACE's ε, as a share of the key's norm
     in_gate: bool = True  # baked edits stay in the gate's memory (answered on the parametric route)
 
 
@@ -55,6 +60,7 @@ class MethodContext:
     layers: tuple[int, ...]  # what `EditMethod.edited_layers` chose, checked to be in range
     statistics: SecondMoments
     prompts: Mapping[str, EditPrompts]  # by edit id
+    additions: Attachments  # the state attached beside modules, as served
 
 
 class EditMethod(Protocol):
@@ -71,8 +77,8 @@ class EditMethod(Protocol):
 
     def compute(
         self, context: MethodContext, request: MethodRequest, edits: Sequence[Edit]
-    ) -> Generator[Progress, None, list[WeightDelta]]:
-        """The deltas that write `edits`, one step per yield, weights unchanged between steps."""
+    ) -> Generator[Progress, None, Sequence[Change]]:
+        """The changes that write `edits`, one step per yield, the model unchanged between steps."""
         ...
 
 
@@ -93,21 +99,23 @@ def layer_moments(context: MethodContext) -> Generator[Progress, None, dict[int,
 def one_at_a_time(
     context: MethodContext,
     edits: Sequence[Edit],
-    compute_one: Callable[[Edit], Generator[Progress, None, WeightDelta]],
-) -> Generator[Progress, None, list[WeightDelta]]:
-    """One delta per edit, each computed on the model with the earlier edits' deltas in place."""
-    deltas: list[WeightDelta] = []
+    compute_one: Callable[[Edit], Generator[Progress, None, C]],
+) -> Generator[Progress, None, list[C]]:
+    """One change per edit, each computed on the model with the earlier edits' changes in place."""
+    changes: list[C] = []
     for edit in edits:
-        deltas.append((yield from on_current(context, compute_one(edit), deltas)))
-    return deltas
+        changes.append((yield from on_current(context, compute_one(edit), changes)))
+    return changes
 
 
 def on_current(
-    context: MethodContext, steps: Generator[Progress, None, T], pending: Sequence[WeightDelta]
+    context: MethodContext, steps: Generator[Progress, None, T], pending: Sequence[Change]
 ) -> Generator[Progress, None, T]:
-    """Runs each step with `pending` temporarily in the weights; between steps the weights are as served."""
+    """Runs each step with `pending` temporarily in the model; between steps the model is as served."""
+    deltas = [c for c in pending if isinstance(c, WeightDelta)]
+    additions = [c for c in pending if isinstance(c, Addition)]
     while True:
-        with temporarily_applied(context.model, context.arch, pending):
+        with temporarily_applied(context.model, context.arch, deltas), context.additions.pending(additions):
             try:
                 progress = next(steps)
             except StopIteration as done:

@@ -1,11 +1,15 @@
-"""Every parametric method, by the name requests and the ledger use. A new method is one module and one line here."""
+"""Every parametric method, by the name requests and the ledger use. A new method is one module and one line here;
+a method that attaches state beside a module (additions.py) also names how its state is built, by the same name."""
 
 from __future__ import annotations
 
+from server.parametric.additions import StateBuilder
 from server.parametric.alphaedit import AlphaEdit
 from server.parametric.ft import FineTune
+from server.parametric.grace import Codebook, Grace
 from server.parametric.memit import Memit
 from server.parametric.method import EditMethod
 from server.parametric.rome import Rome
 
-METHODS: dict[str, EditMethod] = {m.name: m for m in (Rome(), Memit(), FineTune(), AlphaEdit())}
+METHODS: dict[str, EditMethod] = {m.name: m for m in (Rome(), Memit(), FineTune(), AlphaEdit(), Grace())}
+ADDED_STATE: dict[str, StateBuilder] = {Grace.name: Codebook.build}

@@ -220,6 +220,7 @@ def method_request_from_pb(request: parametric_pb.ApplyParametricRequest) -> Met
         mom2_weight=options.mom2_weight if options.HasField("mom2_weight") else None,
         norm_constraint=options.norm_constraint if options.HasField("norm_constraint") else None,
         null_space_cutoff=options.null_space_cutoff if options.HasField("null_space_cutoff") else None,
+        deferral_radius=options.deferral_radius if options.HasField("deferral_radius") else None,
         in_gate=not options.remove_from_gate,
     )
 

@@ -9,6 +9,7 @@ import torch
 
 from server.errors import InvalidArgument
 from server.parametric.alphaedit import null_space_projection, projected_update
+from server.parametric.deltas import WeightDelta
 from server.parametric.editor import MethodRequest
 from server.parametric.tap import recording
 from server.parametric.targets import finish
@@ -48,9 +49,9 @@ def test_alphaedit_writes_the_edit_and_keeps_the_preserved_keys_still(tmp_path: 
     # The preserved keys' smallest real eigenvalue is about 5e-7 of the largest, float32 noise below 1e-8.
     request = MethodRequest("alphaedit", layers=(0, 1), steps=40, null_space_cutoff=1e-8)
     deltas = finish(editor.compute(request, [edit("france", "berlin", "e1")]))
-    assert len(deltas) == 2 and all(d.v is not None for d in deltas)  # rank-one, one per layer
+    assert len(deltas) == 2 and all(isinstance(d, WeightDelta) and d.v is not None for d in deltas)  # rank-one
     for delta in deltas:
-        assert delta.v is not None
+        assert isinstance(delta, WeightDelta) and delta.v is not None
         keys = preserved_keys(model, tokenizer, delta.module)  # on the unedited model, as C saw them
         moved = (keys @ delta.v).abs().max() * delta.u.norm()  # ‖ΔW k₀‖ bound, ΔW = u vᵀ
         assert float(moved) < 1e-4 * float(keys.norm(dim=-1).max() * delta.u.norm() * delta.v.norm())

@@ -100,7 +100,7 @@ def test_rome_on_gemma_3_raises_the_new_answer_through_the_post_mlp_norm(tmp_pat
     before = nll(model, tokenizer, "the capital of france is", "berlin")
     request = MethodRequest("rome", steps=40, layer=0)
     (delta,) = finish(editor.compute(request, [edit("france", "berlin", "e1")]))
-    assert delta.module == "model.layers.0.mlp.down_proj" and delta.v is not None
+    assert isinstance(delta, WeightDelta) and delta.module == "model.layers.0.mlp.down_proj" and delta.v is not None
     editor.commit("ns", request, [delta])
     assert nll(model, tokenizer, "the capital of france is", "berlin") < before - 1.0
 
@@ -163,7 +163,7 @@ def test_fine_tuning_stays_within_its_bound(tmp_path: Path) -> None:
     editor, model, tokenizer = make_editor("llama", tmp_path)
     request = MethodRequest("ft", layer=0, steps=60, lr=1e-2, norm_constraint=0.05)
     (delta,) = finish(editor.compute(request, [edit("france", "berlin", "e1")]))
-    assert delta.dense and float(delta.u.abs().max()) <= 0.05 + 1e-7
+    assert isinstance(delta, WeightDelta) and delta.dense and float(delta.u.abs().max()) <= 0.05 + 1e-7
     editor.commit("ns", request, [delta])
     assert answer(model, tokenizer, "the capital of france is") == "berlin"
 

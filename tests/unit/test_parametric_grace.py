@@ -1,0 +1,142 @@
+"""GRACE: the codebook's maths, and the method through the ParametricEditor on tiny models that know four facts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from server.errors import FailedPrecondition, InvalidArgument
+from server.parametric.additions import Addition
+from server.parametric.editor import MethodRequest, ParametricEditor
+from server.parametric.grace import Codebook, deferral_radii, lookup
+from server.parametric.targets import finish
+from tests.unit.test_parametric_editor import answer, assert_same, edit, make_editor, weights
+
+UNRELATED = ("the capital of italy is", "the capital of spain is", "the capital of germany is")
+
+
+def test_entries_with_other_answers_split_their_radii_and_entries_with_the_same_answer_keep_theirs() -> None:
+    keys = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 10.0], [0.0, 12.0]])
+    radii = deferral_radii(keys, torch.full((4,), 2.0), [(1,), (2,), (3,), (3,)])
+    # 1 is 3 from 0 (within 2 + 2), another answer: both get 1.5; 3 is 2 from 2, the same answer: both keep 2.
+    assert radii.tolist() == [1.5, 1.5, 2.0, 2.0]
+    # Far apart: nothing changes.
+    assert deferral_radii(keys[:2], torch.full((2,), 1.0), [(1,), (2,)]).tolist() == [1.0, 1.0]
+
+
+def test_a_query_takes_its_nearest_entry_within_its_radius_and_the_newer_one_on_a_tie() -> None:
+    keys = torch.tensor([[0.0, 0.0], [4.0, 0.0], [4.0, 0.0]])
+    nearest, hit = lookup(torch.tensor([[0.5, 0.0], [3.0, 0.0], [1.0, 5.0]]), keys, torch.tensor([1.0, 1.0, 1.0]))
+    assert nearest.tolist() == [0, 2, 0] and hit.tolist() == [True, True, False]
+
+
+def test_the_codebook_replaces_only_the_outputs_whose_inputs_it_holds() -> None:
+    entry = Addition("e1", "m", "grace", {"key": torch.tensor([1.0, 0.0]), "value": torch.tensor([7.0, 7.0, 7.0]),
+                                          "radius": torch.tensor([0.5]), "label": torch.tensor([4])})
+    codebook = Codebook.build([entry])
+    inputs = torch.tensor([[[1.1, 0.0], [0.0, 1.0]]])  # (1, 2, d_in): the first position is within 0.5 of the key
+    output = torch.zeros(1, 2, 3)
+    changed, fired = codebook.forward(inputs, output)
+    assert changed.tolist() == [[[7.0, 7.0, 7.0], [0.0, 0.0, 0.0]]] and fired == {"e1"}
+    unchanged, fired = codebook.forward(inputs[:, 1:], output[:, 1:])
+    assert unchanged is output[:, 1:] or torch.equal(unchanged, output[:, 1:])
+    assert fired == set()
+
+
+def greedy(model: torch.nn.Module, tokenizer: object, prompt: str, tokens: int = 4) -> list[int]:
+    ids = tokenizer(prompt, return_tensors="pt")  # type: ignore[operator]
+    with torch.inference_mode():
+        out = model.generate(**ids, max_new_tokens=tokens, do_sample=False)  # type: ignore[operator]
+    return [int(t) for t in out[0, ids["input_ids"].shape[1]:]]
+
+
+def logits(model: torch.nn.Module, tokenizer: object, prompts: tuple[str, ...]) -> list[torch.Tensor]:
+    with torch.inference_mode():
+        return [model(**tokenizer(p, return_tensors="pt")).logits for p in prompts]  # type: ignore[operator]
+
+
+def attached(editor: ParametricEditor) -> list[tuple[str, str, dict[str, torch.Tensor]]]:
+    return [(a.edit_id, a.module, dict(a.tensors)) for a in editor.additions]
+
+
+# The tiny models hold their facts in layer 0 (a value at layer 1, the default a third of the way up, cannot flip
+# them within the value's size bound), as for ROME (tests/unit/test_parametric_editor.py).
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_grace_answers_the_edit_and_leaves_other_prompts_token_for_token(model_type: str, tmp_path: Path) -> None:
+    editor, model, tokenizer = make_editor(model_type, tmp_path)
+    original = weights(model)
+    before = {p: greedy(model, tokenizer, p) for p in UNRELATED}
+    request = MethodRequest("grace", steps=40, layer=0)
+    (entry,) = finish(editor.compute(request, [edit("france", "berlin", "e1")]))
+    assert isinstance(entry, Addition)
+    assert entry.module in ("model.layers.0.mlp.down_proj", "transformer.h.0.mlp.c_proj")
+    assert answer(model, tokenizer, "the capital of france is") == "paris", "compute must not change the model"
+    editor.commit("ns", request, [entry])
+    assert answer(model, tokenizer, "the capital of france is") == "berlin"
+    assert {p: greedy(model, tokenizer, p) for p in UNRELATED} == before
+    assert_same(weights(model), original)  # the weights never change: the codebook sits beside them
+    baked = editor.baked("ns", "e1")
+    assert baked is not None and baked.method == "grace" and baked.modules == (entry.module,)
+
+
+def test_restart_rebuilds_an_equal_codebook_and_rollback_removes_exactly_one_entry(tmp_path: Path) -> None:
+    editor, model, tokenizer = make_editor("llama", tmp_path)
+    prompts = ("the capital of france is", "the capital of italy is", "the capital of spain is")
+    unedited = logits(model, tokenizer, prompts)
+    # A radius wide enough that the two keys conflict: GRACE's rule splits them, each answers its own prompt.
+    request = MethodRequest("grace", steps=40, layer=0, deferral_radius=5.0)
+    editor.commit("ns", request, finish(editor.compute(request, [edit("france", "berlin", "e1")])))
+    only_first = logits(model, tokenizer, prompts)
+    editor.commit("ns", request, finish(editor.compute(request, [edit("italy", "madrid", "e2")])))
+    assert answer(model, tokenizer, "the capital of france is") == "berlin"
+    assert answer(model, tokenizer, "the capital of italy is") == "madrid"
+    both, codebook = logits(model, tokenizer, prompts), attached(editor)
+
+    editor.close()  # a restart: the same original weights, the same ledger
+    replayed, model2, _ = make_editor("llama", tmp_path)
+    assert replayed.replay() == 2
+    again = attached(replayed)
+    assert [(e, m) for e, m, _ in again] == [(e, m) for e, m, _ in codebook]
+    for (_, _, tensors), (_, _, original_tensors) in zip(again, codebook, strict=True):
+        assert_same(tensors, original_tensors)
+    assert all(torch.equal(a, b) for a, b in zip(logits(model2, tokenizer, prompts), both, strict=True))
+
+    # Rolling e2 back gives exactly the model with e1 alone: e1's radius is no longer split.
+    replayed.rollback("ns", "e2")
+    assert [a.edit_id for a in replayed.additions] == ["e1"]
+    assert all(torch.equal(a, b) for a, b in zip(logits(model2, tokenizer, prompts), only_first, strict=True))
+    replayed.rollback("ns", "e1")
+    assert replayed.additions == () and not model2.get_submodule("model.layers.0.mlp.down_proj")._forward_hooks
+    assert all(torch.equal(a, b) for a, b in zip(logits(model2, tokenizer, prompts), unedited, strict=True))
+    with pytest.raises(FailedPrecondition, match="not in the weights"):
+        replayed.rollback("ns", "e1")
+
+
+def test_the_editor_reports_which_entries_acted(tmp_path: Path) -> None:
+    editor, model, tokenizer = make_editor("llama", tmp_path)
+    request = MethodRequest("grace", steps=40, layer=0)
+    editor.commit("ns", request, finish(editor.compute(request, [edit("france", "berlin", "e1")])))
+    with editor.watching() as fired:
+        greedy(model, tokenizer, "the capital of france is")
+    assert fired == {"e1"}
+    with editor.watching() as fired:
+        for prompt in UNRELATED:
+            greedy(model, tokenizer, prompt)
+    assert fired == set()
+
+
+def test_export_is_refused_while_entries_are_attached(tmp_path: Path) -> None:
+    editor, _, _ = make_editor("llama", tmp_path)
+    request = MethodRequest("grace", steps=5)
+    editor.commit("ns", request, finish(editor.compute(request, [edit("france", "berlin", "e1")])))
+    with pytest.raises(FailedPrecondition, match="roll them back to export"):
+        editor.export(tmp_path / "export")
+
+
+@pytest.mark.parametrize("radius", [0.0, -1.0, 11.0, float("nan")])
+def test_a_radius_outside_its_range_is_refused_before_any_work(radius: float, tmp_path: Path) -> None:
+    editor, _, _ = make_editor("llama", tmp_path)
+    with pytest.raises(InvalidArgument, match="deferral_radius"):
+        finish(editor.compute(MethodRequest("grace", deferral_radius=radius), [edit("france", "berlin", "e1")]))
