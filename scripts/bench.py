@@ -153,6 +153,9 @@ def gate_scaling(sizes: list[int], queries: int, top_k: int, gate_name: str, key
         def encode_text(self, text: str) -> EncodedText:
             return encoder.encode_text(text)
 
+        def encode_texts(self, texts: Sequence[str]) -> list[EncodedText]:
+            return encoder.encode_texts(texts)
+
     sample = minilm_shaped(encoder) if keys == "minilm" else None
     results: dict[str, dict[str, Any]] = {}
     for size in sizes:

@@ -36,6 +36,10 @@ class Embedder(Protocol):
         """One text with its token embeddings, for gates that look inside the query."""
         ...
 
+    def encode_texts(self, texts: Sequence[str]) -> list[EncodedText]:
+        """`encode_text` for many texts in batched passes."""
+        ...
+
 
 @dataclass(frozen=True)
 class EditPage:

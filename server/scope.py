@@ -52,6 +52,7 @@ class ScopeCheck:
         patterns = {} if all(s.kind is not EditKind.REGEX for s in specs) else {
             e.pattern: e.id for e in self.memory.live_of_kind(namespace, EditKind.REGEX)
         }
+        encodings = self._encode_contested(specs, existing)
         replaces: list[Replaced] = []
         # Only live edits are candidates: neither an existing edit nor a spec of the batch that an earlier spec
         # already replaces (so a batch of one fact repeated costs one classifier call a spec, not one a pair).
@@ -66,7 +67,7 @@ class ScopeCheck:
                 candidates: list[tuple[Replaced, Edit]] = [
                     (e.id, e) for e in existing.get(spec.subject, []) if e.id not in replaced_ids
                 ] + [(j, _provisional(namespace, specs[j])) for j in group]
-                replaced = self._same_fact(spec, candidates)
+                replaced = self._same_fact(spec, candidates, encodings)
             if isinstance(replaced, str):
                 replaced_ids.add(replaced)
             elif isinstance(replaced, int):
@@ -75,20 +76,43 @@ class ScopeCheck:
             replaces.append(replaced)
         return replaces
 
-    def _same_fact(self, spec: EditSpec, candidates: Sequence[tuple[Replaced, Edit]]) -> Replaced:
+    def _encode_contested(self, specs: Sequence[EditSpec], existing: dict[str, list[Edit]]) -> _Encodings:
+        """One batched encoder pass for every text the supersede decisions may read: the prompts of fact specs
+        that have a same-subject candidate, and the key texts of those candidates (an import of thousands of
+        edits would otherwise pay a pass per edit)."""
+        seen: set[str] = set()
+        contested: list[EditSpec] = []
+        for spec in specs:
+            if spec.kind in FACT_KINDS:
+                key = subject_key(spec.subject)
+                if existing.get(spec.subject) or key in seen:
+                    contested.append(spec)
+                seen.add(key)
+        if not contested:
+            return _Encodings({}, {})
+        contested_keys = {subject_key(c.subject) for c in contested}
+        keys = {t for es in existing.values() for e in es for t in e.key_texts()} | {
+            t for spec in specs if spec.kind in FACT_KINDS and subject_key(spec.subject) in contested_keys
+            for t in (spec.prompt, *spec.paraphrases)
+        }
+        prompts = list(dict.fromkeys(c.prompt for c in contested))
+        key_list = sorted(keys)
+        return _Encodings(dict(zip(prompts, self.embedder.encode_texts(prompts), strict=True)),
+                          dict(zip(key_list, self.embedder.encode(key_list), strict=True)))
+
+    def _same_fact(
+        self, spec: EditSpec, candidates: Sequence[tuple[Replaced, Edit]], encodings: _Encodings
+    ) -> Replaced:
         """The newest candidate (they come oldest first) whose scope the gate puts `spec.prompt` in; None if none."""
         if not candidates:
             return None
-        query = self.embedder.encode_text(spec.prompt)
-        hits = [Hit(edit, self._similarity(query, edit)) for _, edit in candidates]
+        query = encodings.queries[spec.prompt]
+        # The cosine of the query and each candidate's closest key text, as retrieval would have found it.
+        hits = [Hit(edit, float(max(encodings.keys[t] @ query.vector for t in edit.key_texts())))
+                for _, edit in candidates]
         scores = self.gate.scores(query, hits)
         matching = [ref for (ref, _), p in zip(candidates, scores, strict=True) if p >= self.threshold]
         return matching[-1] if matching else None
-
-    def _similarity(self, query: EncodedText, edit: Edit) -> float:
-        """The cosine of the query and the edit's closest key text, as retrieval would have found it."""
-        keys = self.embedder.encode(edit.key_texts())  # (n_keys, dim) unit rows
-        return float(np.max(keys @ query.vector))
 
     def best(self, namespace: str, text: str) -> tuple[Hit | None, float, Timings]:
         """The highest-scoring of the top-k retrieved edits (None when the namespace has none)."""
@@ -109,6 +133,14 @@ class ScopeCheck:
         timings = Timings(search_ms=(t2 - t1) * 1e3, gate_ms=(t3 - t2) * 1e3)
         p, hit = max(zip(scores, hits, strict=True), key=lambda s: s[0], default=(0.0, None))
         return hit, p, timings
+
+
+@dataclass(frozen=True)
+class _Encodings:
+    """The encoder's view of the texts one batch's supersede decisions read."""
+
+    queries: dict[str, EncodedText]  # new prompts with token vectors, for the gate
+    keys: dict[str, np.ndarray]  # candidates' key texts → (dim,) unit vectors
 
 
 def _provisional(namespace: str, spec: EditSpec) -> Edit:

@@ -58,12 +58,15 @@ class SentenceEncoder:
         return self.encode_texts([text])[0]
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> list[EncodedText]:
-        """`encode_text` for many texts, batched."""
+        """`encode_text` for many texts, batched; texts of like length share a batch (less padding), as
+        sentence-transformers' own encode does."""
         import torch
 
-        out: list[EncodedText] = []
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: dict[int, EncodedText] = {}
         for start in range(0, len(texts), batch_size):
-            chunk = list(texts[start : start + batch_size])
+            positions = order[start : start + batch_size]
+            chunk = [texts[i] for i in positions]
             batch = self._tokenizer(
                 chunk, return_tensors="pt", padding=True, return_offsets_mapping=True, truncation=True,
                 max_length=self._model.max_seq_length,
@@ -71,17 +74,18 @@ class SentenceEncoder:
             offsets = batch.pop("offset_mapping").tolist()  # (b, n, 2)
             with torch.inference_mode():
                 hidden = self._transformer(**batch).last_hidden_state  # (b, n, dim)
-            for text, tokens, mask, spans in zip(chunk, hidden, batch["attention_mask"], offsets, strict=True):
+            for i, text, tokens, mask, spans in zip(positions, chunk, hidden, batch["attention_mask"], offsets,
+                                                    strict=True):
                 tokens = tokens[mask.bool()]  # (n_tokens, dim), padding dropped
                 # The packaged model's pipeline is mean pooling then normalisation (checked at load).
                 pooled = tokens.mean(dim=0)
-                out.append(EncodedText(
+                out[i] = EncodedText(
                     text=text,
                     vector=(pooled / pooled.norm()).numpy().astype(np.float32),
                     token_vectors=tokens.numpy().astype(np.float32),
                     token_spans=tuple((int(a), int(b)) for a, b in spans[: len(tokens)]),
-                ))
-        return out
+                )
+        return [out[i] for i in range(len(texts))]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self._model.encode(

@@ -63,6 +63,9 @@ class HashEmbedder:
         spans = tuple(m.span() for m in words) or ((0, 0),)
         return EncodedText(text, self.vector(text), tokens, spans)
 
+    def encode_texts(self, texts: Sequence[str]) -> list[EncodedText]:
+        return [self.encode_text(t) for t in texts]
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         self.calls.append(list(texts))
         if not texts:
