@@ -201,13 +201,13 @@ def run_patch(prober: Prober, rules: Sequence[dict[str, Any]], route: str | None
 
 
 def run_supersede(prober: Prober, cases: Sequence[Case], progress: Progress) -> Task:
-    """The newer target is another case's new target (different from both answers of this case)."""
+    """The newer target is the next case's new target that differs from both answers of this case."""
     task = Task("supersede")
     linked = 0
-    for done, (case, other) in enumerate(zip(cases, [*cases[1:], *cases[:1]], strict=True), 1):
+    targets = [c.edits[0].target_new for c in cases]
+    for done, case in enumerate(cases, 1):
         (fact,) = case.edits
-        newer = next(t for t in (other.edits[0].target_new, "Antarctica") if t not in (fact.target_new,
-                                                                                       fact.target_true))
+        newer = next(t for t in [*targets[done:], *targets[:done]] if t not in (fact.target_new, fact.target_true))
         (older,) = prober.add([EditInput(fact.subject, fact.prompt, fact.target_new, fact.target_true)])
         (record,) = prober.add([EditInput(fact.subject, fact.prompt, newer, fact.target_true)])
         linked += record.supersedes == older.id
