@@ -31,7 +31,7 @@ class EditMemory:
         approximate: AnnSettings | None = None,
     ) -> None:
         self._embedder = embedder
-        self._approximate = approximate  # when a namespace's index becomes HNSW; None: ann.py's defaults
+        self._approximate = approximate  # when a namespace's index becomes approximate; None: ann.py's defaults
         self._max_edits_per_namespace = max_edits_per_namespace  # 0: no limit
         self._index_dir = data_dir / "index"
         store_path = data_dir / "edits.sqlite"
@@ -90,7 +90,7 @@ class EditMemory:
         return EditPage(edits, "" if next_seq is None else _encode_page_token(next_seq), total)
 
     def wait_for_index(self, timeout_s: float | None = None) -> bool:
-        """Waits for background index builds (a large namespace's HNSW index) to finish; False on timeout."""
+        """Waits for background index builds (a large namespace's approximate index) to finish; False on timeout."""
         return self._index.wait_for_builds(timeout_s)
 
     def edit_counts(self) -> dict[str, int]:
