@@ -67,6 +67,7 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE edits SET updated_at = created_at, subject_key = subject_key(subject);
     CREATE INDEX edits_by_subject ON edits (namespace, subject_key) WHERE superseded_by = '';
     CREATE INDEX edits_live ON edits (namespace, superseded_by, seq);
+    CREATE INDEX edits_by_kind ON edits (namespace, kind, seq) WHERE superseded_by = '';  -- regex patches per answer
     CREATE TABLE edit_versions (                     -- earlier versions of an id, replaced by UpdateEdit
         edit_id  TEXT NOT NULL,
         version  INTEGER NOT NULL,

@@ -118,3 +118,14 @@ def test_a_batch_of_regex_patches_alone_embeds_nothing(tmp_path: Path) -> None:
         assert memory.page("ns", 10, "").total == 2
     finally:
         memory.close()
+
+
+def test_the_regex_patches_every_answer_reads_are_found_by_an_index_not_a_scan(tmp_path: Path) -> None:
+    # The router reads a namespace's live regex patches on every answer: a scan would grow with the namespace.
+    store = EditStore(tmp_path / "edits.sqlite")
+    plan = " ".join(str(row) for row in store._db.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM edits WHERE namespace = ? AND superseded_by = '' AND kind = ? ORDER BY seq",
+        ("ns", EditKind.REGEX.value),
+    ))
+    store.close()
+    assert "USING INDEX edits_by_kind" in plan and "TEMP B-TREE" not in plan
