@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from client.bulk import edit_from_json
 from client.client import EditcacheClient
 from client.output import (
     edit_json,
@@ -27,9 +28,8 @@ from client.output import (
     shown,
     summary_line,
 )
-from client.records import EDIT_KINDS, EditInput, EditRecord, GenerationOptions
+from client.records import EditInput, EditRecord, GenerationOptions
 
-_SPEC_FIELDS = ("subject", "prompt", "target_new", "target_true", "paraphrases", "kind", "pattern", "replacement")
 # What each kind of `add` needs on the command line, and what it must not be given (see EditInput).
 _KIND_FLAGS = {
     "modify": (("--subject", "--prompt", "--target"), ()),
@@ -237,29 +237,12 @@ def read_specs(path: Path) -> list[EditInput]:
 
 
 def _spec_from_json(line: str, where: str) -> EditInput:
+    """One line of an `add --file`: the same JSON form as `import --format jsonl` reads (client/bulk.py)."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}: not JSON: {exc.msg}") from None
-    if not isinstance(obj, dict):
-        raise InputError(f"{where}: expected a JSON object with fields {', '.join(_SPEC_FIELDS)}")
-    unknown = sorted(set(obj) - set(_SPEC_FIELDS))
-    if unknown:
-        raise InputError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(_SPEC_FIELDS)}")
-    for key in ("subject", "prompt", "target_new"):  # present for every kind ("" where a kind takes none)
-        if not isinstance(obj.get(key), str):
-            raise InputError(f"{where}: field {key!r} must be a string")
-    if obj.get("target_true") is not None and not isinstance(obj["target_true"], str):
-        raise InputError(f"{where}: field 'target_true' must be a string or null")
-    paraphrases = obj.get("paraphrases") or []
-    if not isinstance(paraphrases, list) or not all(isinstance(p, str) for p in paraphrases):
-        raise InputError(f"{where}: field 'paraphrases' must be a list of strings")
-    for key in ("pattern", "replacement"):
-        if not isinstance(obj.get(key, ""), str):
-            raise InputError(f"{where}: field {key!r} must be a string")
-    if (kind := obj.get("kind", "modify")) not in EDIT_KINDS:
-        raise InputError(f"{where}: field 'kind' must be one of {', '.join(EDIT_KINDS)}")
-    return EditInput(
-        obj["subject"], obj["prompt"], obj["target_new"], obj.get("target_true"), tuple(paraphrases), kind,
-        obj.get("pattern", ""), obj.get("replacement", ""),
-    )
+    try:
+        return edit_from_json(obj)
+    except ValueError as exc:  # names the field and what it must be
+        raise InputError(f"{where}: {exc}") from None
