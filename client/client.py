@@ -102,10 +102,13 @@ class EditcacheClient:
 
     # --- edits -----------------------------------------------------------
 
-    def add_edits(self, specs: Sequence[EditInput], *, namespace: str | None = None) -> list[EditRecord]:
-        """Store the edits, all or none; returns them in request order."""
+    def add_edits(
+        self, specs: Sequence[EditInput], *, namespace: str | None = None, skip_supersede: bool = False
+    ) -> list[EditRecord]:
+        """Store the edits, all or none; returns them in request order. `skip_supersede` stores each as new,
+        deciding nothing about superseding (for edits known to coexist, such as an export read back)."""
         edits = [convert.edit_spec(s) for s in specs]
-        request = pb.AddEditsRequest(namespace=self._ns(namespace), edits=edits)
+        request = pb.AddEditsRequest(namespace=self._ns(namespace), edits=edits, skip_supersede=skip_supersede)
         with map_rpc_errors():
             response = self._edits.AddEdits(request, **self._call_kwargs())
         return [convert.edit_record(e) for e in response.edits]

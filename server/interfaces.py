@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,13 +70,18 @@ class Memory(Protocol):
     caller's, for those events."""
 
     def add(
-        self, namespace: str, specs: Sequence[EditSpec], replaces: Sequence[Replaced] = (), token_name: str = ""
+        self, namespace: str, specs: Sequence[EditSpec], replaces: Sequence[Replaced] = (), token_name: str = "",
+        vectors: Sequence[np.ndarray] | None = None,
     ) -> list[Edit]:
-        """Stores the edits; `replaces[i]` is what spec i supersedes (kept as history, out of the index)."""
+        """Stores the edits; `replaces[i]` is what spec i supersedes (kept as history, out of the index);
+        `vectors[i]` are spec i's (n_keys, dim) key embeddings when the caller has them (else embedded here)."""
         ...
 
-    def update(self, namespace: str, edit_id: str, spec: EditSpec, token_name: str = "") -> Edit:
-        """A live edit's new fields under the same id, one version up; the old version goes to its history."""
+    def update(
+        self, namespace: str, edit_id: str, spec: EditSpec, token_name: str = "", vectors: np.ndarray | None = None
+    ) -> Edit:
+        """A live edit's new fields under the same id, one version up; the old version goes to its history.
+        `vectors`: the new key embeddings, as in `add`."""
         ...
 
     def get(self, namespace: str, edit_id: str) -> Edit:
@@ -124,8 +129,10 @@ class Gate(Protocol):
         """p(query is in the scope of hit.edit) for each hit, in [0, 1]."""
         ...
 
-    def warm(self, edits: Sequence[Edit]) -> None:
-        """Does the per-edit work now, so the first query that retrieves these edits is as fast as later ones."""
+    def warm(self, edits: Sequence[Edit], encoded: Mapping[str, EncodedText] | None = None) -> None:
+        """Does the per-edit work now, so the first query that retrieves these edits is as fast as later ones;
+        `encoded` holds texts already through the encoder (the edits' prompts among them, when the caller has
+        them)."""
         ...
 
 

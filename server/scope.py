@@ -4,7 +4,7 @@ classifier, which live edit a new edit of the same fact supersedes."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 
@@ -24,21 +24,38 @@ class ScopeCheck:
     hidden: Callable[[Edit], bool] = lambda edit: False
     threshold: float = 0.5  # the gate score from which a query is in scope (the router's)
 
-    def add(self, namespace: str, specs: Sequence[EditSpec], token_name: str = "") -> list[Edit]:
-        """Stores the edits (durable on return), each superseding the live edit of the same fact if there is one,
-        then prepares the gate's side of them."""
-        edits = self.memory.add(namespace, specs, self.superseded(namespace, specs), token_name)
-        self.gate.warm([e for e in edits if e.key_texts() and e.live])  # a regex patch never meets the gate
+    def add(
+        self, namespace: str, specs: Sequence[EditSpec], token_name: str = "", supersede: bool = True
+    ) -> list[Edit]:
+        """Stores the edits (durable on return), each superseding the live edit of the same fact if there is one
+        (unless `supersede` is False: edits known to coexist, such as an export read back), then prepares the
+        gate's side of them.
+
+        Every key text goes through the encoder once: its pooled vector is the index's key, its token vectors
+        serve the supersede decisions and the gate's view of the edit.
+        """
+        encoded = self._encode([t for spec in specs for t in spec.key_texts()])
+        replaces = self.superseded(namespace, specs, encoded) if supersede else [None] * len(specs)
+        edits = self.memory.add(namespace, specs, replaces, token_name, _key_vectors(specs, encoded, self.embedder.dim))
+        self.gate.warm([e for e in edits if e.key_texts() and e.live], encoded)  # a regex patch never meets the gate
         return edits
 
     def update(self, namespace: str, edit_id: str, spec: EditSpec, token_name: str = "") -> Edit:
         """Changes the edit in place (same id); the gate's view of it is recomputed, as the old one is cached."""
-        edit = self.memory.update(namespace, edit_id, spec, token_name)
+        encoded = self._encode(list(spec.key_texts()))
+        edit = self.memory.update(namespace, edit_id, spec, token_name,
+                                  _key_vectors([spec], encoded, self.embedder.dim)[0])
         if edit.key_texts():
-            self.gate.warm([edit])
+            self.gate.warm([edit], encoded)
         return edit
 
-    def superseded(self, namespace: str, specs: Sequence[EditSpec]) -> list[Replaced]:
+    def _encode(self, texts: Sequence[str]) -> dict[str, EncodedText]:
+        unique = list(dict.fromkeys(texts))
+        return dict(zip(unique, self.embedder.encode_texts(unique), strict=True))
+
+    def superseded(
+        self, namespace: str, specs: Sequence[EditSpec], encoded: Mapping[str, EncodedText] | None = None
+    ) -> list[Replaced]:
         """What each new edit replaces: a live edit's id, the index of an earlier spec of the batch (newer
         supersedes older), or None.
 
@@ -46,13 +63,14 @@ class ScopeCheck:
         subject up to case and spacing and whose scope the gate puts the new edit's prompt in (score at or above
         the threshold): the same subject asked the same question. Another relation of the same subject ("Where
         was X born" after "X's employer") scores out of scope and both stay. A regex patch replaces the newest
-        one with the identical pattern.
+        one with the identical pattern. `encoded` holds the specs' key texts through the encoder, where the
+        caller has them.
         """
         existing = self.memory.same_subject(namespace, [s.subject for s in specs if s.kind in FACT_KINDS])
         patterns = {} if all(s.kind is not EditKind.REGEX for s in specs) else {
             e.pattern: e.id for e in self.memory.live_of_kind(namespace, EditKind.REGEX)
         }
-        encodings = self._encode_contested(specs, existing)
+        encodings = self._encode_contested(specs, existing, encoded or {})
         replaces: list[Replaced] = []
         # Only live edits are candidates: neither an existing edit nor a spec of the batch that an earlier spec
         # already replaces (so a batch of one fact repeated costs one classifier call a spec, not one a pair).
@@ -76,10 +94,12 @@ class ScopeCheck:
             replaces.append(replaced)
         return replaces
 
-    def _encode_contested(self, specs: Sequence[EditSpec], existing: dict[str, list[Edit]]) -> _Encodings:
-        """One batched encoder pass for every text the supersede decisions may read: the prompts of fact specs
-        that have a same-subject candidate, and the key texts of those candidates (an import of thousands of
-        edits would otherwise pay a pass per edit)."""
+    def _encode_contested(
+        self, specs: Sequence[EditSpec], existing: dict[str, list[Edit]], encoded: Mapping[str, EncodedText]
+    ) -> _Encodings:
+        """Every text the supersede decisions may read: the prompts of fact specs that have a same-subject
+        candidate, and the key texts of those candidates; taken from `encoded` where it has them, the rest in one
+        batched encoder pass (an import of thousands of edits would otherwise pay a pass per edit)."""
         seen: set[str] = set()
         contested: list[EditSpec] = []
         for spec in specs:
@@ -95,10 +115,9 @@ class ScopeCheck:
             t for spec in specs if spec.kind in FACT_KINDS and subject_key(spec.subject) in contested_keys
             for t in (spec.prompt, *spec.paraphrases)
         }
-        prompts = list(dict.fromkeys(c.prompt for c in contested))
-        key_list = sorted(keys)
-        return _Encodings(dict(zip(prompts, self.embedder.encode_texts(prompts), strict=True)),
-                          dict(zip(key_list, self.embedder.encode(key_list), strict=True)))
+        missing = [t for t in dict.fromkeys([*(c.prompt for c in contested), *sorted(keys)]) if t not in encoded]
+        known = {**encoded, **dict(zip(missing, self.embedder.encode_texts(missing), strict=True))}
+        return _Encodings({c.prompt: known[c.prompt] for c in contested}, {t: known[t].vector for t in keys})
 
     def _same_fact(
         self, spec: EditSpec, candidates: Sequence[tuple[Replaced, Edit]], encodings: _Encodings
@@ -141,6 +160,12 @@ class _Encodings:
 
     queries: dict[str, EncodedText]  # new prompts with token vectors, for the gate
     keys: dict[str, np.ndarray]  # candidates' key texts → (dim,) unit vectors
+
+
+def _key_vectors(specs: Sequence[EditSpec], encoded: Mapping[str, EncodedText], dim: int) -> list[np.ndarray]:
+    """Each spec's (n_keys, dim) index keys, from its key texts' encodings (none for a regex patch)."""
+    return [np.stack([encoded[t].vector for t in spec.key_texts()]) if spec.key_texts()
+            else np.zeros((0, dim), dtype=np.float32) for spec in specs]
 
 
 def _provisional(namespace: str, spec: EditSpec) -> Edit:

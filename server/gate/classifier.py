@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from cachetools import LRUCache
@@ -38,11 +38,14 @@ class ClassifierGate:
         query_tokens = [token_inputs(query, v.subject, v.target_new) for v in views]
         return [float(p) for p in self._artifact.predict(features, query_tokens, [v.tokens for v in views])]
 
-    def warm(self, edits: Sequence[Edit]) -> None:
-        """Computes the edit side of the features for many edits at once (batched encoder passes)."""
-        encoded = self._encoder.encode_texts([e.prompt for e in edits])
+    def warm(self, edits: Sequence[Edit], encoded: Mapping[str, EncodedText] | None = None) -> None:
+        """Computes the edit side of the features for many edits at once (batched encoder passes for prompts
+        not in `encoded`)."""
+        known = dict(encoded or {})
+        missing = list(dict.fromkeys(e.prompt for e in edits if e.prompt not in known))
+        known.update(zip(missing, self._encoder.encode_texts(missing), strict=True))
         with self._lock:
-            for edit, prompt in zip(edits, encoded, strict=True):
+            for edit, prompt in ((e, known[e.prompt]) for e in edits):
                 self._views[edit.id] = edit_view(prompt, edit.subject, edit.target_new)
 
     def _view(self, edit: Edit) -> EditView:

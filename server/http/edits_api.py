@@ -26,7 +26,8 @@ def edits_router(holder: ServiceHolder, auth: Authorizer) -> APIRouter:
         namespace = namespace_of(request)
         authorize(auth, request, Role.WRITE, "AddEdits", namespace)
         edits = await holder.get().edits.add(
-            namespace, [spec_from(e) for e in body.edits], auth.token_name(request.headers.items())
+            namespace, [spec_from(e) for e in body.edits], auth.token_name(request.headers.items()),
+            supersede=not body.skip_supersede,
         )
         return {"object": "list", "data": [edit_json(e) for e in edits]}
 

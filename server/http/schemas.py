@@ -69,6 +69,7 @@ class EditBody(BaseModel):
 class AddEditsBody(BaseModel):
     model_config = STRICT
     edits: list[EditBody]
+    skip_supersede: bool = False  # as AddEditsRequest.skip_supersede
 
 
 class CorrectionBody(BaseModel):

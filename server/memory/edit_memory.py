@@ -47,9 +47,10 @@ class EditMemory:
     # --- Memory protocol ----------------------------------------------------------------
 
     def add(
-        self, namespace: str, specs: Sequence[EditSpec], replaces: Sequence[Replaced] = (), token_name: str = ""
+        self, namespace: str, specs: Sequence[EditSpec], replaces: Sequence[Replaced] = (), token_name: str = "",
+        vectors: Sequence[np.ndarray] | None = None,
     ) -> list[Edit]:
-        vectors = self._embed(specs)
+        vectors = self._embed(specs) if vectors is None else vectors
         with self._lock:
             # Committed to disk here.
             edits, changes = self._store.insert(
@@ -58,8 +59,11 @@ class EditMemory:
             self._apply(namespace, changes)
         return edits
 
-    def update(self, namespace: str, edit_id: str, spec: EditSpec, token_name: str = "") -> Edit:
-        (vectors,) = self._embed([spec])
+    def update(
+        self, namespace: str, edit_id: str, spec: EditSpec, token_name: str = "", vectors: np.ndarray | None = None
+    ) -> Edit:
+        if vectors is None:
+            (vectors,) = self._embed([spec])
         with self._lock:
             edit, changes = self._store.update(namespace, edit_id, spec, vectors, token_name)
             self._apply(namespace, changes)

@@ -70,12 +70,17 @@ class Edits:
         self._corrections = corrections
         self._baked = baked  # (namespace, edit id) → the edit is in the model's weights
 
-    async def add(self, namespace: str, specs: Sequence[EditSpec], token_name: str = "") -> list[Edit]:
+    async def add(
+        self, namespace: str, specs: Sequence[EditSpec], token_name: str = "", supersede: bool = True
+    ) -> list[Edit]:
         """Durable on return. Edits that superseded a live one name it in `supersedes`; an earlier spec of the
-        batch that a later one superseded comes back with `superseded_by` set."""
+        batch that a later one superseded comes back with `superseded_by` set. With `supersede` False every
+        edit is stored as new (an export read back)."""
         namespace = check_namespace(namespace)
         check_edit_specs(specs, self._limits)
-        edits = await self._writes.run(key_text_chars(specs), lambda: self._store(namespace, specs, token_name))
+        edits = await self._writes.run(
+            key_text_chars(specs), lambda: self._store(namespace, specs, token_name, supersede)
+        )
         metrics.BATCH_SIZE.labels("add_edits").observe(len(edits))
         log.info("added %d edit(s) to namespace %s: %s", len(edits), namespace, ", ".join(e.id for e in edits[:8]))
         for edit in edits:
@@ -83,10 +88,10 @@ class Edits:
                 log.info("edit %s supersedes edit %s in namespace %s", edit.id, edit.supersedes, namespace)
         return edits
 
-    def _store(self, namespace: str, specs: Sequence[EditSpec], token_name: str) -> list[Edit]:
+    def _store(self, namespace: str, specs: Sequence[EditSpec], token_name: str, supersede: bool) -> list[Edit]:
         """On the write lane: embeds, stores (durable on return) and warms the gate."""
         log.info("embedding %d edit(s) (%d characters) for namespace %s", len(specs), key_text_chars(specs), namespace)
-        return self._scope.add(namespace, specs, token_name)
+        return self._scope.add(namespace, specs, token_name, supersede)
 
     async def update(self, namespace: str, edit_id: str, spec: EditSpec, token_name: str = "") -> Edit:
         """The edit's new version (same id, version one more); durable on return."""

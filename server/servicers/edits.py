@@ -15,7 +15,8 @@ class EditServicer(Servicer, pb_grpc.EditServiceServicer):
     @unary(Role.WRITE)
     async def AddEdits(self, request: pb.AddEditsRequest, context: grpc.aio.ServicerContext) -> pb.AddEditsResponse:
         edits = await self.service.edits.add(
-            request.namespace, [edit_spec_from_pb(e) for e in request.edits], token_name(self, context)
+            request.namespace, [edit_spec_from_pb(e) for e in request.edits], token_name(self, context),
+            supersede=not request.skip_supersede,
         )
         return pb.AddEditsResponse(edits=[edit_to_pb(e) for e in edits])
 

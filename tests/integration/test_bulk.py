@@ -69,8 +69,9 @@ def test_import_refuses_bad_records_by_line_and_export_reads_back_equal(
     exported = tmp_path / "out.jsonl"
     code, summary, _ = run_json(capsys, "export-edits", "-o", str(exported), "--namespace", namespace, *addr)
     assert (code, summary["exported"]) == (0, 8)
-    code, report, _ = run_json(capsys, "import", str(exported), "--format", "jsonl", "--namespace", copy, *addr)
-    assert (code, report["added"], report["refused"]) == (0, 8, [])
+    code, report, _ = run_json(capsys, "import", str(exported), "--format", "jsonl", "--namespace", copy,
+                               "--skip-supersede", *addr)
+    assert (code, report["added"], report["superseding"], report["refused"]) == (0, 8, 0, [])
 
     with EditcacheClient(running_server.addr) as client:
         original = list(client.iter_edits(namespace=namespace))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,10 +97,11 @@ class FixedMemory:
     others: list[Edit] = field(default_factory=list)  # edits search never returns (regex patches)
 
     def add(self, namespace: str, specs: Sequence[EditSpec], replaces: Sequence[Replaced] = (),
-            token_name: str = "") -> list[Edit]:
+            token_name: str = "", vectors: Sequence[np.ndarray] | None = None) -> list[Edit]:
         raise NotImplementedError
 
-    def update(self, namespace: str, edit_id: str, spec: EditSpec, token_name: str = "") -> Edit:
+    def update(self, namespace: str, edit_id: str, spec: EditSpec, token_name: str = "",
+               vectors: np.ndarray | None = None) -> Edit:
         raise NotImplementedError
 
     def history(self, namespace: str, edit_id: str) -> tuple[Edit, list[Edit]]:
@@ -149,7 +150,7 @@ class FixedGate:
     def scores(self, query: EncodedText, hits: Sequence[Hit]) -> list[float]:
         return [self.by_edit_id.get(h.edit.id, 0.0) for h in hits]
 
-    def warm(self, edits: Sequence[Edit]) -> None:
+    def warm(self, edits: Sequence[Edit], encoded: Mapping[str, EncodedText] | None = None) -> None:
         self.warmed.extend(e.id for e in edits)
 
 

@@ -77,6 +77,25 @@ def test_another_relation_or_subject_does_not_supersede(scope: ScopeCheck, memor
     assert answering(scope, "The capital of France is") == "Rome"
 
 
+def test_skip_supersede_stores_the_same_fact_as_a_second_live_edit(scope: ScopeCheck, memory: EditMemory) -> None:
+    (old,) = scope.add("ns", [CAPITAL])
+    (new,) = scope.add("ns", [CAPITAL_AGAIN], supersede=False)
+    assert old.live and new.live and not new.supersedes
+    assert memory.page("ns", 10, "").total == 2
+
+
+def test_each_key_text_goes_through_the_encoder_once(scope: ScopeCheck, embedder: HashEmbedder) -> None:
+    """One pass serves the index, the supersede decision and the gate's view; the live candidate's keys are
+    encoded for the decision too."""
+    scope.add("ns", [CAPITAL])
+    embedder.calls.clear()
+    batch = [CAPITAL_AGAIN, EditSpec("France", "France is governed from", "Lyon", paraphrases=("France's seat is",))]
+    scope.add("ns", batch)
+    encoded = [text for call in embedder.calls for text in call]
+    new_texts = [t for spec in batch for t in spec.key_texts()]
+    assert sorted(encoded) == sorted([*new_texts, CAPITAL.prompt])
+
+
 def test_a_later_edit_of_the_same_batch_supersedes_an_earlier_one(scope: ScopeCheck, memory: EditMemory) -> None:
     (live,) = scope.add("ns", [CAPITAL])
     first, second = scope.add("ns", [CAPITAL_AGAIN, EditSpec("France", "The capital of France is", "Madrid")])
