@@ -1,15 +1,18 @@
 #!/usr/bin/env python
-"""Measure the supersede rule (server/scope.py, ScopeCheck.superseded) on dev data: how often a new edit of the same
-fact replaces the old one, and how often one of another relation of the same subject wrongly does.
+"""Measure the supersede rule (server/scope.py, ScopeCheck.superseded): how often a new edit of the same fact
+replaces the old one, and how often one of another relation of the same subject wrongly does, at each of several
+`supersede_threshold` values. The train split chooses the shipped threshold; the dev split only reports.
 
-    .venv/bin/python scripts/measure_supersede.py            # the shipped gate and encoder, the artifact's threshold
+    .venv/bin/python scripts/measure_supersede.py --split train --json docs/figures/supersede-threshold-train.json
+    .venv/bin/python scripts/measure_supersede.py --split dev
 
 Pairs, each an old edit in memory and a new edit with the same subject:
-- same fact, reworded (should supersede): zsRE dev (KnowEdit) `rephrase_prompt`, CounterFact val `rephrase_prompt`,
-  MQuAKE dev each rewrite's `question` against its cloze `prompt` (a correction asked as a question);
-- another relation (should not): zsRE dev `Relation_Specificity` prompts (same subject, other relations) and MQuAKE
-  dev rewrites of the same subject with another relation_id.
-Prints a JSON summary.
+- train: same fact, reworded (should supersede): CounterFact train `rephrase_prompt`, zsRE train-1k `rephrase`;
+  another relation (should not): KnowEdit WikiData counterfact and recent train `Relation_Specificity` prompts;
+- dev: same fact: zsRE dev (KnowEdit) `rephrase_prompt`, CounterFact val `rephrase_prompt`, MQuAKE dev each
+  rewrite's `question` against its cloze `prompt` (a correction asked as a question); another relation: zsRE dev
+  `Relation_Specificity` prompts and MQuAKE dev rewrites of the same subject with another relation_id.
+Prints a JSON summary: per source and threshold, the share of pairs superseded.
 """
 
 from __future__ import annotations
@@ -41,10 +44,24 @@ def zsre_pairs(path: Path) -> Iterator[tuple[str, Pair]]:
             yield "other relation: zsre relation specificity", (old, EditSpec(r["subject"], probe["prompt"], "x"))
 
 
+def zsre_mend_pairs(path: Path) -> Iterator[tuple[str, Pair]]:
+    for r in json.loads(path.read_text()):
+        old = EditSpec(r["subject"], r["src"], r["alt"])
+        yield "same fact: zsre train rephrase", (old, EditSpec(r["subject"], r["rephrase"], "x"))
+
+
+def knowedit_pairs(path: Path) -> Iterator[tuple[str, Pair]]:
+    for r in json.loads(path.read_text()):
+        old = EditSpec(r["subject"], r["prompt"], str(r["target_new"]))
+        for probe in (r.get("locality") or {}).get("Relation_Specificity", []):
+            new = EditSpec(r["subject"], probe["prompt"], "x")
+            yield f"other relation: {path.stem} relation specificity", (old, new)
+
+
 def counterfact_pairs(path: Path) -> Iterator[tuple[str, Pair]]:
     for r in json.loads(path.read_text()):
         old = EditSpec(r["subject"], r["prompt"], r["target_new"])
-        yield "same fact: counterfact rephrase", (old, EditSpec(r["subject"], r["rephrase_prompt"], "x"))
+        yield f"same fact: counterfact {path.stem} rephrase", (old, EditSpec(r["subject"], r["rephrase_prompt"], "x"))
 
 
 def mquake_pairs(path: Path) -> Iterator[tuple[str, Pair]]:
@@ -62,33 +79,49 @@ def mquake_pairs(path: Path) -> Iterator[tuple[str, Pair]]:
                     yield "other relation: mquake", (old, EditSpec(subject, b["question"], "x"))
 
 
+def sources(data: Path, split: str) -> list[Iterator[tuple[str, Pair]]]:
+    if split == "train":
+        return [counterfact_pairs(data / "counterfact" / "train.json"),
+                zsre_mend_pairs(data / "zsre" / "train-1k.json"),
+                knowedit_pairs(data / "knowedit" / "wiki_counterfact_train.json"),
+                knowedit_pairs(data / "knowedit" / "wiki_recent_train.json")]
+    return [zsre_pairs(data / "zsre" / "dev.json"), counterfact_pairs(data / "counterfact" / "val.json"),
+            mquake_pairs(data / "mquake" / "dev.json")]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="measure_supersede.py", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--threshold", type=float, help="default: the gate artifact's")
+    parser.add_argument("--split", choices=("train", "dev"), default="train")
+    parser.add_argument("--thresholds", type=float, nargs="+",
+                        default=[0.235, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95])
     parser.add_argument("--limit", type=int, default=300, help="pairs per source at most")
+    parser.add_argument("--json", type=Path, dest="json_path", help="also write the summary here")
     args = parser.parse_args(argv)
     artifact = load_artifact(DEFAULT_ARTIFACT)
     encoder = SentenceEncoder(Config().encoder)
-    threshold = artifact.threshold if args.threshold is None else args.threshold
-    sources = [zsre_pairs(args.data / "zsre" / "dev.json"), counterfact_pairs(args.data / "counterfact" / "val.json"),
-               mquake_pairs(args.data / "mquake" / "dev.json")]
-    counts: dict[str, list[int]] = {}  # label → [superseded, pairs]
+    scores: dict[str, list[float]] = {}  # label → the gate's score of each pair
     with tempfile.TemporaryDirectory() as tmp:
         memory = EditMemory(Path(tmp), encoder, Config().encoder)
-        scope = ScopeCheck(encoder, memory, ClassifierGate(artifact, encoder), top_k=4, threshold=threshold)
-        for n, (label, (old, new)) in enumerate(pair for source in sources for pair in source):
-            tally = counts.setdefault(label, [0, 0])
-            if tally[1] >= args.limit:
+        scope = ScopeCheck(encoder, memory, ClassifierGate(artifact, encoder), top_k=4)
+        for n, (label, (old, new)) in enumerate(pair for source in sources(args.data, args.split) for pair in source):
+            pairs = scores.setdefault(label, [])
+            if len(pairs) >= args.limit:
                 continue
             namespace = f"pair-{n}"  # one old edit per namespace: nothing else to supersede
-            (stored,) = memory.add(namespace, [old])
-            tally[0] += scope.superseded(namespace, [new]) == [stored.id]
-            tally[1] += 1
+            memory.add(namespace, [old])
+            ((_, p),) = scope.same_fact_scores(namespace, new)
+            pairs.append(p)
         memory.close()
-    summary = {"threshold": threshold, "artifact": DEFAULT_ARTIFACT.name, "encoder": Config().encoder,
-               "superseded": {label: {"rate": round(k / n, 3), "pairs": n} for label, (k, n) in counts.items()}}
+    summary = {
+        "split": args.split, "artifact": DEFAULT_ARTIFACT.name, "encoder": Config().encoder,
+        "superseded": {label: {"pairs": len(ps), **{f"{t:g}": round(sum(p >= t for p in ps) / len(ps), 3)
+                                                    for t in args.thresholds}}
+                       for label, ps in scores.items()},
+    }
     print(json.dumps(summary, indent=2))
+    if args.json_path:
+        args.json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

@@ -23,6 +23,9 @@ class ScopeCheck:
     # True for edits the gate must not see (baked into the weights and taken out of the gate).
     hidden: Callable[[Edit], bool] = lambda edit: False
     threshold: float = 0.5  # the gate score from which a query is in scope (the router's)
+    # The gate score from which a new edit asks the same fact as a live one of its subject (and replaces it).
+    # Stricter than `threshold`: letting a near question in costs one answer, a wrong supersede loses a fact.
+    supersede_threshold: float = 0.5
 
     def add(
         self, namespace: str, specs: Sequence[EditSpec], token_name: str = "", supersede: bool = True
@@ -60,8 +63,8 @@ class ScopeCheck:
         supersedes older), or None.
 
         A fact edit (every kind but REGEX) replaces the newest live or earlier-in-batch fact edit that has the same
-        subject up to case and spacing and whose scope the gate puts the new edit's prompt in (score at or above
-        the threshold): the same subject asked the same question. Another relation of the same subject ("Where
+        subject up to case and spacing and whose fact the gate scores the new edit's prompt as asking (at or above
+        `supersede_threshold`): the same subject asked the same question. Another relation of the same subject ("Where
         was X born" after "X's employer") scores out of scope and both stay. A regex patch replaces the newest
         one with the identical pattern. `encoded` holds the specs' key texts through the encoder, where the
         caller has them.
@@ -122,16 +125,30 @@ class ScopeCheck:
     def _same_fact(
         self, spec: EditSpec, candidates: Sequence[tuple[Replaced, Edit]], encodings: _Encodings
     ) -> Replaced:
-        """The newest candidate (they come oldest first) whose scope the gate puts `spec.prompt` in; None if none."""
+        """The newest candidate (they come oldest first) whose fact the gate scores `spec.prompt` as asking, at
+        `supersede_threshold`; None if none."""
         if not candidates:
             return None
+        scores = self._fact_scores(spec, [edit for _, edit in candidates], encodings)
+        matching = [ref for (ref, _), p in zip(candidates, scores, strict=True) if p >= self.supersede_threshold]
+        return matching[-1] if matching else None
+
+    def same_fact_scores(self, namespace: str, spec: EditSpec) -> list[tuple[Edit, float]]:
+        """The gate's score of `spec.prompt` against each live fact edit of its subject: what `superseded`
+        compares with `supersede_threshold` (for measuring the rule)."""
+        existing = self.memory.same_subject(namespace, [spec.subject])
+        candidates = existing.get(spec.subject, [])
+        if not candidates:
+            return []
+        encodings = self._encode_contested([spec], existing, {})
+        return list(zip(candidates, self._fact_scores(spec, candidates, encodings), strict=True))
+
+    def _fact_scores(self, spec: EditSpec, candidates: Sequence[Edit], encodings: _Encodings) -> list[float]:
         query = encodings.queries[spec.prompt]
         # The cosine of the query and each candidate's closest key text, as retrieval would have found it.
         hits = [Hit(edit, float(max(encodings.keys[t] @ query.vector for t in edit.key_texts())))
-                for _, edit in candidates]
-        scores = self.gate.scores(query, hits)
-        matching = [ref for (ref, _), p in zip(candidates, scores, strict=True) if p >= self.threshold]
-        return matching[-1] if matching else None
+                for edit in candidates]
+        return self.gate.scores(query, hits)
 
     def best(self, namespace: str, text: str) -> tuple[Hit | None, float, Timings]:
         """The highest-scoring of the top-k retrieved edits (None when the namespace has none)."""
