@@ -30,7 +30,7 @@ from server import metrics
 from server.auth.authorizer import Authorizer
 from server.chat.corrections import CorrectionExtractor
 from server.chat.transcript import conversation_format
-from server.config import IN_SCOPE_ROUTES, SIMILARITY_THRESHOLD, Config
+from server.config import IN_SCOPE_ROUTES, SIMILARITY_THRESHOLD, SUPERSEDE_THRESHOLD, Config
 from server.gate.artifact import DEFAULT_ARTIFACT, load_artifact
 from server.gate.classifier import ClassifierGate
 from server.gate.similarity import SimilarityGate
@@ -105,7 +105,8 @@ def build_service(config: Config) -> Service:
     log.info("in-scope queries take the %s route%s", in_scope_route.value,
              f" (base when it abstains, {fallback_route.value} under confidence {config.counterfactual_min_confidence})"
              if in_scope_route is Route.COUNTERFACTUAL else "")
-    scope = ScopeCheck(encoder, memory, gate, config.top_k, hidden=parametric.hidden_from_gate, threshold=threshold)
+    scope = ScopeCheck(encoder, memory, gate, config.top_k, hidden=parametric.hidden_from_gate, threshold=threshold,
+                       supersede_threshold=supersede_threshold(config, gate, threshold))
     router = Router(
         scope=scope, memory=memory, generators=generators, in_scope_route=in_scope_route, threshold=threshold,
         baked=parametric.is_baked, judge=counterfactual.judge if counterfactual is not None else None,
@@ -233,6 +234,12 @@ def build_gate(config: Config, encoder: SentenceEncoder) -> tuple[Gate, float, s
     log.info("scope classifier (%s) loaded; threshold %.3f (the artifact's: %.3f)", artifact.kind, threshold,
              artifact.threshold)
     return ClassifierGate(artifact, encoder), threshold, None
+
+
+def supersede_threshold(config: Config, gate: Gate, threshold: float) -> float:
+    if config.supersede_threshold is not None:
+        return config.supersede_threshold
+    return max(threshold, SUPERSEDE_THRESHOLD) if isinstance(gate, ClassifierGate) else threshold
 
 
 def build_ike(config: Config, lm: CausalLM, encoder: SentenceEncoder) -> IKEGenerator | None:

@@ -32,6 +32,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gate", help="scope gate: classifier (default, the trained one) or similarity")
     parser.add_argument("--gate-artifact", type=Path, help="a trained gate (.npz) instead of the shipped one")
     parser.add_argument("--threshold", type=float, help="gate score at or above which a query is in scope")
+    parser.add_argument("--supersede-threshold", type=float,
+                        help="gate score at or above which a new edit replaces a live edit of its subject (default "
+                             "0.7 with the trained gate)")
     parser.add_argument("--top-k", type=int, help="edits retrieved per query before gating (default 8)")
     parser.add_argument("--ike-pool", type=Path, help="CounterFact-format file of IKE demonstrations")
     parser.add_argument("--in-scope-route", help="counterfactual (default; ike without an adapter), ike or prompt")

@@ -23,6 +23,10 @@ ENV_PREFIX = "EDITCACHE_"
 GATES = ("classifier", "similarity")
 IN_SCOPE_ROUTES = ("counterfactual", "ike", "prompt")  # in order of preference: a missing route falls to the next
 SIMILARITY_THRESHOLD = 0.8
+# The classifier gate's score from which a new edit asks the same fact as a live edit of its subject: the lowest
+# at which no KnowEdit train relation-specificity pair (another relation of the subject) superseded, while 0.96 of
+# CounterFact and zsRE train rephrasings did (scripts/measure_supersede.py --split train, docs/BENCHMARKS.md).
+SUPERSEDE_THRESHOLD = 0.7
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 STRICT = ConfigDict(extra="forbid")  # an unknown key is an error, named, never ignored
 SettingsT = TypeVar("SettingsT")
@@ -83,6 +87,10 @@ class Config:
     # Gate score at or above which a query is in scope; None: the classifier's own threshold
     # (stored with its artifact), or SIMILARITY_THRESHOLD for the similarity gate.
     threshold: OptionalFloat = None
+    # Gate score at or above which a new edit replaces the live edit of its subject it scores against (the same
+    # fact asked again); None: SUPERSEDE_THRESHOLD (or `threshold`, if higher) for the classifier gate, `threshold`
+    # for the similarity gate.
+    supersede_threshold: OptionalFloat = None
     top_k: int = 8
     # IKE demonstrations: a CounterFact-format file; None: ../shared/data/counterfact/train.json if present.
     ike_pool: OptionalPath = None
@@ -137,6 +145,8 @@ class Config:
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.supersede_threshold is not None and not 0.0 <= self.supersede_threshold <= 1.0:
+            raise ValueError(f"supersede_threshold must be in [0, 1], got {self.supersede_threshold}")
         if not 0.0 <= self.counterfactual_min_confidence <= 1.0:
             raise ValueError(
                 f"counterfactual_min_confidence must be in [0, 1], got {self.counterfactual_min_confidence}"

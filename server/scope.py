@@ -10,6 +10,7 @@ from time import perf_counter
 
 import numpy as np
 
+from server.config import SUPERSEDE_THRESHOLD
 from server.interfaces import Embedder, Gate, Memory, Replaced
 from server.types import FACT_KINDS, Edit, EditKind, EditSpec, EncodedText, Hit, Timings, subject_key
 
@@ -25,7 +26,7 @@ class ScopeCheck:
     threshold: float = 0.5  # the gate score from which a query is in scope (the router's)
     # The gate score from which a new edit asks the same fact as a live one of its subject (and replaces it).
     # Stricter than `threshold`: letting a near question in costs one answer, a wrong supersede loses a fact.
-    supersede_threshold: float = 0.5
+    supersede_threshold: float = SUPERSEDE_THRESHOLD
 
     def add(
         self, namespace: str, specs: Sequence[EditSpec], token_name: str = "", supersede: bool = True

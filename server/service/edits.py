@@ -162,7 +162,9 @@ class Edits:
         check_edit_spec(spec, "edit", self._limits)
         if request.dry_run:
             return Correction(_unstored(spec, namespace), stored=False, extraction=outputs)
-        (edit,) = await self._writes.run(key_text_chars([spec]), lambda: self._store(namespace, [spec], token_name))
+        (edit,) = await self._writes.run(  # a correction of a correction replaces it, as an edit does
+            key_text_chars([spec]), lambda: self._store(namespace, [spec], token_name, supersede=True)
+        )
         log.info("correction stored in namespace %s as edit %s (%s: %r -> %r)", namespace, edit.id, kind,
                  edit.prompt, edit.target_new)
         return Correction(edit, stored=True, extraction=outputs)

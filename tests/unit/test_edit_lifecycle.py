@@ -14,7 +14,7 @@ from server.gate.similarity import SimilarityGate
 from server.memory.edit_memory import EditMemory
 from server.scope import ScopeCheck
 from server.types import Edit, EditAction, EditEvent, EditKind, EditSpec, EncodedText, Hit
-from tests.unit.fakes import HashEmbedder
+from tests.unit.fakes import FixedGate, HashEmbedder
 
 CAPITAL = EditSpec("France", "The capital of France is", "Rome", target_true="Paris")
 CAPITAL_AGAIN = EditSpec("france", "The capital city of France is", "Berlin")  # same fact, other wording and case
@@ -37,7 +37,7 @@ def memory(tmp_path: Path, embedder: HashEmbedder) -> Iterator[EditMemory]:
 
 @pytest.fixture
 def scope(memory: EditMemory, embedder: HashEmbedder) -> ScopeCheck:
-    return ScopeCheck(embedder, memory, SimilarityGate(), top_k=4, threshold=THRESHOLD)
+    return ScopeCheck(embedder, memory, SimilarityGate(), top_k=4, threshold=THRESHOLD, supersede_threshold=THRESHOLD)
 
 
 def answering(scope: ScopeCheck, text: str) -> str | None:
@@ -75,6 +75,20 @@ def test_another_relation_or_subject_does_not_supersede(scope: ScopeCheck, memor
     assert memory.page("ns", 10, "").total == 3
     assert answering(scope, "France speaks the language") == "German"
     assert answering(scope, "The capital of France is") == "Rome"
+
+
+@pytest.mark.parametrize(("score", "supersedes"), [(0.5, False), (0.69, False), (0.7, True), (0.95, True)])
+def test_supersede_needs_the_stricter_threshold(
+    memory: EditMemory, embedder: HashEmbedder, score: float, supersedes: bool
+) -> None:
+    """In scope for answering (0.235) is not enough to replace a fact: that takes `supersede_threshold`."""
+    gate = FixedGate()
+    scope = ScopeCheck(embedder, memory, gate, top_k=4, threshold=0.235, supersede_threshold=0.7)
+    (old,) = scope.add("ns", [CAPITAL])
+    gate.by_edit_id[old.id] = score
+    (new,) = scope.add("ns", [LANGUAGE])
+    assert (new.supersedes == old.id) is supersedes
+    assert memory.get("ns", old.id).live is not supersedes
 
 
 def test_skip_supersede_stores_the_same_fact_as_a_second_live_edit(scope: ScopeCheck, memory: EditMemory) -> None:
