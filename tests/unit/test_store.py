@@ -1,3 +1,6 @@
+"""The edit store's contract, on both backends (SQLite, and PostgreSQL where its server binaries are installed),
+and what only SQLite's files can go through (damage, a full disk, permissions)."""
+
 from __future__ import annotations
 
 import stat
@@ -10,6 +13,8 @@ from server.errors import DiskFull, EditNotFound, ResourceExhausted, StorageFail
 from server.memory.store import EditStore
 from server.types import Edit, EditSpec
 from tests.unit.fakes import make_spec
+
+pytest_plugins = ("tests.postgres",)
 
 DIM = 8
 
@@ -26,8 +31,23 @@ def numbered_spec(i: int) -> EditSpec:
                      paraphrases=(f"S{i} is in", f"The place of S{i} is"))
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    if request.param == "sqlite":
+        return tmp_path / "sub" / "edits.sqlite"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
 @pytest.fixture
-def store(tmp_path: Path):
+def store(location: Path | str):
+    s = EditStore(location)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path):
     s = EditStore(tmp_path / "edits.sqlite")
     yield s
     s.close()
@@ -188,16 +208,15 @@ def test_iter_keys_crosses_batches(store: EditStore) -> None:
     assert [k.key_id for k in store.iter_keys(batch=5)] == all_ids
 
 
-def test_data_persists_after_close_and_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "sub" / "edits.sqlite"
-    store = EditStore(path)
+def test_data_persists_after_close_and_reopen(location: Path | str) -> None:
+    store = EditStore(location)
     [(edit, key_ids)] = insert(store, "ns", numbered_spec(0))
     store.set_meta("encoder", "enc-a")
     generation = store.generation()
     vectors = {k.key_id: k.vector.copy() for k in store.iter_keys()}
     store.close()
 
-    reopened = EditStore(path)
+    reopened = EditStore(location)
     try:
         assert reopened.get("ns", edit.id) == edit
         assert reopened.generation() == generation
@@ -276,7 +295,8 @@ def test_a_store_with_a_damaged_header_is_refused_naming_the_file(tmp_path: Path
         EditStore(path)
 
 
-def test_a_full_disk_is_disk_full_and_writes_resume_once_there_is_room(store: EditStore) -> None:
+def test_a_full_disk_is_disk_full_and_writes_resume_once_there_is_room(sqlite_store: EditStore) -> None:
+    store = sqlite_store
     insert(store, "ns", numbered_spec(0))
     (pages,) = store._db.execute("PRAGMA page_count").fetchone()
     store._db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own SQLITE_FULL, as on a full disk

@@ -1,4 +1,4 @@
-"""SQLite as the durable stores use it: WAL, each commit on disk before it returns, all-or-nothing writes,
+"""The SQLite backend of the durable stores: WAL, each commit on disk before it returns, all-or-nothing writes,
 checked when opened, private to the server's user, and its failures turned into the domain's storage errors."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from server.errors import DiskFull, EditcacheError, StorageFailed
 from server.files import make_private, private_dir
+from server.store import Connection, Schema, split_statements
 
 log = logging.getLogger(__name__)
 
@@ -119,3 +120,60 @@ def transaction(db: sqlite3.Connection) -> Iterator[None]:
         if db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL does)
             db.execute("ROLLBACK")
         raise
+
+
+class SqliteDatabase:
+    """`server.store.Database` over one SQLite file: one connection behind a lock."""
+
+    shared = False
+    unindexed = "+"  # a unary plus: the column, not its index
+
+    def __init__(self, path: Path, schema: Schema) -> None:
+        self.location = str(path)
+        self._lock = threading.Lock()
+        self._db = open_durable(path, schema.sqlite)
+        for name, function in schema.sqlite_functions.items():
+            self._db.create_function(name, 1, function, deterministic=True)
+        self._guard = StorageGuard(path)
+        if schema.sqlite_migrations:
+            self._migrate(schema)
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._guard.reading():
+            yield self._db
+
+    @contextmanager
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._guard.writing(), transaction(self._db):
+            yield self._db
+
+    def notify(self, db: Connection, payload: str) -> None:
+        pass  # nobody else writes the file
+
+    def execute(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
+        """One statement outside the lock and the guard: diagnostics only (query plans, PRAGMAs in tests)."""
+        return self._db.execute(sql, params)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _migrate(self, schema: Schema) -> None:
+        """Brings the tables to the newest version, one migration per transaction; refuses a file from a newer
+        release."""
+        newest = 1 + len(schema.sqlite_migrations)
+        with self._lock, self._guard.writing():
+            (version,) = self._db.execute("PRAGMA user_version").fetchone()
+            version = max(int(version), 1)  # 0: version 1 as the base schema created it, before versions were recorded
+            if version > newest:
+                raise StorageFailed(
+                    f"{schema.title} is at schema version {version}, newer than this server's {newest}: "
+                    "run the release that wrote it"
+                )
+            for number, migration in enumerate(schema.sqlite_migrations[version - 1:], start=version + 1):
+                with transaction(self._db):
+                    for statement in split_statements(migration):
+                        self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version = {number}")
+                log.info("%s migrated to schema version %d", schema.title, number)

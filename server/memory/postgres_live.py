@@ -1,0 +1,69 @@
+"""The live edits of a shared store (PostgreSQL), held in memory by each process that serves it.
+
+Queries read edits from here, not from the database: no round trip per query, and queries keep being answered
+while the database is down. The store keeps it in step with its own writes and with the writes it follows.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from server.types import Edit, EditKind
+
+
+@dataclass(frozen=True)
+class StoredEdit:
+    seq: int  # the store's insertion order
+    edit: Edit
+    key_ids: tuple[int, ...]
+
+
+class LiveEdits:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._edits: dict[str, StoredEdit] = {}  # edit id → live edit (ids are unique across namespaces)
+        self._by_key: dict[int, Edit] = {}
+        self._by_kind: dict[tuple[str, EditKind], dict[str, StoredEdit]] = {}
+
+    def update(self, edit_ids: Iterable[str], current: Sequence[StoredEdit]) -> None:
+        """`edit_ids` changed; `current` is how those that are still stored are now (live or not)."""
+        with self._lock:
+            for edit_id in edit_ids:
+                self._drop(edit_id)
+            for stored in current:
+                if stored.edit.live:
+                    self._put(stored)
+
+    def edits_for_keys(self, namespace: str, key_ids: Sequence[int]) -> dict[int, Edit]:
+        """As EditStore.edits_for_keys: only the namespace's live edits."""
+        with self._lock:
+            found = {k: self._by_key.get(int(k)) for k in key_ids}
+        return {k: e for k, e in found.items() if e is not None and e.namespace == namespace}
+
+    def of_kind(self, namespace: str, kind: EditKind) -> list[Edit]:
+        with self._lock:
+            stored = sorted(self._by_kind.get((namespace, kind), {}).values(), key=lambda s: s.seq)
+        return [s.edit for s in stored]
+
+    def counts(self) -> dict[str, int]:
+        """namespace → live edits."""
+        with self._lock:
+            return dict(Counter(s.edit.namespace for s in self._edits.values()))
+
+    def _put(self, stored: StoredEdit) -> None:
+        edit = stored.edit
+        self._edits[edit.id] = stored
+        for key_id in stored.key_ids:
+            self._by_key[key_id] = edit
+        self._by_kind.setdefault((edit.namespace, edit.kind), {})[edit.id] = stored
+
+    def _drop(self, edit_id: str) -> None:
+        stored = self._edits.pop(edit_id, None)
+        if stored is None:
+            return
+        for key_id in stored.key_ids:
+            self._by_key.pop(key_id, None)
+        self._by_kind.get((stored.edit.namespace, stored.edit.kind), {}).pop(edit_id, None)
