@@ -7,14 +7,18 @@ forward hook applies to the module's output. The state is always rebuilt from th
 patched in place, so the state after a replay or a rollback is exactly the one the remaining additions build
 (what a later addition did to an earlier one, such as GRACE's split radii, is recomputed, not remembered).
 A module with no additions has no hook: the model is then exactly the unedited one.
+
+A state also says where it acted (`Act`: row, position, edit), so whoever watches (`Attachments.watching`) learns
+which edits changed which row of a batch: an answer reports the edit that changed it, and never another row's.
+Positions the forward call's attention mask marks as padding are not counted: a pad's hidden state means nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from safetensors.torch import load as load_tensors
@@ -43,10 +47,41 @@ class Addition:
         return Addition(self.edit_id, self.module, self.kind, {n: t.to(device) for n, t in self.tensors.items()})
 
 
+class Act(NamedTuple):
+    """An edit's state changed the output at one position of one row of a forward call."""
+
+    row: int
+    position: int  # within the call's input (a generation step's call has one)
+    edit_id: str
+
+
+@dataclass
+class Acted:
+    """Which edits' state acted on each row of the forward calls watched, in the order each first acted there.
+
+    A request answered alone (the model worker runs one at a time) is row 0 of every call; a batch that gives each
+    request its own row reads `of_row(i)`, and no row sees another's edits.
+    """
+
+    rows: dict[int, list[str]] = field(default_factory=dict)
+
+    def add(self, act: Act) -> None:
+        seen = self.rows.setdefault(act.row, [])
+        if act.edit_id not in seen:
+            seen.append(act.edit_id)
+
+    def of_row(self, row: int) -> tuple[str, ...]:
+        return tuple(self.rows.get(row, ()))
+
+    def edit_ids(self) -> set[str]:
+        """The edits that acted on any row."""
+        return {e for edits in self.rows.values() for e in edits}
+
+
 class AddedState(Protocol):
-    def forward(self, inputs: torch.Tensor, output: torch.Tensor) -> tuple[torch.Tensor, set[str]]:
+    def forward(self, inputs: torch.Tensor, output: torch.Tensor) -> tuple[torch.Tensor, list[Act]]:
         """The module's output (batch, seq, d_out) changed by this state, given the module's input
-        (batch, seq, d_in); and the edits whose state acted on it (reported as the answer's edits)."""
+        (batch, seq, d_in); and where each edit's state acted on it (reported as the answer's edit)."""
         ...
 
 
@@ -58,7 +93,8 @@ class Attachments:
     """The additions attached to a model, their hooks, and which edits acted during a watched block.
 
     Used on the model thread only, like the weights: hooks change in `attach`, and in `pending` for the
-    length of a computation step.
+    length of a computation step. While anything is attached, a pre-hook on the model keeps the current call's
+    attention mask, so padded positions are not reported as acted on.
     """
 
     def __init__(self, model: nn.Module, builders: Mapping[str, StateBuilder]) -> None:
@@ -67,7 +103,8 @@ class Attachments:
         self._device = next(model.parameters()).device
         self._additions: tuple[Addition, ...] = ()
         self._handles: list[RemovableHandle] = []
-        self._watchers: list[set[str]] = []
+        self._watchers: list[Acted] = []
+        self._mask: torch.Tensor | None = None  # the model call's attention mask, (batch, past + seq), if it has one
 
     @property
     def additions(self) -> tuple[Addition, ...]:
@@ -85,6 +122,9 @@ class Attachments:
         for (module, kind), members in groups.items():
             state = self._builders[kind](members)
             self._handles.append(self._model.get_submodule(module).register_forward_hook(self._hook(state)))
+        if self._handles:
+            self._handles.append(self._model.register_forward_pre_hook(self._keep_mask, with_kwargs=True))
+            self._handles.append(self._model.register_forward_hook(self._drop_mask, always_call=True))
 
     @contextmanager
     def pending(self, additions: Sequence[Addition]) -> Iterator[None]:
@@ -100,22 +140,39 @@ class Attachments:
             self.attach(attached)
 
     @contextmanager
-    def watching(self) -> Iterator[set[str]]:
-        """The ids of the edits whose state acted on any forward pass inside the block."""
-        fired: set[str] = set()
-        self._watchers.append(fired)
+    def watching(self) -> Iterator[Acted]:
+        """Which edits' state acted on which rows of the forward calls inside the block."""
+        acted = Acted()
+        self._watchers.append(acted)
         try:
-            yield fired
+            yield acted
         finally:
-            self._watchers.remove(fired)
+            self._watchers.remove(acted)
+
+    def _keep_mask(self, _: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        mask = kwargs.get("attention_mask")
+        self._mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+
+    def _drop_mask(self, *_: object) -> None:
+        self._mask = None  # a submodule called on its own later must not read this call's mask
+
+    def _real(self, act: Act, batch: int, seq: int) -> bool:
+        """False where the call's attention mask marks the act's position as padding."""
+        mask = self._mask
+        if mask is None or mask.shape[0] != batch or mask.shape[1] < seq:  # no mask, or not this call's
+            return True
+        return bool(mask[act.row, mask.shape[1] - seq + act.position])
 
     def _hook(self, state: AddedState) -> Callable[[nn.Module, tuple[object, ...], object], torch.Tensor]:
         def hook(_: nn.Module, args: tuple[object, ...], output: object) -> torch.Tensor:
             inputs = args[0]
             assert isinstance(inputs, torch.Tensor) and isinstance(output, torch.Tensor), "a module of tensors"
-            changed, fired = state.forward(inputs, output)
-            for watcher in self._watchers:
-                watcher |= fired
+            changed, acts = state.forward(inputs, output)
+            if self._watchers:
+                real = [a for a in acts if self._real(a, inputs.shape[0], inputs.shape[1])]
+                for watcher in self._watchers:
+                    for act in real:
+                        watcher.add(act)
             return changed
 
         return hook

@@ -22,7 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from server.errors import FailedPrecondition, InvalidArgument
 from server.models.arch import ArchTemplate, num_layers
-from server.parametric.additions import Addition, Attachments
+from server.parametric.additions import Acted, Addition, Attachments
 from server.parametric.deltas import WeightDelta, add_delta_, weight_out_in
 from server.parametric.export import export_model
 from server.parametric.layers import layer_defaults
@@ -119,11 +119,11 @@ class ParametricEditor:
         return self._attachments.additions
 
     @contextmanager
-    def watching(self) -> Iterator[set[str]]:
-        """The ids of the edits whose attached state acted on the model's output inside the block (model thread):
-        the edits that answered, where the gate did not route to them."""
-        with self._attachments.watching() as fired:
-            yield fired
+    def watching(self) -> Iterator[Acted]:
+        """Which edits' attached state acted on which rows of the model's forward calls inside the block (model
+        thread): the edits that answered, whatever route the gate chose."""
+        with self._attachments.watching() as acted:
+            yield acted
 
     # --- computing deltas (steps run on the model thread) ---------------------------------
 

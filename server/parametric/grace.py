@@ -28,7 +28,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from server.errors import InvalidArgument
 from server.models.arch import ArchTemplate
-from server.parametric.additions import Addition
+from server.parametric.additions import Act, Addition
 from server.parametric.layers import LayerDefaults
 from server.parametric.method import MethodContext, MethodRequest, one_at_a_time, value_options
 from server.parametric.prompts import EditPrompts, PromptBatch, build_batch
@@ -87,14 +87,18 @@ class Codebook:
         return Codebook(tuple(a.edit_id for a in additions), keys,
                         torch.stack([a.tensors["value"] for a in additions]), deferral_radii(keys, initial, labels))
 
-    def forward(self, inputs: torch.Tensor, output: torch.Tensor) -> tuple[torch.Tensor, set[str]]:
-        """output (batch, seq, d_out) with the values of the entries its inputs (batch, seq, d_in) fall within."""
+    def forward(self, inputs: torch.Tensor, output: torch.Tensor) -> tuple[torch.Tensor, list[Act]]:
+        """output (batch, seq, d_out) with the values of the entries its inputs (batch, seq, d_in) fall within,
+        and where each entry acted."""
         nearest, hit = lookup(inputs.reshape(-1, inputs.shape[-1]), self.keys, self.radii)  # (batch · seq,)
         if not bool(hit.any()):
-            return output, set()
+            return output, []
         flat = output.reshape(-1, output.shape[-1])
         replaced = torch.where(hit[:, None], self.values[nearest].to(flat.dtype), flat)
-        return replaced.reshape(output.shape), {self.edit_ids[i] for i in nearest[hit].tolist()}
+        seq = inputs.shape[1]
+        acts = [Act(i // seq, i % seq, self.edit_ids[entry])
+                for i, entry in zip(hit.nonzero()[:, 0].tolist(), nearest[hit].tolist(), strict=True)]
+        return replaced.reshape(output.shape), acts
 
 
 def at_last_prompt_token(batch: PromptBatch) -> PromptBatch:

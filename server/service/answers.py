@@ -1,7 +1,8 @@
 """Answering: a prompt or a conversation through the gate to the model, and scoring a target on the same route.
 
 Each use case validates its input, decides on an I/O thread, runs the model on the model thread and returns
-the core's records with timings; one log line per answer.
+the core's records with timings (the decision as it turned out once the model ran: `Router.observed`); one log
+line per answer.
 """
 
 from __future__ import annotations
@@ -89,9 +90,12 @@ class Answers:
         target = check_text("target", target, self._config.limits.max_text_chars)
         decision = await off_loop(self._io, self._router.decide, query)
         before_model = perf_counter()
-        scores, queue_ms = await self._worker.run(lambda: self._router.score(query, decision, target), should_stop)
-        scored = Scored(scores, decision, _timings(decision, queue_ms, before_model, started))
-        _observe("score", decision, scored.timings, gated=query.route is None)
+        (scores, answered), queue_ms = await self._worker.run(
+            lambda: self._router.observed(query, decision, lambda: self._router.score(query, decision, target)),
+            should_stop,
+        )
+        scored = Scored(scores, answered, _timings(answered, queue_ms, before_model, started))
+        _observe("score", answered, scored.timings, gated=query.route is None)
         return scored
 
     async def chat(
@@ -121,10 +125,13 @@ class Answers:
         should_stop: StopCheck, started: float,
     ) -> Answer:
         before_model = perf_counter()
-        generation, queue_ms = await self._worker.run(
-            lambda: self._router.generate(query, decision, options, on_text, should_stop), should_stop
+        (generation, answered), queue_ms = await self._worker.run(
+            lambda: self._router.observed(
+                query, decision, lambda: self._router.generate(query, decision, options, on_text, should_stop)
+            ),
+            should_stop,
         )
-        return Answer(generation, decision, _timings(decision, queue_ms, before_model, started))
+        return Answer(generation, answered, _timings(answered, queue_ms, before_model, started))
 
     def _checked_query(self, query: Query) -> Query:
         return Query(

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from server.errors import FailedPrecondition, InvalidArgument
-from server.parametric.additions import Addition
+from server.parametric.additions import Act, Addition
 from server.parametric.editor import MethodRequest, ParametricEditor
 from server.parametric.grace import Codebook, deferral_radii, lookup
 from server.parametric.targets import finish
@@ -39,10 +39,10 @@ def test_the_codebook_replaces_only_the_outputs_whose_inputs_it_holds() -> None:
     inputs = torch.tensor([[[1.1, 0.0], [0.0, 1.0]]])  # (1, 2, d_in): the first position is within 0.5 of the key
     output = torch.zeros(1, 2, 3)
     changed, fired = codebook.forward(inputs, output)
-    assert changed.tolist() == [[[7.0, 7.0, 7.0], [0.0, 0.0, 0.0]]] and fired == {"e1"}
+    assert changed.tolist() == [[[7.0, 7.0, 7.0], [0.0, 0.0, 0.0]]] and fired == [Act(0, 0, "e1")]
     unchanged, fired = codebook.forward(inputs[:, 1:], output[:, 1:])
     assert unchanged is output[:, 1:] or torch.equal(unchanged, output[:, 1:])
-    assert fired == set()
+    assert fired == []
 
 
 def greedy(model: torch.nn.Module, tokenizer: object, prompt: str, tokens: int = 4) -> list[int]:
@@ -120,11 +120,11 @@ def test_the_editor_reports_which_entries_acted(tmp_path: Path) -> None:
     editor.commit("ns", request, finish(editor.compute(request, [edit("france", "berlin", "e1")])))
     with editor.watching() as fired:
         greedy(model, tokenizer, "the capital of france is")
-    assert fired == {"e1"}
+    assert fired.edit_ids() == {"e1"}
     with editor.watching() as fired:
         for prompt in UNRELATED:
             greedy(model, tokenizer, prompt)
-    assert fired == set()
+    assert fired.edit_ids() == set()
 
 
 def test_export_is_refused_while_entries_are_attached(tmp_path: Path) -> None:
