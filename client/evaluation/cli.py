@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -49,7 +50,11 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     parser.add_argument("--token", help="bearer token for --addr")
     parser.add_argument("--limit", type=int, help="evaluate the first N cases (after --seed shuffling)")
     parser.add_argument("--seed", type=int, help="shuffle the cases with this seed before --limit")
-    parser.add_argument("--sequential", help="T, or T1,T2,...: add T edits, then score those cases (WISE protocol)")
+    parser.add_argument("--sequential", help="T, or T1,T2,...: add T edits, then score those cases (WISE protocol); "
+                        "with --json, each T's results are also written to FILE.T<T>.json as soon as it ends")
+    parser.add_argument("--batch", type=int, help="parametric methods: edits per ApplyParametric call (MEMIT and "
+                        "AlphaEdit write a call's edits at once; ROME, FT and GRACE one after another either way); "
+                        "default: all of a block's edits in one call")
     parser.add_argument("--fluency", action="store_true", help="also generate 32 tokens per case for n-gram entropy")
     parser.add_argument("--json", type=Path, dest="json_path", help="write per-case results and summaries here")
     parser.add_argument("--plots", type=Path, help="write PNG plots into this folder")
@@ -67,6 +72,7 @@ def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
     sequential = [int(t) for t in args.sequential.split(",")] if args.sequential else [None]
     print(f"{len(cases)} cases from {args.data} ({fmt}), method {args.method}", file=sys.stderr)
 
+    server: LocalServer | None = None
     with ExitStack() as stack:
         addr = args.addr
         if addr is None:
@@ -82,25 +88,50 @@ def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
 
         summaries, all_results = [], []
         for t in sequential:
-            settings = EvalSettings(method=args.method, sequential=t, fluency=args.fluency)
+            settings = EvalSettings(method=args.method, sequential=t, fluency=args.fluency, batch=args.batch)
             started = time.perf_counter()
             with parametric_progress_bar(disable=args.method not in PARAMETRIC_METHODS) as on_parametric:
                 evaluator = Evaluator(client, settings, baseline)
                 results = evaluator.run(cases[: t or None] if t else cases, _progress_bar(), on_parametric)
-            summary = summarize(results, args.method, time.perf_counter() - started, evaluator.apply_seconds)
-            summary |= {"sequential": t, "data": str(args.data), "format": fmt, "model": info.model}
+            summary = summarize(results, args.method, time.perf_counter() - started, evaluator.apply_seconds,
+                                evaluator.applied_edits)
+            summary |= {"sequential": t, "batch": args.batch, "data": str(args.data), "format": fmt,
+                        "model": info.model, "server_peak_rss_mb": None if server is None else peak_rss_mb(server.pid)}
             summaries.append(summary)
             all_results.append((t, results))
             print(markdown_table(summary))
             print()
+            if args.json_path and t is not None:  # a long run keeps each T's figures should a later T fail
+                _write_json(args.json_path.with_suffix(f".T{t}.json"), [summary], [(t, results)])
 
+    usage = _peak_memory(local=server is not None)
+    print(f"peak RSS: {usage}", file=sys.stderr)
     if args.json_path:
-        _write_json(args.json_path, summaries, all_results)
+        _write_json(args.json_path, summaries, all_results, usage)
     if args.plots:
         for path in plot(summaries, [r for _, rs in all_results for r in rs], args.plots):
             print(f"wrote {path}", file=sys.stderr)
     print(json.dumps(headline(summaries[-1]) | {"sequential": summaries[-1]["sequential"]}))
     return 0
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """A running process's peak resident set so far (VmHWM: the figure getrusage's ru_maxrss gives once it has
+    exited), in MB; None where /proc cannot tell (not Linux)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
+    return None if kb is None else kb / 1024
+
+
+def _peak_memory(local: bool) -> dict[str, float | None]:
+    """getrusage's ru_maxrss (kB on Linux) in MB: this process, and the server it started and has stopped (the
+    largest child waited for), if it started one."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"client_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "server_maxrss_mb": children if local else None}
 
 
 def _progress_bar() -> Callable[[int, int, str], None]:
@@ -119,10 +150,15 @@ def _progress_bar() -> Callable[[int, int, str], None]:
     return update
 
 
-def _write_json(path: Path, summaries: list[dict], all_results: list[tuple[int | None, list[CaseResult]]]) -> None:
+def _write_json(
+    path: Path, summaries: list[dict], all_results: list[tuple[int | None, list[CaseResult]]],
+    peak_memory: dict[str, float | None] | None = None,
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    document = {
+    document: dict[str, object] = {
         "summaries": summaries,
         "cases": {str(t): [asdict(r) for r in results] for t, results in all_results},
     }
+    if peak_memory is not None:
+        document["peak_memory"] = peak_memory
     path.write_text(json.dumps(document, indent=1))

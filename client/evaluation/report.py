@@ -21,10 +21,12 @@ def route_label(probe: ProbeResult) -> str:
 
 
 def summarize(
-    results: Sequence[CaseResult], method: str, seconds: float, apply_seconds: Sequence[float] = ()
+    results: Sequence[CaseResult], method: str, seconds: float, apply_seconds: Sequence[float] = (),
+    applied_edits: int = 0,
 ) -> dict[str, Any]:
     """One flat summary: `<category>_em` and `<category>_tf` (None without probes), routes, gate errors, latency,
-    and for parametric methods the time of each ApplyParametric call (`apply_seconds`)."""
+    and for parametric methods the time of each ApplyParametric call (`apply_seconds`) and per edit written
+    (`applied_edits` over all the calls)."""
     probes = [p for r in results for p in r.probes]
     skipped = [r for r in results if r.skipped is not None]
     summary: dict[str, Any] = {"n": len(results) - len(skipped), "method": method, "skipped": len(skipped)}
@@ -52,7 +54,8 @@ def summarize(
         route: {"p50": percentile(v, 50), "p99": percentile(v, 99), "n": len(v)} for route, v in by_route.items()
     }
     summary["parametric_apply_s"] = (
-        {"p50": percentile(apply_seconds, 50), "max": max(apply_seconds), "n": len(apply_seconds)}
+        {"p50": percentile(apply_seconds, 50), "max": max(apply_seconds), "n": len(apply_seconds),
+         "total": sum(apply_seconds), "per_edit": sum(apply_seconds) / applied_edits if applied_edits else None}
         if apply_seconds else None
     )
     summary["seconds"] = seconds
@@ -85,8 +88,11 @@ def markdown_table(summary: dict[str, Any]) -> str:
         if summary[key] is not None:
             lines.append(f"\n{key.replace('_', ' ')}: {summary[key]:.3f}")
     if summary["parametric_apply_s"] is not None:
-        p50, longest, calls = (summary["parametric_apply_s"][k] for k in ("p50", "max", "n"))
-        lines.append(f"\nApplyParametric: p50 {p50:.1f} s, max {longest:.1f} s over {calls} calls")
+        p50, longest, calls, per_edit = (summary["parametric_apply_s"].get(k) for k in ("p50", "max", "n", "per_edit"))
+        lines.append(f"\nApplyParametric: p50 {p50:.1f} s, max {longest:.1f} s over {calls} calls"
+                     + (f", {per_edit:.1f} s per edit" if per_edit is not None else ""))
+    if summary.get("server_peak_rss_mb") is not None:
+        lines.append(f"\nserver peak RSS: {summary['server_peak_rss_mb']:.0f} MB")
     return "\n".join(lines)
 
 
@@ -110,16 +116,19 @@ def plot(summaries: Sequence[dict[str, Any]], results: Sequence[CaseResult], dir
         raise SystemExit("--plots needs matplotlib: pip install matplotlib") from None
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    if len(summaries) > 1:
-        fig, ax = plt.subplots(figsize=(6, 4))
+    if len(summaries) > 1:  # each figure against T, exact match and teacher-forced
+        figures = ("reliability", "generalization", "locality")
+        fig, axes = plt.subplots(1, len(figures), figsize=(5 * len(figures), 4), sharey=True)
         ts = [s["sequential"] for s in summaries]
-        for metric in ("reliability_em", "generalization_em", "locality_em"):
-            ax.plot(ts, [s[metric] for s in summaries], marker="o", label=metric)
-        ax.set_xscale("log")
-        ax.set_xlabel("edits in memory (T)")
-        ax.set_ylim(0, 1.02)
-        ax.legend()
-        ax.set_title(f"method {summaries[0]['method']}: sequential editing")
+        for ax, figure in zip(axes, figures, strict=True):
+            for measure, style in (("em", "-"), ("tf", "--")):
+                ax.plot(ts, [s[f"{figure}_{measure}"] for s in summaries], style, marker="o", label=measure)
+            ax.set_xscale("log")
+            ax.set_xlabel("edits in memory (T)")
+            ax.set_ylim(0, 1.02)
+            ax.set_title(figure)
+            ax.legend()
+        fig.suptitle(f"method {summaries[0]['method']}: sequential editing, scored once after T edits")
         written.append(directory / "metrics_vs_T.png")
         fig.savefig(written[-1], dpi=120, bbox_inches="tight")
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -29,8 +29,9 @@ from editdata.cases import Case, EditedFacts, Probe
 from editdata.metrics import agreement, exact_match, ngram_entropy, token_accuracy
 
 # method → the route requests force (None: the gate decides).
-# Parametric methods write the edits into the weights, which every route then uses; "base" measures them alone.
-PARAMETRIC_METHODS = ("rome", "memit", "ft")
+# Parametric methods write the edits into the weights (GRACE: a codebook beside them), which every route then uses;
+# "base" measures them alone (an answer a GRACE entry changed reports route parametric).
+PARAMETRIC_METHODS = ("rome", "memit", "alphaedit", "ft", "grace")
 METHOD_ROUTES: dict[str, str | None] = {
     "base": "base", "gate": None, "prompt": "prompt", "ike": "ike", "counterfactual": "counterfactual",
     **dict.fromkeys(PARAMETRIC_METHODS, "base"),
@@ -51,12 +52,17 @@ class EvalSettings:
     method: str
     sequential: int | None = None  # T: add T edits, then score those T cases (WISE); None: one at a time
     fluency: bool = False
+    # Parametric methods: edits per ApplyParametric call, in order (MEMIT and AlphaEdit write each call's edits at
+    # once; ROME, FT and GRACE one after another either way); None: all of a block's edits in one call.
+    batch: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_ROUTES:
             raise ValueError(f"method must be one of {', '.join(METHOD_ROUTES)}, got {self.method!r}")
         if self.sequential is not None and self.sequential < 1:
             raise ValueError(f"sequential T must be at least 1, got {self.sequential}")
+        if self.batch is not None and self.batch < 1:
+            raise ValueError(f"batch must be at least 1, got {self.batch}")
 
 
 @dataclass(frozen=True)
@@ -123,7 +129,8 @@ class Evaluator:
         self._baseline = baseline
         self._route = METHOD_ROUTES[settings.method]
         self._namespace = f"eval-{uuid.uuid4().hex[:12]}"
-        self.apply_seconds: list[float] = []  # wall time of each ApplyParametric call (ROME: one per edit)
+        self.apply_seconds: list[float] = []  # wall time of each ApplyParametric call
+        self.applied_edits = 0  # edits those calls wrote
 
     def run(
         self,
@@ -146,13 +153,9 @@ class Evaluator:
                 except InvalidArgument as refused:  # e.g. a zsRE subject the prompt does not name
                     results.append(CaseResult(case.case_id, [], skipped=refused.details))
             baked = [i for ids in edit_ids for i in ids] if self._settings.method in PARAMETRIC_METHODS else []
-            if baked:  # ROME and FT write them one after another, MEMIT all at once
+            if baked:
                 self._warm_baseline(chunk)
-                started = time.perf_counter()
-                self._client.apply_parametric(
-                    self._settings.method, baked, namespace=self._namespace, on_progress=on_parametric
-                )
-                self.apply_seconds.append(time.perf_counter() - started)
+                self._apply(baked, on_parametric)
             in_memory = EditedFacts(e for case in chunk for e in case.edits)
             for case, ids in zip(chunk, edit_ids, strict=True):
                 results.append(self._evaluate(case, ids, in_memory))
@@ -165,6 +168,17 @@ class Evaluator:
                     self._client.delete_edit(edit_id, namespace=self._namespace)
             self._baseline.save()
         return results
+
+    def _apply(self, edit_ids: Sequence[str], on_parametric: Callable[[ParametricProgress], None] | None) -> None:
+        """Writes the edits in calls of `batch`, in order, each call timed."""
+        step = self._settings.batch or len(edit_ids)
+        for start in range(0, len(edit_ids), step):
+            call = edit_ids[start : start + step]
+            started = time.perf_counter()
+            self._client.apply_parametric(self._settings.method, call, namespace=self._namespace,
+                                          on_progress=on_parametric)
+            self.apply_seconds.append(time.perf_counter() - started)
+            self.applied_edits += len(call)
 
     def _warm_baseline(self, cases: Sequence[Case]) -> None:
         """Reads the unedited model's outputs for the probes that must not change, while it is still unedited."""
