@@ -48,6 +48,8 @@ from server.interfaces import Gate, Generator
 from server.memory.ann import AnnSettings
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
+from server.memory.postgres_follow import StoreFollower
+from server.memory.store import EditStore
 from server.models.load import LoadedModel, load_model
 from server.parametric.editor import ParametricEditor, ParametricSettings
 from server.parametric.ledger import Ledger
@@ -81,9 +83,14 @@ def build_service(config: Config) -> Service:
     """Loads the encoder, the edit memory and the model (minutes on a first run, seconds after)."""
     encoder = SentenceEncoder(config.encoder)
     memory = EditMemory(config.data_dir, encoder, config.encoder, config.limits.max_edits_per_namespace,
-                        AnnSettings(threshold=config.approximate_index_threshold))
+                        AnnSettings(threshold=config.approximate_index_threshold),
+                        store=EditStore(config.store) if config.store is not None else None)
     degraded: list[str] = []  # a sentence per default part that cannot be used
     gate, threshold, gate_degraded = build_gate(config, encoder)
+    # Over a shared store, other servers' writes reach this one's index and gate cache from here on.
+    follower = StoreFollower(memory, gate.warm) if memory.shared else None
+    if follower is not None:
+        follower.start()
     if gate_degraded is not None:
         degraded.append(gate_degraded)
     loaded = load_model(config.model, config.cache_dir, config.torch_threads)
@@ -131,6 +138,8 @@ def build_service(config: Config) -> Service:
         worker.shutdown()
         io.shutdown(wait=True)
         writing.shutdown(wait=True)
+        if follower is not None:
+            follower.stop()
         memory.close()
         parametric.close()
 
@@ -182,7 +191,8 @@ def build_counterfactual(config: Config, loaded: LoadedModel) -> tuple[Counterfa
 
 def build_parametric(config: Config, loaded: LoadedModel) -> ParametricEditor:
     """The weight editor, with every recorded delta replayed onto the freshly loaded weights."""
-    ledger = Ledger(config.data_dir / "parametric.sqlite", loaded.fingerprint.current, loaded.fingerprint.legacy)
+    ledger = Ledger(config.store or config.data_dir / "parametric.sqlite", loaded.fingerprint.current,
+                    loaded.fingerprint.legacy)
     text = config.stats_text or DEFAULT_STATS_TEXT
     settings = ParametricSettings(
         cache_dir=config.cache_dir, text_files=(text,) if text.exists() else (),

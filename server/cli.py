@@ -26,6 +26,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--http-listen",
                         help="HOST:PORT for HTTP: the OpenAI-compatible API and the chat page (default: off)")
     parser.add_argument("--data-dir", type=Path, help="where the edit store and index live (default ./data)")
+    parser.add_argument("--store",
+                        help="postgresql://USER@HOST:PORT/DB: an edit store shared with other servers, which follow "
+                        "each other's writes (default: SQLite in --data-dir)")
     parser.add_argument("--cache-dir", type=Path, help="converted-model cache (default ~/.cache/editcache)")
     parser.add_argument("--export-dir", type=Path, help="ExportModel writes only under this (default DATA_DIR/exports)")
     parser.add_argument("--encoder", help="sentence encoder: all-MiniLM-L6-v2 (default) or a local folder")
@@ -95,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from server.auth.exposure import exposure_problem
     from server.config import build_config
     from server.errors import DiskFull, StorageFailed
+    from server.store import masked
 
     try:
         config = build_config(args.config, os.environ, overrides)
@@ -108,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem is not None:
         print(f"editcache-server: {problem}", file=sys.stderr)
         return 2
-    log.info("configuration: %s", {k: str(v) for k, v in asdict(config).items()})
+    log.info("configuration: %s", {k: masked(str(v)) if k == "store" else str(v) for k, v in asdict(config).items()})
     try:
         asyncio.run(serve(
             config, auth, on_bound=None if args.port_file is None else port_file_writer(args.port_file),

@@ -77,6 +77,9 @@ class Config:
     # HOST:PORT of the HTTP front end (OpenAI-compatible API, edits, the chat page); None: no HTTP.
     http_listen: OptionalStr = None
     data_dir: UserPath = Path("data")
+    # A PostgreSQL URL (postgresql://USER[:PASSWORD]@HOST:PORT/DB) of an edit store shared by several servers, which
+    # follow each other's writes; None: SQLite files in data_dir. The index files stay in data_dir, one per server.
+    store: OptionalStr = None
     # ExportModel writes only in directories under this one (created 0700 when first used); None: data_dir/exports.
     export_dir: OptionalPath = None
     cache_dir: UserPath = field(default_factory=default_cache_dir)
@@ -181,6 +184,8 @@ class Config:
         if self.limits.max_queue < 1 or self.limits.max_prompt_tokens < 1 or self.limits.max_edits_per_namespace < 0:
             raise ValueError("limits.max_queue and limits.max_prompt_tokens must be at least 1, "
                              "limits.max_edits_per_namespace at least 0 (0: no limit)")
+        if self.store is not None and not self.store.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"store must be a postgresql:// URL (or unset for SQLite in data_dir), got {self.store!r}")
         if self.approximate_index_threshold < 0:
             raise ValueError(f"approximate_index_threshold must be at least 0 (0: always exact), "
                              f"got {self.approximate_index_threshold}")

@@ -7,6 +7,7 @@ import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from server.memory.ann import AnnSettings
 from server.memory.index import MANIFEST, NamespaceIndex, saved_generation
 from server.memory.store import EditStore, IndexChanges
 from server.types import Edit, EditEvent, EditKind, EditSpec, Hit
+
+if TYPE_CHECKING:
+    from server.store.postgres import Listener
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +32,20 @@ class EditMemory:
 
     def __init__(
         self, data_dir: Path, embedder: Embedder, encoder_name: str, max_edits_per_namespace: int = 0,
-        approximate: AnnSettings | None = None,
+        approximate: AnnSettings | None = None, store: EditStore | None = None,
     ) -> None:
+        """`store`: a shared store (PostgreSQL) instead of data_dir/edits.sqlite; the index files stay in data_dir."""
         self._embedder = embedder
         self._approximate = approximate  # when a namespace's index becomes approximate; None: ann.py's defaults
         self._max_edits_per_namespace = max_edits_per_namespace  # 0: no limit
         self._index_dir = data_dir / "index"
         store_path = data_dir / "edits.sqlite"
         indexed = saved_generation(self._index_dir)
-        _refuse_a_lost_store(store_path, self._index_dir, indexed)  # before opening it: a refusal writes nothing
-        self._store = EditStore(store_path)
-        _refuse_an_older_store(store_path, self._store.generation(), self._index_dir, indexed)
+        if store is None:
+            _refuse_a_lost_store(store_path, self._index_dir, indexed)  # before opening it: a refusal writes nothing
+            store = EditStore(store_path)
+        self._store = store
+        _refuse_an_older_store(store.location, self._store.generation(), self._index_dir, indexed)
         # Index changes follow store commits; the lock keeps the two in step for readers.
         self._lock = threading.RLock()
         self._reembed_if_encoder_changed(encoder_name)
@@ -193,6 +200,34 @@ class EditMemory:
         if stored_name != encoder_name:  # no write when unchanged: a server on a full disk still starts and reads
             self._store.set_meta("encoder", encoder_name)
 
+    # --- following a shared store ---------------------------------------------------------
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes write the store too (PostgreSQL): `follow` brings their writes in."""
+        return self._store.shared
+
+    def listen(self) -> Listener:
+        """Wakes a follower when another process writes the shared store."""
+        return self._store.listen()
+
+    def follow(self) -> list[Edit]:
+        """Applies to the index the store's writes this process has not applied yet (other processes'); returns the
+        edits they made live, for the gate's cache. Each batch is applied under the lock, so a search sees a
+        write whole or not at all."""
+        live: list[Edit] = []
+        while True:
+            with self._lock:
+                followed = self._store.follow()
+                for namespace, changes in followed.index.items():  # every touched key out, then the live ones in
+                    if changes.remove_ids:
+                        self._index.remove(namespace, changes.remove_ids)
+                    if changes.add_ids:
+                        self._index.add(namespace, np.asarray(changes.add_ids), np.stack(changes.add_vectors))
+            live.extend(followed.live)
+            if followed.complete:
+                return live
+
 
 def _encode_page_token(seq: int) -> str:
     return f"after:{seq}"
@@ -220,7 +255,7 @@ def _refuse_a_lost_store(store_path: Path, index_dir: Path, indexed: int | None)
         )
 
 
-def _refuse_an_older_store(store_path: Path, generation: int, index_dir: Path, indexed: int | None) -> None:
+def _refuse_an_older_store(store_path: Path | str, generation: int, index_dir: Path, indexed: int | None) -> None:
     """The store only moves forward; one behind the index was replaced by an older copy or lost its WAL file."""
     if indexed is not None and generation < indexed:
         raise StorageFailed(

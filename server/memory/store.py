@@ -263,6 +263,7 @@ class EditStore:
         now = time.time()
         replaces = list(replaces) or [None] * len(specs)
         edits: list[Edit] = []
+        touched: list[str] = []  # ids of the edits added or superseded
         changes = IndexChanges()
         with self._db.writing() as db:
             if max_edits > 0:
@@ -287,8 +288,10 @@ class EditStore:
                     superseded = replace(old_edit, superseded_by=edit.id)
                     self._log(db, now, token_name, EditAction.SUPERSEDE, old_edit, superseded)
                     edits = [superseded if e.id == old_edit.id else e for e in edits]
+                    touched.append(old_edit.id)
                 edits.append(edit)
-            written = self._written(db, namespace, [e.id for e in edits], changes)
+                touched.append(edit.id)
+            written = self._written(db, namespace, touched, changes)
         self._seen(written)
         return edits, changes
 

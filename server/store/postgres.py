@@ -18,12 +18,11 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
 from server.errors import StorageFailed
-from server.store import Connection, Schema, split_statements
+from server.store import Connection, Schema, masked, split_statements
 
 log = logging.getLogger(__name__)
 
@@ -158,15 +157,6 @@ class Listener:
 def connect(url: str, schema: str | None) -> psycopg.Connection[Any]:
     options = {"options": f"-c search_path={schema}"} if schema else {}
     return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, **options)  # type: ignore[arg-type]
-
-
-def masked(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def first_line(exc: BaseException) -> str:
