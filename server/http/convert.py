@@ -5,13 +5,15 @@ Conversion only, as in servicers/convert.py: the use-case layer validates and ap
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from server.chat.transcript import Turn
 from server.errors import InvalidArgument
 from server.http.schemas import ChatCompletionRequest, CorrectionBody, EditBody, Message, Sampling
+from server.interfaces import Deletion
 from server.service.edits import Correction, CorrectionRequest
-from server.types import Answer, Decision, Edit, EditSpec, FinishReason, GenerationOptions
+from server.types import Answer, Decision, Edit, EditEvent, EditSpec, FinishReason, GenerationOptions
 
 # OpenAI's newer name for the system role; the transcript formats know only system, user and assistant.
 ROLE_ALIASES = {"developer": "system"}
@@ -64,7 +66,8 @@ def prompt_from(prompt: str | list[str]) -> str:
 
 
 def spec_from(body: EditBody) -> EditSpec:
-    return EditSpec(body.subject, body.prompt, body.target_new, body.target_true, tuple(body.paraphrases))
+    return EditSpec(body.subject, body.prompt, body.target_new, body.target_true, tuple(body.paraphrases),
+                    body.kind, body.pattern, body.replacement)
 
 
 def correction_request_from(body: CorrectionBody, namespace: str) -> CorrectionRequest:
@@ -77,10 +80,37 @@ def correction_request_from(body: CorrectionBody, namespace: str) -> CorrectionR
 
 
 def edit_json(edit: Edit) -> dict[str, Any]:
+    """gRPC's Edit, with `kind` by its lower-case name, null for no `supersedes`/`superseded_by`, and the times
+    (Unix seconds) as `created_at` (version 1) and `updated_at` (this version)."""
     return {
-        "id": edit.id, "object": "edit", "namespace": edit.namespace, "subject": edit.subject, "prompt": edit.prompt,
-        "target_new": edit.target_new, "target_true": edit.target_true, "paraphrases": list(edit.paraphrases),
-        "created_at": edit.created_at_unix_s,
+        "id": edit.id, "object": "edit", "namespace": edit.namespace, "kind": edit.kind.value,
+        "subject": edit.subject, "prompt": edit.prompt, "target_new": edit.target_new,
+        "target_true": edit.target_true, "paraphrases": list(edit.paraphrases), "pattern": edit.pattern,
+        "replacement": edit.replacement, "version": edit.version, "supersedes": edit.supersedes or None,
+        "superseded_by": edit.superseded_by or None, "created_at": edit.created_at_unix_s,
+        "updated_at": edit.updated_at_unix_s,
+    }
+
+
+def deletion_json(deletion: Deletion) -> dict[str, Any]:
+    """The edit as it was, and the edit it had superseded, live again (null for none)."""
+    restored = None if deletion.restored is None else edit_json(deletion.restored)
+    return {**edit_json(deletion.edit), "deleted": True, "restored": restored}
+
+
+def history_json(edit: Edit, earlier: list[Edit]) -> dict[str, Any]:
+    """GetEdit with history: the edit, and its earlier versions then the edits it superseded, newest first."""
+    return {**edit_json(edit), "history": [edit_json(e) for e in earlier]}
+
+
+def event_json(event: EditEvent) -> dict[str, Any]:
+    """An audit-log entry; `before` and `after` are the JSON objects the log recorded (null for none), not strings
+    as gRPC's before_json and after_json."""
+    return {
+        "object": "edit.event", "seq": event.seq, "at": event.at_unix_s, "namespace": event.namespace,
+        "token_name": event.token_name, "action": event.action.value, "edit_id": event.edit_id,
+        "before": json.loads(event.before_json) if event.before_json else None,
+        "after": json.loads(event.after_json) if event.after_json else None,
     }
 
 

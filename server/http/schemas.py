@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.types import EditKind
+
 LENIENT = ConfigDict(extra="ignore")
 STRICT = ConfigDict(extra="forbid")
 
@@ -56,14 +58,19 @@ class CompletionRequest(Sampling):
 
 
 class EditBody(BaseModel):
-    """An edit as AddEdits takes it."""
+    """An edit as AddEdits and UpdateEdit take it (EditSpec). `kind` by its lower-case name, as editctl and the
+    README write it; which fields each kind uses is the service's to check. A regex patch sets only `pattern`,
+    `replacement` and optionally `subject`, so the texts a fact needs default to empty here, as in the proto."""
 
     model_config = STRICT
-    subject: str
-    prompt: str
-    target_new: str
+    subject: str = ""
+    prompt: str = ""
+    target_new: str = ""
     target_true: str | None = None
     paraphrases: list[str] = Field(default_factory=list)
+    kind: EditKind = EditKind.MODIFY
+    pattern: str = ""
+    replacement: str = ""
 
 
 class AddEditsBody(BaseModel):

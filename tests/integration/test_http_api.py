@@ -6,6 +6,7 @@ file (so the same bearer tokens and roles as gRPC are in force); the namespace c
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ NS = "X-Editcache-Namespace"
 TOKENS = {  # name: (token, namespaces, role)
     "writer": ("writer-secret", ("*",), Role.WRITE),
     "reader": ("reader-secret", ("http-read",), Role.READ),
+    "admin": ("admin-secret", ("*",), Role.ADMIN),
 }
 
 
@@ -64,9 +66,10 @@ def grpc_client(server: LocalServer, namespace: str) -> EditcacheClient:
     return server.client(namespace, token=TOKENS["writer"][0])
 
 
-def add_edit(server: LocalServer, namespace: str) -> dict[str, Any]:
+def add_edit(server: LocalServer, namespace: str, target_new: str = "rome", subject: str = "france",
+             prompt: str = PROMPT) -> dict[str, Any]:
     reply = http(server, "POST", "/v1/edits", namespace,
-                 json={"edits": [{"subject": "france", "prompt": PROMPT, "target_new": "rome"}]})
+                 json={"edits": [{"subject": subject, "prompt": prompt, "target_new": target_new}]})
     assert reply.status_code == 200, reply.text
     (edit,) = reply.json()["data"]
     return edit  # type: ignore[no-any-return]
@@ -163,7 +166,7 @@ def test_a_malformed_body_names_the_field(server: LocalServer) -> None:
 
 
 def test_tokens_and_roles_are_the_grpc_ones(server: LocalServer) -> None:
-    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    body: Any = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
     with pytest.raises(openai.AuthenticationError) as caught:
         openai_client(server, "http-read", token="wrong").chat.completions.create(model="any", **body)
     assert caught.value.status_code == 401 and caught.value.code == "unauthenticated"
@@ -202,3 +205,125 @@ def test_corrections_and_edits_mirror_the_edit_service(server: LocalServer) -> N
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     both = http(server, "POST", "/v1/corrections", namespace, json={**correction, "text": "no, rome"})
     assert both.status_code == 400 and "not both" in both.json()["error"]["message"]
+
+
+def test_update_and_history_after_a_supersede_mirror_the_edit_service(server: LocalServer) -> None:
+    namespace = fresh_namespace()
+    old = add_edit(server, namespace)
+    assert (old["kind"], old["version"], old["supersedes"], old["superseded_by"]) == ("modify", 1, None, None)
+    assert (old["pattern"], old["replacement"], old["updated_at"]) == ("", "", old["created_at"])
+    new = add_edit(server, namespace, "berlin")  # the same fact: supersedes
+    assert new["supersedes"] == old["id"]
+    assert http(server, "GET", f"/v1/edits/{old['id']}", namespace).json()["superseded_by"] == new["id"]
+
+    reply = http(server, "PUT", f"/v1/edits/{new['id']}", namespace,
+                 json={"subject": "france", "prompt": PROMPT, "target_new": "madrid", "paraphrases": [QUESTION]})
+    assert reply.status_code == 200, reply.text
+    updated = reply.json()
+    assert (updated["id"], updated["version"], updated["target_new"]) == (new["id"], 2, "madrid")
+    assert updated["paraphrases"] == [QUESTION] and updated["supersedes"] == old["id"]
+    assert updated["created_at"] == new["created_at"] and updated["updated_at"] >= new["updated_at"]
+
+    plain = http(server, "GET", f"/v1/edits/{new['id']}", namespace).json()
+    assert plain["version"] == 2 and "history" not in plain
+    edit = http(server, "GET", f"/v1/edits/{new['id']}?history=true", namespace).json()
+    assert edit["target_new"] == "madrid"
+    history = [(e["id"], e["version"], e["target_new"]) for e in edit["history"]]
+    assert history == [(new["id"], 1, "berlin"), (old["id"], 1, "rome")]
+    with grpc_client(server, namespace) as client:  # the same history as GetEdit's
+        record = client.get_edit(new["id"], history=True)
+        assert [(e.id, e.version, e.target_new) for e in record.history] == history
+
+    deleted = http(server, "DELETE", f"/v1/edits/{new['id']}", namespace).json()
+    assert deleted["deleted"] is True and deleted["restored"]["id"] == old["id"]
+    assert deleted["restored"]["superseded_by"] is None
+    missing = http(server, "PUT", f"/v1/edits/{new['id']}", namespace,
+                   json={"subject": "france", "prompt": PROMPT, "target_new": "oslo"})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_the_audit_log_is_paged_and_filtered_for_admins(server: LocalServer) -> None:
+    namespace = fresh_namespace()
+    first = add_edit(server, namespace)
+    body = {"subject": "france", "prompt": PROMPT, "target_new": "madrid"}
+    assert http(server, "PUT", f"/v1/edits/{first['id']}", namespace, json=body).status_code == 200
+    second = add_edit(server, namespace, "vienna", "austria", "the capital of austria is")
+
+    admin = TOKENS["admin"][0]
+    reply = http(server, "GET", "/v1/events?page_size=2", namespace, admin)
+    assert reply.status_code == 200, reply.text
+    page = reply.json()
+    assert [(e["action"], e["edit_id"], e["token_name"]) for e in page["data"]] == [
+        ("add", first["id"], "writer"), ("update", first["id"], "writer")]
+    last = http(server, "GET", f"/v1/events?page_size=2&page_token={page['next_page_token']}", namespace, admin)
+    assert [(e["action"], e["edit_id"]) for e in last.json()["data"]] == [("add", second["id"])]
+    assert last.json()["next_page_token"] is None
+
+    (added, update) = http(server, "GET", f"/v1/events?edit_id={first['id']}", namespace, admin).json()["data"]
+    assert added["before"] is None and added["after"]["target_new"] == "rome"
+    assert (update["before"]["target_new"], update["after"]["target_new"]) == ("rome", "madrid")
+    assert update["namespace"] == namespace and update["seq"] > added["seq"] and update["at"] >= added["at"]
+
+    refused = http(server, "GET", "/v1/events", namespace)  # the writer's token
+    assert refused.status_code == 403 and "ListEditEvents needs admin" in refused.json()["error"]["message"]
+    negative = http(server, "GET", "/v1/events?page_size=-1", namespace, admin)
+    assert negative.status_code == 400 and negative.json()["error"]["param"] == "page_size"
+
+
+def test_a_read_token_cannot_update(server: LocalServer) -> None:
+    edit = add_edit(server, "http-read")  # the writer's token covers every namespace
+    body = {"subject": "france", "prompt": PROMPT, "target_new": "madrid"}
+    refused = http(server, "PUT", f"/v1/edits/{edit['id']}", "http-read", TOKENS["reader"][0], json=body)
+    assert refused.status_code == 403 and "UpdateEdit needs write" in refused.json()["error"]["message"]
+    assert http(server, "GET", f"/v1/edits/{edit['id']}?history=true", "http-read",
+                TOKENS["reader"][0]).json()["history"] == []  # reading it, history included, is allowed
+    http(server, "DELETE", f"/v1/edits/{edit['id']}", "http-read")
+
+
+def test_a_regex_patch_added_over_http_rewrites_the_answers_of_its_namespace(server: LocalServer) -> None:
+    namespace = fresh_namespace()
+    six = GenerationOptions(max_new_tokens=6)
+    with grpc_client(server, namespace) as client:
+        base = client.generate(UNRELATED, options=six, route="base").text
+    assert base.split(), "the tiny model's continuation must have a word to patch"
+    pattern = re.escape(base.split()[0])
+    reply = http(server, "POST", "/v1/edits", namespace,
+                 json={"edits": [{"kind": "regex", "pattern": pattern, "replacement": "ZZ", "subject": "label"}]})
+    assert reply.status_code == 200, reply.text
+    (patch,) = reply.json()["data"]
+    assert (patch["kind"], patch["pattern"], patch["replacement"], patch["prompt"]) == ("regex", pattern, "ZZ", "")
+
+    completions = openai_client(server, namespace).completions
+    assert completions.create(model="any", prompt=UNRELATED, max_tokens=6).choices[0].text == re.sub(
+        pattern, "ZZ", base)
+    other = openai_client(server, fresh_namespace()).completions
+    assert other.create(model="any", prompt=UNRELATED, max_tokens=6).choices[0].text == base
+
+
+@pytest.mark.parametrize(
+    ("method", "edit", "param", "message"),
+    [
+        ("POST", {"subject": "france", "prompt": PROMPT, "target_new": "rome", "kind": "rewrite"}, "edits[0].kind",
+         "'modify'"),
+        ("POST", {"subject": "france", "prompt": PROMPT, "target_new": "rome", "kind": "erase"}, None,
+         "edits[0].target_new must be empty for a erase edit"),
+        ("POST", {"kind": "regex", "pattern": "(", "replacement": "x"}, None,
+         "edits[0].pattern '(' is not a valid regular expression"),
+        ("PUT", {"subject": "france", "prompt": PROMPT, "target_new": "rome", "kind": "MODIFY"}, "kind", "'modify'"),
+        ("PUT", {"subject": "france", "prompt": PROMPT, "target_new": "rome", "pattern": "x"}, None,
+         "edit.pattern must be empty"),
+    ],
+)
+def test_bad_kinds_and_fields_get_400_naming_the_field(
+    server: LocalServer, method: str, edit: dict[str, Any], param: str | None, message: str
+) -> None:
+    namespace = fresh_namespace()
+    if method == "POST":
+        reply = http(server, "POST", "/v1/edits", namespace, json={"edits": [edit]})
+    else:
+        reply = http(server, "PUT", f"/v1/edits/{add_edit(server, namespace)['id']}", namespace, json=edit)
+    error = reply.json()["error"]
+    assert reply.status_code == 400 and error["code"] == "invalid_argument", reply.text
+    assert error["param"] == param and message in error["message"]
+    if param is not None:
+        assert error["message"].startswith(f"{param}: ")
