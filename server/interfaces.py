@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,6 +17,7 @@ from server.types import (
     Generation,
     GenerationOptions,
     Hit,
+    KeyEncodings,
     Route,
     TokenScores,
 )
@@ -129,10 +130,9 @@ class Gate(Protocol):
         """p(query is in the scope of hit.edit) for each hit, in [0, 1]."""
         ...
 
-    def warm(self, edits: Sequence[Edit], encoded: Mapping[str, EncodedText] | None = None) -> None:
+    def warm(self, edits: Sequence[Edit], encoded: KeyEncodings | None = None) -> None:
         """Does the per-edit work now, so the first query that retrieves these edits is as fast as later ones;
-        `encoded` holds texts already through the encoder (the edits' prompts among them, when the caller has
-        them)."""
+        `encoded` holds the edits' key texts already through the encoder, when the caller has them."""
         ...
 
 

@@ -4,7 +4,7 @@ classifier, which live edit a new edit of the same fact supersedes."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from server.config import SUPERSEDE_THRESHOLD
 from server.interfaces import Embedder, Gate, Memory, Replaced
-from server.types import FACT_KINDS, Edit, EditKind, EditSpec, EncodedText, Hit, Timings, subject_key
+from server.types import FACT_KINDS, Edit, EditKind, EditSpec, EncodedText, Hit, KeyEncodings, Timings, subject_key
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,10 @@ class ScopeCheck:
         (unless `supersede` is False: edits known to coexist, such as an export read back), then prepares the
         gate's side of them.
 
-        Every key text goes through the encoder once: its pooled vector is the index's key, its token vectors
-        serve the supersede decisions and the gate's view of the edit.
+        Every key text goes through the encoder once (`encode`): its vector is the index's key, and a prompt's
+        token vectors serve the supersede decisions and the gate's view of the edit.
         """
-        encoded = self._encode([t for spec in specs for t in spec.key_texts()])
+        encoded = self.encode(specs)
         replaces = self.superseded(namespace, specs, encoded) if supersede else [None] * len(specs)
         edits = self.memory.add(namespace, specs, replaces, token_name, _key_vectors(specs, encoded, self.embedder.dim))
         self.gate.warm([e for e in edits if e.key_texts() and e.live], encoded)  # a regex patch never meets the gate
@@ -46,19 +46,24 @@ class ScopeCheck:
 
     def update(self, namespace: str, edit_id: str, spec: EditSpec, token_name: str = "") -> Edit:
         """Changes the edit in place (same id); the gate's view of it is recomputed, as the old one is cached."""
-        encoded = self._encode(list(spec.key_texts()))
+        encoded = self.encode([spec])
         edit = self.memory.update(namespace, edit_id, spec, token_name,
                                   _key_vectors([spec], encoded, self.embedder.dim)[0])
         if edit.key_texts():
             self.gate.warm([edit], encoded)
         return edit
 
-    def _encode(self, texts: Sequence[str]) -> dict[str, EncodedText]:
-        unique = list(dict.fromkeys(texts))
-        return dict(zip(unique, self.embedder.encode_texts(unique), strict=True))
+    def encode(self, specs: Sequence[EditSpec]) -> KeyEncodings:
+        """The specs' prompts whole (token vectors too), their other key texts as vectors only: a paraphrase's token
+        vectors are computed when the gate first needs them (most never are), not for every key of a bulk add."""
+        prompts = list(dict.fromkeys(s.prompt for s in specs if s.key_texts()))
+        whole = dict(zip(prompts, self.embedder.encode_texts(prompts), strict=True))
+        others = list(dict.fromkeys(t for s in specs for t in s.key_texts() if t not in whole))
+        vectors = {t: e.vector for t, e in whole.items()} | dict(zip(others, self.embedder.encode(others), strict=True))
+        return KeyEncodings(whole, vectors)
 
     def superseded(
-        self, namespace: str, specs: Sequence[EditSpec], encoded: Mapping[str, EncodedText] | None = None
+        self, namespace: str, specs: Sequence[EditSpec], encoded: KeyEncodings | None = None
     ) -> list[Replaced]:
         """What each new edit replaces: a live edit's id, the index of an earlier spec of the batch (newer
         supersedes older), or None.
@@ -74,7 +79,7 @@ class ScopeCheck:
         patterns = {} if all(s.kind is not EditKind.REGEX for s in specs) else {
             e.pattern: e.id for e in self.memory.live_of_kind(namespace, EditKind.REGEX)
         }
-        encodings = self._encode_contested(specs, existing, encoded or {})
+        encodings = self._encode_contested(specs, existing, encoded or KeyEncodings({}, {}))
         replaces: list[Replaced] = []
         # Only live edits are candidates: neither an existing edit nor a spec of the batch that an earlier spec
         # already replaces (so a batch of one fact repeated costs one classifier call a spec, not one a pair).
@@ -99,7 +104,7 @@ class ScopeCheck:
         return replaces
 
     def _encode_contested(
-        self, specs: Sequence[EditSpec], existing: dict[str, list[Edit]], encoded: Mapping[str, EncodedText]
+        self, specs: Sequence[EditSpec], existing: dict[str, list[Edit]], encoded: KeyEncodings
     ) -> _Encodings:
         """Every text the supersede decisions may read: the prompts of fact specs that have a same-subject
         candidate, and the key texts of those candidates; taken from `encoded` where it has them, the rest in one
@@ -119,9 +124,11 @@ class ScopeCheck:
             t for spec in specs if spec.kind in FACT_KINDS and subject_key(spec.subject) in contested_keys
             for t in (spec.prompt, *spec.paraphrases)
         }
-        missing = [t for t in dict.fromkeys([*(c.prompt for c in contested), *sorted(keys)]) if t not in encoded]
-        known = {**encoded, **dict(zip(missing, self.embedder.encode_texts(missing), strict=True))}
-        return _Encodings({c.prompt: known[c.prompt] for c in contested}, {t: known[t].vector for t in keys})
+        prompts = [p for p in dict.fromkeys(c.prompt for c in contested) if p not in encoded.prompts]
+        queries = encoded.prompts | dict(zip(prompts, self.embedder.encode_texts(prompts), strict=True))
+        texts = [t for t in sorted(keys) if t not in encoded.vectors]
+        vectors = encoded.vectors | dict(zip(texts, self.embedder.encode(texts), strict=True))
+        return _Encodings({c.prompt: queries[c.prompt] for c in contested}, {t: vectors[t] for t in keys})
 
     def _same_fact(
         self, spec: EditSpec, candidates: Sequence[tuple[Replaced, Edit]], encodings: _Encodings
@@ -141,7 +148,7 @@ class ScopeCheck:
         candidates = existing.get(spec.subject, [])
         if not candidates:
             return []
-        encodings = self._encode_contested([spec], existing, {})
+        encodings = self._encode_contested([spec], existing, KeyEncodings({}, {}))
         return list(zip(candidates, self._fact_scores(spec, candidates, encodings), strict=True))
 
     def _fact_scores(self, spec: EditSpec, candidates: Sequence[Edit], encodings: _Encodings) -> list[float]:
@@ -180,9 +187,9 @@ class _Encodings:
     keys: dict[str, np.ndarray]  # candidates' key texts → (dim,) unit vectors
 
 
-def _key_vectors(specs: Sequence[EditSpec], encoded: Mapping[str, EncodedText], dim: int) -> list[np.ndarray]:
+def _key_vectors(specs: Sequence[EditSpec], encoded: KeyEncodings, dim: int) -> list[np.ndarray]:
     """Each spec's (n_keys, dim) index keys, from its key texts' encodings (none for a regex patch)."""
-    return [np.stack([encoded[t].vector for t in spec.key_texts()]) if spec.key_texts()
+    return [np.stack([encoded.vectors[t] for t in spec.key_texts()]) if spec.key_texts()
             else np.zeros((0, dim), dtype=np.float32) for spec in specs]
 
 

@@ -144,6 +144,15 @@ class EncodedText:
 
 
 @dataclass(frozen=True)
+class KeyEncodings:
+    """Edits' key texts through the encoder, each once: the prompts whole (their token vectors are the gate's view
+    of an edit and the query of a supersede decision), every key text's unit vector (the index keys)."""
+
+    prompts: dict[str, EncodedText]
+    vectors: dict[str, np.ndarray]  # text → (dim,)
+
+
+@dataclass(frozen=True)
 class Hit:
     """An edit found by retrieval, with the cosine similarity of its closest key text."""
 

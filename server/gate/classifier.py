@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from cachetools import LRUCache
@@ -11,7 +12,17 @@ from cachetools import LRUCache
 from server.gate.artifact import GateArtifact
 from server.gate.features import EditView, edit_view, pair_features, token_inputs
 from server.memory.embed import SentenceEncoder
-from server.types import Edit, EncodedText, Hit
+from server.types import Edit, EncodedText, Hit, KeyEncodings
+
+
+@dataclass
+class _EditViews:
+    """The gate's side of one edit: its prompt's view, the unit vectors of all its key texts (to find the one
+    closest to a query), and the views of other key texts, made the first time one is the closest."""
+
+    prompt: EditView
+    key_vectors: np.ndarray  # (n_keys, dim), the prompt's first
+    others: dict[int, EditView] = field(default_factory=dict)  # key index → view
 
 
 class ClassifierGate:
@@ -20,53 +31,61 @@ class ClassifierGate:
     A query is scored against the edit's key text closest to it (by sentence embedding): the prompt, or a
     paraphrase, or a patch's example question, whichever it resembles most; a rule's own wording ("If asked who
     leads X, say ...") is far from the questions it covers, its examples are not. The edit side of the features
-    needs one encoder pass over each key text; it is computed when the edit is added (`warm`), or the first time
-    it is retrieved after a restart, and kept in a bounded LRU cache (about 20 KB a key text, most of it the token
-    vectors the `interaction` design reads).
+    needs one encoder pass over the prompt; it is computed when the edit is added (`warm`), or the first time it
+    is retrieved after a restart, and kept in a bounded LRU cache (about 20 KB an edit, most of it the token
+    vectors the `interaction` design reads). Another key text's view is made when a query first finds it closest.
     """
 
     def __init__(self, artifact: GateArtifact, encoder: SentenceEncoder, cache_size: int = 100_000) -> None:
         self._artifact = artifact
         self._encoder = encoder
-        self._views: LRUCache[str, tuple[EditView, ...]] = LRUCache(maxsize=cache_size)  # edit id → one per key text
+        self._views: LRUCache[str, _EditViews] = LRUCache(maxsize=cache_size)  # edit id → its views
         self._lock = threading.Lock()  # scores() runs on several I/O threads; LRUCache is not thread-safe
 
     def scores(self, query: EncodedText, hits: Sequence[Hit]) -> list[float]:
         if not hits:
             return []
-        views = [closest(query, self._edit_views(h.edit)) for h in hits]
+        views = [self._closest_view(query, h.edit) for h in hits]
         features = np.stack([pair_features(query, v, h.similarity) for v, h in zip(views, hits, strict=True)])  # (k, F)
         if not self._artifact.uses_tokens:
             return [float(p) for p in self._artifact.predict(features)]
         query_tokens = [token_inputs(query, v.subject, v.target_new) for v in views]
         return [float(p) for p in self._artifact.predict(features, query_tokens, [v.tokens for v in views])]
 
-    def warm(self, edits: Sequence[Edit], encoded: Mapping[str, EncodedText] | None = None) -> None:
-        """Computes the edit side of the features for many edits at once (batched encoder passes for key texts
-        not in `encoded`)."""
-        known = dict(encoded or {})
-        missing = list(dict.fromkeys(t for e in edits for t in e.key_texts() if t not in known))
-        known.update(zip(missing, self._encoder.encode_texts(missing), strict=True))
+    def warm(self, edits: Sequence[Edit], encoded: KeyEncodings | None = None) -> None:
+        """Computes the edit side of the features for many edits at once (batched encoder passes for what
+        `encoded` lacks)."""
+        encoded = encoded or KeyEncodings({}, {})
+        prompts = [p for p in dict.fromkeys(e.prompt for e in edits) if p not in encoded.prompts]
+        whole = encoded.prompts | dict(zip(prompts, self._encoder.encode_texts(prompts), strict=True))
+        texts = [t for t in dict.fromkeys(t for e in edits for t in e.key_texts()[1:]) if t not in encoded.vectors]
+        vectors = encoded.vectors | dict(zip(texts, self._vectors(texts), strict=True))
         with self._lock:
             for edit in edits:
-                self._views[edit.id] = _views(edit, [known[t] for t in edit.key_texts()])
+                self._views[edit.id] = _edit_views(edit, whole[edit.prompt], [vectors[t] for t in edit.key_texts()[1:]])
 
-    def _edit_views(self, edit: Edit) -> tuple[EditView, ...]:
+    def _closest_view(self, query: EncodedText, edit: Edit) -> EditView:
         with self._lock:
             views = self._views.get(edit.id)  # a hit counts as a use
-        if views is not None:
-            return views
-        # Encoded outside the lock, so other threads' hits do not wait for this pass.
-        views = _views(edit, self._encoder.encode_texts(edit.key_texts()))
-        with self._lock:
-            self._views[edit.id] = views
-        return views
+        if views is None:
+            # Encoded outside the lock, so other threads' hits do not wait for this pass.
+            others = edit.key_texts()[1:]
+            views = _edit_views(edit, self._encoder.encode_text(edit.prompt), self._vectors(others))
+            with self._lock:
+                self._views[edit.id] = views
+        closest = int(np.argmax(views.key_vectors @ query.vector))
+        if closest == 0:
+            return views.prompt
+        view = views.others.get(closest)
+        if view is None:
+            view = edit_view(self._encoder.encode_text(edit.key_texts()[closest]), edit.subject, edit.target_new)
+            with self._lock:
+                views.others[closest] = view
+        return view
+
+    def _vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return list(self._encoder.encode(texts)) if texts else []  # most edits have their prompt as only key
 
 
-def closest(query: EncodedText, views: Sequence[EditView]) -> EditView:
-    """The view of the key text whose sentence embedding is nearest the query's."""
-    return max(views, key=lambda v: float(query.vector @ v.prompt_vector))
-
-
-def _views(edit: Edit, key_texts: Sequence[EncodedText]) -> tuple[EditView, ...]:
-    return tuple(edit_view(text, edit.subject, edit.target_new) for text in key_texts)
+def _edit_views(edit: Edit, prompt: EncodedText, other_vectors: Sequence[np.ndarray]) -> _EditViews:
+    return _EditViews(edit_view(prompt, edit.subject, edit.target_new), np.stack([prompt.vector, *other_vectors]))

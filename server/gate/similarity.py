@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-from server.types import Edit, EncodedText, Hit
+from server.types import Edit, EncodedText, Hit, KeyEncodings
 
 
 class SimilarityGate:
@@ -13,5 +13,5 @@ class SimilarityGate:
     def scores(self, query: EncodedText, hits: Sequence[Hit]) -> list[float]:
         return [min(1.0, max(0.0, hit.similarity)) for hit in hits]
 
-    def warm(self, edits: Sequence[Edit], encoded: Mapping[str, EncodedText] | None = None) -> None:
+    def warm(self, edits: Sequence[Edit], encoded: KeyEncodings | None = None) -> None:
         pass  # nothing per edit beyond the keys the memory already indexed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +21,7 @@ from server.types import (
     Generation,
     GenerationOptions,
     Hit,
+    KeyEncodings,
     Route,
     TokenScores,
 )
@@ -150,7 +151,7 @@ class FixedGate:
     def scores(self, query: EncodedText, hits: Sequence[Hit]) -> list[float]:
         return [self.by_edit_id.get(h.edit.id, 0.0) for h in hits]
 
-    def warm(self, edits: Sequence[Edit], encoded: Mapping[str, EncodedText] | None = None) -> None:
+    def warm(self, edits: Sequence[Edit], encoded: KeyEncodings | None = None) -> None:
         self.warmed.extend(e.id for e in edits)
 
 

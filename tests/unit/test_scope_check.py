@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from server.gate.artifact import DEFAULT_ARTIFACT, GateArtifact, load_artifact
@@ -31,6 +32,10 @@ class CountingEncoder:
         self.texts += len(texts)
         return self._encoder.encode_texts(texts, batch_size)
 
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        self.texts += len(texts)
+        return self._encoder.encode(texts)
+
 
 @pytest.fixture(scope="module")
 def artifact() -> GateArtifact:
@@ -49,6 +54,26 @@ def test_add_stores_the_edits_then_warms_the_gate_with_them(tmp_path: Path) -> N
     edits = scope.add("ns", specs)
     assert gate.warmed == [e.id for e in edits]
     assert [scope.memory.get("ns", e.id) for e in edits] == edits
+
+
+def test_a_query_is_scored_against_the_edits_closest_key_text(
+    artifact: GateArtifact, encoder: SentenceEncoder,
+) -> None:
+    """A rule is far from the questions it covers; its example question is not. The example's view is made once,
+    the first time a query finds it closest."""
+    rule = "If asked whether Pluto is a planet, say it is a dwarf planet."
+    bare = make_edit("a" * 32, prompt=rule, subject="Pluto", target_new="")
+    with_example = make_edit("b" * 32, prompt=rule, subject="Pluto", target_new="", paraphrases=("Is Pluto a planet?",))
+    query = encoder.encode_text("Is Pluto a real planet? No, Pluto is a")
+    counting = CountingEncoder(encoder)
+    gate = ClassifierGate(artifact, counting)  # type: ignore[arg-type]
+    gate.warm([bare, with_example])
+    warmed = counting.texts
+    (p_bare,) = gate.scores(query, [Hit(bare, 0.5)])
+    (p_example,) = gate.scores(query, [Hit(with_example, 0.5)])
+    assert p_example > p_bare + 0.2
+    assert counting.texts == warmed + 1  # the example's view, made once
+    assert gate.scores(query, [Hit(with_example, 0.5)]) == [p_example] and counting.texts == warmed + 1
 
 
 def test_a_warmed_classifier_gate_scores_without_encoding_the_edits_and_scores_the_same(
