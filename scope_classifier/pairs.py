@@ -12,7 +12,20 @@ The train files' same-subject prompts are nearly all "The name of the <relation>
 asked the same way about other subjects, a gate trained on them alone accepts "<subject> <relation>"
 or a question about the subject's other relations. So every edit also gets synthetic same-subject
 negatives: a Wikidata property label (a relation the edit does not ask about: none of the label's
-words occurs in the edit prompt) in the two phrasings of KnowEdit's locality prompts.
+words occurs in the edit prompt) in cloze, nominal and question phrasings.
+
+Gate v3 (issues 24 and 26) adds data for one weakness: telling another relation of the same subject apart
+when the subject is unfamiliar (made-up entities, rules). The real train subjects are mostly familiar to
+the encoder, and their other-relation prompts come in two fixed phrasings, so the gate could lean on the
+subject's familiarity and on the phrasing. Added, each by a small function below:
+- `unfamiliar_copy`: a share of edits copied with the subject replaced by a made-up name (`made_up_name`),
+  labels unchanged, so that the relation must decide;
+- `TemplateBank`: the relation templates of the train files' own prompts (the subject cut out), which give
+  same-relation rewordings as positives (`template_rewordings`: another record's paraphrase of the same
+  template) and other relations in the files' many phrasings as negatives (`template_same_subject`);
+- `target_object_probes`: a question about the edit's new object under an unrelated relation, a negative;
+- `with_context`: an unrelated sentence (another record's prompt and answer) before a query, as chat turns
+  and CounterFact's paraphrases have.
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from editdata.cases import names
 from server.gate.features import find_span
 
 # Common Wikidata property labels, across people, places, works, organisations, taxa, genes and
@@ -68,6 +82,25 @@ RELATION_CUES = {
 }
 RELATION_STOPWORDS = frozenset({"of", "the", "in", "by", "on", "to", "a", "an", "or", "is", "and", "s", "date"})
 SYNTHETIC_PER_EDIT = 2
+# Phrasings of a same-subject probe under a property label: KnowEdit's two, and (v3) a question and a
+# possessive, which the train files' same-subject prompts never use.
+LABEL_PHRASINGS = ("The {label} of {subject} is", "{subject} {label}")
+QUESTION_PHRASINGS = ("What is the {label} of {subject}?", "{subject}'s {label} is")
+# Words that carry no relation when templates are compared (wh-words, copulas, KnowEdit's "The name of ...").
+TEMPLATE_STOPWORDS = RELATION_STOPWORDS | frozenset({
+    "which", "what", "who", "whom", "whose", "where", "when", "how", "was", "were", "are", "be", "been", "it",
+    "they", "does", "did", "do", "that", "this", "has", "have", "had", "name", "names", "at", "for", "as",
+    "with", "from", "its", "their", "his", "her", "he", "she", "there", "one", "called", "known"})
+# Shares of edits that get each v3 addition (sized so that training stays under ~45 min on 2 cores).
+MADE_UP_SHARE = 0.12
+QUESTION_PROBE_SHARE = 0.5
+TEMPLATE_NEGATIVE_SHARE = 0.5
+REWORDING_SHARE = 0.5
+TARGET_OBJECT_SHARE = 0.35
+CONTEXT_SHARE = 0.15
+# Pair kinds whose queries meet their nearest other edits as retrieved negatives (train.py). The v3
+# additions are left out: they are many, and the kinds they copy are mined already.
+MINED_KINDS = frozenset({"prompt", "paraphrase", "alias", "neighbourhood", "same_subject"})
 
 TRAIN_FILES = (
     "counterfact/train.json",
@@ -93,11 +126,18 @@ class Pair:
 
 
 def build_pairs(data_dir: Path, max_cases_per_file: int | None, seed: int) -> tuple[list[EditText], list[Pair]]:
+    """The pairs of every train record (or the first `max_cases_per_file` of each file, shuffled).
+
+    The v2 pairs are drawn from `rng` exactly as v2 drew them (the encoder cache and the comparison with
+    v2 rely on it); the v3 additions draw from their own generator.
+    """
+    rng, extra = random.Random(seed), random.Random(seed + 1)
+    files = [json.loads((data_dir / name).read_text()) for name in TRAIN_FILES]
+    every = [r for records in files for r in records]
+    bank, contexts = TemplateBank.from_records(every), context_sentences(every)
     edits: list[EditText] = []
     pairs: list[Pair] = []
-    rng = random.Random(seed)
-    for name in TRAIN_FILES:
-        records = json.loads((data_dir / name).read_text())
+    for records in files:
         rng.shuffle(records)
         for record in records[:max_cases_per_file]:
             built = _from_record(record)
@@ -107,9 +147,36 @@ def build_pairs(data_dir: Path, max_cases_per_file: int | None, seed: int) -> tu
             queries += [(q, 0, "synthetic_same_subject") for q in synthetic_same_subject(edit, rng)]
             paraphrases = [q for q, _, kind in queries if kind == "paraphrase"]
             queries += [(m, 1, "misspelt_paraphrase") for q in paraphrases if (m := misspelt(q, edit.subject, rng))]
+            queries += v3_additions(edit, record, queries, bank, contexts, extra)
             edits.append(edit)
             pairs += [Pair(q, len(edits) - 1, label, kind) for q, label, kind in queries if q.strip()]
+            if edit.subject.strip() and extra.random() < MADE_UP_SHARE:
+                copy, copied = unfamiliar_copy(edit, queries, made_up_name(extra, edit.subject))
+                edits.append(copy)
+                pairs += [Pair(q, len(edits) - 1, label, kind) for q, label, kind in copied if q.strip()]
     return edits, pairs
+
+
+def v3_additions(
+    edit: EditText, record: dict[str, Any], queries: list[tuple[str, int, str]], bank: TemplateBank,
+    contexts: list[str], rng: random.Random,
+) -> list[tuple[str, int, str]]:
+    """The v3 queries of one edit, each kind for its share of edits (see the module docstring)."""
+    added: list[tuple[str, int, str]] = []
+    positives = [q for q, label, _ in queries if label == 1]
+    if rng.random() < QUESTION_PROBE_SHARE:
+        added += [(q, 0, "synthetic_same_subject")
+                  for q in synthetic_same_subject(edit, rng, 1, QUESTION_PHRASINGS)]
+    if rng.random() < TEMPLATE_NEGATIVE_SHARE:
+        added += [(q, 0, "template_same_subject")
+                  for q in template_same_subject(edit, positives, record_answers(record), bank, rng)]
+    if rng.random() < REWORDING_SHARE:
+        added += [(q, 1, "template_rewording") for q in template_rewordings(edit, bank, rng)]
+    if rng.random() < TARGET_OBJECT_SHARE:
+        added += [(q, 0, "target_object") for q in target_object_probes(edit, rng)]
+    if rng.random() < CONTEXT_SHARE:
+        added += with_context(edit, queries + added, contexts, rng)
+    return added
 
 
 def _from_record(r: dict[str, Any]) -> tuple[EditText, list[tuple[str, int, str]]] | None:
@@ -134,15 +201,17 @@ def _from_record(r: dict[str, Any]) -> tuple[EditText, list[tuple[str, int, str]
     return edit, queries
 
 
-def synthetic_same_subject(edit: EditText, rng: random.Random, n: int = SYNTHETIC_PER_EDIT) -> list[str]:
-    """Probes about the edit's subject under relations the edit prompt does not name."""
+def synthetic_same_subject(
+    edit: EditText, rng: random.Random, n: int = SYNTHETIC_PER_EDIT, phrasings: tuple[str, ...] = LABEL_PHRASINGS,
+) -> list[str]:
+    """Probes about the edit's subject under relations the edit prompt does not name, in turn in each of
+    `phrasings` (KnowEdit's two by default; v3 adds `QUESTION_PHRASINGS`)."""
     if not edit.subject.strip():
         return []
     prompt_words = set(re.findall(r"\w+", edit.prompt.casefold()))
     others = [label for label in PROPERTY_LABELS
               if not (_relation_words(label) & prompt_words)]
-    phrasings = ("The {label} of {subject} is", "{subject} {label}")
-    return [phrasings[i % 2].format(label=label, subject=edit.subject)
+    return [phrasings[i % len(phrasings)].format(label=label, subject=edit.subject)
             for i, label in enumerate(rng.sample(others, min(n, len(others))))]
 
 
@@ -168,3 +237,206 @@ def misspelt(query: str, subject: str, rng: random.Random) -> str | None:
 def _relation_words(label: str) -> set[str]:
     words = set(re.findall(r"\w+", f"{label} {RELATION_CUES.get(label, '')}".casefold()))
     return words - RELATION_STOPWORDS
+
+
+def relation_template(text: str, subject: str) -> str | None:
+    """The text with the subject's first whole-word occurrence cut out as "{}": the relation it asks.
+    None when the subject does not occur, or the text has braces of its own."""
+    if not subject.strip() or "{" in text or "}" in text:
+        return None
+    match = re.search(rf"(?<!\w){re.escape(subject)}(?!\w)", text, flags=re.IGNORECASE)
+    return None if match is None else text[:match.start()] + "{}" + text[match.end():]
+
+
+def relation_stems(text: str) -> set[str]:
+    """Word stems (first four letters) that say which relation a text asks, widened by `RELATION_CUES`.
+
+    Two templates that share a stem may ask the same relation ("located" / "location"); a cue word
+    brings its label's words in ("born" → place of birth, date of birth), so "What city was X born in?"
+    and "The place of birth of X is" meet. Used to keep a negative away from the edit's own relation:
+    erring towards overlap only costs a negative.
+    """
+    words = {w for w in re.findall(r"[^\W\d_]+", text.casefold()) if w not in TEMPLATE_STOPWORDS}
+    for label in RELATION_CUES:
+        related = _relation_words(label)
+        if related & words:
+            words |= related
+    return {w[:4] for w in words}
+
+
+def record_answers(record: dict[str, Any]) -> frozenset[str]:
+    """Every answer a train record gives for its edited fact, old and new, casefolded."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    for key in ("target_new", "ground_truth", "alt", "answers", "pred"):
+        walk(record.get(key))
+    return frozenset(a.strip().casefold() for a in found if a.strip())
+
+
+@dataclass(frozen=True)
+class TemplateBank:
+    """Relation templates ("{} was developed by") of the train records' prompts, with the answers each
+    was seen with, and the paraphrase templates seen for each (same relation, other words)."""
+
+    answers: dict[str, frozenset[str]]  # template → answers of its records
+    rewordings: dict[str, tuple[str, ...]]  # template → templates of its records' paraphrases
+
+    @classmethod
+    def from_records(cls, records: list[dict[str, Any]]) -> TemplateBank:
+        answers: dict[str, set[str]] = {}
+        rewordings: dict[str, set[str]] = {}
+        for r in records:
+            prompt, paraphrase = r.get("src") or r.get("prompt"), r.get("rephrase") or r.get("rephrase_prompt")
+            template = relation_template(prompt or "", r.get("subject") or "")
+            if template is None:
+                continue
+            answers.setdefault(template, set()).update(record_answers(r))
+            reworded = relation_template(paraphrase or "", r["subject"])
+            # A paraphrase with text before the subject's sentence carries a context, not a rewording.
+            if reworded is not None and reworded != template and not SENTENCE_BREAK.search(reworded):
+                rewordings.setdefault(template, set()).add(reworded)
+        return cls({t: frozenset(a) for t, a in answers.items()},
+                   {t: tuple(sorted(r)) for t, r in rewordings.items()})
+
+
+SENTENCE_BREAK = re.compile(r"[.!?]\s")
+
+
+def template_rewordings(edit: EditText, bank: TemplateBank, rng: random.Random, n: int = 1) -> list[str]:
+    """Positives: the edit's prompt reworded by a paraphrase template that another train record of the
+    same prompt template has ("{}, the" → "{} is incredible at"), so rewordings of a relation (nominal,
+    verbal, question) are taught for every subject, not only the records that came with them."""
+    template = relation_template(edit.prompt, edit.subject)
+    options = bank.rewordings.get(template or "", ())
+    reworded = rng.sample(options, min(n, len(options)))
+    return [r.replace("{}", edit.subject, 1) for r in reworded]
+
+
+def template_same_subject(
+    edit: EditText, positives: list[str], answers: frozenset[str], bank: TemplateBank, rng: random.Random,
+    n: int = 1,
+) -> list[str]:
+    """Negatives: the edit's subject in another relation's template from the train files (cloze, nominal
+    or question: "{} was written by", "What college did {} go to?"), so that another relation is
+    rejected whatever its phrasing.
+
+    A template is another relation when it shares no relation stem with the edit's prompt or its
+    positives and no answer with the edit's record or the edit prompt's own template and its
+    rewordings; templates without a content word ("{}, in") are skipped, as they could ask anything.
+    """
+    own = relation_template(edit.prompt, edit.subject)
+    near = {own, *bank.rewordings.get(own or "", ())}
+    known = set(answers).union(*(bank.answers.get(t or "", frozenset()) for t in near))
+    stems = set().union(*(relation_stems(relation_template(q, edit.subject) or q) for q in positives))
+    candidates = sorted(bank.answers)
+    found: list[str] = []
+    for template in rng.sample(candidates, min(len(candidates), 40 * n)):
+        template_stems = relation_stems(template)
+        if (template in near or not template_stems or template_stems & stems
+                or bank.answers[template] & known):
+            continue
+        found.append(template.replace("{}", edit.subject, 1))
+        if len(found) == n:
+            break
+    return found
+
+
+def target_object_probes(edit: EditText, rng: random.Random, n: int = 1) -> list[str]:
+    """Negatives that name the edit's new object under an unrelated relation ("What is the population
+    of Taipei?" for an edit moving the Space Needle to Taipei): naming the target is no reason to
+    answer from the edit. Only names (a capital letter first), and a label the prompt does not ask."""
+    target = edit.target_new.strip()
+    if not target[:1].isupper() or target.casefold() == edit.subject.casefold():
+        return []
+    probe = EditText(target, edit.prompt, edit.subject)
+    return synthetic_same_subject(probe, rng, n, rng.choice((LABEL_PHRASINGS, QUESTION_PHRASINGS)))
+
+
+def context_sentences(records: list[dict[str, Any]]) -> list[str]:
+    """True statements from train records (prompt and true answer), to stand before a query as an
+    unrelated context."""
+    out = []
+    for r in records:
+        prompt, answer = r.get("src") or r.get("prompt"), r.get("pred") or r.get("ground_truth")
+        if isinstance(prompt, str) and isinstance(answer, str) and prompt.strip() and answer.strip():
+            out.append(f"{prompt.strip()} {answer.strip()}.")
+    return out
+
+
+def with_context(
+    edit: EditText, queries: list[tuple[str, int, str]], contexts: list[str], rng: random.Random,
+) -> list[tuple[str, int, str]]:
+    """One positive (a paraphrase, else the prompt) and one same-subject negative again, each after an
+    unrelated sentence that names neither the subject nor the target: chat turns and CounterFact's
+    paraphrases put text before the question, and the label must not change for it."""
+    context = rng.choice(contexts)
+    if names(context, edit.subject) or names(context, edit.target_new):
+        return []
+    positive = ([q for q, _, kind in queries if kind == "paraphrase"]
+                or [q for q, _, kind in queries if kind == "prompt"])
+    negative = [q for q, label, kind in queries if label == 0 and "same_subject" in kind]
+    out = [(f"{context} {rng.choice(positive)}", 1, "context_positive")] if positive else []
+    return out + ([(f"{context} {rng.choice(negative)}", 0, "context_negative")] if negative else [])
+
+
+NAME_ONSETS = ("b", "br", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "qu", "r", "s", "st",
+               "t", "tr", "v", "z", "th", "sh", "c", "j", "w", "")
+NAME_VOWELS = ("a", "e", "i", "o", "u", "ai", "ei", "ou", "y", "ae")
+NAME_CODAS = ("", "", "", "", "n", "r", "l", "s", "k", "th", "x", "m", "sk", "nd", "v")
+# Shapes of entity names: a person, a place, a coded object, a titled work or organisation.
+NAME_NOUNS = ("Ledger", "Institute", "Company", "Review", "Bridge", "Tower", "Festival", "River", "Society",
+              "Gazette", "Project", "Orchestra", "Foundation", "Cup", "Chronicle", "Archive", "Gallery", "Works")
+
+
+def pseudo_word(rng: random.Random) -> str:
+    """A pronounceable made-up word of one to three syllables and three to nine letters ("Velmora", "Drask")."""
+    while True:
+        syllables = rng.choice((1, 2, 2, 2, 3))
+        word = "".join(rng.choice(NAME_ONSETS) + rng.choice(NAME_VOWELS) + rng.choice(NAME_CODAS)
+                       for _ in range(syllables))
+        if 3 <= len(word) <= 9:
+            return word.capitalize()
+
+
+def made_up_name(rng: random.Random, avoid: str) -> str:
+    """A made-up entity name in one of several shapes ("Velmora Drask", "Tovik-7", "The Quillen Ledger",
+    "Quorvane", "K. Morvath"), sharing no word with `avoid` (the real subject it stands in for)."""
+    shapes = (
+        lambda: f"{pseudo_word(rng)} {pseudo_word(rng)}",
+        lambda: f"{pseudo_word(rng)}-{rng.randint(1, 99)}",
+        lambda: f"The {pseudo_word(rng)} {rng.choice(NAME_NOUNS)}",
+        lambda: pseudo_word(rng),
+        lambda: f"{rng.choice('BCDFGHJKLMNPRSTVZ')}. {pseudo_word(rng)}",
+    )
+    avoided = set(re.findall(r"\w+", avoid.casefold()))
+    while True:
+        name = rng.choice(shapes)()
+        if not set(re.findall(r"\w+", name.casefold())) - {"the"} & avoided:
+            return name
+
+
+def unfamiliar_copy(
+    edit: EditText, queries: list[tuple[str, int, str]], name: str,
+) -> tuple[EditText, list[tuple[str, int, str]]]:
+    """The edit and its queries with the subject replaced by a made-up name wherever it occurs, labels
+    unchanged (kinds prefixed "made_up_"): an unfamiliar subject, so only the relation can decide.
+
+    A positive that does not name the subject (an alias, a misspelling) is dropped: it names the real
+    entity, which the copy is not about. Negatives that do not name it (neighbourhood prompts) stay.
+    """
+    pattern = re.compile(rf"(?<!\w){re.escape(edit.subject)}(?!\w)", flags=re.IGNORECASE)
+
+    def renamed(text: str) -> str:
+        return pattern.sub(lambda _: name, text)
+
+    copy = EditText(name, renamed(edit.prompt), renamed(edit.target_new))
+    copied = [(renamed(q), label, f"made_up_{kind}") for q, label, kind in queries
+              if label == 0 or pattern.search(q)]
+    return copy, copied

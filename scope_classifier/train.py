@@ -30,7 +30,7 @@ from sklearn.neural_network import MLPClassifier
 from editdata.cases import names
 from editdata.readers import load_cases
 from scope_classifier.evaluate import calibrate, load_val_cases, score_probes, unrelated_questions
-from scope_classifier.pairs import EditText, Pair, build_pairs
+from scope_classifier.pairs import MINED_KINDS, EditText, Pair, build_pairs
 from server.gate.artifact import GateArtifact, save_artifact
 from server.gate.classifier import ClassifierGate
 from server.gate.features import SCALAR_FEATURES, EditView, edit_view, pair_features, token_inputs
@@ -122,9 +122,9 @@ def add_retrieved_negatives(
     """
     index = faiss.IndexFlatIP(len(views[0].prompt_vector))
     index.add(np.stack([v.prompt_vector for v in views]))  # (n_edits, dim)
-    # A misspelt paraphrase retrieves what its paraphrase does, which has its negatives already.
-    queries = [p for p in pairs
-               if (p.label == 1 and p.kind != "misspelt_paraphrase") or p.kind in ("neighbourhood", "same_subject")]
+    # A misspelt paraphrase retrieves what its paraphrase does, which has its negatives already; so do the
+    # v3 additions (MINED_KINDS), which would otherwise add three pairs each.
+    queries = [p for p in pairs if p.kind in MINED_KINDS]
     _, neighbours = index.search(np.stack([encoded[p.query].vector for p in queries]), per_query + 1)  # (n, k+1)
 
     def rejectable(p: Pair, j: int) -> bool:
