@@ -5,6 +5,7 @@ replaces the old one, and how often one of another relation of the same subject 
 
     .venv/bin/python scripts/measure_supersede.py --split train --json docs/figures/supersede-threshold-train.json
     .venv/bin/python scripts/measure_supersede.py --split dev
+    .venv/bin/python scripts/measure_supersede.py --split dev --gate-artifact artifacts/gate/gate-v3.npz
 
 Pairs, each an old edit in memory and a new edit with the same subject:
 - train: same fact, reworded (should supersede): CounterFact train `rephrase_prompt`, zsRE train-1k `rephrase`;
@@ -97,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
                         default=[0.235, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95])
     parser.add_argument("--limit", type=int, default=300, help="pairs per source at most")
     parser.add_argument("--json", type=Path, dest="json_path", help="also write the summary here")
+    parser.add_argument("--gate-artifact", type=Path, default=DEFAULT_ARTIFACT,
+                        help=f"the gate artifact to measure (default: {DEFAULT_ARTIFACT.name}, the shipped one)")
     args = parser.parse_args(argv)
-    artifact = load_artifact(DEFAULT_ARTIFACT)
+    artifact = load_artifact(args.gate_artifact)
     encoder = SentenceEncoder(Config().encoder)
     scores: dict[str, list[float]] = {}  # label → the gate's score of each pair
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             pairs.append(p)
         memory.close()
     summary = {
-        "split": args.split, "artifact": DEFAULT_ARTIFACT.name, "encoder": Config().encoder,
+        "split": args.split, "artifact": args.gate_artifact.name, "encoder": Config().encoder,
         "superseded": {label: {"pairs": len(ps), **{f"{t:g}": round(sum(p >= t for p in ps) / len(ps), 3)
                                                     for t in args.thresholds}}
                        for label, ps in scores.items()},
