@@ -338,9 +338,13 @@ def rows(
             yield (f"| {replicas} | {limit:.2f} ({first}) | {load:.0%} | {rate:.2f} "
                    f"| {percentile(result.query_s, 50):.2f} / {percentile(result.query_s, 99):.2f} "
                    f"| {1e3 * percentile(result.edit_s, 50):.0f} / {1e3 * percentile(result.edit_s, 99):.0f} "
-                   f"| {percentile(result.follow_s, 99):.2f} "
+                   f"| {_seconds(percentile(result.follow_s, 99))} "
                    f"| {u['model']:.2f} / {u['gate']:.2f} / {u['write lane']:.2f} / {u['follower']:.2f} "
                    f"/ {u['store lock']:.2f} |")
+
+
+def _seconds(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:.2f}"  # one replica follows nobody
 
 
 def main() -> None:
