@@ -133,12 +133,15 @@ class ScopeCheck:
     def _same_fact(
         self, spec: EditSpec, candidates: Sequence[tuple[Replaced, Edit]], encodings: _Encodings
     ) -> Replaced:
-        """The newest candidate (they come oldest first) whose fact the gate scores `spec.prompt` as asking, at
-        `supersede_threshold`; None if none."""
+        """The newest candidate (they come oldest first) that has `spec.prompt` among its key texts (up to case
+        and spacing: the same question asked again, whatever the gate makes of it) or whose fact the gate scores
+        `spec.prompt` as asking, at `supersede_threshold`; None if none."""
         if not candidates:
             return None
         scores = self._fact_scores(spec, [edit for _, edit in candidates], encodings)
-        matching = [ref for (ref, _), p in zip(candidates, scores, strict=True) if p >= self.supersede_threshold]
+        asked = subject_key(spec.prompt)
+        matching = [ref for (ref, edit), p in zip(candidates, scores, strict=True)
+                    if p >= self.supersede_threshold or asked in map(subject_key, edit.key_texts())]
         return matching[-1] if matching else None
 
     def same_fact_scores(self, namespace: str, spec: EditSpec) -> list[tuple[Edit, float]]:

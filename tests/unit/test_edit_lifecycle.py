@@ -91,6 +91,16 @@ def test_supersede_needs_the_stricter_threshold(
     assert memory.get("ns", old.id).live is not supersedes
 
 
+def test_the_same_prompt_again_supersedes_whatever_the_gate_scores(memory: EditMemory, embedder: HashEmbedder) -> None:
+    """On counterfact/val, 3 of 200 prompts scored under 0.7 against an edit of the very same prompt."""
+    scope = ScopeCheck(embedder, memory, FixedGate(), top_k=4, threshold=0.235, supersede_threshold=0.7)  # scores 0
+    (old,) = scope.add("ns", [CAPITAL])
+    (new,) = scope.add("ns", [EditSpec("FRANCE", "the  capital of France is", "Berlin")])
+    assert new.supersedes == old.id
+    (other,) = scope.add("ns", [LANGUAGE])
+    assert not other.supersedes
+
+
 def test_skip_supersede_stores_the_same_fact_as_a_second_live_edit(scope: ScopeCheck, memory: EditMemory) -> None:
     (old,) = scope.add("ns", [CAPITAL])
     (new,) = scope.add("ns", [CAPITAL_AGAIN], supersede=False)
