@@ -106,8 +106,7 @@ class EditcacheReplica:
         log.info("replica %s ready", self.name)
 
     async def Check(self, request: health_pb2.HealthCheckRequest, grpc_context: RayContext) -> Message:
-        """grpc.health.v1 Check: a replica takes calls only once built, so it is serving. While none is, the proxy
-        answers UNAVAILABLE itself, which the client's wait_ready retries."""
+        """grpc.health.v1 Check: a replica takes calls only once built, so it is serving."""
         if request.service not in ("", *SERVICE_NAMES):
             grpc_context.set_code(grpc.StatusCode.NOT_FOUND)
             grpc_context.set_details(f"unknown service {request.service!r}")
