@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     # As editcache-server: no progress bars in a server's log. Set before anything imports tqdm; Ray's local
     # workers inherit this environment.
     os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray would otherwise report usage to its makers
     from server.auth.authorizer import Authorizer
     from server.auth.exposure import exposure_problem
     from server.cli import port_file_writer
@@ -145,19 +146,36 @@ def main(argv: list[str] | None = None) -> int:
     if problem is not None:
         print(f"editcache-serve: {problem} (Ray Serve's gRPC proxy binds every interface)", file=sys.stderr)
         return 2
+    on_signals(_raise_stop)  # from here on: stop what was started
     try:
         start(config, scaling, port, args.ray_address, args.num_cpus, args.request_timeout_s)
-    except RuntimeError as exc:  # a replica that cannot start: Ray's message names the exception
-        print(f"editcache-serve: cannot start: {exc}", file=sys.stderr)
-        return 3
-    try:
+        on_signals(_raise_stop)  # again: ray.init puts its own SIGTERM handler (exit) in place of ours
         if args.port_file is not None:
             port_file_writer(args.port_file)(port)
         log.info("serving editcache.v1 on port %d (%s)", port, describe(scaling))
-        wait_for_signal()
+        threading.Event().wait()  # until a signal
+    except Stopping:
+        log.info("shutting down")
+    except RuntimeError as exc:  # a replica that cannot start: Ray's message names the exception
+        print(f"editcache-serve: cannot start: {exc}", file=sys.stderr)
+        return 3
     finally:
+        on_signals(signal.SIG_IGN)  # a second signal must not cut the shutdown short
         stop()
     return 0
+
+
+def on_signals(handler: Any) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+class Stopping(Exception):
+    """SIGINT or SIGTERM."""
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise Stopping(signal.Signals(signum).name)
 
 
 def start(config: Any, scaling: Scaling, port: int, address: str | None, num_cpus: int | None,
@@ -221,14 +239,6 @@ def describe(scaling: Scaling) -> str:
         return f"{scaling.replicas} replicas"
     return (f"autoscaling {scaling.min_replicas}..{scaling.max_replicas} replicas at "
             f"{scaling.target_ongoing_requests:g} requests each")
-
-
-def wait_for_signal() -> None:
-    stopping = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.set())
-    stopping.wait()
-    log.info("shutting down")
 
 
 def free_port() -> int:
