@@ -11,16 +11,19 @@ tokenizer for that, see server/app.py).
 
 To a query its fact does not bear on (a gate false alarm: another entity, another relation of the subject) the
 model answers with its format's abstention word; `judge` reads that, and the router sends such queries to the
-base model.
+base model. The judgement's pass over the prompt is kept (its cache, less the last prompt token) and handed to the
+answer that follows, so an in-scope query reads its prompt once, not twice.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import Cache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from server.generators.counterfactual_adapter import PromptFormat
 from server.generators.decoding import CausalLM
@@ -28,6 +31,7 @@ from server.generators.in_prompt import EditInPromptGenerator
 from server.types import Edit, EditKind, GenerationOptions, Judgement, Route
 
 CONFIDENCE_TOKENS = 3  # the judgement reads at most this many first answer tokens
+KEPT_PREFILLS = 32  # judgements whose prompt cache waits for its answer (an abstention's is never asked for)
 
 
 def answer_confidence(token_probs: Sequence[float], ends: Sequence[bool]) -> float:
@@ -48,6 +52,14 @@ class CounterfactualGenerator(EditInPromptGenerator):
         self._format = prompt_format
         # tokens that spell the abstention word (one for Gemma 3): the least a judgement must generate
         self._abstain_tokens = len(lm.tokenizer(f" {prompt_format.abstain}", add_special_tokens=False)["input_ids"])
+        # (edit id, version, query) → the judgement's cache of its prompt; judged on I/O threads, read on the model's
+        self._prefills: OrderedDict[tuple[str, int, str], Cache] = OrderedDict()
+        self._prefills_lock = threading.Lock()
+
+    def prefill(self, edit: Edit, query: str) -> Cache | None:
+        """The cache the judgement of this edit and query left, if it has not been used yet."""
+        with self._prefills_lock:
+            return self._prefills.pop((edit.id, edit.version, query), None)
 
     def prompt_for(self, edit: Edit, query: str) -> str:
         """The fact, or the patch's rule, then the query."""
@@ -75,6 +87,7 @@ class CounterfactualGenerator(EditInPromptGenerator):
         )
         with torch.inference_mode():
             out = model.generate(**inputs, generation_config=config)  # type: ignore[operator]  # typed loosely
+        self._keep_prefill((edit.id, edit.version, query), out.past_key_values, prompt_length)
         new_ids = [int(t) for t in out.sequences[0, prompt_length:]]  # (<= new_tokens,)
         # out.logits: one (1, vocab) tensor per new token, before any logits processor
         probs = [float(torch.softmax(step[0].float(), dim=-1)[i]) for step, i in zip(out.logits, new_ids, strict=False)]
@@ -83,6 +96,20 @@ class CounterfactualGenerator(EditInPromptGenerator):
         answer = str(tokenizer.decode(new_ids[:cut], skip_special_tokens=True))
         confidence = answer_confidence(probs, ends) if with_confidence else 0.0
         return Judgement(self._format.abstains(answer), confidence)
+
+    def _keep_prefill(self, key: tuple[str, int, str], cache: Cache | None, prompt_length: int) -> None:
+        """Keeps the cache of all but the prompt's last token, which `generate` feeds again to get its first
+        logits. A sliding-window layer past its window cannot be cut back: such a prompt is read again."""
+        if cache is None:
+            return
+        try:
+            cache.crop(-(cache.get_seq_length() - (prompt_length - 1)))  # a negative count: tokens to drop
+        except RuntimeError:
+            return
+        with self._prefills_lock:
+            self._prefills[key] = cache
+            while len(self._prefills) > KEPT_PREFILLS:
+                self._prefills.popitem(last=False)
 
 
 def answer_ends(

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria
+from transformers import Cache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
 from server.errors import InvalidArgument
@@ -32,8 +32,10 @@ class CausalLM:
         options: GenerationOptions,
         on_text: TextSink | None = None,
         should_stop: StopCheck | None = None,
+        prefill: Cache | None = None,
     ) -> Generation:
-        """Continues `prompt` under `options`; greedy decoding is deterministic."""
+        """Continues `prompt` under `options`; greedy decoding is deterministic. `prefill`: the model's cache of
+        all but the prompt's last token, from an earlier pass over the same prompt (read once, then extended)."""
         inputs = self.tokenizer(prompt, return_tensors="pt").to(self.model.device)
         prompt_length = inputs["input_ids"].shape[1]
         self._check_prompt_length(prompt_length)
@@ -46,6 +48,7 @@ class CausalLM:
                 generation_config=self._generation_config(options),
                 streamer=tracker,
                 stopping_criteria=[tracker],
+                past_key_values=prefill,
             )  # (1, prompt + new)
         new_ids = tuple(int(t) for t in output[0, prompt_length:])
         return Generation(tracker.final_text(), new_ids, tracker.finish_reason(new_ids, self._eos_ids()), prompt_length)

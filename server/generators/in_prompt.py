@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from transformers import Cache
+
 from server.errors import FailedPrecondition
 from server.generators.decoding import CausalLM
 from server.interfaces import StopCheck, TextSink
@@ -28,8 +30,13 @@ class EditInPromptGenerator(ABC):
         on_text: TextSink | None = None,
         should_stop: StopCheck | None = None,
     ) -> Generation:
-        prompt = self.prompt_for(self._require(edit), prompt)
-        return self._lm.decode(prompt, self.adjust_options(options), on_text, should_stop)
+        edit = self._require(edit)
+        return self._lm.decode(self.prompt_for(edit, prompt), self.adjust_options(options), on_text, should_stop,
+                               self.prefill(edit, prompt))
+
+    def prefill(self, edit: Edit, query: str) -> Cache | None:
+        """The model's cache of this prompt from an earlier pass, if the route kept one (none by default)."""
+        return None
 
     def adjust_options(self, options: GenerationOptions) -> GenerationOptions:
         """Generation options as this route needs them (by default, as the caller gave them)."""

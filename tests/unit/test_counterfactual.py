@@ -211,6 +211,25 @@ def test_generator_answers_from_the_edit_through_the_adapter(
         edit.prompt, edit, " rome").target_logprobs[0]
 
 
+def test_an_answer_reads_the_prompt_cache_its_judgement_left_and_answers_the_same(
+    trained: tuple[Path, Path, dict], fresh: LoadedModel
+) -> None:
+    _, adapter_dir, _ = trained
+    merged, manifest = load_adapted_model(fresh.model, adapter_dir, fresh.fingerprint.current)
+    generator = CounterfactualGenerator(CausalLM(merged, fresh.tokenizer), manifest.prompt)
+    edit = make_edit(prompt="the capital of france is", target_new="rome", subject="france")
+    options = GenerationOptions(max_new_tokens=6)
+    for query in (edit.prompt, "what is the capital city of france"):
+        plain = generator.generate(query, edit, options)  # no judgement before it: reads the whole prompt
+        generator.judge(edit, query, with_confidence=True)
+        assert generator.generate(query, edit, options).token_ids == plain.token_ids
+        assert generator.prefill(edit, query) is None  # the answer took the judgement's cache
+    generator.judge(edit, "where is france")
+    cache = generator.prefill(edit, "where is france")
+    prompt_ids = fresh.tokenizer(generator.prompt_for(edit, "where is france"))["input_ids"]
+    assert cache is not None and cache.get_seq_length() == len(prompt_ids) - 1
+
+
 def test_generator_abstains_on_another_relation_of_the_subject(
     trained: tuple[Path, Path, dict], fresh: LoadedModel
 ) -> None:
