@@ -149,15 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     on_signals(_raise_stop)  # from here on: stop what was started
     try:
         start(config, scaling, port, args.ray_address, args.num_cpus, args.request_timeout_s)
-        on_signals(_raise_stop)  # again: ray.init puts its own SIGTERM handler (exit) in place of ours
         if args.port_file is not None:
             port_file_writer(args.port_file)(port)
         log.info("serving editcache.v1 on port %d (%s)", port, describe(scaling))
         threading.Event().wait()  # until a signal
     except Stopping:
         log.info("shutting down")
-    except RuntimeError as exc:  # a replica that cannot start: Ray's message names the exception
-        print(f"editcache-serve: cannot start: {exc}", file=sys.stderr)
+    except RuntimeError as exc:  # replicas that cannot start, after Ray's retries (about 2 minutes)
+        print(f"editcache-serve: cannot start: {exc} (why: the replicas' errors in the log above)", file=sys.stderr)
         return 3
     finally:
         on_signals(signal.SIG_IGN)  # a second signal must not cut the shutdown short
@@ -188,6 +187,7 @@ def start(config: Any, scaling: Scaling, port: int, address: str | None, num_cpu
     from server.serve_ray.deployment import EditcacheReplica, servicer_functions
 
     ray.init(address=address or "local", num_cpus=num_cpus if address is None else None, include_dashboard=False)
+    on_signals(_raise_stop)  # ray.init put its own SIGTERM handler (exit at once) in place of ours
     serve.start(
         # The HTTP proxy is not used: on a free loopback port, so it takes no port anyone expects.
         http_options={"host": "127.0.0.1", "port": free_port()},
