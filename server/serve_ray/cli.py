@@ -104,8 +104,8 @@ def replica_config(config: Any, scaling: Scaling) -> Any:
     its CPUs, so replicas sharing a machine do not each take every core.
     """
     if config.store is None:
-        raise ValueError("editcache-serve needs a store every replica shares: --store postgresql://USER@HOST/DB "
-                         "(with SQLite each replica would keep its own edits)")
+        raise ValueError("the replicas need a store they share: --store postgresql://USER@HOST/DB (with SQLite "
+                         "each replica would keep its own edits)")
     if config.tls_cert is not None:
         raise ValueError("Ray Serve's gRPC proxy serves plaintext only: unset tls_cert/tls_key and terminate TLS "
                          "in front of the proxy")
@@ -127,7 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray would otherwise report usage to its makers
     from server.auth.authorizer import Authorizer
-    from server.auth.exposure import exposure_problem
     from server.cli import port_file_writer
     from server.config import build_config
 
@@ -141,11 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"editcache-serve: {exc}", file=sys.stderr)
         return 2
-    port = args.port or free_port()
-    problem = exposure_problem(f"0.0.0.0:{port}", auth.enabled, config.insecure)
-    if problem is not None:
-        print(f"editcache-serve: {problem} (Ray Serve's gRPC proxy binds every interface)", file=sys.stderr)
+    if not (auth.enabled or config.insecure):
+        print("editcache-serve: refusing to serve without tokens: Ray Serve's gRPC proxy listens on every interface, "
+              "so anyone who can reach this machine could read and change every namespace. Set tokens_file "
+              "(create entries with `python -m server.auth add`), or pass --insecure if the network is trusted",
+              file=sys.stderr)
         return 2
+    port = args.port or free_port()
     on_signals(_raise_stop)  # from here on: stop what was started
     try:
         start(config, scaling, port, args.ray_address, args.num_cpus, args.request_timeout_s)

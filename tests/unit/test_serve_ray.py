@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -97,10 +98,21 @@ def test_scaling_options() -> None:
 def test_replica_settings_refuse_what_the_proxy_cannot_serve(tmp_path: Path) -> None:
     shared = Config(store="postgresql://editcache@db/edits")
     assert replica_config(shared, Scaling(cpus_per_replica=2)).torch_threads == 2  # not every core of the machine
-    with pytest.raises(ValueError, match="shares"):
+    with pytest.raises(ValueError, match="a store they share"):
         replica_config(Config(), Scaling())
     cert = tmp_path / "c.pem"
     with pytest.raises(ValueError, match="plaintext only"):
         replica_config(replace(shared, tls_cert=cert, tls_key=cert), Scaling())
     with pytest.raises(ValueError, match="gRPC only"):
         replica_config(replace(shared, http_listen="127.0.0.1:8000"), Scaling())
+
+
+def test_it_refuses_to_serve_every_interface_without_tokens(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server.serve_ray.cli import main
+
+    for name in ("TQDM_DISABLE", "RAY_USAGE_STATS_ENABLED"):  # main sets them if unset: not for the other tests
+        monkeypatch.setenv(name, os.environ.get(name, "0"))
+    assert main(["--store", "postgresql://editcache@db/edits"]) == 2  # before anything starts Ray
+    assert "without tokens" in capsys.readouterr().err
