@@ -14,7 +14,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported when needed: --help and bad flags answer before the heavy imports
+    from server.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +99,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def replica_config(config: Any, scaling: Scaling) -> Any:
+def replica_config(config: Config, scaling: Scaling) -> Config:
     """The Config each replica builds its service from; ValueError for what the proxy cannot serve.
 
     TLS: Ray Serve's gRPC proxy binds plaintext only (terminate TLS in front of it). HTTP and a metrics port are
@@ -178,7 +181,7 @@ def _raise_stop(signum: int, frame: object) -> None:
     raise Stopping(signal.Signals(signum).name)
 
 
-def start(config: Any, scaling: Scaling, port: int, address: str | None, num_cpus: int | None,
+def start(config: Config, scaling: Scaling, port: int, address: str | None, num_cpus: int | None,
           timeout_s: float | None) -> None:
     """Starts (or joins) Ray, the proxy and the replicas; returns once every replica is serving."""
     import ray

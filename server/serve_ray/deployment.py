@@ -27,7 +27,7 @@ from server.app import SERVICE_NAMES, build_service
 from server.auth.authorizer import Authorizer
 from server.config import Config
 from server.serve_ray.context import Aborted, ProxiedContext, RayContext
-from server.service import ServiceHolder
+from server.service import Service, ServiceHolder
 from server.servicers.chat import ChatServicer
 from server.servicers.edits import EditServicer
 from server.servicers.inference import InferenceServicer
@@ -89,16 +89,16 @@ class EditcacheReplica:
     """The Ray Serve deployment class (editcache-serve wraps it with serve.deployment). Its RPC methods are added
     below from SERVICES."""
 
-    def __init__(self, config: Config, name: str | None = None) -> None:
+    def __init__(self, config: Config) -> None:
         logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        auth = Authorizer.from_file(config.tokens_file)
         self._slot = DataDirSlot.claim(config.data_dir)
         config = dataclasses.replace(config, data_dir=self._slot.path)
-        self.name = name or replica_name()
+        self.name = replica_name()
         log.info("replica %s: data directory %s; loading", self.name, self._slot.path)
-        self._service = build_service(config)
+        self._service: Service | None = build_service(config)
         holder = ServiceHolder()
         holder.set(self._service)
-        auth = Authorizer.from_file(config.tokens_file)
         self._servicers: dict[str, Servicer] = {}
         for descriptor, servicer_class in SERVICES:
             servicer = servicer_class(holder, auth)
@@ -136,8 +136,9 @@ class EditcacheReplica:
         return ProxiedContext(grpc_context)
 
     def __del__(self) -> None:
-        """Ray Serve calls this when it stops the replica: the model thread and stores close, as on SIGTERM."""
-        service = getattr(self, "_service", None)  # None: the constructor failed before it
+        """Ray Serve calls this when it stops the replica: the model thread and stores close, as on SIGTERM. Once:
+        the garbage collector may call it again."""
+        service, self._service = getattr(self, "_service", None), None  # None: the constructor failed before it
         if service is not None:
             service.close()
 
