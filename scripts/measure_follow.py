@@ -2,7 +2,8 @@
 
 Starts two editcache servers with `--store` (and a throwaway PostgreSQL from Debian's package unless --store is
 given), adds --edits edits one at a time through server A, and after each acknowledgement asks server B to Generate
-the edit's prompt until B's answer names that edit. Prints the latency distribution and writes it as JSON.
+the edit's prompt until B's answer names that edit. Prints the latency distribution, and that of A's AddEdits
+itself (the store's write as a caller sees it), and writes them as JSON.
 
     .venv/bin/python scripts/measure_follow.py --edits 200 --out docs/figures/follow.json
 
@@ -63,7 +64,7 @@ def main() -> None:
             a.start()
             b.start()
             try:
-                latencies = measure(a, b, args.edits)
+                latencies, adds = measure(a, b, args.edits)
             finally:
                 a.stop()
                 b.stop()
@@ -75,27 +76,32 @@ def main() -> None:
         "edits": args.edits, "model": args.model or "tests/tiny.py", "seen": len(latencies),
         "p50_s": percentile(latencies, 0.50), "p90_s": percentile(latencies, 0.90),
         "p99_s": percentile(latencies, 0.99), "max_s": max(latencies), "mean_s": statistics.fmean(latencies),
+        "add_edits_p50_s": percentile(adds, 0.50), "add_edits_p99_s": percentile(adds, 0.99),
+        "load_average": os.getloadavg()[0],
     }
     print(json.dumps(figures, indent=2))
     if args.out is not None:
         args.out.write_text(json.dumps({**figures, "latencies_s": latencies}, indent=2) + "\n")
 
 
-def measure(a: LocalServer, b: LocalServer, edits: int) -> list[float]:
-    """Seconds from A's acknowledgement of each edit until B's Generate routes its prompt to it."""
-    latencies = []
+def measure(a: LocalServer, b: LocalServer, edits: int) -> tuple[list[float], list[float]]:
+    """Seconds from A's acknowledgement of each edit until B's Generate routes its prompt to it, and seconds of
+    each AddEdits call on A."""
+    latencies, adds = [], []
     with a.client("follow") as writer, b.client("follow") as reader:
         for i in range(edits):
             prompt = f"person{i} was born in the city of"
+            sent = time.perf_counter()
             edit = writer.add_edit(f"person{i}", prompt, f"city{i}")
             acked = time.perf_counter()
+            adds.append(acked - sent)
             while reader.generate(prompt, options=PROBE).edit_id != edit.id:
                 if time.perf_counter() - acked > GIVE_UP_S:
                     raise SystemExit(f"edit {i} ({edit.id}) not answered on B after {GIVE_UP_S} s")
             latencies.append(time.perf_counter() - acked)
             if (i + 1) % 50 == 0:
                 print(f"{i + 1}/{edits} edits, p50 so far {percentile(latencies, 0.5) * 1e3:.1f} ms", flush=True)
-    return latencies
+    return latencies, adds
 
 
 def tiny_model(path: Path) -> Path:
