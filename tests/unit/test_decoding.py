@@ -193,7 +193,8 @@ class RecordingLM:
     prompts: list[str] = field(default_factory=list)
 
     def decode(self, prompt: str, options: GenerationOptions, on_text: TextSink | None = None,
-               should_stop: StopCheck | None = None) -> Generation:
+               should_stop: StopCheck | None = None, prefill: object = None) -> Generation:
+        assert prefill is None  # the prompt route keeps no cache
         self.prompts.append(prompt)
         return Generation(prompt.upper(), (len(prompt),), FinishReason.LENGTH)
 
