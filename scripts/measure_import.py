@@ -24,15 +24,15 @@ from typing import Any
 
 from client import EditcacheClient, EditRecord
 from client.launch import LocalServer
+from editdata.paths import COUNTERFACT_TRAIN
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # What an import makes anew: not part of "the same edits".
 FRESH_FIELDS = {"id", "namespace", "supersedes", "superseded_by"}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--file", type=Path, default=SHARED / "counterfact" / "train.json")
+    parser.add_argument("--file", type=Path, default=COUNTERFACT_TRAIN)
     parser.add_argument("--format", default="counterfact")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--model", default="gemma-3-270m")

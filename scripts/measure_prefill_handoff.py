@@ -16,14 +16,12 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
+from editdata.paths import COUNTERFACT_TRAIN
 from server.app import build_counterfactual
 from server.config import Config
 from server.models.load import load_model
 from server.types import Edit, GenerationOptions
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "counterfact" / "train.json"
 
 
 def main(argv: list[str]) -> int:
@@ -38,7 +36,7 @@ def main(argv: list[str]) -> int:
     options = GenerationOptions(max_new_tokens=args.max_new_tokens)
     seconds: dict[bool, list[float]] = {True: [], False: []}
     equal = 0
-    for i, case in enumerate(json.loads(DATA.read_text())[: args.cases]):
+    for i, case in enumerate(json.loads(COUNTERFACT_TRAIN.read_text())[: args.cases]):
         edit = Edit(id=f"case-{i}", namespace="bench", subject=case["subject"], prompt=case["prompt"],
                     target_new=case["target_new"], target_true=None, paraphrases=(), created_at_unix_s=0.0)
         query = case["rephrase_prompt"]
