@@ -16,10 +16,17 @@ from editdata.metrics import normalise
 
 @dataclass(frozen=True)
 class Probe:
-    """A prompt and its acceptable answers; the first answer is canonical (teacher forcing)."""
+    """A prompt and its acceptable answers; the first answer is canonical (teacher forcing). `kind` names what a
+    portability probe tests (PORTABILITY_KINDS); "" for the others."""
 
     prompt: str
     answers: tuple[str, ...]
+    kind: str = ""
+
+
+# What a portability probe asks: the subject under an alias, a one-hop consequence of the new object, or a logical
+# consequence of the edited relation (KnowEdit's Subject_Aliasing, Reasoning, Logical_Generalization).
+PORTABILITY_KINDS: tuple[str, ...] = ("alias", "reasoning", "logical")
 
 
 @dataclass(frozen=True)
@@ -42,10 +49,11 @@ class Case:
     generalization: tuple[Probe, ...] = ()
     locality: tuple[Probe, ...] = ()
     same_subject: tuple[Probe, ...] = ()
+    # The edit's new object as the subject of another relation (editdata.probes): the unedited answer must stay.
+    object_neighbourhood: tuple[Probe, ...] = ()
     portability: tuple[Probe, ...] = ()
     reverse: tuple[Probe, ...] = ()
     multi_hop: tuple[Probe, ...] = ()
-
 
 
 def names(text: str, subject: str) -> bool:

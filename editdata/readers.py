@@ -31,8 +31,14 @@ FORMATS: tuple[str, ...] = ("counterfact", "zsre", "knowedit", "mquake")
 
 log = logging.getLogger(__name__)
 
-# KnowEdit `portability` kinds, all one-hop consequences of the edit (answer follows target_new).
-KNOWEDIT_PORTABILITY_KINDS: tuple[str, ...] = ("Reasoning", "Logical_Generalization", "Subject_Aliasing")
+# KnowEdit `portability` kinds, all one-hop consequences of the edit (answer follows target_new), and the
+# `Probe.kind` each becomes (editdata.cases.PORTABILITY_KINDS).
+KNOWEDIT_PORTABILITY_KINDS: dict[str, str] = {
+    "Reasoning": "reasoning", "Logical_Generalization": "logical", "Subject_Aliasing": "alias",
+}
+# EasyEdit's {"New Question", "New Answer"} portability (CounterFact, MEND zsRE) asks one-hop questions about the
+# new object: reasoning.
+NEW_QUESTION_KIND = "reasoning"
 # KnowEdit `locality` kinds. Both ask about the edited subject and expect the unedited answer:
 # Relation_Specificity under another relation; Forgetfulness under the edited relation, excluding
 # target_new ("..., which is not X, is"). Neither is a neighbourhood (other-subject) prompt.
@@ -195,7 +201,7 @@ def _knowedit_case(record: Mapping[str, Any], index: int) -> Case:
         reliability=_probes([prompt], (target_new,)),
         generalization=_probes(_prompts(record.get("rephrase_prompt")), (target_new,)),
         same_subject=_prompt_answer_items(_kinds(locality, KNOWEDIT_SAME_SUBJECT_KINDS)),
-        portability=_prompt_answer_items(_kinds(portability, KNOWEDIT_PORTABILITY_KINDS)),
+        portability=_knowedit_portability(portability),
     )
 
 
@@ -293,10 +299,10 @@ def _prompts(value: Any) -> list[str]:
     return []
 
 
-def _probes(prompts: Iterable[str], answers: tuple[str, ...]) -> tuple[Probe, ...]:
+def _probes(prompts: Iterable[str], answers: tuple[str, ...], kind: str = "") -> tuple[Probe, ...]:
     if not answers:
         return ()
-    return tuple(Probe(prompt, answers) for prompt in prompts if prompt.strip())
+    return tuple(Probe(prompt, answers, kind) for prompt in prompts if prompt.strip())
 
 
 def _kinds(section: Any, kinds: Sequence[str]) -> list[Any]:
@@ -306,26 +312,34 @@ def _kinds(section: Any, kinds: Sequence[str]) -> list[Any]:
     return [item for kind in kinds for item in (section.get(kind) or [])]
 
 
-def _prompt_answer_items(items: Iterable[Any]) -> tuple[Probe, ...]:
+def _prompt_answer_items(items: Iterable[Any], kind: str = "") -> tuple[Probe, ...]:
     """Probes from [{prompt, ground_truth}, ...]; items without a prompt or an answer are dropped."""
     probes: list[Probe] = []
     for item in items:
         if not isinstance(item, dict):
             continue
         for prompt in _prompts(item.get("prompt")):
-            probes.extend(_probes([prompt], _answers(item.get("ground_truth"))))
+            probes.extend(_probes([prompt], _answers(item.get("ground_truth")), kind))
     return tuple(probes)
+
+
+def _knowedit_portability(section: Any) -> tuple[Probe, ...]:
+    """KnowEdit's {kind: [{prompt, ground_truth}]}, each probe marked with its kind, in KNOWEDIT_PORTABILITY_KINDS'
+    order."""
+    return tuple(p for name, kind in KNOWEDIT_PORTABILITY_KINDS.items()
+                 for p in _prompt_answer_items(_kinds(section, [name]), kind))
 
 
 def _portability(value: Any) -> tuple[Probe, ...]:
     """EasyEdit's portability for CounterFact/zsRE: {"New Question", "New Answer"}, or a list of
-    {prompt, ground_truth} (or of such dicts), or KnowEdit's {kind: [{prompt, ground_truth}]}."""
+    {prompt, ground_truth} (or of such dicts), or KnowEdit's {kind: [{prompt, ground_truth}]}. The first two are
+    one-hop questions (NEW_QUESTION_KIND)."""
     if isinstance(value, list):
         return tuple(p for item in value for p in _portability(item))
     if not isinstance(value, dict):
         return ()
     if "New Question" in value:
-        return _probes(_prompts(value.get("New Question")), _answers(value.get("New Answer")))
+        return _probes(_prompts(value.get("New Question")), _answers(value.get("New Answer")), NEW_QUESTION_KIND)
     if "prompt" in value:
-        return _prompt_answer_items([value])
-    return _prompt_answer_items(_kinds(value, KNOWEDIT_PORTABILITY_KINDS))
+        return _prompt_answer_items([value], NEW_QUESTION_KIND)
+    return _knowedit_portability(value)

@@ -28,6 +28,7 @@ from client.evaluation.runner import (
 )
 from client.launch import LocalServer
 from client.parametric_cli import parametric_progress_bar
+from editdata.probes import with_object_neighbourhood
 from editdata.readers import FORMATS, load_cases
 
 
@@ -35,7 +36,8 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Evaluate a knowledge-editing method through the editcache server: reliability, "
-        "generalization, locality, portability, reverse and multi-hop, each as exact match under greedy "
+        "generalization, locality (neighbourhood, same subject, object neighbourhood: editdata/probes.py), "
+        "portability (by kind), reverse and multi-hop, each as exact match under greedy "
         "generation and as teacher-forced token accuracy. The last line of stdout is a JSON summary.",
     )
     parser.add_argument("--data", type=Path, required=True, help="benchmark file (JSON list of records)")
@@ -66,6 +68,7 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
     args = build_parser(prog).parse_args(argv)
     fmt, cases = load_cases(args.data, args.format)
+    cases = with_object_neighbourhood(cases)  # from the whole file, so a case's probe is the same in any slice
     if args.seed is not None:
         random.Random(args.seed).shuffle(cases)
     cases = cases[: args.limit] if args.limit else cases

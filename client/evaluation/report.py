@@ -8,16 +8,38 @@ from pathlib import Path
 from typing import Any
 
 from client.evaluation.runner import CATEGORIES, KEEP_CATEGORIES, CaseResult, ProbeResult
+from editdata.cases import PORTABILITY_KINDS
 from editdata.metrics import mean_or_none, percentile
 
 # The gate should send these to an in-scope route, and these to the base route.
 GATE_POSITIVE = ("reliability", "generalization")
 GATE_NEGATIVE = KEEP_CATEGORIES
+# Reported by kind as well (issue 24): portability by its probes' kind, and the reverse question as a kind of its own.
+KIND_CATEGORIES = ("portability", "reverse")
+KIND_ORDER = (*PORTABILITY_KINDS, "reverse")
 
 
 def route_label(probe: ProbeResult) -> str:
     """The route that answered, marking base answers the counterfactual model handed over (gate said in scope)."""
     return f"{probe.route} (abstained)" if probe.abstained else probe.route
+
+
+def kind_label(probe: ProbeResult) -> str:
+    """A probe's row in the by-kind report: its kind, or its category when it has none (reverse)."""
+    return probe.kind or probe.category
+
+
+def by_kind(probes: Sequence[ProbeResult]) -> dict[str, dict[str, Any]]:
+    """For the probes of KIND_CATEGORIES: kind → probes (n), exact match, teacher-forced and route counts, in
+    KIND_ORDER (any other kind after)."""
+    groups: dict[str, list[ProbeResult]] = defaultdict(list)
+    for p in probes:
+        if p.category in KIND_CATEGORIES:
+            groups[kind_label(p)].append(p)
+    order = [k for k in KIND_ORDER if k in groups] + sorted(set(groups) - set(KIND_ORDER))
+    return {k: {"n": len(groups[k]), "em": mean_or_none(float(p.em) for p in groups[k]),
+                "tf": mean_or_none(p.tf for p in groups[k]),
+                "routes": dict(Counter(route_label(p) for p in groups[k]))} for k in order}
 
 
 def summarize(
@@ -39,6 +61,7 @@ def summarize(
         summary[f"{category}_asks_other_edit"] = sum(p.category == category and p.asks_other_edit for p in probes)
         summary[f"{category}_em_excl_other_edits"] = mean_or_none(float(p.em) for p in mine)
         summary[f"{category}_tf_excl_other_edits"] = mean_or_none(p.tf for p in mine)
+    summary["kinds"] = by_kind(probes)
     summary["fluency"] = mean_or_none(r.fluency for r in results if r.fluency is not None)
     summary["routes"] = {c: dict(Counter(route_label(p) for p in probes if p.category == c)) for c in CATEGORIES
                          if any(p.category == c for p in probes)}
@@ -81,6 +104,12 @@ def markdown_table(summary: dict[str, Any]) -> str:
                          f"another edit's fact | {em:.3f} | {tf:.3f} |")
     if summary["fluency"] is not None:
         lines.append(f"| fluency (n-gram entropy) | {summary['fluency']:.3f} | |")
+    if summary.get("kinds"):
+        lines += ["", "| portability and reverse by kind | probes | exact match (greedy) | teacher-forced | routes |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {kind} | {k['n']} | {k['em']:.3f} | {k['tf']:.3f} | "
+                  f"{', '.join(f'{r}: {n}' for r, n in sorted(k['routes'].items()))} |"
+                  for kind, k in summary["kinds"].items()]
     lines += ["", "| category | routes |", "|---|---|"]
     lines += [f"| {c} | {', '.join(f'{r}: {n}' for r, n in sorted(routes.items()))} |"
               for c, routes in summary["routes"].items()]
@@ -99,7 +128,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
 def headline(summary: dict[str, Any]) -> dict[str, Any]:
     """The one-line JSON summary's keys."""
     keys = ["n", "skipped", "method"]
-    for category in ("reliability", "generalization", "locality", "portability"):
+    for category in ("reliability", "generalization", "locality", "object_neighbourhood", "portability"):
         keys += [f"{category}_em", f"{category}_tf"]
     keys += ["locality_em_excl_other_edits"]
     return {k: summary[k] for k in keys} | {"seconds": round(summary["seconds"], 1)}

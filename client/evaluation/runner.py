@@ -38,7 +38,7 @@ METHOD_ROUTES: dict[str, str | None] = {
 }
 # Probes whose answer should follow the edit, and probes whose answer must not change.
 CHANGE_CATEGORIES = ("reliability", "generalization", "portability", "reverse", "multi_hop")
-KEEP_CATEGORIES = ("locality", "same_subject")
+KEEP_CATEGORIES = ("locality", "same_subject", "object_neighbourhood")
 CATEGORIES = CHANGE_CATEGORIES + KEEP_CATEGORIES
 # Generation length: the answer's tokens plus a few, so a prefix match is possible but cheap.
 EXTRA_NEW_TOKENS = 3
@@ -80,6 +80,7 @@ class ProbeResult:
     # A probe that must not change but asks the fact another edit in memory changes (sequential runs).
     asks_other_edit: bool = False
     abstained: bool = False  # the gate let it in; the counterfactual model handed it to the base model
+    kind: str = ""  # a portability probe's kind (editdata.cases.PORTABILITY_KINDS)
 
 
 @dataclass
@@ -236,5 +237,5 @@ class Evaluator:
             tf = token_accuracy(scores.target_ids, scores.predicted_ids)
         return ProbeResult(
             category, probe.prompt, probe.answers[0], em, tf, answer.route, answer.edit_id, answer.gate_score,
-            latency_ms, answer.text, abstained=answer.abstained,
+            latency_ms, answer.text, abstained=answer.abstained, kind=probe.kind,
         )

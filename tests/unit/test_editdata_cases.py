@@ -48,7 +48,8 @@ def test_rome_counterfact_maps_neighbourhood_to_target_true_and_skips_attribute_
     assert "J. R. R. Tolkien is a native speaker of" not in all_prompts
     assert first.same_subject == ()
     assert first.portability == (
-        Probe("Which language would Danielle Darrieux's autobiography most likely be written in?", ("English",)),
+        Probe("Which language would Danielle Darrieux's autobiography most likely be written in?", ("English",),
+              "reasoning"),
     )
     assert second.edits[0].prompt == "Toko Yasuda is a citizen of"
     assert second.portability == ()
@@ -75,11 +76,11 @@ def test_mend_zsre_with_portability_and_inverse_question() -> None:
     )
     # dict form {"New Question", "New Answer"}
     assert unifirst.portability == (
-        Probe("What kind of machines would a UniFirst factory assemble?", ("unmanned aircraft",)),
+        Probe("What kind of machines would a UniFirst factory assemble?", ("unmanned aircraft",), "reasoning"),
     )
     assert unifirst.reverse == ()
     # list form [{prompt, ground_truth}], and the inverse question answered by the subject
-    assert nebaioth.portability == (Probe("Who is Nebaioth's paternal grandfather's son?", ("Babur",)),)
+    assert nebaioth.portability == (Probe("Who is Nebaioth's paternal grandfather's son?", ("Babur",), "reasoning"),)
     assert nebaioth.reverse == (Probe("Who is the son of Babur?", ("Nebaioth",)),)
     assert nebaioth.edits[0].target_true == "Ishmael"
     # inverse-dev records have no loc/loc_ans: no locality probe, not an error
@@ -101,12 +102,15 @@ def test_knowedit_ground_truth_shapes_and_sections() -> None:
             ("France",),
         ),
     )
-    assert [p.answers for p in wiki.portability] == [("Besançon",), ("Franche-Comté",)]
+    assert [(p.answers, p.kind) for p in wiki.portability] == [(("Besançon",), "reasoning"),
+                                                                (("Franche-Comté",), "alias")]
     assert wiki.generalization == (Probe("Goursez Vreizh is associated with the country of", ("Franche-Comté",)),)
     # list ground truth: first is canonical (KnowEdit ZsRE shape)
     assert zsre.edits[0].target_true == "human"
     assert [p.answers for p in zsre.same_subject] == [("forward strand",), ("forward strand",)]
-    assert zsre.portability == (Probe("What is the species of a gene that is a paralog of ZIC3?", ("male",)),)
+    assert zsre.portability == (
+        Probe("What is the species of a gene that is a paralog of ZIC3?", ("male",), "logical"),
+    )
     # missing ground truth, list-of-alias-lists answers, empty alias lists
     assert recent.edits[0].target_true is None
     assert recent.generalization == () and recent.portability == ()

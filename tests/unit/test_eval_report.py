@@ -39,3 +39,30 @@ def test_locality_is_also_reported_without_probes_that_ask_another_edits_fact() 
     table = markdown_table(s)
     assert "| locality without the 1 probes asking another edit's fact | 0.500 | 0.750 |" in table
     assert "same_subject without" not in table
+
+
+def test_portability_and_reverse_are_reported_by_kind_with_their_routes() -> None:
+    alias = replace(probe("portability", True, 1.0, "counterfactual"), kind="alias")
+    missed_alias = replace(probe("portability", False, 0.25, "base"), kind="alias")
+    logical = replace(probe("portability", False, 0.5, "counterfactual"), kind="logical")
+    reverse = probe("reverse", False, 0.0, "base")
+    results = [CaseResult("1", ["e"], [alias, logical, reverse]), CaseResult("2", ["f"], [missed_alias])]
+    s = summarize(results, "gate", 1.0)
+    assert list(s["kinds"]) == ["alias", "logical", "reverse"]  # reasoning has no probes here
+    assert s["kinds"]["alias"] == {"n": 2, "em": 0.5, "tf": 0.625, "routes": {"counterfactual": 1, "base": 1}}
+    assert s["kinds"]["reverse"] == {"n": 1, "em": 0.0, "tf": 0.0, "routes": {"base": 1}}
+    assert s["portability_em"] == 1 / 3  # the figure over all kinds stays
+    table = markdown_table(s)
+    assert "| alias | 2 | 0.500 | 0.625 | base: 1, counterfactual: 1 |" in table
+    assert "| logical | 1 | 0.000 | 0.500 | counterfactual: 1 |" in table
+
+
+def test_object_neighbourhood_is_a_locality_family_the_gate_should_keep_out() -> None:
+    results = [CaseResult("1", ["e"], [probe("object_neighbourhood", True, 1.0, "base"),
+                                       probe("object_neighbourhood", False, 0.5, "counterfactual")])]
+    s = summarize(results, "gate", 1.0)
+    assert s["object_neighbourhood_em"] == 0.5 and s["object_neighbourhood_tf"] == 0.75
+    assert s["gate_false_positive_rate"] == 0.5
+    assert headline(s)["object_neighbourhood_em"] == 0.5
+    assert "| object_neighbourhood | 0.500 | 0.750 |" in markdown_table(s)
+    assert s["kinds"] == {}
