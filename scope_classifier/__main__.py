@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="records read from each train file (default: all; counterfact/train.json has 10,000)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--epochs", type=int, default=3, help="passes over the pairs when training `interaction`")
+    train.add_argument("--init", type=Path,
+                       help="continue training `interaction` from this artifact's weights (warm start)")
+    train.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of `interaction`")
     train.add_argument("--designs", default=",".join(DESIGNS),
                        help=f"comma-separated designs to train and compare (default: {','.join(DESIGNS)})")
     train.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editcache" / "scope",
@@ -52,10 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     progress = _progress()
     if args.command == "train":
         from scope_classifier.train import train as run_train
+        from server.gate.artifact import load_artifact
 
+        init = load_artifact(args.init) if args.init else None
+        if init is not None and (init.kind != "interaction" or args.designs != "interaction"):
+            raise SystemExit("--init continues an interaction artifact: pass one, with --designs interaction")
         report = run_train(args.data_dir, args.out, args.encoder, args.max_cases_per_file, args.seed, args.top_k,
                            cache_dir=args.cache_dir, designs=tuple(args.designs.split(",")), epochs=args.epochs,
-                           progress=progress)
+                           progress=progress, init=init, lr=args.lr)
         print(json.dumps(report))
         return 0
 

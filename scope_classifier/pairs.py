@@ -26,6 +26,13 @@ subject's familiarity and on the phrasing. Added, each by a small function below
 - `target_object_probes`: a question about the edit's new object under an unrelated relation, a negative;
 - `with_context`: an unrelated sentence (another record's prompt and answer) before a query, as chat turns
   and CounterFact's paraphrases have.
+
+Gate v4 adds the positive side of v3's label probes. v3 put "What is the {label} of X?" against edits only
+as negatives (labels the edit does not ask), and the train files' CounterFact paraphrases are clozes, so v3
+learnt the question form itself as a sign of another relation ("What is the employer of X?" against "X is
+employed by": 0.99 → 0.07). `own_label_phrasings` names the label the edit does ask (`own_label`) and
+asks it in question, possessive and nominal form ("The founder of X is" for "X was founded by") as
+positives; verbal labels are asked by their noun (`label_noun`) in both the positives and v3's negatives.
 """
 
 from __future__ import annotations
@@ -86,6 +93,22 @@ SYNTHETIC_PER_EDIT = 2
 # possessive, which the train files' same-subject prompts never use.
 LABEL_PHRASINGS = ("The {label} of {subject} is", "{subject} {label}")
 QUESTION_PHRASINGS = ("What is the {label} of {subject}?", "{subject}'s {label} is")
+# v4: the edit's own relation asked in those forms, and nominally, as positives.
+OWN_LABEL_PHRASINGS = QUESTION_PHRASINGS + ("The {label} of {subject} is",)
+# Phrases whose words would name another label ("mother tongue" is no mother).
+COMPOUND_LABELS = {"mother tongue": "native language", "first language": "native language"}
+# Nouns for the labels that are not nouns, so that "The founder of X is" is asked, not "The founded by of X is".
+LABEL_NOUNS = {
+    "founded by": "founder", "owned by": "owner", "educated at": "alma mater", "followed by": "successor",
+    "follows": "predecessor", "named after": "namesake", "member of": "organisation",
+    "located in the administrative territorial entity": "location", "member of sports team": "team",
+    "position played on team / speciality": "position", "languages spoken, written or signed": "language",
+    "original language of film or TV show": "original language", "has part(s)": "part", "instance of": "type",
+    "subclass of": "class", "part of": "parent", "found in taxon": "taxon", "shares border with": "neighbour",
+    "located in time zone": "time zone", "described by source": "source", "material used": "material",
+    "use": "use", "nominated for": "nomination", "award received": "award", "conflict": "war",
+    "dissolved, abolished or demolished date": "end date", "sex or gender": "gender",
+}
 # Words that carry no relation when templates are compared (wh-words, copulas, KnowEdit's "The name of ...").
 TEMPLATE_STOPWORDS = RELATION_STOPWORDS | frozenset({
     "which", "what", "who", "whom", "whose", "where", "when", "how", "was", "were", "are", "be", "been", "it",
@@ -98,6 +121,7 @@ TEMPLATE_NEGATIVE_SHARE = 0.5
 REWORDING_SHARE = 0.5
 TARGET_OBJECT_SHARE = 0.35
 CONTEXT_SHARE = 0.15
+OWN_LABEL_SHARE = 0.6  # v4
 # Pair kinds whose queries meet their nearest other edits as retrieved negatives (train.py). The v3
 # additions are left out: they are many, and the kinds they copy are mined already.
 MINED_KINDS = frozenset({"prompt", "paraphrase", "alias", "neighbourhood", "same_subject"})
@@ -131,7 +155,7 @@ def build_pairs(data_dir: Path, max_cases_per_file: int | None, seed: int) -> tu
     The v2 pairs are drawn from `rng` exactly as v2 drew them (the encoder cache and the comparison with
     v2 rely on it); the v3 additions draw from their own generator.
     """
-    rng, extra = random.Random(seed), random.Random(seed + 1)
+    rng, extra, v4 = random.Random(seed), random.Random(seed + 1), random.Random(seed + 2)
     files = [json.loads((data_dir / name).read_text()) for name in TRAIN_FILES]
     every = [r for records in files for r in records]
     bank, contexts = TemplateBank.from_records(every), context_sentences(every)
@@ -148,6 +172,8 @@ def build_pairs(data_dir: Path, max_cases_per_file: int | None, seed: int) -> tu
             paraphrases = [q for q, _, kind in queries if kind == "paraphrase"]
             queries += [(m, 1, "misspelt_paraphrase") for q in paraphrases if (m := misspelt(q, edit.subject, rng))]
             queries += v3_additions(edit, record, queries, bank, contexts, extra)
+            if v4.random() < OWN_LABEL_SHARE:
+                queries += [(q, 1, "own_label") for q in own_label_phrasings(edit, v4)]
             edits.append(edit)
             pairs += [Pair(q, len(edits) - 1, label, kind) for q, label, kind in queries if q.strip()]
             if edit.subject.strip() and extra.random() < MADE_UP_SHARE:
@@ -211,8 +237,45 @@ def synthetic_same_subject(
     prompt_words = set(re.findall(r"\w+", edit.prompt.casefold()))
     others = [label for label in PROPERTY_LABELS
               if not (_relation_words(label) & prompt_words)]
-    return [phrasings[i % len(phrasings)].format(label=label, subject=edit.subject)
+    # v2's phrasings keep the raw label (its pairs are drawn and encoded as before); v3's ask by the noun.
+    spoken = (lambda label: label) if phrasings == LABEL_PHRASINGS else label_noun
+    return [phrasings[i % len(phrasings)].format(label=spoken(label), subject=edit.subject)
             for i, label in enumerate(rng.sample(others, min(n, len(others))))]
+
+
+def label_noun(label: str) -> str:
+    """The noun that asks a property label's relation ("founded by" → "founder")."""
+    return LABEL_NOUNS.get(label, label)
+
+
+def own_label(prompt: str) -> str | None:
+    """The property label the prompt asks, when one stands out: all of the label's own words named count 2,
+    each of its cue words 1 ("X was written by": "author" 1 through the cue "written"; "X is a citizen of":
+    "country of citizenship" 1). None when no label is named or two tie: a wrong label would teach a wrong
+    positive. Dates are left out: the files ask no dates, and "cause of death" would read as one."""
+    text = prompt.casefold()
+    for phrase, label in COMPOUND_LABELS.items():
+        text = text.replace(phrase, label)
+    words = set(re.findall(r"\w+", text))
+
+    def score(label: str) -> tuple[int, int]:  # ties go to the label with more of its words named
+        own = set(re.findall(r"\w+", label.casefold())) - TEMPLATE_STOPWORDS
+        cues = set(RELATION_CUES.get(label, "").split()) - own
+        return 2 * (own <= words) + len(cues & words), len(own & words)
+
+    ranked = sorted(((score(label), label) for label in PROPERTY_LABELS if "date" not in label), reverse=True)
+    (best, label), (second, _) = ranked[:2]
+    return label if best[0] > 0 and best > second else None
+
+
+def own_label_phrasings(edit: EditText, rng: random.Random, n: int = 2) -> list[str]:
+    """Positives: the relation the edit asks, by its label, in question, possessive and nominal form
+    ("What is the employer of X?" for "X is employed by"), so that the form alone says nothing."""
+    label = own_label(edit.prompt)
+    if label is None or not edit.subject.strip() or find_span(edit.prompt, edit.subject) is None:
+        return []
+    return [phrasing.format(label=label_noun(label), subject=edit.subject)
+            for phrasing in rng.sample(OWN_LABEL_PHRASINGS, n)]
 
 
 MISSPELLABLE = re.compile(r"[^\W\d_]{4,}")  # words of four letters or more: short ones are numerals, initials

@@ -164,14 +164,24 @@ def fit(design: str, x: np.ndarray, y: np.ndarray, encoder_name: str, seed: int)
 def fit_interaction(
     pairs: list[Pair], x: np.ndarray, views: list[EditView], encoded: dict[str, EncodedText], encoder_name: str,
     seed: int, epochs: int = 4, batch_size: int = 128, lr: float = 1e-3, progress: Progress | None = None,
+    init: GateArtifact | None = None,
 ) -> GateArtifact:
-    """The interaction design, trained with binary cross-entropy (AdamW, one-cycle learning rate)."""
+    """The interaction design, trained with binary cross-entropy (AdamW, one-cycle learning rate).
+
+    With `init` (an interaction artifact), training continues from its weights and keeps its scalar
+    standardisation, so new pairs can be taught in an epoch instead of three from scratch.
+    """
     torch.manual_seed(seed)
     scalars = x[:, : len(SCALAR_FEATURES)]
-    mean, scale = scalars.mean(axis=0), scalars.std(axis=0) + 1e-6
+    if init is None:
+        mean, scale = scalars.mean(axis=0), scalars.std(axis=0) + 1e-6
+        config = InteractionConfig(token_dim=views[0].prompt_vector.shape[0])
+    else:
+        mean, scale, config = init.mean, init.scale, InteractionConfig(**init.config)
     z = ((scalars - mean) / scale).astype(np.float32)  # (n_pairs, n_scalars)
-    config = InteractionConfig(token_dim=views[0].prompt_vector.shape[0])
     net = InteractionNet(config)
+    if init is not None:
+        net.load_state_dict({name: torch.from_numpy(t) for name, t in init.tensors.items()})
     steps_per_epoch = len(pairs) // batch_size
     optimiser = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-2)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=epochs * steps_per_epoch)
@@ -203,7 +213,7 @@ def fit_interaction(
 def train(
     data_dir: Path, out: Path, encoder_name: str, max_cases_per_file: int | None, seed: int, top_k: int,
     cache_dir: Path, retrieved_per_query: int = 3, designs: tuple[str, ...] = DESIGNS, epochs: int = 3,
-    progress: Progress | None = None,
+    progress: Progress | None = None, init: GateArtifact | None = None, lr: float = 1e-3,
 ) -> dict[str, Any]:
     encoder = SentenceEncoder(encoder_name)
     edits, pairs = build_pairs(data_dir, max_cases_per_file, seed)
@@ -219,7 +229,8 @@ def train(
     report: dict[str, Any] = {"pairs": _count_kinds(pairs), "edits": len(edits)}
     best: GateArtifact | None = None
     for design in designs:
-        artifact = (fit_interaction(pairs, x, views, encoded, encoder_name, seed, epochs, progress=progress)
+        artifact = (fit_interaction(pairs, x, views, encoded, encoder_name, seed, epochs, lr=lr, progress=progress,
+                                    init=init)
                     if design == "interaction" else fit(design, x, y, encoder_name, seed))
         artifact = calibrate(artifact, val_cases, unrelated, encoder, top_k, progress)
         report[design] = artifact.metrics

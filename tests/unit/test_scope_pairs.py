@@ -12,14 +12,18 @@ import pytest
 from editdata.cases import names
 from scope_classifier.pairs import (
     MINED_KINDS,
+    QUESTION_PHRASINGS,
     TRAIN_FILES,
     EditText,
     Pair,
     TemplateBank,
     build_pairs,
     made_up_name,
+    own_label,
+    own_label_phrasings,
     relation_stems,
     relation_template,
+    synthetic_same_subject,
     target_object_probes,
     template_rewordings,
     template_same_subject,
@@ -167,7 +171,7 @@ def test_build_pairs_reads_the_train_files_only(data_dir: Path, monkeypatch: pyt
     for p in pairs:
         original_kind = p.kind.removeprefix("made_up_")
         if original_kind in ("prompt", "paraphrase", "alias", "misspelt_paraphrase", "template_rewording",
-                             "context_positive"):
+                             "context_positive", "own_label"):
             assert p.label == 1, p
         else:
             assert p.label == 0, p
@@ -187,3 +191,31 @@ def test_v3_additions_are_not_mined_for_retrieved_negatives() -> None:
     added = add_retrieved_negatives(pairs, views, encoded, per_query=2)[len(pairs):]
     assert {p.query for p in added} == {"What is the capital of Peru?"}
     assert "made_up_paraphrase" not in MINED_KINDS and "paraphrase" in MINED_KINDS
+
+
+@pytest.mark.parametrize(("prompt", "label"), [
+    ("Tovik-7 is a citizen of", "country of citizenship"),  # through a cue word
+    ("Tovik-7 is employed by", "employer"),
+    ("The Silent Loom was written by", "author"),  # not "languages spoken, written or signed"
+    ("The mother tongue of Tovik-7 is", "native language"),  # not "mother"
+    ("What is the country of citizenship of Tovik-7?", "country of citizenship"),  # not "country"
+    ("Tovik-7 was founded by", "founded by"),  # not "location of formation" (a cue only)
+    ("What was Tovik-7's cause of death?", None),  # dates are left out
+    ("Tovik-7 orbits the star", None),  # no label
+])
+def test_own_label_names_the_relation_the_prompt_asks_or_none(prompt: str, label: str | None) -> None:
+    assert own_label(prompt) == label
+
+
+def test_own_label_phrasings_ask_the_edits_relation_by_its_noun_with_the_subject() -> None:
+    edit = EditText("Tovik-7", "Tovik-7 was founded by", "Mira Quell")
+    asked = own_label_phrasings(edit, random.Random(0), n=3)
+    assert sorted(asked) == ["The founder of Tovik-7 is", "Tovik-7's founder is", "What is the founder of Tovik-7?"]
+    assert own_label_phrasings(EditText("Tovik-7", "Tovik-7 orbits the star", "Vega"), random.Random(0)) == []
+
+
+def test_question_negatives_ask_other_labels_by_their_noun() -> None:
+    edit = EditText("Tovik-7", "Tovik-7 orbits the star", "Vega")
+    asked = synthetic_same_subject(edit, random.Random(0), 40, QUESTION_PHRASINGS)
+    assert not any("founded by" in q or "owned by" in q for q in asked)
+    assert all("Tovik-7" in q for q in asked)

@@ -25,7 +25,7 @@ def test_synthetic_same_subject_asks_other_relations_of_the_same_subject() -> No
     assert synthetic_same_subject(EditText("", "Who is it?", "Rome"), random.Random(0)) == []
 
 
-def test_interaction_design_learns_which_queries_an_edit_covers() -> None:
+def _capital_pairs() -> tuple[list[Pair], np.ndarray, list, dict]:  # type: ignore[type-arg]
     edits = [EditText(c, f"The capital of {c} is", "Rome") for c in COUNTRIES]
     pairs: list[Pair] = []
     for i, c in enumerate(COUNTRIES):
@@ -36,13 +36,34 @@ def test_interaction_design_learns_which_queries_an_edit_covers() -> None:
                   Pair(f"The currency of {c} is", i, 0, "same_subject")]
     encoded = {t: EMBED.encode_text(t) for t in {p.query for p in pairs} | {e.prompt for e in edits}}
     views = [edit_view(encoded[e.prompt], e.subject, e.target_new) for e in edits]
-    x = features(pairs, views, encoded)
-    artifact = fit_interaction(pairs, x, views, encoded, "hash", seed=0, epochs=40, batch_size=16, lr=3e-3)
+    return pairs, features(pairs, views, encoded), views, encoded
+
+
+def _accuracy(artifact, pairs, x, views, encoded) -> float:  # type: ignore[no-untyped-def]
     query_tokens = [token_inputs(encoded[p.query], views[p.edit].subject, "Rome") for p in pairs]
     scores = artifact.predict(x, query_tokens, [views[p.edit].tokens for p in pairs])
-    labels = np.array([p.label for p in pairs])
+    return float(((scores > 0.5) == np.array([p.label for p in pairs])).mean())
+
+
+def test_interaction_design_learns_which_queries_an_edit_covers() -> None:
+    pairs, x, views, encoded = _capital_pairs()
+    artifact = fit_interaction(pairs, x, views, encoded, "hash", seed=0, epochs=40, batch_size=16, lr=3e-3)
     assert artifact.kind == "interaction" and artifact.uses_tokens
-    assert ((scores > 0.5) == labels).mean() >= 0.95, scores
+    assert _accuracy(artifact, pairs, x, views, encoded) >= 0.95
+
+
+def test_interaction_training_continues_from_an_artifact() -> None:
+    pairs, x, views, encoded = _capital_pairs()
+    trained = fit_interaction(pairs, x, views, encoded, "hash", seed=0, epochs=40, batch_size=16, lr=3e-3)
+    # At a learning rate too small to move anything, the result is the starting weights.
+    continued = fit_interaction(pairs, x, views, encoded, "hash", seed=1, epochs=1, batch_size=16, lr=1e-7,
+                                init=trained)
+    fresh = fit_interaction(pairs, x, views, encoded, "hash", seed=1, epochs=1, batch_size=16, lr=1e-7)
+    assert np.array_equal(continued.mean, trained.mean) and continued.config == trained.config
+    name = "head.0.weight"
+    assert np.abs(continued.tensors[name] - trained.tensors[name]).max() < 1e-4
+    assert np.abs(fresh.tensors[name] - trained.tensors[name]).max() > 1e-2
+    assert _accuracy(continued, pairs, x, views, encoded) >= 0.95
 
 
 class CountingEmbedder(HashEmbedder):
