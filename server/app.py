@@ -50,7 +50,7 @@ from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
 from server.memory.postgres_follow import StoreFollower
 from server.memory.store import EditStore
-from server.models.load import LoadedModel, load_model
+from server.models.load import LoadedModel, load_model, quantise_for_serving
 from server.parametric.editor import ParametricEditor, ParametricSettings
 from server.parametric.ledger import Ledger
 from server.parametric.wordings import Wordings
@@ -93,10 +93,11 @@ def build_service(config: Config) -> Service:
         follower.start()
     if gate_degraded is not None:
         degraded.append(gate_degraded)
-    loaded = load_model(config.model, config.cache_dir, config.torch_threads)
+    loaded = load_model(config.model, config.cache_dir, config.torch_threads, config.precision)
     # From the unedited weights: before the replay below.
     counterfactual, counterfactual_off = build_counterfactual(config, loaded)
     parametric = build_parametric(config, loaded)
+    quantise_for_serving(loaded.model, loaded.precision)  # int8: after the replay, which needs float weights
     lm = CausalLM(loaded.model, loaded.tokenizer, config.limits.max_prompt_tokens)
     base = BaseGenerator(lm)
     # Edits baked into the weights are answered by the (edited) base model.
@@ -183,6 +184,7 @@ def build_counterfactual(config: Config, loaded: LoadedModel) -> tuple[Counterfa
             raise
         log.warning("counterfactual route off: %s", exc)
         return None, str(exc)
+    quantise_for_serving(model, loaded.precision)  # the adapter is merged in float weights first
     # Its own tokenizer: the router asks it for its judgement on an I/O thread, and a fast tokenizer used by two
     # threads fails ("Already borrowed") when one changes its padding (parametric statistics do, on the model thread).
     tokenizer = copy.deepcopy(loaded.tokenizer)
@@ -200,8 +202,14 @@ def build_parametric(config: Config, loaded: LoadedModel) -> ParametricEditor:
         wordings=load_wordings(config.wordings_file or DEFAULT_IKE_POOL) if config.other_wordings else Wordings(),
         other_wordings=config.other_wordings,
     )
-    editor = ParametricEditor(loaded.model, loaded.tokenizer, loaded.arch, ledger, loaded.fingerprint.current,
-                               settings)
+    # Key statistics computed on bf16 activations are kept apart from the fp32 ones (the ledger's deltas are not:
+    # they fit the same weights whatever the precision they are added in).
+    statistics_id = loaded.fingerprint.current + ("" if loaded.precision == "fp32" else f"-{loaded.precision}")
+    frozen = None if loaded.precision != "int8" else (
+        "the server runs with --precision int8, whose quantised weights take no parametric change: the edits "
+        "already in the ledger are served, but applying, rolling back and exporting need float weights; restart "
+        "with --precision bf16 or fp32 to change them")
+    editor = ParametricEditor(loaded.model, loaded.tokenizer, loaded.arch, ledger, statistics_id, settings, frozen)
     if replayed := editor.replay():
         log.info("replayed %d parametric deltas (%d edits in the weights)", replayed, len(editor.baked_edits()))
     return editor

@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="generated prefixes ROME/MEMIT average keys and values over (default 5)")
     parser.add_argument("--other-wordings", type=int,
                         help="other wordings of an edit's prompt ROME/MEMIT optimise its value on (default 4; 0: none)")
+    parser.add_argument("--precision",
+                        help="the model's weights: fp32 (default, exact), bf16 or int8 (faster, not exact; the "
+                        "README's 'Serving precision' gives each one's agreement with fp32 and speed)")
     parser.add_argument("--torch-threads", type=int, help="intra-op threads for torch (0: torch's default)")
     parser.add_argument("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
     parser.add_argument("--tokens-file", type=Path,

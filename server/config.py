@@ -21,6 +21,9 @@ from pydantic.dataclasses import dataclass
 
 ENV_PREFIX = "EDITCACHE_"
 GATES = ("classifier", "similarity")
+# The served model's weights: fp32 (exact, the default), bf16, or int8 (dynamic quantisation of nn.Linear);
+# server/models/load.py says what each does, docs/BENCHMARKS.md what each costs in agreement and gains in speed.
+PRECISIONS = ("fp32", "bf16", "int8")
 IN_SCOPE_ROUTES = ("counterfactual", "ike", "prompt")  # in order of preference: a missing route falls to the next
 SIMILARITY_THRESHOLD = 0.8
 # The classifier gate's score from which a new edit asks the same fact as a live edit of its subject: the lowest
@@ -123,6 +126,10 @@ class Config:
     default_max_new_tokens: int = 32
     default_page_size: int = 100
     torch_threads: int = 0  # 0: torch's default
+    # The base model's and the counterfactual model's weights (PRECISIONS); the gate's encoder stays fp32. Only fp32
+    # gives out-of-scope answers bit-identical to the fp32 model; int8 serves parametric edits made earlier but
+    # refuses new ones (FailedPrecondition).
+    precision: str = "fp32"
     shutdown_grace_s: float = 5.0
     log_level: str = "INFO"
     # Bearer tokens (TOML or JSON, hashes only; see server/auth/tokens.py). None: auth off, local single-user mode.
@@ -164,6 +171,8 @@ class Config:
             raise ValueError(f"in_scope_route must be one of {', '.join(IN_SCOPE_ROUTES)}, got {self.in_scope_route!r}")
         if self.log_level.upper() not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.gate not in GATES:
             raise ValueError(f"gate must be one of {', '.join(GATES)}, got {self.gate!r}")
         for name, address in (("listen", self.listen), ("http_listen", self.http_listen)):

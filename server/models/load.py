@@ -3,6 +3,9 @@
 GGUF files are dequantized to fp32 once (about a minute for Gemma-3-270M) into
 a safetensors cache under `cache_dir/models/`; later loads read the cache in a
 few seconds. Nothing here touches the hub.
+
+The cache is fp32 whatever the serving precision; `precision` only changes what is made of it in memory, so
+the model's fingerprint (the files') is the same for every precision and one edit ledger serves them all.
 """
 
 from __future__ import annotations
@@ -14,13 +17,16 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from server.config import PRECISIONS
 from server.errors import FailedPrecondition
 from server.models.arch import ArchTemplate, arch_for
 from server.models.fingerprint import Fingerprint, fingerprint
@@ -35,7 +41,8 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     arch: ArchTemplate
     source_dir: Path  # the Hugging Face directory the weights were read from
-    fingerprint: Fingerprint  # names these exact weights (server.models.fingerprint)
+    fingerprint: Fingerprint  # names these exact weights (server.models.fingerprint), whatever the precision
+    precision: str = "fp32"  # one of PRECISIONS; for int8, `model` is fp32 until quantise_for_serving
 
 
 def _gemma_3_270m_gguf(workdir: Path) -> Path:
@@ -69,35 +76,71 @@ PACKAGED: dict[str, Callable[[Path], Path]] = {
 }
 
 
-def load_model(name_or_path: str, cache_dir: Path, torch_threads: int = 0) -> LoadedModel:
+def load_model(name_or_path: str, cache_dir: Path, torch_threads: int = 0, precision: str = "fp32") -> LoadedModel:
     """Load a packaged model name, a Hugging Face model directory or a .gguf file, offline.
 
-    Returns an fp32 model in eval mode with gradients off, its tokenizer (with a
-    pad token) and its layer template.
+    Returns the model in eval mode with gradients off, its tokenizer (with a pad token) and its layer template.
+    `precision`: "fp32" (the default); "bf16", every floating-point weight in bfloat16; "int8", fp32 here, for
+    `quantise_for_serving` to quantise once the work that needs float weights is done (merging the
+    counterfactual adapter into its copy, replaying parametric deltas: server/app.py).
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if torch_threads > 0:
         torch.set_num_threads(torch_threads)
+    if precision == "bf16":
+        _use_native_bf16_matmul()
     cache_dir = Path(cache_dir)
     name, source_dir = _resolve(name_or_path, cache_dir)
     started = time.perf_counter()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(source_dir, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(source_dir, local_files_only=True, dtype=torch.float32)
-    model = model.float().eval()
+    model = AutoModelForCausalLM.from_pretrained(source_dir, local_files_only=True, dtype=dtype)
+    # Also any weight a checkpoint stored in another type.
+    model = (model.bfloat16() if dtype is torch.bfloat16 else model.float()).eval()
     model.requires_grad_(False)
     if tokenizer.pad_token is None:
         # Reuse EOS as padding: adding a new token would change the vocabulary and the embedding.
         tokenizer.pad_token = tokenizer.eos_token
     arch = arch_for(model.config)
     log.info(
-        "loaded %s (%s, %.0fM parameters) from %s in %.1f s",
+        "loaded %s (%s, %.0fM parameters, %s) from %s in %.1f s",
         name,
         model.config.model_type,
         sum(p.numel() for p in model.parameters()) / 1e6,
+        precision,
         source_dir,
         time.perf_counter() - started,
     )
     return LoadedModel(name=name, model=model, tokenizer=tokenizer, arch=arch, source_dir=source_dir,
-                       fingerprint=fingerprint(name, source_dir, _fingerprint_record_dir(source_dir, cache_dir)))
+                       fingerprint=fingerprint(name, source_dir, _fingerprint_record_dir(source_dir, cache_dir)),
+                       precision=precision)
+
+
+def quantise_for_serving(model: nn.Module, precision: str) -> None:
+    """For "int8", replaces every nn.Linear of `model` in place by a dynamically quantised one: int8 weights,
+    one scale per output row, activations quantised per call (torch's fbgemm kernels, VNNI on this CPU). Other
+    precisions: nothing. A quantised module has no float weight, so nothing can add a delta to it afterwards.
+    The embedding stays float; a tied output layer gets its own int8 copy.
+    """
+    if precision != "int8":
+        return
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao, which is not installed; it works in torch 2.13.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        torch.ao.quantization.quantize_dynamic(
+            model, {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
+        )
+
+
+def _use_native_bf16_matmul() -> None:
+    """Turns oneDNN off for the process: in torch 2.13 its bf16 matmul of one row (every decoding step) is an order
+    of magnitude slower than ATen's own bf16 kernel on this CPU (2048x640: 12 ms against 0.7 ms; docs/BENCHMARKS.md,
+    "Serving precision"). fp32 matmuls go to MKL either way."""
+    if torch.backends.mkldnn.enabled:
+        log.info("bf16: oneDNN off for this process (ATen's bf16 matmul decodes faster here)")
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # a settable module property
 
 
 def _fingerprint_record_dir(source_dir: Path, cache_dir: Path) -> Path | None:

@@ -51,11 +51,15 @@ def weight_out_in(model: nn.Module, module: str, arch: ArchTemplate) -> torch.Te
 
 
 def add_delta_(weight: torch.Tensor, delta: WeightDelta) -> None:
-    """weight (out, in) += the delta, in place."""
+    """weight (out, in) += the delta, in place. A weight narrower than fp32 (a bf16 server) is summed in fp32 and
+    rounded once: the delta itself never passes through the narrow type."""
+    total = weight if weight.dtype in (torch.float32, torch.float64) else weight.float()
     if delta.v is None:
-        weight.add_(delta.u.to(weight.dtype))
+        total.add_(delta.u.to(total.dtype))
     else:
-        weight.addr_(delta.u.to(weight.dtype), delta.v.to(weight.dtype))
+        total.addr_(delta.u.to(total.dtype), delta.v.to(total.dtype))
+    if total is not weight:
+        weight.copy_(total)
 
 
 @contextmanager

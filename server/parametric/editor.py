@@ -68,7 +68,11 @@ class ParametricEditor:
         ledger: Ledger,
         model_id: str,
         settings: ParametricSettings,
+        frozen: str | None = None,
     ) -> None:
+        """`frozen`: why the weights may not change (e.g. quantised weights); compute, commit, rollback and export
+        then raise FailedPrecondition with it, while `replay` still rebuilds what the ledger holds."""
+        self._frozen = frozen
         self._model = model
         self._tokenizer = tokenizer
         self._arch = arch
@@ -150,6 +154,7 @@ class ParametricEditor:
     def commit(self, namespace: str, request: MethodRequest, changes: Sequence[Change]) -> int:
         """Records the changes durably, then adds the deltas to the weights and attaches the additions; returns
         the application id."""
+        self._check_writable()
         for change in changes:  # a concurrent call may have applied the same edit meanwhile
             if self.baked(namespace, change.edit_id) is not None:
                 raise FailedPrecondition(f"edit {change.edit_id} is already in the weights; roll it back first")
@@ -171,6 +176,7 @@ class ParametricEditor:
     def rollback(self, namespace: str, edit_id: str) -> BakedEdit:
         """Removes one edit's changes: its weights are rebuilt from the originals and the remaining deltas, and the
         attached state from the remaining additions."""
+        self._check_writable()
         removed = self._ledger.remove(namespace, edit_id)
         if any(a.edit_id == edit_id for a in self._attachments.additions):
             self._attachments.attach(self._ledger.additions())
@@ -185,6 +191,7 @@ class ParametricEditor:
 
     def export(self, path: Path) -> None:
         """Writes the served (edited) model and its tokenizer as a Hugging Face directory."""
+        self._check_writable()
         if attached := self._attachments.additions:
             kinds = ", ".join(sorted({a.kind for a in attached}))
             raise FailedPrecondition(
@@ -233,7 +240,12 @@ class ParametricEditor:
                     "written (lower lr or steps, or use the defaults)"
                 )
 
+    def _check_writable(self) -> None:
+        if self._frozen is not None:
+            raise FailedPrecondition(self._frozen)
+
     def _check(self, request: MethodRequest, edits: Sequence[Edit]) -> None:
+        self._check_writable()
         if request.method not in METHODS:
             raise InvalidArgument(f"method must be one of {', '.join(METHODS)}, got {request.method!r}")
         if not edits:
