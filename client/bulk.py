@@ -260,6 +260,8 @@ def check_fact(edit: EditInput) -> None:
         _check_text("target_true", edit.target_true)
     for j, paraphrase in enumerate(edit.paraphrases):
         _check_text(f"paraphrases[{j}]", paraphrase)
+    for j, alias in enumerate(edit.aliases):
+        _check_text(f"aliases[{j}]", alias)
     if edit.subject not in edit.prompt:
         raise ValueError(f"subject {edit.subject!r} does not occur in prompt {edit.prompt!r}")
 

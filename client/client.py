@@ -121,9 +121,10 @@ class EditcacheClient:
         *,
         target_true: str | None = None,
         paraphrases: Sequence[str] = (),
+        aliases: Sequence[str] = (),
         namespace: str | None = None,
     ) -> EditRecord:
-        spec = EditInput(subject, prompt, target_new, target_true, tuple(paraphrases))
+        spec = EditInput(subject, prompt, target_new, target_true, tuple(paraphrases), aliases=tuple(aliases))
         (record,) = self.add_edits([spec], namespace=namespace)
         return record
 

@@ -36,7 +36,7 @@ _KIND_FLAGS = {
     "insert": (("--subject", "--prompt", "--target"), ()),
     "erase": (("--subject", "--prompt"), ("--target",)),
     "patch": (("--subject",), ("--prompt", "--target", "--target-true")),
-    "regex": (("--replace",), ("--prompt", "--target", "--target-true", "--paraphrase")),
+    "regex": (("--replace",), ("--prompt", "--target", "--target-true", "--paraphrase", "--alias")),
 }
 
 
@@ -68,7 +68,8 @@ def run_add(ec: EditcacheClient, args: argparse.Namespace) -> None:
 
 def _edit_flags(args: argparse.Namespace) -> dict[str, object]:
     return {"--subject": args.subject, "--prompt": args.prompt, "--target": args.target_new,
-            "--target-true": args.target_true, "--paraphrase": args.paraphrases, "--insert": args.insert,
+            "--target-true": args.target_true, "--paraphrase": args.paraphrases, "--alias": args.aliases,
+            "--insert": args.insert,
             "--erase": args.erase, "--patch": args.patch, "--regex": args.regex, "--replace": args.replace}
 
 
@@ -87,7 +88,7 @@ def _input_from_flags(args: argparse.Namespace) -> EditInput:
     return EditInput(
         subject=args.subject or "", prompt=args.patch if kind == "patch" else args.prompt or "",
         target_new=args.target_new or "", target_true=args.target_true, paraphrases=tuple(args.paraphrases),
-        kind=kind, pattern=args.regex or "", replacement=args.replace or "",
+        kind=kind, pattern=args.regex or "", replacement=args.replace or "", aliases=tuple(args.aliases),
     )
 
 
@@ -103,6 +104,7 @@ def run_update(ec: EditcacheClient, args: argparse.Namespace) -> None:
         ("subject", args.subject), ("prompt", args.prompt), ("target_new", args.target_new),
         ("target_true", args.target_true), ("pattern", args.pattern), ("replacement", args.replace),
         ("paraphrases", tuple(args.paraphrases) if args.paraphrases or args.no_paraphrases else None),
+        ("aliases", tuple(args.aliases) if args.aliases or args.no_aliases else None),
     ) if value is not None}
     if not changes:
         raise InputError("update: give at least one field to change (--subject, --prompt, --target, ...)")

@@ -54,6 +54,7 @@ def edit_spec(spec: EditInput) -> pb.EditSpec:
         kind=_KIND_VALUES[spec.kind],
         pattern=spec.pattern,
         replacement=spec.replacement,
+        aliases=list(spec.aliases),
     )
     if spec.target_true is not None:
         message.target_true = spec.target_true
@@ -107,6 +108,7 @@ def edit_record(edit: pb.Edit, history: Sequence[pb.Edit] = ()) -> EditRecord:
         supersedes=edit.supersedes,
         superseded_by=edit.superseded_by,
         updated_at_unix_s=edit.updated_at_unix_s,
+        aliases=tuple(edit.aliases),
         history=tuple(edit_record(e) for e in history),
     )
 

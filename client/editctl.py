@@ -134,6 +134,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         metavar="TEXT",
         help="another wording of the prompt (repeatable)",
     )
+    add.add_argument("--alias", dest="aliases", action="append", default=[], metavar="NAME",
+                     help="another name of the subject; queries naming it find the edit too (repeatable)")
     add.add_argument(
         "--file",
         type=Path,
@@ -160,6 +162,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     update.add_argument("--paraphrase", dest="paraphrases", action="append", default=[], metavar="TEXT",
                         help="replaces every paraphrase (repeatable)")
     update.add_argument("--no-paraphrases", action="store_true", help="remove every paraphrase")
+    update.add_argument("--alias", dest="aliases", action="append", default=[], metavar="NAME",
+                        help="replaces every alias of the subject (repeatable)")
+    update.add_argument("--no-aliases", action="store_true", help="remove every alias")
     update.add_argument("--pattern", help="a regex patch's pattern")
     update.add_argument("--replace", metavar="TEXT", help="a regex patch's replacement")
     update.set_defaults(run=run_update)

@@ -60,12 +60,13 @@ def _looks_like_connection_failure(details: str) -> bool:
 def edit_json(edit: EditRecord) -> dict[str, Any]:
     obj = dataclasses.asdict(edit)
     obj["paraphrases"] = list(edit.paraphrases)
+    obj["aliases"] = list(edit.aliases)
     obj["history"] = [edit_json(e) for e in edit.history]
     return obj
 
 
 def edit_text(edit: EditRecord) -> str:
-    """`key: value` rows, one per field, a row per paraphrase."""
+    """`key: value` rows, one per field, a row per paraphrase and per alias."""
     rows = [
         ("id", edit.id),
         ("namespace", edit.namespace),
@@ -81,6 +82,7 @@ def edit_text(edit: EditRecord) -> str:
         *((("superseded by", edit.superseded_by),) if edit.superseded_by else ()),
     ]
     rows += [("paraphrase", p) for p in edit.paraphrases]
+    rows += [("alias", a) for a in edit.aliases]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{key + ':':<{width + 1}} {shown(value)}" for key, value in rows)
 

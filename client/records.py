@@ -17,6 +17,7 @@ class EditInput:
 
     `kind` is one of EDIT_KINDS. "erase" and "patch" leave `target_new` empty ("patch": the rule is `prompt`);
     "regex" sets only `pattern`, `replacement` and optionally `subject` as a label (the README's "Edit kinds").
+    `aliases` are other names of the subject: the server also finds the edit by the prompt naming each of them.
     """
 
     subject: str
@@ -27,11 +28,13 @@ class EditInput:
     kind: str = "modify"
     pattern: str = ""
     replacement: str = ""
+    aliases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.paraphrases, str):
-            raise TypeError("paraphrases must be a sequence of strings, not one string")
-        object.__setattr__(self, "paraphrases", tuple(self.paraphrases))
+        for name in ("paraphrases", "aliases"):
+            if isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a sequence of strings, not one string")
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.kind not in EDIT_KINDS:
             raise ValueError(f"kind must be one of {', '.join(EDIT_KINDS)}; got {self.kind!r}")
 
@@ -59,13 +62,14 @@ class EditRecord:
     supersedes: str = ""
     superseded_by: str = ""
     updated_at_unix_s: float = 0.0
+    aliases: tuple[str, ...] = ()
     # With get_edit(history=True): the earlier versions of this id, then the edits it superseded, newest first.
     history: tuple[EditRecord, ...] = ()
 
     def to_input(self) -> EditInput:
         """The caller's fields of this edit, as add_edits or update_edit take them."""
         return EditInput(self.subject, self.prompt, self.target_new, self.target_true, self.paraphrases, self.kind,
-                         self.pattern, self.replacement)
+                         self.pattern, self.replacement, self.aliases)
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ class Limits:
     max_text_chars: int = 2000  # subject, prompt, target, paraphrase, stop string
     max_prompt_chars: int = 8000  # a generation prompt
     max_paraphrases: int = 32
+    max_aliases: int = 16  # other names of an edit's subject, each a key text
     max_edits_per_request: int = 1000
     max_new_tokens: int = 512
     max_stop_strings: int = 8
@@ -67,9 +68,9 @@ class Limits:
     # Generation and score requests waiting for or running on the model; more get RESOURCE_EXHAUSTED at once.
     max_queue: int = 64
     max_chat_turns: int = 64  # turns in one Chat request; their contents share max_prompt_chars
-    # Characters of key texts (prompts, paraphrases) that AddEdits and corrections may have waiting for or on the
-    # edit-writing thread, which embeds them; past it, RESOURCE_EXHAUSTED at once. Reads and the gate never wait
-    # for that thread.
+    # Characters of key texts (prompts, paraphrases, alias keys) that AddEdits and corrections may have waiting for
+    # or on the edit-writing thread, which embeds them; past it, RESOURCE_EXHAUSTED at once. Reads and the gate
+    # never wait for that thread.
     max_pending_edit_chars: int = 1_000_000
 
 

@@ -122,7 +122,7 @@ class ScopeCheck:
         contested_keys = {subject_key(c.subject) for c in contested}
         keys = {t for es in existing.values() for e in es for t in e.key_texts()} | {
             t for spec in specs if spec.kind in FACT_KINDS and subject_key(spec.subject) in contested_keys
-            for t in (spec.prompt, *spec.paraphrases)
+            for t in spec.key_texts()
         }
         prompts = [p for p in dict.fromkeys(c.prompt for c in contested) if p not in encoded.prompts]
         queries = encoded.prompts | dict(zip(prompts, self.embedder.encode_texts(prompts), strict=True))
@@ -199,4 +199,4 @@ def _key_vectors(specs: Sequence[EditSpec], encoded: KeyEncodings, dim: int) -> 
 def _provisional(namespace: str, spec: EditSpec) -> Edit:
     """A spec of the batch as the gate sees an edit; the id is unique because the gate caches its views by id."""
     return Edit(f"pending-{uuid.uuid4().hex}", namespace, spec.subject, spec.prompt, spec.target_new, spec.target_true,
-                spec.paraphrases, 0.0, spec.kind, spec.pattern, spec.replacement)
+                spec.paraphrases, 0.0, spec.kind, spec.pattern, spec.replacement, aliases=spec.aliases)

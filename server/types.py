@@ -39,14 +39,36 @@ class EditSpec:
     kind: EditKind = EditKind.MODIFY
     pattern: str = ""
     replacement: str = ""
+    aliases: tuple[str, ...] = ()
 
     def key_texts(self) -> tuple[str, ...]:
         """What the memory will index for this edit (`Edit.key_texts`)."""
-        return key_texts(self.kind, self.prompt, self.paraphrases)
+        return tuple(k.text for k in edit_keys(self.kind, self.subject, self.prompt, self.paraphrases, self.aliases))
 
 
-def key_texts(kind: EditKind, prompt: str, paraphrases: tuple[str, ...]) -> tuple[str, ...]:
-    return () if kind is EditKind.REGEX else (prompt, *paraphrases)
+@dataclass(frozen=True)
+class EditKey:
+    """One text the memory indexes for an edit, and the name the gate reads as that text's subject."""
+
+    text: str
+    subject: str
+
+
+def alias_prompt(prompt: str, subject: str, alias: str) -> str:
+    """The prompt with its first occurrence of `subject` replaced by `alias` (validation makes sure a fact edit's
+    prompt holds its subject)."""
+    return prompt.replace(subject, alias, 1) if subject else prompt
+
+
+def edit_keys(
+    kind: EditKind, subject: str, prompt: str, paraphrases: tuple[str, ...], aliases: tuple[str, ...]
+) -> tuple[EditKey, ...]:
+    """An edit's keys: its prompt and paraphrases, read with its subject, then one key per alias, the prompt with
+    the subject replaced by the alias and read with the alias as its subject (issue 24). A regex patch has none."""
+    if kind is EditKind.REGEX:
+        return ()
+    return (*(EditKey(t, subject) for t in (prompt, *paraphrases)),
+            *(EditKey(alias_prompt(prompt, subject, a), a) for a in aliases))
 
 
 @dataclass(frozen=True)
@@ -62,7 +84,11 @@ class Edit:
       (e.g. questions the rule covers).
     - REGEX: `pattern` (a Python `re` pattern, compiled when added) and `replacement` (an `re.sub` template, may
       be "") rewrite the base model's output in the namespace; `subject` is an optional label; `prompt`,
-      `target_new`, `target_true` and `paraphrases` are empty: a regex patch has no key texts and is never retrieved.
+      `target_new`, `target_true`, `paraphrases` and `aliases` are empty: a regex patch has no key texts and is
+      never retrieved.
+
+    `aliases` (fact kinds) are other names of `subject` ("Zic family member 3" for ZIC3): each adds a key text,
+    the prompt naming the alias instead (`edit_keys`), so a query that names only the alias finds the edit.
 
     Lifecycle: `version` is 1 when added and grows by one with each UpdateEdit (same id). `supersedes` is the id of
     the live edit of the same fact that this one replaced when it was added ("" for none). Only live edits answer;
@@ -85,6 +111,7 @@ class Edit:
     supersedes: str = ""
     superseded_by: str = ""
     updated_at_unix_s: float = 0.0
+    aliases: tuple[str, ...] = ()
 
     @property
     def live(self) -> bool:
@@ -97,14 +124,19 @@ class Edit:
             return self.prompt.strip()
         return f"{self.prompt.rstrip()} {self.target_new.strip()}."
 
+    def index_keys(self) -> tuple[EditKey, ...]:
+        """The texts the memory indexes for this edit, each with the subject the gate reads in it (`edit_keys`)."""
+        return edit_keys(self.kind, self.subject, self.prompt, self.paraphrases, self.aliases)
+
     def key_texts(self) -> tuple[str, ...]:
-        """The texts the memory indexes for this edit: its prompt and every paraphrase (none for a regex patch)."""
-        return key_texts(self.kind, self.prompt, self.paraphrases)
+        """The texts the memory indexes for this edit: its prompt, every paraphrase, the prompt under each alias
+        (none for a regex patch)."""
+        return tuple(k.text for k in self.index_keys())
 
     def spec(self) -> EditSpec:
         """The caller's fields of this edit, as AddEdits or UpdateEdit would take them."""
         return EditSpec(self.subject, self.prompt, self.target_new, self.target_true, self.paraphrases, self.kind,
-                        self.pattern, self.replacement)
+                        self.pattern, self.replacement, self.aliases)
 
 
 class EditAction(enum.Enum):

@@ -10,7 +10,7 @@ from server.chat.transcript import ROLES, Turn
 from server.config import Limits
 from server.errors import InvalidArgument
 from server.parametric.editor import METHODS, MethodRequest
-from server.types import EditKind, EditSpec, GenerationOptions, Route
+from server.types import EditKind, EditSpec, GenerationOptions, Route, subject_key
 
 NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Upper ends of the parametric options, each far above its default yet low enough that the weights stay finite:
@@ -104,6 +104,20 @@ def check_edit_spec(spec: EditSpec, where: str, limits: Limits) -> None:
         )
     for j, paraphrase in enumerate(spec.paraphrases):
         check_edit_text(f"{where}.paraphrases[{j}]", paraphrase, limits.max_text_chars)
+    _check_aliases(spec, where, limits)
+
+
+def _check_aliases(spec: EditSpec, where: str, limits: Limits) -> None:
+    """Each alias a name other than the subject and the other aliases (up to case and spacing): each becomes a key
+    text, the prompt with the subject replaced by it."""
+    if len(spec.aliases) > limits.max_aliases:
+        raise InvalidArgument(f"{where}.aliases has {len(spec.aliases)} entries; the limit is {limits.max_aliases}")
+    seen = {subject_key(spec.subject): "the subject"}
+    for j, alias in enumerate(spec.aliases):
+        check_edit_text(f"{where}.aliases[{j}]", alias, limits.max_text_chars)
+        if (key := subject_key(alias)) in seen:
+            raise InvalidArgument(f"{where}.aliases[{j}] {alias!r} repeats {seen[key]}; give each other name once")
+        seen[key] = f"aliases[{j}]"
 
 
 _WHY_EMPTY = {
@@ -121,7 +135,8 @@ def _check_empty(spec: EditSpec, where: str, fields: Sequence[str], why: str) ->
 
 def _check_regex_patch(spec: EditSpec, where: str, limits: Limits) -> None:
     """A pattern that compiles, cannot match the empty string, and a replacement template that fits it."""
-    _check_empty(spec, where, ("prompt", "target_new", "target_true", "paraphrases"), _WHY_EMPTY[EditKind.REGEX])
+    _check_empty(spec, where, ("prompt", "target_new", "target_true", "paraphrases", "aliases"),
+                 _WHY_EMPTY[EditKind.REGEX])
     if spec.subject:  # an optional label
         check_edit_text(f"{where}.subject", spec.subject, limits.max_text_chars)
     pattern = check_edit_text(f"{where}.pattern", spec.pattern, limits.max_text_chars)

@@ -10,9 +10,9 @@ import numpy as np
 from cachetools import LRUCache
 
 from server.gate.artifact import GateArtifact
-from server.gate.features import EditView, edit_view, pair_features, token_inputs
+from server.gate.features import EditView, edit_view, find_span, pair_features, token_inputs
 from server.memory.embed import SentenceEncoder
-from server.types import Edit, EncodedText, Hit, KeyEncodings
+from server.types import Edit, EditKey, EncodedText, Hit, KeyEncodings
 
 
 @dataclass
@@ -30,7 +30,10 @@ class ClassifierGate:
 
     A query is scored against the edit's key text closest to it (by sentence embedding): the prompt, or a
     paraphrase, or a patch's example question, whichever it resembles most; a rule's own wording ("If asked who
-    leads X, say ...") is far from the questions it covers, its examples are not. The edit side of the features
+    leads X, say ...") is far from the questions it covers, its examples are not. Each key is read with its own
+    subject: an alias key (the prompt naming an alias of the subject) with the alias, so the subject features fire
+    on a query that names the alias; and when the query names some keys' subjects, the closest of those keys is
+    taken (the same as the closest of all for an edit without aliases). The edit side of the features
     needs one encoder pass over the prompt; it is computed when the edit is added (`warm`), or the first time it
     is retrieved after a restart, and kept in a bounded LRU cache (about 20 KB an edit, most of it the token
     vectors the `interaction` design reads). Another key text's view is made when a query first finds it closest.
@@ -73,18 +76,28 @@ class ClassifierGate:
             views = _edit_views(edit, self._encoder.encode_text(edit.prompt), self._vectors(others))
             with self._lock:
                 self._views[edit.id] = views
-        closest = int(np.argmax(views.key_vectors @ query.vector))
+        keys = edit.index_keys()
+        closest = _closest_key(views.key_vectors @ query.vector, query.text, keys)
         if closest == 0:
             return views.prompt
         view = views.others.get(closest)
         if view is None:
-            view = edit_view(self._encoder.encode_text(edit.key_texts()[closest]), edit.subject, edit.target_new)
+            key = keys[closest]
+            view = edit_view(self._encoder.encode_text(key.text), key.subject, edit.target_new)
             with self._lock:
                 views.others[closest] = view
         return view
 
     def _vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
         return list(self._encoder.encode(texts)) if texts else []  # most edits have their prompt as only key
+
+
+def _closest_key(similarities: np.ndarray, query_text: str, keys: Sequence[EditKey]) -> int:
+    """The index of the most similar key ((n_keys,) cosines), among the keys whose subject the query names when it
+    names any."""
+    named = {s for s in dict.fromkeys(k.subject for k in keys) if find_span(query_text, s) is not None}
+    candidates = [i for i, k in enumerate(keys) if k.subject in named] or range(len(keys))
+    return max(candidates, key=lambda i: float(similarities[i]))
 
 
 def _edit_views(edit: Edit, prompt: EncodedText, other_vectors: Sequence[np.ndarray]) -> _EditViews:

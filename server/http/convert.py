@@ -67,7 +67,7 @@ def prompt_from(prompt: str | list[str]) -> str:
 
 def spec_from(body: EditBody) -> EditSpec:
     return EditSpec(body.subject, body.prompt, body.target_new, body.target_true, tuple(body.paraphrases),
-                    body.kind, body.pattern, body.replacement)
+                    body.kind, body.pattern, body.replacement, tuple(body.aliases))
 
 
 def correction_request_from(body: CorrectionBody, namespace: str) -> CorrectionRequest:
@@ -85,7 +85,8 @@ def edit_json(edit: Edit) -> dict[str, Any]:
     return {
         "id": edit.id, "object": "edit", "namespace": edit.namespace, "kind": edit.kind.value,
         "subject": edit.subject, "prompt": edit.prompt, "target_new": edit.target_new,
-        "target_true": edit.target_true, "paraphrases": list(edit.paraphrases), "pattern": edit.pattern,
+        "target_true": edit.target_true, "paraphrases": list(edit.paraphrases), "aliases": list(edit.aliases),
+        "pattern": edit.pattern,
         "replacement": edit.replacement, "version": edit.version, "supersedes": edit.supersedes or None,
         "superseded_by": edit.superseded_by or None, "created_at": edit.created_at_unix_s,
         "updated_at": edit.updated_at_unix_s,

@@ -71,6 +71,7 @@ class EditBody(BaseModel):
     kind: EditKind = EditKind.MODIFY
     pattern: str = ""
     replacement: str = ""
+    aliases: list[str] = Field(default_factory=list)
 
 
 class AddEditsBody(BaseModel):

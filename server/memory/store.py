@@ -96,6 +96,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX edit_events_by_namespace ON edit_events (namespace, seq);
     """,
+    # Version 3 (issue 24): other names of the subject, each a key text; existing edits have none.
+    """
+    ALTER TABLE edits ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]';  -- JSON list of strings
+    """,
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
@@ -158,6 +162,7 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
         key_ids    TEXT NOT NULL
     )
     """,
+    "ALTER TABLE edits ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]'",  # SQLite's version 3
 )
 
 EDIT_STORE = Schema(
@@ -169,7 +174,7 @@ IN_CHUNK = 5000  # ids per IN (...) list, under both backends' limits on bound p
 
 EDIT_FIELDS = (
     "id", "namespace", "subject", "prompt", "target_new", "target_true", "paraphrases", "created_at",
-    "kind", "pattern", "replacement", "version", "supersedes", "superseded_by", "updated_at",
+    "kind", "pattern", "replacement", "version", "supersedes", "superseded_by", "updated_at", "aliases",
 )
 EDIT_COLUMNS = ", ".join(EDIT_FIELDS)
 LIVE = "superseded_by = ''"
@@ -277,7 +282,7 @@ class EditStore:
                     target_new=spec.target_new, target_true=spec.target_true,
                     paraphrases=tuple(spec.paraphrases), created_at_unix_s=now, kind=spec.kind,
                     pattern=spec.pattern, replacement=spec.replacement, updated_at_unix_s=now,
-                    supersedes=old[1].id if old else "",
+                    supersedes=old[1].id if old else "", aliases=tuple(spec.aliases),
                 )
                 changes.add(self._insert_keys(db, self._insert_row(db, edit), edit, spec_vectors), spec_vectors)
                 self._log(db, now, token_name, EditAction.ADD, None, edit)
@@ -313,6 +318,7 @@ class EditStore:
                 old, subject=spec.subject, prompt=spec.prompt, target_new=spec.target_new,
                 target_true=spec.target_true, paraphrases=tuple(spec.paraphrases), kind=spec.kind,
                 pattern=spec.pattern, replacement=spec.replacement, version=old.version + 1, updated_at_unix_s=now,
+                aliases=tuple(spec.aliases),
             )
             db.execute(
                 "INSERT INTO edit_versions (edit_id, version, fields) VALUES (?, ?, ?)",
@@ -737,6 +743,7 @@ def edit_from_json(text: str) -> Edit:
     fields = json.loads(text)
     fields["kind"] = EditKind(fields["kind"])
     fields["paraphrases"] = tuple(fields["paraphrases"])
+    fields["aliases"] = tuple(fields.get("aliases", ()))  # versions and events written before aliases have none
     return Edit(**fields)
 
 
@@ -749,17 +756,18 @@ def _edit_to_row(edit: Edit) -> tuple[object, ...]:
     return (
         edit.id, edit.namespace, edit.subject, edit.prompt, edit.target_new, edit.target_true,
         json.dumps(list(edit.paraphrases)), edit.created_at_unix_s, edit.kind.value, edit.pattern, edit.replacement,
-        edit.version, edit.supersedes, edit.superseded_by, edit.updated_at_unix_s,
+        edit.version, edit.supersedes, edit.superseded_by, edit.updated_at_unix_s, json.dumps(list(edit.aliases)),
     )
 
 
 def _edit_from_row(row: Sequence[object]) -> Edit:
     (id_, namespace, subject, prompt, target_new, target_true, paraphrases, created_at, kind, pattern, replacement,
-     version, supersedes, superseded_by, updated_at) = row
+     version, supersedes, superseded_by, updated_at, aliases) = row
     return Edit(
         id=str(id_), namespace=str(namespace), subject=str(subject), prompt=str(prompt),
         target_new=str(target_new), target_true=None if target_true is None else str(target_true),
         paraphrases=tuple(json.loads(str(paraphrases))), created_at_unix_s=float(created_at),  # type: ignore[arg-type]
         kind=EditKind(kind), pattern=str(pattern), replacement=str(replacement), version=int(version),  # type: ignore[call-overload]
         supersedes=str(supersedes), superseded_by=str(superseded_by), updated_at_unix_s=float(updated_at),  # type: ignore[arg-type]
+        aliases=tuple(json.loads(str(aliases))),
     )

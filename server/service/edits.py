@@ -173,4 +173,4 @@ class Edits:
 def _unstored(spec: EditSpec, namespace: str) -> Edit:
     return Edit(id="", namespace=namespace, subject=spec.subject, prompt=spec.prompt, target_new=spec.target_new,
                 target_true=spec.target_true, paraphrases=spec.paraphrases, created_at_unix_s=0.0, kind=spec.kind,
-                pattern=spec.pattern, replacement=spec.replacement)
+                pattern=spec.pattern, replacement=spec.replacement, aliases=spec.aliases)

@@ -21,8 +21,9 @@ T = TypeVar("T")
 
 
 def key_text_chars(specs: Sequence[EditSpec]) -> int:
-    """Characters the encoder reads for these edits: each prompt and paraphrase is a key."""
-    return sum(len(s.prompt) + sum(map(len, s.paraphrases)) for s in specs)
+    """Characters the encoder reads for these edits: each key text (prompt, paraphrase, the prompt under each
+    alias)."""
+    return sum(len(t) for s in specs for t in s.key_texts())
 
 
 class WriteLane:

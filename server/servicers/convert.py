@@ -63,6 +63,7 @@ def edit_spec_from_pb(msg: pb.EditSpec) -> EditSpec:
         kind=edit_kind_from_pb(msg.kind),
         pattern=msg.pattern,
         replacement=msg.replacement,
+        aliases=tuple(msg.aliases),
     )
 
 
@@ -78,7 +79,7 @@ def edit_to_pb(edit: Edit) -> pb.Edit:
         target_new=edit.target_new, paraphrases=list(edit.paraphrases),
         created_at_unix_s=edit.created_at_unix_s, kind=EDIT_KINDS[edit.kind], pattern=edit.pattern,
         replacement=edit.replacement, version=edit.version, supersedes=edit.supersedes,
-        superseded_by=edit.superseded_by, updated_at_unix_s=edit.updated_at_unix_s,
+        superseded_by=edit.superseded_by, updated_at_unix_s=edit.updated_at_unix_s, aliases=list(edit.aliases),
     )
     if edit.target_true is not None:
         msg.target_true = edit.target_true

@@ -37,12 +37,12 @@ def test_a_version_1_store_migrates_its_edits_to_live_modify_edits_at_version_1(
         assert total == 1
         (edit,) = edits
         assert (edit.kind, edit.version, edit.live, edit.supersedes) == (EditKind.MODIFY, 1, True, "")
-        assert (edit.subject, edit.target_new, edit.paraphrases) == ("Dante", "German", ("x",))
+        assert (edit.subject, edit.target_new, edit.paraphrases, edit.aliases) == ("Dante", "German", ("x",), ())
         assert edit.updated_at_unix_s == edit.created_at_unix_s == 12.5
     finally:
         store.close()
     (version,) = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()
-    assert version == SCHEMA_VERSION == 2
+    assert version == SCHEMA_VERSION == 3
 
 
 def test_a_store_from_a_newer_release_is_refused(tmp_path: Path) -> None:
