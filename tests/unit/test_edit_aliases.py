@@ -16,10 +16,12 @@ from server.gate.artifact import DEFAULT_ARTIFACT, GateArtifact, load_artifact
 from server.gate.classifier import ClassifierGate
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
-from server.memory.store import edit_from_json, edit_to_json
+from server.memory.store import EditStore, edit_from_json, edit_to_json
 from server.types import EditKey, EditKind, EditSpec, Hit
 from server.validation import check_edit_spec
 from tests.unit.fakes import HashEmbedder, make_edit
+
+pytest_plugins = ("tests.postgres",)
 
 ZIC3 = EditSpec("ZIC3", "What species is ZIC3 specific to?", "male", "human",
                 paraphrases=("In which living being can you find ZIC3?",), aliases=("Zic family member 3", "ZIC-3"))
@@ -82,6 +84,21 @@ def test_the_memory_indexes_alias_keys_and_keeps_aliases_across_a_restart_and_an
     assert json.loads(events[-1].before_json)["aliases"] == list(ZIC3.aliases)
     assert json.loads(events[-1].after_json)["aliases"] == ["Zinc finger 3"]
     memory.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_both_stores_keep_aliases_and_one_key_per_alias(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    location = tmp_path / "edits.sqlite" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    store = EditStore(location)
+    try:
+        vectors = np.eye(8, dtype=np.float32)[: len(ZIC3.key_texts())]  # (n_keys, 8)
+        (edit,), changes = store.insert("ns", [ZIC3], [vectors])
+        assert len(changes.add_ids) == 4 and store.get("ns", edit.id).aliases == ZIC3.aliases
+        assert sorted(text for _, text in store.key_texts()) == sorted(ZIC3.key_texts())
+    finally:
+        store.close()
 
 
 def test_an_edit_written_to_json_before_aliases_reads_back_with_none() -> None:
