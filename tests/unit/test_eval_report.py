@@ -57,12 +57,13 @@ def test_portability_and_reverse_are_reported_by_kind_with_their_routes() -> Non
     assert "| logical | 1 | 0.000 | 0.500 | counterfactual: 1 |" in table
 
 
-def test_object_neighbourhood_is_a_locality_family_the_gate_should_keep_out() -> None:
+def test_object_neighbourhood_is_a_locality_family_whose_gate_errors_are_counted_apart() -> None:
     results = [CaseResult("1", ["e"], [probe("object_neighbourhood", True, 1.0, "base"),
                                        probe("object_neighbourhood", False, 0.5, "counterfactual")])]
     s = summarize(results, "gate", 1.0)
     assert s["object_neighbourhood_em"] == 0.5 and s["object_neighbourhood_tf"] == 0.75
-    assert s["gate_false_positive_rate"] == 0.5
+    assert s["gate_false_positive_rate"] is None  # locality and same-subject only, as before the new family
+    assert s["gate_false_positive_rate_object_neighbourhood"] == 0.5
     assert headline(s)["object_neighbourhood_em"] == 0.5
     assert "| object_neighbourhood | 0.500 | 0.750 |" in markdown_table(s)
     assert s["kinds"] == {}
