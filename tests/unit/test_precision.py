@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from scripts.measure_precision import agreement, first_difference
 from server.app import build_counterfactual, build_parametric
 from server.cli import parse_args
 from server.config import Config, build_config
@@ -249,3 +250,19 @@ def test_counterfactual_model_follows_the_precision_and_answers_as_fp32(
     adapted: tuple[Path, Path], precision: str
 ) -> None:
     assert counterfactual_answers(adapted, precision) == counterfactual_answers(adapted, "fp32")
+
+
+# --- scripts/measure_precision.py's agreement figures ----------------------------------------------
+
+
+def test_agreement_counts_identical_answers_and_where_the_others_first_differ() -> None:
+    assert first_difference([1, 2, 3], [1, 2, 3]) is None
+    assert first_difference([1, 2, 3], [1, 9, 3]) == 1
+    assert first_difference([1, 2], [1, 2, 3]) == 2  # one stopped (EOS) where the other went on
+    reference = [(1, 2, 3, 4), (5, 6, 7, 8), (9, 9, 9, 9), (1, 1, 1, 1)]
+    other = [(1, 2, 3, 4), (5, 6, 0, 8), (0, 9, 9, 9), (1, 1, 1, 1, 1)]
+    result = agreement(reference, other)
+    assert (result.prompts, result.diverged, result.identical, result.first_token) == (4, 3, 0.25, 0.75)
+    assert result.tokens_before_divergence == (4 + 2 + 0 + 4) / 16
+    assert result.first_divergence_histogram == {"0": 1, "2": 1, "4": 1}
+    assert result.first_divergence_median == 2
