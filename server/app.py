@@ -31,7 +31,7 @@ from server.auth.authorizer import Authorizer
 from server.chat.corrections import CorrectionExtractor
 from server.chat.transcript import conversation_format
 from server.config import IN_SCOPE_ROUTES, SIMILARITY_THRESHOLD, SUPERSEDE_THRESHOLD, Config
-from server.gate.artifact import DEFAULT_ARTIFACT, load_artifact
+from server.gate.artifact import DEFAULT_ARTIFACT, DEFAULT_UNFAMILIAR_ARTIFACT, GateArtifact, load_artifact
 from server.gate.classifier import ClassifierGate
 from server.gate.similarity import SimilarityGate
 from server.generators.base import BaseGenerator
@@ -251,7 +251,27 @@ def build_gate(config: Config, encoder: SentenceEncoder) -> tuple[Gate, float, s
     threshold = artifact.threshold if config.threshold is None else config.threshold
     log.info("scope classifier (%s) loaded; threshold %.3f (the artifact's: %.3f)", artifact.kind, threshold,
              artifact.threshold)
-    return ClassifierGate(artifact, encoder), threshold, None
+    return ClassifierGate(artifact, encoder, unfamiliar=unfamiliar_gate(config)), threshold, None
+
+
+def unfamiliar_gate(config: Config) -> GateArtifact | None:
+    """The gate for insert and patch edits: the configured one (which must load), else the shipped one (without
+    it, with a warning, the main gate scores them)."""
+    if not config.unfamiliar_gate:
+        return None
+    try:
+        artifact = load_artifact(config.unfamiliar_gate_artifact or DEFAULT_UNFAMILIAR_ARTIFACT)
+        if artifact.encoder != config.encoder:
+            raise ValueError(f"the unfamiliar-subject gate was trained on encoder {artifact.encoder}; the server uses "
+                             f"{config.encoder}")
+    except (OSError, ValueError, KeyError) as exc:
+        if config.unfamiliar_gate_artifact is not None:
+            raise
+        log.warning("the main gate scores insert and patch edits too: %s cannot be used (%s)",
+                    DEFAULT_UNFAMILIAR_ARTIFACT, exc)
+        return None
+    log.info("insert and patch edits: scope classifier %s, threshold %.3f", artifact.kind, artifact.threshold)
+    return artifact
 
 
 def supersede_threshold(config: Config, gate: Gate, threshold: float) -> float:

@@ -34,6 +34,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--encoder", help="sentence encoder: all-MiniLM-L6-v2 (default) or a local folder")
     parser.add_argument("--gate", help="scope gate: classifier (default, the trained one) or similarity")
     parser.add_argument("--gate-artifact", type=Path, help="a trained gate (.npz) instead of the shipped one")
+    parser.add_argument("--unfamiliar-gate-artifact", type=Path,
+                        help="a trained gate (.npz) for insert and patch edits instead of the shipped one")
+    parser.add_argument("--no-unfamiliar-gate", dest="unfamiliar_gate", action="store_false", default=None,
+                        help="score insert and patch edits with the main gate too")
     parser.add_argument("--threshold", type=float, help="gate score at or above which a query is in scope")
     parser.add_argument("--supersede-threshold", type=float,
                         help="gate score at or above which a new edit replaces a live edit of its subject (default "

@@ -91,6 +91,10 @@ class Config:
     gate: str = "classifier"
     # The trained gate's artifact; None: the one shipped in artifacts/gate/.
     gate_artifact: OptionalPath = None
+    # The trained gate for inserted facts and rules (edit kinds insert and patch); None: the one shipped in
+    # artifacts/gate/. With unfamiliar_gate False, `gate_artifact` scores every kind.
+    unfamiliar_gate_artifact: OptionalPath = None
+    unfamiliar_gate: bool = True
     # Gate score at or above which a query is in scope; None: the classifier's own threshold
     # (stored with its artifact), or SIMILARITY_THRESHOLD for the similarity gate.
     threshold: OptionalFloat = None

@@ -26,6 +26,9 @@ KINDS = ("logistic", "mlp", "interaction")
 # Shipped beside the code that trains it.
 # Beside the counterfactual adapters: files the server reads, kept out of the training package.
 DEFAULT_ARTIFACT = Path(__file__).resolve().parents[2] / "artifacts" / "gate" / "gate-v2.npz"
+# The gate for edits about what the model never knew (inserted facts, rules): trained with made-up subjects and
+# the relations' labels in every form (scope_classifier/pairs.py, v3 and v4), so the relation decides.
+DEFAULT_UNFAMILIAR_ARTIFACT = DEFAULT_ARTIFACT.with_name("gate-v4.npz")
 
 
 @dataclass(frozen=True)

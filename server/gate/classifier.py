@@ -12,7 +12,11 @@ from cachetools import LRUCache
 from server.gate.artifact import GateArtifact
 from server.gate.features import EditView, edit_view, find_span, pair_features, token_inputs
 from server.memory.embed import SentenceEncoder
-from server.types import Edit, EditKey, EncodedText, Hit, KeyEncodings
+from server.types import Edit, EditKey, EditKind, EncodedText, Hit, KeyEncodings
+
+# Edits about what the base model never knew: their subjects are unfamiliar to the encoder too, so a gate trained
+# on mostly familiar subjects leans on the subject and lets another relation of it in.
+UNFAMILIAR_KINDS = frozenset({EditKind.INSERT, EditKind.PATCH})
 
 
 @dataclass
@@ -39,8 +43,14 @@ class ClassifierGate:
     vectors the `interaction` design reads). Another key text's view is made when a query first finds it closest.
     """
 
-    def __init__(self, artifact: GateArtifact, encoder: SentenceEncoder, cache_size: int = 100_000) -> None:
+    def __init__(
+        self, artifact: GateArtifact, encoder: SentenceEncoder, cache_size: int = 100_000,
+        unfamiliar: GateArtifact | None = None,
+    ) -> None:
+        """`unfamiliar`, when given, scores the edits of `UNFAMILIAR_KINDS` instead of `artifact`, its scores put on
+        `artifact`'s scale (`on_scale`), so that one threshold serves both."""
         self._artifact = artifact
+        self._unfamiliar = unfamiliar
         self._encoder = encoder
         self._views: LRUCache[str, _EditViews] = LRUCache(maxsize=cache_size)  # edit id → its views
         self._lock = threading.Lock()  # scores() runs on several I/O threads; LRUCache is not thread-safe
@@ -49,11 +59,15 @@ class ClassifierGate:
         if not hits:
             return []
         views = [self._closest_view(query, h.edit) for h in hits]
-        features = np.stack([pair_features(query, v, h.similarity) for v, h in zip(views, hits, strict=True)])  # (k, F)
-        if not self._artifact.uses_tokens:
-            return [float(p) for p in self._artifact.predict(features)]
-        query_tokens = [token_inputs(query, v.subject, v.target_new) for v in views]
-        return [float(p) for p in self._artifact.predict(features, query_tokens, [v.tokens for v in views])]
+        unfamiliar = [self._unfamiliar is not None and h.edit.kind in UNFAMILIAR_KINDS for h in hits]
+        out = np.zeros(len(hits))
+        for artifact, chosen in ((self._artifact, [not u for u in unfamiliar]), (self._unfamiliar, unfamiliar)):
+            rows = [i for i, c in enumerate(chosen) if c]
+            if artifact is None or not rows:
+                continue
+            p = _predict(artifact, query, [views[i] for i in rows], [hits[i].similarity for i in rows])
+            out[rows] = p if artifact is self._artifact else on_scale(p, artifact.threshold, self._artifact.threshold)
+        return [float(p) for p in out]
 
     def warm(self, edits: Sequence[Edit], encoded: KeyEncodings | None = None) -> None:
         """Computes the edit side of the features for many edits at once (batched encoder passes for what
@@ -90,6 +104,25 @@ class ClassifierGate:
 
     def _vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
         return list(self._encoder.encode(texts)) if texts else []  # most edits have their prompt as only key
+
+
+def _predict(artifact: GateArtifact, query: EncodedText, views: Sequence[EditView], similarities: Sequence[float]
+             ) -> np.ndarray:
+    """P(in scope) of the query against each view: (k,)."""
+    features = np.stack([pair_features(query, v, s) for v, s in zip(views, similarities, strict=True)])  # (k, F)
+    if not artifact.uses_tokens:
+        return artifact.predict(features)
+    query_tokens = [token_inputs(query, v.subject, v.target_new) for v in views]
+    return artifact.predict(features, query_tokens, [v.tokens for v in views])
+
+
+def on_scale(p: np.ndarray, own_threshold: float, threshold: float) -> np.ndarray:
+    """Scores of a gate whose threshold is `own_threshold` mapped onto a gate whose threshold is `threshold`:
+    piecewise linear, 0 → 0, own_threshold → threshold, 1 → 1, so the order and the in/out decision are kept
+    and the supersede threshold means the same distance above the threshold for both."""
+    below = p * threshold / max(own_threshold, 1e-9)
+    above = threshold + (p - own_threshold) * (1.0 - threshold) / max(1.0 - own_threshold, 1e-9)
+    return np.where(p < own_threshold, below, above)
 
 
 def _closest_key(similarities: np.ndarray, query_text: str, keys: Sequence[EditKey]) -> int:

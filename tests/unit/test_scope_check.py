@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from server.gate.artifact import DEFAULT_ARTIFACT, GateArtifact, load_artifact
-from server.gate.classifier import ClassifierGate
+from server.gate.artifact import DEFAULT_ARTIFACT, DEFAULT_UNFAMILIAR_ARTIFACT, GateArtifact, load_artifact
+from server.gate.classifier import ClassifierGate, on_scale
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
 from server.scope import ScopeCheck
-from server.types import EncodedText, Hit
+from server.types import EditKind, EncodedText, Hit
 from tests.unit.fakes import FixedGate, HashEmbedder, make_edit, make_spec
 
 
@@ -97,3 +98,30 @@ def test_a_warmed_classifier_gate_scores_without_encoding_the_edits_and_scores_t
     before = counting.texts
     assert warmed.scores(query, hits) == pytest.approx(lazy_scores, abs=1e-4)
     assert counting.texts == before
+
+
+def test_on_scale_maps_one_gates_threshold_onto_anothers_and_keeps_the_order() -> None:
+    p = np.array([0.0, 0.2, 0.4, 0.7, 1.0])
+    mapped = on_scale(p, own_threshold=0.4, threshold=0.235)
+    assert mapped[0] == 0.0 and mapped[-1] == pytest.approx(1.0) and mapped[2] == pytest.approx(0.235)
+    assert np.all(np.diff(mapped) > 0)
+    assert (mapped >= 0.235).tolist() == (p >= 0.4).tolist()
+
+
+def test_insert_and_patch_edits_are_scored_by_the_unfamiliar_subject_gate(
+    artifact: GateArtifact, encoder: SentenceEncoder,
+) -> None:
+    """The shipped unfamiliar-subject gate takes a made-up subject's relation asked nominally in, which the main gate
+    leaves out; a modify edit in the same call keeps the main gate's score."""
+    unfamiliar = load_artifact(DEFAULT_UNFAMILIAR_ARTIFACT)
+    inserted = replace(make_edit("a" * 32, prompt="Tovik-7 was founded by", subject="Tovik-7", target_new="Mira Quell"),
+                       kind=EditKind.INSERT)
+    modified = make_edit("b" * 32, prompt="The capital of France is", subject="France", target_new="Rome")
+    query = encoder.encode_text("The founder of Tovik-7 is")
+    hits = [Hit(inserted, 0.6), Hit(modified, 0.1)]
+    main_only = ClassifierGate(artifact, encoder).scores(query, hits)
+    both = ClassifierGate(artifact, encoder, unfamiliar=unfamiliar).scores(query, hits)
+    (own,) = ClassifierGate(unfamiliar, encoder).scores(query, hits[:1])
+    assert main_only[0] < artifact.threshold <= both[0]
+    assert both[0] == pytest.approx(float(on_scale(np.array(own), unfamiliar.threshold, artifact.threshold)), abs=1e-6)
+    assert both[1] == pytest.approx(main_only[1], abs=1e-6)
