@@ -12,7 +12,7 @@ import pytest
 
 from server.config import Limits
 from server.errors import InvalidArgument
-from server.gate.artifact import DEFAULT_ARTIFACT, GateArtifact, load_artifact
+from server.gate.artifact import GateArtifact
 from server.gate.classifier import ClassifierGate
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
@@ -105,16 +105,6 @@ def test_an_edit_written_to_json_before_aliases_reads_back_with_none() -> None:
     fields = json.loads(edit_to_json(make_edit()))
     del fields["aliases"]
     assert edit_from_json(json.dumps(fields)).aliases == ()
-
-
-@pytest.fixture(scope="module")
-def artifact() -> GateArtifact:
-    return load_artifact(DEFAULT_ARTIFACT)
-
-
-@pytest.fixture(scope="module")
-def encoder(artifact: GateArtifact) -> SentenceEncoder:
-    return SentenceEncoder(artifact.encoder)
 
 
 def test_the_gate_lets_in_a_query_naming_only_an_alias_and_keeps_other_queries_out(

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.gate.artifact import DEFAULT_ARTIFACT, DEFAULT_UNFAMILIAR_ARTIFACT, GateArtifact, load_artifact
+from server.gate.artifact import DEFAULT_UNFAMILIAR_ARTIFACT, GateArtifact, load_artifact
 from server.gate.classifier import ClassifierGate, on_scale
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
@@ -36,16 +36,6 @@ class CountingEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         self.texts += len(texts)
         return self._encoder.encode(texts)
-
-
-@pytest.fixture(scope="module")
-def artifact() -> GateArtifact:
-    return load_artifact(DEFAULT_ARTIFACT)
-
-
-@pytest.fixture(scope="module")
-def encoder(artifact: GateArtifact) -> SentenceEncoder:
-    return SentenceEncoder(artifact.encoder)
 
 
 def test_add_stores_the_edits_then_warms_the_gate_with_them(tmp_path: Path) -> None:
