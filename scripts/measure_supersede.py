@@ -5,7 +5,7 @@ replaces the old one, and how often one of another relation of the same subject 
 
     .venv/bin/python scripts/measure_supersede.py --split train --json docs/figures/supersede-threshold-train.json
     .venv/bin/python scripts/measure_supersede.py --split dev
-    .venv/bin/python scripts/measure_supersede.py --split dev --gate-artifact artifacts/gate/gate-v3.npz
+    .venv/bin/python scripts/measure_supersede.py --split dev --gate-artifact artifacts/gate/gate-v4.npz
 
 Pairs, each an old edit in memory and a new edit with the same subject:
 - train: same fact, reworded (should supersede): CounterFact train `rephrase_prompt`, zsRE train-1k `rephrase`;
