@@ -186,6 +186,34 @@ def test_rome_on_bf16_writes_rolls_back_and_replays(taught_dir: Path) -> None:
     again.close()
 
 
+METHODS = {
+    "memit": MethodRequest("memit", steps=40, layers=(0, 1)),
+    "ft": MethodRequest("ft", steps=40, layer=0),
+    "alphaedit": MethodRequest("alphaedit", steps=40, layers=(0, 1)),
+    "grace": MethodRequest("grace", steps=40, layer=0),
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_on_bf16_answers_as_on_fp32_and_rolls_back_exactly(method: str, tmp_path: Path) -> None:
+    answers = {}
+    for precision in ("fp32", "bf16"):
+        model_dir = tmp_path / precision / "taught"
+        model = build_tiny_model("llama", layers=4)
+        model.load_state_dict(_taught_state())
+        model.save_pretrained(model_dir)
+        build_tiny_tokenizer().save_pretrained(model_dir)
+        loaded = serving(model_dir, precision)
+        editor = build_parametric(config_for(model_dir, precision), loaded)
+        before = weights(loaded.model)
+        editor.commit("ns", METHODS[method], finish(editor.compute(METHODS[method], [edit_france()])))
+        answers[precision] = [next_word(loaded, fact.rsplit(" ", 1)[0]) for fact in FACTS]
+        editor.rollback("ns", "e1")
+        assert all(torch.equal(before[k], v) for k, v in loaded.model.state_dict().items())
+        editor.close()
+    assert answers["bf16"] == answers["fp32"]
+
+
 def test_int8_serves_the_ledger_and_refuses_changes_naming_the_flag(taught_dir: Path) -> None:
     fp32 = serving(taught_dir, "fp32")
     editor = build_parametric(config_for(taught_dir, "fp32"), fp32)
