@@ -90,11 +90,13 @@ RELATION_CUES = {
 RELATION_STOPWORDS = frozenset({"of", "the", "in", "by", "on", "to", "a", "an", "or", "is", "and", "s", "date"})
 SYNTHETIC_PER_EDIT = 2
 # Phrasings of a same-subject probe under a property label: KnowEdit's two, and (v3) a question and a
-# possessive, which the train files' same-subject prompts never use.
+# possessive, which the train files' same-subject prompts never use. They fill in {label} (the label as
+# Wikidata writes it) or {noun} (`label_noun`): v2's keep the raw label (its pairs are drawn and encoded as
+# before); v3's and v4's ask by the noun.
 LABEL_PHRASINGS = ("The {label} of {subject} is", "{subject} {label}")
-QUESTION_PHRASINGS = ("What is the {label} of {subject}?", "{subject}'s {label} is")
+QUESTION_PHRASINGS = ("What is the {noun} of {subject}?", "{subject}'s {noun} is")
 # v4: the edit's own relation asked in those forms, and nominally, as positives.
-OWN_LABEL_PHRASINGS = QUESTION_PHRASINGS + ("The {label} of {subject} is",)
+OWN_LABEL_PHRASINGS = QUESTION_PHRASINGS + ("The {noun} of {subject} is",)
 # Phrases whose words would name another label ("mother tongue" is no mother).
 COMPOUND_LABELS = {"mother tongue": "native language", "first language": "native language"}
 # Nouns for the labels that are not nouns, so that "The founder of X is" is asked, not "The founded by of X is".
@@ -237,9 +239,7 @@ def synthetic_same_subject(
     prompt_words = set(re.findall(r"\w+", edit.prompt.casefold()))
     others = [label for label in PROPERTY_LABELS
               if not (_relation_words(label) & prompt_words)]
-    # v2's phrasings keep the raw label (its pairs are drawn and encoded as before); v3's ask by the noun.
-    spoken = (lambda label: label) if phrasings == LABEL_PHRASINGS else label_noun
-    return [phrasings[i % len(phrasings)].format(label=spoken(label), subject=edit.subject)
+    return [phrasings[i % len(phrasings)].format(label=label, noun=label_noun(label), subject=edit.subject)
             for i, label in enumerate(rng.sample(others, min(n, len(others))))]
 
 
@@ -274,7 +274,7 @@ def own_label_phrasings(edit: EditText, rng: random.Random, n: int = 2) -> list[
     label = own_label(edit.prompt)
     if label is None or not edit.subject.strip() or find_span(edit.prompt, edit.subject) is None:
         return []
-    return [phrasing.format(label=label_noun(label), subject=edit.subject)
+    return [phrasing.format(noun=label_noun(label), subject=edit.subject)
             for phrasing in rng.sample(OWN_LABEL_PHRASINGS, n)]
 
 

@@ -59,14 +59,18 @@ class ClassifierGate:
         if not hits:
             return []
         views = [self._closest_view(query, h.edit) for h in hits]
-        unfamiliar = [self._unfamiliar is not None and h.edit.kind in UNFAMILIAR_KINDS for h in hits]
+
+        def predict(artifact: GateArtifact, rows: list[int]) -> np.ndarray:
+            return _predict(artifact, query, [views[i] for i in rows], [hits[i].similarity for i in rows])
+
+        unfamiliar = self._unfamiliar
+        other = [i for i, h in enumerate(hits) if unfamiliar is not None and h.edit.kind in UNFAMILIAR_KINDS]
+        main = [i for i in range(len(hits)) if i not in other]
         out = np.zeros(len(hits))
-        for artifact, chosen in ((self._artifact, [not u for u in unfamiliar]), (self._unfamiliar, unfamiliar)):
-            rows = [i for i, c in enumerate(chosen) if c]
-            if artifact is None or not rows:
-                continue
-            p = _predict(artifact, query, [views[i] for i in rows], [hits[i].similarity for i in rows])
-            out[rows] = p if artifact is self._artifact else on_scale(p, artifact.threshold, self._artifact.threshold)
+        if main:
+            out[main] = predict(self._artifact, main)
+        if other and unfamiliar is not None:
+            out[other] = on_scale(predict(unfamiliar, other), unfamiliar.threshold, self._artifact.threshold)
         return [float(p) for p in out]
 
     def warm(self, edits: Sequence[Edit], encoded: KeyEncodings | None = None) -> None:
