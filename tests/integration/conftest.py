@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.tiny import build_tiny_model, build_tiny_tokenizer, teach
 from tests.tiny_counterfactual import save_adaptable_model, train_tiny_adapter
 
 
@@ -23,3 +24,13 @@ def counterfactual_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
     finally:
         torch.set_num_threads(threads)
     return model_dir, adapter_dir
+
+
+@pytest.fixture(scope="module")
+def taught_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model that has learnt a few facts (tests.tiny.teach), saved with its tokenizer."""
+    path = tmp_path_factory.mktemp("taught-model")
+    tokenizer = build_tiny_tokenizer()
+    teach(build_tiny_model(layers=4), tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -12,20 +12,10 @@ from safetensors.torch import load_file
 from client import EditcacheError, GenerationOptions, ParametricOptions, ParametricProgress
 from client.launch import LocalServer
 from tests.crash import kill
-from tests.tiny import build_tiny_model, build_tiny_tokenizer, teach
 
 # The tiny model holds each fact at "is" (tests/unit/test_parametric_editor.py says why).
 SUBJECT, PROMPT = "france is", "the capital of france is"
 ONE_TOKEN = GenerationOptions(max_new_tokens=1)
-
-
-@pytest.fixture(scope="module")
-def taught_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("taught-model")
-    tokenizer = build_tiny_tokenizer()
-    teach(build_tiny_model(layers=4), tokenizer).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture()

@@ -8,21 +8,11 @@ import pytest
 
 from client import EditcacheError, GenerationOptions, ParametricOptions
 from client.launch import LocalServer
-from tests.tiny import build_tiny_model, build_tiny_tokenizer, teach
 
 # The tiny model holds each fact at "is" (tests/unit/test_parametric_editor.py says why).
 SUBJECT, PROMPT = "france is", "the capital of france is"
 ONE_TOKEN = GenerationOptions(max_new_tokens=1)
 ROME = ParametricOptions(layer=0, steps=40)
-
-
-@pytest.fixture(scope="module")
-def taught_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("taught-model")
-    tokenizer = build_tiny_tokenizer()
-    teach(build_tiny_model(layers=4), tokenizer).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def serve(model_dir: Path, tmp_path: Path, precision: str) -> LocalServer:

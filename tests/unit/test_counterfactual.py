@@ -144,6 +144,12 @@ def fresh(trained: tuple[Path, Path, dict[str, Any]]) -> LoadedModel:
     return load_model(str(trained[0]), trained[0] / "cache")
 
 
+def adapted_generator(adapter_dir: Path, fresh: LoadedModel) -> tuple[CounterfactualGenerator, PromptFormat]:
+    """The counterfactual generator over `fresh` with the adapter merged in, and the adapter's prompt format."""
+    merged, manifest = load_adapted_model(fresh.model, adapter_dir, fresh.fingerprint.current)
+    return CounterfactualGenerator(CausalLM(merged, fresh.tokenizer), manifest.prompt), manifest.prompt
+
+
 def test_training_lowers_the_loss_and_learns_to_answer_held_out_edits(trained: tuple[Path, Path, dict]) -> None:
     _, _, metrics = trained
     assert metrics["loss_last"] < metrics["loss_first"] / 4
@@ -190,9 +196,8 @@ def test_generator_answers_from_the_edit_through_the_adapter(
     trained: tuple[Path, Path, dict], fresh: LoadedModel
 ) -> None:
     _, adapter_dir, _ = trained
-    merged, manifest = load_adapted_model(fresh.model, adapter_dir, fresh.fingerprint.current)
-    generator = CounterfactualGenerator(CausalLM(merged, fresh.tokenizer), manifest.prompt)
-    base = CounterfactualGenerator(CausalLM(fresh.model, fresh.tokenizer), manifest.prompt)  # same prompt, no adapter
+    generator, prompt = adapted_generator(adapter_dir, fresh)
+    base = CounterfactualGenerator(CausalLM(fresh.model, fresh.tokenizer), prompt)  # same prompt, no adapter
     options = GenerationOptions(max_new_tokens=6)
     answered, base_answered = 0, 0
     for country, city in [("france", "rome"), ("germany", "madrid"), ("italy", "paris"), ("spain", "berlin")]:
@@ -215,8 +220,7 @@ def test_an_answer_reads_the_prompt_cache_its_judgement_left_and_answers_the_sam
     trained: tuple[Path, Path, dict], fresh: LoadedModel
 ) -> None:
     _, adapter_dir, _ = trained
-    merged, manifest = load_adapted_model(fresh.model, adapter_dir, fresh.fingerprint.current)
-    generator = CounterfactualGenerator(CausalLM(merged, fresh.tokenizer), manifest.prompt)
+    generator, prompt = adapted_generator(adapter_dir, fresh)
     edit = make_edit(prompt="the capital of france is", target_new="rome", subject="france")
     options = GenerationOptions(max_new_tokens=6)
     for query in (edit.prompt, "what is the capital city of france"):
@@ -235,9 +239,8 @@ def test_generator_abstains_on_another_relation_of_the_subject(
 ) -> None:
     _, adapter_dir, metrics = trained
     assert metrics["held_out_after"]["em_retain"] > metrics["held_out_before"]["em_retain"]
-    merged, manifest = load_adapted_model(fresh.model, adapter_dir, fresh.fingerprint.current)
-    generator = CounterfactualGenerator(CausalLM(merged, fresh.tokenizer), manifest.prompt)
-    base = CounterfactualGenerator(CausalLM(fresh.model, fresh.tokenizer), manifest.prompt)
+    generator, prompt = adapted_generator(adapter_dir, fresh)
+    base = CounterfactualGenerator(CausalLM(fresh.model, fresh.tokenizer), prompt)
     edits = [make_edit(prompt=f"the capital of {c} is", target_new="rome", subject=c) for c in ("germany", "spain")]
     assert all(generator.judge(e, f"the language {e.subject} speaks is").abstains for e in edits)
     assert not any(base.judge(e, f"the language {e.subject} speaks is").abstains for e in edits)
