@@ -9,9 +9,6 @@ from pathlib import Path
 import pytest
 
 from client.evaluation.cli import main as evaluate
-from tests.integration import test_parametric as parametric
-
-taught_model_dir = parametric.taught_model_dir
 
 CASES = [
     {"case_id": 1, "prompt": "the capital of france is", "subject": "france", "target_new": "berlin",

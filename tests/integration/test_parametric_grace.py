@@ -15,7 +15,6 @@ from tests.integration import test_parametric as parametric
 from tests.integration.test_parametric import ONE_TOKEN, PROMPT, SUBJECT, exported
 
 # The same taught tiny model and server as ROME's tests.
-taught_model_dir = parametric.taught_model_dir
 server = parametric.server
 OTHER = "the capital of italy is"
 
