@@ -21,6 +21,7 @@ from pathlib import Path
 
 from editdata.cases import Case
 from editdata.readers import load_cases
+from server.generators.counterfactual_adapter import PromptFormat
 
 # Relative to the shared data directory. Never val.json or dev*.json (../shared/data/README.md).
 TRAIN_FILES = (
@@ -39,6 +40,18 @@ class Example:
     target_new: str
     query: str
     answer: str  # for retain: "" until the trainer writes the abstention word
+    rule: str = ""  # the edit written as a patch's rule (counterfactual.rules); "": shown as the fact
+
+    @property
+    def group(self) -> str:
+        """The kind, marked when the edit is shown as a rule: what held-out exact match is reported by."""
+        return f"rule_{self.kind}" if self.rule else self.kind
+
+    def render(self, fmt: PromptFormat) -> str:
+        """The prompt the counterfactual model reads: the fact (or the rule), then the query."""
+        if self.rule:
+            return fmt.render_statement(self.rule, self.query)
+        return fmt.render(self.edit_prompt, self.target_new, self.query)
 
 
 @dataclass(frozen=True)

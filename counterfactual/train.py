@@ -31,6 +31,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from counterfactual.examples import Example, TrainCase, edit_examples, retain_queries, split_cases
+from counterfactual.rules import as_rule
 from editdata.cases import Case
 from editdata.metrics import exact_match
 from server.generators.counterfactual import CONFIDENCE_TOKENS, answer_confidence, answer_ends
@@ -48,12 +49,13 @@ CONFIDENCE_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 class TrainSettings:
     """Defaults sized for about 20-30 minutes on 2 shared CPU cores with Gemma-3-270M (one pass over the examples)."""
 
-    steps: int = 250
+    steps: int = 300
     batch_size: int = 8
     lr: float = 5e-4
     rank: int = 8  # LoRA rank on every linear layer but the output layer; alpha is twice the rank
-    max_examples: int = 2_000  # drawn at random from the training cases, retain examples included
-    retain_examples: int = 500  # of those, queries the edit does not bear on (answered with the abstention word)
+    max_examples: int = 2_400  # drawn at random from the training cases, retain examples included
+    retain_examples: int = 600  # of those, queries the edit does not bear on (answered with the abstention word)
+    rule_share: float = 0.25  # of all examples, the share whose edit is shown as a patch's rule (counterfactual.rules)
     held_out_cases: int = 50  # train cases set aside for the exact-match measurements
     max_tokens: int = 96  # longer examples (prompt and answer) are dropped
     eval_batch_size: int = 16
@@ -84,7 +86,7 @@ class Report:
 
 def encode(example: Example, fmt: PromptFormat, tokenizer: PreTrainedTokenizerBase) -> Encoded:
     """Prompt and continuation tokenised apart, as the model sees them when it generates."""
-    prompt_ids = tokenizer(fmt.render(example.edit_prompt, example.target_new, example.query))["input_ids"]
+    prompt_ids = tokenizer(example.render(fmt))["input_ids"]
     answer_ids = tokenizer(fmt.continuation(example.answer), add_special_tokens=False)["input_ids"]
     return Encoded(list(prompt_ids), list(answer_ids))
 
@@ -158,29 +160,37 @@ def abstain(example: Example, fmt: PromptFormat) -> Example:
     return replace(example, answer=fmt.abstain)
 
 
+def as_rules(examples: Sequence[Example], share: float, rng: random.Random) -> list[Example]:
+    """`examples` with `share` of them (drawn with `rng`) showing their edit as a rule; order kept."""
+    chosen = set(rng.sample(range(len(examples)), round(share * len(examples))))
+    return [replace(e, rule=as_rule(e.edit_prompt, e.target_new, rng)) if i in chosen else e
+            for i, e in enumerate(examples)]
+
+
 def evaluate(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat, examples: Sequence[Example],
     batch_size: int, progress: Progress | None = None, stage: str = "evaluate",
 ) -> dict[str, Any]:
     """Greedy exact match per kind, and how exact match and coverage depend on the confidence threshold."""
-    prompts = [fmt.render(e.edit_prompt, e.target_new, e.query) for e in examples]
+    prompts = [e.render(fmt) for e in examples]
     lengths = [len(tokenizer(fmt.continuation(e.answer), add_special_tokens=False)["input_ids"]) + EXTRA_NEW_TOKENS
                for e in examples]
     outs = greedy(model, tokenizer, fmt, prompts, lengths, batch_size, progress, stage)
     hits = [exact_match(o.answer, [e.answer]) for e, o in zip(examples, outs, strict=True)]
     metrics: dict[str, Any] = {}
-    for kind in sorted({e.kind for e in examples}):
-        mine = [h for e, h in zip(examples, hits, strict=True) if e.kind == kind]
-        metrics[f"em_{kind}"] = round(sum(mine) / len(mine), 4)
-        metrics[f"n_{kind}"] = len(mine)
-    edited = [(o.confidence, h) for e, o, h in zip(examples, outs, hits, strict=True) if e.kind != "retain"]
+    for group in sorted({e.group for e in examples}):
+        mine = [h for e, h in zip(examples, hits, strict=True) if e.group == group]
+        metrics[f"em_{group}"] = round(sum(mine) / len(mine), 4)
+        metrics[f"n_{group}"] = len(mine)
+    edited = [(o.confidence, h) for e, o, h in zip(examples, outs, hits, strict=True)
+              if e.kind != "retain" and not e.rule]
     metrics["by_confidence"] = [
         {"min_confidence": t, "kept": round(len(kept) / max(1, len(edited)), 4),
          "em_kept": round(sum(h for _, h in kept) / len(kept), 4) if kept else None}
         for t in CONFIDENCE_THRESHOLDS for kept in [[x for x in edited if x[0] >= t]]
     ]
     every = max(1, len(examples) // 20)  # about 20 samples, spread over the kinds
-    metrics["samples"] = [{"kind": e.kind, "query": e.query, "answer": e.answer, "output": o.answer,
+    metrics["samples"] = [{"kind": e.group, "query": e.query, "answer": e.answer, "output": o.answer,
                            "confidence": round(o.confidence, 4)}
                           for e, o in zip(examples[::every], outs[::every], strict=True)]
     return metrics
@@ -269,10 +279,13 @@ def train_counterfactual(
     chosen_edit = rng.sample(edit_pool, min(settings.max_examples - n_retain, len(edit_pool)))
     held_pool = [e for c in held_out for e in retain_queries(c.case)]
     held_retain = rng.sample(held_pool, min(len(held_pool), len(held_out)))  # about one per held-out case
-    examples = chosen_edit + [abstain(e, fmt) for e in rng.sample(retain_pool, n_retain)]
+    examples = as_rules(chosen_edit + [abstain(e, fmt) for e in rng.sample(retain_pool, n_retain)],
+                        settings.rule_share, rng)
     held = [e for c in held_out for e in edit_examples(c.case)] + [abstain(e, fmt) for e in held_retain]
+    if settings.rule_share > 0:  # the same held-out probes with their edit shown as a rule
+        held += as_rules(held, 1.0, rng)
     log.info("training on %d examples (%s) from %d cases; %d held-out cases (%d probes)", len(examples),
-             dict(Counter(e.kind for e in examples)), len(train_cases), len(held_out), len(held))
+             dict(Counter(e.group for e in examples)), len(train_cases), len(held_out), len(held))
 
     before = evaluate(model, tokenizer, fmt, held, settings.eval_batch_size, progress, "held-out, before")
     adapted, report = train_adapter(model, tokenizer, fmt, examples, settings, progress)
@@ -290,7 +303,7 @@ def train_counterfactual(
         "model": model_name,
         "model_fingerprint": fingerprint,
         "settings": asdict(settings),
-        "examples": dict(Counter(e.kind for e in examples)),
+        "examples": dict(Counter(e.group for e in examples)),
         "train_cases": len(train_cases),
         "held_out_split": "cases of the train files set aside before training (never trained on); not val/dev",
         "held_out_cases": len(held_out),

@@ -5,12 +5,12 @@ Writes the adapter (peft, safetensors), counterfactual.json (the base model's fi
 and metrics.json (training loss; greedy exact match before and after on held-out train cases; fixture
 scores) to --out, by default artifacts/counterfactual/<model>/, where the server looks for it.
 
-    scripts/train_counterfactual.py --torch-threads 2     # the defaults: 250 steps of 8, 2,000 examples
+    scripts/train_counterfactual.py --torch-threads 2     # the defaults: 300 steps of 8, 2,400 examples
 
 Time with Gemma-3-270M on 2 CPU cores shared with another job, one torch thread: about 5.5 s per training step
-at batch 8 (rows of about 40 tokens), so the defaults take about 23 minutes of training plus about 3 for the
-two held-out evaluations (50 cases); on idle cores about 3 s a step, 15 minutes in all. Steps scale the time
-linearly; give --max-examples about steps x batch size, so no example is seen twice.
+at batch 8 (rows of about 40 tokens), so the defaults take about 28 minutes of training plus about 5 for the
+two held-out evaluations (50 cases, each probe as a fact and as a rule); on idle cores about 3 s a step.
+Steps scale the time linearly; give --max-examples about steps x batch size, so no example is seen twice.
 The server's routing threshold (--counterfactual-min-confidence) is chosen on val, not here.
 
     scripts/train_counterfactual.py --restamp artifacts/counterfactual/gemma-3-270m
@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="examples drawn from the training cases, retain examples included")
     parser.add_argument("--retain-examples", type=int, default=defaults.retain_examples,
                         help="of those, queries the edit does not bear on, answered with the abstention word (0: none)")
+    parser.add_argument("--rule-share", type=float, default=defaults.rule_share,
+                        help="share of the examples whose edit is shown as a patch's rule (counterfactual/rules.py)")
     parser.add_argument("--held-out-cases", type=int, default=defaults.held_out_cases,
                         help="train cases set aside to measure exact match (never trained on)")
     parser.add_argument("--max-tokens", type=int, default=defaults.max_tokens, help="longest example kept")
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, rank=args.rank,
                              max_examples=args.max_examples, retain_examples=args.retain_examples,
-                             held_out_cases=args.held_out_cases, max_tokens=args.max_tokens, seed=args.seed)
+                             rule_share=args.rule_share, held_out_cases=args.held_out_cases,
+                             max_tokens=args.max_tokens, seed=args.seed)
     started = time.perf_counter()
     loaded = load_model(args.model, args.cache_dir, args.torch_threads)
     if args.restamp is not None:

@@ -155,7 +155,9 @@ def test_training_lowers_the_loss_and_learns_to_answer_held_out_edits(trained: t
     assert metrics["loss_last"] < metrics["loss_first"] / 4
     before, after = metrics["held_out_before"], metrics["held_out_after"]
     assert after["em_copy"] > before["em_copy"] and after["em_paraphrase"] > before["em_paraphrase"]
-    assert set(metrics["examples"]) == {"copy", "paraphrase", "retain"}
+    # a quarter of the examples show their edit as a patch's rule; held-out probes are measured in both forms
+    assert set(metrics["examples"]) == {"copy", "paraphrase", "retain", "rule_copy", "rule_paraphrase", "rule_retain"}
+    assert after["n_rule_copy"] == after["n_copy"] and after["n_rule_retain"] == after["n_retain"]
     assert metrics["held_out_split"].startswith("cases of the train files")
 
 
