@@ -35,7 +35,13 @@ from counterfactual.rules import as_rule
 from editdata.cases import Case
 from editdata.metrics import exact_match
 from server.generators.counterfactual import CONFIDENCE_TOKENS, answer_confidence, answer_ends
-from server.generators.counterfactual_adapter import METRICS_FILE, Manifest, PromptFormat, write_manifest
+from server.generators.counterfactual_adapter import (
+    METRICS_FILE,
+    Manifest,
+    PromptFormat,
+    read_manifest,
+    write_manifest,
+)
 from server.generators.decoding import CausalLM
 
 log = logging.getLogger(__name__)
@@ -55,6 +61,7 @@ class TrainSettings:
     rank: int = 8  # LoRA rank on every linear layer but the output layer; alpha is twice the rank
     max_examples: int = 2_400  # drawn at random from the training cases, retain examples included
     retain_examples: int = 600  # of those, queries the edit does not bear on (answered with the abstention word)
+    init_adapter: str = ""  # an adapter trained on the same model to continue from; "": a fresh one
     rule_share: float = 0.25  # of all examples, the share whose edit is shown as a patch's rule (counterfactual.rules)
     held_out_cases: int = 50  # train cases set aside for the exact-match measurements
     max_tokens: int = 96  # longer examples (prompt and answer) are dropped
@@ -207,19 +214,29 @@ def fixture_scores(lm: CausalLM, fmt: PromptFormat, cases: Sequence[Case]) -> li
     return scores
 
 
+def start_adapter(model: PreTrainedModel, settings: TrainSettings, fingerprint: str) -> PeftModel:
+    """`model` wrapped with a trainable LoRA adapter: a fresh one, or `settings.init_adapter` when it was trained
+    on this model (`fingerprint`)."""
+    if settings.init_adapter:
+        trained_on = read_manifest(Path(settings.init_adapter)).model_fingerprint
+        if trained_on != fingerprint:
+            raise ValueError(f"init adapter {settings.init_adapter} was trained on {trained_on}, not {fingerprint}")
+        return PeftModel.from_pretrained(model, settings.init_adapter, is_trainable=True)
+    lora = LoraConfig(r=settings.rank, lora_alpha=2 * settings.rank, lora_dropout=0.0, target_modules="all-linear",
+                      task_type="CAUSAL_LM")
+    torch.manual_seed(settings.seed)  # the adapter's initial A matrices
+    return get_peft_model(model, lora)  # type: ignore[return-value]
+
+
 def train_adapter(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat, examples: Sequence[Example],
+    peft_model: PeftModel, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat, examples: Sequence[Example],
     settings: TrainSettings, progress: Progress | None = None,
-) -> tuple[PeftModel, Report]:
-    """Wraps `model` with a fresh LoRA adapter and trains it; AdamW, linear warm-up then linear decay."""
+) -> Report:
+    """Trains the adapter of `peft_model` (start_adapter); AdamW, linear warm-up then linear decay."""
     encoded = [e for e in (encode(x, fmt, tokenizer) for x in examples)
                if len(e.prompt_ids) + len(e.answer_ids) <= settings.max_tokens and e.answer_ids]
     if not encoded:
         raise ValueError("no training example fits max_tokens")
-    lora = LoraConfig(r=settings.rank, lora_alpha=2 * settings.rank, lora_dropout=0.0, target_modules="all-linear",
-                      task_type="CAUSAL_LM")
-    torch.manual_seed(settings.seed)  # the adapter's initial A matrices
-    peft_model: PeftModel = get_peft_model(model, lora)  # type: ignore[assignment]
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=0.0)
     warmup = max(1, settings.steps // 20)
@@ -251,7 +268,7 @@ def train_adapter(
             progress(step + 1, settings.steps, f"train (loss {sum(recent) / len(recent):.3f})")
     report.seconds_per_step = (time.perf_counter() - started) / max(1, settings.steps)
     peft_model.eval()
-    return peft_model, report
+    return report
 
 
 def train_counterfactual(
@@ -287,8 +304,9 @@ def train_counterfactual(
     log.info("training on %d examples (%s) from %d cases; %d held-out cases (%d probes)", len(examples),
              dict(Counter(e.group for e in examples)), len(train_cases), len(held_out), len(held))
 
-    before = evaluate(model, tokenizer, fmt, held, settings.eval_batch_size, progress, "held-out, before")
-    adapted, report = train_adapter(model, tokenizer, fmt, examples, settings, progress)
+    adapted = start_adapter(model, settings, fingerprint)  # a fresh adapter changes nothing before training
+    before = evaluate(adapted, tokenizer, fmt, held, settings.eval_batch_size, progress, "held-out, before")  # type: ignore[arg-type]
+    report = train_adapter(adapted, tokenizer, fmt, examples, settings, progress)
     after = evaluate(adapted, tokenizer, fmt, held, settings.eval_batch_size, progress, "held-out, after")  # type: ignore[arg-type]
     lm = CausalLM(adapted, tokenizer)  # type: ignore[arg-type]  # a PeftModel forwards like its base model
 

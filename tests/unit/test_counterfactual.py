@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from counterfactual.examples import Example, edit_examples, load_train_cases, retain_queries, split_cases
-from counterfactual.train import collate, encode, fixture_scores
+from counterfactual.train import TrainSettings, collate, encode, fixture_scores, start_adapter
 from editdata.readers import load_cases
 from server.app import build_counterfactual
 from server.config import Config
@@ -159,6 +159,21 @@ def test_training_lowers_the_loss_and_learns_to_answer_held_out_edits(trained: t
     assert set(metrics["examples"]) == {"copy", "paraphrase", "retain", "rule_copy", "rule_paraphrase", "rule_retain"}
     assert after["n_rule_copy"] == after["n_copy"] and after["n_rule_retain"] == after["n_retain"]
     assert metrics["held_out_split"].startswith("cases of the train files")
+
+
+def test_training_continues_from_an_adapter_of_the_same_model_only(
+    trained: tuple[Path, Path, dict], fresh: LoadedModel
+) -> None:
+    _, adapter_dir, metrics = trained
+    settings = TrainSettings(init_adapter=str(adapter_dir))
+    with pytest.raises(ValueError, match="was trained on"):
+        start_adapter(fresh.model, settings, "another-model-fingerprint")
+    continued = start_adapter(fresh.model, settings, fresh.fingerprint.current)
+    assert any(p.requires_grad for p in continued.parameters())
+    fixture = [tiny_case("france", "rome"), tiny_case("spain", "berlin")]
+    assert fixture_scores(CausalLM(continued, fresh.tokenizer), TINY_FORMAT, fixture) == pytest.approx(  # type: ignore[arg-type]
+        metrics["fixture_scores"], abs=1e-3
+    )
 
 
 def test_artifact_is_an_adapter_with_its_model_and_format(trained: tuple[Path, Path, dict], fresh: LoadedModel) -> None:
