@@ -13,6 +13,7 @@ the defaults (docs/BENCHMARKS.md); never run it on validation or dev files.
     scripts/sweep_parametric.py --method alphaedit --layers 8 9 10 11 12 --cases 20 --null-space-cutoff 1e-3 1e-2
     scripts/sweep_parametric.py --layers 12 --cases 30 --delta-scales 0.25 0.5 0.75 1 --random-value
     scripts/sweep_parametric.py --method grace --layers 12 --cases 10 --deferral-radius 0.25 0.5 1
+    scripts/sweep_parametric.py --method alphaedit --layers 12 --batch 1 --cases 20 --continuation-tokens 0 8
 
 Other wordings are mined from the same file without the swept cases, so no case sees its own paraphrase.
 """
@@ -63,6 +64,11 @@ def main() -> None:
                         help="AlphaEdit's eigenvalue cut-offs (shares of C's largest) to sweep (default: the method's)")
     parser.add_argument("--deferral-radius", type=float, nargs="+", default=[None],
                         help="GRACE's ε values to sweep, shares of the key's norm (default: the method's)")
+    parser.add_argument("--continuation-tokens", type=int, nargs="+", default=[None],
+                        help="tokens of the unedited continuation after the answer the value holds (ROME, MEMIT, "
+                             "AlphaEdit; 0: none; default: the method's)")
+    parser.add_argument("--continuation-factor", type=float, nargs="+", default=[None],
+                        help="weights of that term to sweep (default: the method's)")
     parser.add_argument("--stats-tokens", type=int, nargs="+", default=[20_000])
     parser.add_argument("--prefixes", type=int, default=5, help="generated context prefixes (besides none)")
     parser.add_argument("--other-wordings", type=int, nargs="+", default=[4],
@@ -88,8 +94,9 @@ def main() -> None:
     wordings = Wordings.from_records(rest)
     batched = METHODS[args.method].batched
     spans = [tuple(args.layers)] if batched else [(layer,) for layer in args.layers]
-    for tokens, layers, others, mom2, cutoff, radius in itertools.product(
-        args.stats_tokens, spans, args.other_wordings, args.mom2_weight, args.null_space_cutoff, args.deferral_radius
+    for tokens, layers, others, mom2, cutoff, radius, held, held_factor in itertools.product(
+        args.stats_tokens, spans, args.other_wordings, args.mom2_weight, args.null_space_cutoff, args.deferral_radius,
+        args.continuation_tokens, args.continuation_factor,
     ):
         with tempfile.TemporaryDirectory() as scratch:  # the server's default statistics text, whatever --data is
             settings = ParametricSettings(default_cache_dir(), (COUNTERFACT_TRAIN,), tokens, model_samples=64,
@@ -100,13 +107,16 @@ def main() -> None:
             setting = (f"layers {layers}, C from {tokens} tokens, {others} other wordings"
                        + ("" if mom2 is None else f", λ {mom2:g}")
                        + ("" if cutoff is None else f", cut-off {cutoff:g}")
-                       + ("" if radius is None else f", ε {radius:g}·‖k‖"))
+                       + ("" if radius is None else f", ε {radius:g}·‖k‖")
+                       + ("" if held is None else f", {held} continuation tokens")
+                       + ("" if held_factor is None else f" × {held_factor:g}"))
             edits = [Edit(f"{i:032x}", "sweep", c["subject"], c["prompt"], c["target_new"], None, (), 0)
                      for i, c in enumerate(cases)]
+            value = {"continuation_tokens": held, "continuation_factor": held_factor}
             if batched:
-                request = MethodRequest(args.method, layers=layers, mom2_weight=mom2, null_space_cutoff=cutoff)
+                request = MethodRequest(args.method, layers=layers, mom2_weight=mom2, null_space_cutoff=cutoff, **value)
             else:
-                request = MethodRequest(args.method, layer=layers[0], deferral_radius=radius)
+                request = MethodRequest(args.method, layer=layers[0], deferral_radius=radius, **value)
             batch = args.batch or (len(cases) if batched else 1)
             variants = [*args.delta_scales, *(["random"] if args.random_value else [])]
             rows: dict[float | str, list[dict[str, float]]] = {v: [] for v in variants}
@@ -121,6 +131,7 @@ def main() -> None:
             print(json.dumps({"method": args.method, "layers": layers, "stats_tokens": tokens,
                               "prefixes": args.prefixes, "other_wordings": others, "mom2_weight": mom2,
                               "null_space_cutoff": cutoff, "deferral_radius": radius,
+                              "continuation_tokens": held, "continuation_factor": held_factor,
                               "batch": batch, "delta_scale": variant, "cases": len(scored), **summary}), flush=True)
 
 

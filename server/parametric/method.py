@@ -41,6 +41,8 @@ class MethodRequest:
     norm_constraint: float | None = None  # FT's ε
     null_space_cutoff: float | None = None  # AlphaEdit's eigenvalue cut-off, relative to the largest
     deferral_radius: float | None = None  # GRACE's ε, as a share of the key's norm
+    continuation_tokens: int | None = None  # ROME, MEMIT, AlphaEdit: the unedited continuation held after the answer
+    continuation_factor: float | None = None  # ... and the weight of that term (targets.ValueOptions)
     in_gate: bool = True  # baked edits stay in the gate's memory (answered on the parametric route)
 
 
@@ -84,7 +86,9 @@ class EditMethod(Protocol):
 
 def value_options(request: MethodRequest) -> ValueOptions:
     """The value optimisation's options (ROME, MEMIT, AlphaEdit) with the request's changes."""
-    changes = {k: v for k, v in (("steps", request.steps), ("lr", request.lr)) if v is not None}
+    given = (("steps", request.steps), ("lr", request.lr), ("continuation_tokens", request.continuation_tokens),
+             ("continuation_factor", request.continuation_factor))
+    changes = {k: v for k, v in given if v is not None}
     return ValueOptions(**changes)  # type: ignore[arg-type]
 
 
