@@ -22,6 +22,7 @@ from client.errors import (
     map_rpc_errors,
 )
 from client.records import (
+    AttributionResult,
     BakedEditRecord,
     ChatResult,
     ChatTurn,
@@ -60,6 +61,7 @@ __all__ = [
     "GenerationStream",
     "ParametricProgress",
     "ParametricResult",
+    "AttributionResult",
     "ResultStream",
     "ScoreResult",
     "ServerInfo",

@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from client import convert
 from client.errors import DeadlineExceeded, Internal, Unavailable, map_rpc_errors
 from client.records import (
+    AttributionResult,
     BakedEditRecord,
     ChatTurn,
     Correction,
@@ -297,6 +298,17 @@ class EditcacheClient:
                 parametric_pb.ExportModelRequest(path=path), **self._call_kwargs()
             )
         return response.path
+
+    def attribute(
+        self, prompt: str, answer: str, *, layers: Sequence[int] = (), top: int = 10, steps: int | None = None,
+    ) -> AttributionResult:
+        """The FFN neurons per layer that integrated gradients credit with `answer`'s first token after `prompt`, on
+        the served model (KN's attribution; `layers` empty: KN's default layers). Reads, changes nothing."""
+        request = parametric_pb.AttributeRequest(prompt=prompt, answer=answer, layers=list(layers), top=top,
+                                                 steps=steps or 0)
+        with map_rpc_errors():
+            response = self._parametric.Attribute(request, **self._call_kwargs())
+        return convert.attribution_result(response)
 
     # --- chat ------------------------------------------------------------
 

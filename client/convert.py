@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from client.records import (
+    AttributionResult,
     BakedEditRecord,
     ChatResult,
     ChatTurn,
@@ -18,6 +19,8 @@ from client.records import (
     EditRecord,
     GenerationOptions,
     GenerationResult,
+    LayerNeurons,
+    NeuronScore,
     ParametricOptions,
     ParametricProgress,
     ScoreResult,
@@ -178,6 +181,14 @@ def parametric_options_to_pb(options: ParametricOptions) -> parametric_pb.Parame
 
 def parametric_progress(p: parametric_pb.ParametricProgress) -> ParametricProgress:
     return ParametricProgress(p.stage, p.step, p.total, p.loss if p.HasField("loss") else None, p.edit_id or None)
+
+
+def attribution_result(r: parametric_pb.AttributeResponse) -> AttributionResult:
+    return AttributionResult(r.answer_token, r.probability, tuple(
+        LayerNeurons(layer.layer, layer.module, tuple(
+            NeuronScore(n.neuron, n.attribution, n.activation) for n in layer.neurons
+        )) for layer in r.layers
+    ))
 
 
 def baked_record(b: parametric_pb.BakedEdit) -> BakedEditRecord:

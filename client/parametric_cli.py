@@ -1,4 +1,4 @@
-"""editctl's parametric commands: apply, rollback, baked, export (they need an admin token)."""
+"""editctl's parametric commands: apply, rollback, baked, export (they need an admin token), and attribute (reads)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,14 @@ from client.convert import METHOD_VALUES
 def add_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     apply = commands.add_parser(
         "apply", parents=[common],
-        help="write stored edits into the model's weights (ROME, MEMIT, AlphaEdit, FT) or beside them (GRACE)",
+        help="write stored edits into the model's weights (ROME, MEMIT, AlphaEdit, FT, KN) or beside them (GRACE)",
     )
     apply.add_argument("ids", nargs="+", metavar="ID", help="edits of the namespace, as `add` printed them")
     apply.add_argument("--method", required=True, choices=tuple(METHOD_VALUES))
     apply.add_argument("--layer", type=int, help="ROME/FT/GRACE: the MLP layer to edit (default: the model's)")
-    apply.add_argument("--layers", type=int, nargs="+", default=[], help="MEMIT, AlphaEdit: the layers to spread over")
-    apply.add_argument("--steps", type=int, help="optimisation steps")
+    apply.add_argument("--layers", type=int, nargs="+", default=[],
+                       help="MEMIT, AlphaEdit: the layers to spread over; KN: the layers its neurons are sought in")
+    apply.add_argument("--steps", type=int, help="optimisation steps (KN: Riemann steps of its attribution)")
     apply.add_argument("--lr", type=float, help="learning rate of those steps")
     apply.add_argument("--mom2-weight", type=float, help="MEMIT: λ, how firmly other facts are held")
     apply.add_argument("--norm-constraint", type=float, help="FT: the largest change of any one weight")
@@ -47,6 +48,17 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
     export.add_argument("dir", help="a new or empty directory under the server's export_dir (a name relative to it, "
                                     "or an absolute path inside it)")
     export.set_defaults(run=run_export)
+
+    attribute = commands.add_parser(
+        "attribute", parents=[common],
+        help="show the FFN neurons that carry an answer after a prompt (KN's integrated gradients; reads only)",
+    )
+    attribute.add_argument("prompt", help='e.g. "The capital of France is"')
+    attribute.add_argument("--answer", required=True, help="the answer whose first token is attributed, e.g. Paris")
+    attribute.add_argument("--layers", type=int, nargs="+", default=[], help="layers to attribute (default: KN's)")
+    attribute.add_argument("--top", type=int, default=10, help="neurons shown per layer (default 10)")
+    attribute.add_argument("--steps", type=int, help="Riemann steps of the integral (default: KN's, 20)")
+    attribute.set_defaults(run=run_attribute)
 
 
 @contextmanager
@@ -113,6 +125,21 @@ def run_baked(ec: EditcacheClient, args: argparse.Namespace) -> None:
 def run_export(ec: EditcacheClient, args: argparse.Namespace) -> None:
     path = ec.export_model(args.dir)  # a path on the server, resolved there under its export directory
     print(json.dumps({"path": path}) if args.json else f"exported the served model to {path}")
+
+
+def run_attribute(ec: EditcacheClient, args: argparse.Namespace) -> None:
+    result = ec.attribute(args.prompt, args.answer, layers=args.layers, top=args.top, steps=args.steps)
+    if args.json:
+        print(json.dumps({"answer_token": result.answer_token, "probability": result.probability, "layers": [
+            {"layer": layer.layer, "module": layer.module, "neurons": [
+                {"neuron": n.neuron, "attribution": n.attribution, "activation": n.activation} for n in layer.neurons
+            ]} for layer in result.layers
+        ]}))
+        return
+    print(f"p({result.answer_token!r} | prompt) = {result.probability:.4f}; integrated gradients per neuron "
+          "(neuron:attribution):")
+    for layer in result.layers:
+        print(f"  layer {layer.layer:>3}  " + "  ".join(f"{n.neuron}:{n.attribution:+.4g}" for n in layer.neurons))
 
 
 def _baked_json(b: BakedEditRecord) -> dict[str, object]:

@@ -277,3 +277,26 @@ class ParametricResult:
     application_id: int
     edits: tuple[BakedEditRecord, ...]
     seconds: float
+
+
+@dataclass(frozen=True)
+class NeuronScore:
+    neuron: int  # index among the layer's FFN intermediate neurons
+    attribution: float  # its integrated gradient: the share of the answer's probability it accounts for
+    activation: float  # at the prompt's last token
+
+
+@dataclass(frozen=True)
+class LayerNeurons:
+    layer: int
+    module: str  # e.g. "model.layers.17.mlp.down_proj"
+    neurons: tuple[NeuronScore, ...]  # highest attribution first
+
+
+@dataclass(frozen=True)
+class AttributionResult:
+    """The FFN neurons that carry an answer after a prompt (KN's attribution, `EditcacheClient.attribute`)."""
+
+    answer_token: str
+    probability: float
+    layers: tuple[LayerNeurons, ...]

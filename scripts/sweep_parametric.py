@@ -13,6 +13,7 @@ the defaults (docs/BENCHMARKS.md); never run it on validation or dev files.
     scripts/sweep_parametric.py --method alphaedit --layers 8 9 10 11 12 --cases 20 --null-space-cutoff 1e-3 1e-2
     scripts/sweep_parametric.py --layers 12 --cases 30 --delta-scales 0.25 0.5 0.75 1 --random-value
     scripts/sweep_parametric.py --method grace --layers 12 --cases 10 --deferral-radius 0.25 0.5 1
+    scripts/sweep_parametric.py --method kn --layers 14 15 16 17 --span --batch 1 --cases 6 --delta-scales 0.5 1 2
     scripts/sweep_parametric.py --method alphaedit --layers 12 --batch 1 --cases 20 --continuation-tokens 0 8
 
 Other wordings are mined from the same file without the swept cases, so no case sees its own paraphrase.
@@ -79,6 +80,8 @@ def main() -> None:
                         help="also score each application's deltas scaled by these factors (the value's size)")
     parser.add_argument("--random-value", action="store_true",
                         help="also score a rank-one delta of the same key and size whose value points at random")
+    parser.add_argument("--span", action="store_true",
+                        help="one-at-a-time methods get all --layers as one span (KN), not one layer per setting")
     parser.add_argument("--cases", type=int, default=10)
     parser.add_argument("--offset", type=int, default=0, help="first case of the file to use")
     args = parser.parse_args()
@@ -93,7 +96,7 @@ def main() -> None:
     rest = records[: args.offset] + records[args.offset + args.cases :]
     wordings = Wordings.from_records(rest)
     batched = METHODS[args.method].batched
-    spans = [tuple(args.layers)] if batched else [(layer,) for layer in args.layers]
+    spans = [tuple(args.layers)] if batched or args.span else [(layer,) for layer in args.layers]
     for tokens, layers, others, mom2, cutoff, radius, held, held_factor in itertools.product(
         args.stats_tokens, spans, args.other_wordings, args.mom2_weight, args.null_space_cutoff, args.deferral_radius,
         args.continuation_tokens, args.continuation_factor,
@@ -151,6 +154,12 @@ def apply_and_score(
         for edit in edits:
             editor.rollback("sweep", edit.id)
     return rows
+
+
+def true_answer(case: dict) -> str | None:
+    """The answer before the edit, as the evaluation gives it (KN erases it; the other methods ignore it)."""
+    truth = case.get("ground_truth")
+    return truth if isinstance(truth, str) else None
 
 
 def changed_value(delta: Change, variant: float | str) -> Change:

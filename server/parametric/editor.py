@@ -25,14 +25,15 @@ from server.models.arch import ArchTemplate, num_layers
 from server.parametric.additions import Acted, Addition, Attachments
 from server.parametric.deltas import WeightDelta, add_delta_, weight_out_in
 from server.parametric.export import export_model
+from server.parametric.kn import AttributionReport, KnOptions, attribute, top_neurons
 from server.parametric.layers import layer_defaults
 from server.parametric.ledger import BakedEdit, Ledger
 from server.parametric.method import Change, MethodContext, MethodRequest
 from server.parametric.prefixes import context_prefixes
-from server.parametric.prompts import EditPrompts, edit_prompts
+from server.parametric.prompts import EditPrompts, answer_token_ids, edit_prompts
 from server.parametric.registry import ADDED_STATE, METHODS
 from server.parametric.stats_cache import StatisticsCache
-from server.parametric.targets import Progress
+from server.parametric.targets import Progress, finish
 from server.parametric.wordings import Wordings
 from server.types import Edit
 
@@ -199,6 +200,23 @@ class ParametricEditor:
                 "directory cannot carry; roll them back to export"
             )
         export_model(self._model, self._tokenizer, path)
+
+    # --- reading the model (model thread) --------------------------------------------------
+
+    def attribute(
+        self, prompt: str, answer: str, layers: Sequence[int], top: int, steps: int | None
+    ) -> AttributionReport:
+        """The `top` neurons per layer that integrated gradients credit with the answer's first token after the
+        prompt (KN's attribution; `layers` empty: KN's default layers). Changes nothing."""
+        for layer in layers:
+            if not 0 <= layer < self._n_layers:
+                raise InvalidArgument(f"layer {layer} is out of range: this model has layers 0 to {self._n_layers - 1}")
+        chosen = tuple(layers) or self.defaults.kn
+        target = answer_token_ids(self._tokenizer, answer)[0]
+        found = finish(attribute(self._model, self._tokenizer, self._arch, prompt, target, chosen,
+                                 KnOptions().steps if steps is None else steps))
+        return AttributionReport(str(self._tokenizer.convert_ids_to_tokens(target)), found.probability,
+                                 top_neurons(found, self._arch, top))
 
     def _add(self, delta: WeightDelta) -> None:
         weight = weight_out_in(self._model, delta.module, self._arch)

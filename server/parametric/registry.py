@@ -7,9 +7,10 @@ from server.parametric.additions import StateBuilder
 from server.parametric.alphaedit import AlphaEdit
 from server.parametric.ft import FineTune
 from server.parametric.grace import Codebook, Grace
+from server.parametric.kn import Kn
 from server.parametric.memit import Memit
 from server.parametric.method import EditMethod
 from server.parametric.rome import Rome
 
-METHODS: dict[str, EditMethod] = {m.name: m for m in (Rome(), Memit(), FineTune(), AlphaEdit(), Grace())}
+METHODS: dict[str, EditMethod] = {m.name: m for m in (Rome(), Memit(), FineTune(), AlphaEdit(), Grace(), Kn())}
 ADDED_STATE: dict[str, StateBuilder] = {Grace.name: Codebook.build}

@@ -60,3 +60,22 @@ def adding_to_output(module: nn.Module, positions: torch.Tensor, delta: torch.Te
 def at_positions(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """(batch, seq, d) at one position per row (batch,) → (batch, d)."""
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), positions]
+
+
+@contextmanager
+def replacing_input(module: nn.Module, positions: torch.Tensor, values: torch.Tensor) -> Iterator[None]:
+    """Replaces the module's first input at one position per row, `positions` (batch,), by `values` (batch, d_in).
+
+    Out of place, so gradients flow to `values` (integrated gradients scale an activation this way, kn.py).
+    """
+
+    def hook(_: nn.Module, args: tuple[object, ...]) -> tuple[object, ...]:
+        hidden = _first(args)  # (batch, seq, d_in)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return (hidden.index_put((rows, positions), values.to(hidden.dtype)), *args[1:])
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()

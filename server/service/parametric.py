@@ -21,14 +21,18 @@ from server.errors import InvalidArgument
 from server.interfaces import Memory, StopCheck
 from server.parametric.editor import MethodRequest, ParametricEditor
 from server.parametric.export import export_target
+from server.parametric.kn import AttributionReport
 from server.parametric.ledger import BakedEdit
 from server.parametric.targets import Progress
 from server.service.concurrency import off_loop
 from server.types import EditAction, EditEvent
-from server.validation import check_edit_id, check_method_request, check_namespace
+from server.validation import check_edit_id, check_method_request, check_namespace, check_text
 from server.worker import ModelWorker
 
 T = TypeVar("T")
+
+MAX_ATTRIBUTED_NEURONS = 100  # per layer in an Attribute response
+MAX_ATTRIBUTION_STEPS = 200  # Riemann steps: each is one more row through the model per layer
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,22 @@ class Parametric:
             removed, _ = await self._worker.run(lambda: self._editor.rollback(namespace, edit_id))
         await self._audit(EditAction.PARAMETRIC_ROLLBACK, (removed,), token_name)
         return removed
+
+    async def attribute(
+        self, prompt: str, answer: str, layers: Sequence[int], top: int, steps: int, should_stop: StopCheck
+    ) -> AttributionReport:
+        """KN's attribution of the answer after the prompt, run on the model thread like other model work; `top` and
+        `steps` 0 take their defaults (10 neurons a layer, KN's Riemann steps)."""
+        prompt = check_text("prompt", prompt, self._limits.max_prompt_chars)
+        answer = check_text("answer", answer, self._limits.max_text_chars)
+        if not 0 <= top <= MAX_ATTRIBUTED_NEURONS:
+            raise InvalidArgument(f"top must be in [1, {MAX_ATTRIBUTED_NEURONS}] (0: 10), got {top}")
+        if not 0 <= steps <= MAX_ATTRIBUTION_STEPS:
+            raise InvalidArgument(f"steps must be in [1, {MAX_ATTRIBUTION_STEPS}] (0: KN's default), got {steps}")
+        report, _ = await self._worker.run(
+            lambda: self._editor.attribute(prompt, answer, layers, top or 10, steps or None), should_stop
+        )
+        return report
 
     async def _audit(self, action: EditAction, baked: Sequence[BakedEdit], token_name: str) -> None:
         """Records the change in the edit store's audit log, right after the ledger (a separate database) committed

@@ -11,6 +11,7 @@ from editcache.v1 import parametric_pb2 as parametric_pb
 from server.chat.transcript import Turn
 from server.errors import InvalidArgument
 from server.parametric.editor import MethodRequest
+from server.parametric.kn import AttributionReport
 from server.parametric.ledger import BakedEdit
 from server.parametric.targets import Progress
 from server.service import ServerInfo
@@ -238,6 +239,16 @@ def baked_to_pb(baked: BakedEdit) -> parametric_pb.BakedEdit:
         namespace=baked.namespace, edit_id=baked.edit_id, method=method_to_pb(baked.method),
         application_id=baked.application, modules=list(baked.modules), in_gate=baked.in_gate,
         created_at_unix_s=baked.created_at_unix_s,
+    )
+
+
+def attribution_to_pb(report: AttributionReport) -> parametric_pb.AttributeResponse:
+    return parametric_pb.AttributeResponse(
+        answer_token=report.answer_token, probability=report.probability,
+        layers=[parametric_pb.LayerAttribution(layer=layer.layer, module=layer.module, neurons=[
+            parametric_pb.NeuronAttribution(neuron=n.neuron, attribution=n.attribution, activation=n.activation)
+            for n in layer.neurons
+        ]) for layer in report.layers],
     )
 
 

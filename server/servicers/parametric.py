@@ -10,7 +10,13 @@ from editcache.v1 import parametric_pb2 as pb
 from editcache.v1 import parametric_pb2_grpc as pb_grpc
 from server.auth.roles import Role, Scope
 from server.service.parametric import Application
-from server.servicers.convert import application_to_pb, baked_to_pb, method_request_from_pb, progress_to_pb
+from server.servicers.convert import (
+    application_to_pb,
+    attribution_to_pb,
+    baked_to_pb,
+    method_request_from_pb,
+    progress_to_pb,
+)
 from server.servicers.rpc import Servicer, caller_gone, readable_namespaces, streaming, token_name, unary
 
 
@@ -50,4 +56,13 @@ class ParametricServicer(Servicer, pb_grpc.ParametricServiceServicer):
     ) -> pb.ExportModelResponse:
         path, baked = await self.service.parametric.export(request.path)
         return pb.ExportModelResponse(path=str(path), baked_edits=baked)
+
+    # Reads the served model as Score does (READ, any namespace's token): the attribution is the gradient of the same
+    # teacher-forced probability, and it neither changes the weights nor reads any namespace's edits.
+    @unary(Role.READ)
+    async def Attribute(self, request: pb.AttributeRequest, context: grpc.aio.ServicerContext) -> pb.AttributeResponse:
+        report = await self.service.parametric.attribute(
+            request.prompt, request.answer, tuple(request.layers), request.top, request.steps, caller_gone(context)
+        )
+        return attribution_to_pb(report)
 

@@ -123,6 +123,7 @@ def test_roles_limit_what_a_token_may_do(server: LocalServer) -> None:
         assert auditor.get_edit(edit.id).id == edit.id and auditor.list_edits().total >= 1
         assert auditor.generate(PROMPT, options=GenerationOptions(max_new_tokens=2)).token_ids
         assert auditor.server_info().model_type == "llama"
+        assert auditor.attribute(PROMPT, "paris", layers=[0], top=1, steps=2).layers  # reads the model as Score does
         with pytest.raises(PermissionDenied, match="has role read; AddEdits needs write"):
             auditor.add_edit("france", PROMPT, "rome")
         with pytest.raises(PermissionDenied, match="DeleteEdit needs write"):
