@@ -17,11 +17,13 @@ from client.convert import METHOD_VALUES
 def add_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     apply = commands.add_parser(
         "apply", parents=[common],
-        help="write stored edits into the model's weights (ROME, MEMIT, AlphaEdit, FT, KN) or beside them (GRACE)",
+        help="write stored edits into the model's weights (ROME, MEMIT, AlphaEdit, FT, KN) or beside them "
+             "(GRACE, T-Patcher)",
     )
     apply.add_argument("ids", nargs="+", metavar="ID", help="edits of the namespace, as `add` printed them")
     apply.add_argument("--method", required=True, choices=tuple(METHOD_VALUES))
-    apply.add_argument("--layer", type=int, help="ROME/FT/GRACE: the MLP layer to edit (default: the model's)")
+    apply.add_argument("--layer", type=int, help="ROME/FT/GRACE: the MLP layer to edit, T-Patcher: the FFN given "
+                       "the neurons (default: the model's; T-Patcher: the last)")
     apply.add_argument("--layers", type=int, nargs="+", default=[],
                        help="MEMIT, AlphaEdit: the layers to spread over; KN: the layers its neurons are sought in")
     apply.add_argument("--steps", type=int, help="optimisation steps (KN: Riemann steps of its attribution)")

@@ -11,6 +11,9 @@ from server.parametric.kn import Kn
 from server.parametric.memit import Memit
 from server.parametric.method import EditMethod
 from server.parametric.rome import Rome
+from server.parametric.tpatcher import Neurons, TPatcher
 
-METHODS: dict[str, EditMethod] = {m.name: m for m in (Rome(), Memit(), FineTune(), AlphaEdit(), Grace(), Kn())}
-ADDED_STATE: dict[str, StateBuilder] = {Grace.name: Codebook.build}
+METHODS: dict[str, EditMethod] = {
+    m.name: m for m in (Rome(), Memit(), FineTune(), AlphaEdit(), Grace(), Kn(), TPatcher())
+}
+ADDED_STATE: dict[str, StateBuilder] = {Grace.name: Codebook.build, TPatcher.name: Neurons.build}

@@ -1,0 +1,277 @@
+"""T-Patcher (Huang et al. 2023, "Transformer-Patcher: One Mistake Worth One Neuron"): one neuron per edit added
+to an FFN (by default the last layer's), trained to fire on the edit's question and to stay silent elsewhere.
+
+    neuron      a = relu(k·x + b), x the FFN's input at a position (d_in,); the FFN's output there gains a·v (d_out,)
+                (the paper adds k and b as an extra row of the FFN's first linear map and v as an extra column of
+                its second; the FFN here may be gated, so the neuron sits beside it with an activation of its own:
+                relu makes "silent" exactly zero, so a prompt the neuron does not fire on is answered by the
+                unedited model to the last bit)
+    loss        L = L_e + a·L_a + m·L_m, as the paper:
+                L_e  the new answer's NLL on the edit's prompts (after each context prefix and in other wordings,
+                     as ROME's value is optimised), with the neuron in the FFN at every position
+                L_a  hinge: the pre-activation at each of those prompts' last token at least FIRE_MARGIN
+                L_m  hinge: the pre-activation at every position of a memory of other inputs at most SILENT_MARGIN
+                     (below 0), averaged over the positions that break it (the paper's "margin" loss)
+    memory      (the paper's is the FFN inputs of its training set; the server has no such set at edit time)
+                every position of: the edit's prompt and its other wordings with the subject replaced by stand-in
+                subjects (the same questions about others: the neighbourhood a neuron keyed to the question
+                alone would break), and ROME's "{subject} is a" (the same subject asked something else). The
+                stand-ins are a fixed list of varied names; no data set is read.
+    start       k = (x̄_e − μ) / ‖x̄_e − μ‖², b = −k·μ (x̄_e the mean edit input, μ the memory's mean): the neuron
+                starts at 1 on the edit and at 0 on the memory's centre; v = 0 (the paper starts k at x_e / ‖x_e‖²
+                with b = 0: centring first keeps it from starting at 1 on every position, which share a large
+                common direction)
+
+At the last layer a neuron firing inside a prompt changes only the prediction of that prompt's next token, which the
+prompt already gives: only its last position and the generated ones matter for an answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from server.models.arch import ArchTemplate, num_layers
+from server.parametric.additions import Act, Addition
+from server.parametric.layers import LayerDefaults
+from server.parametric.method import MethodContext, MethodRequest, one_at_a_time
+from server.parametric.prompts import EditPrompts, PromptBatch, build_batch
+from server.parametric.tap import recording
+from server.parametric.targets import Progress, answer_nll, forward
+from server.types import Edit
+
+KIND = "tpatcher"
+# Other subjects the edit's questions are asked about in the memory: people, places, organisations, works, things.
+STAND_INS = ("John Smith", "Paris", "Microsoft", "The Beatles", "Marie Curie", "Brazil", "Toyota", "Hamlet")
+KL_PROMPT = "{} is a"  # ROME's prompt about the subject itself
+
+
+@dataclass(frozen=True)
+class PatchOptions:
+    steps: int = 25
+    lr: float = 0.2  # Adam's step, relative to each parameter's scale (see `train_patch`)
+    activation_weight: float = 1.0  # a
+    memory_weight: float = 1.0  # m
+    fire_margin: float = 1.0  # the pre-activation on the edit's prompts is pushed to at least this
+    silent_margin: float = -1.0  # and on the memory to at most this
+    stop_nll: float = 0.05  # stop once the answer's NLL is below this and both hinges are met
+
+
+def pre_activations(inputs: torch.Tensor, keys: torch.Tensor, biases: torch.Tensor) -> torch.Tensor:
+    """k·x + b of every neuron; inputs (..., d_in), keys (n, d_in), biases (n,) → (..., n), in float32."""
+    return inputs.float() @ keys.float().T + biases.float()
+
+
+def neuron_output(inputs: torch.Tensor, keys: torch.Tensor, biases: torch.Tensor,
+                  values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ_i relu(k_i·x + b_i) v_i (..., d_out), the activations (..., n)) for inputs (..., d_in)."""
+    activations = torch.relu(pre_activations(inputs, keys, biases))  # (..., n)
+    return activations @ values.float(), activations
+
+
+def activation_loss(edit_pre: torch.Tensor, margin: float) -> torch.Tensor:
+    """L_a: mean hinge of the edit's pre-activations (m,) below `margin`."""
+    return torch.relu(margin - edit_pre).mean()
+
+
+def memory_loss(memory_pre: torch.Tensor, margin: float) -> torch.Tensor:
+    """L_m: the mean excess over `margin` of the memory's pre-activations (m,) that exceed it; 0 when none do."""
+    excess = memory_pre - margin
+    broken = excess > 0
+    return excess[broken].mean() if bool(broken.any()) else excess.sum() * 0.0
+
+
+def initial_neuron(edit_inputs: torch.Tensor, memory_inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(k (d_in,), b ()) that give 1 at the edit inputs' mean and 0 at the memory's; inputs (m, d_in)."""
+    centre = memory_inputs.float().mean(0)
+    direction = edit_inputs.float().mean(0) - centre
+    key = direction / direction.norm().clamp_min(1e-12) ** 2
+    return key, -(key @ centre)
+
+
+@dataclass(frozen=True)
+class Neurons:
+    """One module's added neurons, in the order they were made, each row naming the edit it belongs to."""
+
+    edit_ids: tuple[str, ...]  # (n,)
+    keys: torch.Tensor  # (n, d_in)
+    biases: torch.Tensor  # (n,)
+    values: torch.Tensor  # (n, d_out)
+
+    @staticmethod
+    def build(additions: Sequence[Addition]) -> Neurons:
+        """Each addition holds one or more neurons: key (r, d_in), bias (r,), value (r, d_out)."""
+        ids = tuple(a.edit_id for a in additions for _ in range(len(a.tensors["bias"])))
+        return Neurons(ids, torch.cat([a.tensors["key"] for a in additions]),
+                       torch.cat([a.tensors["bias"] for a in additions]),
+                       torch.cat([a.tensors["value"] for a in additions]))
+
+    def forward(self, inputs: torch.Tensor, output: torch.Tensor) -> tuple[torch.Tensor, list[Act]]:
+        """output (batch, seq, d_out) plus every neuron's contribution, and where each fired."""
+        added, activations = neuron_output(inputs, self.keys, self.biases, self.values)  # (b, s, d_out), (b, s, n)
+        fired = activations > 0
+        if not bool(fired.any()):
+            return output, []
+        acts = [Act(row, position, self.edit_ids[neuron]) for row, position, neuron in fired.nonzero().tolist()]
+        return output + added.to(output.dtype), acts
+
+
+def ffn_module(arch: ArchTemplate, layer: int) -> str:
+    """The FFN of a layer: the module holding both of its projections (e.g. "model.layers.17.mlp")."""
+    up, down = arch.mlp_in.format(layer).split("."), arch.mlp_out.format(layer).split(".")
+    common = [a for a, b in zip(up, down, strict=False) if a == b]
+    assert common == up[: len(common)] and len(common) < len(up), f"no common parent of {up} and {down}"
+    return ".".join(common)
+
+
+@contextmanager
+def adding_neuron(module: nn.Module, key: torch.Tensor, bias: torch.Tensor, value: torch.Tensor) -> Iterator[None]:
+    """The neuron in the module's output at every position, out of place so gradients reach k, b and v."""
+
+    def hook(_: nn.Module, args: tuple[object, ...], output: torch.Tensor) -> torch.Tensor:
+        inputs = args[0]
+        assert isinstance(inputs, torch.Tensor)
+        added = neuron_output(inputs, key[None], bias[None], value[None])[0]
+        return output + added.to(output.dtype)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def module_io(model: PreTrainedModel, module: nn.Module, batch: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The module's input (batch, seq, d_in) and output (batch, seq, d_out) at every position, without gradients."""
+    with torch.no_grad(), recording(module) as seen:
+        forward(model, batch)
+    assert seen.input is not None and seen.output is not None, "the module did not run"
+    return seen.input, seen.output
+
+
+NeuronLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def answer_loss(model: PreTrainedModel, arch: ArchTemplate, layer: int, rewrite: PromptBatch) -> NeuronLoss:
+    """L_e as a function of the neuron (k (d_in,), b (), v (d_out,)).
+
+    At the last layer nothing after the FFN looks at other positions: the answer's logits are the final norm and
+    LM head of the residual the unpatched model reached there, with the FFN's output changed by the neuron (through
+    the norm Gemma applies to it before the residual add). So one forward pass serves every step, instead of one
+    per step (the model's other layers are most of the cost). Elsewhere each step runs the model with the neuron.
+    """
+    name = ffn_module(arch, layer)
+    module = model.get_submodule(name)
+    if layer != num_layers(model.config) - 1:
+        def through_model(key: torch.Tensor, bias: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+            with adding_neuron(module, key, bias, value):
+                return answer_nll(forward(model, rewrite, rewrite.answer_positions), rewrite.answer_ids)
+
+        return through_model
+    final_norm = model.get_submodule(arch.final_norm)
+    with torch.no_grad(), recording(module) as ffn, recording(final_norm) as top:
+        forward(model, rewrite, rewrite.answer_positions)
+    assert ffn.input is not None and ffn.output is not None and top.input is not None, "the model did not run"
+    rows = torch.arange(len(rewrite.answer_positions))[:, None]  # (n, 1) with answer_positions (n, t)
+    inputs, outputs = ffn.input[rows, rewrite.answer_positions], ffn.output[rows, rewrite.answer_positions]
+    residual = top.input[rows, rewrite.answer_positions]  # (n, t, d_model)
+    out_norm = None if arch.mlp_out_norm is None else model.get_submodule(arch.mlp_out_norm.format(layer))
+    head = model.get_submodule(arch.lm_head)
+    softcap = getattr(model.config, "final_logit_softcapping", None)
+
+    def at_the_top(key: torch.Tensor, bias: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        added = neuron_output(inputs, key[None], bias[None], value[None])[0].to(outputs.dtype)  # (n, t, d_out)
+        changed = added if out_norm is None else out_norm(outputs + added) - out_norm(outputs)
+        hidden = residual + changed
+        logits = head(final_norm(hidden))  # (n, t, vocab)
+        if softcap is not None:
+            logits = torch.tanh(logits / softcap) * softcap
+        return answer_nll(logits, rewrite.answer_ids)
+
+    return at_the_top
+
+
+def memory_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, module: nn.Module, edit: Edit,
+                  prompts: EditPrompts) -> torch.Tensor:
+    """The module's input at every position of the memory, (m, d_in): the edit's prompt and its other wordings
+    about each stand-in subject (without the context prefixes: half the cost), then ROME's prompt about the
+    subject itself."""
+    questions = (prompts.key[0], *prompts.value[len(prompts.key):])  # the prompt and its other wordings, no prefix
+    batches = [build_batch(tokenizer, [t.replace(edit.subject, s) for t in questions], s)
+               for s in STAND_INS if s != edit.subject]
+    batches.append(build_batch(tokenizer, [KL_PROMPT.format(edit.subject)], edit.subject))
+    return torch.cat([module_io(model, module, b)[0][b.attention_mask.bool()] for b in batches]).float()
+
+
+def train_patch(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    arch: ArchTemplate,
+    edit: Edit,
+    layer: int,
+    prompts: EditPrompts,
+    options: PatchOptions,
+) -> Generator[Progress, None, Addition]:
+    """The neuron that writes `edit` beside layer `layer`'s FFN; yields progress between steps."""
+    name = ffn_module(arch, layer)
+    module = model.get_submodule(name)
+    rewrite = build_batch(tokenizer, prompts.value, edit.subject, edit.target_new)
+    plain = build_batch(tokenizer, prompts.value, edit.subject)
+    rows, ends = torch.arange(len(prompts.value)), plain.attention_mask.sum(dim=1) - 1  # each prompt's last token
+    inputs, outputs = module_io(model, module, plain)
+    edit_inputs, edit_outputs = inputs[rows, ends].float(), outputs[rows, ends].float()  # (p, d_in), (p, d_out)
+    memory = memory_inputs(model, tokenizer, module, edit, prompts)  # (m, d_in)
+    key0, bias0 = initial_neuron(edit_inputs, memory)
+    key = key0.clone().requires_grad_(True)  # (d_in,)
+    bias = bias0.clone().requires_grad_(True)  # ()
+    value = torch.zeros_like(edit_outputs[0], requires_grad=True)  # (d_out,)
+    # Adam moves each coordinate by about its lr per step: scaled so that `lr` is a share of each parameter's size
+    # (k's start, b's unit margins, the FFN's own output at the edit for v).
+    d_in, d_out = len(key), len(value)
+    optimiser = torch.optim.Adam([
+        {"params": [key], "lr": options.lr * float(key0.norm()) / d_in**0.5},
+        {"params": [bias], "lr": options.lr},
+        {"params": [value], "lr": options.lr * float(edit_outputs[0].norm()) / d_out**0.5},
+    ])
+    edit_nll = answer_loss(model, arch, layer, rewrite)
+    for step in range(options.steps):
+        optimiser.zero_grad()
+        nll = edit_nll(key, bias, value)
+        fire = activation_loss(pre_activations(edit_inputs, key[None], bias[None])[:, 0], options.fire_margin)
+        silent = memory_loss(pre_activations(memory, key[None], bias[None])[:, 0], options.silent_margin)
+        loss = nll + options.activation_weight * fire + options.memory_weight * silent
+        yield Progress("patch", step + 1, options.steps, float(nll.detach()), edit.id)
+        if nll.item() < options.stop_nll and fire.item() == 0 and silent.item() == 0:
+            break
+        loss.backward()
+        optimiser.step()
+    tensors = {"key": key.detach()[None], "bias": bias.detach().reshape(1), "value": value.detach()[None]}
+    return Addition(edit.id, name, KIND, tensors)
+
+
+class TPatcher:
+    """One neuron per edit beside one FFN, each trained with the earlier ones attached."""
+
+    name = KIND
+    batched = False
+
+    def edited_layers(self, request: MethodRequest, defaults: LayerDefaults) -> tuple[int, ...]:
+        return (defaults.last if request.layer is None else request.layer,)
+
+    def check(self, request: MethodRequest) -> None:
+        """Nothing beyond the editor's layer checks."""
+
+    def compute(
+        self, context: MethodContext, request: MethodRequest, edits: Sequence[Edit]
+    ) -> Generator[Progress, None, list[Addition]]:
+        (layer,) = context.layers
+        changes = {k: v for k, v in (("steps", request.steps), ("lr", request.lr)) if v is not None}
+        options = PatchOptions(**changes)  # type: ignore[arg-type]
+        return (yield from one_at_a_time(context, edits, lambda edit: train_patch(
+            context.model, context.tokenizer, context.arch, edit, layer, context.prompts[edit.id], options,
+        )))

@@ -1,0 +1,132 @@
+"""T-Patcher: the neurons' maths, and the method through the ParametricEditor on tiny models that know four facts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from server.errors import FailedPrecondition
+from server.models.arch import ARCHS, arch_for
+from server.parametric.additions import Act, Addition
+from server.parametric.editor import MethodRequest, ParametricEditor
+from server.parametric.prompts import build_batch
+from server.parametric.targets import answer_nll, finish, forward
+from server.parametric.tpatcher import Neurons, adding_neuron, answer_loss, ffn_module, initial_neuron, memory_loss
+from tests.tiny import HIDDEN, build_tiny_model, build_tiny_tokenizer
+from tests.unit.test_parametric_editor import answer, assert_same, edit, make_editor, weights
+from tests.unit.test_parametric_grace import greedy, logits
+
+UNRELATED = ("the capital of italy is", "the capital of spain is", "the capital of germany is")
+# The tiny models hold their four facts far more firmly than a real model holds one (taught to near-certainty):
+# the neuron needs larger and more steps than the defaults chosen for Gemma-3-270M.
+TINY = MethodRequest("tpatcher", steps=40, lr=0.5)
+
+
+def neuron(edit_id: str, key: list[float], bias: float, value: list[float]) -> Addition:
+    return Addition(edit_id, "m", "tpatcher", {"key": torch.tensor([key]), "bias": torch.tensor([bias]),
+                                               "value": torch.tensor([value])})
+
+
+def test_a_neuron_adds_its_value_times_its_activation_where_it_fires_and_nothing_elsewhere() -> None:
+    neurons = Neurons.build([neuron("e1", [1.0, 0.0], -0.5, [1.0, 2.0, 3.0]),
+                             neuron("e2", [0.0, 1.0], 0.0, [5.0, 0.0, 0.0])])
+    inputs = torch.tensor([[[2.0, 0.0], [0.0, -1.0]], [[0.0, 3.0], [0.25, 0.0]]])  # (2, 2, d_in)
+    output = torch.ones(2, 2, 3)
+    changed, acts = neurons.forward(inputs, output)
+    # Row 0, position 0: e1 at relu(2 - 0.5) = 1.5; row 1, position 0: e2 at 3. Nothing else fires.
+    assert changed.tolist() == [[[2.5, 4.0, 5.5], [1.0, 1.0, 1.0]], [[16.0, 1.0, 1.0], [1.0, 1.0, 1.0]]]
+    assert acts == [Act(0, 0, "e1"), Act(1, 0, "e2")]
+    quiet = output[1:, 1:]
+    silent, none = neurons.forward(inputs[1:, 1:], quiet)
+    assert silent is quiet and none == []  # the module's own output, untouched
+
+
+def test_the_neuron_starts_at_one_on_the_edit_and_zero_at_the_memorys_centre() -> None:
+    edit_inputs = torch.tensor([[3.0, 1.0, 0.0], [5.0, 1.0, 0.0]])
+    memory = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, -1.0]])
+    key, bias = initial_neuron(edit_inputs, memory)
+    assert torch.allclose(edit_inputs.mean(0) @ key + bias, torch.tensor(1.0))
+    assert torch.allclose(memory.mean(0) @ key + bias, torch.tensor(0.0))
+
+
+def test_the_memory_loss_counts_only_the_inputs_above_the_margin() -> None:
+    assert memory_loss(torch.tensor([-3.0, -2.0, 0.0, 1.0]), -1.0).item() == pytest.approx(1.5)  # (1 + 2) / 2
+    assert memory_loss(torch.tensor([-3.0, -2.0]), -1.0).item() == 0.0
+
+
+def test_the_neurons_sit_beside_the_module_holding_both_projections() -> None:
+    assert ffn_module(ARCHS["gemma3_text"], 17) == "model.layers.17.mlp"
+    assert ffn_module(ARCHS["gpt2"], 3) == "transformer.h.3.mlp"
+
+
+# The tiny models have four layers; T-Patcher's default is the last, as the paper's.
+@pytest.mark.parametrize("model_type", ["llama"])
+def test_tpatcher_answers_the_edit_and_leaves_other_prompts_token_for_token(model_type: str, tmp_path: Path) -> None:
+    editor, model, tokenizer = make_editor(model_type, tmp_path)
+    original = weights(model)
+    before = {p: greedy(model, tokenizer, p) for p in UNRELATED}
+    request = TINY
+    (patch,) = finish(editor.compute(request, [edit("france", "berlin", "e1")]))
+    assert isinstance(patch, Addition) and patch.module in ("model.layers.3.mlp", "transformer.h.3.mlp")
+    assert answer(model, tokenizer, "the capital of france is") == "paris", "compute must not change the model"
+    editor.commit("ns", request, [patch])
+    assert answer(model, tokenizer, "the capital of france is") == "berlin"
+    assert {p: greedy(model, tokenizer, p) for p in UNRELATED} == before
+    assert_same(weights(model), original)  # the weights never change: the neuron sits beside them
+    baked = editor.baked("ns", "e1")
+    assert baked is not None and baked.method == "tpatcher" and baked.modules == (patch.module,)
+    with editor.watching() as fired:
+        greedy(model, tokenizer, "the capital of france is")
+    assert fired.edit_ids() == {"e1"}
+
+
+def attached(editor: ParametricEditor) -> list[tuple[str, str, dict[str, torch.Tensor]]]:
+    return [(a.edit_id, a.module, dict(a.tensors)) for a in editor.additions]
+
+
+def test_restart_rebuilds_the_same_neurons_and_rollback_removes_exactly_one(tmp_path: Path) -> None:
+    editor, model, tokenizer = make_editor("llama", tmp_path)
+    prompts = ("the capital of france is", "the capital of italy is", "the capital of spain is")
+    unedited = logits(model, tokenizer, prompts)
+    request = TINY
+    editor.commit("ns", request, finish(editor.compute(request, [edit("france", "berlin", "e1")])))
+    only_first = logits(model, tokenizer, prompts)
+    editor.commit("ns", request, finish(editor.compute(request, [edit("italy", "madrid", "e2")])))
+    assert answer(model, tokenizer, "the capital of france is") == "berlin"
+    assert answer(model, tokenizer, "the capital of italy is") == "madrid"
+    both, neurons = logits(model, tokenizer, prompts), attached(editor)
+
+    editor.close()  # a restart: the same original weights, the same ledger
+    replayed, model2, _ = make_editor("llama", tmp_path)
+    assert replayed.replay() == 2
+    again = attached(replayed)
+    assert [(e, m) for e, m, _ in again] == [(e, m) for e, m, _ in neurons]
+    for (_, _, tensors), (_, _, original_tensors) in zip(again, neurons, strict=True):
+        assert_same(tensors, original_tensors)
+    assert all(torch.equal(a, b) for a, b in zip(logits(model2, tokenizer, prompts), both, strict=True))
+
+    replayed.rollback("ns", "e2")
+    assert [a.edit_id for a in replayed.additions] == ["e1"]
+    assert all(torch.equal(a, b) for a, b in zip(logits(model2, tokenizer, prompts), only_first, strict=True))
+    replayed.rollback("ns", "e1")
+    assert replayed.additions == () and not model2.get_submodule("model.layers.3.mlp")._forward_hooks
+    assert all(torch.equal(a, b) for a, b in zip(logits(model2, tokenizer, prompts), unedited, strict=True))
+    with pytest.raises(FailedPrecondition, match="not in the weights"):
+        replayed.rollback("ns", "e1")
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gemma3_text", "gptj"])
+def test_at_the_last_layer_the_answer_loss_without_the_model_equals_the_one_through_it(model_type: str) -> None:
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(model_type, layers=4)
+    model.requires_grad_(False)
+    arch = arch_for(model.config)
+    rewrite = build_batch(tokenizer, ["the capital of france is", "a city of france is"], "france", "berlin rome")
+    torch.manual_seed(0)
+    key, bias, value = torch.randn(HIDDEN), torch.tensor(0.3), torch.randn(HIDDEN)
+    last = answer_loss(model, arch, 3, rewrite)
+    with adding_neuron(model.get_submodule(ffn_module(arch, 3)), key, bias, value):
+        through = answer_nll(forward(model, rewrite, rewrite.answer_positions), rewrite.answer_ids)
+    assert torch.allclose(last(key, bias, value), through, atol=1e-5)
