@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from editdata.cases import Case
@@ -40,12 +40,23 @@ class Example:
     target_new: str
     query: str
     answer: str  # for retain: "" until the trainer writes the abstention word
+    subject: str = ""  # the edit's subject, as it appears in edit_prompt
     rule: str = ""  # the edit written as a patch's rule (counterfactual.rules); "": shown as the fact
+    unfamiliar: bool = False  # the subject was replaced by a made-up name (`with_subject`)
 
     @property
     def group(self) -> str:
-        """The kind, marked when the edit is shown as a rule: what held-out exact match is reported by."""
-        return f"rule_{self.kind}" if self.rule else self.kind
+        """The kind, marked by the edit's form: what held-out exact match is reported by."""
+        return ("rule_" if self.rule else "") + ("unfamiliar_" if self.unfamiliar else "") + self.kind
+
+    def with_subject(self, name: str) -> Example:
+        """The example about `name` instead of its subject, wherever the subject is named (an edit of something the
+        model cannot know about, as insert edits and patches often are)."""
+        def renamed(text: str) -> str:
+            return text.replace(self.subject, name)
+
+        return replace(self, edit_prompt=renamed(self.edit_prompt), target_new=renamed(self.target_new),
+                       query=renamed(self.query), answer=renamed(self.answer), subject=name, unfamiliar=True)
 
     def render(self, fmt: PromptFormat) -> str:
         """The prompt the counterfactual model reads: the fact (or the rule), then the query."""
@@ -71,6 +82,16 @@ def load_train_cases(data_dir: Path, files: Sequence[str] = TRAIN_FILES) -> list
     return cases
 
 
+SYLLABLES = ("ka", "lo", "ven", "dra", "mir", "tal", "sor", "quin", "bel", "tor", "zan", "rix", "mel", "dun", "vor",
+             "ash", "pel", "gri", "nor", "eth", "ul", "cas", "bri", "hal")
+
+
+def made_up_name(words: int, rng: random.Random) -> str:
+    """A name nobody has, of `words` capitalised words of two or three syllables each, e.g. "Velmir Dratos"."""
+    return " ".join("".join(rng.choice(SYLLABLES) for _ in range(rng.choice((2, 3)))).capitalize()
+                    for _ in range(words))
+
+
 def split_cases(cases: Sequence[TrainCase], held_out: int, seed: int) -> tuple[list[TrainCase], list[TrainCase]]:
     """(train, held-out): `held_out` cases drawn at random, so every file is represented in proportion."""
     order = list(cases)
@@ -81,10 +102,11 @@ def split_cases(cases: Sequence[TrainCase], held_out: int, seed: int) -> tuple[l
 def edit_examples(case: Case) -> list[Example]:
     """The copy, paraphrase and portability examples of one single-edit case (answers known)."""
     (edit,) = case.edits
-    examples = [Example("copy", edit.prompt, edit.target_new, p.prompt, p.answers[0]) for p in case.reliability]
-    examples += [Example("paraphrase", edit.prompt, edit.target_new, p.prompt, p.answers[0])
+    examples = [Example("copy", edit.prompt, edit.target_new, p.prompt, p.answers[0], edit.subject)
+                for p in case.reliability]
+    examples += [Example("paraphrase", edit.prompt, edit.target_new, p.prompt, p.answers[0], edit.subject)
                  for p in case.generalization]
-    examples += [Example("portability", edit.prompt, edit.target_new, p.prompt, p.answers[0])
+    examples += [Example("portability", edit.prompt, edit.target_new, p.prompt, p.answers[0], edit.subject)
                  for p in case.portability]
     return examples
 
@@ -97,4 +119,4 @@ def retain_queries(case: Case) -> list[Example]:
     (edit,) = case.edits
     probes = [p for p in case.same_subject if "which is not" not in p.prompt]  # not Forgetfulness: it names target_new
     probes += [p for p in case.locality if not p.prompt.startswith("nq question:")]  # CounterFact's neighbours
-    return [Example("retain", edit.prompt, edit.target_new, p.prompt, "") for p in probes]
+    return [Example("retain", edit.prompt, edit.target_new, p.prompt, "", edit.subject) for p in probes]

@@ -30,7 +30,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from counterfactual.examples import Example, TrainCase, edit_examples, retain_queries, split_cases
+from counterfactual.examples import Example, TrainCase, edit_examples, made_up_name, retain_queries, split_cases
 from counterfactual.rules import as_rule
 from editdata.cases import Case
 from editdata.metrics import exact_match
@@ -62,6 +62,7 @@ class TrainSettings:
     max_examples: int = 2_400  # drawn at random from the training cases, retain examples included
     retain_examples: int = 600  # of those, queries the edit does not bear on (answered with the abstention word)
     init_adapter: str = ""  # an adapter trained on the same model to continue from; "": a fresh one
+    unfamiliar_share: float = 0.0  # of all examples, the share about a made-up subject (`as_unfamiliar`)
     rule_share: float = 0.25  # of all examples, the share whose edit is shown as a patch's rule (counterfactual.rules)
     held_out_cases: int = 50  # train cases set aside for the exact-match measurements
     max_tokens: int = 96  # longer examples (prompt and answer) are dropped
@@ -171,6 +172,16 @@ def as_rules(examples: Sequence[Example], share: float, rng: random.Random) -> l
     """`examples` with `share` of them (drawn with `rng`) showing their edit as a rule; order kept."""
     chosen = set(rng.sample(range(len(examples)), round(share * len(examples))))
     return [replace(e, rule=as_rule(e.edit_prompt, e.target_new, rng)) if i in chosen else e
+            for i, e in enumerate(examples)]
+
+
+def as_unfamiliar(examples: Sequence[Example], share: float, rng: random.Random) -> list[Example]:
+    """`examples` with `share` of them (drawn with `rng`) about a made-up subject (one whose name the edit prompt
+    holds); order kept. The model then cannot lean on what it knows of the subject to tell a query the edit
+    answers from one it does not bear on, as with an insert edit or a patch about something new."""
+    named = [i for i, e in enumerate(examples) if e.subject and e.subject in e.edit_prompt]
+    chosen = set(rng.sample(named, min(len(named), round(share * len(examples)))))
+    return [e.with_subject(made_up_name(len(e.subject.split()), rng)) if i in chosen else e
             for i, e in enumerate(examples)]
 
 
@@ -296,11 +307,13 @@ def train_counterfactual(
     chosen_edit = rng.sample(edit_pool, min(settings.max_examples - n_retain, len(edit_pool)))
     held_pool = [e for c in held_out for e in retain_queries(c.case)]
     held_retain = rng.sample(held_pool, min(len(held_pool), len(held_out)))  # about one per held-out case
-    examples = as_rules(chosen_edit + [abstain(e, fmt) for e in rng.sample(retain_pool, n_retain)],
-                        settings.rule_share, rng)
+    mixed = as_unfamiliar(chosen_edit + [abstain(e, fmt) for e in rng.sample(retain_pool, n_retain)],
+                          settings.unfamiliar_share, rng)
+    examples = as_rules(mixed, settings.rule_share, rng)
     held = [e for c in held_out for e in edit_examples(c.case)] + [abstain(e, fmt) for e in held_retain]
-    if settings.rule_share > 0:  # the same held-out probes with their edit shown as a rule
-        held += as_rules(held, 1.0, rng)
+    if settings.rule_share > 0 or settings.unfamiliar_share > 0:  # the same probes in the other forms trained on
+        held += as_rules(as_unfamiliar(held, float(settings.unfamiliar_share > 0), rng), float(settings.rule_share > 0),
+                         rng)
     log.info("training on %d examples (%s) from %d cases; %d held-out cases (%d probes)", len(examples),
              dict(Counter(e.group for e in examples)), len(train_cases), len(held_out), len(held))
 

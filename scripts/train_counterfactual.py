@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="of those, queries the edit does not bear on, answered with the abstention word (0: none)")
     parser.add_argument("--init-adapter", type=Path,
                         help="continue training this adapter (trained on the same model) instead of a fresh one")
+    parser.add_argument("--unfamiliar-share", type=float, default=defaults.unfamiliar_share,
+                        help="share of the examples about a made-up subject instead of the edit's own")
     parser.add_argument("--rule-share", type=float, default=defaults.rule_share,
                         help="share of the examples whose edit is shown as a patch's rule (counterfactual/rules.py)")
     parser.add_argument("--held-out-cases", type=int, default=defaults.held_out_cases,
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, rank=args.rank,
                              max_examples=args.max_examples, retain_examples=args.retain_examples,
-                             rule_share=args.rule_share, init_adapter=str(args.init_adapter or ""),
+                             rule_share=args.rule_share, unfamiliar_share=args.unfamiliar_share,
+                             init_adapter=str(args.init_adapter or ""),
                              held_out_cases=args.held_out_cases,
                              max_tokens=args.max_tokens, seed=args.seed)
     started = time.perf_counter()

@@ -2,9 +2,9 @@ import random
 
 import pytest
 
-from counterfactual.examples import Example
+from counterfactual.examples import Example, made_up_name
 from counterfactual.rules import rule_wordings
-from counterfactual.train import as_rules
+from counterfactual.train import as_rules, as_unfamiliar
 from server.generators.counterfactual_adapter import PromptFormat
 
 
@@ -43,3 +43,17 @@ def test_as_rules_shows_the_share_asked_for_as_rules_and_keeps_the_rest() -> Non
         else:
             assert shown == original and shown.render(fmt) == fmt.render(original.edit_prompt, original.target_new,
                                                                            original.query)
+
+
+def test_unfamiliar_examples_name_a_made_up_subject_everywhere_the_subject_was_named() -> None:
+    examples = [Example("retain", "The gender of Alfhild Tamm is", "female", "The occupation of Alfhild Tamm is", "",
+                        "Alfhild Tamm"),
+                Example("copy", "BBC One, by", "Sega", "BBC One, by", "Sega", "")]  # no subject: left as it is
+    renamed = as_unfamiliar(examples, 1.0, random.Random(1))
+    assert renamed[1] == examples[1]
+    first = renamed[0]
+    assert first.unfamiliar and first.group == "unfamiliar_retain" and len(first.subject.split()) == 2
+    assert "Alfhild" not in first.edit_prompt + first.query
+    assert first.edit_prompt == f"The gender of {first.subject} is" and first.query.endswith(f"of {first.subject} is")
+    assert as_unfamiliar(examples, 1.0, random.Random(1)) == renamed  # drawn from the rng, reproducibly
+    assert all(len(w) >= 4 and w[0].isupper() for w in made_up_name(3, random.Random(2)).split())
