@@ -55,15 +55,15 @@ CONFIDENCE_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 class TrainSettings:
     """Defaults sized for about 20-30 minutes on 2 shared CPU cores with Gemma-3-270M (one pass over the examples)."""
 
-    steps: int = 300
+    steps: int = 250
     batch_size: int = 8
     lr: float = 5e-4
     rank: int = 8  # LoRA rank on every linear layer but the output layer; alpha is twice the rank
-    max_examples: int = 2_400  # drawn at random from the training cases, retain examples included
-    retain_examples: int = 600  # of those, queries the edit does not bear on (answered with the abstention word)
+    max_examples: int = 2_000  # drawn at random from the training cases, retain examples included
+    retain_examples: int = 500  # of those, queries the edit does not bear on (answered with the abstention word)
     init_adapter: str = ""  # an adapter trained on the same model to continue from; "": a fresh one
     unfamiliar_share: float = 0.0  # of all examples, the share about a made-up subject (`as_unfamiliar`)
-    rule_share: float = 0.25  # of all examples, the share whose edit is shown as a patch's rule (counterfactual.rules)
+    rule_share: float = 0.0  # of all examples, the share whose edit is shown as a patch's rule (counterfactual.rules)
     held_out_cases: int = 50  # train cases set aside for the exact-match measurements
     max_tokens: int = 96  # longer examples (prompt and answer) are dropped
     eval_batch_size: int = 16

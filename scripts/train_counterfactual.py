@@ -5,11 +5,11 @@ Writes the adapter (peft, safetensors), counterfactual.json (the base model's fi
 and metrics.json (training loss; greedy exact match before and after on held-out train cases; fixture
 scores) to --out, by default artifacts/counterfactual/<model>/, where the server looks for it.
 
-    scripts/train_counterfactual.py --torch-threads 2     # the defaults: 300 steps of 8, 2,400 examples
+    scripts/train_counterfactual.py --torch-threads 2     # the defaults: 250 steps of 8, 2,000 examples
 
 Time with Gemma-3-270M on 2 CPU cores shared with another job, one torch thread: about 5.5 s per training step
-at batch 8 (rows of about 40 tokens), so the defaults take about 28 minutes of training plus about 5 for the
-two held-out evaluations (50 cases, each probe as a fact and as a rule); on idle cores about 3 s a step.
+at batch 8 (rows of about 40 tokens), so the defaults take about 23 minutes of training plus about 3 for the
+two held-out evaluations (50 cases); on idle cores about 3 s a step, 15 minutes in all.
 Steps scale the time linearly; give --max-examples about steps x batch size, so no example is seen twice.
 The server's routing threshold (--counterfactual-min-confidence) is chosen on val, not here.
 
