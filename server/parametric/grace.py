@@ -125,7 +125,9 @@ def grace_entry(
         model, module,
         rewrite=at_last_prompt_token(build_batch(tokenizer, prompts.value, edit.subject, edit.target_new)),
         kl=plain,  # unused (kl_factor 0): the entry acts only near its own key, not on other prompts
-        options=replace(options, kl_factor=0.0), edit_id=edit.id,
+        # No continuation term either: an entry's edited prompt was already as fluent as the unedited model's
+        # (4.55 bits, docs/BENCHMARKS.md), and the term doubles the time per edit.
+        options=replace(options, kl_factor=0.0, continuation_tokens=0), edit_id=edit.id,
     )  # (d_out,)
     label = build_batch(tokenizer, [edit.prompt], edit.subject, edit.target_new).answer_ids  # (t,)
     tensors = {"key": key, "value": output + change, "radius": (radius * key.float().norm()).reshape(1),
