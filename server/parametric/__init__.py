@@ -7,6 +7,8 @@
     alphaedit    AlphaEdit: MEMIT with each update projected onto the null space of the preserved keys
     ft           FT-L: constrained fine-tuning of one layer, the baseline
     grace        GRACE: a codebook beside one MLP layer, one entry per edit, acting within a deferral radius
+    kn           KN: knowledge neurons found by integrated gradients, their value vectors moved to the new answer
+    tpatcher     T-Patcher: one trained neuron per edit beside an FFN, firing on the edit's inputs only
     layers       the layers each kind of method edits by default, per model
     prompts      the token batches an edit is computed from (prefixed prompts, subject and answer positions)
     targets      an edit's key and the output change that makes the model say the new answer
@@ -16,7 +18,7 @@
     stats        the second moment C = E[k kᵀ] of an MLP's keys, from offline text
     stats_cache  C per model and layer, computed once and kept on disk
     deltas       weight deltas as stored records, applied in a fixed order so replays are bit-exact
-    additions    state an edit attaches beside a module (GRACE's entries), rebuilt in order so replays are exact
+    additions    state an edit attaches beside a module (GRACE's entries, T-Patcher's neurons), rebuilt in order
     ledger       the durable record of applied deltas (SQLite)
     editor       computes with a method, applies, replays at start, rolls back; the one place that writes weights
     export       writes the edited model as a Hugging Face directory
