@@ -82,33 +82,40 @@ def test_grace_answers_the_edit_and_leaves_other_prompts_token_for_token(model_t
 
 
 def test_restart_rebuilds_an_equal_codebook_and_rollback_removes_exactly_one_entry(tmp_path: Path) -> None:
+    # A radius wide enough that the two keys conflict: GRACE's rule splits them, each answers its own prompt, and
+    # rolling e2 back gives exactly the model with e1 alone (e1's radius no longer split).
+    request = MethodRequest("grace", steps=40, layer=0, deferral_radius=5.0)
+    assert_restart_and_rollback_are_exact(tmp_path, request, "model.layers.0.mlp.down_proj")
+
+
+def assert_restart_and_rollback_are_exact(tmp_path: Path, request: MethodRequest, hooked: str) -> None:
+    """For a method that adds state beside a module (`hooked`): two edits written one after the other on the tiny
+    llama; a restart replays equal additions and logits; rolling back the second gives exactly the model with the
+    first alone, rolling back both the unedited model with no hook left, and a third rollback is refused."""
     editor, model, tokenizer = make_editor("llama", tmp_path)
     prompts = ("the capital of france is", "the capital of italy is", "the capital of spain is")
     unedited = logits(model, tokenizer, prompts)
-    # A radius wide enough that the two keys conflict: GRACE's rule splits them, each answers its own prompt.
-    request = MethodRequest("grace", steps=40, layer=0, deferral_radius=5.0)
     editor.commit("ns", request, finish(editor.compute(request, [edit("france", "berlin", "e1")])))
     only_first = logits(model, tokenizer, prompts)
     editor.commit("ns", request, finish(editor.compute(request, [edit("italy", "madrid", "e2")])))
     assert answer(model, tokenizer, "the capital of france is") == "berlin"
     assert answer(model, tokenizer, "the capital of italy is") == "madrid"
-    both, codebook = logits(model, tokenizer, prompts), attached(editor)
+    both, additions = logits(model, tokenizer, prompts), attached(editor)
 
     editor.close()  # a restart: the same original weights, the same ledger
     replayed, model2, _ = make_editor("llama", tmp_path)
     assert replayed.replay() == 2
     again = attached(replayed)
-    assert [(e, m) for e, m, _ in again] == [(e, m) for e, m, _ in codebook]
-    for (_, _, tensors), (_, _, original_tensors) in zip(again, codebook, strict=True):
+    assert [(e, m) for e, m, _ in again] == [(e, m) for e, m, _ in additions]
+    for (_, _, tensors), (_, _, original_tensors) in zip(again, additions, strict=True):
         assert_same(tensors, original_tensors)
     assert all(torch.equal(a, b) for a, b in zip(logits(model2, tokenizer, prompts), both, strict=True))
 
-    # Rolling e2 back gives exactly the model with e1 alone: e1's radius is no longer split.
     replayed.rollback("ns", "e2")
     assert [a.edit_id for a in replayed.additions] == ["e1"]
     assert all(torch.equal(a, b) for a, b in zip(logits(model2, tokenizer, prompts), only_first, strict=True))
     replayed.rollback("ns", "e1")
-    assert replayed.additions == () and not model2.get_submodule("model.layers.0.mlp.down_proj")._forward_hooks
+    assert replayed.additions == () and not model2.get_submodule(hooked)._forward_hooks
     assert all(torch.equal(a, b) for a, b in zip(logits(model2, tokenizer, prompts), unedited, strict=True))
     with pytest.raises(FailedPrecondition, match="not in the weights"):
         replayed.rollback("ns", "e1")

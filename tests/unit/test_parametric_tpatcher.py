@@ -7,16 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from server.errors import FailedPrecondition
 from server.models.arch import ARCHS, arch_for
 from server.parametric.additions import Act, Addition
-from server.parametric.editor import MethodRequest, ParametricEditor
+from server.parametric.editor import MethodRequest
 from server.parametric.prompts import build_batch
 from server.parametric.targets import answer_nll, finish, forward
 from server.parametric.tpatcher import Neurons, adding_neuron, answer_loss, ffn_module, initial_neuron, memory_loss
 from tests.tiny import HIDDEN, build_tiny_model, build_tiny_tokenizer
 from tests.unit.test_parametric_editor import answer, assert_same, edit, make_editor, weights
-from tests.unit.test_parametric_grace import greedy, logits
+from tests.unit.test_parametric_grace import assert_restart_and_rollback_are_exact, greedy
 
 UNRELATED = ("the capital of italy is", "the capital of spain is", "the capital of germany is")
 # The tiny models hold their four facts far more firmly than a real model holds one (taught to near-certainty):
@@ -82,39 +81,8 @@ def test_tpatcher_answers_the_edit_and_leaves_other_prompts_token_for_token(mode
     assert fired.edit_ids() == {"e1"}
 
 
-def attached(editor: ParametricEditor) -> list[tuple[str, str, dict[str, torch.Tensor]]]:
-    return [(a.edit_id, a.module, dict(a.tensors)) for a in editor.additions]
-
-
 def test_restart_rebuilds_the_same_neurons_and_rollback_removes_exactly_one(tmp_path: Path) -> None:
-    editor, model, tokenizer = make_editor("llama", tmp_path)
-    prompts = ("the capital of france is", "the capital of italy is", "the capital of spain is")
-    unedited = logits(model, tokenizer, prompts)
-    request = TINY
-    editor.commit("ns", request, finish(editor.compute(request, [edit("france", "berlin", "e1")])))
-    only_first = logits(model, tokenizer, prompts)
-    editor.commit("ns", request, finish(editor.compute(request, [edit("italy", "madrid", "e2")])))
-    assert answer(model, tokenizer, "the capital of france is") == "berlin"
-    assert answer(model, tokenizer, "the capital of italy is") == "madrid"
-    both, neurons = logits(model, tokenizer, prompts), attached(editor)
-
-    editor.close()  # a restart: the same original weights, the same ledger
-    replayed, model2, _ = make_editor("llama", tmp_path)
-    assert replayed.replay() == 2
-    again = attached(replayed)
-    assert [(e, m) for e, m, _ in again] == [(e, m) for e, m, _ in neurons]
-    for (_, _, tensors), (_, _, original_tensors) in zip(again, neurons, strict=True):
-        assert_same(tensors, original_tensors)
-    assert all(torch.equal(a, b) for a, b in zip(logits(model2, tokenizer, prompts), both, strict=True))
-
-    replayed.rollback("ns", "e2")
-    assert [a.edit_id for a in replayed.additions] == ["e1"]
-    assert all(torch.equal(a, b) for a, b in zip(logits(model2, tokenizer, prompts), only_first, strict=True))
-    replayed.rollback("ns", "e1")
-    assert replayed.additions == () and not model2.get_submodule("model.layers.3.mlp")._forward_hooks
-    assert all(torch.equal(a, b) for a, b in zip(logits(model2, tokenizer, prompts), unedited, strict=True))
-    with pytest.raises(FailedPrecondition, match="not in the weights"):
-        replayed.rollback("ns", "e1")
+    assert_restart_and_rollback_are_exact(tmp_path, TINY, "model.layers.3.mlp")
 
 
 @pytest.mark.parametrize("model_type", ["llama", "gpt2", "gemma3_text", "gptj"])
