@@ -56,11 +56,13 @@ def save_adaptable_model(directory: Path) -> Path:
     return directory
 
 
-def train_tiny_adapter(model_dir: Path, out_dir: Path, steps: int = 300) -> dict[str, Any]:
-    """Trains an adapter on the model saved in `model_dir`, loaded as the server loads it; returns its metrics."""
+def train_tiny_adapter(model_dir: Path, out_dir: Path, steps: int = 300, rule_share: float = 0.0) -> dict[str, Any]:
+    """Trains an adapter on the model saved in `model_dir`, loaded as the server loads it; returns its metrics.
+    `rule_share` as the training script's (a share of rule examples makes the tiny adapter less exact: the chat
+    page's test then reads "rome paris ." for "rome .")."""
     loaded = load_model(str(model_dir), model_dir / "cache")
     settings = TrainSettings(steps=steps, batch_size=8, lr=1e-2, rank=8, held_out_cases=2, retain_examples=6,
-                             rule_share=0.25, eval_batch_size=8)
+                             rule_share=rule_share, eval_batch_size=8)
     fixture = [tiny_case("france", "rome"), tiny_case("spain", "berlin")]
     return train_counterfactual(loaded.model, loaded.tokenizer, loaded.name, loaded.fingerprint.current, tiny_cases(),
                                 out_dir, settings, fixture, TINY_FORMAT)

@@ -136,7 +136,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[
     """(model dir, adapter dir, metrics) of an adapter trained for a few seconds on the tiny model."""
     model_dir = save_adaptable_model(tmp_path_factory.mktemp("cf-model"))
     adapter_dir = tmp_path_factory.mktemp("cf-adapter")
-    return model_dir, adapter_dir, train_tiny_adapter(model_dir, adapter_dir)
+    return model_dir, adapter_dir, train_tiny_adapter(model_dir, adapter_dir, rule_share=0.25)
 
 
 @pytest.fixture
