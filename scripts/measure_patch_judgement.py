@@ -46,8 +46,10 @@ def main() -> int:
                      kind=EditKind.PATCH)
         row: dict[str, object] = {"rule": rule["rule"], "covered": []}
         for question in rule["covered"]:
+            # Judged first, as the router does, so the answer reuses the judgement's pass over the prompt.
+            abstains = generator.judge(patch, question["prompt"]).abstains
             answer = generator.generate(question["prompt"], patch, options).text.strip()
-            ok = not generator.judge(patch, question["prompt"]).abstains and answer.startswith(question["answer"])
+            ok = not abstains and answer.startswith(question["answer"])
             followed += ok
             covered += 1
             row["covered"].append({"question": question["prompt"], "answer": answer, "followed": ok})  # type: ignore[attr-defined]
