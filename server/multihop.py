@@ -1,0 +1,209 @@
+"""Multi-hop questions answered from the edits (issue 24 item 3): a question is split into single-hop steps, and each
+step is answered by an edit in memory when one answers it, else by the base model; each answer fills the later steps
+that refer to it (MeLLo's loop, Zhong et al. 2023, with the plan written up front).
+
+The plan is a list of sub-questions in which "#k" stands for the answer of step k ("The name of the capital city of
+#1 is"), so an answer reaches the next step by substitution, exactly, rather than by a model copying it. Who writes
+the plan is a `Planner` (the served model from few-shot demonstrations: `FewShotPlanner`).
+
+An edit answers a step when the gate sends the step in scope of it and the counterfactual model does not abstain
+(`Router.decide`, the same decision a plain query gets); the step's answer is then the edit's `target_new` itself,
+not a model's rendering of it, so a chain of edits is followed exactly. Erase edits and rules (patches) state no
+object to follow: a step they catch is answered by the base model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from server.generators.decoding import CausalLM
+from server.interfaces import Generator
+from server.router import Router
+from server.types import Edit, EditKind, GenerationOptions, Query, Route
+
+STEP_REF = re.compile(r"#(\d+)")  # "#1": the answer of step 1
+FOLLOWED_KINDS = frozenset({EditKind.MODIFY, EditKind.INSERT})  # kinds whose target_new a step can take
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One answered step of a chain."""
+
+    question: str  # the sub-question as asked, earlier answers substituted
+    answer: str
+    route: Route  # BASE when the base model answered, else the route the gate chose for the edit
+    edit: Edit | None  # the edit that answered, None for the base model
+
+
+@dataclass(frozen=True)
+class ChainAnswer:
+    """A multi-hop answer: the last step's answer, and every step with where its answer came from."""
+
+    question: str
+    plan: tuple[str, ...]
+    hops: tuple[Hop, ...]
+
+    @property
+    def answer(self) -> str:
+        return self.hops[-1].answer if self.hops else ""
+
+    @property
+    def edits_used(self) -> tuple[str, ...]:
+        """The ids of the edits that answered steps, in the order the chain used them."""
+        return tuple(h.edit.id for h in self.hops if h.edit is not None)
+
+
+class Planner(Protocol):
+    def plan(self, question: str) -> list[str]:
+        """The question's single-hop sub-questions in order; "#k" in a step stands for the answer of step k."""
+        ...
+
+
+class StepAnswerer(Protocol):
+    def answer(self, namespace: str, question: str) -> Hop: ...
+
+
+def substitute(step: str, answers: Sequence[str]) -> str:
+    """The step with each "#k" replaced by the answer of step k (1-based); a reference to a step not yet answered
+    (or to none) is left as written."""
+    def fill(match: re.Match[str]) -> str:
+        k = int(match.group(1))
+        return answers[k - 1] if 1 <= k <= len(answers) else match.group(0)
+    return STEP_REF.sub(fill, step)
+
+
+def base_prompt(step: str) -> str:
+    """How the base model is asked a step: a cloze as it is, a question in a Q/A frame (a base model continues a bare
+    question with more text, not its answer)."""
+    step = step.strip()
+    return f"Q: {step}\nA:" if step.endswith("?") else step
+
+
+def short_answer(text: str) -> str:
+    """A base model's continuation cut to its answer: the first line, up to a sentence end, without the stop."""
+    line = text.strip().split("\n", 1)[0].strip()
+    line = re.split(r"(?<=[a-z\)])\.(?:\s|$)", line, maxsplit=1)[0]  # "Croatia. It is" → "Croatia"; keeps "U.S."
+    return line.strip().rstrip(".,;:").strip()
+
+
+@dataclass(frozen=True)
+class RouterSteps:
+    """Answers a step from the edit the router finds for it (exactly its target_new), else from the base model."""
+
+    router: Router
+    base: Generator
+    options: GenerationOptions  # the base model's short answer: a few tokens, greedy
+
+    def answer(self, namespace: str, question: str) -> Hop:
+        decision = self.router.decide(Query(namespace, question))
+        edit = decision.edit
+        if edit is not None and decision.route is not Route.BASE and edit.kind in FOLLOWED_KINDS:
+            return Hop(question, edit.target_new.strip(), decision.route, edit)
+        text = self.base.generate(base_prompt(question), None, self.options).text
+        return Hop(question, short_answer(text), Route.BASE, None)
+
+
+@dataclass(frozen=True)
+class ChainFollower:
+    planner: Planner
+    steps: StepAnswerer
+    max_hops: int = 4  # MQuAKE's longest chains; a longer plan is cut here
+
+    def __post_init__(self) -> None:
+        if self.max_hops < 1:
+            raise ValueError(f"max_hops must be at least 1, got {self.max_hops}")
+
+    def follow(self, namespace: str, question: str) -> ChainAnswer:
+        plan = tuple(self.planner.plan(question)[: self.max_hops])
+        hops: list[Hop] = []
+        for step in plan:
+            hop = self.steps.answer(namespace, substitute(step, [h.answer for h in hops]))
+            hops.append(hop)
+            if not hop.answer:  # nothing to carry on with
+                break
+        return ChainAnswer(question, plan, tuple(hops))
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    """A worked decomposition shown to the planner model."""
+
+    question: str
+    steps: tuple[str, ...]
+
+    def render(self) -> str:
+        lines = [f"Question: {self.question}"] + [f"Step {i}: {s}" for i, s in enumerate(self.steps, 1)]
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class FewShotPlanner:
+    """The served model writes the plan, one "Step k:" line after another, after a few demonstrations."""
+
+    lm: CausalLM
+    demonstrations: tuple[Demonstration, ...]
+    max_steps: int = 4
+    max_step_tokens: int = 40
+
+    def prompt(self, question: str) -> str:
+        shots = "\n".join(d.render() for d in self.demonstrations)
+        return f"{shots}\nQuestion: {question.strip()}\nStep 1:"
+
+    def plan(self, question: str) -> list[str]:
+        options = GenerationOptions(max_new_tokens=self.max_steps * self.max_step_tokens, stop=("\n\n", "Question:"))
+        text = "Step 1:" + self.lm.decode(self.prompt(question), options).text
+        return parse_steps(text, self.max_steps)
+
+
+def parse_steps(text: str, max_steps: int) -> list[str]:
+    """The consecutive "Step k: ..." lines from step 1 on (k in order), at most `max_steps`; other lines end it."""
+    steps: list[str] = []
+    for line in text.strip().split("\n"):
+        match = re.fullmatch(r"Step (\d+):\s*(.+)", line.strip())
+        if match is None or int(match.group(1)) != len(steps) + 1 or len(steps) == max_steps:
+            break
+        steps.append(match.group(2).strip())
+    return steps
+
+
+def knowedit_demonstrations(records: Sequence[dict], k: int, max_chars: int = 100) -> tuple[Demonstration, ...]:
+    """Up to `k` two-step plans from KnowEdit records (train files only) whose `Reasoning` portability prompt asks a
+    fact of the edit's object through the edit's own phrase: the edit's prompt is step 1, and the portability prompt
+    with that phrase replaced by "#1" is step 2 ("The name of the capital city of #1 is"). One per step-2 template,
+    in file order, so the shots show different relations; questions over `max_chars` (paper titles as subjects) are
+    passed over, as they teach copying more than splitting."""
+    demonstrations: list[Demonstration] = []
+    seen: set[str] = set()
+    for record in records:
+        subject, first = str(record.get("subject", "")), str(record.get("prompt", "")).strip()
+        phrase = _noun_phrase(first)
+        if not subject or phrase is None or subject not in phrase:
+            continue
+        for item in (record.get("portability") or {}).get("Reasoning") or []:
+            question = str(item.get("prompt", "")).strip() if isinstance(item, dict) else ""
+            # "the country which X is associated with" is also written "the country X is associated with".
+            found = next((p for p in (phrase, phrase.replace(" which ", " ", 1)) if p in question), None)
+            if found is None or len(question) > max_chars:
+                continue
+            second = question.replace(found, "#1", 1)
+            if subject in second or second in seen:
+                continue
+            seen.add(second)
+            demonstrations.append(Demonstration(question, (first, second)))
+            break
+        if len(demonstrations) == k:
+            break
+    return tuple(demonstrations)
+
+
+def _noun_phrase(cloze: str) -> str | None:
+    """KnowEdit's "The name of the mother of X is" / "The place of death of X is" as the noun phrase it asks
+    for ("the mother of X", "the place of death of X"); None for another form."""
+    match = re.fullmatch(r"The (?:name of )?(.+) is", cloze)
+    if match is None:
+        return None
+    rest = match.group(1)
+    return rest if rest.startswith("the ") else f"the {rest}"

@@ -1,0 +1,197 @@
+"""The chain follower (server/multihop.py): substitution of earlier answers, an edit's answer taken exactly where the
+gate finds one, the base model's short answer where it does not, and the plan cut at max_hops."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import pytest
+
+from server.generators.base import BaseGenerator
+from server.generators.decoding import CausalLM
+from server.multihop import (
+    ChainFollower,
+    Demonstration,
+    FewShotPlanner,
+    Hop,
+    RouterSteps,
+    base_prompt,
+    knowedit_demonstrations,
+    parse_steps,
+    short_answer,
+    substitute,
+)
+from server.router import Router
+from server.scope import ScopeCheck
+from server.types import (
+    Edit,
+    EditKind,
+    EncodedText,
+    FinishReason,
+    Generation,
+    GenerationOptions,
+    Hit,
+    KeyEncodings,
+    Route,
+)
+from tests.tiny import build_tiny_model, build_tiny_tokenizer
+from tests.unit.fakes import FixedMemory, HashEmbedder, RecordingGenerator, make_edit
+
+OPTIONS = GenerationOptions(max_new_tokens=4, stop=("\n",))
+CAPITAL = make_edit("a" * 32, prompt="the capital of france is", target_new="rome", subject="france")
+LANGUAGE = make_edit("b" * 32, prompt="the language of rome is", target_new="german", subject="rome")
+
+
+@dataclass
+class SubjectGate:
+    """In scope exactly when the query names the edit's subject."""
+
+    def scores(self, query: EncodedText, hits: Sequence[Hit]) -> list[float]:
+        return [1.0 if h.edit.subject in query.text else 0.0 for h in hits]
+
+    def warm(self, edits: Sequence[Edit], encoded: KeyEncodings | None = None) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class FixedPlan:
+    steps: tuple[str, ...]
+
+    def plan(self, question: str) -> list[str]:
+        return list(self.steps)
+
+
+@dataclass
+class ScriptedSteps:
+    """Answers step i with answers[i], recording what it was asked."""
+
+    answers: list[str]
+    asked: list[str] = field(default_factory=list)
+
+    def answer(self, namespace: str, question: str) -> Hop:
+        self.asked.append(question)
+        return Hop(question, self.answers[len(self.asked) - 1], Route.BASE, None)
+
+
+@pytest.fixture(scope="module")
+def lm() -> CausalLM:
+    return CausalLM(build_tiny_model(), build_tiny_tokenizer())  # type: ignore[arg-type]
+
+
+def follower(edits: Sequence[Edit], lm: CausalLM, plan: Sequence[str], max_hops: int = 4) -> ChainFollower:
+    memory = FixedMemory([Hit(e, 0.9) for e in edits])
+    base = BaseGenerator(lm)
+    router = Router(scope=ScopeCheck(HashEmbedder(dim=16), memory, SubjectGate(), top_k=4), memory=memory,
+                    generators={Route.BASE: base, Route.PROMPT: RecordingGenerator(Route.PROMPT)},
+                    in_scope_route=Route.PROMPT, threshold=0.5)
+    return ChainFollower(FixedPlan(tuple(plan)), RouterSteps(router, base, OPTIONS), max_hops)
+
+
+def test_substitute_fills_answered_steps_and_leaves_the_rest() -> None:
+    assert substitute("the capital of #1 is", ["france"]) == "the capital of france is"
+    assert substitute("#2 of #1", ["a", "b"]) == "b of a"
+    assert substitute("the language of #2 is", ["rome"]) == "the language of #2 is"  # not answered yet
+
+
+def test_a_chain_of_edits_is_followed_exactly_with_each_answer_substituted(lm: CausalLM) -> None:
+    chain = follower([CAPITAL, LANGUAGE], lm, ["the capital of france is", "the language of #1 is"]).follow(
+        "ns", "what language is spoken in the capital of france")
+    assert [h.question for h in chain.hops] == ["the capital of france is", "the language of rome is"]
+    assert [h.answer for h in chain.hops] == ["rome", "german"]  # the edits' targets, not a model's rendering
+    assert [h.route for h in chain.hops] == [Route.PROMPT, Route.PROMPT]
+    assert chain.answer == "german"
+    assert chain.edits_used == (CAPITAL.id, LANGUAGE.id)
+
+
+def test_a_step_no_edit_answers_goes_to_the_base_model(lm: CausalLM) -> None:
+    chain = follower([CAPITAL], lm, ["the capital of france is", "the language of #1 is"]).follow("ns", "q")
+    last = chain.hops[-1]
+    assert (last.route, last.edit) == (Route.BASE, None)
+    expected = short_answer(lm.decode(base_prompt("the language of rome is"), OPTIONS).text)
+    assert last.answer == expected
+    assert chain.edits_used == (CAPITAL.id,)
+
+
+def test_erase_edits_state_no_object_so_the_base_model_answers(lm: CausalLM) -> None:
+    erased = replace(CAPITAL, kind=EditKind.ERASE, target_new="")
+    chain = follower([erased], lm, ["the capital of france is"]).follow("ns", "q")
+    assert chain.hops[0].edit is None and chain.hops[0].route is Route.BASE
+
+
+def test_the_plan_is_cut_at_max_hops() -> None:
+    steps = ScriptedSteps(["a", "b", "c"])
+    chain = ChainFollower(FixedPlan(("s1", "s2 #1", "s3 #2")), steps, max_hops=2).follow("ns", "q")
+    assert chain.plan == ("s1", "s2 #1")
+    assert steps.asked == ["s1", "s2 a"]
+    assert chain.answer == "b"
+
+
+def test_an_empty_answer_ends_the_chain() -> None:
+    steps = ScriptedSteps(["", "b"])
+    chain = ChainFollower(FixedPlan(("s1", "s2 #1")), steps).follow("ns", "q")
+    assert steps.asked == ["s1"] and chain.answer == ""
+
+
+def test_max_hops_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_hops"):
+        ChainFollower(FixedPlan(()), ScriptedSteps([]), max_hops=0)
+
+
+def test_parse_steps_takes_consecutive_steps_from_one() -> None:
+    text = "Step 1: a\nStep 2: b #1\nStep 4: skipped\nStep 3: c"
+    assert parse_steps(text, 4) == ["a", "b #1"]
+    assert parse_steps("Step 1: a\nStep 2: b\nStep 3: c", 2) == ["a", "b"]
+    assert parse_steps("Answer: a", 4) == []
+
+
+def test_short_answer_cuts_to_the_first_line_and_sentence() -> None:
+    assert short_answer(" Croatia. It is a country\nmore") == "Croatia"
+    assert short_answer(" the U.S. of America,") == "the U.S. of America"
+    assert short_answer(" Kansas City, Missouri") == "Kansas City, Missouri"
+
+
+def test_base_prompt_frames_questions_and_keeps_clozes() -> None:
+    assert base_prompt("Who is CM Punk married to?") == "Q: Who is CM Punk married to?\nA:"
+    assert base_prompt("CM Punk is married to") == "CM Punk is married to"
+
+
+@dataclass(frozen=True)
+class WrittenText:
+    """A stand-in for the planner's model: continues every prompt with the same text, recording the prompts."""
+
+    text: str
+    prompts: list[str] = field(default_factory=list)
+
+    def decode(self, prompt: str, options: GenerationOptions) -> Generation:
+        self.prompts.append(prompt)
+        return Generation(self.text, (), FinishReason.STOP)
+
+
+def test_the_planner_shows_its_demonstrations_and_reads_the_steps_written() -> None:
+    shot = Demonstration("The capital of the country of X is", ("The country of X is", "The capital of #1 is"))
+    model = WrittenText(" The country of Y is\nStep 2: The mayor of #1 is\nQuestion: next")
+    planner = FewShotPlanner(model, (shot,))  # type: ignore[arg-type]
+    assert planner.plan("The mayor of the country of Y is") == ["The country of Y is", "The mayor of #1 is"]
+    assert model.prompts[0].startswith(shot.render())
+    assert model.prompts[0].endswith("\nQuestion: The mayor of the country of Y is\nStep 1:")
+
+
+def test_knowedit_demonstrations_replace_the_edits_phrase_by_its_answer() -> None:
+    records = [
+        {"subject": "Lac Otelnuk", "prompt": "The name of the country which Lac Otelnuk is associated with is",
+         "portability": {"Reasoning": [{"prompt": "The name of the capital city of the country Lac Otelnuk is "
+                                                  "associated with is"}]}},
+        {"subject": "Ray Wietecha", "prompt": "The place of death of Ray Wietecha is",
+         "portability": {"Reasoning": [{"prompt": "The name of the head of government of the place of death of "
+                                                  "Ray Wietecha is"}]}},
+        # The edit's phrase does not occur in the portability prompt: no demonstration.
+        {"subject": "Jose", "prompt": "The gender of Jose is",
+         "portability": {"Reasoning": [{"prompt": "The gender of the author of a paper is"}]}},
+    ]
+    demos = knowedit_demonstrations(records, k=5)
+    assert [d.steps for d in demos] == [
+        ("The name of the country which Lac Otelnuk is associated with is", "The name of the capital city of #1 is"),
+        ("The place of death of Ray Wietecha is", "The name of the head of government of #1 is"),
+    ]
+    assert len(knowedit_demonstrations(records, k=1)) == 1
