@@ -13,10 +13,13 @@ to an FFN (by default the last layer's), trained to fire on the edit's question 
                 L_m  hinge: the pre-activation at every position of a memory of other inputs at most SILENT_MARGIN
                      (below 0), averaged over the positions that break it (the paper's "margin" loss)
     memory      (the paper's is the FFN inputs of its training set; the server has no such set at edit time)
-                every position of: the edit's prompt and its other wordings with the subject replaced by stand-in
-                subjects (the same questions about others: the neighbourhood a neuron keyed to the question
+                every position of: the edit's prompt and its other wordings with the subject replaced by real
+                subjects that a training file asks the same question about (memory_subjects.py: another singer
+                for "plays", another town for "is located in"; the neighbourhood a neuron keyed to the question
                 alone would break), and ROME's "{subject} is a" (the same subject asked something else). The
-                stand-ins are a fixed list of varied names; no data set is read.
+                subjects are drawn from a table shipped in artifacts/tpatcher/, seeded by the edit's prompt and
+                subject; an unknown template gets subjects of any question. (Eight fixed stand-ins, "John Smith",
+                "Paris", ..., taught the neuron the relation, not the subject: docs/BENCHMARKS.md, T-Patcher.)
     start       k = (x̄_e − μ) / ‖x̄_e − μ‖², b = −k·μ (x̄_e the mean edit input, μ the memory's mean): the neuron
                 starts at 1 on the edit and at 0 on the memory's centre; v = 0 (the paper starts k at x_e / ‖x_e‖²
                 with b = 0: centring first keeps it from starting at 1 on every position, which share a large
@@ -39,6 +42,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from server.models.arch import ArchTemplate, num_layers
 from server.parametric.additions import Act, Addition
 from server.parametric.layers import LayerDefaults
+from server.parametric.memory_subjects import SubjectTable, shipped_subjects
 from server.parametric.method import MethodContext, MethodRequest, one_at_a_time
 from server.parametric.prompts import EditPrompts, PromptBatch, build_batch
 from server.parametric.tap import recording
@@ -46,8 +50,6 @@ from server.parametric.targets import Progress, answer_nll, forward
 from server.types import Edit
 
 KIND = "tpatcher"
-# Other subjects the edit's questions are asked about in the memory: people, places, organisations, works, things.
-STAND_INS = ("John Smith", "Paris", "Microsoft", "The Beatles", "Marie Curie", "Brazil", "Toyota", "Hamlet")
 KL_PROMPT = "{} is a"  # ROME's prompt about the subject itself
 
 
@@ -60,6 +62,7 @@ class PatchOptions:
     fire_margin: float = 1.0  # the pre-activation on the edit's prompts is pushed to at least this
     silent_margin: float = -1.0  # and on the memory to at most this
     stop_nll: float = 0.05  # stop once the answer's NLL is below this and both hinges are met
+    memory_subjects: int = 16  # other subjects the edit's questions are asked about in the memory
 
 
 def pre_activations(inputs: torch.Tensor, keys: torch.Tensor, biases: torch.Tensor) -> torch.Tensor:
@@ -196,15 +199,18 @@ def answer_loss(model: PreTrainedModel, arch: ArchTemplate, layer: int, rewrite:
     return at_the_top
 
 
-def memory_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, module: nn.Module, edit: Edit,
-                  prompts: EditPrompts) -> torch.Tensor:
-    """The module's input at every position of the memory, (m, d_in): the edit's prompt and its other wordings
-    about each stand-in subject (without the context prefixes: half the cost), then ROME's prompt about the
-    subject itself."""
+def memory_prompts(edit: Edit, prompts: EditPrompts, subjects: Sequence[str]) -> list[tuple[list[str], str]]:
+    """The memory's prompts, a group per subject they are about: the edit's prompt and its other wordings (without
+    the context prefixes: half the cost) about each of `subjects`, then ROME's prompt about the edit's subject."""
     questions = (prompts.key[0], *prompts.value[len(prompts.key):])  # the prompt and its other wordings, no prefix
-    batches = [build_batch(tokenizer, [t.replace(edit.subject, s) for t in questions], s)
-               for s in STAND_INS if s != edit.subject]
-    batches.append(build_batch(tokenizer, [KL_PROMPT.format(edit.subject)], edit.subject))
+    about_others = [([t.replace(edit.subject, s) for t in questions], s) for s in subjects]
+    return [*about_others, ([KL_PROMPT.format(edit.subject)], edit.subject)]
+
+
+def memory_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, module: nn.Module, edit: Edit,
+                  prompts: EditPrompts, subjects: Sequence[str]) -> torch.Tensor:
+    """The module's input at every position of the memory's prompts, (m, d_in)."""
+    batches = [build_batch(tokenizer, group, subject) for group, subject in memory_prompts(edit, prompts, subjects)]
     return torch.cat([module_io(model, module, b)[0][b.attention_mask.bool()] for b in batches]).float()
 
 
@@ -216,6 +222,7 @@ def train_patch(
     layer: int,
     prompts: EditPrompts,
     options: PatchOptions,
+    subjects: SubjectTable,
 ) -> Generator[Progress, None, Addition]:
     """The neuron that writes `edit` beside layer `layer`'s FFN; yields progress between steps."""
     name = ffn_module(arch, layer)
@@ -225,7 +232,8 @@ def train_patch(
     rows, ends = torch.arange(len(prompts.value)), plain.attention_mask.sum(dim=1) - 1  # each prompt's last token
     inputs, outputs = module_io(model, module, plain)
     edit_inputs, edit_outputs = inputs[rows, ends].float(), outputs[rows, ends].float()  # (p, d_in), (p, d_out)
-    memory = memory_inputs(model, tokenizer, module, edit, prompts)  # (m, d_in)
+    others = subjects.draw(edit.prompt, edit.subject, options.memory_subjects)
+    memory = memory_inputs(model, tokenizer, module, edit, prompts, others)  # (m, d_in)
     key0, bias0 = initial_neuron(edit_inputs, memory)
     key = key0.clone().requires_grad_(True)  # (d_in,)
     bias = bias0.clone().requires_grad_(True)  # ()
@@ -254,11 +262,13 @@ def train_patch(
     return Addition(edit.id, name, KIND, tensors)
 
 
+@dataclass(frozen=True)
 class TPatcher:
     """One neuron per edit beside one FFN, each trained with the earlier ones attached."""
 
     name = KIND
     batched = False
+    subjects: SubjectTable | None = None  # the memory's subjects; None: the shipped table, read at the first edit
 
     def edited_layers(self, request: MethodRequest, defaults: LayerDefaults) -> tuple[int, ...]:
         return (defaults.last if request.layer is None else request.layer,)
@@ -272,6 +282,7 @@ class TPatcher:
         (layer,) = context.layers
         changes = {k: v for k, v in (("steps", request.steps), ("lr", request.lr)) if v is not None}
         options = PatchOptions(**changes)  # type: ignore[arg-type]
+        subjects = shipped_subjects() if self.subjects is None else self.subjects
         return (yield from one_at_a_time(context, edits, lambda edit: train_patch(
-            context.model, context.tokenizer, context.arch, edit, layer, context.prompts[edit.id], options,
+            context.model, context.tokenizer, context.arch, edit, layer, context.prompts[edit.id], options, subjects,
         )))

@@ -8,11 +8,23 @@ import pytest
 import torch
 
 from server.models.arch import ARCHS, arch_for
+from server.parametric import tpatcher
 from server.parametric.additions import Act, Addition
-from server.parametric.editor import MethodRequest
-from server.parametric.prompts import build_batch
+from server.parametric.editor import METHODS, MethodRequest
+from server.parametric.memory_subjects import SubjectTable
+from server.parametric.prompts import EditPrompts, build_batch
 from server.parametric.targets import answer_nll, finish, forward
-from server.parametric.tpatcher import Neurons, adding_neuron, answer_loss, ffn_module, initial_neuron, memory_loss
+from server.parametric.tpatcher import (
+    Neurons,
+    TPatcher,
+    adding_neuron,
+    answer_loss,
+    ffn_module,
+    initial_neuron,
+    memory_loss,
+    memory_prompts,
+)
+from server.types import Edit
 from tests.tiny import HIDDEN, build_tiny_model, build_tiny_tokenizer
 from tests.unit.test_parametric_editor import answer, assert_same, edit, make_editor, weights
 from tests.unit.test_parametric_grace import assert_restart_and_rollback_are_exact, greedy
@@ -53,6 +65,43 @@ def test_the_neuron_starts_at_one_on_the_edit_and_zero_at_the_memorys_centre() -
 def test_the_memory_loss_counts_only_the_inputs_above_the_margin() -> None:
     assert memory_loss(torch.tensor([-3.0, -2.0, 0.0, 1.0]), -1.0).item() == pytest.approx(1.5)  # (1 + 2) / 2
     assert memory_loss(torch.tensor([-3.0, -2.0]), -1.0).item() == 0.0
+
+
+def test_the_memory_asks_the_edits_prompt_and_wordings_about_each_other_subject_and_the_subject_itself() -> None:
+    e = Edit("e1", "ns", "Sade Adu", "What does Sade Adu play? They play", "piano", None, (), 0.0)
+    prompts = EditPrompts(key=("What does Sade Adu play? They play", "Hello. What does Sade Adu play? They play"),
+                          value=("What does Sade Adu play? They play", "Hello. What does Sade Adu play? They play",
+                                 "Sade Adu performs on the"))
+    assert memory_prompts(e, prompts, ("John Lennon", "Toko Yasuda")) == [
+        (["What does John Lennon play? They play", "John Lennon performs on the"], "John Lennon"),
+        (["What does Toko Yasuda play? They play", "Toko Yasuda performs on the"], "Toko Yasuda"),
+        (["Sade Adu is a"], "Sade Adu"),
+    ]
+
+
+def test_an_edits_memory_is_drawn_from_the_subjects_asked_its_question_the_same_on_every_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tiny edit's subject is "france is" (tests/unit/test_parametric_editor.py), so its template is "the
+    # capital of {}": its other subjects come first, then (16 wanted) the other template's fill the rest.
+    table = SubjectTable({"the capital of {}": ("france is", "germany is", "italy is", "spain is"),
+                          "the language of {}": ("portugal is",)})
+    monkeypatch.setitem(METHODS, "tpatcher", TPatcher(table))
+    drawn: list[tuple[str, ...]] = []
+    real_memory_inputs = tpatcher.memory_inputs
+
+    def spy(*args: object) -> torch.Tensor:
+        drawn.append(tuple(args[5]))  # type: ignore[arg-type]
+        return real_memory_inputs(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tpatcher, "memory_inputs", spy)
+    editor, model, tokenizer = make_editor("llama", tmp_path)
+    request = MethodRequest("tpatcher", steps=2)
+    for _ in range(2):
+        finish(editor.compute(request, [edit("france", "berlin", "e1")]))
+    first, again = drawn
+    assert first == again
+    assert sorted(first[:3]) == ["germany is", "italy is", "spain is"] and first[3:] == ("portugal is",)
 
 
 def test_the_neurons_sit_beside_the_module_holding_both_projections() -> None:

@@ -1,0 +1,62 @@
+"""The table of real subjects T-Patcher's memory asks the edit's question about: built from a training file's
+records by prompt template, drawn deterministically per edit, and the shipped table read from artifacts/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from server.parametric.memory_subjects import DEFAULT_FILE, SubjectTable, shipped_subjects
+
+RECORDS = [
+    {"subject": "Sade Adu", "prompt": "What does Sade Adu play? They play"},
+    {"subject": "Toko Yasuda", "prompt": "What does Toko Yasuda play? They play"},
+    {"subject": "John Lennon", "prompt": "What does John Lennon play? They play"},
+    {"subject": "Toko Yasuda", "prompt": "What does Toko Yasuda play? They play"},  # counted once
+    {"subject": "Eschwege", "prompt": "Eschwege is located in the country of"},
+    {"subject": "Riga", "prompt": "Riga is located in the country of"},
+    {"subject": "Nobody", "prompt": "A prompt without its subject"},  # no template: left out
+]
+PLAYS = "What does {} play? They play"
+
+
+def test_subjects_are_grouped_by_the_template_of_their_prompt() -> None:
+    table = SubjectTable.from_records(RECORDS)
+    assert dict(table.by_template) == {PLAYS: ("John Lennon", "Sade Adu", "Toko Yasuda"),
+                                       "{} is located in the country of": ("Eschwege", "Riga")}
+
+
+def test_an_edit_draws_subjects_asked_its_own_question_never_its_own_subject_and_the_same_each_time() -> None:
+    table = SubjectTable.from_records(RECORDS)
+    drawn = table.draw("What does Toko Yasuda play? They play", "Toko Yasuda", 2)
+    assert sorted(drawn) == ["John Lennon", "Sade Adu"]
+    assert table.draw("What does Toko Yasuda play? They play", "Toko Yasuda", 2) == drawn
+    assert len(table.draw("What does Toko Yasuda play? They play", "Toko Yasuda", 1)) == 1
+
+
+def test_a_question_asked_about_too_few_subjects_or_unknown_is_filled_from_the_others() -> None:
+    table = SubjectTable.from_records(RECORDS)
+    drawn = table.draw("What does Toko Yasuda play? They play", "Toko Yasuda", 3)
+    assert sorted(drawn[:2]) == ["John Lennon", "Sade Adu"] and drawn[2] in ("Eschwege", "Riga")
+    unknown = table.draw("Where was Ada Lovelace born? In", "Ada Lovelace", 10)
+    assert sorted(unknown) == ["Eschwege", "John Lennon", "Riga", "Sade Adu", "Toko Yasuda"]
+
+
+def test_different_edits_draw_in_different_orders() -> None:
+    many = SubjectTable({PLAYS: tuple(f"Player {i}" for i in range(100))})
+    draws = {many.draw(f"What does Player {i} play? They play", f"Player {i}", 5) for i in range(10)}
+    assert len(draws) == 10
+
+
+def test_a_saved_table_loads_equal(tmp_path: Path) -> None:
+    table = SubjectTable.from_records(RECORDS)
+    table.save(tmp_path / "t" / "subjects.json", "counterfact/train.json")
+    assert SubjectTable.load(tmp_path / "t" / "subjects.json") == table
+
+
+def test_the_shipped_table_covers_counterfacts_questions() -> None:
+    assert DEFAULT_FILE.is_file(), "artifacts/tpatcher/subjects.json is missing: scripts/build_tpatcher_subjects.py"
+    table = shipped_subjects()
+    plays = table.by_template[PLAYS]
+    own = plays[0]
+    drawn = table.draw(PLAYS.format(own), own, 16)
+    assert len(plays) > 16 and len(drawn) == 16 and own not in drawn and set(drawn) <= set(plays)
