@@ -16,6 +16,7 @@ from server.parametric.prompts import EditPrompts, build_batch
 from server.parametric.targets import answer_nll, finish, forward
 from server.parametric.tpatcher import (
     Neurons,
+    PatchOptions,
     TPatcher,
     adding_neuron,
     answer_loss,
@@ -31,8 +32,15 @@ from tests.unit.test_parametric_grace import assert_restart_and_rollback_are_exa
 
 UNRELATED = ("the capital of italy is", "the capital of spain is", "the capital of germany is")
 # The tiny models hold their four facts far more firmly than a real model holds one (taught to near-certainty):
-# the neuron needs larger and more steps than the defaults chosen for Gemma-3-270M.
+# the neuron needs larger and more steps than the defaults chosen for Gemma-3-270M, and with the memory weighted
+# three times the answer (Gemma's default) it no longer turns the tiny llama's "paris" into "berlin": weight 1.
 TINY = MethodRequest("tpatcher", steps=40, lr=0.5)
+TINY_METHOD = TPatcher(options=PatchOptions(memory_weight=1.0))
+
+
+@pytest.fixture(autouse=True)
+def tiny_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(METHODS, "tpatcher", TINY_METHOD)
 
 
 def neuron(edit_id: str, key: list[float], bias: float, value: list[float]) -> Addition:
@@ -86,7 +94,7 @@ def test_an_edits_memory_is_drawn_from_the_subjects_asked_its_question_the_same_
     # capital of {}": its other subjects come first, then (16 wanted) the other template's fill the rest.
     table = SubjectTable({"the capital of {}": ("france is", "germany is", "italy is", "spain is"),
                           "the language of {}": ("portugal is",)})
-    monkeypatch.setitem(METHODS, "tpatcher", TPatcher(table))
+    monkeypatch.setitem(METHODS, "tpatcher", TPatcher(table, TINY_METHOD.options))
     drawn: list[tuple[str, ...]] = []
     real_memory_inputs = tpatcher.memory_inputs
 
