@@ -117,7 +117,8 @@ class ChainFollower:
             raise ValueError(f"max_hops must be at least 1, got {self.max_hops}")
 
     def follow(self, namespace: str, question: str) -> ChainAnswer:
-        plan = tuple(self.planner.plan(question)[: self.max_hops])
+        # A question the planner cannot split is asked whole, as a plain query would be.
+        plan = tuple(self.planner.plan(question)[: self.max_hops]) or (question,)
         hops: list[Hop] = []
         for step in plan:
             hop = self.steps.answer(namespace, substitute(step, [h.answer for h in hops]))
@@ -159,13 +160,20 @@ class FewShotPlanner:
 
 
 def parse_steps(text: str, max_steps: int) -> list[str]:
-    """The consecutive "Step k: ..." lines from step 1 on (k in order), at most `max_steps`; other lines end it."""
+    """The consecutive "Step k: ..." lines from step 1 on (k in order), at most `max_steps`, that make a chain: each
+    step after the first refers to the one before it ("#k-1"), and none to a step not yet answered or repeats an
+    earlier one. The first line that breaks this ends the plan (a small model often writes step 1 again, or a "#1"
+    into step 1)."""
     steps: list[str] = []
     for line in text.strip().split("\n"):
         match = re.fullmatch(r"Step (\d+):\s*(.+)", line.strip())
         if match is None or int(match.group(1)) != len(steps) + 1 or len(steps) == max_steps:
             break
-        steps.append(match.group(2).strip())
+        step = match.group(2).strip()
+        refs = {int(k) for k in STEP_REF.findall(step)}
+        if step in steps or any(not 1 <= k <= len(steps) for k in refs) or (steps and len(steps) not in refs):
+            break
+        steps.append(step)
     return steps
 
 

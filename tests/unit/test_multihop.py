@@ -139,10 +139,23 @@ def test_max_hops_must_be_positive() -> None:
 
 
 def test_parse_steps_takes_consecutive_steps_from_one() -> None:
-    text = "Step 1: a\nStep 2: b #1\nStep 4: skipped\nStep 3: c"
+    text = "Step 1: a\nStep 2: b #1\nStep 4: skipped #3\nStep 3: c #2"
     assert parse_steps(text, 4) == ["a", "b #1"]
-    assert parse_steps("Step 1: a\nStep 2: b\nStep 3: c", 2) == ["a", "b"]
+    assert parse_steps("Step 1: a\nStep 2: b #1\nStep 3: c #2", 2) == ["a", "b #1"]
     assert parse_steps("Answer: a", 4) == []
+
+
+def test_parse_steps_ends_the_plan_where_the_chain_breaks() -> None:
+    assert parse_steps("Step 1: the mayor of #1 is", 4) == []  # refers to a step not yet answered
+    assert parse_steps("Step 1: a\nStep 2: a", 4) == ["a"]  # repeats itself
+    assert parse_steps("Step 1: a\nStep 2: b", 4) == ["a"]  # does not use step 1's answer
+    assert parse_steps("Step 1: a\nStep 2: b #1\nStep 3: c #1", 4) == ["a", "b #1"]  # skips step 2's
+
+
+def test_a_question_the_planner_cannot_split_is_asked_whole() -> None:
+    steps = ScriptedSteps(["rome"])
+    chain = ChainFollower(FixedPlan(()), steps).follow("ns", "the capital of france is")
+    assert chain.plan == ("the capital of france is",) and chain.answer == "rome"
 
 
 def test_short_answer_cuts_to_the_first_line_and_sentence() -> None:
