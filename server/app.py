@@ -35,6 +35,7 @@ from server.gate.artifact import DEFAULT_ARTIFACT, DEFAULT_UNFAMILIAR_ARTIFACT, 
 from server.gate.classifier import ClassifierGate
 from server.gate.similarity import SimilarityGate
 from server.generators.base import BaseGenerator
+from server.generators.batching import ModelThread
 from server.generators.counterfactual import CounterfactualGenerator
 from server.generators.counterfactual_adapter import AdapterMismatch, default_adapter_dir, load_adapted_model
 from server.generators.decoding import CausalLM
@@ -94,11 +95,14 @@ def build_service(config: Config) -> Service:
     if gate_degraded is not None:
         degraded.append(gate_degraded)
     loaded = load_model(config.model, config.cache_dir, config.torch_threads, config.precision)
+    # The only thread that runs the language models; it batches their concurrent answers (config.batch_size).
+    worker = ModelWorker(config.limits.max_queue, config.batch_size)
     # From the unedited weights: before the replay below.
-    counterfactual, counterfactual_off = build_counterfactual(config, loaded)
+    counterfactual, counterfactual_off = build_counterfactual(config, loaded, worker.batching)
     parametric = build_parametric(config, loaded)
     quantise_for_serving(loaded.model, loaded.precision)  # int8: after the replay, which needs float weights
-    lm = CausalLM(loaded.model, loaded.tokenizer, config.limits.max_prompt_tokens)
+    lm = CausalLM(loaded.model, loaded.tokenizer, config.limits.max_prompt_tokens, watch=parametric.watching,
+                  batching=worker.batching)
     base = BaseGenerator(lm)
     # Edits baked into the weights are answered by the (edited) base model.
     generators: dict[Route, Generator] = {Route.BASE: base, Route.PARAMETRIC: base, Route.PROMPT: PromptedGenerator(lm)}
@@ -119,7 +123,7 @@ def build_service(config: Config) -> Service:
         scope=scope, memory=memory, generators=generators, in_scope_route=in_scope_route, threshold=threshold,
         baked=parametric.is_baked, judge=counterfactual.judge if counterfactual is not None else None,
         min_confidence=config.counterfactual_min_confidence, fallback_route=fallback_route,
-        refusal=RefusalGenerator(loaded.tokenizer, config.refusal), watch_additions=parametric.watching,
+        refusal=RefusalGenerator(loaded.tokenizer, config.refusal),
     )
     info = ServerInfo(
         model=config.model, model_type=str(loaded.model.config.model_type),
@@ -129,7 +133,6 @@ def build_service(config: Config) -> Service:
         routes=tuple(generators), version=version("editcache"), model_fingerprint=loaded.fingerprint.current,
         degraded=tuple(degraded),
     )
-    worker = ModelWorker(config.limits.max_queue)  # the only thread that runs the language model
     metrics.watch_queue(lambda: worker.pending)
     metrics.watch_edits(memory.edit_counts)
     io = ThreadPoolExecutor(2, thread_name_prefix="io")  # reads, the gate's embedding and SQLite work
@@ -163,7 +166,9 @@ def in_scope_routes(configured: str, available: Collection[Route]) -> tuple[Rout
     return route, Route.IKE if Route.IKE in available else Route.PROMPT
 
 
-def build_counterfactual(config: Config, loaded: LoadedModel) -> tuple[CounterfactualGenerator | None, str | None]:
+def build_counterfactual(
+    config: Config, loaded: LoadedModel, batching: ModelThread | None = None
+) -> tuple[CounterfactualGenerator | None, str | None]:
     """The counterfactual model when an adapter trained on the served model exists, else None and why.
 
     A configured adapter that is missing or was trained on another model stops the start; the default one
@@ -188,7 +193,8 @@ def build_counterfactual(config: Config, loaded: LoadedModel) -> tuple[Counterfa
     # Its own tokenizer: the router asks it for its judgement on an I/O thread, and a fast tokenizer used by two
     # threads fails ("Already borrowed") when one changes its padding (parametric statistics do, on the model thread).
     tokenizer = copy.deepcopy(loaded.tokenizer)
-    return CounterfactualGenerator(CausalLM(model, tokenizer, config.limits.max_prompt_tokens), manifest.prompt), None
+    lm = CausalLM(model, tokenizer, config.limits.max_prompt_tokens, batching=batching)
+    return CounterfactualGenerator(lm, manifest.prompt), None
 
 
 def build_parametric(config: Config, loaded: LoadedModel) -> ParametricEditor:

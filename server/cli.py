@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the model's weights: fp32 (default, exact), bf16 or int8 (faster, not exact; the "
                         "README's 'Serving precision' gives each one's agreement with fp32 and speed)")
     parser.add_argument("--torch-threads", type=int, help="intra-op threads for torch (0: torch's default)")
+    parser.add_argument("--batch-size", type=int,
+                        help="answers decoded together per model (default 16; 1: one at a time, exact)")
     parser.add_argument("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
     parser.add_argument("--tokens-file", type=Path,
                         help="bearer tokens (TOML/JSON of hashes; `python -m server.auth add` makes them); "

@@ -131,6 +131,10 @@ class Config:
     default_max_new_tokens: int = 32
     default_page_size: int = 100
     torch_threads: int = 0  # 0: torch's default
+    # Answers decoded together in each model's running batch (server/generators/batching.py); 1: one at a time, so
+    # an out-of-scope answer is bit-identical to the unedited model's greedy tokens (batched rows may differ in the
+    # last bits of a matmul: docs/BENCHMARKS.md measures how often the tokens do).
+    batch_size: int = 16
     # The base model's and the counterfactual model's weights (PRECISIONS); the gate's encoder stays fp32. Only fp32
     # gives out-of-scope answers bit-identical to the fp32 model; int8 serves parametric edits made earlier but
     # refuses new ones (FailedPrecondition).
@@ -168,6 +172,8 @@ class Config:
             )
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1 (1: one answer at a time), got {self.batch_size}")
         if self.stats_tokens < 1 or min(self.stats_model_samples, self.context_prefixes, self.other_wordings) < 0:
             raise ValueError(
                 "stats_tokens must be at least 1; stats_model_samples, context_prefixes and other_wordings at least 0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +25,17 @@ from server.types import (
 
 TextSink = Callable[[str], None]  # receives each new piece of generated text
 StopCheck = Callable[[], bool]  # True once the caller no longer wants tokens
+
+
+class RowActs(Protocol):
+    def of_row(self, row: int) -> tuple[str, ...]:
+        """The edits whose state beside the weights acted on row `row` of the forward calls watched, in the order
+        each first did (server/parametric/additions.py's Acted)."""
+        ...
+
+
+# Watches the forward calls made inside the block (ParametricEditor.watching).
+RowWatch = Callable[[], AbstractContextManager[RowActs]]
 
 
 class Embedder(Protocol):

@@ -4,22 +4,19 @@ An in-scope erase edit is answered by the refusal, on the route the gate chose (
 answer of a namespace, on every route, goes through the namespace's regex patches (server/patches.py).
 
 The gate decides before the model runs; state that edits add beside the weights (a GRACE entry) decides while it
-runs. An answer such state changed reports the parametric route and that edit, whatever the gate chose
-(`observed`).
+runs. An answer such state changed (the model reports it with the answer's own rows) reports the parametric route
+and that edit, whatever the gate chose (`acted_decision`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from time import perf_counter
-from typing import TypeVar
 
 from server.errors import EditNotFound, FailedPrecondition
 from server.generators.refusal import RefusalGenerator
 from server.interfaces import Generator, Memory, StopCheck, TextSink
-from server.parametric.additions import Acted
 from server.patches import Rewriter, patches_of
 from server.scope import ScopeCheck
 from server.types import (
@@ -33,8 +30,6 @@ from server.types import (
     Route,
     TokenScores,
 )
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,9 +49,6 @@ class Router:
     min_confidence: float = 0.0
     fallback_route: Route = Route.IKE
     refusal: RefusalGenerator | None = None  # answers in-scope queries on erase edits
-    # Watches which edits' state beside the weights (server/parametric/additions.py) acted on which rows of the
-    # model's forward calls inside the block (ParametricEditor.watching); None: the model carries no such state.
-    watch_additions: Callable[[], AbstractContextManager[Acted]] | None = None
 
     def __post_init__(self) -> None:
         for route in (Route.BASE, self.in_scope_route):
@@ -117,21 +109,12 @@ class Router:
         stream.close()
         return replace(generation, text=stream.text)
 
-    def observed(self, query: Query, decision: Decision, work: Callable[[], T]) -> tuple[T, Decision]:
-        """Runs `work` (the model's part of answering `query`: `generate` or `score`, on the model thread) and
-        returns its result with the decision as it turned out (`acted_decision`). The model worker runs one request
-        at a time, each in row 0 of its forward calls; a worker that batches requests reads each one's row."""
-        if self.watch_additions is None:
-            return work(), decision
-        with self.watch_additions() as acted:
-            result = work()
-        return result, self.acted_decision(query, decision, acted.of_row(0))
-
     def acted_decision(self, query: Query, decision: Decision, acted: Sequence[str]) -> Decision:
         """The decision once the model has run: when edits' state beside the weights acted on the query (`acted`,
-        in the order they first did), the parametric route and the edit that answered: the decision's own edit if it
-        acted, else the first that did. An edit of another namespace is not named (the state is shared by every
-        namespace, the edit is not): the answer reports the parametric route with no edit."""
+        in the order they first did: Generation.acted, TokenScores.acted), the parametric route and the edit that
+        answered: the decision's own edit if it acted, else the first that did. An edit of another namespace is not
+        named (the state is shared by every namespace, the edit is not): the answer reports the parametric route
+        with no edit."""
         if not acted:
             return decision
         if decision.edit is not None and decision.edit.id in acted:

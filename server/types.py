@@ -241,6 +241,8 @@ class Generation:
     token_ids: tuple[int, ...]
     finish_reason: FinishReason
     prompt_tokens: int = 0  # tokens the model read, any edit text or demonstrations its route added included
+    acted: tuple[str, ...] = ()  # edits whose state beside the weights acted on it (a GRACE entry), in order
+    queue_ms: float = 0.0  # waiting for a place in the model's running batch
 
 
 @dataclass(frozen=True)
@@ -250,6 +252,7 @@ class TokenScores:
     target_ids: tuple[int, ...]
     predicted_ids: tuple[int, ...]  # argmax of the model at each target position
     target_logprobs: tuple[float, ...]
+    acted: tuple[str, ...] = ()  # edits whose state beside the weights acted on it, in order
 
 
 @dataclass

@@ -7,14 +7,23 @@ and reports the token ids, so routes can be compared token for token.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 
 import torch
-from transformers import Cache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria
+from transformers import (
+    BatchEncoding,
+    Cache,
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+)
 from transformers.generation.streamers import BaseStreamer
 
 from server.errors import InvalidArgument
-from server.interfaces import StopCheck, TextSink
+from server.generators.batching import Decoding, Lane, ModelThread
+from server.interfaces import RowActs, RowWatch, StopCheck, TextSink
 from server.types import FinishReason, Generation, GenerationOptions, TokenScores
 
 log = logging.getLogger(__name__)
@@ -25,6 +34,15 @@ class CausalLM:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     max_prompt_tokens: int | None = None  # None: no limit
+    # Watches which edits' state beside the weights acted on which rows (ParametricEditor.watching); None: none.
+    watch: RowWatch | None = None
+    # The model thread that batches concurrent decoding; None: decode here, alone (exact).
+    batching: ModelThread | None = None
+    _lane: Lane | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.batching is not None:
+            object.__setattr__(self, "_lane", self.batching.lane(self.model, self.watch))
 
     def decode(
         self,
@@ -35,14 +53,34 @@ class CausalLM:
         prefill: Cache | None = None,
     ) -> Generation:
         """Continues `prompt` under `options`; greedy decoding is deterministic. `prefill`: the model's cache of
-        all but the prompt's last token, from an earlier pass over the same prompt (read once, then extended)."""
+        all but the prompt's last token, from an earlier pass over the same prompt (read once, then extended).
+
+        Called off the model thread with batching on, the request joins the model's running batch and this waits
+        for it; on the model thread (a call that has the model to itself), it decodes alone."""
         inputs = self.tokenizer(prompt, return_tensors="pt").to(self.model.device)
         prompt_length = inputs["input_ids"].shape[1]
         self._check_prompt_length(prompt_length)
         tracker = _TextTracker(self.tokenizer, prompt_length, options.stop, on_text, should_stop)
+        if self._lane is not None and self.batching is not None and not self.batching.on_thread() \
+                and self._batchable(prompt_length + options.max_new_tokens):
+            sequence = Decoding(inputs["input_ids"], options, tracker, frozenset(self._eos_ids()),
+                                should_stop or (lambda: False), prefill)
+            decoded = self.batching.decode(self._lane, sequence).result()
+            tracker.end()
+            new_ids, acted, queue_ms = decoded.new_ids, decoded.acted, decoded.queue_ms
+        else:
+            new_ids, acted = self._decode_alone(inputs, options, tracker, prefill)
+            queue_ms = 0.0
+        return Generation(tracker.final_text(), new_ids, tracker.finish_reason(new_ids, self._eos_ids()),
+                          prompt_length, acted, queue_ms)
+
+    def _decode_alone(
+        self, inputs: BatchEncoding, options: GenerationOptions, tracker: _TextTracker, prefill: Cache | None
+    ) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        prompt_length = inputs["input_ids"].shape[1]
         if options.seed is not None:
-            torch.manual_seed(options.seed)  # the model worker is the only thread that samples
-        with torch.inference_mode():
+            torch.manual_seed(options.seed)  # only the model thread samples here
+        with torch.inference_mode(), self._watching() as acts:
             output = self.model.generate(  # type: ignore[operator]  # transformers types it loosely
                 **inputs,
                 generation_config=self._generation_config(options),
@@ -50,8 +88,16 @@ class CausalLM:
                 stopping_criteria=[tracker],
                 past_key_values=prefill,
             )  # (1, prompt + new)
-        new_ids = tuple(int(t) for t in output[0, prompt_length:])
-        return Generation(tracker.final_text(), new_ids, tracker.finish_reason(new_ids, self._eos_ids()), prompt_length)
+        return tuple(int(t) for t in output[0, prompt_length:]), acts.of_row(0) if acts is not None else ()
+
+    def _batchable(self, total_tokens: int) -> bool:
+        """Whether a sequence this long fits every layer's window: the batch keeps whole sequences in every layer
+        and applies a sliding window through the mask, which a cache cut to its window (the judgement's) is not."""
+        window = getattr(self.model.config, "sliding_window", None)
+        return window is None or total_tokens < window
+
+    def _watching(self) -> AbstractContextManager[RowActs | None]:
+        return self.watch() if self.watch is not None else nullcontext()
 
     def score(self, prompt: str, target: str) -> TokenScores:
         """Teacher forcing: the model's argmax and log-probability at each token of `target` after `prompt`."""
@@ -62,7 +108,7 @@ class CausalLM:
             raise InvalidArgument("target is empty after tokenisation; give a non-empty continuation")
         ids = torch.tensor([prompt_ids + target_ids], device=self.model.device)  # (1, prompt + target)
         n = len(target_ids)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._watching() as acts:
             # Logits only where the target is predicted: the output layer is most of a small model's cost.
             logits = self.model(input_ids=ids, logits_to_keep=n + 1).logits[0, :-1]  # (n, vocab)
         logprobs = torch.log_softmax(logits.float(), dim=-1)  # (n, vocab)
@@ -71,6 +117,7 @@ class CausalLM:
             target_ids=tuple(target_ids),
             predicted_ids=tuple(int(i) for i in logits.argmax(dim=-1)),
             target_logprobs=tuple(float(x) for x in logprobs.gather(1, wanted[:, None])[:, 0]),
+            acted=acts.of_row(0) if acts is not None else (),
         )
 
     def _check_prompt_length(self, n_tokens: int) -> None:
@@ -139,12 +186,21 @@ class _TextTracker(BaseStreamer, StoppingCriteria):
     # StoppingCriteria: input_ids is (1, prompt + new) and already holds the newest token.
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
         self._update([int(t) for t in input_ids[0, self._prompt_length:]])
+        return torch.full((input_ids.shape[0],), self._must_stop(), dtype=torch.bool, device=input_ids.device)
+
+    # The batching model thread's sink (batching.TokenSink): every new token so far, after each step.
+    def advance(self, new_ids: list[int]) -> bool:
+        self._update(new_ids)
+        self._emit(self._streamable_text())
+        return self._must_stop()
+
+    def _must_stop(self) -> bool:
+        """A stop string is in the text, or the caller went away."""
         stopped = self._should_stop is not None and self._should_stop()
         if stopped:
             log.info("generation stopped after %d new tokens: the caller went away or its deadline passed",
                      len(self._ids))
-        done = self._cut_at_stop() is not None or stopped
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+        return self._cut_at_stop() is not None or stopped
 
     def final_text(self) -> str:
         cut = self._cut_at_stop()

@@ -90,10 +90,8 @@ class Answers:
         target = check_text("target", target, self._config.limits.max_text_chars)
         decision = await off_loop(self._io, self._router.decide, query)
         before_model = perf_counter()
-        (scores, answered), queue_ms = await self._worker.run(
-            lambda: self._router.observed(query, decision, lambda: self._router.score(query, decision, target)),
-            should_stop,
-        )
+        scores, queue_ms = await self._worker.run(lambda: self._router.score(query, decision, target), should_stop)
+        answered = self._router.acted_decision(query, decision, scores.acted)
         scored = Scored(scores, answered, _timings(answered, queue_ms, before_model, started))
         _observe("score", answered, scored.timings, gated=query.route is None)
         return scored
@@ -125,13 +123,11 @@ class Answers:
         should_stop: StopCheck, started: float,
     ) -> Answer:
         before_model = perf_counter()
-        (generation, answered), queue_ms = await self._worker.run(
-            lambda: self._router.observed(
-                query, decision, lambda: self._router.generate(query, decision, options, on_text, should_stop)
-            ),
-            should_stop,
+        generation, queue_ms = await self._worker.run_decoding(
+            lambda: self._router.generate(query, decision, options, on_text, should_stop), should_stop
         )
-        return Answer(generation, answered, _timings(answered, queue_ms, before_model, started))
+        answered = self._router.acted_decision(query, decision, generation.acted)
+        return Answer(generation, answered, _timings(answered, queue_ms + generation.queue_ms, before_model, started))
 
     def _checked_query(self, query: Query) -> Query:
         return Query(

@@ -47,8 +47,11 @@ def long_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(long_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     data = tmp_path_factory.mktemp("limits-data")
     settings = data / "limits.toml"
+    # One answer at a time (batch_size 1), so that a second request waits in the queue behind the first: batched
+    # requests wait only for a full batch (tests/unit/test_batching.py covers their cancellation).
     settings.write_text(
-        f"[limits]\nmax_new_tokens = {LONG}\nmax_queue = 2\nmax_edits_per_namespace = 3\nmax_prompt_tokens = 24\n"
+        f"batch_size = 1\n[limits]\nmax_new_tokens = {LONG}\nmax_queue = 2\nmax_edits_per_namespace = 3\n"
+        "max_prompt_tokens = 24\n"
     )
     server = LocalServer(long_model_dir, data, "--config", str(settings), "--gate", "similarity")
     server.start()

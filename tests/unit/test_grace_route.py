@@ -3,12 +3,15 @@ answer; per row of a batch, on the tiny model with the real editor, router and b
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
 from server.generators.base import BaseGenerator
+from server.generators.batching import ModelThread
 from server.generators.decoding import CausalLM
 from server.parametric.additions import Act, Addition, Attachments
 from server.parametric.editor import MethodRequest, ParametricEditor
@@ -39,18 +42,18 @@ def router_on(editor: ParametricEditor, model: torch.nn.Module, tokenizer: objec
     """The real router and base generator over the edited tiny model; the memory holds `edits`, which the gate
     scores `gate_score` (0: every query goes to the base route, as with --remove-from-gate)."""
     memory = FixedMemory([Hit(e, 0.9) for e in edits])
-    base = BaseGenerator(CausalLM(model, tokenizer))  # type: ignore[arg-type]
+    base = BaseGenerator(CausalLM(model, tokenizer, watch=editor.watching))  # type: ignore[arg-type]
     return Router(
         scope=ScopeCheck(HashEmbedder(16), memory, FixedGate({e.id: gate_score for e in edits}), 4), memory=memory,
         generators={Route.BASE: base, Route.PARAMETRIC: base}, in_scope_route=Route.PARAMETRIC, threshold=0.5,
-        baked=lambda e: True, watch_additions=editor.watching,
+        baked=lambda e: True,
     )
 
 
 def answered(router: Router, query: Query) -> tuple[str, Decision]:
     decision = router.decide(query)
-    generation, turned_out = router.observed(query, decision, lambda: router.generate(query, decision, ONE_TOKEN))
-    return generation.text.strip(), turned_out
+    generation = router.generate(query, decision, ONE_TOKEN)
+    return generation.text.strip(), router.acted_decision(query, decision, generation.acted)
 
 
 def test_a_query_inside_the_radius_reports_parametric_with_the_entrys_edit(graced: tuple) -> None:
@@ -73,7 +76,7 @@ def test_scoring_reports_the_route_as_generation_does(graced: tuple) -> None:
 
     def scored_route(query: Query) -> Route:
         decision = router.decide(query)
-        return router.observed(query, decision, lambda: router.score(query, decision, " berlin"))[1].route
+        return router.acted_decision(query, decision, router.score(query, decision, " berlin").acted).route
 
     assert scored_route(Query("ns", INSIDE)) is Route.PARAMETRIC
     assert scored_route(Query("ns", OUTSIDE)) is Route.BASE
@@ -154,3 +157,24 @@ def test_an_act_at_a_padded_position_is_not_reported(graced: tuple) -> None:
         attachments.attach([])
     assert not model.get_submodule("model.layers.1.mlp.down_proj")._forward_hooks
     assert (len(model._forward_hooks), len(model._forward_pre_hooks)) == hooks  # its mask hooks went with it
+
+
+def test_in_the_running_batch_each_answer_reports_only_its_own_rows_acts(graced: tuple) -> None:
+    # Batched decoding: the two requests share every forward call, each in its own row; only the one inside the
+    # radius may report the entry, whichever joined first.
+    editor, model, tokenizer, entry = graced
+    thread = ModelThread(max_batch=4)
+    try:
+        lm = CausalLM(model, tokenizer, watch=editor.watching, batching=thread)  # type: ignore[arg-type]
+        options = GenerationOptions(max_new_tokens=3)
+        hold = threading.Event()
+        thread.call(lambda: hold.wait(30))  # both requests queue behind it, then join the batch together
+        with ThreadPoolExecutor(2) as pool:
+            answers = pool.map(lambda p: lm.decode(p, options), [OUTSIDE, INSIDE])
+            threading.Event().wait(0.3)
+            hold.set()
+            outside, inside = answers
+    finally:
+        thread.shutdown()
+    assert inside.text.split()[0] == "berlin" and inside.acted == ("e1",)
+    assert outside.text.split()[0] == "rome" and outside.acted == ()

@@ -1,0 +1,357 @@
+"""Continuous batching: the one thread that runs the language models, decoding concurrent requests together.
+
+A request is read alone (its prompt's pass, from a cache handed over if it has one) and then joins its model's
+running batch at a token boundary; each step decodes one token for every row; a row leaves when it finishes. Rows
+keep their own key-value cache, left-padded to the batch's length, with the attention mask marking the padding and
+each row's own positions. Calls that need a model to themselves (scoring, parametric edits, which may change the
+weights) wait until every batch has drained, and requests that came after such a call wait for it.
+
+Written here rather than taken from transformers' continuous batching (`init_continuous_batching`): its manager
+switches the model to paged attention and packs every request into one row, while this model is shared with
+scoring and parametric edits (a plain forward fails while the manager runs), its parametric state reports per row
+which edits acted (server/parametric/additions.py), and the counterfactual route starts from the prompt cache the
+router's judgement already computed, which the manager cannot take.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any, Protocol, TypeVar
+
+import torch
+import torch.nn.functional as F
+from transformers import Cache, DynamicCache, PreTrainedModel
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+from server import metrics
+from server.errors import Cancelled
+from server.interfaces import RowActs, RowWatch
+from server.types import GenerationOptions
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+
+class TokenSink(Protocol):
+    def advance(self, new_ids: list[int]) -> bool:
+        """Takes the new tokens so far (streams their text); True when the request must stop (a stop string, or the
+        caller went away)."""
+        ...
+
+
+@dataclass
+class Decoding:
+    """One request's decoding: what the caller gives, then its state while it runs."""
+
+    prompt_ids: torch.Tensor  # (1, prompt)
+    options: GenerationOptions
+    tokens: TokenSink
+    eos_ids: frozenset[int]
+    gone: Callable[[], bool]  # the caller went away or its deadline passed
+    prefill: Cache | None = None  # a cache of the prompt's first tokens, from an earlier pass over the same prompt
+    done: Future[Decoded] = field(default_factory=Future)
+    submitted: float = field(default_factory=perf_counter)
+    # while it runs
+    new_ids: list[int] = field(default_factory=list)
+    acted: list[str] = field(default_factory=list)  # edits whose state beside the weights acted on its rows
+    generator: torch.Generator | None = None
+    queue_ms: float = 0.0
+    stopped: bool = False  # by its sink (stop string or caller gone)
+
+    @property
+    def length(self) -> int:
+        """Tokens in its cache once its newest token is read: the prompt and every new token but the last."""
+        return int(self.prompt_ids.shape[1]) + len(self.new_ids) - 1
+
+    def take(self, token: int) -> bool:
+        """Appends the next token; True when the sequence is finished."""
+        self.new_ids.append(token)
+        self.stopped = self.tokens.advance(list(self.new_ids))
+        return self.stopped or token in self.eos_ids or len(self.new_ids) >= self.options.max_new_tokens
+
+
+@dataclass(frozen=True)
+class Decoded:
+    new_ids: tuple[int, ...]
+    acted: tuple[str, ...]
+    queue_ms: float
+    stopped: bool
+
+
+@dataclass
+class Lane:
+    """One model's running batch."""
+
+    model: PreTrainedModel
+    watch: RowWatch | None = None
+    rows: list[Decoding] = field(default_factory=list)
+    cache: DynamicCache | None = None  # every row's keys and values, (rows, heads, columns, head_dim) per layer
+    mask: torch.Tensor | None = None  # (rows, columns): 1 where a row has a token, 0 where it is padded
+
+    def watching(self) -> AbstractContextManager[RowActs | None]:
+        return self.watch() if self.watch is not None else nullcontext()
+
+
+def choose_tokens(logits: torch.Tensor, rows: list[Decoding]) -> list[int]:
+    """Each row's next token from its logits (rows, vocab): greedy, or sampled under its own options and seed."""
+    greedy = logits.argmax(dim=-1).tolist()  # (rows,)
+    chosen = []
+    for i, row in enumerate(rows):
+        if row.options.greedy:
+            chosen.append(int(greedy[i]))
+            continue
+        scores = logits[i : i + 1].float()  # (1, vocab)
+        scores = TemperatureLogitsWarper(row.options.temperature)(None, scores)  # type: ignore[arg-type]
+        if row.options.top_p < 1.0:
+            scores = TopPLogitsWarper(row.options.top_p)(None, scores)  # type: ignore[arg-type]
+        probs = torch.softmax(scores, dim=-1)
+        chosen.append(int(torch.multinomial(probs, 1, generator=row.generator)[0, 0]))
+    return chosen
+
+
+def left_pad(tensor: torch.Tensor, columns: int, dim: int) -> torch.Tensor:
+    """`tensor` padded with zeros before its existing columns along `dim` up to `columns`."""
+    missing = columns - tensor.shape[dim]
+    if missing <= 0:
+        return tensor
+    pad = [0, 0] * (tensor.dim() - 1 - dim % tensor.dim()) + [missing, 0]  # F.pad lists the last dim first
+    return F.pad(tensor, pad)
+
+
+KeysValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys and values, (rows, heads, columns, head_dim)
+
+
+def keys_values(cache: Cache) -> KeysValues:
+    return [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[union-attr,misc]
+
+
+def merged(a: KeysValues, b: KeysValues) -> KeysValues:
+    """The rows of `b` after those of `a`, both left-padded to the longer one's columns."""
+    layers = []
+    for (ka, va), (kb, vb) in zip(a, b, strict=True):
+        columns = max(ka.shape[2], kb.shape[2])
+        layers.append((torch.cat([left_pad(ka, columns, 2), left_pad(kb, columns, 2)]),
+                       torch.cat([left_pad(va, columns, 2), left_pad(vb, columns, 2)])))
+    return layers
+
+
+def whole_layers(cache: Cache) -> KeysValues:
+    """The cache's keys and values, checked to hold all of the sequence's tokens in every layer: in the batch,
+    sliding-window layers keep every token and rely on the attention mask for their window, so that rows of any
+    length can be stacked."""
+    layers = keys_values(cache)
+    lengths = {int(k.shape[2]) for k, _ in layers}
+    if len(lengths) != 1:
+        raise ValueError(f"cache layers hold different lengths {sorted(lengths)}: a sliding window was passed")
+    return layers
+
+
+class ModelThread:
+    """The one thread that runs the language models: calls that need a model to themselves, one at a time, and
+    decoding requests, up to `max_batch` rows per model at once, joining and leaving at token boundaries.
+
+    Requests are taken in the order they came: a call waits for the batches to drain, and requests behind it wait
+    for the call.
+    """
+
+    def __init__(self, max_batch: int) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self.max_batch = max_batch
+        self._inbox: queue.Queue[_Call | tuple[Lane, Decoding] | None] = queue.Queue()
+        self._waiting: list[_Call | tuple[Lane, Decoding]] = []  # in the order they came
+        self._lanes: list[Lane] = []
+        self._thread = threading.Thread(target=self._loop, name="model", daemon=True)
+        self._thread.start()
+
+    def on_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def lane(self, model: PreTrainedModel, watch: RowWatch | None = None) -> Lane:
+        """A batch of its own for `model` (rows of different models cannot share a forward call)."""
+        lane = Lane(model, watch)
+        self._lanes.append(lane)
+        return lane
+
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Runs `fn` alone on the model thread, once every batch has drained. Cancelling the future before it
+        starts keeps it from running."""
+        call = _Call(fn)
+        self._inbox.put(call)
+        return call.future
+
+    def decode(self, lane: Lane, sequence: Decoding) -> Future[Decoded]:
+        self._inbox.put((lane, sequence))
+        return sequence.done
+
+    def shutdown(self) -> None:
+        self._inbox.put(None)
+        self._thread.join()
+
+    # The model thread.
+
+    def _loop(self) -> None:
+        while True:
+            busy = any(lane.rows for lane in self._lanes)
+            if not self._collect(block=not busy and not self._waiting):
+                self._fail_all(Cancelled("the server is shutting down"))
+                return
+            self._admit()
+            if any(lane.rows for lane in self._lanes):
+                for lane in self._lanes:
+                    if lane.rows:
+                        self._step(lane)
+            elif self._waiting and isinstance(call := self._waiting[0], _Call):
+                self._waiting.pop(0)
+                call.run()
+
+    def _collect(self, block: bool) -> bool:
+        """Moves what has arrived into the waiting line; False on shutdown."""
+        try:
+            item = self._inbox.get(block=block)
+            while True:
+                if item is None:
+                    return False
+                self._waiting.append(item)
+                item = self._inbox.get_nowait()
+        except queue.Empty:
+            return True
+
+    def _admit(self) -> None:
+        """Reads the prompts of the requests at the head of the line (up to the first call) into their batches."""
+        while self._waiting and not isinstance(self._waiting[0], _Call):
+            lane, sequence = self._waiting[0]
+            if len(lane.rows) >= self.max_batch:
+                return
+            self._waiting.pop(0)
+            sequence.queue_ms = (perf_counter() - sequence.submitted) * 1e3
+            if sequence.gone():
+                log.info("not run: the caller went away or its deadline passed while queued (%.0f ms)",
+                         sequence.queue_ms)
+                sequence.done.set_exception(
+                    Cancelled("the caller went away or its deadline passed before the model was free"))
+                continue
+            try:
+                self._start(lane, sequence)
+            except Exception as exc:  # this request's prompt alone failed: the others go on
+                log.exception("reading a prompt failed")
+                sequence.done.set_exception(exc)
+
+    def _start(self, lane: Lane, sequence: Decoding) -> None:
+        """The prompt's pass (after any prefilled part) and the first token; the row joins the batch unless done."""
+        if sequence.options.seed is not None:
+            sequence.generator = torch.Generator(device=lane.model.device).manual_seed(sequence.options.seed)
+        cache = sequence.prefill if sequence.prefill is not None else DynamicCache()
+        cached = cache.get_seq_length()
+        ids = sequence.prompt_ids[:, cached:]  # (1, prompt - cached)
+        with torch.inference_mode(), lane.watching() as acts:
+            out = lane.model(input_ids=ids, past_key_values=cache, use_cache=True,
+                             cache_position=torch.arange(cached, sequence.prompt_ids.shape[1]))
+        _note_acts(acts, [sequence])
+        token = choose_tokens(out.logits[:, -1], [sequence])[0]
+        if sequence.take(token):
+            self._finish(sequence)
+            return
+        row_cache = whole_layers(out.past_key_values)
+        row_mask = torch.ones(1, sequence.length, dtype=torch.long)
+        if lane.cache is None or lane.mask is None:
+            lane.cache, lane.mask = DynamicCache(ddp_cache_data=row_cache), row_mask
+        else:
+            columns = max(lane.mask.shape[1], row_mask.shape[1])
+            lane.cache = DynamicCache(ddp_cache_data=merged(keys_values(lane.cache), row_cache))
+            lane.mask = torch.cat([left_pad(lane.mask, columns, 1), left_pad(row_mask, columns, 1)])
+        lane.rows.append(sequence)
+
+    def _step(self, lane: Lane) -> None:
+        """One token for every row of the lane's batch; finished rows leave it."""
+        assert lane.cache is not None and lane.mask is not None
+        rows = lane.rows
+        metrics.BATCH_SIZE.labels("model").observe(len(rows))
+        columns = lane.mask.shape[1]
+        mask = torch.cat([lane.mask, torch.ones(len(rows), 1, dtype=torch.long)], dim=1)  # (rows, columns + 1)
+        ids = torch.tensor([[row.new_ids[-1]] for row in rows])  # (rows, 1)
+        positions = torch.tensor([[row.length] for row in rows])  # (rows, 1): each row's own position
+        try:
+            with torch.inference_mode(), lane.watching() as acts:
+                out = lane.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                 past_key_values=lane.cache, use_cache=True, cache_position=torch.tensor([columns]))
+        except Exception as exc:  # the batch's state is unknown: its requests fail, the thread goes on
+            log.exception("a decoding step failed")
+            self._drop_lane(lane, exc)
+            return
+        _note_acts(acts, rows)
+        lane.mask = mask
+        finished = [row.take(token) for row, token in zip(rows, choose_tokens(out.logits[:, -1], rows), strict=True)]
+        if any(finished):
+            for row, done in zip(rows, finished, strict=True):
+                if done:
+                    self._finish(row)
+            self._keep(lane, [i for i, done in enumerate(finished) if not done])
+
+    def _keep(self, lane: Lane, kept: list[int]) -> None:
+        """Only the rows `kept` stay, and the columns that are padding in every one of them go."""
+        assert lane.cache is not None and lane.mask is not None
+        if not kept:
+            lane.rows, lane.cache, lane.mask = [], None, None
+            return
+        index = torch.tensor(kept)
+        mask = lane.mask[index]
+        first = int(mask.any(dim=0).nonzero()[0, 0])  # the first column some row still uses
+        lane.rows = [lane.rows[i] for i in kept]
+        lane.mask = mask[:, first:]
+        lane.cache = DynamicCache(ddp_cache_data=[
+            (keys[index, :, first:], values[index, :, first:]) for keys, values in keys_values(lane.cache)
+        ])
+
+    def _finish(self, sequence: Decoding) -> None:
+        sequence.done.set_result(
+            Decoded(tuple(sequence.new_ids), tuple(sequence.acted), sequence.queue_ms, sequence.stopped))
+
+    def _drop_lane(self, lane: Lane, exc: BaseException) -> None:
+        for row in lane.rows:
+            row.done.set_exception(exc)
+        lane.rows, lane.cache, lane.mask = [], None, None
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for lane in self._lanes:
+            self._drop_lane(lane, exc)
+        for item in self._waiting:
+            if isinstance(item, _Call):
+                if item.future.set_running_or_notify_cancel():
+                    item.future.set_exception(exc)
+            else:
+                item[1].done.set_exception(exc)
+        self._waiting = []
+
+
+@dataclass
+class _Call:
+    """A function that needs the models to itself, and where its result goes."""
+
+    fn: Callable[[], Any]
+    future: Future[Any] = field(default_factory=Future)
+
+    def run(self) -> None:
+        if not self.future.set_running_or_notify_cancel():  # cancelled while it waited
+            return
+        metrics.BATCH_SIZE.labels("model").observe(1)
+        try:
+            self.future.set_result(self.fn())
+        except BaseException as exc:  # handed to the caller, whatever it is
+            self.future.set_exception(exc)
+
+
+def _note_acts(acts: RowActs | None, rows: list[Decoding]) -> None:
+    """Hands each row's acts (edits whose state beside the weights acted there) to the row's request."""
+    if acts is None:
+        return
+    for i, row in enumerate(rows):
+        row.acted.extend(e for e in acts.of_row(i) if e not in row.acted)
