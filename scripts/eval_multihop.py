@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import tempfile
 from collections import Counter, defaultdict
@@ -218,7 +219,11 @@ def build_router(config: Config, loaded: LoadedModel, lm: CausalLM) -> tuple[Rou
 
 def follow(args: argparse.Namespace) -> dict:
     records = json.loads(args.data.read_text())
-    asked = records[: args.limit]
+    # MQuAKE dev is sorted by hop count (its first 136 records are all 2-hop): --seed asks a mixed sample.
+    order = list(range(len(records)))
+    if args.seed is not None:
+        random.Random(args.seed).shuffle(order)
+    asked = [records[i] for i in order[: args.limit]]
     in_memory = asked if args.one_at_a_time else records[: args.cases]
     with tempfile.TemporaryDirectory(prefix="multihop-") as data_dir:
         config = Config(data_dir=Path(data_dir), torch_threads=args.torch_threads)
@@ -249,7 +254,7 @@ def follow(args: argparse.Namespace) -> dict:
                 print(json.dumps(results[-1]), flush=True)
             print(f"\r{index + 1}/{len(asked)}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
-    return {"mode": "follow", "planner": args.planner, "data": str(args.data), "asked": len(asked),
+    return {"mode": "follow", "planner": args.planner, "data": str(args.data), "seed": args.seed, "asked": len(asked),
             "edits_in_memory": "one case at a time" if args.one_at_a_time else sum(len(specs_of(r)) for r in in_memory),
             "cases_in_memory": 1 if args.one_at_a_time else len(in_memory), **summarize(results)}
 
@@ -307,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--verbose", action="store_true", help="one JSON line per hop (ceiling) or case (follow)")
     f = sub.choices["follow"]
     f.add_argument("--cases", type=int, help="records whose edits are in memory at once (default: all)")
+    f.add_argument("--seed", type=int, help="ask the --limit records of a shuffle with this seed (edits: as before)")
     f.add_argument("--one-at-a-time", action="store_true", help="only the asked case's edits in memory")
     f.add_argument("--planner", choices=("model", "gold", "none"), default="model",
                    help="model: the served model plans from KnowEdit train shots; gold: the record's own hops "
