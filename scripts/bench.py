@@ -4,7 +4,9 @@
   (a) gate overhead per query (embed + search + gate) against generating the same prompt
   (b) gate latency, p50/p99, with N edits in memory (synthetic edits, in process)
   (c) AddEdits throughput over gRPC, one edit per request and batched
-  (d) generation throughput with 1, 4 and 16 concurrent clients
+  (d) generation throughput and latency with 1, 4, 16 and 64 concurrent clients, read against two figures of the
+      same run: a bandwidth probe (one large memory copy) and the fp32 one-at-a-time baseline (a second server
+      started with --batch-size 1 --precision fp32, one client); --plot draws tokens/s against clients
 
 (a), (c) and (d) run over gRPC against a server this script starts (--model) or one given by --addr.
 (b) builds the edit memory in process: the query is embedded by the real MiniLM; the edits' key
@@ -21,17 +23,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from client import EditcacheClient, EditInput, GenerationOptions, GenerationResult
+from client import EditcacheClient, EditcacheError, EditInput, GenerationOptions, GenerationResult
 from client.launch import LocalServer
 from editdata.metrics import percentile
 
@@ -209,25 +213,89 @@ def generation_throughput(
     """(d) Requests and tokens per second with C clients, each sending requests back to back."""
     results = {}
     for c in concurrency:
-        def worker(k: int) -> list[tuple[float, int]]:
-            out = []
-            options = GenerationOptions(max_new_tokens=max_new_tokens)
-            with connect() as client:
-                for i in range(requests_per_client):
-                    t0 = time.perf_counter()
-                    answer = client.generate(PROMPTS[(k + i) % len(PROMPTS)], options=options)
-                    out.append(((time.perf_counter() - t0) * 1e3, len(answer.token_ids)))
-            return out
-
-        started = time.perf_counter()
-        with ThreadPoolExecutor(c) as pool:
-            samples = [s for part in pool.map(worker, range(c)) for s in part]
-        wall_s = time.perf_counter() - started
-        results[str(c)] = {"requests_per_s": round(len(samples) / wall_s, 2),
-                           "tokens_per_s": round(sum(n for _, n in samples) / wall_s, 1),
-                           "latency_ms": stats_ms([ms for ms, _ in samples])}
-        print(f"  {c} clients: {results[str(c)]['tokens_per_s']} tokens/s", file=sys.stderr)
+        results[str(c)] = clients_run(connect, c, requests_per_client, max_new_tokens)
+        print(f"  {c} clients: {results[str(c)]['tokens_per_s']} tokens/s, errors {results[str(c)]['errors']}",
+              file=sys.stderr)
     return results
+
+
+def clients_run(connect: Callable[[], EditcacheClient], clients: int, requests_per_client: int,
+                max_new_tokens: int) -> dict[str, Any]:
+    """One client count's figures, with errors by kind: a refused request is not retried (RESOURCE_EXHAUSTED is
+    the server's deliberate answer past its queue)."""
+    errors: Counter[str] = Counter()
+
+    def client_loop(k: int) -> list[tuple[float, int]]:
+        out = []
+        options = GenerationOptions(max_new_tokens=max_new_tokens)
+        with connect() as client:
+            for i in range(requests_per_client):
+                t0 = time.perf_counter()
+                try:
+                    answer = client.generate(PROMPTS[(k + i) % len(PROMPTS)], options=options)
+                except EditcacheError as exc:
+                    errors[type(exc).__name__] += 1
+                    continue
+                out.append(((time.perf_counter() - t0) * 1e3, len(answer.token_ids)))
+        return out
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        samples = [s for part in pool.map(client_loop, range(clients)) for s in part]
+    wall_s = time.perf_counter() - started
+    return {"requests_per_s": round(len(samples) / wall_s, 2),
+            "tokens_per_s": round(sum(n for _, n in samples) / wall_s, 1),
+            "latency_ms": stats_ms([ms for ms, _ in samples]), "errors": dict(errors)}
+
+
+def bandwidth_probe(gigabytes: float = 1.0, repeats: int = 5) -> float:
+    """GB/s read by the fastest of `repeats` copies of a `gigabytes` tensor on torch's threads (as the model reads
+    its weights): the memory bandwidth that bounds one decoding stream, which reads every weight per token."""
+    import torch
+
+    source = torch.ones(int(gigabytes * 1e9) // 4)
+    target = torch.empty_like(source)
+    target.copy_(source)  # pages touched before timing
+    best = min(_timed(lambda: target.copy_(source)) for _ in range(repeats))
+    return round(source.numel() * 4 / best / 1e9, 1)
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def with_ratios(generation: dict[str, Any], baseline_tokens_per_s: float) -> dict[str, Any]:
+    """Each client count's tokens/s as a multiple of the fp32 one-at-a-time baseline, and its p99 latency as a
+    multiple of one client's p50 (the issue's acceptance reads both)."""
+    single_p50 = generation["1"]["latency_ms"]["p50"] if "1" in generation else None
+    for result in generation.values():
+        result["vs_baseline"] = round(result["tokens_per_s"] / baseline_tokens_per_s, 2)
+        if single_p50:
+            result["p99_vs_single_p50"] = round(result["latency_ms"]["p99"] / single_p50, 2)
+    return generation
+
+
+def plot_throughput(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    clients = [int(c) for c in summary["generation"]]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot(clients, [r["tokens_per_s"] for r in summary["generation"].values()], "o-",
+            label=f"editcache ({summary.get('server_args') or 'defaults'})")
+    ax.axhline(summary["baseline"]["tokens_per_s"], color="grey", ls="--", label="fp32, one at a time")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(clients, [str(c) for c in clients])
+    ax.set_xlabel("concurrent clients")
+    ax.set_ylabel("tokens/s (all clients)")
+    ax.set_title(f"{summary.get('model', '')}, {summary['machine']}", fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -252,9 +320,15 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += ["| (c) AddEdits | edits/s |", "|---|---|", f"| one per request | {a['single_edits_per_s']} |",
                   f"| {a['batch_size']} per request | {a['batched_edits_per_s']} |", ""]
     if "generation" in summary:
-        lines += ["| (d) clients | requests/s | tokens/s | p50 ms | p99 ms |", "|---|---|---|---|---|"]
-        lines += [f"| {c} | {r['requests_per_s']} | {r['tokens_per_s']} | {r['latency_ms']['p50']} | "
-                  f"{r['latency_ms']['p99']} |" for c, r in summary["generation"].items()]
+        base = summary["baseline"]
+        lines += [f"Memory copy {summary['bandwidth_gb_s']} GB/s; fp32 one at a time (baseline): "
+                  f"{base['tokens_per_s']} tokens/s, p50 {base['latency_ms']['p50']} ms", "",
+                  "| (d) clients | requests/s | tokens/s | × baseline | p50 ms | p99 ms | p99 / 1-client p50 "
+                  "| errors |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {c} | {r['requests_per_s']} | {r['tokens_per_s']} | {r['vs_baseline']} | "
+                  f"{r['latency_ms']['p50']} | {r['latency_ms']['p99']} | {r.get('p99_vs_single_p50', '—')} | "
+                  f"{r['errors'] or 'none'} |" for c, r in summary["generation"].items()]
     return "\n".join(lines)
 
 
@@ -271,7 +345,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="(b) synthetic key vectors: MiniLM-shaped (default) or isotropic random")
     parser.add_argument("--repeats", type=int, default=20, help="(a) prompts timed")
     parser.add_argument("--new-tokens", type=int, default=16, help="(a, d) tokens generated per request")
-    parser.add_argument("--clients", default="1,4,16", help="(d) concurrent clients")
+    parser.add_argument("--clients", default="1,4,16,64", help="(d) concurrent clients")
+    parser.add_argument("--server-args", default="",
+                        help="extra arguments for the server this script starts, e.g. '--precision bf16'")
+    parser.add_argument("--plot", type=Path, help="(d) draw tokens/s against clients here (PNG)")
     parser.add_argument("--requests", type=int, default=4, help="(d) requests per client")
     parser.add_argument("--adds", type=int, default=200, help="(c) single-edit requests; also 10 batches of 100")
     parser.add_argument("--json", type=Path, dest="json_path", help="write the summary here too")
@@ -283,15 +360,26 @@ def main(argv: list[str] | None = None) -> int:
     if "b" in only:
         summary["gate_scaling"] = gate_scaling([int(s) for s in args.sizes.split(",")], args.queries, args.top_k,
                                                args.gate, args.keys)
+    if "d" in only:
+        summary["bandwidth_gb_s"] = bandwidth_probe()
+        with tempfile.TemporaryDirectory(prefix="editcache-baseline-") as baseline_dir:
+            baseline = LocalServer(args.model, Path(baseline_dir), "--batch-size", "1", "--precision", "fp32")
+            baseline.start(timeout_s=900)
+            try:
+                summary["baseline"] = generation_throughput(
+                    lambda: EditcacheClient(baseline.addr, timeout_s=600), [1], args.requests, args.new_tokens)["1"]
+            finally:
+                baseline.stop()
     if only & {"a", "c", "d"}:
         with ExitStack() as stack:
             addr = args.addr
             if addr is None:
                 tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="editcache-bench-")))
-                server = LocalServer(args.model, tmp)
+                server = LocalServer(args.model, tmp, *shlex.split(args.server_args))
                 server.start(timeout_s=900)
                 stack.callback(server.stop)
                 addr = server.addr
+                summary["server_args"] = args.server_args
             client = stack.enter_context(EditcacheClient(addr, timeout_s=600))
             summary["model"] = client.server_info().model
             if "a" in only:
@@ -299,10 +387,12 @@ def main(argv: list[str] | None = None) -> int:
             if "c" in only:
                 summary["add_throughput"] = add_throughput(client, args.adds, 10, 100)
             if "d" in only:
-                summary["generation"] = generation_throughput(
+                summary["generation"] = with_ratios(generation_throughput(
                     lambda: EditcacheClient(addr, timeout_s=600), [int(c) for c in args.clients.split(",")],
                     args.requests, args.new_tokens,
-                )
+                ), summary["baseline"]["tokens_per_s"])
+    if args.plot is not None and "generation" in summary:
+        plot_throughput(summary, args.plot)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     print(markdown(summary))
     if args.json_path:

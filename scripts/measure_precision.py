@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Serving precision (issue 25, items 2 and 3): how far bf16 and int8 answers stray from fp32's, and how fast each
-decodes.
+"""Serving precision and batching (issue 25, items 2 and 3): how far bf16 and int8 answers, and answers decoded in a
+running batch, stray from fp32's one-at-a-time answers, and how fast each decodes.
 
 The model is loaded as the server loads it (server.models.load: `load_model` at the precision, then
 `quantise_for_serving`) and answers through the server's own decoding path (CausalLM.decode, greedy). For each
@@ -9,6 +9,9 @@ precision, on the edit prompts of the first N records of counterfact/val.json (t
 - agreement: the share of prompts whose greedy tokens are exactly fp32's, and of tokens before the first
   difference;
 - first divergence: where answers that differ first differ (token index, 0-based), and how many differ at once;
+- batching (--batch-sizes): the same prompts answered by the server's batching model thread
+  (server/generators/batching.py) with that many requests in flight at once, so rows of different prompts join and
+  leave the batch as they would under load; agreement with fp32 one at a time, and the pass's tokens per second;
 - speed: one stream, --speed-tokens new tokens on --speed-prompts prompts after a warm-up, at each of
   --speed-threads torch thread counts; tokens per second over all of them. Also the agreement pass's own
   seconds (at --threads).
@@ -22,6 +25,7 @@ so the flag is put back after each precision.
 
     nice -n 10 .venv/bin/python scripts/measure_precision.py --prompts 50 --json /tmp/precision-50.json
     nice -n 10 .venv/bin/python scripts/measure_precision.py --threads 1 --speed-threads 1,2 --json /tmp/p.json
+    .venv/bin/python scripts/measure_precision.py --precisions bf16 --batch-sizes 4,16 --json /tmp/batching.json
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,8 +49,9 @@ from tqdm import tqdm
 from editdata.paths import DATA_DIR
 from editdata.readers import load_cases
 from server.config import PRECISIONS, Config
+from server.generators.batching import ModelThread
 from server.generators.decoding import CausalLM
-from server.models.load import load_model, quantise_for_serving
+from server.models.load import LoadedModel, load_model, quantise_for_serving
 from server.types import GenerationOptions
 
 DEFAULT_DATA = DATA_DIR / "counterfact" / "val.json"
@@ -107,6 +113,20 @@ def greedy_answers(lm: CausalLM, prompts: Sequence[str], max_new_tokens: int, la
     return [lm.decode(p, options).token_ids for p in tqdm(prompts, desc=f"{label} answers", unit="prompt")]
 
 
+def batched_answers(loaded: LoadedModel, prompts: Sequence[str], max_new_tokens: int, batch: int,
+                    label: str) -> list[tuple[int, ...]]:
+    """Greedy answers with `batch` requests in flight at once on a batching model thread, in the prompts' order."""
+    thread = ModelThread(batch)
+    lm = CausalLM(loaded.model, loaded.tokenizer, batching=thread)
+    options = GenerationOptions(max_new_tokens=max_new_tokens)
+    try:
+        with ThreadPoolExecutor(batch) as pool:
+            answers = pool.map(lambda p: lm.decode(p, options).token_ids, prompts)
+            return list(tqdm(answers, total=len(prompts), desc=f"{label} batch {batch}", unit="prompt"))
+    finally:
+        thread.shutdown()
+
+
 def decode_speed(lm: CausalLM, prompts: Sequence[str], new_tokens: int, label: str) -> dict[str, float]:
     """Tokens per second of one stream over `prompts`, after a short warm-up."""
     lm.decode(prompts[0], GenerationOptions(max_new_tokens=4))
@@ -125,20 +145,39 @@ def measure(precision: str, config: Config, prompts: Sequence[str], args: argpar
     loaded = load_model(config.model, config.cache_dir, args.threads, precision)
     quantise_for_serving(loaded.model, precision)
     lm = CausalLM(loaded.model, loaded.tokenizer)
-    started = time.perf_counter()
-    answers = greedy_answers(lm, prompts, args.max_new_tokens, precision)
-    answer_s = time.perf_counter() - started
+    stored = args.reference if precision == "fp32" else None
+    if stored is not None and stored.exists():  # fp32's one-at-a-time answers from an earlier run on these prompts
+        kept = json.loads(stored.read_text())
+        if kept["prompts"] != list(prompts) or kept["max_new_tokens"] != args.max_new_tokens:
+            raise SystemExit(f"{stored} holds answers to other prompts or lengths; remove it or pick another file")
+        answers, answer_s = [tuple(a) for a in kept["answers"]], kept["seconds"]
+    else:
+        started = time.perf_counter()
+        answers = greedy_answers(lm, prompts, args.max_new_tokens, precision)
+        answer_s = time.perf_counter() - started
+        if stored is not None:
+            stored.write_text(json.dumps({"prompts": list(prompts), "max_new_tokens": args.max_new_tokens,
+                                          "seconds": answer_s, "answers": answers}))
     speed_prompts = [SPEED_PROMPTS[i % len(SPEED_PROMPTS)] for i in range(args.speed_prompts)]
     speed = {}
     for threads in args.speed_threads:
         torch.set_num_threads(threads)
         speed[str(threads)] = decode_speed(lm, speed_prompts, args.speed_tokens, f"{precision} x{threads}")
     torch.set_num_threads(args.threads)
+    batched: dict[str, Any] = {}
+    for batch in args.batch_sizes:
+        started = time.perf_counter()
+        rows = batched_answers(loaded, prompts, args.max_new_tokens, batch, precision)
+        seconds = time.perf_counter() - started
+        batched[str(batch)] = {"answers_s": round(seconds, 1),
+                               "answer_tokens_per_s": round(sum(len(a) for a in rows) / seconds, 2),
+                               "agreement": asdict(agreement(reference or answers, rows))}
     result: dict[str, Any] = {
         "precision": precision,
         "answers_s": round(answer_s, 1),
         "answer_tokens_per_s": round(sum(len(a) for a in answers) / answer_s, 2),
         "speed_by_threads": speed,
+        "batched": batched,  # agreement with fp32 answered one at a time
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before loading, after measuring
     }
     if reference is not None:
@@ -161,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the agreement pass (default 2)")
     parser.add_argument("--speed-threads", type=lambda text: [int(t) for t in text.split(",")], default=[2],
                         help="comma-separated torch thread counts to time decoding at (default 2)")
+    parser.add_argument("--batch-sizes", type=lambda text: [int(b) for b in text.split(",") if b], default=[],
+                        help="comma-separated requests in flight on a batching model thread, each compared with fp32 "
+                        "one at a time (default none)")
+    parser.add_argument("--reference", type=Path,
+                        help="fp32's one-at-a-time answers: read from this file if it exists, else written to it")
     parser.add_argument("--model", default=Config().model)
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)

@@ -32,6 +32,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopP
 
 from server import metrics
 from server.errors import Cancelled
+from server.generators.output_head import OutputHead
 from server.interfaces import RowActs, RowWatch
 from server.types import GenerationOptions
 
@@ -92,28 +93,69 @@ class Lane:
 
     model: PreTrainedModel
     watch: RowWatch | None = None
+    # The output layer, applied here to the body's final hidden states (int8 candidates re-scored exactly);
+    # None: the model's own forward computes the logits (a model whose output layer is not a float nn.Linear).
+    head: OutputHead | None = None
     rows: list[Decoding] = field(default_factory=list)
     cache: DynamicCache | None = None  # every row's keys and values, (rows, heads, columns, head_dim) per layer
     mask: torch.Tensor | None = None  # (rows, columns): 1 where a row has a token, 0 where it is padded
 
-    def watching(self) -> AbstractContextManager[RowActs | None]:
+    def forward(self, rows: list[Decoding], **inputs: Any) -> tuple[list[int], Cache]:
+        """The next token of each of `rows`, from one forward call over `inputs` (one row each), and the cache it
+        extended; the edits whose state beside the weights acted on a row go to that row's request."""
+        with torch.inference_mode(), self._watching() as acts:
+            if self.head is None:
+                out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+                tokens = choose_tokens(LogitsHead(), out.logits[:, -1], rows)
+            else:
+                out = self.model.base_model(**inputs, use_cache=True)
+                tokens = choose_tokens(self.head, out.last_hidden_state[:, -1], rows)
+        if acts is not None:
+            for i, row in enumerate(rows):
+                row.acted.extend(e for e in acts.of_row(i) if e not in row.acted)
+        return tokens, out.past_key_values
+
+    def _watching(self) -> AbstractContextManager[RowActs | None]:
         return self.watch() if self.watch is not None else nullcontext()
 
 
-def choose_tokens(logits: torch.Tensor, rows: list[Decoding]) -> list[int]:
-    """Each row's next token from its logits (rows, vocab): greedy, or sampled under its own options and seed."""
-    greedy = logits.argmax(dim=-1).tolist()  # (rows,)
-    chosen = []
+class Head(Protocol):
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Float32 logits (rows, vocab) from the forward call's last-position output (rows, ...)."""
+        ...
+
+    def greedy(self, x: torch.Tensor) -> torch.Tensor:
+        """The argmax token of each row (rows,)."""
+        ...
+
+
+class LogitsHead:
+    """For a forward call that already returns logits: the model's own output layer."""
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float()
+
+    def greedy(self, x: torch.Tensor) -> torch.Tensor:
+        return x.argmax(dim=-1)
+
+
+def choose_tokens(head: Head, x: torch.Tensor, rows: list[Decoding]) -> list[int]:
+    """Each row's next token from the last position's output x (rows, ...): greedy, or sampled under the row's own
+    options and seed."""
+    chosen = [0] * len(rows)
+    greedy = [i for i, row in enumerate(rows) if row.options.greedy]
+    if greedy:
+        for i, token in zip(greedy, head.greedy(x[greedy]).tolist(), strict=True):
+            chosen[i] = int(token)
     for i, row in enumerate(rows):
         if row.options.greedy:
-            chosen.append(int(greedy[i]))
             continue
-        scores = logits[i : i + 1].float()  # (1, vocab)
+        scores = head.logits(x[i : i + 1])  # (1, vocab)
         scores = TemperatureLogitsWarper(row.options.temperature)(None, scores)  # type: ignore[arg-type]
         if row.options.top_p < 1.0:
             scores = TopPLogitsWarper(row.options.top_p)(None, scores)  # type: ignore[arg-type]
         probs = torch.softmax(scores, dim=-1)
-        chosen.append(int(torch.multinomial(probs, 1, generator=row.generator)[0, 0]))
+        chosen[i] = int(torch.multinomial(probs, 1, generator=row.generator)[0, 0])
     return chosen
 
 
@@ -177,7 +219,12 @@ class ModelThread:
 
     def lane(self, model: PreTrainedModel, watch: RowWatch | None = None) -> Lane:
         """A batch of its own for `model` (rows of different models cannot share a forward call)."""
-        lane = Lane(model, watch)
+        try:
+            head: OutputHead | None = OutputHead(model)
+        except TypeError as exc:  # int8 serving quantised the output layer already
+            log.info("decoding reads the model's own output layer: %s", exc)
+            head = None
+        lane = Lane(model, watch, head)
         self._lanes.append(lane)
         return lane
 
@@ -252,15 +299,12 @@ class ModelThread:
         cache = sequence.prefill if sequence.prefill is not None else DynamicCache()
         cached = cache.get_seq_length()
         ids = sequence.prompt_ids[:, cached:]  # (1, prompt - cached)
-        with torch.inference_mode(), lane.watching() as acts:
-            out = lane.model(input_ids=ids, past_key_values=cache, use_cache=True,
-                             cache_position=torch.arange(cached, sequence.prompt_ids.shape[1]))
-        _note_acts(acts, [sequence])
-        token = choose_tokens(out.logits[:, -1], [sequence])[0]
-        if sequence.take(token):
+        tokens, cache = lane.forward([sequence], input_ids=ids, past_key_values=cache,
+                                     cache_position=torch.arange(cached, sequence.prompt_ids.shape[1]))
+        if sequence.take(tokens[0]):
             self._finish(sequence)
             return
-        row_cache = whole_layers(out.past_key_values)
+        row_cache = whole_layers(cache)
         row_mask = torch.ones(1, sequence.length, dtype=torch.long)
         if lane.cache is None or lane.mask is None:
             lane.cache, lane.mask = DynamicCache(ddp_cache_data=row_cache), row_mask
@@ -280,16 +324,14 @@ class ModelThread:
         ids = torch.tensor([[row.new_ids[-1]] for row in rows])  # (rows, 1)
         positions = torch.tensor([[row.length] for row in rows])  # (rows, 1): each row's own position
         try:
-            with torch.inference_mode(), lane.watching() as acts:
-                out = lane.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                 past_key_values=lane.cache, use_cache=True, cache_position=torch.tensor([columns]))
+            tokens, _ = lane.forward(rows, input_ids=ids, attention_mask=mask, position_ids=positions,
+                                     past_key_values=lane.cache, cache_position=torch.tensor([columns]))
         except Exception as exc:  # the batch's state is unknown: its requests fail, the thread goes on
             log.exception("a decoding step failed")
             self._drop_lane(lane, exc)
             return
-        _note_acts(acts, rows)
         lane.mask = mask
-        finished = [row.take(token) for row, token in zip(rows, choose_tokens(out.logits[:, -1], rows), strict=True)]
+        finished = [row.take(token) for row, token in zip(rows, tokens, strict=True)]
         if any(finished):
             for row, done in zip(rows, finished, strict=True):
                 if done:
@@ -347,11 +389,3 @@ class _Call:
             self.future.set_result(self.fn())
         except BaseException as exc:  # handed to the caller, whatever it is
             self.future.set_exception(exc)
-
-
-def _note_acts(acts: RowActs | None, rows: list[Decoding]) -> None:
-    """Hands each row's acts (edits whose state beside the weights acted there) to the row's request."""
-    if acts is None:
-        return
-    for i, row in enumerate(rows):
-        row.acted.extend(e for e in acts.of_row(i) if e not in row.acted)
