@@ -219,14 +219,20 @@ class ModelThread:
 
     def lane(self, model: PreTrainedModel, watch: RowWatch | None = None) -> Lane:
         """A batch of its own for `model` (rows of different models cannot share a forward call)."""
-        try:
-            head: OutputHead | None = OutputHead(model)
-        except TypeError as exc:  # int8 serving quantised the output layer already
-            log.info("decoding reads the model's own output layer: %s", exc)
-            head = None
-        lane = Lane(model, watch, head)
+        lane = Lane(model, watch, self._head_for(model))
         self._lanes.append(lane)
         return lane
+
+    def _head_for(self, model: PreTrainedModel) -> OutputHead | None:
+        """An output head for `model`, shared with a lane whose model has the same output weights."""
+        if shared := next((lane.head for lane in self._lanes if lane.head is not None and lane.head.reads(model)),
+                          None):
+            return shared
+        try:
+            return OutputHead(model)
+        except TypeError as exc:  # int8 serving quantised the output layer already
+            log.info("decoding reads the model's own output layer: %s", exc)
+            return None
 
     def call(self, fn: Callable[[], T]) -> Future[T]:
         """Runs `fn` alone on the model thread, once every batch has drained. Cancelling the future before it

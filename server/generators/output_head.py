@@ -38,6 +38,12 @@ class OutputHead:
         self._candidates = candidates
         self._int8: nn.Module | None = None
         self._built_from: tuple[int, int] | None = None  # the weight's (storage, version) the int8 copy was made of
+        self._int8_layer()  # at start (seconds for Gemma-3-270M), not in the first answer
+
+    def reads(self, model: PreTrainedModel) -> bool:
+        """Whether `model`'s output layer is this head's weights (the counterfactual copy shares the base model's)."""
+        layer = model.get_output_embeddings()
+        return isinstance(layer, nn.Linear) and layer.weight is self._layer.weight and layer.bias is self._layer.bias
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The model's own logits (rows, vocab), in float32."""

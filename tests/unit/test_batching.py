@@ -198,3 +198,13 @@ def test_a_request_starts_from_a_handed_prompt_cache(thread: ModelThread, model_
                         lambda: lm.decode(PROMPTS[0], options)])
     assert got[0].token_ids == alone(model, PROMPTS[1], options).token_ids
     assert got[1].token_ids == alone(model, PROMPTS[0], options).token_ids
+
+
+def test_models_sharing_their_output_weights_share_one_int8_head(thread: ModelThread) -> None:
+    # The counterfactual model's copy shares the base model's embedding (its tied output layer): one int8 copy.
+    base = sharp_model("llama")
+    copy = sharp_model("llama")
+    copy.set_output_embeddings(base.get_output_embeddings())
+    other = sharp_model("llama")
+    heads = [thread.lane(m).head for m in (base, copy, other)]
+    assert heads[0] is not None and heads[0] is heads[1] and heads[2] is not heads[0]
