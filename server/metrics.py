@@ -47,7 +47,8 @@ GATE_SCORE = Histogram("editcache_gate_score", "The gate's score of the best edi
                        buckets=SCORE_BUCKETS)
 QUEUE_DEPTH = Gauge("editcache_queue_depth", "Requests waiting for or running on the model thread.")
 BATCH_SIZE = Histogram("editcache_batch_size", "Items per unit of work: `model`, requests per model-thread call "
-                       "(1 while the worker runs one call at a time); `add_edits`, edits per AddEdits request.",
+                       "(a decoding step: the rows of the running batch; a prompt's pass or a call that has the model "
+                       "to itself: 1); `add_edits`, edits per AddEdits request.",
                        ("kind",), buckets=SIZE_BUCKETS)
 PARAMETRIC_OPERATIONS = Counter("editcache_parametric_operations", "Parametric operations by method and outcome.",
                                 ("operation", "method", "status"))

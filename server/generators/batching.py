@@ -302,6 +302,7 @@ class ModelThread:
         """The prompt's pass (after any prefilled part) and the first token; the row joins the batch unless done."""
         if sequence.options.seed is not None:
             sequence.generator = torch.Generator(device=lane.model.device).manual_seed(sequence.options.seed)
+        metrics.BATCH_SIZE.labels("model").observe(1)
         cache = sequence.prefill if sequence.prefill is not None else DynamicCache()
         cached = cache.get_seq_length()
         ids = sequence.prompt_ids[:, cached:]  # (1, prompt - cached)
