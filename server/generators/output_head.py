@@ -68,11 +68,11 @@ class OutputHead:
         weight = self._layer.weight
         source = (weight.untyped_storage().data_ptr(), weight._version)
         if self._int8 is None or source != self._built_from:
-            float_layer = nn.Linear(weight.shape[1], weight.shape[0], bias=self._layer.bias is not None)
-            with torch.no_grad():
-                float_layer.weight.copy_(weight.float())
-                if self._layer.bias is not None:
-                    float_layer.bias.copy_(self._layer.bias.float())
+            # The float weights themselves (no copy of fp32 ones), on a layer made without weights of its own.
+            float_layer = nn.Linear(weight.shape[1], weight.shape[0], bias=self._layer.bias is not None, device="meta")
+            float_layer.weight = nn.Parameter(weight.detach().float(), requires_grad=False)
+            if self._layer.bias is not None:
+                float_layer.bias = nn.Parameter(self._layer.bias.detach().float(), requires_grad=False)
             int8 = nn.Sequential(float_layer)
             quantise_for_serving(int8, "int8")  # as --precision int8 quantises every layer
             self._int8, self._built_from = int8, source
