@@ -65,7 +65,6 @@ class Decoding:
     acted: list[str] = field(default_factory=list)  # edits whose state beside the weights acted on its rows
     generator: torch.Generator | None = None
     queue_ms: float = 0.0
-    stopped: bool = False  # by its sink (stop string or caller gone)
 
     @property
     def length(self) -> int:
@@ -75,8 +74,8 @@ class Decoding:
     def take(self, token: int) -> bool:
         """Appends the next token; True when the sequence is finished."""
         self.new_ids.append(token)
-        self.stopped = self.tokens.advance(list(self.new_ids))
-        return self.stopped or token in self.eos_ids or len(self.new_ids) >= self.options.max_new_tokens
+        stopped = self.tokens.advance(list(self.new_ids))
+        return stopped or token in self.eos_ids or len(self.new_ids) >= self.options.max_new_tokens
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,6 @@ class Decoded:
     new_ids: tuple[int, ...]
     acted: tuple[str, ...]
     queue_ms: float
-    stopped: bool
 
 
 @dataclass
@@ -103,7 +101,7 @@ class Lane:
     def forward(self, rows: list[Decoding], **inputs: Any) -> tuple[list[int], Cache]:
         """The next token of each of `rows`, from one forward call over `inputs` (one row each), and the cache it
         extended; the edits whose state beside the weights acted on a row go to that row's request."""
-        with torch.inference_mode(), self._watching() as acts:
+        with torch.inference_mode(), watching(self.watch) as acts:
             if self.head is None:
                 out = self.model(**inputs, use_cache=True, logits_to_keep=1)
                 tokens = choose_tokens(LogitsHead(), out.logits[:, -1], rows)
@@ -115,8 +113,10 @@ class Lane:
                 row.acted.extend(e for e in acts.of_row(i) if e not in row.acted)
         return tokens, out.past_key_values
 
-    def _watching(self) -> AbstractContextManager[RowActs | None]:
-        return self.watch() if self.watch is not None else nullcontext()
+
+def watching(watch: RowWatch | None) -> AbstractContextManager[RowActs | None]:
+    """`watch`'s block (which edits acted on which rows of the forward calls inside it), or a block that sees none."""
+    return watch() if watch is not None else nullcontext()
 
 
 class Head(Protocol):
@@ -362,7 +362,7 @@ class ModelThread:
 
     def _finish(self, sequence: Decoding) -> None:
         sequence.done.set_result(
-            Decoded(tuple(sequence.new_ids), tuple(sequence.acted), sequence.queue_ms, sequence.stopped))
+            Decoded(tuple(sequence.new_ids), tuple(sequence.acted), sequence.queue_ms))
 
     def _drop_lane(self, lane: Lane, exc: BaseException) -> None:
         for row in lane.rows:

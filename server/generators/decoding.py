@@ -7,7 +7,6 @@ and reports the token ids, so routes can be compared token for token.
 from __future__ import annotations
 
 import logging
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -22,8 +21,8 @@ from transformers import (
 from transformers.generation.streamers import BaseStreamer
 
 from server.errors import InvalidArgument
-from server.generators.batching import Decoding, Lane, ModelThread
-from server.interfaces import RowActs, RowWatch, StopCheck, TextSink
+from server.generators.batching import Decoding, Lane, ModelThread, watching
+from server.interfaces import RowWatch, StopCheck, TextSink
 from server.types import FinishReason, Generation, GenerationOptions, TokenScores
 
 log = logging.getLogger(__name__)
@@ -80,7 +79,7 @@ class CausalLM:
         prompt_length = inputs["input_ids"].shape[1]
         if options.seed is not None:
             torch.manual_seed(options.seed)  # only the model thread samples here
-        with torch.inference_mode(), self._watching() as acts:
+        with torch.inference_mode(), watching(self.watch) as acts:
             output = self.model.generate(  # type: ignore[operator]  # transformers types it loosely
                 **inputs,
                 generation_config=self._generation_config(options),
@@ -96,9 +95,6 @@ class CausalLM:
         window = getattr(self.model.config, "sliding_window", None)
         return window is None or total_tokens < window
 
-    def _watching(self) -> AbstractContextManager[RowActs | None]:
-        return self.watch() if self.watch is not None else nullcontext()
-
     def score(self, prompt: str, target: str) -> TokenScores:
         """Teacher forcing: the model's argmax and log-probability at each token of `target` after `prompt`."""
         prompt_ids = self.tokenizer(prompt)["input_ids"]
@@ -108,7 +104,7 @@ class CausalLM:
             raise InvalidArgument("target is empty after tokenisation; give a non-empty continuation")
         ids = torch.tensor([prompt_ids + target_ids], device=self.model.device)  # (1, prompt + target)
         n = len(target_ids)
-        with torch.inference_mode(), self._watching() as acts:
+        with torch.inference_mode(), watching(self.watch) as acts:
             # Logits only where the target is predicted: the output layer is most of a small model's cost.
             logits = self.model(input_ids=ids, logits_to_keep=n + 1).logits[0, :-1]  # (n, vocab)
         logprobs = torch.log_softmax(logits.float(), dim=-1)  # (n, vocab)
