@@ -79,6 +79,7 @@ class ParametricEditor:
         self._arch = arch
         self._ledger = ledger
         self._settings = settings
+        self._model_id = model_id
         self._n_layers = num_layers(model.config)
         self.defaults = layer_defaults(model.config)
         self._statistics = StatisticsCache(model, tokenizer, arch, model_id, settings.cache_dir, settings.text_files,
@@ -141,7 +142,7 @@ class ParametricEditor:
             self._prefixes = context_prefixes(self._model, self._tokenizer, self._settings.prefixes, new_tokens=5)
         context = MethodContext(
             self._model, self._tokenizer, self._arch, method.edited_layers(request, self.defaults), self._statistics,
-            {edit.id: self._edit_prompts(edit) for edit in edits}, self._attachments,
+            {edit.id: self._edit_prompts(edit) for edit in edits}, self._attachments, self._model_id,
         )
         return (yield from method.compute(context, request, edits))
 

@@ -63,6 +63,7 @@ class MethodContext:
     statistics: SecondMoments
     prompts: Mapping[str, EditPrompts]  # by edit id
     additions: Attachments  # the state attached beside modules, as served
+    model_id: str  # the served weights' fingerprint (precision appended when not fp32): trained methods check it
 
 
 class EditMethod(Protocol):

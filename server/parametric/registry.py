@@ -9,11 +9,12 @@ from server.parametric.ft import FineTune
 from server.parametric.grace import Codebook, Grace
 from server.parametric.kn import Kn
 from server.parametric.memit import Memit
+from server.parametric.mend import Mend
 from server.parametric.method import EditMethod
 from server.parametric.rome import Rome
 from server.parametric.tpatcher import Neurons, TPatcher
 
 METHODS: dict[str, EditMethod] = {
-    m.name: m for m in (Rome(), Memit(), FineTune(), AlphaEdit(), Grace(), Kn(), TPatcher())
+    m.name: m for m in (Rome(), Memit(), FineTune(), AlphaEdit(), Grace(), Kn(), TPatcher(), Mend())
 }
 ADDED_STATE: dict[str, StateBuilder] = {Grace.name: Codebook.build, TPatcher.name: Neurons.build}
