@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 import time
@@ -31,25 +32,26 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
+from transformers import PreTrainedTokenizerBase  # noqa: E402
 
 from editdata.paths import DATA_DIR  # noqa: E402
 from editdata.readers import load_cases  # noqa: E402
 from server.config import default_cache_dir  # noqa: E402
-from server.models.arch import num_layers  # noqa: E402
+from server.models.arch import ArchTemplate, num_layers  # noqa: E402
 from server.models.load import load_model  # noqa: E402
 from server.parametric.mend import (  # noqa: E402
     EDITED_LAYERS,
     EditorNetwork,
     MendConfig,
     TrainingExample,
-    answer_logits,
-    edited_weights,
     gradient_factors,
     save_artifact,
-    token_batch,
+    teacher_forced_scores,
+    training_example,
     training_losses,
 )
 
+FIXTURE = ROOT / "tests" / "fixtures" / "eval" / "counterfact_flat.json"
 TRAIN_FILES = ("counterfact/train.json", "zsre/train-1k.json", "knowedit/wiki_counterfact_train.json",
                "knowedit/wiki_recent_train.json")
 
@@ -81,15 +83,9 @@ def read_samples(data_dir: Path, files: tuple[str, ...]) -> list[Sample]:
     return samples
 
 
-def example(tokenizer: object, sample: Sample) -> TrainingExample:
-    equivalent = [(sample.prompt, sample.target_new)]
-    if sample.paraphrase:
-        equivalent.append((sample.paraphrase, sample.target_new))
-    return TrainingExample(
-        edit=token_batch(tokenizer, [(sample.prompt, sample.target_new)]),  # type: ignore[arg-type]
-        equivalent=token_batch(tokenizer, equivalent),  # type: ignore[arg-type]
-        unrelated=token_batch(tokenizer, [(sample.locality_prompt, sample.locality_answer)]),  # type: ignore[arg-type]
-    )
+def example(tokenizer: PreTrainedTokenizerBase, sample: Sample) -> TrainingExample:
+    return training_example(tokenizer, sample.prompt, sample.target_new, [sample.paraphrase] if sample.paraphrase
+                            else [], [(sample.locality_prompt, sample.locality_answer)])
 
 
 def short_enough(tokenizer: object, sample: Sample, max_tokens: int) -> bool:
@@ -97,38 +93,23 @@ def short_enough(tokenizer: object, sample: Sample, max_tokens: int) -> bool:
     return all(len(tokenizer(t)["input_ids"]) + 4 <= max_tokens for t in texts)  # type: ignore[operator]
 
 
-def token_accuracy(logits: torch.Tensor, ids: torch.Tensor) -> float:
-    """Share of the row's real answer tokens predicted by argmax; logits (1, t, vocab), ids (1, t)."""
-    real = ids >= 0
-    return float(((logits.argmax(-1) == ids) & real).sum() / real.sum())
-
-
-def score(model: torch.nn.Module, arch: object, network: EditorNetwork | None, samples: list[Sample],
-          tokenizer: object) -> dict[str, float]:
-    """Teacher-forced reliability, generalization and locality over `samples`, one edit at a time (`network`
+def score(model: torch.nn.Module, arch: ArchTemplate, network: EditorNetwork | None, samples: list[Sample],
+          tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
+    """Mean teacher-forced reliability, generalization and locality over `samples`, one edit at a time (`network`
     None: the unedited model's scores)."""
-    totals = {"reliability": 0.0, "generalization": 0.0, "locality": 0.0}
-    counts = dict.fromkeys(totals, 0)
-    for sample in tqdm(samples, desc="scoring", leave=False):
-        ex = example(tokenizer, sample)
-        with torch.no_grad():
-            before_loc = answer_logits(model, ex.unrelated).argmax(-1)  # (1, t)
-        weights = None
-        if network is not None:
-            factors = gradient_factors(model, network.config.modules, ex.edit)
-            with torch.no_grad():
-                weights = edited_weights(model, arch, network, factors)  # type: ignore[arg-type]
-        with torch.no_grad():
-            rows = ex.equivalent
-            logits = answer_logits(model, rows, weights)  # (n, t, vocab)
-            for i, kind in enumerate(("reliability", "generalization")[: rows.input_ids.shape[0]]):
-                totals[kind] += token_accuracy(logits[i : i + 1], rows.answer_ids[i : i + 1])
-                counts[kind] += 1
-            after_loc = answer_logits(model, ex.unrelated, weights).argmax(-1)
-            real = ex.unrelated.answer_ids >= 0
-            totals["locality"] += float(((after_loc == before_loc) & real).sum() / real.sum())
-            counts["locality"] += 1
-    return {k: round(totals[k] / max(counts[k], 1), 4) for k in totals}
+    rows = [teacher_forced_scores(model, arch, network, example(tokenizer, s))
+            for s in tqdm(samples, desc="scoring", leave=False)]
+    return {k: round(sum(r[k] for r in rows if not math.isnan(r[k]))
+                     / max(1, sum(not math.isnan(r[k]) for r in rows)), 4) for k in rows[0]}
+
+
+def fixture_scores(model: torch.nn.Module, arch: ArchTemplate, network: EditorNetwork,
+                   tokenizer: PreTrainedTokenizerBase) -> list[dict[str, float]]:
+    """Per-case scores of tests/fixtures/eval/counterfact_flat.json, which tests/e2e/test_mend_gemma.py reproduces."""
+    records = json.loads(FIXTURE.read_text())
+    return [teacher_forced_scores(model, arch, network, training_example(
+        tokenizer, r["prompt"], r["target_new"], [r["rephrase_prompt"]],
+        [(r["locality_prompt"], r["locality_ground_truth"])])) for r in records]
 
 
 def main() -> None:
@@ -226,7 +207,8 @@ def main() -> None:
     extra = {"trained_steps": step, "training_seconds": round(seconds), "threads": args.threads,
              "train_files": list(TRAIN_FILES), "options": {k: str(v) for k, v in vars(args).items()}}
     save_artifact(network, args.out, extra)
-    metrics = {"held_out_train_samples": len(held_out), "before": before, "after": after, **extra,
+    metrics = {"held_out_train_samples": len(held_out), "before": before, "after": after,
+               "fixture_scores": fixture_scores(model, loaded.arch, network, tokenizer), **extra,
                "config": asdict(config)}
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     print(json.dumps({"after": after}), file=sys.stderr)

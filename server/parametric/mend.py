@@ -261,6 +261,44 @@ class TrainingExample:
     unrelated: TokenBatch  # rows whose answer distribution must not move
 
 
+def training_example(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, target_new: str, paraphrases: Sequence[str],
+    unrelated: Sequence[tuple[str, str]],
+) -> TrainingExample:
+    """The edit (prompt, new answer), its equivalents (the prompt, then each paraphrase) and unrelated (prompt,
+    answer) pairs as token batches."""
+    return TrainingExample(
+        edit=token_batch(tokenizer, [(prompt, target_new)]),
+        equivalent=token_batch(tokenizer, [(prompt, target_new), *((p, target_new) for p in paraphrases)]),
+        unrelated=token_batch(tokenizer, unrelated),
+    )
+
+
+def teacher_forced_scores(
+    model: nn.Module, arch: ArchTemplate, network: EditorNetwork | None, example: TrainingExample
+) -> dict[str, float]:
+    """With the example's edit in place (`network` None: unedited), the share of the new answer's tokens predicted
+    by argmax after the prompt (reliability) and after the paraphrases (generalization; NaN without one), and the
+    share of the unrelated answers' positions whose argmax is as unedited (locality)."""
+    with torch.no_grad():
+        before = answer_logits(model, example.unrelated).argmax(-1)  # (n, t)
+    weights = None
+    if network is not None:
+        factors = gradient_factors(model, network.config.modules, example.edit)
+        with torch.no_grad():
+            weights = edited_weights(model, arch, network, factors)
+    with torch.no_grad():
+        equivalent = example.equivalent
+        hit = answer_logits(model, equivalent, weights).argmax(-1) == equivalent.answer_ids  # (n, t)
+        real = equivalent.answer_ids >= 0
+        per_row = (hit & real).sum(1) / real.sum(1)  # (n,)
+        kept = answer_logits(model, example.unrelated, weights).argmax(-1) == before
+        loc_real = example.unrelated.answer_ids >= 0
+    return {"reliability": float(per_row[0]),
+            "generalization": float(per_row[1:].mean()) if len(per_row) > 1 else math.nan,
+            "locality": float((kept & loc_real).sum() / loc_real.sum())}
+
+
 def kl_to(original: torch.Tensor, logits: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
     """Mean over real answer positions of KL(original ‖ current); log-probabilities and logits (n, t, vocab)."""
     current = torch.log_softmax(logits.float(), dim=-1)
