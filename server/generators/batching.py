@@ -1,10 +1,11 @@
 """Continuous batching: the one thread that runs the language models, decoding concurrent requests together.
 
-A request is read alone (its prompt's pass, from a cache handed over if it has one) and then joins its model's
-running batch at a token boundary; each step decodes one token for every row; a row leaves when it finishes. Rows
-keep their own key-value cache, left-padded to the batch's length, with the attention mask marking the padding and
-each row's own positions. Calls that need a model to themselves (scoring, parametric edits, which may change the
-weights) wait until every batch has drained, and requests that came after such a call wait for it.
+Requests that arrive together have their prompts read together, in one left-padded pass per model (a request with
+a cache handed over, from an earlier pass over its prompt, is read alone from that cache); each then joins its
+model's running batch at a token boundary; each step decodes one token for every row; a row leaves when it
+finishes. Rows keep their own key-value cache, left-padded to the batch's length, with the attention mask marking
+the padding and each row's own positions. Calls that need a model to themselves (scoring, parametric edits, which
+may change the weights) wait until every batch has drained, and requests that came after such a call wait for it.
 
 Written here rather than taken from transformers' continuous batching (`init_continuous_batching`): its manager
 switches the model to paged attention and packs every request into one row, while this model is shared with
@@ -196,6 +197,41 @@ def whole_layers(cache: Cache) -> KeysValues:
     return layers
 
 
+def kept_rows(layers: KeysValues, mask: torch.Tensor, kept: list[int]) -> tuple[KeysValues, torch.Tensor]:
+    """Rows `kept` of a cache and its mask (rows, columns), without the columns that are padding in all of them."""
+    index = torch.tensor(kept)
+    mask = mask[index]
+    first = int(mask.any(dim=0).nonzero()[0, 0])  # the first column some row still uses
+    return [(keys[index, :, first:], values[index, :, first:]) for keys, values in layers], mask[:, first:]
+
+
+def left_padded(prompts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts (1, length) each, as one batch of ids (rows, columns) left-padded with 0, and its mask."""
+    columns = max(int(prompt.shape[1]) for prompt in prompts)
+    ids = torch.cat([left_pad(prompt, columns, 1) for prompt in prompts])
+    mask = torch.cat([left_pad(torch.ones_like(prompt), columns, 1) for prompt in prompts])
+    return ids, mask
+
+
+MAX_PASS_TOKENS = 4096  # padded tokens in one prompt pass: bounds its activations and attention scores
+
+
+def prompt_groups(lengths: list[int], max_tokens: int = MAX_PASS_TOKENS) -> list[list[int]]:
+    """Which prompts to read in one padded pass (indices into `lengths`): prompts of like length together, so that
+    padding at most doubles the tokens a pass reads, and no pass above `max_tokens` unless one prompt is."""
+    groups: list[list[int]] = []
+    group: list[int] = []
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        padded = (len(group) + 1) * lengths[i]  # sorted, so prompt i is the group's longest
+        if group and (padded > 2 * (sum(lengths[j] for j in group) + lengths[i]) or padded > max_tokens):
+            groups.append(group)
+            group = []
+        group.append(i)
+    if group:
+        groups.append(group)
+    return groups
+
+
 class ModelThread:
     """The one thread that runs the language models: calls that need a model to themselves, one at a time, and
     decoding requests, up to `max_batch` rows per model at once, joining and leaving at token boundaries.
@@ -279,11 +315,14 @@ class ModelThread:
             return True
 
     def _admit(self) -> None:
-        """Reads the prompts of the requests at the head of the line (up to the first call) into their batches."""
+        """Reads the prompts of the requests at the head of the line (up to the first call) into their batches,
+        those for the same model together."""
+        arrivals: dict[int, tuple[Lane, list[Decoding]]] = {}  # by id(lane)
         while self._waiting and not isinstance(self._waiting[0], _Call):
             lane, sequence = self._waiting[0]
-            if len(lane.rows) >= self.max_batch:
-                return
+            _, arrived = arrivals.setdefault(id(lane), (lane, []))
+            if len(lane.rows) + len(arrived) >= self.max_batch:
+                break
             self._waiting.pop(0)
             sequence.queue_ms = (perf_counter() - sequence.submitted) * 1e3
             if sequence.gone():
@@ -292,34 +331,62 @@ class ModelThread:
                 sequence.done.set_exception(
                     Cancelled("the caller went away or its deadline passed before the model was free"))
                 continue
-            try:
-                self._start(lane, sequence)
-            except Exception as exc:  # this request's prompt alone failed: the others go on
-                log.exception("reading a prompt failed")
-                sequence.done.set_exception(exc)
+            if sequence.options.seed is not None:
+                sequence.generator = torch.Generator(device=lane.model.device).manual_seed(sequence.options.seed)
+            arrived.append(sequence)
+        for lane, arrived in arrivals.values():
+            handed = [s for s in arrived if s.prefill is not None]
+            fresh = [s for s in arrived if s.prefill is None]
+            groups = [[s] for s in handed]
+            groups += [[fresh[i] for i in group] for group in prompt_groups([s.prompt_ids.shape[1] for s in fresh])]
+            for group in groups:
+                self._start(lane, group)
 
-    def _start(self, lane: Lane, sequence: Decoding) -> None:
-        """The prompt's pass (after any prefilled part) and the first token; the row joins the batch unless done."""
-        if sequence.options.seed is not None:
-            sequence.generator = torch.Generator(device=lane.model.device).manual_seed(sequence.options.seed)
-        metrics.BATCH_SIZE.labels("model").observe(1)
-        cache = sequence.prefill if sequence.prefill is not None else DynamicCache()
-        cached = cache.get_seq_length()
-        ids = sequence.prompt_ids[:, cached:]  # (1, prompt - cached)
-        tokens, cache = lane.forward([sequence], input_ids=ids, past_key_values=cache,
-                                     cache_position=torch.arange(cached, sequence.prompt_ids.shape[1]))
-        if sequence.take(tokens[0]):
-            self._finish(sequence)
+    def _start(self, lane: Lane, sequences: list[Decoding]) -> None:
+        """The prompts' pass and their first tokens; the rows join the batch unless done. When a pass over several
+        prompts fails, each is read again alone, so that one bad prompt fails only its own request."""
+        try:
+            tokens, cache, mask = self._read_prompts(lane, sequences)
+        except Exception as exc:
+            if len(sequences) > 1:
+                for sequence in sequences:
+                    self._start(lane, [sequence])
+                return
+            log.exception("reading a prompt failed")
+            sequences[0].done.set_exception(exc)
             return
-        row_cache = whole_layers(cache)
-        row_mask = torch.ones(1, sequence.length, dtype=torch.long)
+        finished = [sequence.take(token) for sequence, token in zip(sequences, tokens, strict=True)]
+        for sequence, done in zip(sequences, finished, strict=True):
+            if done:
+                self._finish(sequence)
+        kept = [i for i, done in enumerate(finished) if not done]
+        if not kept:
+            return
+        layers, mask = kept_rows(whole_layers(cache), mask, kept)
         if lane.cache is None or lane.mask is None:
-            lane.cache, lane.mask = DynamicCache(ddp_cache_data=row_cache), row_mask
+            lane.cache, lane.mask = DynamicCache(ddp_cache_data=layers), mask
         else:
-            columns = max(lane.mask.shape[1], row_mask.shape[1])
-            lane.cache = DynamicCache(ddp_cache_data=merged(keys_values(lane.cache), row_cache))
-            lane.mask = torch.cat([left_pad(lane.mask, columns, 1), left_pad(row_mask, columns, 1)])
-        lane.rows.append(sequence)
+            columns = max(lane.mask.shape[1], mask.shape[1])
+            lane.cache = DynamicCache(ddp_cache_data=merged(keys_values(lane.cache), layers))
+            lane.mask = torch.cat([left_pad(lane.mask, columns, 1), left_pad(mask, columns, 1)])
+        lane.rows.extend(sequences[i] for i in kept)
+
+    def _read_prompts(self, lane: Lane, sequences: list[Decoding]) -> tuple[list[int], Cache, torch.Tensor]:
+        """One pass over the prompts (after a handed cache's part, for a request read alone): each one's first new
+        token, the cache, and its mask (rows, columns)."""
+        metrics.BATCH_SIZE.labels("model").observe(len(sequences))
+        if len(sequences) == 1:  # no padding, so no mask: the same pass as decoding alone
+            sequence = sequences[0]
+            cache = sequence.prefill if sequence.prefill is not None else DynamicCache()
+            cached, length = cache.get_seq_length(), sequence.prompt_ids.shape[1]
+            tokens, cache = lane.forward(sequences, input_ids=sequence.prompt_ids[:, cached:], past_key_values=cache,
+                                         cache_position=torch.arange(cached, length))
+            return tokens, cache, torch.ones(1, length, dtype=torch.long)
+        ids, mask = left_padded([sequence.prompt_ids for sequence in sequences])
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # (rows, columns): each row counts from its first token
+        tokens, cache = lane.forward(sequences, input_ids=ids, attention_mask=mask, position_ids=positions,
+                                     past_key_values=DynamicCache(), cache_position=torch.arange(ids.shape[1]))
+        return tokens, cache, mask
 
     def _step(self, lane: Lane) -> None:
         """One token for every row of the lane's batch; finished rows leave it."""
@@ -351,14 +418,9 @@ class ModelThread:
         if not kept:
             lane.rows, lane.cache, lane.mask = [], None, None
             return
-        index = torch.tensor(kept)
-        mask = lane.mask[index]
-        first = int(mask.any(dim=0).nonzero()[0, 0])  # the first column some row still uses
+        layers, lane.mask = kept_rows(keys_values(lane.cache), lane.mask, kept)
+        lane.cache = DynamicCache(ddp_cache_data=layers)
         lane.rows = [lane.rows[i] for i in kept]
-        lane.mask = mask[:, first:]
-        lane.cache = DynamicCache(ddp_cache_data=[
-            (keys[index, :, first:], values[index, :, first:]) for keys, values in keys_values(lane.cache)
-        ])
 
     def _finish(self, sequence: Decoding) -> None:
         sequence.done.set_result(

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
 from server.errors import Cancelled
-from server.generators.batching import ModelThread
+from server.generators.batching import Decoding, ModelThread, prompt_groups
 from server.generators.decoding import CausalLM
 from server.types import FinishReason, Generation, GenerationOptions
 from tests.tiny import build_tiny_tokenizer, seeded_init, tiny_config
@@ -70,6 +70,69 @@ def test_batched_greedy_answers_equal_each_answered_alone(thread: ModelThread, m
     assert [g.text for g in got] == [e.text for e in expected]
     assert [g.finish_reason for g in got] == [e.finish_reason for e in expected]
     assert {len(g.token_ids) for g in got} == {6, 3, 9, 5, 1, 7}  # none stopped early on EOS: all rows decoded
+
+
+def queued_behind_a_call(thread: ModelThread, jobs: list[Callable[[], object]]) -> list[object]:
+    """Runs the jobs while a call holds the model thread, and lets it go once all of them are in its inbox, so that
+    the model thread takes them together."""
+    release = threading.Event()
+    thread.call(lambda: release.wait(60))
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = [pool.submit(job) for job in jobs]
+        for _ in range(600):
+            if thread._inbox.qsize() >= len(jobs):  # the model thread is held, so nothing leaves the inbox
+                break
+            threading.Event().wait(0.01)
+        release.set()
+        return [f.result(timeout=120) for f in futures]
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gemma3_text"])
+def test_prompts_that_arrive_together_are_read_in_one_padded_pass(thread: ModelThread, model_type: str) -> None:
+    model = sharp_model(model_type)
+    lm = CausalLM(model, build_tiny_tokenizer(), batching=thread)  # type: ignore[arg-type]
+    passes: list[tuple[int, int]] = []  # (rows, tokens per row) of each forward call of the model's body
+    hook = model.base_model.register_forward_pre_hook(
+        lambda _, args, kwargs: passes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    prompts = [PROMPTS[0], PROMPTS[2], PROMPTS[4], PROMPTS[5]]  # four lengths, within twice each other
+    options = GenerationOptions(max_new_tokens=5)
+    got = queued_behind_a_call(thread, [lambda p=p: lm.decode(p, options) for p in prompts])
+    longest = max(len(build_tiny_tokenizer()(p)["input_ids"]) for p in prompts)
+    assert passes[0] == (4, longest)  # one pass over the four prompts, padded to the longest
+    assert passes[1:] == [(4, 1)] * 4  # then the four rows decode together
+    hook.remove()
+    expected = [alone(model, p, options) for p in prompts]
+    assert [g.token_ids for g in got] == [e.token_ids for e in expected]  # type: ignore[attr-defined]
+
+
+class _Tokens:
+    def advance(self, new_ids: list[int]) -> bool:
+        return False
+
+
+def test_a_prompt_that_fails_in_a_shared_pass_fails_only_its_own_request(thread: ModelThread) -> None:
+    model = sharp_model("llama")
+    tokenizer = build_tiny_tokenizer()
+    lane = thread.lane(model)
+    options = GenerationOptions(max_new_tokens=4)
+
+    def decoding(ids: torch.Tensor) -> Decoding:
+        return Decoding(ids, options, _Tokens(), frozenset(), gone=lambda: False)
+
+    good = [decoding(tokenizer(p, return_tensors="pt")["input_ids"]) for p in PROMPTS[:2]]
+    bad = decoding(torch.tensor([[1, model.config.vocab_size + 5, 2]]))  # no such token: its embedding fails
+    queued_behind_a_call(thread, [lambda s=s: thread.decode(lane, s) for s in (good[0], bad, good[1])])
+    assert [s.done.result(timeout=60).new_ids for s in good] == [
+        alone(model, p, options).token_ids for p in PROMPTS[:2]]
+    assert isinstance(bad.done.exception(timeout=60), IndexError)
+
+
+def test_prompt_groups_keep_like_lengths_together_and_bound_a_pass() -> None:
+    # Sorted 5, 6, 7, 48, 50: a fourth row padded to 48 would read 192 tokens for 66, so 48 starts a new pass.
+    assert prompt_groups([5, 50, 6, 7, 48]) == [[0, 2, 3], [4, 1]]
+    assert prompt_groups([10] * 5, max_tokens=30) == [[0, 1, 2], [3, 4]]
+    assert prompt_groups([100], max_tokens=30) == [[0]]
+    assert prompt_groups([]) == []
 
 
 def test_stop_strings_and_streaming_work_per_row(thread: ModelThread) -> None:
