@@ -6,8 +6,9 @@ edit's loss at a few MLP down-projections into a weight update, in one forward a
               reads 2 vectors per position instead of a d_out × d_in matrix
     editor    z = [u; δ] (d_in + d_out,), each half standardised by running statistics recorded in training, then two
               low-rank residual blocks shared by the edited layers, with a scale s and offset o per layer (the paper's
-              eq. 3): h = z + relu(s¹ ⊙ (U₁V₁z + b₁) + o¹), g(z) = h + relu(s² ⊙ (U₂V₂h + b₂) + o²); g(z) splits
-              into (ũ, δ̃). U starts at zero, so an untrained editor is the identity
+              eq. 3): h = z + relu(s¹ ⊙ (U₁V₁z + b₁) + o¹), g(z) = h + s² ⊙ (U₂V₂h + b₂) + o²; g(z) splits into
+              (ũ, δ̃). The last block is linear, as in the authors' code (a relu there could only add to z, never
+              take a shared direction out of it). U starts at zero, so an untrained editor is the identity
     update    W̃ = W − α_ℓ Σ_i δ̃_i ũ_iᵀ, with a learned step α_ℓ per layer (kept positive as exp(log α_ℓ)); stored
               as one rank-one delta per position (u = −α_ℓ δ̃_i, v = ũ_i), so the ledger replays and rolls it back as
               it does ROME's
@@ -60,10 +61,15 @@ class TokenBatch:
     attention_mask: torch.Tensor  # (n, seq)
     answer_ids: torch.Tensor  # (n, t) the answer's tokens, padded with -1 past a row's answer
     answer_positions: torch.Tensor  # (n, t) the positions that predict them (0 where padded)
+    read: torch.Tensor  # (n, seq) bool: the positions whose gradient factors the editor reads (`token_batch`)
 
 
 def token_batch(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]]) -> TokenBatch:
-    """Each (prompt, answer) as prompt tokens then the answer's tokens (prompts.answer_token_ids), right-padded."""
+    """Each (prompt, answer) as prompt tokens then the answer's tokens (prompts.answer_token_ids), right-padded.
+
+    The editor reads every real position but a leading BOS: the layer's input there is the same in every prompt, so
+    an update keyed on it would change every answer of the model (Gemma's BOS is also its attention sink).
+    """
     rows, answers = [], []
     for prompt, answer in pairs:
         ids = list(tokenizer(prompt)["input_ids"])
@@ -71,12 +77,16 @@ def token_batch(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, s
         rows.append(ids + answers[-1][1])
     width, t = max(map(len, rows)), max(len(a) for _, a in answers)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    read = mask.bool()
+    read[:, 0] &= torch.tensor([r[0] != tokenizer.bos_token_id for r in rows])
     return TokenBatch(
         input_ids=torch.tensor([r + [pad] * (width - len(r)) for r in rows]),
-        attention_mask=torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
+        attention_mask=mask,
         answer_ids=torch.tensor([a + [-1] * (t - len(a)) for _, a in answers]),
         answer_positions=torch.tensor([[start - 1 + j if j < len(a) else 0 for j in range(t)]
                                        for start, a in answers]),
+        read=read,
     )
 
 
@@ -123,10 +133,11 @@ def probing(modules: dict[str, nn.Module]) -> Iterator[dict[str, tuple[list[torc
 
 
 def gradient_factors(
-    model: nn.Module, modules: Sequence[str], batch: TokenBatch
+    model: nn.Module, modules: Sequence[str], batch: TokenBatch, positions: torch.Tensor | None = None
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """(u (m, d_in), δ (m, d_out)) per module, over the batch's m real token positions, of the answer's NLL: the
-    module's weight gradient (d_out, d_in) is δᵀ u. Detached: MEND reads the gradient, it does not train through it.
+    """(u (m, d_in), δ (m, d_out)) per module of the answer's NLL, over the m `positions` ((n, seq) bool; default
+    `batch.read`). Over all real positions the module's weight gradient (d_out, d_in) is δᵀ u. Detached: MEND reads
+    the gradient, it does not train through it.
 
     GPT-2's Conv1D takes the same (n, seq, d_in) input, so u and δ mean the same there.
     """
@@ -134,8 +145,8 @@ def gradient_factors(
         loss = answer_loss(answer_logits(model, batch), batch)
         leaves = [seen[n][1] for n in modules]
         grads = torch.autograd.grad(loss, leaves)
-    real = batch.attention_mask.bool()  # (n, seq)
-    return {n: (seen[n][0][0][real].float(), g[real].float()) for n, g in zip(modules, grads, strict=True)}
+    chosen = batch.read if positions is None else positions  # (n, seq)
+    return {n: (seen[n][0][0][chosen].float(), g[chosen].float()) for n, g in zip(modules, grads, strict=True)}
 
 
 def gradient_from_factors(u: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -210,7 +221,8 @@ class EditorNetwork(nn.Module):
         h = self.standardise(layer, torch.cat([u, delta], dim=-1))  # (m, dim)
         for block in range(2):
             low = (h @ self.down[block].T) @ self.up[block].T + self.bias[block]  # (m, dim) through rank r
-            h = h + torch.relu(self.scale[block, layer] * low + self.offset[block, layer])
+            added = self.scale[block, layer] * low + self.offset[block, layer]
+            h = h + (torch.relu(added) if block == 0 else added)
         return h[:, : self.config.d_in], h[:, self.config.d_in :]
 
     def step_size(self, layer: int) -> torch.Tensor:

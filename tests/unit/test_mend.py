@@ -82,7 +82,7 @@ def trained_editor(model_type: str) -> dict[str, torch.Tensor]:
         unrelated=token_batch(tokenizer, [(prompt(o), COUNTRIES[o]) for o in COUNTRIES if o != c]),
     ) for c, t in pairs]
     optimiser = torch.optim.Adam(network.parameters(), lr=1e-2)
-    for step in range(150):
+    for step in range(300):
         edit_loss, loc_loss = training_losses(model, arch_for(model.config), network, examples[step % len(examples)])
         optimiser.zero_grad()
         (edit_loss + loc_loss).backward()
@@ -129,8 +129,10 @@ def test_the_gradient_is_the_sum_of_rank_one_factors_per_position(model_type: st
     for name in modules:
         model.get_submodule(name).weight.requires_grad_(True)
     answer_loss(answer_logits(model, batch), batch).backward()
-    factors = gradient_factors(model, modules, batch)
+    factors = gradient_factors(model, modules, batch, positions=batch.attention_mask.bool())
+    read = gradient_factors(model, modules, batch)
     for name in modules:
+        assert read[name][0].shape[0] == int(batch.attention_mask.sum()) - 2, "the editor skips each row's BOS"
         grad = model.get_submodule(name).weight.grad
         assert isinstance(grad, torch.Tensor)
         expected = grad if arch.out_features_first else grad.T  # (d_out, d_in)
