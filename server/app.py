@@ -47,6 +47,7 @@ from server.http.metrics import metrics_router
 from server.http.serving import HttpServer, start_http
 from server.interfaces import Gate, Generator
 from server.memory.ann import AnnSettings
+from server.memory.batched_embedder import BatchedEmbedder
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
 from server.memory.postgres_follow import StoreFollower
@@ -117,8 +118,9 @@ def build_service(config: Config) -> Service:
     log.info("in-scope queries take the %s route%s", in_scope_route.value,
              f" (base when it abstains, {fallback_route.value} under confidence {config.counterfactual_min_confidence})"
              if in_scope_route is Route.COUNTERFACTUAL else "")
-    scope = ScopeCheck(encoder, memory, gate, config.top_k, hidden=parametric.hidden_from_gate, threshold=threshold,
-                       supersede_threshold=supersede_threshold(config, gate, threshold))
+    # Concurrent queries share encoder passes.
+    scope = ScopeCheck(BatchedEmbedder(encoder), memory, gate, config.top_k, hidden=parametric.hidden_from_gate,
+                       threshold=threshold, supersede_threshold=supersede_threshold(config, gate, threshold))
     router = Router(
         scope=scope, memory=memory, generators=generators, in_scope_route=in_scope_route, threshold=threshold,
         baked=parametric.is_baked, judge=counterfactual.judge if counterfactual is not None else None,
