@@ -9,6 +9,7 @@
     grace        GRACE: a codebook beside one MLP layer, one entry per edit, acting within a deferral radius
     kn           KN: knowledge neurons found by integrated gradients, their value vectors moved to the new answer
     tpatcher     T-Patcher: one trained neuron per edit beside an FFN, firing on the edit's inputs only
+    calinet      CaliNET: a few calibration slots per edit beside an FFN (T-Patcher's neurons, trained as the paper)
     mend         MEND: a trained editor network maps the edit's gradient at the last MLPs to their update
     memory_subjects  real subjects asked each question of a training file, for T-Patcher's memory (shipped table)
     layers       the layers each kind of method edits by default, per model

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from server.parametric.additions import StateBuilder
 from server.parametric.alphaedit import AlphaEdit
+from server.parametric.calinet import CaliNet
 from server.parametric.ft import FineTune
 from server.parametric.grace import Codebook, Grace
 from server.parametric.kn import Kn
@@ -15,6 +16,8 @@ from server.parametric.rome import Rome
 from server.parametric.tpatcher import Neurons, TPatcher
 
 METHODS: dict[str, EditMethod] = {
-    m.name: m for m in (Rome(), Memit(), FineTune(), AlphaEdit(), Grace(), Kn(), TPatcher(), Mend())
+    m.name: m for m in (Rome(), Memit(), FineTune(), AlphaEdit(), Grace(), Kn(), TPatcher(), Mend(), CaliNet())
 }
-ADDED_STATE: dict[str, StateBuilder] = {Grace.name: Codebook.build, TPatcher.name: Neurons.build}
+# CaliNET's slots are T-Patcher's neurons, several per edit: one state serves both.
+ADDED_STATE: dict[str, StateBuilder] = {Grace.name: Codebook.build, TPatcher.name: Neurons.build,
+                                        CaliNet.name: Neurons.build}

@@ -132,14 +132,20 @@ def ffn_module(arch: ArchTemplate, layer: int) -> str:
     return ".".join(common)
 
 
+def as_rows(key: torch.Tensor, bias: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One neuron (d_in,), (), (d_out,) or n of them (n, d_in), (n,), (n, d_out) → the n-neuron shapes."""
+    return key.reshape(-1, key.shape[-1]), bias.reshape(-1), value.reshape(-1, value.shape[-1])
+
+
 @contextmanager
 def adding_neuron(module: nn.Module, key: torch.Tensor, bias: torch.Tensor, value: torch.Tensor) -> Iterator[None]:
-    """The neuron in the module's output at every position, out of place so gradients reach k, b and v."""
+    """The neuron (or neurons, `as_rows`) in the module's output at every position, out of place so gradients reach
+    k, b and v."""
 
     def hook(_: nn.Module, args: tuple[object, ...], output: torch.Tensor) -> torch.Tensor:
         inputs = args[0]
         assert isinstance(inputs, torch.Tensor)
-        added = neuron_output(inputs, key[None], bias[None], value[None])[0]
+        added = neuron_output(inputs, *as_rows(key, bias, value))[0]
         return output + added.to(output.dtype)
 
     handle = module.register_forward_hook(hook)
@@ -157,11 +163,24 @@ def module_io(model: PreTrainedModel, module: nn.Module, batch: PromptBatch) -> 
     return seen.input, seen.output
 
 
+def scaled_adam(key: torch.Tensor, bias: torch.Tensor, value: torch.Tensor, key_norm: float, value_norm: float,
+                lr: float) -> torch.optim.Adam:
+    """Adam over neurons (k (..., d_in), b (...), v (..., d_out)), each step moving a coordinate by about its lr:
+    scaled so that `lr` is a share of each parameter's size (a key's norm `key_norm`, b's unit margins, and
+    `value_norm` for v: the FFN's own output at the edit)."""
+    d_in, d_out = key.shape[-1], value.shape[-1]
+    return torch.optim.Adam([
+        {"params": [key], "lr": lr * key_norm / d_in**0.5},
+        {"params": [bias], "lr": lr},
+        {"params": [value], "lr": lr * value_norm / d_out**0.5},
+    ])
+
+
 NeuronLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def answer_loss(model: PreTrainedModel, arch: ArchTemplate, layer: int, rewrite: PromptBatch) -> NeuronLoss:
-    """L_e as a function of the neuron (k (d_in,), b (), v (d_out,)).
+    """L_e as a function of the neuron (k (d_in,), b (), v (d_out,)), or of several (`as_rows`: CaliNET's slots).
 
     At the last layer nothing after the FFN looks at other positions: the answer's logits are the final norm and
     LM head of the residual the unpatched model reached there, with the FFN's output changed by the neuron (through
@@ -188,7 +207,7 @@ def answer_loss(model: PreTrainedModel, arch: ArchTemplate, layer: int, rewrite:
     softcap = getattr(model.config, "final_logit_softcapping", None)
 
     def at_the_top(key: torch.Tensor, bias: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        added = neuron_output(inputs, key[None], bias[None], value[None])[0].to(outputs.dtype)  # (n, t, d_out)
+        added = neuron_output(inputs, *as_rows(key, bias, value))[0].to(outputs.dtype)  # (n, t, d_out)
         changed = added if out_norm is None else out_norm(outputs + added) - out_norm(outputs)
         hidden = residual + changed
         logits = head(final_norm(hidden))  # (n, t, vocab)
@@ -238,14 +257,7 @@ def train_patch(
     key = key0.clone().requires_grad_(True)  # (d_in,)
     bias = bias0.clone().requires_grad_(True)  # ()
     value = torch.zeros_like(edit_outputs[0], requires_grad=True)  # (d_out,)
-    # Adam moves each coordinate by about its lr per step: scaled so that `lr` is a share of each parameter's size
-    # (k's start, b's unit margins, the FFN's own output at the edit for v).
-    d_in, d_out = len(key), len(value)
-    optimiser = torch.optim.Adam([
-        {"params": [key], "lr": options.lr * float(key0.norm()) / d_in**0.5},
-        {"params": [bias], "lr": options.lr},
-        {"params": [value], "lr": options.lr * float(edit_outputs[0].norm()) / d_out**0.5},
-    ])
+    optimiser = scaled_adam(key, bias, value, float(key0.norm()), float(edit_outputs[0].norm()), options.lr)
     edit_nll = answer_loss(model, arch, layer, rewrite)
     for step in range(options.steps):
         optimiser.zero_grad()
