@@ -10,14 +10,17 @@ say the edit's answer while the FFN's own weights stay frozen.
                 makes a silent slot exactly zero, so a prompt no slot fires on is answered by the unedited model to
                 the last bit, whatever the served FFN's own activation. The forward pass is T-Patcher's neurons'
                 (tpatcher.Neurons), n per edit instead of one: one state builder serves both methods.
-    loss        L = L_e + m·L_m
+    loss        L = L_e + a·L_a + m·L_m
                 L_e  the paper's calibration objective: the new answer's NLL on the edit's prompts, after each context
                      prefix and in other wordings (the paper trains on each fact in several paraphrased templates)
                 L_m  (not in the paper, which trains on a fixed batch of facts and only measures the damage) the
                      memory hinge of tpatcher.memory_loss over every slot: each slot's pre-activation at every
                      position of a memory of other inputs at most `silent_margin` (the same memory as T-Patcher's:
                      the edit's questions about other real subjects, and "{subject} is a"; memory_subjects.py)
-                There is no firing hinge (T-Patcher's L_a): the answer's NLL alone decides where the slots fire.
+                L_a  (not in the paper either) T-Patcher's firing hinge over every slot at each edit prompt's last
+                     token: with L_m alone the slots are pushed below zero on the edit as well, where relu passes no
+                     gradient and L_e cannot bring them back (on the tiny test models, m = 3 left the answer's NLL at
+                     the unedited 5.84 for any number of steps)
     start       the paper starts its slots at random (nn.Linear's default). A random key fires on about half of
                 every input, which the memory term must then undo step by step; here each slot's key is the edit
                 direction centred on the memory (tpatcher.initial_neuron: 1 at the edit's mean input, 0 at the
@@ -46,6 +49,7 @@ from server.parametric.method import MethodContext, MethodRequest, one_at_a_time
 from server.parametric.prompts import EditPrompts, build_batch
 from server.parametric.targets import Progress
 from server.parametric.tpatcher import (
+    activation_loss,
     answer_loss,
     ffn_module,
     initial_neuron,
@@ -62,10 +66,12 @@ KIND = "calinet"
 
 @dataclass(frozen=True)
 class SlotOptions:
-    slots: int = 8  # n, calibration slots per edit (the paper's d_c, shared by all its facts, is 64)
+    slots: int = 4  # n, calibration slots per edit (the paper's d_c, shared by all its facts, is 64)
     steps: int = 25
     lr: float = 0.2  # Adam's step, a share of each parameter's scale (tpatcher.scaled_adam)
+    activation_weight: float = 1.0  # a
     memory_weight: float = 3.0  # m
+    fire_margin: float = 1.0  # every slot's pre-activation at the edit's prompts is pushed to at least this
     silent_margin: float = -1.0  # every slot's pre-activation on the memory is pushed to at most this
     stop_nll: float = 0.05  # stop once the answer's NLL is below this and no slot fires on the memory
     memory_subjects: int = 16  # other subjects the edit's questions are asked about in the memory
@@ -95,9 +101,13 @@ def initial_slots(edit_inputs: torch.Tensor, memory: torch.Tensor, n: int, key_s
     return keys, biases, values
 
 
-def slots_loss(edit_nll: torch.Tensor, memory_pre: torch.Tensor, options: SlotOptions) -> torch.Tensor:
-    """L = L_e + m·L_m, memory_pre (m, n) every slot's pre-activation at every memory position."""
-    return edit_nll + options.memory_weight * memory_loss(memory_pre.flatten(), options.silent_margin)
+def slots_loss(edit_nll: torch.Tensor, edit_pre: torch.Tensor, memory_pre: torch.Tensor,
+               options: SlotOptions) -> torch.Tensor:
+    """L = L_e + a·L_a + m·L_m; edit_pre (p, n) every slot's pre-activation at each edit prompt's last token,
+    memory_pre (m, n) at every memory position."""
+    fire = activation_loss(edit_pre.flatten(), options.fire_margin)
+    return edit_nll + options.activation_weight * fire + options.memory_weight * memory_loss(
+        memory_pre.flatten(), options.silent_margin)
 
 
 def train_slots(
@@ -130,11 +140,12 @@ def train_slots(
     for step in range(options.steps):
         optimiser.zero_grad()
         nll = edit_nll(keys, biases, values)
-        memory_pre = pre_activations(memory, keys, biases)  # (m, n)
+        edit_pre, memory_pre = pre_activations(edit_inputs, keys, biases), pre_activations(memory, keys, biases)
         yield Progress("calibrate", step + 1, options.steps, float(nll.detach()), edit.id)
-        if nll.item() < options.stop_nll and float(memory_pre.max()) <= options.silent_margin:
+        if (float(nll.detach()) < options.stop_nll and float(edit_pre.detach().min()) >= options.fire_margin
+                and float(memory_pre.detach().max()) <= options.silent_margin):
             break
-        slots_loss(nll, memory_pre, options).backward()
+        slots_loss(nll, edit_pre, memory_pre, options).backward()
         optimiser.step()
     tensors = {"key": keys.detach(), "bias": biases.detach(), "value": values.detach()}
     return Addition(edit.id, name, KIND, tensors)

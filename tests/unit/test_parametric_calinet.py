@@ -21,8 +21,9 @@ from tests.unit.test_parametric_editor import answer, assert_same, edit, make_ed
 from tests.unit.test_parametric_grace import assert_restart_and_rollback_are_exact, greedy
 
 UNRELATED = ("the capital of italy is", "the capital of spain is", "the capital of germany is")
-# As for T-Patcher (tests/unit/test_parametric_tpatcher.py): the tiny models hold their four facts far more firmly
-# than a real model holds one, so the slots need larger and more steps than Gemma's defaults, and the memory's weight 1.
+# As for T-Patcher (tests/unit/test_parametric_tpatcher.py), with its values: the tiny models hold their four facts far
+# more firmly than a real model holds one, so the slots need larger and more steps than Gemma's defaults, and with the
+# memory weighted three times the answer the slots no longer turn the tiny llama's "paris" into "berlin": weight 1.
 TINY = MethodRequest("calinet", steps=40, lr=0.5)
 TINY_METHOD = CaliNet(options=SlotOptions(memory_weight=1.0))
 
@@ -47,11 +48,13 @@ def test_every_slot_starts_silent_at_the_memorys_centre_and_near_one_at_the_edit
     assert not torch.equal(keys, other[0])
 
 
-def test_the_loss_adds_the_weighted_memory_hinge_over_every_slot_to_the_answers_nll() -> None:
-    options = SlotOptions(memory_weight=2.0, silent_margin=-1.0)
+def test_the_loss_adds_the_weighted_hinges_over_every_slot_to_the_answers_nll() -> None:
+    options = SlotOptions(activation_weight=0.5, memory_weight=2.0, fire_margin=1.0, silent_margin=-1.0)
+    edit_pre = torch.tensor([[2.0, 0.0]])  # (p, n): one slot of two is 1 short of the margin, the mean hinge 0.5
     memory_pre = torch.tensor([[-3.0, 0.0], [1.0, -2.0]])  # (m, n): two of four entries break the margin by 1 and 2
-    assert slots_loss(torch.tensor(0.5), memory_pre, options).item() == pytest.approx(0.5 + 2.0 * 1.5)
-    assert slots_loss(torch.tensor(0.5), memory_pre - 5.0, options).item() == pytest.approx(0.5)
+    assert slots_loss(torch.tensor(0.5), edit_pre, memory_pre, options).item() == pytest.approx(
+        0.5 + 0.5 * 0.5 + 2.0 * 1.5)
+    assert slots_loss(torch.tensor(0.5), edit_pre + 1.0, memory_pre - 5.0, options).item() == pytest.approx(0.5)
 
 
 def test_the_slots_of_two_edits_build_one_state_that_names_each_slots_edit() -> None:

@@ -1,0 +1,49 @@
+"""CaliNET through the real gRPC server: apply, answer, SIGKILL and restart to the same slots, roll back exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from client import ParametricOptions
+from client.launch import LocalServer
+from tests.crash import kill
+from tests.integration import test_parametric as parametric
+from tests.integration.test_parametric import ONE_TOKEN, PROMPT, SUBJECT, exported
+
+# The same taught tiny model and server as ROME's tests.
+server = parametric.server
+OTHER = "the capital of italy is"
+
+
+def test_calinet_applies_survives_a_crash_and_rolls_back_exactly(server: LocalServer, taught_model_dir: Path) -> None:
+    original = load_file(taught_model_dir / "model.safetensors")
+    with server.client("p") as client:
+        unedited = client.score(PROMPT, " berlin", route="base").target_logprobs
+        other_before = client.generate(OTHER, options=ONE_TOKEN, route="base").text.strip()
+        edit = client.add_edit(SUBJECT, PROMPT, "berlin")
+        # The default layer is the last, the tiny model's fourth; as for T-Patcher (test_parametric_tpatcher.py), its
+        # taught facts need more and larger steps than Gemma's defaults against the memory's weight of 3.
+        result = client.apply_parametric("calinet", [edit.id], options=ParametricOptions(steps=60, lr=1.0))
+        assert [(b.edit_id, b.method, b.modules) for b in result.edits] == [
+            (edit.id, "calinet", ("model.layers.3.mlp",))
+        ]
+        assert client.generate(PROMPT, options=ONE_TOKEN, route="base").text.strip() == "berlin"
+        assert client.generate(OTHER, options=ONE_TOKEN, route="base").text.strip() == other_before
+        routed = client.generate(PROMPT, options=ONE_TOKEN, route="base")
+        assert (routed.route, routed.edit_id) == ("parametric", edit.id)  # a slot fired: its edit answered
+        edited = client.score(PROMPT, " berlin", route="base").target_logprobs
+
+    kill(server)  # SIGKILL: the slots must already be on disk
+    server.start()
+    assert "replayed 1 parametric deltas" in server.log_text()
+    with server.client("p") as client:
+        assert client.score(PROMPT, " berlin", route="base").target_logprobs == edited  # to the last bit
+        assert client.rollback_parametric(edit.id).method == "calinet"
+        assert client.score(PROMPT, " berlin", route="base").target_logprobs == unedited
+        assert client.generate(PROMPT, options=ONE_TOKEN, route="base").text.strip() == "paris"
+        assert client.baked_edits() == []
+    rolled_back = exported(server, "rolled-back")
+    assert all(torch.equal(rolled_back[k], original[k]) for k in original)
