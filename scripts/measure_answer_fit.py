@@ -32,12 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from counterfactual.rules import rule_wordings  # noqa: E402
+from editdata.paths import COUNTERFACT_TRAIN  # noqa: E402
 from server.config import Config  # noqa: E402
 from server.generators.counterfactual_adapter import default_adapter_dir, load_adapted_model  # noqa: E402
 from server.models.load import load_model  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "nl_patches.json"
-TRAIN = ROOT.parent / "shared" / "data" / "counterfact" / "train.json"
 
 
 def fit(question: float, rule: float, prior: float) -> float | None:
@@ -86,7 +86,7 @@ def main() -> int:
         *covered_fit, uncovered_fit = fits(record["rule"], answer, [*covered, record["uncovered"]["prompt"]])
         report["fixture"].append({"rule": record["rule"], "covered": covered_fit, "uncovered": uncovered_fit})
     rng = random.Random(args.seed)
-    records = rng.sample(json.loads(TRAIN.read_text()), 2 * args.train_records)
+    records = rng.sample(json.loads(COUNTERFACT_TRAIN.read_text()), 2 * args.train_records)
     for record, other in zip(records[: args.train_records], records[args.train_records :], strict=True):
         if other["subject"] not in other["prompt"]:
             continue
