@@ -4,7 +4,8 @@
 Runs measured on different slices of a split cannot be compared row by row; the cases they have in common can.
 Each argument is a method's label and one or more JSON files of its runs (`label=a.json,b.json`); the table has
 one row per method, EM / TF for each probe family, over the case ids present in every method's runs (per-probe
-outcomes from the files' "cases"). Nothing is run.
+outcomes from the files' "cases"), then each method's time per edit (ApplyParametric's median) and the server's
+peak RSS, from the runs' summaries (whole runs, not only the shared cases). Nothing is run.
 
     .venv/bin/python scripts/methods_table.py gate=docs/figures/pipeline-200-batching-2026-12-03b.json \\
         mend=docs/figures/mend-val50-2026-12-03.json kn=docs/figures/kn-val10-2026-12-03.json
@@ -15,20 +16,37 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 FAMILIES = ("reliability", "generalization", "locality", "object_neighbourhood")
 
 
-def probes_by_case(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
-    """case id → its scored probes, over the runs' files (a case in two files keeps the later file's probes)."""
+@dataclass(frozen=True)
+class Runs:
+    """One method's runs: case id → its scored probes (a case in two files keeps the later file's), and costs."""
+
+    cases: dict[str, list[dict[str, Any]]]
+    apply_s_p50: float | None  # the largest of the runs' medians; None for a route (no ApplyParametric)
+    peak_rss_mb: float | None
+
+
+def read_runs(paths: list[Path]) -> Runs:
     cases: dict[str, list[dict[str, Any]]] = {}
+    apply_s: list[float] = []
+    rss: list[float] = []
     for path in paths:
-        for runs in json.loads(path.read_text())["cases"].values():
-            for case in runs:
+        run = json.loads(path.read_text())
+        for by_sequential in run["cases"].values():
+            for case in by_sequential:
                 cases[case["case_id"]] = case["probes"]
-    return cases
+        for summary in run["summaries"]:
+            if summary.get("parametric_apply_s"):
+                apply_s.append(summary["parametric_apply_s"]["p50"])
+            if summary.get("server_peak_rss_mb"):
+                rss.append(summary["server_peak_rss_mb"])
+    return Runs(cases, max(apply_s) if apply_s else None, max(rss) if rss else None)
 
 
 def family_scores(probes: list[dict[str, Any]]) -> dict[str, tuple[float, float, int]]:
@@ -42,17 +60,20 @@ def family_scores(probes: list[dict[str, Any]]) -> dict[str, tuple[float, float,
             for family in em}
 
 
-def table(methods: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
-    shared = sorted(set.intersection(*(set(cases) for cases in methods.values())), key=int)
+def table(methods: dict[str, Runs]) -> str:
+    shared = sorted(set.intersection(*(set(runs.cases) for runs in methods.values())), key=int)
     if not shared:
         raise SystemExit("the runs share no case")
     ids = ", ".join(shared) if len(shared) <= 12 else f"{shared[0]} to {shared[-1]}"
     lines = [f"Cases shared by every run: {len(shared)} (case ids {ids}).", "",
-             "| method | " + " | ".join(f"{f.replace('_', ' ')} EM / TF" for f in FAMILIES) + " |",
-             "|---|" + "---|" * len(FAMILIES)]
-    for label, cases in methods.items():
-        scores = family_scores([probe for case_id in shared for probe in cases[case_id]])
+             "| method | " + " | ".join(f"{f.replace('_', ' ')} EM / TF" for f in FAMILIES)
+             + " | s per edit (p50) | server peak RSS MB |",
+             "|---|" + "---|" * (len(FAMILIES) + 2)]
+    for label, runs in methods.items():
+        scores = family_scores([probe for case_id in shared for probe in runs.cases[case_id]])
         cells = [f"{scores[f][0]:.2f} / {scores[f][1]:.2f}" if f in scores else "—" for f in FAMILIES]
+        cells += [f"{runs.apply_s_p50:.1f}" if runs.apply_s_p50 is not None else "—",
+                  f"{runs.peak_rss_mb:,.0f}" if runs.peak_rss_mb is not None else "—"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -66,7 +87,7 @@ def main() -> int:
         label, _, files = run.partition("=")
         if not files:
             parser.error(f"{run!r}: give LABEL=FILE[,FILE...]")
-        methods[label] = probes_by_case([Path(f) for f in files.split(",")])
+        methods[label] = read_runs([Path(f) for f in files.split(",")])
     print(table(methods))
     return 0
 
