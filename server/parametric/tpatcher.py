@@ -233,7 +233,38 @@ def memory_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, mo
     return torch.cat([module_io(model, module, b)[0][b.attention_mask.bool()] for b in batches]).float()
 
 
-def train_patch(
+def patch_loss(edit_nll: torch.Tensor, edit_pre: torch.Tensor, memory_pre: torch.Tensor,
+               options: PatchOptions) -> torch.Tensor:
+    """L = L_e + a·L_a + m·L_m; edit_pre (p, n) every neuron's pre-activation at each edit prompt's last token,
+    memory_pre (m, n) at every memory position."""
+    fire = activation_loss(edit_pre.flatten(), options.fire_margin)
+    return edit_nll + options.activation_weight * fire + options.memory_weight * memory_loss(
+        memory_pre.flatten(), options.silent_margin)
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where training starts: n neurons, and the sizes `scaled_adam` scales their steps by."""
+
+    keys: torch.Tensor  # (n, d_in)
+    biases: torch.Tensor  # (n,)
+    values: torch.Tensor  # (n, d_out)
+    key_norm: float
+    value_norm: float
+
+
+# (edit inputs (p, d_in), the FFN's outputs there (p, d_out), memory inputs (m, d_in)) → the start
+Starter = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Start]
+
+
+def one_neuron(edit_inputs: torch.Tensor, edit_outputs: torch.Tensor, memory: torch.Tensor) -> Start:
+    """T-Patcher's start: `initial_neuron`'s key and bias, v = 0; steps scaled by the first prompt's output."""
+    key, bias = initial_neuron(edit_inputs, memory)
+    return Start(key[None], bias.reshape(1), torch.zeros_like(edit_outputs[:1]), float(key.norm()),
+                 float(edit_outputs[0].norm()))
+
+
+def train_neurons(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     arch: ArchTemplate,
@@ -242,8 +273,10 @@ def train_patch(
     prompts: EditPrompts,
     options: PatchOptions,
     subjects: SubjectTable,
+    start: Starter,
+    kind: str,
 ) -> Generator[Progress, None, Addition]:
-    """The neuron that writes `edit` beside layer `layer`'s FFN; yields progress between steps."""
+    """The neurons that write `edit` beside layer `layer`'s FFN, from `start`; yields progress between steps."""
     name = ffn_module(arch, layer)
     module = model.get_submodule(name)
     rewrite = build_batch(tokenizer, prompts.value, edit.subject, edit.target_new)
@@ -253,30 +286,28 @@ def train_patch(
     edit_inputs, edit_outputs = inputs[rows, ends].float(), outputs[rows, ends].float()  # (p, d_in), (p, d_out)
     others = subjects.draw(edit.prompt, edit.subject, options.memory_subjects)
     memory = memory_inputs(model, tokenizer, module, edit, prompts, others)  # (m, d_in)
-    key0, bias0 = initial_neuron(edit_inputs, memory)
-    key = key0.clone().requires_grad_(True)  # (d_in,)
-    bias = bias0.clone().requires_grad_(True)  # ()
-    value = torch.zeros_like(edit_outputs[0], requires_grad=True)  # (d_out,)
-    optimiser = scaled_adam(key, bias, value, float(key0.norm()), float(edit_outputs[0].norm()), options.lr)
+    first = start(edit_inputs, edit_outputs, memory)
+    keys, biases, values = (t.clone().requires_grad_(True) for t in (first.keys, first.biases, first.values))
+    optimiser = scaled_adam(keys, biases, values, first.key_norm, first.value_norm, options.lr)
     edit_nll = answer_loss(model, arch, layer, rewrite)
     for step in range(options.steps):
         optimiser.zero_grad()
-        nll = edit_nll(key, bias, value)
-        fire = activation_loss(pre_activations(edit_inputs, key[None], bias[None])[:, 0], options.fire_margin)
-        silent = memory_loss(pre_activations(memory, key[None], bias[None])[:, 0], options.silent_margin)
-        loss = nll + options.activation_weight * fire + options.memory_weight * silent
-        yield Progress("patch", step + 1, options.steps, float(nll.detach()), edit.id)
-        if nll.item() < options.stop_nll and fire.item() == 0 and silent.item() == 0:
+        nll = edit_nll(keys, biases, values)
+        edit_pre, memory_pre = pre_activations(edit_inputs, keys, biases), pre_activations(memory, keys, biases)
+        yield Progress(kind, step + 1, options.steps, float(nll.detach()), edit.id)
+        if (nll.item() < options.stop_nll and float(edit_pre.detach().min()) >= options.fire_margin
+                and float(memory_pre.detach().max()) <= options.silent_margin):
             break
-        loss.backward()
+        patch_loss(nll, edit_pre, memory_pre, options).backward()
         optimiser.step()
-    tensors = {"key": key.detach()[None], "bias": bias.detach().reshape(1), "value": value.detach()[None]}
-    return Addition(edit.id, name, KIND, tensors)
+    tensors = {"key": keys.detach(), "bias": biases.detach(), "value": values.detach()}
+    return Addition(edit.id, name, kind, tensors)
 
 
 @dataclass(frozen=True)
 class TPatcher:
-    """One neuron per edit beside one FFN, each trained with the earlier ones attached."""
+    """One neuron per edit beside one FFN, each trained with the earlier ones attached. CaliNET (calinet.py) is this
+    with several neurons per edit and another start."""
 
     name = KIND
     batched = False
@@ -289,6 +320,9 @@ class TPatcher:
     def check(self, request: MethodRequest) -> None:
         """Nothing beyond the editor's layer checks."""
 
+    def starter(self, edit: Edit, options: PatchOptions) -> Starter:
+        return one_neuron
+
     def compute(
         self, context: MethodContext, request: MethodRequest, edits: Sequence[Edit]
     ) -> Generator[Progress, None, list[Addition]]:
@@ -296,6 +330,7 @@ class TPatcher:
         changes = {k: v for k, v in (("steps", request.steps), ("lr", request.lr)) if v is not None}
         options = replace(self.options, **changes)  # type: ignore[arg-type]
         subjects = shipped_subjects() if self.subjects is None else self.subjects
-        return (yield from one_at_a_time(context, edits, lambda edit: train_patch(
+        return (yield from one_at_a_time(context, edits, lambda edit: train_neurons(
             context.model, context.tokenizer, context.arch, edit, layer, context.prompts[edit.id], options, subjects,
+            self.starter(edit, options), self.name,
         )))

@@ -12,15 +12,14 @@ from client.editctl import build_parser
 from client.evaluation.runner import PARAMETRIC_METHODS
 from editcache.v1 import parametric_pb2 as parametric_pb
 from server.parametric.additions import Addition
-from server.parametric.calinet import CaliNet, SlotOptions, initial_slots, slot_generator, slots_loss
+from server.parametric.calinet import CaliNet, SlotOptions, initial_slots, slot_generator
 from server.parametric.editor import METHODS, MethodRequest
 from server.parametric.registry import ADDED_STATE
-from server.parametric.targets import finish
+from server.parametric.tpatcher import patch_loss
 from server.servicers.convert import method_from_pb, method_to_pb
-from tests.unit.test_parametric_editor import answer, assert_same, edit, make_editor, weights
-from tests.unit.test_parametric_grace import assert_restart_and_rollback_are_exact, greedy
+from tests.unit.test_parametric_grace import assert_restart_and_rollback_are_exact
+from tests.unit.test_parametric_tpatcher import assert_the_edit_answers_and_other_prompts_keep_every_token
 
-UNRELATED = ("the capital of italy is", "the capital of spain is", "the capital of germany is")
 # As for T-Patcher (tests/unit/test_parametric_tpatcher.py), with its values: the tiny models hold their four facts far
 # more firmly than a real model holds one, so the slots need larger and more steps than Gemma's defaults, and with the
 # memory weighted three times the answer the slots no longer turn the tiny llama's "paris" into "berlin": weight 1.
@@ -52,9 +51,9 @@ def test_the_loss_adds_the_weighted_hinges_over_every_slot_to_the_answers_nll() 
     options = SlotOptions(activation_weight=0.5, memory_weight=2.0, fire_margin=1.0, silent_margin=-1.0)
     edit_pre = torch.tensor([[2.0, 0.0]])  # (p, n): one slot of two is 1 short of the margin, the mean hinge 0.5
     memory_pre = torch.tensor([[-3.0, 0.0], [1.0, -2.0]])  # (m, n): two of four entries break the margin by 1 and 2
-    assert slots_loss(torch.tensor(0.5), edit_pre, memory_pre, options).item() == pytest.approx(
+    assert patch_loss(torch.tensor(0.5), edit_pre, memory_pre, options).item() == pytest.approx(
         0.5 + 0.5 * 0.5 + 2.0 * 1.5)
-    assert slots_loss(torch.tensor(0.5), edit_pre + 1.0, memory_pre - 5.0, options).item() == pytest.approx(0.5)
+    assert patch_loss(torch.tensor(0.5), edit_pre + 1.0, memory_pre - 5.0, options).item() == pytest.approx(0.5)
 
 
 def test_the_slots_of_two_edits_build_one_state_that_names_each_slots_edit() -> None:
@@ -68,22 +67,7 @@ def test_the_slots_of_two_edits_build_one_state_that_names_each_slots_edit() -> 
 
 
 def test_calinet_answers_the_edit_and_leaves_other_prompts_token_for_token(tmp_path: Path) -> None:
-    editor, model, tokenizer = make_editor("llama", tmp_path)
-    original = weights(model)
-    before = {p: greedy(model, tokenizer, p) for p in UNRELATED}
-    (slots,) = finish(editor.compute(TINY, [edit("france", "berlin", "e1")]))
-    assert isinstance(slots, Addition) and slots.module == "model.layers.3.mlp" and slots.kind == "calinet"
-    assert slots.tensors["key"].shape == (SlotOptions().slots, 32)
-    assert answer(model, tokenizer, "the capital of france is") == "paris", "compute must not change the model"
-    editor.commit("ns", TINY, [slots])
-    assert answer(model, tokenizer, "the capital of france is") == "berlin"
-    assert {p: greedy(model, tokenizer, p) for p in UNRELATED} == before
-    assert_same(weights(model), original)  # the weights never change: the slots sit beside them
-    baked = editor.baked("ns", "e1")
-    assert baked is not None and baked.method == "calinet" and baked.modules == (slots.module,)
-    with editor.watching() as fired:
-        greedy(model, tokenizer, "the capital of france is")
-    assert fired.edit_ids() == {"e1"}
+    assert_the_edit_answers_and_other_prompts_keep_every_token(tmp_path, TINY, neurons=SlotOptions().slots)
 
 
 def test_restart_rebuilds_the_same_slots_and_rollback_removes_exactly_one_set(tmp_path: Path) -> None:

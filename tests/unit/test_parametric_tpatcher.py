@@ -117,25 +117,31 @@ def test_the_neurons_sit_beside_the_module_holding_both_projections() -> None:
     assert ffn_module(ARCHS["gpt2"], 3) == "transformer.h.3.mlp"
 
 
-# The tiny models have four layers; T-Patcher's default is the last, as the paper's.
-@pytest.mark.parametrize("model_type", ["llama"])
-def test_tpatcher_answers_the_edit_and_leaves_other_prompts_token_for_token(model_type: str, tmp_path: Path) -> None:
-    editor, model, tokenizer = make_editor(model_type, tmp_path)
+def assert_the_edit_answers_and_other_prompts_keep_every_token(tmp_path: Path, request: MethodRequest,
+                                                               neurons: int) -> None:
+    """`request`'s method (T-Patcher's or CaliNET's) writes france → berlin on the tiny llama with `neurons` neurons
+    beside its last FFN (the default layer, as the papers'), leaves other prompts and the weights as they were, and
+    its neurons report their edit."""
+    editor, model, tokenizer = make_editor("llama", tmp_path)
     original = weights(model)
     before = {p: greedy(model, tokenizer, p) for p in UNRELATED}
-    request = TINY
-    (patch,) = finish(editor.compute(request, [edit("france", "berlin", "e1")]))
-    assert isinstance(patch, Addition) and patch.module in ("model.layers.3.mlp", "transformer.h.3.mlp")
+    (added,) = finish(editor.compute(request, [edit("france", "berlin", "e1")]))
+    assert isinstance(added, Addition) and added.module == "model.layers.3.mlp" and added.kind == request.method
+    assert added.tensors["key"].shape == (neurons, HIDDEN)
     assert answer(model, tokenizer, "the capital of france is") == "paris", "compute must not change the model"
-    editor.commit("ns", request, [patch])
+    editor.commit("ns", request, [added])
     assert answer(model, tokenizer, "the capital of france is") == "berlin"
     assert {p: greedy(model, tokenizer, p) for p in UNRELATED} == before
-    assert_same(weights(model), original)  # the weights never change: the neuron sits beside them
+    assert_same(weights(model), original)  # the weights never change: the neurons sit beside them
     baked = editor.baked("ns", "e1")
-    assert baked is not None and baked.method == "tpatcher" and baked.modules == (patch.module,)
+    assert baked is not None and baked.method == request.method and baked.modules == (added.module,)
     with editor.watching() as fired:
         greedy(model, tokenizer, "the capital of france is")
     assert fired.edit_ids() == {"e1"}
+
+
+def test_tpatcher_answers_the_edit_and_leaves_other_prompts_token_for_token(tmp_path: Path) -> None:
+    assert_the_edit_answers_and_other_prompts_keep_every_token(tmp_path, TINY, neurons=1)
 
 
 def test_restart_rebuilds_the_same_neurons_and_rollback_removes_exactly_one(tmp_path: Path) -> None:

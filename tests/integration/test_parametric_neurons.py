@@ -1,9 +1,11 @@
-"""T-Patcher through the real gRPC server: apply, answer, SIGKILL and restart to the same neuron, roll back exactly."""
+"""T-Patcher and CaliNET through the real gRPC server: apply, answer, SIGKILL and restart to the same neurons, roll
+back exactly."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -18,31 +20,34 @@ server = parametric.server
 OTHER = "the capital of italy is"
 
 
-def test_tpatcher_applies_survives_a_crash_and_rolls_back_exactly(server: LocalServer, taught_model_dir: Path) -> None:
+# The default layer is the last, the tiny model's fourth; its taught facts need more and larger steps than Gemma's
+# defaults (tests/unit/test_parametric_tpatcher.py), the more so against the memory's weight of 3, which the unit
+# tests lower to 1 and a request cannot. CaliNET's slots start from a seed of the edit's id, which the server draws
+# at random: with 60 steps 2 ids in 20 still answered "paris", with 100 none in 60 (training stops once the edit
+# takes, so the extra steps cost nothing when they are not needed).
+@pytest.mark.parametrize(("method", "steps"), [("tpatcher", 60), ("calinet", 100)])
+def test_neurons_apply_survive_a_crash_and_roll_back_exactly(
+    server: LocalServer, taught_model_dir: Path, method: str, steps: int
+) -> None:
     original = load_file(taught_model_dir / "model.safetensors")
     with server.client("p") as client:
         unedited = client.score(PROMPT, " berlin", route="base").target_logprobs
         other_before = client.generate(OTHER, options=ONE_TOKEN, route="base").text.strip()
         edit = client.add_edit(SUBJECT, PROMPT, "berlin")
-        # The default layer is the last, the tiny model's fourth; its taught facts need more and larger steps than
-        # Gemma's defaults (tests/unit/test_parametric_tpatcher.py), the more so against the memory's weight of 3,
-        # which the unit tests lower to 1 and a request cannot.
-        result = client.apply_parametric("tpatcher", [edit.id], options=ParametricOptions(steps=60, lr=1.0))
-        assert [(b.edit_id, b.method, b.modules) for b in result.edits] == [
-            (edit.id, "tpatcher", ("model.layers.3.mlp",))
-        ]
+        result = client.apply_parametric(method, [edit.id], options=ParametricOptions(steps=steps, lr=1.0))
+        assert [(b.edit_id, b.method, b.modules) for b in result.edits] == [(edit.id, method, ("model.layers.3.mlp",))]
         assert client.generate(PROMPT, options=ONE_TOKEN, route="base").text.strip() == "berlin"
         assert client.generate(OTHER, options=ONE_TOKEN, route="base").text.strip() == other_before
         routed = client.generate(PROMPT, options=ONE_TOKEN, route="base")
-        assert (routed.route, routed.edit_id) == ("parametric", edit.id)  # the neuron fired: its edit answered
+        assert (routed.route, routed.edit_id) == ("parametric", edit.id)  # a neuron fired: its edit answered
         edited = client.score(PROMPT, " berlin", route="base").target_logprobs
 
-    kill(server)  # SIGKILL: the neuron must already be on disk
+    kill(server)  # SIGKILL: the neurons must already be on disk
     server.start()
     assert "replayed 1 parametric deltas" in server.log_text()
     with server.client("p") as client:
         assert client.score(PROMPT, " berlin", route="base").target_logprobs == edited  # to the last bit
-        assert client.rollback_parametric(edit.id).method == "tpatcher"
+        assert client.rollback_parametric(edit.id).method == method
         assert client.score(PROMPT, " berlin", route="base").target_logprobs == unedited
         assert client.generate(PROMPT, options=ONE_TOKEN, route="base").text.strip() == "paris"
         assert client.baked_edits() == []
