@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from client import EditcacheClient
+from client import EditcacheClient, ParametricOptions
 from client.evaluation.report import headline, markdown_table, plot, summarize
 from client.evaluation.runner import (
     METHOD_ROUTES,
@@ -57,6 +57,10 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, help="parametric methods: edits per ApplyParametric call (MEMIT and "
                         "AlphaEdit write a call's edits at once; ROME, FT and GRACE one after another either way); "
                         "default: all of a block's edits in one call")
+    parser.add_argument("--layer", type=int, help="parametric methods that edit one layer (ROME, FT, GRACE, "
+                        "T-Patcher, CaliNET): that layer (default: the server's for the model)")
+    parser.add_argument("--layers", type=int, nargs="+", default=[], help="MEMIT and AlphaEdit: the layers, e.g. "
+                        "8 9 10, or 12 (AlphaEdit's projection on ROME's one layer); default: the server's")
     parser.add_argument("--fluency", action="store_true", help="also generate 32 tokens per case for n-gram entropy")
     parser.add_argument("--json", type=Path, dest="json_path", help="write per-case results and summaries here")
     parser.add_argument("--plots", type=Path, help="write PNG plots into this folder")
@@ -91,14 +95,16 @@ def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
 
         summaries, all_results = [], []
         for t in sequential:
-            settings = EvalSettings(method=args.method, sequential=t, fluency=args.fluency, batch=args.batch)
+            settings = EvalSettings(method=args.method, sequential=t, fluency=args.fluency, batch=args.batch,
+                                    parametric=ParametricOptions(layer=args.layer, layers=tuple(args.layers)))
             started = time.perf_counter()
             with parametric_progress_bar(disable=args.method not in PARAMETRIC_METHODS) as on_parametric:
                 evaluator = Evaluator(client, settings, baseline)
                 results = evaluator.run(cases[: t or None] if t else cases, _progress_bar(), on_parametric)
             summary = summarize(results, args.method, time.perf_counter() - started, evaluator.apply_seconds,
                                 evaluator.applied_edits)
-            summary |= {"sequential": t, "batch": args.batch, "data": str(args.data), "format": fmt,
+            summary |= {"sequential": t, "batch": args.batch, "layer": args.layer, "layers": args.layers,
+                        "data": str(args.data), "format": fmt,
                         "model": info.model, "server_peak_rss_mb": None if server is None else peak_rss_mb(server.pid)}
             summaries.append(summary)
             all_results.append((t, results))

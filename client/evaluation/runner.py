@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from client import EditcacheClient, EditInput, GenerationOptions, ParametricProgress, ServerInfo
+from client import EditcacheClient, EditInput, GenerationOptions, ParametricOptions, ParametricProgress, ServerInfo
 from client.errors import InvalidArgument
 from editdata.cases import Case, EditedFacts, Probe
 from editdata.metrics import agreement, exact_match, ngram_entropy, token_accuracy
@@ -55,6 +55,7 @@ class EvalSettings:
     # Parametric methods: edits per ApplyParametric call, in order (MEMIT and AlphaEdit write each call's edits at
     # once; ROME, FT and GRACE one after another either way); None: all of a block's edits in one call.
     batch: int | None = None
+    parametric: ParametricOptions = ParametricOptions()  # e.g. the layers; the server's defaults otherwise
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_ROUTES:
@@ -177,7 +178,7 @@ class Evaluator:
             call = edit_ids[start : start + step]
             started = time.perf_counter()
             self._client.apply_parametric(self._settings.method, call, namespace=self._namespace,
-                                          on_progress=on_parametric)
+                                          options=self._settings.parametric, on_progress=on_parametric)
             self.apply_seconds.append(time.perf_counter() - started)
             self.applied_edits += len(call)
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from client import EditInput, GenerationOptions, ParametricProgress
+from client import EditInput, GenerationOptions, ParametricOptions, ParametricProgress
+from client.evaluation.cli import build_parser
 from client.evaluation.report import markdown_table, summarize
 from client.evaluation.runner import BaselineCache, EvalSettings, Evaluator
 from editdata.cases import Case, EditFact, Probe
@@ -34,6 +35,7 @@ class RecordingClient:
     baked: list[str] = field(default_factory=list)  # in the model now, in the order written
     prompts: dict[str, str] = field(default_factory=dict)  # edit id → its prompt
     probed_with: dict[str, tuple[str, ...]] = field(default_factory=dict)  # probe prompt → baked prompts then
+    options: list[ParametricOptions] = field(default_factory=list)  # each apply call's
 
     def add_edits(self, specs: Sequence[EditInput], namespace: str) -> list[SimpleNamespace]:
         records = []
@@ -44,9 +46,10 @@ class RecordingClient:
         self.events.append(("add", [r.id for r in records]))
         return records
 
-    def apply_parametric(self, method: str, edit_ids: Sequence[str], namespace: str,
+    def apply_parametric(self, method: str, edit_ids: Sequence[str], namespace: str, options: ParametricOptions,
                          on_progress: Callable[[ParametricProgress], None] | None = None) -> None:
         self.events.append(("apply", list(edit_ids)))
+        self.options.append(options)
         self.baked += edit_ids
 
     def rollback_parametric(self, edit_id: str, namespace: str) -> None:
@@ -71,10 +74,11 @@ class RecordingClient:
                                gate_score=0.0, timings_ms={"total": 1.0}, abstained=False)
 
 
-def run(method: str, sequential: int, batch: int | None, n: int = 5) -> tuple[RecordingClient, Evaluator, list]:
+def run(method: str, sequential: int, batch: int | None, n: int = 5,
+        parametric: ParametricOptions | None = None) -> tuple[RecordingClient, Evaluator, list]:
     client = RecordingClient()
-    evaluator = Evaluator(client, EvalSettings(method, sequential=sequential, batch=batch),  # type: ignore[arg-type]
-                          BaselineCache(None))
+    settings = EvalSettings(method, sequential=sequential, batch=batch, parametric=parametric or ParametricOptions())
+    evaluator = Evaluator(client, settings, BaselineCache(None))  # type: ignore[arg-type]
     return client, evaluator, evaluator.run([case(i) for i in range(n)])
 
 
@@ -127,3 +131,11 @@ def test_the_summary_gives_the_time_per_edit_written() -> None:
 def test_a_batch_below_one_is_refused(batch: int) -> None:
     with pytest.raises(ValueError, match="batch"):
         EvalSettings("memit", sequential=10, batch=batch)
+
+
+def test_the_parametric_options_given_reach_every_apply_call() -> None:
+    layers = ParametricOptions(layers=(12,))
+    client, _, _ = run("alphaedit", sequential=5, batch=2, parametric=layers)
+    assert client.options == [layers] * 3
+    args = build_parser().parse_args(["--data", "x.json", "--method", "alphaedit", "--layers", "8", "9"])
+    assert (args.layer, args.layers) == (None, [8, 9])
