@@ -129,9 +129,9 @@ class GenerationOptions:
 class ParametricOptions:
     """How `apply_parametric` edits the weights; None (and empty) take the server's defaults for the model.
 
-    `layer` is ROME's, FT's and GRACE's, `layers` MEMIT's and AlphaEdit's; `mom2_weight` is MEMIT's λ,
-    `norm_constraint` FT's largest change of one weight, `null_space_cutoff` AlphaEdit's eigenvalue cut-off in
-    (0, 1], `deferral_radius` GRACE's ε as a share of the key's norm, in (0, 10].
+    `layer` is ROME's, FT's, GRACE's and WISE's (T-Patcher's and CaliNET's: whose FFN), `layers` MEMIT's and
+    AlphaEdit's; `mom2_weight` is MEMIT's λ, `norm_constraint` FT's largest change of one weight, `null_space_cutoff`
+    AlphaEdit's eigenvalue cut-off in (0, 1], `deferral_radius` GRACE's ε as a share of the key's norm, in (0, 10].
     """
 
     layer: int | None = None

@@ -58,7 +58,7 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
                         "AlphaEdit write a call's edits at once; ROME, FT and GRACE one after another either way); "
                         "default: all of a block's edits in one call")
     parser.add_argument("--layer", type=int, help="parametric methods that edit one layer (ROME, FT, GRACE, "
-                        "T-Patcher, CaliNET): that layer (default: the server's for the model)")
+                        "T-Patcher, CaliNET, WISE): that layer (default: the server's for the model)")
     parser.add_argument("--layers", type=int, nargs="+", default=[], help="MEMIT and AlphaEdit: the layers, e.g. "
                         "8 9 10, or 12 (AlphaEdit's projection on ROME's one layer); default: the server's")
     parser.add_argument("--fluency", action="store_true", help="also generate 32 tokens per case for n-gram entropy")

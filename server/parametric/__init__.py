@@ -10,6 +10,7 @@
     kn           KN: knowledge neurons found by integrated gradients, their value vectors moved to the new answer
     tpatcher     T-Patcher: one trained neuron per edit beside an FFN, firing on the edit's inputs only
     calinet      CaliNET: a few calibration slots per edit beside an FFN (T-Patcher's neurons, trained as the paper)
+    wise         WISE: a side memory beside one MLP (edited in shards, merged), chosen per position by a router
     mend         MEND: a trained editor network maps the edit's gradient at the last MLPs to their update
     memory_subjects  real subjects asked each question of a training file, for T-Patcher's memory (shipped table)
     layers       the layers each kind of method edits by default, per model

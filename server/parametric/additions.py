@@ -1,5 +1,5 @@
-"""State that edits add beside a module instead of changing its weight: GRACE's codebook entries and T-Patcher's
-neurons today; made for CaliNET's calibration slots and WISE's side memory as well.
+"""State that edits add beside a module instead of changing its weight: GRACE's codebook entries, T-Patcher's
+neurons, CaliNET's calibration slots and WISE's side memory.
 
 An edit's `Addition` is a few named tensors attached to one module under a kind (the method that reads them).
 A kind's `StateBuilder` turns the module's additions, in the order they were made, into the `AddedState` a

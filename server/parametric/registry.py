@@ -14,10 +14,11 @@ from server.parametric.mend import Mend
 from server.parametric.method import EditMethod
 from server.parametric.rome import Rome
 from server.parametric.tpatcher import Neurons, TPatcher
+from server.parametric.wise import SideMemory, Wise
 
 METHODS: dict[str, EditMethod] = {
-    m.name: m for m in (Rome(), Memit(), FineTune(), AlphaEdit(), Grace(), Kn(), TPatcher(), Mend(), CaliNet())
+    m.name: m for m in (Rome(), Memit(), FineTune(), AlphaEdit(), Grace(), Kn(), TPatcher(), Mend(), CaliNet(), Wise())
 }
 # CaliNET's slots are T-Patcher's neurons, several per edit: one state serves both.
 ADDED_STATE: dict[str, StateBuilder] = {Grace.name: Codebook.build, TPatcher.name: Neurons.build,
-                                        CaliNet.name: Neurons.build}
+                                        CaliNet.name: Neurons.build, Wise.name: SideMemory.build}
