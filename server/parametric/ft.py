@@ -17,7 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from server.models.arch import ArchTemplate
 from server.parametric.deltas import WeightDelta
 from server.parametric.layers import LayerDefaults
-from server.parametric.method import MethodContext, MethodRequest, one_at_a_time
+from server.parametric.method import MethodContext, MethodRequest, one_at_a_time, with_request
 from server.parametric.prompts import build_batch
 from server.parametric.targets import Progress, answer_nll
 from server.types import Edit
@@ -79,9 +79,7 @@ class FineTune:
     def compute(
         self, context: MethodContext, request: MethodRequest, edits: Sequence[Edit]
     ) -> Generator[Progress, None, list[WeightDelta]]:
-        changes = {k: v for k, v in (("steps", request.steps), ("lr", request.lr),
-                                     ("norm_constraint", request.norm_constraint)) if v is not None}
-        options = FtOptions(layer=context.layers[0], **changes)  # type: ignore[arg-type]
+        options = with_request(FtOptions(layer=context.layers[0]), request, "steps", "lr", "norm_constraint")
         return (yield from one_at_a_time(
             context, edits, lambda edit: fine_tune(context.model, context.tokenizer, context.arch, edit, options)
         ))

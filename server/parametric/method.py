@@ -9,8 +9,8 @@ rollback are the same for every method (changes are applied in order, or left ou
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -23,9 +23,13 @@ from server.parametric.prompts import EditPrompts
 from server.parametric.targets import Progress, ValueOptions
 from server.types import Edit
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 T = TypeVar("T")
 Change = WeightDelta | Addition
 C = TypeVar("C", bound=Change)
+Options = TypeVar("Options", bound="DataclassInstance")
 
 
 @dataclass(frozen=True)
@@ -85,12 +89,15 @@ class EditMethod(Protocol):
         ...
 
 
+def with_request(options: Options, request: MethodRequest, *fields: str) -> Options:
+    """`options` (a dataclass) with each of `fields` the request sets (not None) taken from the request."""
+    changes = {f: getattr(request, f) for f in fields if getattr(request, f) is not None}
+    return replace(options, **changes)
+
+
 def value_options(request: MethodRequest) -> ValueOptions:
     """The value optimisation's options (ROME, MEMIT, AlphaEdit) with the request's changes."""
-    given = (("steps", request.steps), ("lr", request.lr), ("continuation_tokens", request.continuation_tokens),
-             ("continuation_factor", request.continuation_factor))
-    changes = {k: v for k, v in given if v is not None}
-    return ValueOptions(**changes)  # type: ignore[arg-type]
+    return with_request(ValueOptions(), request, "steps", "lr", "continuation_tokens", "continuation_factor")
 
 
 def layer_moments(context: MethodContext) -> Generator[Progress, None, dict[int, torch.Tensor]]:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -43,7 +43,7 @@ from server.models.arch import ArchTemplate, num_layers
 from server.parametric.additions import Act, Addition
 from server.parametric.layers import LayerDefaults
 from server.parametric.memory_subjects import SubjectTable, shipped_subjects
-from server.parametric.method import MethodContext, MethodRequest, one_at_a_time
+from server.parametric.method import MethodContext, MethodRequest, one_at_a_time, with_request
 from server.parametric.prompts import EditPrompts, PromptBatch, build_batch
 from server.parametric.tap import recording
 from server.parametric.targets import Progress, answer_nll, forward
@@ -327,8 +327,7 @@ class TPatcher:
         self, context: MethodContext, request: MethodRequest, edits: Sequence[Edit]
     ) -> Generator[Progress, None, list[Addition]]:
         (layer,) = context.layers
-        changes = {k: v for k, v in (("steps", request.steps), ("lr", request.lr)) if v is not None}
-        options = replace(self.options, **changes)  # type: ignore[arg-type]
+        options = with_request(self.options, request, "steps", "lr")
         subjects = shipped_subjects() if self.subjects is None else self.subjects
         return (yield from one_at_a_time(context, edits, lambda edit: train_neurons(
             context.model, context.tokenizer, context.arch, edit, layer, context.prompts[edit.id], options, subjects,

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +61,7 @@ from server.models.arch import ArchTemplate
 from server.parametric.additions import Act, Addition
 from server.parametric.layers import LayerDefaults
 from server.parametric.memory_subjects import SubjectTable, shipped_subjects
-from server.parametric.method import MethodContext, MethodRequest, one_at_a_time
+from server.parametric.method import MethodContext, MethodRequest, one_at_a_time, with_request
 from server.parametric.prompts import EditPrompts, build_batch
 from server.parametric.targets import Progress, answer_nll, continue_greedily, forward
 from server.parametric.tpatcher import memory_inputs, module_io
@@ -307,8 +307,7 @@ class Wise:
         self, context: MethodContext, request: MethodRequest, edits: Sequence[Edit]
     ) -> Generator[Progress, None, list[Addition]]:
         (layer,) = context.layers
-        changes = {k: v for k, v in (("steps", request.steps), ("lr", request.lr)) if v is not None}
-        options = replace(self.options, **changes)  # type: ignore[arg-type]
+        options = with_request(self.options, request, "steps", "lr")
         subjects = shipped_subjects() if self.subjects is None else self.subjects
         name = context.arch.mlp_out.format(layer)
 
