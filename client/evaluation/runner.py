@@ -29,8 +29,8 @@ from editdata.cases import Case, EditedFacts, Probe
 from editdata.metrics import agreement, exact_match, ngram_entropy, token_accuracy
 
 # method → the route requests force (None: the gate decides).
-# Parametric methods write the edits into the weights (GRACE, T-Patcher: state beside them), which every route then
-# uses; "base" measures them alone (an answer a GRACE entry or T-Patcher neuron changed reports route parametric).
+# Parametric methods write the edits into the weights (GRACE, T-Patcher, CaliNET, WISE: state beside them), which
+# every route then uses; "base" measures them alone (an answer that state changed reports route parametric).
 PARAMETRIC_METHODS = ("rome", "memit", "alphaedit", "ft", "grace", "tpatcher", "kn", "mend", "calinet", "wise")
 METHOD_ROUTES: dict[str, str | None] = {
     "base": "base", "gate": None, "prompt": "prompt", "ike": "ike", "counterfactual": "counterfactual",

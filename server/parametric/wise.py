@@ -241,7 +241,8 @@ def train_side_memory(
     reads_answer = torch.zeros_like(extended.attention_mask, dtype=torch.bool)
     reads_answer[rows, rewrite.answer_positions] = True  # (n, seq): the prompt's last token and the answer's
     edit_inputs = inputs[reads_answer].float()  # (p, d_in)
-    own_prompt = inputs[0][reads_answer[0]].float()  # value[0] is the edit's prompt without a prefix
+    own_prompt = inputs[0][reads_answer[0]].float()  # (t, d_in): value[0] is the edit's prompt without a prefix
+    key = own_prompt[0]  # (d_in,) at that prompt's last token, the first position that reads the answer
     scale = float(outputs[reads_answer].float().norm(dim=-1).mean())
     others = subjects.draw(edit.prompt, edit.subject, options.memory_subjects)
     memory = torch.cat([memory_inputs(model, tokenizer, module, edit, prompts, others),  # (m, d_in)
@@ -253,14 +254,14 @@ def train_side_memory(
 
     earlier = torch.stack([a.tensors["key"] for a in attached]) if attached else torch.zeros(0, shape[1])
 
-    def side_delta() -> torch.Tensor:
-        """ΔW with this edit's change added: as SideMemory.build will merge it while the shards are disjoint."""
-        return before + torch.zeros(shape[0] * shape[1]).index_add(0, entries, change).reshape(shape)
+    def own_change() -> torch.Tensor:
+        """What this edit adds to ΔW (d_out, d_in): SideMemory.build merges it so while the shards are disjoint."""
+        return torch.zeros(shape[0] * shape[1]).index_add(0, entries, change).reshape(shape)
 
     for step in range(options.steps):
         optimiser.zero_grad()
-        delta = side_delta()
-        mine = delta - before  # what this edit changes in ΔW
+        mine = own_change()
+        delta = before + mine
         with side_memory_everywhere(module, delta):
             nll = answer_nll(forward(model, rewrite, rewrite.answer_positions), rewrite.answer_ids)
         edit_scores, memory_scores = routing_scores(edit_inputs, delta), routing_scores(memory, delta)
@@ -273,11 +274,9 @@ def train_side_memory(
         optimiser.step()
 
     with torch.no_grad():
-        reached = float(routing_scores(own_prompt, side_delta()).min())
-    plain = build_batch(tokenizer, [edit.prompt], edit.subject)
-    key = module_io(model, module, plain)[0][0, int(plain.attention_mask.sum()) - 1]  # (d_in,)
+        reached = float(routing_scores(own_prompt, before + own_change()).min())
     tensors = {"change": change.detach(), "shard": torch.tensor([shard[0]]),
-               "mask_ratio": torch.tensor([options.mask_ratio]), "shape": torch.tensor(shape), "key": key.float(),
+               "mask_ratio": torch.tensor([options.mask_ratio]), "shape": torch.tensor(shape), "key": key,
                "threshold": torch.tensor([options.act_ratio * reached])}
     return Addition(edit.id, name, KIND, tensors)
 
