@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Trains MEND's editor network (server/parametric/mend.py) for one model, on train files only.
+"""Trains MEND's editor network (server/parametric/mend.py), or KE's (--method ke, server/parametric/ke.py), for one
+model, on train files only, with one objective for both.
 
 Edits come from counterfact/train.json, zsre/train-1k.json and knowedit/*_train.json (../shared/data); each
 example is one edit (its prompt and new answer), its equivalents (the prompt and one paraphrase, new answer) and
@@ -13,6 +14,7 @@ mend.safetensors) and metrics.json are written at the end. On one niced CPU core
 down-projections, rank 64) a step takes about a second: see docs/BENCHMARKS.md for the run's time.
 
     OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python scripts/train_mend.py --steps 3000
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python scripts/train_mend.py --method ke --steps 3000
     scripts/train_mend.py --steps 0              # scores the held-out cases with the artifact's state (resumes)
 """
 
@@ -39,9 +41,12 @@ from editdata.readers import load_cases  # noqa: E402
 from server.config import default_cache_dir  # noqa: E402
 from server.models.arch import ArchTemplate, num_layers  # noqa: E402
 from server.models.load import load_model  # noqa: E402
+from server.parametric.ke import KnowledgeEditor  # noqa: E402
 from server.parametric.mend import (  # noqa: E402
+    ARTIFACTS,
     EDITED_LAYERS,
     EditorNetwork,
+    GradientEditor,
     MendConfig,
     TrainingExample,
     gradient_factors,
@@ -93,7 +98,10 @@ def short_enough(tokenizer: object, sample: Sample, max_tokens: int) -> bool:
     return all(len(tokenizer(t)["input_ids"]) + 4 <= max_tokens for t in texts)  # type: ignore[operator]
 
 
-def score(model: torch.nn.Module, arch: ArchTemplate, network: EditorNetwork | None, samples: list[Sample],
+NETWORKS: dict[str, type[GradientEditor]] = {"mend": EditorNetwork, "ke": KnowledgeEditor}
+
+
+def score(model: torch.nn.Module, arch: ArchTemplate, network: GradientEditor | None, samples: list[Sample],
           tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
     """Mean teacher-forced reliability, generalization and locality over `samples`, one edit at a time (`network`
     None: the unedited model's scores)."""
@@ -103,7 +111,7 @@ def score(model: torch.nn.Module, arch: ArchTemplate, network: EditorNetwork | N
                      / max(1, sum(not math.isnan(r[k]) for r in rows)), 4) for k in rows[0]}
 
 
-def fixture_scores(model: torch.nn.Module, arch: ArchTemplate, network: EditorNetwork,
+def fixture_scores(model: torch.nn.Module, arch: ArchTemplate, network: GradientEditor,
                    tokenizer: PreTrainedTokenizerBase) -> list[dict[str, float]]:
     """Per-case scores of tests/fixtures/eval/counterfact_flat.json, which tests/e2e/test_mend_gemma.py reproduces."""
     records = json.loads(FIXTURE.read_text())
@@ -114,14 +122,15 @@ def fixture_scores(model: torch.nn.Module, arch: ArchTemplate, network: EditorNe
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", choices=sorted(NETWORKS), default="mend")
     parser.add_argument("--model", default="gemma-3-270m")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "mend" / "gemma-3-270m")
+    parser.add_argument("--out", type=Path, default=None, help="default: artifacts/METHOD/MODEL")
     parser.add_argument("--steps", type=int, default=3000, help="total training steps (one edit each)")
-    parser.add_argument("--rank", type=int, default=64)
+    parser.add_argument("--rank", type=int, default=64, help="MEND's low rank; KE's conditioner width")
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam's step for the editor network")
     parser.add_argument("--lr-lr", type=float, default=1e-2, help="Adam's step for log α per layer")
-    parser.add_argument("--edit-lr", type=float, default=1e-4, help="α's starting value")
+    parser.add_argument("--edit-lr", type=float, default=1e-4, help="MEND: α's starting value; KE: its largest step")
     parser.add_argument("--c-edit", type=float, default=1.0)
     parser.add_argument("--c-loc", type=float, default=1.0)
     parser.add_argument("--max-tokens", type=int, default=40, help="skip samples with longer prompts")
@@ -134,6 +143,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    args.out = args.out or ARTIFACTS / args.method / args.model
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
@@ -150,11 +160,11 @@ def main() -> None:
     weight: torch.Tensor = model.get_submodule(modules[0]).weight  # type: ignore[assignment]
     d_out, d_in = weight.shape if loaded.arch.out_features_first else weight.shape[::-1]
     config = MendConfig(loaded.fingerprint.current, str(model.config.model_type), modules, layers, int(d_in),
-                        int(d_out), args.rank, args.edit_lr)
-    network = EditorNetwork(config)
-    optimiser = torch.optim.Adam([
+                        int(d_out), args.rank, args.edit_lr, args.method)
+    network = NETWORKS[args.method](config)  # type: ignore[call-arg]
+    optimiser = torch.optim.Adam([  # MEND's log α steps faster than the network
         {"params": [p for n, p in network.named_parameters() if n != "log_lr"], "lr": args.lr},
-        {"params": [network.log_lr], "lr": args.lr_lr},
+        {"params": [p for n, p in network.named_parameters() if n == "log_lr"], "lr": args.lr_lr},
     ])
     checkpoint = args.out / "checkpoint.pt"
     step, seconds, before = 0, 0.0, None
@@ -164,7 +174,8 @@ def main() -> None:
         optimiser.load_state_dict(state["optimiser"])
         step, seconds, before = state["step"], state["seconds"], state["before"]
         print(f"resumed at step {step} ({seconds:.0f} s trained)", file=sys.stderr)
-    if step == 0 and int(network.count.min()) == 0:  # standardisation needs statistics before the first update
+    if isinstance(network, EditorNetwork) and step == 0 and int(network.count.min()) == 0:
+        # MEND standardises its input: running statistics before the first update (KE reads the gradient as it is)
         for sample in tqdm(train[-args.stats_warmup :], desc="gradient statistics"):
             ex = example(tokenizer, sample)
             factors = gradient_factors(model, config.modules, ex.edit)
@@ -183,7 +194,7 @@ def main() -> None:
         tmp.replace(checkpoint)
 
     recent: list[tuple[float, float]] = []
-    with tqdm(total=args.steps, initial=min(step, args.steps), desc="MEND") as bar:
+    with tqdm(total=args.steps, initial=min(step, args.steps), desc=args.method.upper()) as bar:
         while step < args.steps and (args.max_minutes is None or seconds < 60 * args.max_minutes):
             started = time.perf_counter()
             sample = train[step % len(train)]
@@ -199,7 +210,8 @@ def main() -> None:
             bar.update(1)
             bar.set_postfix(edit=f"{sum(e for e, _ in recent) / len(recent):.3f}",
                             loc=f"{sum(c for _, c in recent) / len(recent):.4f}",
-                            lr=f"{float(network.log_lr.exp().mean()):.2e}")
+                            **({"lr": f"{float(network.log_lr.exp().mean()):.2e}"}
+                               if isinstance(network, EditorNetwork) else {}))
             if step % args.checkpoint_every == 0:
                 save_checkpoint()
     save_checkpoint()

@@ -31,7 +31,7 @@ from editdata.metrics import agreement, exact_match, ngram_entropy, token_accura
 # method → the route requests force (None: the gate decides).
 # Parametric methods write the edits into the weights (GRACE, T-Patcher, CaliNET, WISE: state beside them), which
 # every route then uses; "base" measures them alone (an answer that state changed reports route parametric).
-PARAMETRIC_METHODS = ("rome", "memit", "alphaedit", "ft", "grace", "tpatcher", "kn", "mend", "calinet", "wise")
+PARAMETRIC_METHODS = ("rome", "memit", "alphaedit", "ft", "grace", "tpatcher", "kn", "mend", "ke", "calinet", "wise")
 METHOD_ROUTES: dict[str, str | None] = {
     "base": "base", "gate": None, "prompt": "prompt", "ike": "ike", "counterfactual": "counterfactual",
     **dict.fromkeys(PARAMETRIC_METHODS, "base"),

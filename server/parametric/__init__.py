@@ -12,6 +12,7 @@
     calinet      CaliNET: a few calibration slots per edit beside an FFN (T-Patcher's neurons, trained as the paper)
     wise         WISE: a side memory beside one MLP (edited in shards, merged), chosen per position by a router
     mend         MEND: a trained editor network maps the edit's gradient at the last MLPs to their update
+    ke           KE: MEND's predecessor, an editor network conditioned on the edit's tokens re-weights that gradient
     memory_subjects  real subjects asked each question of a training file, for T-Patcher's memory (shipped table)
     layers       the layers each kind of method edits by default, per model
     prompts      the token batches an edit is computed from (prefixed prompts, subject and answer positions)

@@ -44,7 +44,8 @@ from server.parametric.prompts import answer_token_ids
 from server.parametric.targets import Progress
 from server.types import Edit
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "artifacts" / "mend"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"  # a trained editor is in ARTIFACTS/<method>/<name>/
+DEFAULT_DIR = ARTIFACTS / "mend"
 MANIFEST = "mend.json"
 WEIGHTS = "mend.safetensors"
 EDITED_LAYERS = 3  # the paper edits the MLPs of the last three blocks
@@ -154,7 +155,38 @@ def gradient_from_factors(u: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return delta.T @ u
 
 
+@dataclass(frozen=True)
+class EditReading:
+    """What an editor network reads of one edit: its gradient's factors and its tokens."""
+
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor]]  # module → (u (m, d_in), δ (m, d_out))
+    tokens: torch.Tensor  # (seq, d_model) the edit row's input embeddings (KE conditions on them; MEND does not)
+
+
+def read_edit(model: PreTrainedModel | nn.Module, modules: Sequence[str], edit: TokenBatch) -> EditReading:
+    """The gradient's factors of the one-row batch `edit` and the embeddings of its real tokens, detached."""
+    embed: nn.Module = model.get_input_embeddings()  # type: ignore[operator,assignment]
+    with torch.no_grad():
+        tokens = embed(edit.input_ids[0][edit.attention_mask[0].bool()]).float()  # (seq, d_model)
+    return EditReading(gradient_factors(model, modules, edit), tokens)
+
+
 # --- the editor network ----------------------------------------------------------------------------------------
+
+
+class GradientEditor(nn.Module):
+    """A trained network that maps an edit's reading at one edited layer to its update as factors (A (r, d_out),
+    B (r, d_in)), ΔW = Aᵀ B; MEND's (below) and KE's (ke.py)."""
+
+    config: MendConfig
+    family: str  # what the manifest records (MendConfig.family)
+
+    def observe(self, layer: int, u: torch.Tensor, delta: torch.Tensor) -> None:
+        """Adds training gradients to running statistics, for a network that standardises its input; else nothing."""
+
+    def update(self, layer: int, u: torch.Tensor, delta: torch.Tensor,
+               tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -167,12 +199,15 @@ class MendConfig:
     layers: tuple[int, ...]
     d_in: int
     d_out: int
-    rank: int = 64
-    edit_lr: float = 1e-4  # α's starting value
+    rank: int = 64  # MEND: the blocks' low rank; KE: its conditioners' hidden width
+    edit_lr: float = 1e-4  # MEND: α's starting value; KE: the largest step (σ(η) scales it)
+    family: str = "mend"  # which network the artifact holds: "mend", or "ke" (server/parametric/ke.py)
 
 
-class EditorNetwork(nn.Module):
+class EditorNetwork(GradientEditor):
     """g: (u, δ) → (ũ, δ̃) for every edited layer of one shape; `layer` is the index into MendConfig.modules."""
+
+    family = "mend"
 
     count: torch.Tensor  # (n,) rows observed per layer
     mean: torch.Tensor  # (n, dim)
@@ -228,38 +263,37 @@ class EditorNetwork(nn.Module):
     def step_size(self, layer: int) -> torch.Tensor:
         return self.log_lr[layer].exp()
 
-
-def update_factors(
-    network: EditorNetwork, layer: int, u: torch.Tensor, delta: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The update −α Σ_i δ̃_i ũ_iᵀ as factors (A (m, d_out), B (m, d_in)), ΔW = Aᵀ B (d_out, d_in)."""
-    u_new, delta_new = network(layer, u, delta)
-    return -network.step_size(layer) * delta_new, u_new
+    def update(self, layer: int, u: torch.Tensor, delta: torch.Tensor,
+               tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The update −α Σ_i δ̃_i ũ_iᵀ as factors (A (m, d_out), B (m, d_in)), ΔW = Aᵀ B (d_out, d_in)."""
+        u_new, delta_new = self(layer, u, delta)
+        return -self.step_size(layer) * delta_new, u_new
 
 
 def edited_weights(
-    model: nn.Module, arch: ArchTemplate, network: EditorNetwork, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    model: nn.Module, arch: ArchTemplate, network: GradientEditor, reading: EditReading
 ) -> dict[str, torch.Tensor]:
     """Each edited module's weight plus its update, differentiable in the network (training); parameter name →
     tensor in the module's own layout (Conv1D stores (d_in, d_out))."""
     weights = {}
     for layer, name in enumerate(network.config.modules):
-        a, b = update_factors(network, layer, *factors[name])
+        a, b = network.update(layer, *reading.factors[name], reading.tokens)
         change = a.T @ b  # (d_out, d_in)
         weight: torch.Tensor = model.get_submodule(name).weight  # type: ignore[assignment]
         weights[f"{name}.weight"] = weight + (change if arch.out_features_first else change.T).to(weight.dtype)
     return weights
 
 
-def mend_deltas(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, network: EditorNetwork, edit: Edit
+def editor_deltas(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, network: GradientEditor, edit: Edit
 ) -> list[WeightDelta]:
-    """One rank-one delta per edited module and token position of the edit's prompt and new answer."""
-    factors = gradient_factors(model, network.config.modules, token_batch(tokenizer, [(edit.prompt, edit.target_new)]))
+    """One rank-one delta per edited module and row of its update's factors (MEND: one per token position of the
+    edit's prompt and new answer; KE: one more)."""
+    reading = read_edit(model, network.config.modules, token_batch(tokenizer, [(edit.prompt, edit.target_new)]))
     deltas = []
     with torch.no_grad():
         for layer, name in enumerate(network.config.modules):
-            a, b = update_factors(network, layer, *factors[name])  # (m, d_out), (m, d_in)
+            a, b = network.update(layer, *reading.factors[name], reading.tokens)  # (r, d_out), (r, d_in)
             deltas += [WeightDelta(edit.id, name, a[i].clone(), b[i].clone()) for i in range(a.shape[0])]
     return deltas
 
@@ -287,7 +321,7 @@ def training_example(
 
 
 def teacher_forced_scores(
-    model: nn.Module, arch: ArchTemplate, network: EditorNetwork | None, example: TrainingExample
+    model: nn.Module, arch: ArchTemplate, network: GradientEditor | None, example: TrainingExample
 ) -> dict[str, float]:
     """With the example's edit in place (`network` None: unedited), the share of the new answer's tokens predicted
     by argmax after the prompt (reliability) and after the paraphrases (generalization; NaN without one), and the
@@ -296,9 +330,9 @@ def teacher_forced_scores(
         before = answer_logits(model, example.unrelated).argmax(-1)  # (n, t)
     weights = None
     if network is not None:
-        factors = gradient_factors(model, network.config.modules, example.edit)
+        reading = read_edit(model, network.config.modules, example.edit)
         with torch.no_grad():
-            weights = edited_weights(model, arch, network, factors)
+            weights = edited_weights(model, arch, network, reading)
     with torch.no_grad():
         equivalent = example.equivalent
         hit = answer_logits(model, equivalent, weights).argmax(-1) == equivalent.answer_ids  # (n, t)
@@ -320,18 +354,18 @@ def kl_to(original: torch.Tensor, logits: torch.Tensor, batch: TokenBatch) -> to
 
 
 def training_losses(
-    model: nn.Module, arch: ArchTemplate, network: EditorNetwork, example: TrainingExample, observe: bool = True
+    model: nn.Module, arch: ArchTemplate, network: GradientEditor, example: TrainingExample, observe: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(L_edit, L_loc) of one example, differentiable in the network: the new answer's NLL on the equivalent rows and
     KL(unedited ‖ edited) on the unrelated rows, both with the editor's update in place. `observe` first adds the
     edit's gradient factors to the network's running statistics."""
-    factors = gradient_factors(model, network.config.modules, example.edit)
+    reading = read_edit(model, network.config.modules, example.edit)
     if observe:
         for layer, name in enumerate(network.config.modules):
-            network.observe(layer, *factors[name])
+            network.observe(layer, *reading.factors[name])
     with torch.no_grad():
         original = torch.log_softmax(answer_logits(model, example.unrelated).float(), dim=-1)  # (n, t, vocab)
-    weights = edited_weights(model, arch, network, factors)
+    weights = edited_weights(model, arch, network, reading)
     edit_loss = answer_loss(answer_logits(model, example.equivalent, weights), example.equivalent)
     loc_loss = kl_to(original, answer_logits(model, example.unrelated, weights), example.unrelated)
     return edit_loss, loc_loss
@@ -340,7 +374,7 @@ def training_losses(
 # --- the artifact ----------------------------------------------------------------------------------------------
 
 
-def save_artifact(network: EditorNetwork, directory: Path, extra: dict[str, object] | None = None) -> None:
+def save_artifact(network: GradientEditor, directory: Path, extra: dict[str, object] | None = None) -> None:
     """Writes the manifest and the weights (atomically each: a reader sees the old or the new file)."""
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous() for k, v in network.state_dict().items()}
@@ -360,9 +394,14 @@ def read_config(directory: Path) -> MendConfig:
     return MendConfig(**known | {"modules": tuple(known["modules"]), "layers": tuple(known["layers"])})
 
 
-def load_artifact(directory: Path) -> EditorNetwork:
-    """The editor in `directory`, in float32 (it may be stored narrower)."""
-    network = EditorNetwork(read_config(directory))
+def load_artifact(directory: Path, network_class: type[GradientEditor] = EditorNetwork) -> GradientEditor:
+    """The editor in `directory`, in float32 (it may be stored narrower); its manifest must name the class's
+    family."""
+    config = read_config(directory)
+    family = getattr(network_class, "family", "mend")
+    if config.family != family:
+        raise FailedPrecondition(f"{directory} holds a {config.family} editor, not a {family} one")
+    network = network_class(config)  # type: ignore[call-arg]
     tensors = load_file(str(directory / WEIGHTS))
     network.load_state_dict({k: v.float() for k, v in tensors.items()})
     return network.eval().requires_grad_(False)
@@ -374,7 +413,7 @@ def served_by(fingerprint: str, model_id: str) -> bool:
     return model_id == fingerprint or model_id.startswith(fingerprint + "-")
 
 
-def find_artifact(root: Path, model_id: str) -> Path:
+def find_artifact(root: Path, model_id: str, method: str = "mend") -> Path:
     """The artifact directory under `root` trained on the served weights; FailedPrecondition naming what exists."""
     found = sorted(p.parent for p in root.glob(f"*/{MANIFEST}")) if root.exists() else []
     for directory in found:
@@ -382,20 +421,22 @@ def find_artifact(root: Path, model_id: str) -> Path:
             return directory
     others = ", ".join(f"{d.name} ({read_config(d).model_fingerprint})" for d in found) or "none"
     raise FailedPrecondition(
-        f"MEND needs an editor network trained on the served model ({model_id}); {root} holds {others}. Train one "
-        "with scripts/train_mend.py"
+        f"{method.upper()} needs an editor network trained on the served model ({model_id}); {root} holds {others}. "
+        f"Train one with scripts/train_mend.py --method {method}"
     )
 
 
 class Mend:
-    """One edit at a time, each computed with the earlier ones in place, at the layers its artifact was trained for."""
+    """One edit at a time, each computed with the earlier ones in place, at the layers its artifact was trained for.
+    KE (ke.py) is the same method with another network."""
 
     name = "mend"
     batched = False
+    network_class: type[GradientEditor] = EditorNetwork
 
-    def __init__(self, root: Path = DEFAULT_DIR) -> None:
-        self._root = root
-        self._loaded: dict[Path, EditorNetwork] = {}  # read once per method instance, not per edit
+    def __init__(self, root: Path | None = None) -> None:
+        self._root = root or ARTIFACTS / self.name
+        self._loaded: dict[Path, GradientEditor] = {}  # read once per method instance, not per edit
 
     def edited_layers(self, request: MethodRequest, defaults: LayerDefaults) -> tuple[int, ...]:
         """The last three layers: the artifact fixes them, and `compute` checks that it matches."""
@@ -405,13 +446,13 @@ class Mend:
         given = [k for k, v in asdict(request).items()
                  if k not in ("method", "in_gate") and v not in (None, ())]
         if given:
-            raise InvalidArgument(f"MEND takes no options (its trained editor fixes its layers and step); "
-                                  f"remove {', '.join(given)}")
+            raise InvalidArgument(f"{self.name.upper()} takes no options (its trained editor fixes its layers and "
+                                  f"step); remove {', '.join(given)}")
 
-    def network(self, model_id: str) -> EditorNetwork:
-        directory = find_artifact(self._root, model_id)
+    def network(self, model_id: str) -> GradientEditor:
+        directory = find_artifact(self._root, model_id, self.name)
         if directory not in self._loaded:
-            self._loaded[directory] = load_artifact(directory)
+            self._loaded[directory] = load_artifact(directory, self.network_class)
         return self._loaded[directory]
 
     def compute(
@@ -420,12 +461,13 @@ class Mend:
         network = self.network(context.model_id)
         expected = tuple(context.arch.mlp_out.format(i) for i in context.layers)
         if network.config.modules != expected:
-            raise FailedPrecondition(f"the MEND editor edits {', '.join(network.config.modules)}, but this model's "
-                                     f"last layers are {', '.join(expected)}; retrain it with scripts/train_mend.py")
+            raise FailedPrecondition(f"the {self.name.upper()} editor edits {', '.join(network.config.modules)}, "
+                                     f"but this model's last layers are {', '.join(expected)}; retrain it with "
+                                     f"scripts/train_mend.py --method {self.name}")
 
         def one(edit: Edit) -> Generator[Progress, None, list[WeightDelta]]:
-            yield Progress("mend", 0, 1, None, edit.id)
-            return mend_deltas(context.model, context.tokenizer, network, edit)
+            yield Progress(self.name, 0, 1, None, edit.id)
+            return editor_deltas(context.model, context.tokenizer, network, edit)
 
         changes: list[WeightDelta] = []
         for edit in edits:

@@ -8,6 +8,7 @@ from server.parametric.alphaedit import AlphaEdit
 from server.parametric.calinet import CaliNet
 from server.parametric.ft import FineTune
 from server.parametric.grace import Codebook, Grace
+from server.parametric.ke import Ke
 from server.parametric.kn import Kn
 from server.parametric.memit import Memit
 from server.parametric.mend import Mend
@@ -17,7 +18,8 @@ from server.parametric.tpatcher import Neurons, TPatcher
 from server.parametric.wise import SideMemory, Wise
 
 METHODS: dict[str, EditMethod] = {
-    m.name: m for m in (Rome(), Memit(), FineTune(), AlphaEdit(), Grace(), Kn(), TPatcher(), Mend(), CaliNet(), Wise())
+    m.name: m
+    for m in (Rome(), Memit(), FineTune(), AlphaEdit(), Grace(), Kn(), TPatcher(), Mend(), Ke(), CaliNet(), Wise())
 }
 # CaliNET's slots are T-Patcher's neurons, several per edit: one state serves both.
 ADDED_STATE: dict[str, StateBuilder] = {Grace.name: Codebook.build, TPatcher.name: Neurons.build,

@@ -1,7 +1,8 @@
-"""The shipped MEND editor for Gemma-3-270M, loaded as the server loads it, reproduces the teacher-forced scores that
-scripts/train_mend.py recorded on a small CounterFact fixture, and is found for the served model's fingerprint.
+"""The shipped MEND and KE editors for Gemma-3-270M, loaded as the server loads them, reproduce the teacher-forced
+scores that scripts/train_mend.py recorded on a small CounterFact fixture, and are found for the served model's
+fingerprint.
 
-Skipped until scripts/train_mend.py has written artifacts/mend/gemma-3-270m/.
+Each is skipped until scripts/train_mend.py has written artifacts/<method>/gemma-3-270m/.
 """
 
 from __future__ import annotations
@@ -14,20 +15,31 @@ import pytest
 
 from server.config import default_cache_dir
 from server.models.load import load_model
-from server.parametric.mend import DEFAULT_DIR, find_artifact, load_artifact, teacher_forced_scores, training_example
+from server.parametric.ke import Ke
+from server.parametric.mend import (
+    ARTIFACTS,
+    Mend,
+    find_artifact,
+    load_artifact,
+    teacher_forced_scores,
+    training_example,
+)
 
 pytestmark = pytest.mark.real_model
 
-ARTIFACT = DEFAULT_DIR / "gemma-3-270m"
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "eval" / "counterfact_flat.json"
 
 
-@pytest.mark.skipif(not (ARTIFACT / "metrics.json").exists(), reason=f"no trained editor at {ARTIFACT}")
-def test_shipped_editor_reproduces_its_recorded_fixture_scores() -> None:
+@pytest.mark.parametrize("method", [Mend, Ke], ids=["mend", "ke"])
+def test_shipped_editor_reproduces_its_recorded_fixture_scores(method: type[Mend]) -> None:
+    root = ARTIFACTS / method.name
+    artifact = root / "gemma-3-270m"
+    if not (artifact / "metrics.json").exists():
+        pytest.skip(f"no trained editor at {artifact}")
     loaded = load_model("gemma-3-270m", default_cache_dir())
-    assert find_artifact(DEFAULT_DIR, loaded.fingerprint.current) == ARTIFACT
-    network = load_artifact(ARTIFACT)
-    recorded = json.loads((ARTIFACT / "metrics.json").read_text())["fixture_scores"]
+    assert find_artifact(root, loaded.fingerprint.current) == artifact
+    network = load_artifact(artifact, method.network_class)
+    recorded = json.loads((artifact / "metrics.json").read_text())["fixture_scores"]
     records = json.loads(FIXTURE.read_text())
     assert len(recorded) == len(records)
     for record, expected in zip(records, recorded, strict=True):
