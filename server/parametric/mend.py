@@ -19,6 +19,9 @@ edit's loss at a few MLP down-projections into a weight update, in one forward a
 The trained editor is an artifact made for one model's weights: `artifacts/mend/<name>/` holds `mend.json` (the
 manifest, naming the model's fingerprint) and `mend.safetensors`. Applying MEND on a model no artifact was trained
 for raises FailedPrecondition.
+
+KE (ke.py) shares all of this but the network: the reading of the edit, the update's application, the training
+losses, the artifact and the method; `GradientEditor` is what either network provides.
 """
 
 from __future__ import annotations
