@@ -9,7 +9,8 @@ A held-out part of the same train files (never trained on) is scored before and 
 answer's token accuracy on the prompt (reliability) and the paraphrase (generalization), and the share of locality
 answer tokens whose argmax is unchanged.
 
-Checkpoints every --checkpoint-every steps into OUT/checkpoint.pt and resumes from it; the artifact (mend.json,
+Checkpoints every --checkpoint-every steps into OUT/checkpoint.pt and resumes from it (or, with --init-from, from
+a shipped artifact's weights, step count and "before" scores, with a fresh optimiser); the artifact (mend.json,
 mend.safetensors) and metrics.json are written at the end. On one niced CPU core (Gemma-3-270M, last three
 down-projections, rank 64) a step takes about a second: see docs/BENCHMARKS.md for the run's time.
 
@@ -45,11 +46,13 @@ from server.parametric.ke import KnowledgeEditor  # noqa: E402
 from server.parametric.mend import (  # noqa: E402
     ARTIFACTS,
     EDITED_LAYERS,
+    MANIFEST,
     EditorNetwork,
     GradientEditor,
     MendConfig,
     TrainingExample,
     gradient_factors,
+    load_artifact,
     save_artifact,
     teacher_forced_scores,
     training_example,
@@ -140,6 +143,8 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop training after this much training time (this run and earlier ones together)")
     parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="an artifact directory to go on training from when OUT has no checkpoint")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -174,6 +179,15 @@ def main() -> None:
         optimiser.load_state_dict(state["optimiser"])
         step, seconds, before = state["step"], state["seconds"], state["before"]
         print(f"resumed at step {step} ({seconds:.0f} s trained)", file=sys.stderr)
+    elif args.init_from is not None:
+        trained = load_artifact(args.init_from, NETWORKS[args.method])
+        if trained.config != config:
+            raise SystemExit(f"{args.init_from} was trained with {trained.config}, not {config}")
+        network.load_state_dict(trained.state_dict())
+        manifest = json.loads((args.init_from / MANIFEST).read_text())
+        step, seconds = manifest["trained_steps"], manifest["training_seconds"]
+        before = json.loads((args.init_from / "metrics.json").read_text())["before"]
+        print(f"starting from {args.init_from} at step {step} (fresh optimiser)", file=sys.stderr)
     if isinstance(network, EditorNetwork) and step == 0 and int(network.count.min()) == 0:
         # MEND standardises its input: running statistics before the first update (KE reads the gradient as it is)
         for sample in tqdm(train[-args.stats_warmup :], desc="gradient statistics"):
