@@ -42,13 +42,14 @@ from editdata.readers import load_cases  # noqa: E402
 from server.config import default_cache_dir  # noqa: E402
 from server.models.arch import ArchTemplate, num_layers  # noqa: E402
 from server.models.load import load_model  # noqa: E402
-from server.parametric.ke import KnowledgeEditor  # noqa: E402
+from server.parametric.ke import Ke  # noqa: E402
 from server.parametric.mend import (  # noqa: E402
     ARTIFACTS,
     EDITED_LAYERS,
     MANIFEST,
     EditorNetwork,
     GradientEditor,
+    Mend,
     MendConfig,
     TrainingExample,
     gradient_factors,
@@ -101,7 +102,7 @@ def short_enough(tokenizer: object, sample: Sample, max_tokens: int) -> bool:
     return all(len(tokenizer(t)["input_ids"]) + 4 <= max_tokens for t in texts)  # type: ignore[operator]
 
 
-NETWORKS: dict[str, type[GradientEditor]] = {"mend": EditorNetwork, "ke": KnowledgeEditor}
+NETWORKS: dict[str, type[GradientEditor]] = {m.name: m.network_class for m in (Mend, Ke)}
 
 
 def score(model: torch.nn.Module, arch: ArchTemplate, network: GradientEditor | None, samples: list[Sample],
@@ -166,7 +167,7 @@ def main() -> None:
     d_out, d_in = weight.shape if loaded.arch.out_features_first else weight.shape[::-1]
     config = MendConfig(loaded.fingerprint.current, str(model.config.model_type), modules, layers, int(d_in),
                         int(d_out), args.rank, args.edit_lr, args.method)
-    network = NETWORKS[args.method](config)  # type: ignore[call-arg]
+    network = NETWORKS[args.method](config)
     optimiser = torch.optim.Adam([  # MEND's log α steps faster than the network
         {"params": [p for n, p in network.named_parameters() if n != "log_lr"], "lr": args.lr},
         {"params": [p for n, p in network.named_parameters() if n == "log_lr"], "lr": args.lr_lr},

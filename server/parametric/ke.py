@@ -34,8 +34,7 @@ class KnowledgeEditor(GradientEditor):
     family = "ke"
 
     def __init__(self, config: MendConfig) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         d_model = config.d_out  # a down-projection writes the residual stream, whose width the embeddings share
         self.lstm = nn.LSTM(d_model, LSTM_HIDDEN, batch_first=True, bidirectional=True)
         self.condition = nn.Sequential(nn.Linear(2 * LSTM_HIDDEN, CONDITION), nn.Tanh())

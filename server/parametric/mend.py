@@ -48,7 +48,6 @@ from server.parametric.targets import Progress
 from server.types import Edit
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"  # a trained editor is in ARTIFACTS/<method>/<name>/
-DEFAULT_DIR = ARTIFACTS / "mend"
 MANIFEST = "mend.json"
 WEIGHTS = "mend.safetensors"
 EDITED_LAYERS = 3  # the paper edits the MLPs of the last three blocks
@@ -181,8 +180,11 @@ class GradientEditor(nn.Module):
     """A trained network that maps an edit's reading at one edited layer to its update as factors (A (r, d_out),
     B (r, d_in)), ΔW = Aᵀ B; MEND's (below) and KE's (ke.py)."""
 
-    config: MendConfig
     family: str  # what the manifest records (MendConfig.family)
+
+    def __init__(self, config: MendConfig) -> None:
+        super().__init__()
+        self.config = config
 
     def observe(self, layer: int, u: torch.Tensor, delta: torch.Tensor) -> None:
         """Adds training gradients to running statistics, for a network that standardises its input; else nothing."""
@@ -217,9 +219,8 @@ class EditorNetwork(GradientEditor):
     m2: torch.Tensor  # (n, dim) sums of squared deviations from the mean
 
     def __init__(self, config: MendConfig) -> None:
-        super().__init__()
+        super().__init__(config)
         dim, n, r = config.d_in + config.d_out, len(config.modules), config.rank
-        self.config = config
         self.down = nn.Parameter(torch.randn(2, r, dim) / math.sqrt(dim))  # V₁, V₂ (r, dim)
         self.up = nn.Parameter(torch.zeros(2, dim, r))  # U₁, U₂ (dim, r): zero, so g starts as the identity
         self.bias = nn.Parameter(torch.zeros(2, dim))  # b₁, b₂
@@ -401,10 +402,9 @@ def load_artifact(directory: Path, network_class: type[GradientEditor] = EditorN
     """The editor in `directory`, in float32 (it may be stored narrower); its manifest must name the class's
     family."""
     config = read_config(directory)
-    family = getattr(network_class, "family", "mend")
-    if config.family != family:
-        raise FailedPrecondition(f"{directory} holds a {config.family} editor, not a {family} one")
-    network = network_class(config)  # type: ignore[call-arg]
+    if config.family != network_class.family:
+        raise FailedPrecondition(f"{directory} holds a {config.family} editor, not a {network_class.family} one")
+    network = network_class(config)
     tensors = load_file(str(directory / WEIGHTS))
     network.load_state_dict({k: v.float() for k, v in tensors.items()})
     return network.eval().requires_grad_(False)

@@ -82,7 +82,7 @@ def config_for(model: PreTrainedModel, fingerprint: str, family: str = "mend", r
 
 
 def network_for(model: PreTrainedModel, fingerprint: str, family: str) -> GradientEditor:
-    return NETWORKS[family][0](config_for(model, fingerprint, family))  # type: ignore[call-arg]
+    return NETWORKS[family][0](config_for(model, fingerprint, family))
 
 
 @functools.cache
