@@ -39,6 +39,7 @@ from client.records import (
     EditRecord,
     GenerationOptions,
     GenerationResult,
+    MultiHopResult,
     ParametricOptions,
     ParametricProgress,
     ParametricResult,
@@ -236,6 +237,17 @@ class EditcacheClient:
         with map_rpc_errors():
             response = self._inference.Score(request, **self._call_kwargs())
         return convert.score_result(response)
+
+    def answer_multihop(
+        self, question: str, *, steps: Sequence[str] = (), namespace: str | None = None
+    ) -> MultiHopResult:
+        """Answer a multi-hop question step by step: each step from the edit in scope of it (its new object,
+        exactly) or from the base model. `steps` are single-hop clozes or questions in order, "#k" standing for
+        step k's answer ("The capital of #1 is"); without them the served model plans the steps itself."""
+        request = pb.AnswerMultiHopRequest(namespace=self._ns(namespace), question=question, steps=list(steps))
+        with map_rpc_errors():
+            response = self._inference.AnswerMultiHop(request, **self._call_kwargs())
+        return convert.multihop_result(response)
 
     def server_info(self) -> ServerInfo:
         with map_rpc_errors():

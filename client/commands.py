@@ -20,6 +20,7 @@ from client.output import (
     edit_summary,
     edit_table,
     edit_text,
+    hop_lines,
     info_text,
     iso_time,
     print_dim,
@@ -176,6 +177,18 @@ def run_ask(ec: EditcacheClient, args: argparse.Namespace) -> None:
         print_json(result_json(result))
     else:
         print_dim(summary_line(result), sys.stderr)
+
+
+def run_multihop(ec: EditcacheClient, args: argparse.Namespace) -> None:
+    result = ec.answer_multihop(args.question, steps=args.step)
+    if args.json:
+        print_json(dataclasses.asdict(result))
+        return
+    print(result.answer)
+    for line in hop_lines(result):
+        print_dim(line, sys.stderr)
+    print_dim(f"[edits={','.join(result.edit_ids) or '-'} total={result.timings_ms.get('total', 0.0):.0f}ms]",
+              sys.stderr)
 
 
 def run_info(ec: EditcacheClient, args: argparse.Namespace) -> None:

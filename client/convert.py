@@ -19,7 +19,9 @@ from client.records import (
     EditRecord,
     GenerationOptions,
     GenerationResult,
+    HopResult,
     LayerNeurons,
+    MultiHopResult,
     NeuronScore,
     ParametricOptions,
     ParametricProgress,
@@ -136,6 +138,13 @@ def generation_result(response: pb.GenerateResponse) -> GenerationResult:
         finish_reason=_FINISH_NAMES.get(response.finish_reason, "unspecified"),
         abstained=response.abstained,
     )
+
+
+def multihop_result(response: pb.AnswerMultiHopResponse) -> MultiHopResult:
+    hops = tuple(HopResult(h.question, h.answer, _route_name(h.route), h.edit_id or None) for h in response.hops)
+    timings = _timings_ms(response.timings)
+    return MultiHopResult(response.answer, tuple(response.plan), hops, tuple(response.edit_ids),
+                          {"queue": timings["queue"], "total": timings["total"]})
 
 
 def chat_result(result: chat_pb.ChatResult) -> ChatResult:

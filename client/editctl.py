@@ -43,6 +43,7 @@ from client.commands import (
     run_history,
     run_info,
     run_list,
+    run_multihop,
     run_show,
     run_update,
 )
@@ -204,6 +205,18 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     ask.add_argument("--seed", type=non_negative(int), default=None, metavar="N")
     ask.add_argument("--stream", action="store_true", help="print text as it is generated")
     ask.set_defaults(run=run_ask)
+
+    multihop = commands.add_parser(
+        "multihop", parents=[common], help="answer a multi-hop question step by step from the edits"
+    )
+    multihop.add_argument("question")
+    multihop.add_argument(
+        "--step", action="append", default=[], metavar="S",
+        help='a single-hop step, in order (repeatable); "#k" stands for step k\'s answer, e.g. '
+        '--step "The Space Needle is in the city of" --step "#1 is the capital of". Without steps the served '
+        "model plans them",
+    )
+    multihop.set_defaults(run=run_multihop)
 
     list_ = commands.add_parser("list", parents=[common], help="list the namespace's edits, oldest first")
     list_.add_argument(

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from client.errors import EditcacheError
-from client.records import EditRecord, GenerationResult, ServerInfo
+from client.records import EditRecord, GenerationResult, MultiHopResult, ServerInfo
 
 _HINTS = {
     "UNAUTHENTICATED": "pass --token or set EDITCACHE_TOKEN",
@@ -133,6 +133,15 @@ def summary_line(result: GenerationResult) -> str:
     parts.append(f"score={result.gate_score:.2f}")
     parts.append(f"total={result.timings_ms.get('total', 0.0):.0f}ms")
     return f"[{' '.join(parts)}]"
+
+
+def hop_lines(result: MultiHopResult) -> list[str]:
+    """One line per step: what was asked, the answer, and where it came from."""
+    lines = []
+    for i, hop in enumerate(result.hops, 1):
+        source = f"{hop.route} edit={hop.edit_id}" if hop.edit_id else hop.route
+        lines.append(f"{i}. {hop.question} -> {hop.answer} [{source}]")
+    return lines
 
 
 def info_text(info: ServerInfo) -> str:

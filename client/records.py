@@ -169,6 +169,29 @@ class GenerationResult:
 
 
 @dataclass(frozen=True)
+class HopResult:
+    """One step of a multi-hop answer: the step as asked (earlier answers filled in), its answer, and where the answer
+    came from: `route` "base" with `edit_id` None, or the route of the edit whose new object it is."""
+
+    question: str
+    answer: str
+    route: str
+    edit_id: str | None
+
+
+@dataclass(frozen=True)
+class MultiHopResult:
+    """A multi-hop answer: `answer` is the last step's; `plan` the steps as given or planned; `hops` every step asked;
+    `edit_ids` the edits that answered steps, in order; `timings_ms` has the keys queue and total."""
+
+    answer: str
+    plan: tuple[str, ...]
+    hops: tuple[HopResult, ...]
+    edit_ids: tuple[str, ...]
+    timings_ms: dict[str, float]
+
+
+@dataclass(frozen=True)
 class ScoreResult:
     """Teacher-forced scores of a continuation: per target token, the model's argmax and log-probability."""
 

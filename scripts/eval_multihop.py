@@ -18,6 +18,10 @@ Two measurements, both on an MQuAKE file (dev: report only, nothing is fitted on
     .venv/bin/python scripts/eval_multihop.py ceiling
     .venv/bin/python scripts/eval_multihop.py follow --limit 50
     .venv/bin/python scripts/eval_multihop.py follow --limit 50 --one-at-a-time
+    .venv/bin/python scripts/eval_multihop.py demonstrations     # rewrites the server's planner shots from train
+
+`demonstrations` writes the planner's shots (server.multihop.DEFAULT_DEMONSTRATIONS, which the server and `follow`
+read) from the KnowEdit train files.
 
 Prints one JSON object per case (with --verbose) and a summary JSON line last.
 """
@@ -39,6 +43,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from client import EditcacheClient, EditInput, HopResult, MultiHopResult  # noqa: E402
+from client.launch import LocalServer  # noqa: E402
 from editdata.metrics import exact_match, normalise  # noqa: E402
 from editdata.paths import DATA_DIR  # noqa: E402
 from server.app import build_counterfactual, build_gate, in_scope_routes  # noqa: E402
@@ -52,6 +58,7 @@ from server.memory.edit_memory import EditMemory  # noqa: E402
 from server.memory.embed import SentenceEncoder  # noqa: E402
 from server.models.load import LoadedModel, load_model  # noqa: E402
 from server.multihop import (  # noqa: E402
+    DEFAULT_DEMONSTRATIONS,
     ChainAnswer,
     ChainFollower,
     FewShotPlanner,
@@ -60,6 +67,8 @@ from server.multihop import (  # noqa: E402
     RouterSteps,
     base_prompt,
     knowedit_demonstrations,
+    load_demonstrations,
+    save_demonstrations,
 )
 from server.router import Router  # noqa: E402
 from server.scope import ScopeCheck  # noqa: E402
@@ -217,6 +226,41 @@ def build_router(config: Config, loaded: LoadedModel, lm: CausalLM) -> tuple[Rou
     return router, scope, base
 
 
+def follow_through_server(args: argparse.Namespace, asked: Sequence[dict], in_memory: Sequence[dict]) -> list[dict]:
+    """As `follow`, through a real server (AnswerMultiHop): the model planner is the server's own (no steps sent);
+    gold sends the record's decomposition as the steps. Per-request latency goes into each phrasing."""
+    gold = GoldPlanner.of(asked) if args.planner == "gold" else None
+    results = []
+    with tempfile.TemporaryDirectory(prefix="multihop-server-") as data_dir:
+        server = LocalServer(args.model, Path(data_dir), f"--torch-threads={args.torch_threads}")
+        server.start(timeout_s=900)
+        try:
+            with EditcacheClient(server.addr, namespace="mh", timeout_s=600) as client:
+                if not args.one_at_a_time:
+                    client.add_edits([edit_input(s) for r in in_memory for s in specs_of(r)], skip_supersede=True)
+                for index, record in enumerate(asked):
+                    namespace = f"case-{index}" if args.one_at_a_time else "mh"
+                    if args.one_at_a_time:
+                        client.add_edits([edit_input(s) for s in specs_of(record)], namespace=namespace,
+                                         skip_supersede=True)
+                    chains = [client.answer_multihop(q, steps=gold.plan(q) if gold else (), namespace=namespace)
+                              for q in record["questions"]]
+                    results.append(_case_result(record, chains))
+                    for phrasing, chain in zip(results[-1]["phrasings"], chains, strict=True):
+                        phrasing["total_ms"] = chain.timings_ms["total"]
+                    if args.verbose:
+                        print(json.dumps(results[-1]), flush=True)
+                    print(f"\r{index + 1}/{len(asked)}", end="", file=sys.stderr, flush=True)
+        finally:
+            server.stop()
+    print(file=sys.stderr)
+    return results
+
+
+def edit_input(spec: EditSpec) -> EditInput:
+    return EditInput(spec.subject, spec.prompt, spec.target_new, spec.target_true or None)
+
+
 def follow(args: argparse.Namespace) -> dict:
     records = json.loads(args.data.read_text())
     # MQuAKE dev is sorted by hop count (its first 136 records are all 2-hop): --seed asks a mixed sample.
@@ -225,6 +269,19 @@ def follow(args: argparse.Namespace) -> dict:
         random.Random(args.seed).shuffle(order)
     asked = [records[i] for i in order[: args.limit]]
     in_memory = asked if args.one_at_a_time else records[: args.cases]
+    edits = sum(len(specs_of(r)) for r in in_memory)
+    summary = {"mode": "follow", "planner": args.planner, "server": args.server, "data": str(args.data),
+               "seed": args.seed, "asked": len(asked),
+               "edits_in_memory": "one case at a time" if args.one_at_a_time else edits,
+               "cases_in_memory": 1 if args.one_at_a_time else len(in_memory)}
+    if args.server:
+        if args.planner == "none":
+            raise SystemExit("--planner none answers through the router in process; it has no --server form")
+        results = follow_through_server(args, asked, in_memory)
+        latencies = sorted(p["total_ms"] for r in results for p in r["phrasings"])
+        percentile = {f"p{q}": round(latencies[min(len(latencies) - 1, len(latencies) * q // 100)])
+                      for q in (50, 90)} if latencies else {}
+        return {**summary, **summarize(results), "request_ms": percentile}
     with tempfile.TemporaryDirectory(prefix="multihop-") as data_dir:
         config = Config(data_dir=Path(data_dir), torch_threads=args.torch_threads)
         loaded = load_model(config.model, config.cache_dir, args.torch_threads)
@@ -238,8 +295,7 @@ def follow(args: argparse.Namespace) -> dict:
         elif args.planner == "gold":
             planner = GoldPlanner.of(asked)
         else:
-            train = [r for path in KNOWEDIT_TRAIN for r in json.loads(path.read_text())]
-            planner = FewShotPlanner(lm, knowedit_demonstrations(train, args.shots))
+            planner = FewShotPlanner(lm, load_demonstrations(args.demonstrations))
         follower = ChainFollower(planner, steps, args.max_hops)
         if not args.one_at_a_time:
             scope.add("mh", [s for r in in_memory for s in specs_of(r)], supersede=False)
@@ -254,23 +310,30 @@ def follow(args: argparse.Namespace) -> dict:
                 print(json.dumps(results[-1]), flush=True)
             print(f"\r{index + 1}/{len(asked)}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
-    return {"mode": "follow", "planner": args.planner, "data": str(args.data), "seed": args.seed, "asked": len(asked),
-            "edits_in_memory": "one case at a time" if args.one_at_a_time else sum(len(specs_of(r)) for r in in_memory),
-            "cases_in_memory": 1 if args.one_at_a_time else len(in_memory), **summarize(results)}
+    return {**summary, **summarize(results)}
 
 
-def _case_result(record: dict, chains: Sequence[ChainAnswer]) -> dict:
+def _case_result(record: dict, chains: Sequence[ChainAnswer | MultiHopResult]) -> dict:
     answers = answers_of(record)
     edited = [h.edited for h in hops_of(record)]
     return {
         "case_id": record["case_id"], "hops": len(edited), "edited": edited,
-        "phrasings": [{"question": c.question, "plan": list(c.plan), "answer": c.answer,
-                       "em": exact_match(c.answer, answers),
-                       "steps": [{"q": h.question, "a": h.answer, "route": h.route.value,
-                                  "edit": None if h.edit is None else h.edit.subject} for h in c.hops],
-                       "edits_used": list(c.edits_used)} for c in chains],
+        "phrasings": [{"question": q, "plan": list(c.plan), "answer": c.answer, "em": exact_match(c.answer, answers),
+                       "steps": [_step(h) for h in c.hops], "edits_used": list(_edits_used(c))}
+                      for q, c in zip(record["questions"], chains, strict=True)],
         "answer": answers[0],
     }
+
+
+def _step(hop: Hop | HopResult) -> dict:
+    if isinstance(hop, HopResult):  # through the server: the edit by id
+        return {"q": hop.question, "a": hop.answer, "route": hop.route, "edit": hop.edit_id}
+    return {"q": hop.question, "a": hop.answer, "route": hop.route.value,
+            "edit": None if hop.edit is None else hop.edit.subject}
+
+
+def _edits_used(chain: ChainAnswer | MultiHopResult) -> tuple[str, ...]:
+    return chain.edit_ids if isinstance(chain, MultiHopResult) else chain.edits_used
 
 
 def summarize(results: Sequence[dict]) -> dict:
@@ -301,9 +364,20 @@ def summarize(results: Sequence[dict]) -> dict:
             "plan_lengths_by_hops": {k: dict(sorted(v.items())) for k, v in sorted(plan_lengths.items())}}
 
 
+def demonstrations(args: argparse.Namespace) -> dict:
+    train = [r for path in KNOWEDIT_TRAIN for r in json.loads(path.read_text())]
+    shots = knowedit_demonstrations(train, args.shots)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_demonstrations(args.out, shots)
+    return {"mode": "demonstrations", "out": str(args.out), "demonstrations": len(shots)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
+    d = sub.add_parser("demonstrations")
+    d.add_argument("--shots", type=int, default=6, help="KnowEdit train demonstrations the planner sees")
+    d.add_argument("--out", type=Path, default=DEFAULT_DEMONSTRATIONS)
     for mode in ("ceiling", "follow"):
         p = sub.add_parser(mode)
         p.add_argument("--data", type=Path, default=MQUAKE_DEV)
@@ -317,14 +391,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--planner", choices=("model", "gold", "none"), default="model",
                    help="model: the served model plans from KnowEdit train shots; gold: the record's own hops "
                    "(diagnostic); none: no split, the pipeline as it answers a plain query today")
-    f.add_argument("--shots", type=int, default=6, help="KnowEdit train demonstrations the planner sees")
+    f.add_argument("--demonstrations", type=Path, default=DEFAULT_DEMONSTRATIONS,
+                   help="the planner's shots (default: the server's)")
     f.add_argument("--max-hops", type=int, default=4)
+    f.add_argument("--server", action="store_true",
+                   help="through a real server's AnswerMultiHop (its own planner, or the gold steps sent), timed")
+    f.add_argument("--model", default="gemma-3-270m", help="with --server: the model the server serves")
     return parser
 
 
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
-    summary = ceiling(args) if args.mode == "ceiling" else follow(args)
+    summary = {"ceiling": ceiling, "follow": follow, "demonstrations": demonstrations}[args.mode](args)
     print(json.dumps(summary))
     return 0
 

@@ -53,6 +53,7 @@ from server.memory.embed import SentenceEncoder
 from server.memory.postgres_follow import StoreFollower
 from server.memory.store import EditStore
 from server.models.load import LoadedModel, load_model, quantise_for_serving
+from server.multihop import DEFAULT_DEMONSTRATIONS, FewShotPlanner, RouterSteps, load_demonstrations
 from server.parametric.editor import ParametricEditor, ParametricSettings
 from server.parametric.ledger import Ledger
 from server.parametric.wordings import Wordings
@@ -67,7 +68,7 @@ from server.servicers.chat import ChatServicer
 from server.servicers.edits import EditServicer
 from server.servicers.inference import InferenceServicer
 from server.servicers.parametric import ParametricServicer
-from server.types import Route
+from server.types import GenerationOptions, Route
 from server.worker import ModelWorker
 
 log = logging.getLogger(__name__)
@@ -151,13 +152,22 @@ def build_service(config: Config) -> Service:
 
     return Service(
         info,
-        Answers(config, router, worker, io, conversation_format(loaded.tokenizer)),
+        Answers(config, router, worker, io, conversation_format(loaded.tokenizer), *build_multihop(config, lm, router)),
         Edits(config, scope, memory, io, WriteLane(writing, config.limits.max_pending_edit_chars), worker,
               CorrectionExtractor(base),
               baked=lambda namespace, edit_id: parametric.baked(namespace, edit_id) is not None),
         Parametric(config, parametric, memory, io, worker),
         close,
     )
+
+
+def build_multihop(config: Config, lm: CausalLM, router: Router) -> tuple[FewShotPlanner, RouterSteps]:
+    """The served model as the multi-hop planner (after the shipped or configured demonstrations), and the steps
+    answered through the router, the base model answering in a few greedy tokens up to the line's end."""
+    path = config.multihop_demonstrations or DEFAULT_DEMONSTRATIONS
+    planner = FewShotPlanner(lm, load_demonstrations(path), config.limits.max_hops)
+    options = GenerationOptions(config.multihop_answer_tokens, stop=("\n",))
+    return planner, RouterSteps(router, router.generator(Route.BASE), options)
 
 
 def in_scope_routes(configured: str, available: Collection[Route]) -> tuple[Route, Route]:

@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "0.7 with the trained gate)")
     parser.add_argument("--top-k", type=int, help="edits retrieved per query before gating (default 8)")
     parser.add_argument("--ike-pool", type=Path, help="CounterFact-format file of IKE demonstrations")
+    parser.add_argument("--multihop-demonstrations", type=Path,
+                        help="the planner's shots for AnswerMultiHop (default: artifacts/multihop/demonstrations.json)")
     parser.add_argument("--in-scope-route", help="counterfactual (default; ike without an adapter), ike or prompt")
     parser.add_argument("--counterfactual-adapter", type=Path,
                         help="the counterfactual model's adapter directory (default artifacts/counterfactual/MODEL/)")

@@ -68,6 +68,7 @@ class Limits:
     # Generation and score requests waiting for or running on the model; more get RESOURCE_EXHAUSTED at once.
     max_queue: int = 64
     max_chat_turns: int = 64  # turns in one Chat request; their contents share max_prompt_chars
+    max_hops: int = 4  # steps of one multi-hop question (MQuAKE's longest chains); a longer planned one is cut
     # Characters of key texts (prompts, paraphrases, alias keys) that AddEdits and corrections may have waiting for
     # or on the edit-writing thread, which embeds them; past it, RESOURCE_EXHAUSTED at once. Reads and the gate
     # never wait for that thread.
@@ -128,6 +129,10 @@ class Config:
     # CounterFact-format file (server/parametric/wordings.py); None: ../shared/data/counterfact/train.json if present.
     wordings_file: OptionalPath = None
     other_wordings: int = 4  # 0: the edit's own wording only
+    # The served model's demonstrations for planning a multi-hop question's steps (server/multihop.py); None:
+    # artifacts/multihop/demonstrations.json, written from KnowEdit train records.
+    multihop_demonstrations: OptionalPath = None
+    multihop_answer_tokens: int = 12  # a step the base model answers: MQuAKE's longest answers fit
     default_max_new_tokens: int = 32
     default_page_size: int = 100
     torch_threads: int = 0  # 0: torch's default
@@ -214,6 +219,10 @@ class Config:
                              f"got {self.refusal!r}")
         if self.limits.max_chat_turns < 1:
             raise ValueError(f"limits.max_chat_turns must be at least 1, got {self.limits.max_chat_turns}")
+        if self.limits.max_hops < 1 or not 1 <= self.multihop_answer_tokens <= self.limits.max_new_tokens:
+            raise ValueError(f"limits.max_hops must be at least 1 and multihop_answer_tokens in "
+                             f"[1, {self.limits.max_new_tokens}], got {self.limits.max_hops} and "
+                             f"{self.multihop_answer_tokens}")
         if self.limits.max_pending_edit_chars < 1:
             raise ValueError(
                 f"limits.max_pending_edit_chars must be at least 1, got {self.limits.max_pending_edit_chars}"

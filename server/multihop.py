@@ -14,16 +14,21 @@ object to follow: a step they catch is answered by the base model.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Protocol
 
+from server.errors import InvalidArgument
 from server.generators.decoding import CausalLM
 from server.interfaces import Generator
 from server.router import Router
 from server.types import Edit, EditKind, GenerationOptions, Query, Route
 
+# The planner's demonstrations, written from KnowEdit train records (scripts/eval_multihop.py demonstrations).
+DEFAULT_DEMONSTRATIONS = Path(__file__).resolve().parents[1] / "artifacts" / "multihop" / "demonstrations.json"
 STEP_REF = re.compile(r"#(\d+)")  # "#1": the answer of step 1
 FOLLOWED_KINDS = frozenset({EditKind.MODIFY, EditKind.INSERT})  # kinds whose target_new a step can take
 
@@ -64,6 +69,29 @@ class Planner(Protocol):
 
 class StepAnswerer(Protocol):
     def answer(self, namespace: str, question: str) -> Hop: ...
+
+
+@dataclass(frozen=True)
+class GivenPlan:
+    """The caller's own steps (from a decomposer of its own), checked with `check_plan`."""
+
+    steps: tuple[str, ...]
+
+    def plan(self, question: str) -> list[str]:
+        return list(self.steps)
+
+
+def check_plan(steps: Sequence[str], max_hops: int) -> None:
+    """A caller's plan as `parse_steps` would keep a model's: at most `max_hops` steps, each "#k" naming an earlier
+    step, so every reference is filled before its step is asked."""
+    if len(steps) > max_hops:
+        raise InvalidArgument(f"steps has {len(steps)} entries; the limit is {max_hops} hops")
+    for i, step in enumerate(steps):
+        for k in sorted({int(k) for k in STEP_REF.findall(step)}):
+            if not 1 <= k <= i:
+                earlier = f"#1 to #{i}" if i else "none: the first step names its subject itself"
+                raise InvalidArgument(f"steps[{i}] refers to #{k}, which is not an earlier step's answer "
+                                      f"(it may refer to {earlier})")
 
 
 def substitute(step: str, answers: Sequence[str]) -> str:
@@ -157,6 +185,16 @@ class FewShotPlanner:
         options = GenerationOptions(max_new_tokens=self.max_steps * self.max_step_tokens, stop=("\n\n", "Question:"))
         text = "Step 1:" + self.lm.decode(self.prompt(question), options).text
         return parse_steps(text, self.max_steps)
+
+
+def save_demonstrations(path: Path, demonstrations: Sequence[Demonstration]) -> None:
+    path.write_text(json.dumps([asdict(d) for d in demonstrations], indent=1, ensure_ascii=False) + "\n")
+
+
+def load_demonstrations(path: Path) -> tuple[Demonstration, ...]:
+    """A file `save_demonstrations` wrote: a JSON list of {"question", "steps"}."""
+    records = json.loads(path.read_text())
+    return tuple(Demonstration(str(r["question"]), tuple(str(s) for s in r["steps"])) for r in records)
 
 
 def parse_steps(text: str, max_steps: int) -> list[str]:

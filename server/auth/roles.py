@@ -8,7 +8,7 @@ from enum import Enum, IntEnum
 class Role(IntEnum):
     """Each role implies the ones below it."""
 
-    READ = 1  # Generate, GenerateStream, Score, Chat, GetEdit, ListEdits, ListBakedEdits, GetServerInfo
+    READ = 1  # Generate, GenerateStream, Score, AnswerMultiHop, Chat, GetEdit, ListEdits, ListBakedEdits, GetServerInfo
     WRITE = 2  # AddEdits, DeleteEdit, Correct
     ADMIN = 3  # ApplyParametric, RollbackParametric, ExportModel, with a token for every namespace (Scope.EVERY)
 

@@ -1,4 +1,4 @@
-"""The HTTP app: the OpenAI-compatible API, edits and corrections, and the chat page at `/`.
+"""The HTTP app: the OpenAI-compatible API, edits and corrections, multi-hop answers, and the chat page at `/`.
 
 `create_app` is where other HTTP surfaces join (Prometheus' /metrics among them): pass ASGI apps in `mounts`
 or FastAPI routers in `routers`; they are served before the page, which takes every path left.
@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 from server.auth.authorizer import Authorizer
 from server.http import errors
 from server.http.edits_api import edits_router
+from server.http.multihop_api import multihop_router
 from server.http.openai_api import openai_router
 from server.service import ServiceHolder
 
@@ -36,6 +37,7 @@ def create_app(
     errors.install(app)
     app.include_router(openai_router(holder, auth))
     app.include_router(edits_router(holder, auth))
+    app.include_router(multihop_router(holder, auth))
     for router in routers:
         app.include_router(router)
     for path, asgi in (mounts or {}).items():

@@ -12,6 +12,7 @@ from server.chat.transcript import Turn
 from server.errors import InvalidArgument
 from server.http.schemas import ChatCompletionRequest, CorrectionBody, EditBody, Message, Sampling
 from server.interfaces import Deletion
+from server.service.answers import FollowedChain
 from server.service.edits import Correction, CorrectionRequest
 from server.types import Answer, Decision, Edit, EditEvent, EditSpec, FinishReason, GenerationOptions
 
@@ -121,6 +122,15 @@ def correction_json(correction: Correction) -> dict[str, Any]:
         edit["id"] = None  # a dry run stores nothing, so there is no id yet
     return {"object": "correction", "stored": correction.stored, "edit": edit,
             "extraction": list(correction.extraction)}
+
+
+def chain_json(followed: FollowedChain) -> dict[str, Any]:
+    """AnswerMultiHopResponse's fields, as the gRPC API names them."""
+    chain = followed.chain
+    hops = [{"question": h.question, "answer": h.answer, "route": h.route.value,
+             "edit_id": h.edit.id if h.edit else None} for h in chain.hops]
+    return {"answer": chain.answer, "plan": list(chain.plan), "hops": hops, "edit_ids": list(chain.edits_used),
+            "timings_ms": {"queue": followed.timings.queue_ms, "total": followed.timings.total_ms}}
 
 
 def extension(decision: Decision, answer: Answer | None = None, gate_query: str | None = None) -> dict[str, Any]:

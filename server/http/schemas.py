@@ -1,4 +1,4 @@
-"""The HTTP API's request bodies: OpenAI's shapes for answering, EditService's for edits.
+"""The HTTP API's request bodies: OpenAI's shapes for answering, EditService's for edits, AnswerMultiHop's.
 
 Shapes only: ranges, limits and required texts are the service's to check, so a bad value gets the same message
 over HTTP as over gRPC. Unknown fields are ignored in the OpenAI requests (chat apps send many we do not use),
@@ -89,3 +89,11 @@ class CorrectionBody(BaseModel):
     text: str | None = None
     edit: EditBody | None = None
     dry_run: bool = False
+
+
+class MultiHopBody(BaseModel):
+    """The AnswerMultiHop RPC: the question, and optionally its single-hop steps ("#k": step k's answer)."""
+
+    model_config = STRICT
+    question: str
+    steps: list[str] = Field(default_factory=list)

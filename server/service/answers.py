@@ -1,4 +1,5 @@
-"""Answering: a prompt or a conversation through the gate to the model, and scoring a target on the same route.
+"""Answering: a prompt or a conversation through the gate to the model, scoring a target on the same route, and a
+multi-hop question followed edit by edit (server/multihop.py).
 
 Each use case validates its input, decides on an I/O thread, runs the model on the model thread and returns
 the core's records with timings (the decision as it turned out once the model ran: `Router.observed`); one log
@@ -18,6 +19,7 @@ from server.chat.gating import decide_turn
 from server.chat.transcript import ConversationFormat, ReplyFilter, Turn
 from server.config import Config
 from server.interfaces import StopCheck, TextSink
+from server.multihop import ChainAnswer, ChainFollower, GivenPlan, Planner, StepAnswerer, check_plan
 from server.router import Router
 from server.service.concurrency import off_loop
 from server.types import Answer, Decision, GenerationOptions, Query, Route, Timings, TokenScores
@@ -54,6 +56,19 @@ class ChatAnswer:
 
 
 @dataclass(frozen=True)
+class ChainQuery:
+    namespace: str
+    question: str
+    steps: tuple[str, ...] = ()  # the caller's plan ("#k": step k's answer); empty: the server's planner writes it
+
+
+@dataclass(frozen=True)
+class FollowedChain:
+    chain: ChainAnswer
+    timings: Timings  # queue_ms and total_ms: the steps' own gate times are inside the chain's run
+
+
+@dataclass(frozen=True)
 class Scored:
     scores: TokenScores
     decision: Decision
@@ -62,13 +77,16 @@ class Scored:
 
 class Answers:
     def __init__(
-        self, config: Config, router: Router, worker: ModelWorker, io: Executor, conversation: ConversationFormat
+        self, config: Config, router: Router, worker: ModelWorker, io: Executor, conversation: ConversationFormat,
+        planner: Planner, steps: StepAnswerer,
     ) -> None:
         self._config = config
         self._router = router
         self._worker = worker
         self._io = io
         self._conversation = conversation
+        self._planner = planner  # writes a multi-hop question's steps when the caller gives none
+        self._steps = steps  # answers one step: from the edit in scope of it, else the base model
 
     async def answer(
         self, query: Query, options: GenerationOptions, on_text: TextSink | None = None, should_stop: StopCheck = never
@@ -117,6 +135,27 @@ class Answers:
         _log_answer("chat", namespace, answer, f" turns={len(chat.turns)}")
         _observe("chat", answer.decision, answer.timings, gated=chat.route is None)
         return ChatAnswer(reply.reply(answer.generation.text), answer, prompt.text, turn.gate_query)
+
+    async def follow_chain(self, query: ChainQuery, should_stop: StopCheck = never) -> FollowedChain:
+        """The question answered step by step: each step by the edit in scope of it (its new object, exactly) or by
+        the base model, each answer filling the later steps that refer to it."""
+        started = perf_counter()
+        namespace = check_namespace(query.namespace)
+        question = check_text("question", query.question, self._config.limits.max_prompt_chars)
+        max_chars = self._config.limits.max_text_chars
+        steps = tuple(check_text(f"steps[{i}]", s, max_chars) for i, s in enumerate(query.steps))
+        check_plan(steps, self._config.limits.max_hops)
+        planner = GivenPlan(steps) if steps else self._planner
+        follower = ChainFollower(planner, self._steps, self._config.limits.max_hops)
+        # Planning and the base model's steps decode (they join the running batch); the gate runs in between.
+        chain, queue_ms = await self._worker.run_decoding(lambda: follower.follow(namespace, question), should_stop)
+        timings = Timings(queue_ms=queue_ms, total_ms=(perf_counter() - started) * 1e3)
+        log.info(
+            "multihop %s namespace=%s planned=%s steps=%d routes=%s edits=%s total_ms=%.0f", uuid.uuid4().hex[:8],
+            namespace, "caller" if steps else "server", len(chain.hops), ",".join(h.route.value for h in chain.hops),
+            ",".join(chain.edits_used) or "-", timings.total_ms,
+        )
+        return FollowedChain(chain, timings)
 
     async def _generate(
         self, query: Query, decision: Decision, options: GenerationOptions, on_text: TextSink | None,

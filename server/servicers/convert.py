@@ -15,7 +15,7 @@ from server.parametric.kn import AttributionReport
 from server.parametric.ledger import BakedEdit
 from server.parametric.targets import Progress
 from server.service import ServerInfo
-from server.service.answers import ChatAnswer, ChatQuery, Scored
+from server.service.answers import ChainQuery, ChatAnswer, ChatQuery, FollowedChain, Scored
 from server.service.edits import Correction, CorrectionRequest
 from server.service.parametric import Application
 from server.types import (
@@ -137,6 +137,18 @@ def route_from_pb(value: int) -> Route | None:
 
 def query_from_pb(request: pb.GenerateRequest | pb.ScoreRequest) -> Query:
     return Query(request.namespace, request.prompt, route_from_pb(request.route), request.edit_id or None)
+
+
+def chain_query_from_pb(request: pb.AnswerMultiHopRequest) -> ChainQuery:
+    return ChainQuery(request.namespace, request.question, tuple(request.steps))
+
+
+def chain_to_pb(followed: FollowedChain) -> pb.AnswerMultiHopResponse:
+    chain = followed.chain
+    hops = [pb.Hop(question=h.question, answer=h.answer, route=ROUTES[h.route], edit_id=h.edit.id if h.edit else "")
+            for h in chain.hops]
+    return pb.AnswerMultiHopResponse(answer=chain.answer, plan=list(chain.plan), hops=hops,
+                                     edit_ids=list(chain.edits_used), timings=timings_to_pb(followed.timings))
 
 
 def scored_to_pb(scored: Scored) -> pb.ScoreResponse:

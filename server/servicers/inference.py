@@ -12,6 +12,8 @@ from editcache.v1 import editcache_pb2_grpc as pb_grpc
 from server.auth.roles import Role
 from server.servicers.convert import (
     answer_to_pb,
+    chain_query_from_pb,
+    chain_to_pb,
     options_from_pb,
     query_from_pb,
     scored_to_pb,
@@ -37,6 +39,13 @@ class InferenceServicer(Servicer, pb_grpc.InferenceServiceServicer):
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
         scored = await self.service.answers.score(query_from_pb(request), request.target, caller_gone(context))
         return scored_to_pb(scored)
+
+    @unary(Role.READ)
+    async def AnswerMultiHop(
+        self, request: pb.AnswerMultiHopRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AnswerMultiHopResponse:
+        followed = await self.service.answers.follow_chain(chain_query_from_pb(request), caller_gone(context))
+        return chain_to_pb(followed)
 
     @unary(Role.READ)
     async def GetServerInfo(

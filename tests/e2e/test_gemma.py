@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from client import EditInput
 from client.editctl import main as editctl
 from client.launch import LocalServer
 from server.models.load import load_model
@@ -67,3 +68,16 @@ def test_default_server_answers_in_scope_with_the_counterfactual_model(
     assert info["in_scope_route"] == "counterfactual" and info["degraded"] == []
     assert info["gate"] == "classifier"
     assert info["model_fingerprint"] == shipped["model_fingerprint"]
+
+
+def test_a_multihop_question_follows_an_edit_then_asks_the_model(gemma_server: LocalServer) -> None:
+    """Step 1 is answered by the edit (its new object, exactly), step 2 by Gemma's own knowledge of that object."""
+    with gemma_server.client("multihop") as client:
+        (needle,) = client.add_edits([EditInput("Space Needle", EDITED, "Taipei")])
+        result = client.answer_multihop("In which country is the city where the Space Needle stands?",
+                                        steps=[EDITED, "#1 is located in the country of"])
+    first, second = result.hops
+    assert (first.answer, first.route, first.edit_id) == ("Taipei", "counterfactual", needle.id)
+    assert second.question == "Taipei is located in the country of"
+    assert second.route == "base" and second.edit_id is None
+    assert result.answer.startswith("Taiwan") and result.edit_ids == (needle.id,)

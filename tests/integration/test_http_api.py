@@ -327,3 +327,27 @@ def test_bad_kinds_and_fields_get_400_naming_the_field(
     assert error["param"] == param and message in error["message"]
     if param is not None:
         assert error["message"].startswith(f"{param}: ")
+
+
+def test_multihop_mirrors_answer_multihop(server: LocalServer) -> None:
+    namespace = fresh_namespace()
+    edit = add_edit(server, namespace)
+    body = {"question": "what is the capital of the capital of france", "steps": [PROMPT, "the capital of #1 is"]}
+    reply = http(server, "POST", "/v1/multihop", namespace, json=body)
+    assert reply.status_code == 200, reply.text
+    chain = reply.json()
+    first, second = chain["hops"]
+    assert (first["question"], first["answer"], first["edit_id"]) == (PROMPT, "rome", edit["id"])
+    assert second["question"] == "the capital of rome is"
+    assert chain["plan"] == body["steps"] and chain["edit_ids"][0] == edit["id"]
+    with grpc_client(server, namespace) as client:  # the same chain over gRPC
+        over_grpc = client.answer_multihop(body["question"], steps=body["steps"])
+    assert [(h.question, h.answer, h.route, h.edit_id) for h in over_grpc.hops] == [
+        (h["question"], h["answer"], h["route"], h["edit_id"]) for h in chain["hops"]]
+
+    bad = http(server, "POST", "/v1/multihop", namespace, json={"question": "q", "steps": ["#2 of"]})
+    assert bad.status_code == 400 and "steps[0] refers to #2" in bad.json()["error"]["message"]
+    unknown = http(server, "POST", "/v1/multihop", namespace, json={"question": "q", "hops": []})
+    assert unknown.status_code == 400
+    denied = http(server, "POST", "/v1/multihop", "other", TOKENS["reader"][0], json=body)
+    assert denied.status_code == 403

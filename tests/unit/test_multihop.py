@@ -5,20 +5,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pytest
 
+from server.errors import InvalidArgument
 from server.generators.base import BaseGenerator
 from server.generators.decoding import CausalLM
 from server.multihop import (
+    DEFAULT_DEMONSTRATIONS,
     ChainFollower,
     Demonstration,
     FewShotPlanner,
+    GivenPlan,
     Hop,
     RouterSteps,
     base_prompt,
+    check_plan,
     knowedit_demonstrations,
+    load_demonstrations,
     parse_steps,
+    save_demonstrations,
     short_answer,
     substitute,
 )
@@ -208,3 +215,30 @@ def test_knowedit_demonstrations_replace_the_edits_phrase_by_its_answer() -> Non
         ("The place of death of Ray Wietecha is", "The name of the head of government of #1 is"),
     ]
     assert len(knowedit_demonstrations(records, k=1)) == 1
+
+
+def test_check_plan_accepts_references_to_earlier_steps_only() -> None:
+    check_plan(("The Space Needle is in", "#1 is the capital of", "The head of #2 and of #1 is"), max_hops=4)
+    with pytest.raises(InvalidArgument, match=r"steps\[0\] refers to #1"):
+        check_plan(("#1 is the capital of",), max_hops=4)
+    with pytest.raises(InvalidArgument, match=r"steps\[1\] refers to #2"):
+        check_plan(("a", "the capital of #2"), max_hops=4)
+    with pytest.raises(InvalidArgument, match="steps has 3 entries; the limit is 2"):
+        check_plan(("a", "b of #1", "c of #2"), max_hops=2)
+
+
+def test_a_given_plan_is_followed_as_given() -> None:
+    assert GivenPlan(("a", "b of #1")).plan("any question") == ["a", "b of #1"]
+
+
+def test_demonstrations_round_trip_through_their_file(tmp_path: Path) -> None:
+    shots = (Demonstration("The capital of the country of X is", ("The country of X is", "The capital of #1 is")),)
+    save_demonstrations(tmp_path / "shots.json", shots)
+    assert load_demonstrations(tmp_path / "shots.json") == shots
+
+
+def test_the_shipped_demonstrations_are_chains_the_parser_would_keep() -> None:
+    shots = load_demonstrations(DEFAULT_DEMONSTRATIONS)
+    assert len(shots) >= 2
+    for shot in shots:
+        assert parse_steps(shot.render().split("\n", 1)[1], max_steps=4) == list(shot.steps)
