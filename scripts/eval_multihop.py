@@ -52,7 +52,7 @@ from server.config import Config  # noqa: E402
 from server.generators.base import BaseGenerator  # noqa: E402
 from server.generators.decoding import CausalLM  # noqa: E402
 from server.generators.prompted import PromptedGenerator  # noqa: E402
-from server.interfaces import Generator  # noqa: E402
+from server.interfaces import Generator, StopCheck  # noqa: E402
 from server.memory.ann import AnnSettings  # noqa: E402
 from server.memory.edit_memory import EditMemory  # noqa: E402
 from server.memory.embed import SentenceEncoder  # noqa: E402
@@ -176,7 +176,7 @@ class GoldPlanner:
                 plans[question] = steps
         return GoldPlanner(plans)
 
-    def plan(self, question: str) -> list[str]:
+    def plan(self, question: str, should_stop: StopCheck | None = None) -> list[str]:
         return self.plans[question]
 
 
@@ -184,7 +184,7 @@ class GoldPlanner:
 class WholeQuestion:
     """No split: the question is its own only step (with `PipelineAnswers`, the pipeline as it answers today)."""
 
-    def plan(self, question: str) -> list[str]:
+    def plan(self, question: str, should_stop: StopCheck | None = None) -> list[str]:
         return [question]
 
 
@@ -196,14 +196,14 @@ class PipelineAnswers:
     router: Router
     options: GenerationOptions
 
-    def answer(self, namespace: str, question: str) -> Hop:
+    def answer(self, namespace: str, question: str, should_stop: StopCheck | None = None) -> Hop:
         query = Query(namespace, question)
         decision = self.router.decide(query)
         text = self.router.generate(query, decision, self.options).text
         return Hop(question, text.strip(), decision.route, decision.edit)
 
 
-def build_router(config: Config, loaded: LoadedModel, lm: CausalLM) -> tuple[Router, ScopeCheck, Generator]:
+def build_router(config: Config, loaded: LoadedModel, lm: CausalLM) -> tuple[Router, ScopeCheck]:
     """The server's router as server/app.py builds it, without parametric state or IKE (the counterfactual model's
     fallback is the prompt route; it is never taken at the default min confidence 0)."""
     encoder = SentenceEncoder(config.encoder)
@@ -223,7 +223,7 @@ def build_router(config: Config, loaded: LoadedModel, lm: CausalLM) -> tuple[Rou
     router = Router(scope=scope, memory=memory, generators=generators, in_scope_route=in_scope, threshold=threshold,
                     judge=counterfactual.judge, min_confidence=config.counterfactual_min_confidence,
                     fallback_route=fallback)
-    return router, scope, base
+    return router, scope
 
 
 def follow_through_server(args: argparse.Namespace, asked: Sequence[dict], in_memory: Sequence[dict]) -> list[dict]:
@@ -286,9 +286,9 @@ def follow(args: argparse.Namespace) -> dict:
         config = Config(data_dir=Path(data_dir), torch_threads=args.torch_threads)
         loaded = load_model(config.model, config.cache_dir, args.torch_threads)
         lm = CausalLM(loaded.model, loaded.tokenizer)
-        router, scope, base = build_router(config, loaded, lm)
+        router, scope = build_router(config, loaded, lm)
         options = GenerationOptions(ANSWER_TOKENS, stop=("\n",))
-        steps: RouterSteps | PipelineAnswers = RouterSteps(router, base, options)
+        steps: RouterSteps | PipelineAnswers = RouterSteps(router, options)
         planner: Planner
         if args.planner == "none":
             planner, steps = WholeQuestion(), PipelineAnswers(router, options)
@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(diagnostic); none: no split, the pipeline as it answers a plain query today")
     f.add_argument("--demonstrations", type=Path, default=DEFAULT_DEMONSTRATIONS,
                    help="the planner's shots (default: the server's)")
-    f.add_argument("--max-hops", type=int, default=4)
+    f.add_argument("--max-hops", type=int, default=4, help="in process only: a server cuts at its limits.max_hops")
     f.add_argument("--server", action="store_true",
                    help="through a real server's AnswerMultiHop (its own planner, or the gold steps sent), timed")
     f.add_argument("--model", default="gemma-3-270m", help="with --server: the model the server serves")

@@ -13,10 +13,12 @@ the defaults (docs/BENCHMARKS.md); never run it on validation or dev files.
     scripts/sweep_parametric.py --method alphaedit --layers 8 9 10 11 12 --cases 20 --null-space-cutoff 1e-3 1e-2
     scripts/sweep_parametric.py --layers 12 --cases 30 --delta-scales 0.25 0.5 0.75 1 --random-value
     scripts/sweep_parametric.py --method grace --layers 12 --cases 10 --deferral-radius 0.25 0.5 1
+    scripts/sweep_parametric.py --method tpatcher --layers 17 --cases 8 --offset 20 --memory-subjects 16 64 128
     scripts/sweep_parametric.py --method kn --layers 14 15 16 17 --span --batch 1 --cases 6 --delta-scales 0.5 1 2
     scripts/sweep_parametric.py --method alphaedit --layers 12 --batch 1 --cases 20 --continuation-tokens 0 8
 
-Other wordings are mined from the same file without the swept cases, so no case sees its own paraphrase.
+Other wordings are mined from the same file without the swept cases, so no case sees its own paraphrase; so is
+T-Patcher's (and CaliNET's) table of memory subjects, so no case's own neighbours are drawn from its own records.
 """
 
 from __future__ import annotations
@@ -45,9 +47,11 @@ from server.models.load import load_model  # noqa: E402
 from server.parametric.deltas import WeightDelta  # noqa: E402
 from server.parametric.editor import MethodRequest, ParametricEditor, ParametricSettings  # noqa: E402
 from server.parametric.ledger import Ledger  # noqa: E402
+from server.parametric.memory_subjects import SubjectTable  # noqa: E402
 from server.parametric.method import Change  # noqa: E402
 from server.parametric.registry import METHODS  # noqa: E402
 from server.parametric.targets import finish  # noqa: E402
+from server.parametric.tpatcher import TPatcher  # noqa: E402
 from server.parametric.wordings import Wordings  # noqa: E402
 from server.types import Edit, GenerationOptions  # noqa: E402
 
@@ -63,6 +67,8 @@ def main() -> None:
                         help="MEMIT's λ values to sweep (default: the method's)")
     parser.add_argument("--null-space-cutoff", type=float, nargs="+", default=[None],
                         help="AlphaEdit's eigenvalue cut-offs (shares of C's largest) to sweep (default: the method's)")
+    parser.add_argument("--memory-subjects", type=int, nargs="+", default=[None],
+                        help="T-Patcher/CaliNET: other subjects the memory asks the edit's questions about")
     parser.add_argument("--deferral-radius", type=float, nargs="+", default=[None],
                         help="GRACE's ε values to sweep, shares of the key's norm (default: the method's)")
     parser.add_argument("--continuation-tokens", type=int, nargs="+", default=[None],
@@ -95,12 +101,20 @@ def main() -> None:
     baseline = {c["locality_prompt"]: locality_outputs(lm, c) for c in cases}
     rest = records[: args.offset] + records[args.offset + args.cases :]
     wordings = Wordings.from_records(rest)
+    method = METHODS[args.method]
+    if isinstance(method, TPatcher):  # CaliNET too; the shipped table holds the swept cases' subjects: rebuild it
+        method = replace(method, subjects=SubjectTable.from_records(rest))
     batched = METHODS[args.method].batched
     spans = [tuple(args.layers)] if batched or args.span else [(layer,) for layer in args.layers]
-    for tokens, layers, others, mom2, cutoff, radius, held, held_factor in itertools.product(
+    for tokens, layers, others, mom2, cutoff, radius, held, held_factor, subjects in itertools.product(
         args.stats_tokens, spans, args.other_wordings, args.mom2_weight, args.null_space_cutoff, args.deferral_radius,
-        args.continuation_tokens, args.continuation_factor,
+        args.continuation_tokens, args.continuation_factor, args.memory_subjects,
     ):
+        if isinstance(method, TPatcher):
+            options = method.options if subjects is None else replace(method.options, memory_subjects=subjects)
+            METHODS[args.method] = replace(method, options=options)
+        elif subjects is not None:
+            parser.error("--memory-subjects is an option of tpatcher and calinet")
         with tempfile.TemporaryDirectory() as scratch:  # the server's default statistics text, whatever --data is
             settings = ParametricSettings(default_cache_dir(), (COUNTERFACT_TRAIN,), tokens, model_samples=64,
                                           prefixes=args.prefixes, wordings=wordings, other_wordings=others)
@@ -111,6 +125,7 @@ def main() -> None:
                        + ("" if mom2 is None else f", λ {mom2:g}")
                        + ("" if cutoff is None else f", cut-off {cutoff:g}")
                        + ("" if radius is None else f", ε {radius:g}·‖k‖")
+                       + ("" if subjects is None else f", {subjects} memory subjects")
                        + ("" if held is None else f", {held} continuation tokens")
                        + ("" if held_factor is None else f" × {held_factor:g}"))
             edits = [Edit(f"{i:032x}", "sweep", c["subject"], c["prompt"], c["target_new"], None, (), 0)
@@ -133,7 +148,7 @@ def main() -> None:
             summary = {k: round(sum(r[k] for r in scored) / len(scored), 3) for k in scored[0]}
             print(json.dumps({"method": args.method, "layers": layers, "stats_tokens": tokens,
                               "prefixes": args.prefixes, "other_wordings": others, "mom2_weight": mom2,
-                              "null_space_cutoff": cutoff, "deferral_radius": radius,
+                              "null_space_cutoff": cutoff, "deferral_radius": radius, "memory_subjects": subjects,
                               "continuation_tokens": held, "continuation_factor": held_factor,
                               "batch": batch, "delta_scale": variant, "cases": len(scored), **summary}), flush=True)
 

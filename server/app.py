@@ -163,11 +163,11 @@ def build_service(config: Config) -> Service:
 
 def build_multihop(config: Config, lm: CausalLM, router: Router) -> tuple[FewShotPlanner, RouterSteps]:
     """The served model as the multi-hop planner (after the shipped or configured demonstrations), and the steps
-    answered through the router, the base model answering in a few greedy tokens up to the line's end."""
+    answered through the router, a generated answer cut to a few greedy tokens up to the line's end."""
     path = config.multihop_demonstrations or DEFAULT_DEMONSTRATIONS
     planner = FewShotPlanner(lm, load_demonstrations(path), config.limits.max_hops)
     options = GenerationOptions(config.multihop_answer_tokens, stop=("\n",))
-    return planner, RouterSteps(router, router.generator(Route.BASE), options)
+    return planner, RouterSteps(router, options)
 
 
 def in_scope_routes(configured: str, available: Collection[Route]) -> tuple[Route, Route]:

@@ -219,10 +219,11 @@ class Config:
                              f"got {self.refusal!r}")
         if self.limits.max_chat_turns < 1:
             raise ValueError(f"limits.max_chat_turns must be at least 1, got {self.limits.max_chat_turns}")
-        if self.limits.max_hops < 1 or not 1 <= self.multihop_answer_tokens <= self.limits.max_new_tokens:
-            raise ValueError(f"limits.max_hops must be at least 1 and multihop_answer_tokens in "
-                             f"[1, {self.limits.max_new_tokens}], got {self.limits.max_hops} and "
-                             f"{self.multihop_answer_tokens}")
+        if self.limits.max_hops < 1:
+            raise ValueError(f"limits.max_hops must be at least 1, got {self.limits.max_hops}")
+        if not 1 <= self.multihop_answer_tokens <= self.limits.max_new_tokens:
+            raise ValueError(f"multihop_answer_tokens must be in [1, {self.limits.max_new_tokens}], "
+                             f"got {self.multihop_answer_tokens}")
         if self.limits.max_pending_edit_chars < 1:
             raise ValueError(
                 f"limits.max_pending_edit_chars must be at least 1, got {self.limits.max_pending_edit_chars}"

@@ -8,8 +8,10 @@ the plan is a `Planner` (the served model from few-shot demonstrations: `FewShot
 
 An edit answers a step when the gate sends the step in scope of it and the counterfactual model does not abstain
 (`Router.decide`, the same decision a plain query gets); the step's answer is then the edit's `target_new` itself,
-not a model's rendering of it, so a chain of edits is followed exactly. Erase edits and rules (patches) state no
-object to follow: a step they catch is answered by the base model.
+not a model's rendering of it, so a chain of edits is followed exactly. A step caught by an edit that states no
+object is answered as a plain query would be (`Router.generate`): a rule (patch) by its route, an erased fact by
+the refusal, which ends the chain (the erased fact must not be reached through a later step either). A step no edit
+catches is answered by the base model, through the namespace's regex patches.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from server.errors import InvalidArgument
+from server.errors import Cancelled, InvalidArgument
 from server.generators.decoding import CausalLM
-from server.interfaces import Generator
+from server.interfaces import StopCheck
 from server.router import Router
 from server.types import Edit, EditKind, GenerationOptions, Query, Route
 
@@ -39,8 +41,9 @@ class Hop:
 
     question: str  # the sub-question as asked, earlier answers substituted
     answer: str
-    route: Route  # BASE when the base model answered, else the route the gate chose for the edit
+    route: Route  # BASE when the base model answered, else the route that answered from `edit`
     edit: Edit | None  # the edit that answered, None for the base model
+    final: bool = False  # a refusal (an erased fact): nothing to carry on with
 
 
 @dataclass(frozen=True)
@@ -62,13 +65,13 @@ class ChainAnswer:
 
 
 class Planner(Protocol):
-    def plan(self, question: str) -> list[str]:
+    def plan(self, question: str, should_stop: StopCheck | None = None) -> list[str]:
         """The question's single-hop sub-questions in order; "#k" in a step stands for the answer of step k."""
         ...
 
 
 class StepAnswerer(Protocol):
-    def answer(self, namespace: str, question: str) -> Hop: ...
+    def answer(self, namespace: str, question: str, should_stop: StopCheck | None = None) -> Hop: ...
 
 
 @dataclass(frozen=True)
@@ -77,17 +80,22 @@ class GivenPlan:
 
     steps: tuple[str, ...]
 
-    def plan(self, question: str) -> list[str]:
+    def plan(self, question: str, should_stop: StopCheck | None = None) -> list[str]:
         return list(self.steps)
 
 
+def references(step: str) -> set[int]:
+    """The steps whose answers `step` refers to ("#k")."""
+    return {int(k) for k in STEP_REF.findall(step)}
+
+
 def check_plan(steps: Sequence[str], max_hops: int) -> None:
-    """A caller's plan as `parse_steps` would keep a model's: at most `max_hops` steps, each "#k" naming an earlier
-    step, so every reference is filled before its step is asked."""
+    """A caller's plan: at most `max_hops` steps, each "#k" naming an earlier step, so every reference is filled
+    before its step is asked. (A model's plan must also chain each step to the one before: `parse_steps`.)"""
     if len(steps) > max_hops:
         raise InvalidArgument(f"steps has {len(steps)} entries; the limit is {max_hops} hops")
     for i, step in enumerate(steps):
-        for k in sorted({int(k) for k in STEP_REF.findall(step)}):
+        for k in sorted(references(step)):
             if not 1 <= k <= i:
                 earlier = f"#1 to #{i}" if i else "none: the first step names its subject itself"
                 raise InvalidArgument(f"steps[{i}] refers to #{k}, which is not an earlier step's answer "
@@ -119,19 +127,24 @@ def short_answer(text: str) -> str:
 
 @dataclass(frozen=True)
 class RouterSteps:
-    """Answers a step from the edit the router finds for it (exactly its target_new), else from the base model."""
+    """Answers a step from the edit the router finds for it (exactly its target_new), else as the router answers a
+    query (the base model, a rule's route, an erased fact's refusal), cut to a short answer."""
 
     router: Router
-    base: Generator
-    options: GenerationOptions  # the base model's short answer: a few tokens, greedy
+    options: GenerationOptions  # a short answer: a few tokens, greedy
 
-    def answer(self, namespace: str, question: str) -> Hop:
+    def answer(self, namespace: str, question: str, should_stop: StopCheck | None = None) -> Hop:
         decision = self.router.decide(Query(namespace, question))
         edit = decision.edit
         if edit is not None and decision.route is not Route.BASE and edit.kind in FOLLOWED_KINDS:
             return Hop(question, edit.target_new.strip(), decision.route, edit)
-        text = self.base.generate(base_prompt(question), None, self.options).text
-        return Hop(question, short_answer(text), Route.BASE, None)
+        # The base model reads a question in a Q/A frame; an in-scope route reads the step as a query.
+        query = Query(namespace, base_prompt(question) if decision.route is Route.BASE else question)
+        generation = self.router.generate(query, decision, self.options, should_stop=should_stop)
+        answered = self.router.acted_decision(query, decision, generation.acted)  # state beside the weights acted
+        by = answered.edit
+        refused = answered.route is not Route.BASE and by is not None and by.kind is EditKind.ERASE
+        return Hop(question, short_answer(generation.text), answered.route, by, final=refused)
 
 
 @dataclass(frozen=True)
@@ -139,19 +152,26 @@ class ChainFollower:
     planner: Planner
     steps: StepAnswerer
     max_hops: int = 4  # MQuAKE's longest chains; a longer plan is cut here
+    max_step_chars: int = 8000  # a step once earlier answers are filled in (an edit's answer may be long)
 
     def __post_init__(self) -> None:
         if self.max_hops < 1:
             raise ValueError(f"max_hops must be at least 1, got {self.max_hops}")
 
-    def follow(self, namespace: str, question: str) -> ChainAnswer:
+    def follow(self, namespace: str, question: str, should_stop: StopCheck | None = None) -> ChainAnswer:
         # A question the planner cannot split is asked whole, as a plain query would be.
-        plan = tuple(self.planner.plan(question)[: self.max_hops]) or (question,)
+        plan = tuple(self.planner.plan(question, should_stop)[: self.max_hops]) or (question,)
         hops: list[Hop] = []
-        for step in plan:
-            hop = self.steps.answer(namespace, substitute(step, [h.answer for h in hops]))
+        for i, step in enumerate(plan):
+            if should_stop is not None and should_stop():
+                raise Cancelled(f"the caller went away or its deadline passed after {i} of {len(plan)} steps")
+            asked = substitute(step, [h.answer for h in hops])
+            if len(asked) > self.max_step_chars:
+                raise InvalidArgument(f"steps[{i}] has {len(asked)} characters once earlier answers are filled in; "
+                                      f"the limit is {self.max_step_chars}")
+            hop = self.steps.answer(namespace, asked, should_stop)
             hops.append(hop)
-            if not hop.answer:  # nothing to carry on with
+            if not hop.answer or hop.final:  # nothing to carry on with
                 break
         return ChainAnswer(question, plan, tuple(hops))
 
@@ -181,9 +201,9 @@ class FewShotPlanner:
         shots = "\n".join(d.render() for d in self.demonstrations)
         return f"{shots}\nQuestion: {question.strip()}\nStep 1:"
 
-    def plan(self, question: str) -> list[str]:
+    def plan(self, question: str, should_stop: StopCheck | None = None) -> list[str]:
         options = GenerationOptions(max_new_tokens=self.max_steps * self.max_step_tokens, stop=("\n\n", "Question:"))
-        text = "Step 1:" + self.lm.decode(self.prompt(question), options).text
+        text = "Step 1:" + self.lm.decode(self.prompt(question), options, should_stop=should_stop).text
         return parse_steps(text, self.max_steps)
 
 
@@ -208,7 +228,7 @@ def parse_steps(text: str, max_steps: int) -> list[str]:
         if match is None or int(match.group(1)) != len(steps) + 1 or len(steps) == max_steps:
             break
         step = match.group(2).strip()
-        refs = {int(k) for k in STEP_REF.findall(step)}
+        refs = references(step)
         if step in steps or any(not 1 <= k <= len(steps) for k in refs) or (steps and len(steps) not in refs):
             break
         steps.append(step)

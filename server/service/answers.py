@@ -141,14 +141,18 @@ class Answers:
         the base model, each answer filling the later steps that refer to it."""
         started = perf_counter()
         namespace = check_namespace(query.namespace)
-        question = check_text("question", query.question, self._config.limits.max_prompt_chars)
-        max_chars = self._config.limits.max_text_chars
-        steps = tuple(check_text(f"steps[{i}]", s, max_chars) for i, s in enumerate(query.steps))
-        check_plan(steps, self._config.limits.max_hops)
+        limits = self._config.limits
+        # One question, not a document: with the planner's demonstrations it must fit the model's prompt.
+        question = check_text("question", query.question, limits.max_text_chars)
+        steps = tuple(check_text(f"steps[{i}]", s, limits.max_text_chars) for i, s in enumerate(query.steps))
+        check_plan(steps, limits.max_hops)
         planner = GivenPlan(steps) if steps else self._planner
-        follower = ChainFollower(planner, self._steps, self._config.limits.max_hops)
-        # Planning and the base model's steps decode (they join the running batch); the gate runs in between.
-        chain, queue_ms = await self._worker.run_decoding(lambda: follower.follow(namespace, question), should_stop)
+        follower = ChainFollower(planner, self._steps, limits.max_hops, limits.max_prompt_chars)
+        # With batching the steps' decoding joins the running batch; without, the chain has the model thread to
+        # itself, gate included. Either way a caller that goes away stops it between steps.
+        chain, queue_ms = await self._worker.run_decoding(
+            lambda: follower.follow(namespace, question, should_stop), should_stop
+        )
         timings = Timings(queue_ms=queue_ms, total_ms=(perf_counter() - started) * 1e3)
         log.info(
             "multihop %s namespace=%s planned=%s steps=%d routes=%s edits=%s total_ms=%.0f", uuid.uuid4().hex[:8],

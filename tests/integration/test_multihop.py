@@ -46,7 +46,7 @@ def test_a_step_no_edit_answers_goes_to_the_base_model(running_server: LocalServ
         assert second.route == "base" and second.edit_id is None and result.edit_ids == (needle.id,)
         # The base model's own continuation, cut to its first line or sentence.
         base = client.generate(second.question, route="base", options=GenerationOptions(max_new_tokens=12))
-        assert base.text.strip().startswith(second.answer)
+        assert second.answer and base.text.strip().startswith(second.answer)
 
 
 def test_another_namespaces_edits_answer_no_step(running_server: LocalServer) -> None:
@@ -77,11 +77,29 @@ def test_an_empty_question_is_refused(running_server: LocalServer) -> None:
 
 
 def test_without_steps_the_served_model_plans(running_server: LocalServer) -> None:
-    """The tiny model writes no usable plan, so the question is asked whole as the one step."""
+    """The plan is the served model's (greedy: the same on every call), and each hop asks its step of it."""
     with running_server.client(fresh_namespace()) as client:
-        result = client.answer_multihop(QUESTION)
-        assert result.plan and len(result.hops) >= 1
-        assert result.hops[0].question == result.plan[0]  # step 1 refers to no earlier answer
+        client.add_edits([NEEDLE, TAIPEI])
+        first, again = client.answer_multihop(QUESTION), client.answer_multihop(QUESTION)
+    assert first.plan and first.plan == again.plan and first.hops == again.hops
+    assert first.plan != STEPS
+    answers: list[str] = []
+    for step, hop in zip(first.plan, first.hops, strict=False):
+        for k, answer in enumerate(answers, 1):
+            step = step.replace(f"#{k}", answer)
+        assert hop.question == step
+        answers.append(hop.answer)
+
+
+def test_an_erased_fact_is_refused_and_ends_the_chain(running_server: LocalServer) -> None:
+    with running_server.client(fresh_namespace()) as client:
+        (erased,) = client.add_edits([EditInput("Space Needle", NEEDLE.prompt, "", kind="erase")])
+        client.add_edits([TAIPEI])
+        result = client.answer_multihop(QUESTION, steps=STEPS)
+        refusal = client.generate(NEEDLE.prompt).text.strip()
+    (hop,) = result.hops
+    assert refusal == "I don't know."  # the server's default refusal, as a plain query gets it
+    assert hop.edit_id == erased.id and hop.route != "base" and hop.answer == "I don't know"  # cut at the stop
 
 
 def test_editctl_multihop_prints_the_chain(

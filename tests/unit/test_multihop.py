@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import InvalidArgument
+from server.errors import Cancelled, InvalidArgument
 from server.generators.base import BaseGenerator
 from server.generators.decoding import CausalLM
+from server.generators.refusal import RefusalGenerator
+from server.interfaces import StopCheck
 from server.multihop import (
     DEFAULT_DEMONSTRATIONS,
     ChainFollower,
@@ -46,6 +48,7 @@ from tests.tiny import build_tiny_model, build_tiny_tokenizer
 from tests.unit.fakes import FixedMemory, HashEmbedder, RecordingGenerator, make_edit
 
 OPTIONS = GenerationOptions(max_new_tokens=4, stop=("\n",))
+REFUSAL = "who is paris"  # the tiny tokenizer's words, so the refusal decodes as written
 CAPITAL = make_edit("a" * 32, prompt="the capital of france is", target_new="rome", subject="france")
 LANGUAGE = make_edit("b" * 32, prompt="the language of rome is", target_new="german", subject="rome")
 
@@ -61,14 +64,6 @@ class SubjectGate:
         pass
 
 
-@dataclass(frozen=True)
-class FixedPlan:
-    steps: tuple[str, ...]
-
-    def plan(self, question: str) -> list[str]:
-        return list(self.steps)
-
-
 @dataclass
 class ScriptedSteps:
     """Answers step i with answers[i], recording what it was asked."""
@@ -76,7 +71,7 @@ class ScriptedSteps:
     answers: list[str]
     asked: list[str] = field(default_factory=list)
 
-    def answer(self, namespace: str, question: str) -> Hop:
+    def answer(self, namespace: str, question: str, should_stop: StopCheck | None = None) -> Hop:
         self.asked.append(question)
         return Hop(question, self.answers[len(self.asked) - 1], Route.BASE, None)
 
@@ -86,13 +81,14 @@ def lm() -> CausalLM:
     return CausalLM(build_tiny_model(), build_tiny_tokenizer())  # type: ignore[arg-type]
 
 
-def follower(edits: Sequence[Edit], lm: CausalLM, plan: Sequence[str], max_hops: int = 4) -> ChainFollower:
-    memory = FixedMemory([Hit(e, 0.9) for e in edits])
+def follower(edits: Sequence[Edit], lm: CausalLM, plan: Sequence[str], others: Sequence[Edit] = ()) -> ChainFollower:
+    """`edits` found by the gate when a step names their subject; `others` never found (regex patches)."""
+    memory = FixedMemory([Hit(e, 0.9) for e in edits], others=list(others))
     base = BaseGenerator(lm)
     router = Router(scope=ScopeCheck(HashEmbedder(dim=16), memory, SubjectGate(), top_k=4), memory=memory,
                     generators={Route.BASE: base, Route.PROMPT: RecordingGenerator(Route.PROMPT)},
-                    in_scope_route=Route.PROMPT, threshold=0.5)
-    return ChainFollower(FixedPlan(tuple(plan)), RouterSteps(router, base, OPTIONS), max_hops)
+                    in_scope_route=Route.PROMPT, threshold=0.5, refusal=RefusalGenerator(lm.tokenizer, REFUSAL))
+    return ChainFollower(GivenPlan(tuple(plan)), RouterSteps(router, OPTIONS))
 
 
 def test_substitute_fills_answered_steps_and_leaves_the_rest() -> None:
@@ -120,15 +116,37 @@ def test_a_step_no_edit_answers_goes_to_the_base_model(lm: CausalLM) -> None:
     assert chain.edits_used == (CAPITAL.id,)
 
 
-def test_erase_edits_state_no_object_so_the_base_model_answers(lm: CausalLM) -> None:
+def test_an_erased_fact_is_refused_and_ends_the_chain(lm: CausalLM) -> None:
     erased = replace(CAPITAL, kind=EditKind.ERASE, target_new="")
-    chain = follower([erased], lm, ["the capital of france is"]).follow("ns", "q")
-    assert chain.hops[0].edit is None and chain.hops[0].route is Route.BASE
+    chain = follower([erased, LANGUAGE], lm, ["the capital of france is", "the language of #1 is"]).follow("ns", "q")
+    (hop,) = chain.hops  # not carried on: the erased fact must not be reached through the next step either
+    assert (hop.answer, hop.route, hop.edit, hop.final) == (REFUSAL, Route.PROMPT, erased, True)
+
+
+def test_the_base_models_steps_go_through_the_namespaces_regex_patches(lm: CausalLM) -> None:
+    redact = replace(make_edit("c" * 32, prompt="", target_new="", subject=""), kind=EditKind.REGEX,
+                     pattern=r"(?s).+", replacement="redacted")
+    chain = follower([CAPITAL], lm, ["the capital of france is", "the language of #1 is"], others=[redact]).follow(
+        "ns", "q")
+    assert [(h.answer, h.route) for h in chain.hops] == [("rome", Route.PROMPT), ("redacted", Route.BASE)]
+
+
+def test_a_caller_gone_stops_the_chain_between_steps() -> None:
+    steps = ScriptedSteps(["a", "b"])
+    with pytest.raises(Cancelled, match="after 1 of 2 steps"):
+        ChainFollower(GivenPlan(("s1", "s2 #1")), steps).follow("ns", "q", should_stop=lambda: bool(steps.asked))
+    assert steps.asked == ["s1"]
+
+
+def test_a_step_too_long_once_filled_in_is_refused() -> None:
+    steps = ScriptedSteps(["x" * 10])
+    with pytest.raises(InvalidArgument, match=r"steps\[1\] has 25 characters once earlier answers are filled in"):
+        ChainFollower(GivenPlan(("s1", "#1 and #1")), steps, max_step_chars=20).follow("ns", "q")
 
 
 def test_the_plan_is_cut_at_max_hops() -> None:
     steps = ScriptedSteps(["a", "b", "c"])
-    chain = ChainFollower(FixedPlan(("s1", "s2 #1", "s3 #2")), steps, max_hops=2).follow("ns", "q")
+    chain = ChainFollower(GivenPlan(("s1", "s2 #1", "s3 #2")), steps, max_hops=2).follow("ns", "q")
     assert chain.plan == ("s1", "s2 #1")
     assert steps.asked == ["s1", "s2 a"]
     assert chain.answer == "b"
@@ -136,13 +154,13 @@ def test_the_plan_is_cut_at_max_hops() -> None:
 
 def test_an_empty_answer_ends_the_chain() -> None:
     steps = ScriptedSteps(["", "b"])
-    chain = ChainFollower(FixedPlan(("s1", "s2 #1")), steps).follow("ns", "q")
+    chain = ChainFollower(GivenPlan(("s1", "s2 #1")), steps).follow("ns", "q")
     assert steps.asked == ["s1"] and chain.answer == ""
 
 
 def test_max_hops_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_hops"):
-        ChainFollower(FixedPlan(()), ScriptedSteps([]), max_hops=0)
+        ChainFollower(GivenPlan(()), ScriptedSteps([]), max_hops=0)
 
 
 def test_parse_steps_takes_consecutive_steps_from_one() -> None:
@@ -161,7 +179,7 @@ def test_parse_steps_ends_the_plan_where_the_chain_breaks() -> None:
 
 def test_a_question_the_planner_cannot_split_is_asked_whole() -> None:
     steps = ScriptedSteps(["rome"])
-    chain = ChainFollower(FixedPlan(()), steps).follow("ns", "the capital of france is")
+    chain = ChainFollower(GivenPlan(()), steps).follow("ns", "the capital of france is")
     assert chain.plan == ("the capital of france is",) and chain.answer == "rome"
 
 
@@ -183,7 +201,7 @@ class WrittenText:
     text: str
     prompts: list[str] = field(default_factory=list)
 
-    def decode(self, prompt: str, options: GenerationOptions) -> Generation:
+    def decode(self, prompt: str, options: GenerationOptions, should_stop: StopCheck | None = None) -> Generation:
         self.prompts.append(prompt)
         return Generation(self.text, (), FinishReason.STOP)
 
@@ -225,10 +243,6 @@ def test_check_plan_accepts_references_to_earlier_steps_only() -> None:
         check_plan(("a", "the capital of #2"), max_hops=4)
     with pytest.raises(InvalidArgument, match="steps has 3 entries; the limit is 2"):
         check_plan(("a", "b of #1", "c of #2"), max_hops=2)
-
-
-def test_a_given_plan_is_followed_as_given() -> None:
-    assert GivenPlan(("a", "b of #1")).plan("any question") == ["a", "b of #1"]
 
 
 def test_demonstrations_round_trip_through_their_file(tmp_path: Path) -> None:
