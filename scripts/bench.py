@@ -98,17 +98,21 @@ def minilm_shaped(encoder: Any, n_texts: int = 2000) -> Callable[[Any, int], Any
     return sample
 
 
-def recall_and_deletes(memory: Any, encoder: Any, keys: Any, texts: list[str], k: int) -> dict[str, Any]:
-    """Recall@k of the memory's search against an exact search of every key (one key per edit), then the same
-    queries after deleting a tenth of the edits they found: how many deleted edits come back (must be 0)."""
+def recall_and_deletes(
+    memory: Any, encoder: Any, keys: Any, texts: list[str], k: int, keys_per_edit: int = 1
+) -> dict[str, Any]:
+    """Recall@k of the memory's search against an exact search of every key (edit i's keys are rows
+    i·keys_per_edit onwards), then the same queries after deleting a tenth of the edits they found: how many
+    deleted edits come back (must be 0)."""
     import numpy as np
 
     queries = encoder.encode(texts)  # (q, dim)
-    exact = np.argsort(-(queries @ keys.T), axis=1)[:, :k]  # key rows, best first
+    ranked = np.argsort(-(queries @ keys.T), axis=1) // keys_per_edit  # edits, best key first
     recalls, found = [], []
-    for query, best in zip(queries, exact, strict=True):
+    for query, edits in zip(queries, ranked, strict=True):
         hits = memory.search("bench", query, k)
         found.append(hits)
+        best = list(dict.fromkeys(edits.tolist()))[:k]  # the k best distinct edits
         recalls.append(len({h.edit.subject for h in hits} & {f"s{i}" for i in best}) / k)
     deleted = {h.edit.id for hits in found for h in hits[::10]}
     for edit_id in deleted:
@@ -118,8 +122,11 @@ def recall_and_deletes(memory: Any, encoder: Any, keys: Any, texts: list[str], k
             "deleted": len(deleted), "deleted_returned": returned}
 
 
-def gate_scaling(sizes: list[int], queries: int, top_k: int, gate_name: str, keys: str = "minilm") -> dict[str, Any]:
+def gate_scaling(
+    sizes: list[int], queries: int, top_k: int, gate_name: str, keys: str = "minilm", aliases: int = 0
+) -> dict[str, Any]:
     """(b) The server's ScopeCheck with N synthetic edits in one namespace: embed, FAISS search, store, gate.
+    Each edit has one key (its prompt) and, with `aliases`, that many alias keys more (issue 24's extra keys).
 
     The classifier gate computes an edit's side of the features once per edit and caches it; every
     query is run once to warm that cache, then timed on a second pass (the steady state).
@@ -171,7 +178,9 @@ def gate_scaling(sizes: list[int], queries: int, top_k: int, gate_name: str, key
             started = time.perf_counter()
             for start in range(0, size, 10_000):
                 n = min(10_000, size - start)
-                memory.add("bench", [EditSpec(f"s{i}", f"s{i} is in", "x") for i in range(start, start + n)])
+                memory.add("bench", [EditSpec(f"s{i}", f"s{i} is in", "x",
+                                              aliases=tuple(f"s{i} alias {j}" for j in range(aliases)))
+                                     for i in range(start, start + n)])
             fill_s = time.perf_counter() - started
             memory.wait_for_index()  # a large namespace's approximate index is built in the background
             build_s = time.perf_counter() - started - fill_s
@@ -183,8 +192,9 @@ def gate_scaling(sizes: list[int], queries: int, top_k: int, gate_name: str, key
             total = [t.embed_ms + t.search_ms + t.gate_ms for t in timings]
             results[str(size)] = {"total_ms": stats_ms(total), "search_ms": stats_ms([t.search_ms for t in timings]),
                                   "embed_ms": stats_ms([t.embed_ms for t in timings]), "fill_s": round(fill_s, 1),
-                                  "index_build_s": round(build_s, 1), "keys": keys,
-                                  **recall_and_deletes(memory, encoder, np.concatenate(random_keys.made), texts, top_k)}
+                                  "index_build_s": round(build_s, 1), "keys": keys, "aliases_per_edit": aliases,
+                                  **recall_and_deletes(memory, encoder, np.concatenate(random_keys.made), texts, top_k,
+                                                       1 + aliases)}
             memory.close()
         print(f"  gate with {size} edits: p50 {results[str(size)]['total_ms']['p50']} ms", file=sys.stderr)
     return results
@@ -371,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gate", choices=["classifier", "similarity"], default="classifier", help="(b) the gate")
     parser.add_argument("--keys", choices=["minilm", "random"], default="minilm",
                         help="(b) synthetic key vectors: MiniLM-shaped (default) or isotropic random")
+    parser.add_argument("--aliases", type=int, default=0, help="(b) alias keys per edit, besides its prompt")
     parser.add_argument("--repeats", type=int, default=20, help="(a) prompts timed")
     parser.add_argument("--new-tokens", type=int, default=16, help="(a, d) tokens generated per request")
     parser.add_argument("--clients", default="1,4,16,64", help="(d) concurrent clients")
@@ -390,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if "b" in only:
         summary["gate_scaling"] = gate_scaling([int(s) for s in args.sizes.split(",")], args.queries, args.top_k,
-                                               args.gate, args.keys)
+                                               args.gate, args.keys, args.aliases)
     if "d" in only:
         summary["bandwidth_gb_s"] = bandwidth_probe()
         with tempfile.TemporaryDirectory(prefix="editcache-baseline-") as baseline_dir:

@@ -9,7 +9,9 @@ edit, answers the reverse questions and abstains on the other questions that nam
 
 For each case, one edit at a time, no gate: the reverse probes of `zsre/inverse-dev.json` (answered: judged and,
 unless the model abstains, a greedy answer scored by exact match) and the object-neighbourhood probes of
-`counterfact/val.json` (abstained or not). Both files are dev/validation: report only, nothing is fitted.
+`counterfact/val.json` (abstained or not, and the answer when not). Whether the answer names the edit's subject is
+recorded for both: a reverse question's answer is the subject, so that check could stand beside the judgement.
+Both files are dev/validation: report only, nothing is fitted.
 
     .venv/bin/python scripts/measure_object_keys.py --reverse-cases 100 --neighbourhood-cases 200 --json out.json
 
@@ -63,23 +65,30 @@ def main() -> int:
         for probe in case.reverse:
             abstains = generator.judge(edit, probe.prompt).abstains
             text = "" if abstains else generator.generate(probe.prompt, edit, options).text
-            reverse.append({"question": probe.prompt, "object": edit.target_new, "abstains": abstains, "answer": text,
-                            "names_object": names(probe.prompt, edit.target_new),
+            reverse.append({"question": probe.prompt, "object": edit.target_new, "subject": edit.subject,
+                            "abstains": abstains, "answer": text, "names_object": names(probe.prompt, edit.target_new),
+                            "answers_subject": not abstains and names(text, edit.subject),
                             "em": not abstains and exact_match(text, probe.answers)})
     neighbourhood = []
     cases = load_cases(DATA_DIR / "counterfact" / "val.json")[1][: args.neighbourhood_cases]
     for case in with_object_neighbourhood(cases):
         edit = as_edit(case.edits[0])
         for probe in case.object_neighbourhood:
-            neighbourhood.append({"question": probe.prompt, "object": edit.target_new,
-                                  "abstains": generator.judge(edit, probe.prompt).abstains})
+            abstains = generator.judge(edit, probe.prompt).abstains
+            text = "" if abstains else generator.generate(probe.prompt, edit, options).text
+            neighbourhood.append({"question": probe.prompt, "object": edit.target_new, "subject": edit.subject,
+                                  "abstains": abstains, "answer": text,
+                                  "answers_subject": not abstains and names(text, edit.subject)})
 
     def count(rows: list[dict[str, object]], key: str) -> str:
         return f"{sum(bool(row[key]) for row in rows)}/{len(rows)}"
 
     print(json.dumps({"reverse: names the object": count(reverse, "names_object"),
                       "reverse: abstained": count(reverse, "abstains"), "reverse: answered, EM": count(reverse, "em"),
-                      "object neighbourhood: abstained": count(neighbourhood, "abstains")}, indent=1))
+                      "reverse: the answer names the subject": count(reverse, "answers_subject"),
+                      "object neighbourhood: abstained": count(neighbourhood, "abstains"),
+                      "object neighbourhood: the answer names the subject": count(neighbourhood, "answers_subject")},
+                     indent=1))
     if args.json:
         args.json.write_text(json.dumps({"reverse": reverse, "object_neighbourhood": neighbourhood}, indent=1))
     return 0
