@@ -65,6 +65,7 @@ from server.multihop import (  # noqa: E402
     Hop,
     Planner,
     RouterSteps,
+    as_question,
     base_prompt,
     knowedit_demonstrations,
     load_demonstrations,
@@ -367,6 +368,8 @@ def summarize(results: Sequence[dict]) -> dict:
 def demonstrations(args: argparse.Namespace) -> dict:
     train = [r for path in KNOWEDIT_TRAIN for r in json.loads(path.read_text())]
     shots = knowedit_demonstrations(train, args.shots)
+    if args.question_form:
+        shots = tuple(as_question(d) for d in shots)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_demonstrations(args.out, shots)
     return {"mode": "demonstrations", "out": str(args.out), "demonstrations": len(shots)}
@@ -378,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demonstrations")
     d.add_argument("--shots", type=int, default=6, help="KnowEdit train demonstrations the planner sees")
     d.add_argument("--out", type=Path, default=DEFAULT_DEMONSTRATIONS)
+    d.add_argument("--question-form", action="store_true",
+                   help="ask each shot's question as a question (its steps stay clozes)")
     for mode in ("ceiling", "follow"):
         p = sub.add_parser(mode)
         p.add_argument("--data", type=Path, default=MQUAKE_DEV)

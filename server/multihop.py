@@ -265,6 +265,15 @@ def knowedit_demonstrations(records: Sequence[dict], k: int, max_chars: int = 10
     return tuple(demonstrations)
 
 
+def as_question(demonstration: Demonstration) -> Demonstration:
+    """The demonstration with its question asked as users ask ("What is the name of the mother of X?" for "The name
+    of the mother of X is"), the steps kept as clozes (the form the base model answers better)."""
+    match = re.fullmatch(r"The (.+) is", demonstration.question)
+    if match is None:
+        return demonstration
+    return Demonstration(f"What is the {match.group(1)}?", demonstration.steps)
+
+
 def _noun_phrase(cloze: str) -> str | None:
     """KnowEdit's "The name of the mother of X is" / "The place of death of X is" as the noun phrase it asks
     for ("the mother of X", "the place of death of X"); None for another form."""

@@ -22,6 +22,7 @@ from server.multihop import (
     GivenPlan,
     Hop,
     RouterSteps,
+    as_question,
     base_prompt,
     check_plan,
     knowedit_demonstrations,
@@ -256,3 +257,10 @@ def test_the_shipped_demonstrations_are_chains_the_parser_would_keep() -> None:
     assert len(shots) >= 2
     for shot in shots:
         assert parse_steps(shot.render().split("\n", 1)[1], max_steps=4) == list(shot.steps)
+
+
+def test_as_question_asks_the_shots_question_and_keeps_its_steps() -> None:
+    shot = Demonstration("The name of the mother of X is", ("The name of the mother of X is",))
+    assert as_question(shot) == Demonstration("What is the name of the mother of X?", shot.steps)
+    odd = Demonstration("Who founded X?", ("a",))
+    assert as_question(odd) == odd  # not a "The ... is" cloze: kept as it is
