@@ -11,7 +11,7 @@ This module sits beside the layers and imports none of ours: any layer may recor
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from time import perf_counter
@@ -34,7 +34,8 @@ RPC_HANDLED = Counter("grpc_server_handled", "RPCs completed on the server, by s
 RPC_SECONDS = Histogram("grpc_server_handling_seconds", "Time from an RPC's start to its end on the server.",
                         RPC_LABELS, buckets=LATENCY_BUCKETS)
 
-ANSWERS = Counter("editcache_answers", "Answers (generate, chat, score) by the route that produced them.",
+ANSWERS = Counter("editcache_answers", "Answers (generate, chat, score, multihop_step: one step of a multi-hop "
+                  "answer) by the route that produced them.",
                   ("kind", "route", "abstained"))
 GATE_SECONDS = Histogram("editcache_gate_seconds", "The route decision's stages: embed, search, gate (the "
                          "classifier and any counterfactual judgement) and decision (their sum).",
@@ -127,6 +128,14 @@ def observe_answer(kind: str, route: str, abstained: bool, gated: bool, score: f
         GATE_SCORE.observe(score)
     QUEUE_SECONDS.observe(queue_ms / 1e3)
     GENERATION_SECONDS.labels(route).observe(generate_ms / 1e3)
+
+
+def observe_chain(hop_routes: Sequence[str], queue_ms: float) -> None:
+    """A multi-hop answer: each step as an answer of kind multihop_step by its route, and the chain's wait for the
+    model (its steps' own stages run inside the chain, on the model's side)."""
+    for route in hop_routes:
+        ANSWERS.labels("multihop_step", route, "false").inc()
+    QUEUE_SECONDS.observe(queue_ms / 1e3)
 
 
 @contextmanager

@@ -154,6 +154,7 @@ class Answers:
             lambda: follower.follow(namespace, question, should_stop), should_stop
         )
         timings = Timings(queue_ms=queue_ms, total_ms=(perf_counter() - started) * 1e3)
+        metrics.observe_chain([h.route.value for h in chain.hops], queue_ms)
         log.info(
             "multihop %s namespace=%s planned=%s steps=%d routes=%s edits=%s total_ms=%.0f", uuid.uuid4().hex[:8],
             namespace, "caller" if steps else "server", len(chain.hops), ",".join(h.route.value for h in chain.hops),

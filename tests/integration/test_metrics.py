@@ -65,6 +65,8 @@ def test_families_exist_and_values_move_with_requests(metrics_server: tuple[Loca
         client.add_edits([EditInput("france", PROMPT, "rome"), EditInput("germany", "the capital of germany is", "x")])
         client.generate(PROMPT, options=GenerationOptions(max_new_tokens=3))
         client.generate("who speaks german in berlin", options=GenerationOptions(max_new_tokens=3))
+        chain = client.answer_multihop("what is spoken in the capital of france",
+                                       steps=[PROMPT, "the language of #1 is"])
         with pytest.raises(NotFound):
             client.get_edit("0" * 32)
         with pytest.raises(EditcacheError):  # nothing baked: the rollback fails, and is counted as such
@@ -85,7 +87,9 @@ def test_families_exist_and_values_move_with_requests(metrics_server: tuple[Loca
         assert moved("editcache_gate_seconds_count", stage=stage) == 2
     assert moved("editcache_gate_seconds_sum", stage="decision") > 0
     assert moved("editcache_gate_score_count") == 2
-    assert moved("editcache_queue_seconds_count") == 2
+    assert moved("editcache_queue_seconds_count") == 3  # the two answers and the chain
+    assert moved("editcache_answers_total", kind="multihop_step") == len(chain.hops) == 2
+    assert moved("editcache_answers_total", kind="multihop_step", route=chain.hops[0].route) >= 1
     assert moved("editcache_generation_seconds_count") == 2
     assert moved("editcache_batch_size_count", kind="add_edits") == 1
     assert moved("editcache_batch_size_sum", kind="add_edits") == 2
