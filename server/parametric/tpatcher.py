@@ -9,7 +9,8 @@ to an FFN (by default the last layer's), trained to fire on the edit's question 
     loss        L = L_e + a·L_a + m·L_m, as the paper:
                 L_e  the new answer's NLL on the edit's prompts (after each context prefix and in other wordings,
                      as ROME's value is optimised), with the neuron in the FFN at every position
-                L_a  hinge: the pre-activation at each of those prompts' last token at least FIRE_MARGIN
+                L_a  hinge: the pre-activation at each of those prompts' last token at least FIRE_MARGIN (with
+                     `fire_at` "subject", at the subject's last token, a layer below the last: docs/BENCHMARKS.md)
                 L_m  hinge: the pre-activation at every position of a memory of other inputs at most SILENT_MARGIN
                      (below 0), averaged over the positions that break it (the paper's "margin" loss)
     memory      (the paper's is the FFN inputs of its training set; the server has no such set at edit time)
@@ -51,6 +52,7 @@ from server.types import Edit
 
 KIND = "tpatcher"
 KL_PROMPT = "{} is a"  # ROME's prompt about the subject itself
+FIRE_AT = ("last", "subject")  # PatchOptions.fire_at
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,14 @@ class PatchOptions:
     silent_margin: float = -1.0  # and on the memory to at most this
     stop_nll: float = 0.05  # stop once the answer's NLL is below this and both hinges are met
     memory_subjects: int = 16  # other subjects the edit's questions are asked about in the memory
+    # Where the neuron must fire on the edit's prompts: "last", the prompt's last token (the paper's, where the answer
+    # is read), or "subject", the subject's last token (where ROME writes; at a layer below the last, attention
+    # carries it to the answer). Firing on the subject, the memory leaves out the prompt about the edit's own subject.
+    fire_at: str = "last"
+
+    def __post_init__(self) -> None:
+        if self.fire_at not in FIRE_AT:
+            raise ValueError(f"fire_at must be one of {', '.join(FIRE_AT)}, got {self.fire_at!r}")
 
 
 def pre_activations(inputs: torch.Tensor, keys: torch.Tensor, biases: torch.Tensor) -> torch.Tensor:
@@ -218,18 +228,21 @@ def answer_loss(model: PreTrainedModel, arch: ArchTemplate, layer: int, rewrite:
     return at_the_top
 
 
-def memory_prompts(edit: Edit, prompts: EditPrompts, subjects: Sequence[str]) -> list[tuple[list[str], str]]:
+def memory_prompts(edit: Edit, prompts: EditPrompts, subjects: Sequence[str],
+                   own_subject: bool = True) -> list[tuple[list[str], str]]:
     """The memory's prompts, a group per subject they are about: the edit's prompt and its other wordings (without
-    the context prefixes: half the cost) about each of `subjects`, then ROME's prompt about the edit's subject."""
+    the context prefixes: half the cost) about each of `subjects`, then (`own_subject`) ROME's prompt about the
+    edit's subject."""
     questions = (prompts.key[0], *prompts.value[len(prompts.key):])  # the prompt and its other wordings, no prefix
     about_others = [([t.replace(edit.subject, s) for t in questions], s) for s in subjects]
-    return [*about_others, ([KL_PROMPT.format(edit.subject)], edit.subject)]
+    return [*about_others, *([([KL_PROMPT.format(edit.subject)], edit.subject)] if own_subject else [])]
 
 
 def memory_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, module: nn.Module, edit: Edit,
-                  prompts: EditPrompts, subjects: Sequence[str]) -> torch.Tensor:
+                  prompts: EditPrompts, subjects: Sequence[str], own_subject: bool = True) -> torch.Tensor:
     """The module's input at every position of the memory's prompts, (m, d_in)."""
-    batches = [build_batch(tokenizer, group, subject) for group, subject in memory_prompts(edit, prompts, subjects)]
+    groups = memory_prompts(edit, prompts, subjects, own_subject)
+    batches = [build_batch(tokenizer, group, subject) for group, subject in groups]
     return torch.cat([module_io(model, module, b)[0][b.attention_mask.bool()] for b in batches]).float()
 
 
@@ -281,11 +294,14 @@ def train_neurons(
     module = model.get_submodule(name)
     rewrite = build_batch(tokenizer, prompts.value, edit.subject, edit.target_new)
     plain = build_batch(tokenizer, prompts.value, edit.subject)
-    rows, ends = torch.arange(len(prompts.value)), plain.attention_mask.sum(dim=1) - 1  # each prompt's last token
+    rows = torch.arange(len(prompts.value))
+    on_subject = options.fire_at == "subject"
+    # (p,) where each prompt's neuron must fire: the subject's last token, or the prompt's last
+    fire = plain.subject_last if on_subject else plain.attention_mask.sum(dim=1) - 1
     inputs, outputs = module_io(model, module, plain)
-    edit_inputs, edit_outputs = inputs[rows, ends].float(), outputs[rows, ends].float()  # (p, d_in), (p, d_out)
+    edit_inputs, edit_outputs = inputs[rows, fire].float(), outputs[rows, fire].float()  # (p, d_in), (p, d_out)
     others = subjects.draw(edit.prompt, edit.subject, options.memory_subjects)
-    memory = memory_inputs(model, tokenizer, module, edit, prompts, others)  # (m, d_in)
+    memory = memory_inputs(model, tokenizer, module, edit, prompts, others, own_subject=not on_subject)  # (m, d_in)
     first = start(edit_inputs, edit_outputs, memory)
     keys, biases, values = (t.clone().requires_grad_(True) for t in (first.keys, first.biases, first.values))
     optimiser = scaled_adam(keys, biases, values, first.key_norm, first.value_norm, options.lr)

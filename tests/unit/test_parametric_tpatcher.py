@@ -87,6 +87,36 @@ def test_the_memory_asks_the_edits_prompt_and_wordings_about_each_other_subject_
     ]
 
 
+def test_firing_on_the_subject_the_memory_leaves_out_the_prompt_about_the_edits_own_subject() -> None:
+    e = Edit("e1", "ns", "Sade Adu", "What does Sade Adu play? They play", "piano", None, (), 0.0)
+    prompts = EditPrompts(key=("What does Sade Adu play? They play",), value=("What does Sade Adu play? They play",))
+    assert memory_prompts(e, prompts, ("John Lennon",), own_subject=False) == [
+        (["What does John Lennon play? They play"], "John Lennon")]
+
+
+def test_fire_at_names_a_position() -> None:
+    with pytest.raises(ValueError, match="fire_at must be one of last, subject"):
+        PatchOptions(fire_at="first")
+
+
+def test_a_neuron_firing_on_the_subject_below_the_last_layer_writes_the_edit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where ROME writes: at layer 1 of the tiny llama's 4 the neuron fires on "france is" and attention carries its
+    value to the answer; the other capitals, its memory, keep their greedy tokens."""
+    table = SubjectTable({"the capital of {}": ("france is", "germany is", "italy is", "spain is")})
+    options = PatchOptions(memory_weight=1.0, fire_at="subject")
+    monkeypatch.setitem(METHODS, "tpatcher", TPatcher(table, options))
+    editor, model, tokenizer = make_editor("llama", tmp_path)
+    before = {p: greedy(model, tokenizer, p) for p in UNRELATED}
+    request = MethodRequest("tpatcher", layer=1, steps=40, lr=0.5)
+    (added,) = finish(editor.compute(request, [edit("france", "berlin", "e1")]))
+    assert isinstance(added, Addition) and added.module == "model.layers.1.mlp"
+    editor.commit("ns", request, [added])
+    assert answer(model, tokenizer, "the capital of france is") == "berlin"
+    assert {p: greedy(model, tokenizer, p) for p in UNRELATED} == before
+
+
 def test_an_edits_memory_is_drawn_from_the_subjects_asked_its_question_the_same_on_every_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -98,9 +128,9 @@ def test_an_edits_memory_is_drawn_from_the_subjects_asked_its_question_the_same_
     drawn: list[tuple[str, ...]] = []
     real_memory_inputs = tpatcher.memory_inputs
 
-    def spy(*args: object) -> torch.Tensor:
+    def spy(*args: object, **kwargs: bool) -> torch.Tensor:
         drawn.append(tuple(args[5]))  # type: ignore[arg-type]
-        return real_memory_inputs(*args)  # type: ignore[arg-type]
+        return real_memory_inputs(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(tpatcher, "memory_inputs", spy)
     editor, model, tokenizer = make_editor("llama", tmp_path)
