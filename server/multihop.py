@@ -26,7 +26,7 @@ from typing import Protocol
 from server.errors import Cancelled, InvalidArgument
 from server.generators.decoding import CausalLM
 from server.interfaces import StopCheck
-from server.router import Router
+from server.router import Router, refuses
 from server.types import Edit, EditKind, GenerationOptions, Query, Route
 
 # The planner's demonstrations, written from KnowEdit train records (scripts/eval_multihop.py demonstrations).
@@ -43,7 +43,11 @@ class Hop:
     answer: str
     route: Route  # BASE when the base model answered, else the route that answered from `edit`
     edit: Edit | None  # the edit that answered, None for the base model
-    final: bool = False  # a refusal (an erased fact): nothing to carry on with
+
+    @property
+    def final(self) -> bool:
+        """A refusal (an erased fact): nothing to carry on with."""
+        return refuses(self.route, self.edit)
 
 
 @dataclass(frozen=True)
@@ -142,9 +146,7 @@ class RouterSteps:
         query = Query(namespace, base_prompt(question) if decision.route is Route.BASE else question)
         generation = self.router.generate(query, decision, self.options, should_stop=should_stop)
         answered = self.router.acted_decision(query, decision, generation.acted)  # state beside the weights acted
-        by = answered.edit
-        refused = answered.route is not Route.BASE and by is not None and by.kind is EditKind.ERASE
-        return Hop(question, short_answer(generation.text), answered.route, by, final=refused)
+        return Hop(question, short_answer(generation.text), answered.route, answered.edit)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,11 @@ from server.types import (
 )
 
 
+def refuses(route: Route, edit: Edit | None) -> bool:
+    """An answer on `route` from `edit` is the refusal: an erase edit on an in-scope route."""
+    return edit is not None and edit.kind is EditKind.ERASE and route is not Route.BASE
+
+
 @dataclass(frozen=True)
 class Router:
     scope: ScopeCheck
@@ -135,7 +140,7 @@ class Router:
 
     def answerer(self, decision: Decision) -> Generator | RefusalGenerator:
         """The decision's generator, or the refusal for an erase edit on an in-scope route."""
-        if decision.edit is None or decision.edit.kind is not EditKind.ERASE or decision.route is Route.BASE:
+        if not refuses(decision.route, decision.edit):
             return self.generator(decision.route)
         if self.refusal is None:
             raise FailedPrecondition("this server has no refusal for erase edits")
