@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from client import EditcacheClient, EditInput, HopResult, MultiHopResult  # noqa: E402
 from client.launch import LocalServer  # noqa: E402
-from editdata.metrics import exact_match, normalise  # noqa: E402
+from editdata.metrics import exact_match, normalise, percentile  # noqa: E402
 from editdata.paths import DATA_DIR  # noqa: E402
 from server.app import build_counterfactual, build_gate, in_scope_routes  # noqa: E402
 from server.config import Config  # noqa: E402
@@ -279,10 +279,9 @@ def follow(args: argparse.Namespace) -> dict:
         if args.planner == "none":
             raise SystemExit("--planner none answers through the router in process; it has no --server form")
         results = follow_through_server(args, asked, in_memory)
-        latencies = sorted(p["total_ms"] for r in results for p in r["phrasings"])
-        percentile = {f"p{q}": round(latencies[min(len(latencies) - 1, len(latencies) * q // 100)])
-                      for q in (50, 90)} if latencies else {}
-        return {**summary, **summarize(results), "request_ms": percentile}
+        latencies = [p["total_ms"] for r in results for p in r["phrasings"]]
+        request_ms = {f"p{q}": round(percentile(latencies, q)) for q in (50, 90)} if latencies else {}
+        return {**summary, **summarize(results), "request_ms": request_ms}
     with tempfile.TemporaryDirectory(prefix="multihop-") as data_dir:
         config = Config(data_dir=Path(data_dir), torch_threads=args.torch_threads)
         loaded = load_model(config.model, config.cache_dir, args.torch_threads)
