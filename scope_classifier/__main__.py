@@ -1,4 +1,4 @@
-"""python -m scope_classifier train | calibrate | evaluate"""
+"""python -m scope_classifier train | calibrate | evaluate | train-object | evaluate-object"""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from editdata.paths import DATA_DIR
-from scope_classifier.evaluate import SPLITS
-from server.gate.artifact import DEFAULT_ARTIFACT
+from scope_classifier.evaluate import OBJECT_SPLITS, SPLITS
+from server.gate.artifact import DEFAULT_ARTIFACT, DEFAULT_OBJECT_ARTIFACT
 from server.gate.artifact import KINDS as DESIGNS
 
 
@@ -46,13 +46,32 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT)
     evaluate.add_argument("--threshold", type=float, help="default: the artifact's (classifier) or 0.8 (similarity)")
     evaluate.add_argument("--json", action="store_true", help="print the summary as one JSON line (default: a table)")
-    for p in (train, calibrate, evaluate):
+    train_object = commands.add_parser(
+        "train-object", help="train the object gate on the train files; threshold on held-out train")
+    train_object.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    train_object.add_argument("--out", type=Path, default=DEFAULT_OBJECT_ARTIFACT)
+    train_object.add_argument("--init", type=Path, default=DEFAULT_ARTIFACT, help="interaction weights to start from")
+    train_object.add_argument("--seed", type=int, default=0)
+    train_object.add_argument("--epochs", type=int, default=2)
+    train_object.add_argument("--lr", type=float, default=3e-4)
+    train_object.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editcache" / "scope")
+    evaluate_object = commands.add_parser(
+        "evaluate-object", help="the object gate on a dev split: reverse recall, object-neighbourhood FPR (JSON)")
+    evaluate_object.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    evaluate_object.add_argument("--split", choices=list(OBJECT_SPLITS), default="zsre-dev")
+    evaluate_object.add_argument("--limit", type=int, help="first N records of the split")
+    evaluate_object.add_argument("--artifact", type=Path, action="append",
+                                 help="artifacts to compare (repeatable; default: the object gate's)")
+    evaluate_object.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editcache" / "scope")
+    for p in (train, calibrate, evaluate, train_object, evaluate_object):
         p.add_argument("--encoder", default="all-MiniLM-L6-v2")
         p.add_argument("--top-k", type=int, default=8)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     progress = _progress()
+    if args.command in ("train-object", "evaluate-object"):
+        return _object_gate(args, progress)
     if args.command == "train":
         from scope_classifier.train import train as run_train
         from server.gate.artifact import load_artifact
@@ -106,6 +125,22 @@ def main(argv: list[str] | None = None) -> int:
     metrics = gate_metrics(scores, threshold, n_edits, latencies) | {"gate": args.gate, "top_k": args.top_k,
                                                                      "data": data}
     print(json.dumps(metrics) if args.json else "\n".join(f"{k:<28}{v}" for k, v in metrics.items()))
+    return 0
+
+
+def _object_gate(args: argparse.Namespace, progress) -> int:  # type: ignore[no-untyped-def]
+    from scope_classifier.object_gate import evaluate_object_gate, train_object_gate
+    from server.gate.artifact import load_artifact
+
+    if args.command == "train-object":
+        metrics = train_object_gate(args.data_dir, args.out, args.encoder, load_artifact(args.init), args.cache_dir,
+                                    args.seed, args.epochs, args.lr, progress)
+        print(json.dumps(metrics))
+        return 0
+    paths = args.artifact or [DEFAULT_OBJECT_ARTIFACT]
+    report = evaluate_object_gate({str(p): load_artifact(p) for p in paths}, args.data_dir, args.split, args.limit,
+                                  args.encoder, args.cache_dir)
+    print(json.dumps(report))
     return 0
 
 

@@ -28,6 +28,9 @@ VAL_FILES = ("counterfact/val.json", "zsre/dev.json")
 VAL_SPLIT = "counterfact/val.json + zsre/dev.json"
 # The splits `python -m scope_classifier evaluate --split` scores: both calibration files, or one of them.
 SPLITS = {"val": VAL_FILES, "counterfact-val": VAL_FILES[:1], "zsre-dev": VAL_FILES[1:]}
+# The splits `evaluate-object` scores the object gate on: reverse questions, and queries naming an edit's object.
+OBJECT_SPLITS = {"zsre-dev": "zsre/dev.json", "zsre-inverse-dev": "zsre/inverse-dev.json",
+                 "counterfact-val": "counterfact/val.json"}
 # Unrelated questions (NQ) for the false-positive rate on queries no edit covers; training never uses them.
 UNRELATED_FILE = "zsre/train-1k.json"
 POSITIVE_KINDS = ("prompt", "paraphrase")

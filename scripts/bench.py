@@ -123,17 +123,20 @@ def recall_and_deletes(
 
 
 def gate_scaling(
-    sizes: list[int], queries: int, top_k: int, gate_name: str, keys: str = "minilm", aliases: int = 0
+    sizes: list[int], queries: int, top_k: int, gate_name: str, keys: str = "minilm", aliases: int = 0,
+    objects: bool = True,
 ) -> dict[str, Any]:
     """(b) The server's ScopeCheck with N synthetic edits in one namespace: embed, FAISS search, store, gate.
     Each edit has one key (its prompt) and, with `aliases`, that many alias keys more (issue 24's extra keys).
+    With `objects` (the server's default), the classifier gate reads edits from their new object too, and every
+    query names one edit's object, so each one also pays the object lookup and the object gate's pair.
 
     The classifier gate computes an edit's side of the features once per edit and caches it; every
     query is run once to warm that cache, then timed on a second pass (the steady state).
     """
     import numpy as np
 
-    from server.gate.artifact import DEFAULT_ARTIFACT, load_artifact
+    from server.gate.artifact import DEFAULT_ARTIFACT, DEFAULT_OBJECT_ARTIFACT, load_artifact
     from server.gate.classifier import ClassifierGate
     from server.gate.similarity import SimilarityGate
     from server.interfaces import Gate
@@ -145,7 +148,8 @@ def gate_scaling(
     encoder = SentenceEncoder("all-MiniLM-L6-v2")
     gate: Gate = SimilarityGate()
     if gate_name == "classifier":
-        gate = ClassifierGate(load_artifact(DEFAULT_ARTIFACT), encoder)
+        gate = ClassifierGate(load_artifact(DEFAULT_ARTIFACT), encoder,
+                              objects=load_artifact(DEFAULT_OBJECT_ARTIFACT) if objects else None)
 
     class RandomKeys:  # edits' keys: random unit vectors; only the query goes through MiniLM
         dim = encoder.dim
@@ -178,14 +182,15 @@ def gate_scaling(
             started = time.perf_counter()
             for start in range(0, size, 10_000):
                 n = min(10_000, size - start)
-                memory.add("bench", [EditSpec(f"s{i}", f"s{i} is in", "x",
+                memory.add("bench", [EditSpec(f"s{i}", f"s{i} is in", f"Place {i}",
                                               aliases=tuple(f"s{i} alias {j}" for j in range(aliases)))
                                      for i in range(start, start + n)])
             fill_s = time.perf_counter() - started
             memory.wait_for_index()  # a large namespace's approximate index is built in the background
             build_s = time.perf_counter() - started - fill_s
             scope = ScopeCheck(encoder, memory, gate, top_k)
-            texts = [f"{PROMPTS[i % len(PROMPTS)]} {i}" for i in range(queries)]
+            texts = [f"{PROMPTS[i % len(PROMPTS)]} {i}" + (f" Place {i * 7919 % size}" if objects else "")
+                     for i in range(queries)]
             for text in texts:  # warm the gate's per-edit cache
                 scope.best("bench", text)
             timings = [scope.best("bench", text)[2] for text in texts]
@@ -193,6 +198,7 @@ def gate_scaling(
             results[str(size)] = {"total_ms": stats_ms(total), "search_ms": stats_ms([t.search_ms for t in timings]),
                                   "embed_ms": stats_ms([t.embed_ms for t in timings]), "fill_s": round(fill_s, 1),
                                   "index_build_s": round(build_s, 1), "keys": keys, "aliases_per_edit": aliases,
+                                  "objects_named": objects,
                                   **recall_and_deletes(memory, encoder, np.concatenate(random_keys.made), texts, top_k,
                                                        1 + aliases)}
             memory.close()
@@ -382,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", choices=["minilm", "random"], default="minilm",
                         help="(b) synthetic key vectors: MiniLM-shaped (default) or isotropic random")
     parser.add_argument("--aliases", type=int, default=0, help="(b) alias keys per edit, besides its prompt")
+    parser.add_argument("--no-objects", dest="objects", action="store_false",
+                        help="(b) no object gate, and queries that name no edit's object")
     parser.add_argument("--repeats", type=int, default=20, help="(a) prompts timed")
     parser.add_argument("--new-tokens", type=int, default=16, help="(a, d) tokens generated per request")
     parser.add_argument("--clients", default="1,4,16,64", help="(d) concurrent clients")
@@ -401,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if "b" in only:
         summary["gate_scaling"] = gate_scaling([int(s) for s in args.sizes.split(",")], args.queries, args.top_k,
-                                               args.gate, args.keys, args.aliases)
+                                               args.gate, args.keys, args.aliases, args.objects)
     if "d" in only:
         summary["bandwidth_gb_s"] = bandwidth_probe()
         with tempfile.TemporaryDirectory(prefix="editcache-baseline-") as baseline_dir:

@@ -31,7 +31,13 @@ from server.auth.authorizer import Authorizer
 from server.chat.corrections import CorrectionExtractor
 from server.chat.transcript import conversation_format
 from server.config import IN_SCOPE_ROUTES, SIMILARITY_THRESHOLD, SUPERSEDE_THRESHOLD, Config
-from server.gate.artifact import DEFAULT_ARTIFACT, DEFAULT_UNFAMILIAR_ARTIFACT, GateArtifact, load_artifact
+from server.gate.artifact import (
+    DEFAULT_ARTIFACT,
+    DEFAULT_OBJECT_ARTIFACT,
+    DEFAULT_UNFAMILIAR_ARTIFACT,
+    GateArtifact,
+    load_artifact,
+)
 from server.gate.classifier import ClassifierGate
 from server.gate.similarity import SimilarityGate
 from server.generators.base import BaseGenerator
@@ -269,26 +275,39 @@ def build_gate(config: Config, encoder: SentenceEncoder) -> tuple[Gate, float, s
     threshold = artifact.threshold if config.threshold is None else config.threshold
     log.info("scope classifier (%s) loaded; threshold %.3f (the artifact's: %.3f)", artifact.kind, threshold,
              artifact.threshold)
-    return ClassifierGate(artifact, encoder, unfamiliar=unfamiliar_gate(config)), threshold, None
+    return (ClassifierGate(artifact, encoder, unfamiliar=unfamiliar_gate(config), objects=object_gate(config)),
+            threshold, None)
 
 
 def unfamiliar_gate(config: Config) -> GateArtifact | None:
-    """The gate for insert and patch edits: the configured one (which must load), else the shipped one (without
-    it, with a warning, the main gate scores them)."""
-    if not config.unfamiliar_gate:
+    """The gate for insert and patch edits (see `side_gate`)."""
+    return side_gate(config.unfamiliar_gate, config.unfamiliar_gate_artifact, DEFAULT_UNFAMILIAR_ARTIFACT,
+                     config.encoder, "insert and patch edits", "the main gate scores insert and patch edits too")
+
+
+def object_gate(config: Config) -> GateArtifact | None:
+    """The gate for queries naming an edit's new object (see `side_gate`)."""
+    return side_gate(config.object_gate, config.object_gate_artifact, DEFAULT_OBJECT_ARTIFACT, config.encoder,
+                     "queries naming an edit's new object", "edits are found by their subject only")
+
+
+def side_gate(enabled: bool, configured: Path | None, shipped: Path, encoder: str, scores: str,
+              without: str) -> GateArtifact | None:
+    """A gate beside the main one, for what it `scores`: the configured artifact (which must load), else the
+    shipped one (when that cannot be used: none, with a warning saying what happens `without` it)."""
+    if not enabled:
         return None
     try:
-        artifact = load_artifact(config.unfamiliar_gate_artifact or DEFAULT_UNFAMILIAR_ARTIFACT)
-        if artifact.encoder != config.encoder:
-            raise ValueError(f"the unfamiliar-subject gate was trained on encoder {artifact.encoder}; the server uses "
-                             f"{config.encoder}")
+        artifact = load_artifact(configured or shipped)
+        if artifact.encoder != encoder:
+            raise ValueError(f"the gate for {scores} was trained on encoder {artifact.encoder}; the server uses "
+                             f"{encoder}")
     except (OSError, ValueError, KeyError) as exc:
-        if config.unfamiliar_gate_artifact is not None:
+        if configured is not None:
             raise
-        log.warning("the main gate scores insert and patch edits too: %s cannot be used (%s)",
-                    DEFAULT_UNFAMILIAR_ARTIFACT, exc)
+        log.warning("%s: %s cannot be used (%s)", without, shipped, exc)
         return None
-    log.info("insert and patch edits: scope classifier %s, threshold %.3f", artifact.kind, artifact.threshold)
+    log.info("%s: scope classifier %s, threshold %.3f", scores, artifact.kind, artifact.threshold)
     return artifact
 
 

@@ -38,6 +38,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a trained gate (.npz) for insert and patch edits instead of the shipped one")
     parser.add_argument("--no-unfamiliar-gate", dest="unfamiliar_gate", action="store_false", default=None,
                         help="score insert and patch edits with the main gate too")
+    parser.add_argument("--object-gate-artifact", type=Path,
+                        help="a trained gate (.npz) for queries naming an edit's new object instead of the shipped one")
+    parser.add_argument("--no-object-gate", dest="object_gate", action="store_false", default=None,
+                        help="find edits by their subject only, not by a new object the query names")
     parser.add_argument("--threshold", type=float, help="gate score at or above which a query is in scope")
     parser.add_argument("--supersede-threshold", type=float,
                         help="gate score at or above which a new edit replaces a live edit of its subject (default "

@@ -96,6 +96,10 @@ class Config:
     # artifacts/gate/. With unfamiliar_gate False, `gate_artifact` scores every kind.
     unfamiliar_gate_artifact: OptionalPath = None
     unfamiliar_gate: bool = True
+    # The trained gate for queries that name an edit's new object and not its subject (reverse questions); None: the
+    # one shipped in artifacts/gate/. With object_gate False, edits are found by their subject's keys only.
+    object_gate_artifact: OptionalPath = None
+    object_gate: bool = True
     # Gate score at or above which a query is in scope; None: the classifier's own threshold
     # (stored with its artifact), or SIMILARITY_THRESHOLD for the similarity gate.
     threshold: OptionalFloat = None

@@ -114,6 +114,11 @@ class Memory(Protocol):
         """The namespace's live edits of one kind, oldest first (e.g. its regex patches)."""
         ...
 
+    def with_objects(self, namespace: str, object_keys: Sequence[str], limit: int) -> list[Edit]:
+        """The newest `limit` live MODIFY and INSERT edits whose new object, normalised (`subject_key`), is one of
+        `object_keys` (a query's `named_keys`), newest first: the edits a reverse question may ask about."""
+        ...
+
     def page(self, namespace: str, page_size: int, page_token: str) -> EditPage:
         """Live edits oldest first, from `page_token` (empty for the first page)."""
         ...
@@ -140,6 +145,11 @@ class Memory(Protocol):
 class Gate(Protocol):
     def scores(self, query: EncodedText, hits: Sequence[Hit]) -> list[float]:
         """p(query is in the scope of hit.edit) for each hit, in [0, 1]."""
+        ...
+
+    @property
+    def reads_objects(self) -> bool:
+        """Whether the gate can score hits found by their new object (`Hit.by_object`)."""
         ...
 
     def warm(self, edits: Sequence[Edit], encoded: KeyEncodings | None = None) -> None:

@@ -12,7 +12,18 @@ import numpy as np
 
 from server.config import SUPERSEDE_THRESHOLD
 from server.interfaces import Embedder, Gate, Memory, Replaced
-from server.types import FACT_KINDS, Edit, EditKind, EditSpec, EncodedText, Hit, KeyEncodings, Timings, subject_key
+from server.types import (
+    FACT_KINDS,
+    Edit,
+    EditKind,
+    EditSpec,
+    EncodedText,
+    Hit,
+    KeyEncodings,
+    Timings,
+    named_keys,
+    subject_key,
+)
 
 
 @dataclass(frozen=True)
@@ -174,12 +185,24 @@ class ScopeCheck:
         """`best` for a query already through the encoder (callers that batch encoder passes)."""
         t1 = perf_counter()
         hits = [h for h in self.memory.search(namespace, encoded.vector, self.top_k) if not self.hidden(h.edit)]
+        hits += self._by_object(namespace, encoded.text)
         t2 = perf_counter()
         scores = self.gate.scores(encoded, hits)
         t3 = perf_counter()
         timings = Timings(search_ms=(t2 - t1) * 1e3, gate_ms=(t3 - t2) * 1e3)
         p, hit = max(zip(scores, hits, strict=True), key=lambda s: s[0], default=(0.0, None))
         return hit, p, timings
+
+
+    def _by_object(self, namespace: str, text: str) -> list[Hit]:
+        """The newest `top_k` edits whose new object the query names and whose subject it does not (a query naming
+        the subject is the subject keys' to find), as hits for the gate to read from the object; none when the gate
+        cannot read edits that way. An edit retrieved by its keys too is scored both ways; the better score counts."""
+        if not self.gate.reads_objects:
+            return []
+        named = named_keys(text)
+        return [Hit(edit, 0.0, by_object=True) for edit in self.memory.with_objects(namespace, named, self.top_k)
+                if not self.hidden(edit) and subject_key(edit.subject) not in named]
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,21 @@ class EditKind(enum.Enum):
 def subject_key(subject: str) -> str:
     """The subject as supersession compares it: case-folded, whitespace collapsed."""
     return " ".join(subject.casefold().split())
+
+
+_NAME_WORD = re.compile(r"\w+")
+MAX_NAME_WORDS = 12  # the longest name a query is looked up by (an object such as "Charles IV of Spain" is 4)
+
+
+def named_keys(text: str, max_words: int = MAX_NAME_WORDS) -> list[str]:
+    """`subject_key` of every span of `text` that starts at a word's start and ends at a word's end, up to
+    `max_words` words: what the text can name as a whole name ("Who is the son of Babur?" names "babur", "son of
+    babur", ...). A 20-word query has at most 20 · 12 of them."""
+    words = list(_NAME_WORD.finditer(text))
+    return list(dict.fromkeys(
+        subject_key(text[words[i].start():words[j].end()])
+        for i in range(len(words)) for j in range(i, min(i + max_words, len(words)))
+    ))
 
 
 # Kinds that state a fact or rule about `subject`: indexed, gated, and superseded by a newer edit of the same fact.
@@ -186,10 +202,12 @@ class KeyEncodings:
 
 @dataclass(frozen=True)
 class Hit:
-    """An edit found by retrieval, with the cosine similarity of its closest key text."""
+    """An edit found by retrieval, with the cosine similarity of its closest key text; or, `by_object`, found
+    because the query names its new object (a reverse question), which the gate reads the edit from."""
 
     edit: Edit
     similarity: float
+    by_object: bool = False
 
 
 # Temperatures below this decode greedily. Sampling divides the logits by the temperature: far below it they

@@ -29,6 +29,9 @@ DEFAULT_ARTIFACT = Path(__file__).resolve().parents[2] / "artifacts" / "gate" / 
 # The gate for edits about what the model never knew (inserted facts, rules): trained with made-up subjects and
 # the relations' labels in every form (scope_classifier/pairs.py, v3 and v4), so the relation decides.
 DEFAULT_UNFAMILIAR_ARTIFACT = DEFAULT_ARTIFACT.with_name("gate-v4.npz")
+# Scores a query against an edit read from its new object (reverse questions, issue 24):
+# scope_classifier/object_gate.py.
+DEFAULT_OBJECT_ARTIFACT = DEFAULT_ARTIFACT.with_name("object-gate-v1.npz")
 
 
 @dataclass(frozen=True)

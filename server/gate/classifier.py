@@ -10,7 +10,7 @@ import numpy as np
 from cachetools import LRUCache
 
 from server.gate.artifact import GateArtifact
-from server.gate.features import EditView, edit_view, find_span, pair_features, token_inputs
+from server.gate.features import EditView, edit_view, find_span, object_statement, pair_features, token_inputs
 from server.memory.embed import SentenceEncoder
 from server.types import Edit, EditKey, EditKind, EncodedText, Hit, KeyEncodings
 
@@ -27,6 +27,7 @@ class _EditViews:
     prompt: EditView
     key_vectors: np.ndarray  # (n_keys, dim), the prompt's first
     others: dict[int, EditView] = field(default_factory=dict)  # key index → view
+    from_object: EditView | None = None  # the fact stated, read from its new object: made when first needed
 
 
 class ClassifierGate:
@@ -45,32 +46,47 @@ class ClassifierGate:
 
     def __init__(
         self, artifact: GateArtifact, encoder: SentenceEncoder, cache_size: int = 100_000,
-        unfamiliar: GateArtifact | None = None,
+        unfamiliar: GateArtifact | None = None, objects: GateArtifact | None = None,
     ) -> None:
-        """`unfamiliar`, when given, scores the edits of `UNFAMILIAR_KINDS` instead of `artifact`, its scores put on
-        `artifact`'s scale (`on_scale`), so that one threshold serves both."""
+        """`unfamiliar`, when given, scores the edits of `UNFAMILIAR_KINDS` instead of `artifact`; `objects` scores
+        the hits found by their new object (`Hit.by_object`, reverse questions), on the edit read from its object
+        (`object_statement`); without it such hits score 0. Their scores are put on `artifact`'s scale
+        (`on_scale`), so that one threshold serves all three."""
         self._artifact = artifact
         self._unfamiliar = unfamiliar
+        self._objects = objects
         self._encoder = encoder
         self._views: LRUCache[str, _EditViews] = LRUCache(maxsize=cache_size)  # edit id → its views
         self._lock = threading.Lock()  # scores() runs on several I/O threads; LRUCache is not thread-safe
 
+    @property
+    def reads_objects(self) -> bool:
+        """Whether hits found by their new object can score above 0 (ScopeCheck looks them up only then)."""
+        return self._objects is not None
+
     def scores(self, query: EncodedText, hits: Sequence[Hit]) -> list[float]:
         if not hits:
             return []
-        views = [self._closest_view(query, h.edit) for h in hits]
+        views = [self._object_view(h.edit) if h.by_object else self._closest_view(query, h.edit) for h in hits]
+        # A hit by object was not found through a key vector: its similarity is the query's to the statement.
+        similarities = [float(query.vector @ v.prompt_vector) if h.by_object else h.similarity
+                        for h, v in zip(hits, views, strict=True)]
 
         def predict(artifact: GateArtifact, rows: list[int]) -> np.ndarray:
-            return _predict(artifact, query, [views[i] for i in rows], [hits[i].similarity for i in rows])
+            return predict_pairs(artifact, query, [views[i] for i in rows], [similarities[i] for i in rows])
 
-        unfamiliar = self._unfamiliar
-        other = [i for i, h in enumerate(hits) if unfamiliar is not None and h.edit.kind in UNFAMILIAR_KINDS]
-        main = [i for i in range(len(hits)) if i not in other]
+        def artifact_of(hit: Hit) -> GateArtifact | None:
+            if hit.by_object:
+                return self._objects
+            if self._unfamiliar is not None and hit.edit.kind in UNFAMILIAR_KINDS:
+                return self._unfamiliar
+            return self._artifact
+
         out = np.zeros(len(hits))
-        if main:
-            out[main] = predict(self._artifact, main)
-        if other and unfamiliar is not None:
-            out[other] = on_scale(predict(unfamiliar, other), unfamiliar.threshold, self._artifact.threshold)
+        for artifact in (self._artifact, self._unfamiliar, self._objects):
+            rows = [i for i, h in enumerate(hits) if artifact is not None and artifact_of(h) is artifact]
+            if rows and artifact is not None:
+                out[rows] = on_scale(predict(artifact, rows), artifact.threshold, self._artifact.threshold)
         return [float(p) for p in out]
 
     def warm(self, edits: Sequence[Edit], encoded: KeyEncodings | None = None) -> None:
@@ -85,7 +101,7 @@ class ClassifierGate:
             for edit in edits:
                 self._views[edit.id] = _edit_views(edit, whole[edit.prompt], [vectors[t] for t in edit.key_texts()[1:]])
 
-    def _closest_view(self, query: EncodedText, edit: Edit) -> EditView:
+    def _views_of(self, edit: Edit) -> _EditViews:
         with self._lock:
             views = self._views.get(edit.id)  # a hit counts as a use
         if views is None:
@@ -94,6 +110,10 @@ class ClassifierGate:
             views = _edit_views(edit, self._encoder.encode_text(edit.prompt), self._vectors(others))
             with self._lock:
                 self._views[edit.id] = views
+        return views
+
+    def _closest_view(self, query: EncodedText, edit: Edit) -> EditView:
+        views = self._views_of(edit)
         keys = edit.index_keys()
         closest = _closest_key(views.key_vectors @ query.vector, query.text, keys)
         if closest == 0:
@@ -106,11 +126,22 @@ class ClassifierGate:
                 views.others[closest] = view
         return view
 
+    def _object_view(self, edit: Edit) -> EditView:
+        """The edit read from its new object: the fact stated (`object_statement`), the object as the subject a
+        query names, the edit's subject as the answer."""
+        views = self._views_of(edit)
+        if views.from_object is None:
+            statement = self._encoder.encode_text(object_statement(edit.prompt, edit.target_new))
+            view = edit_view(statement, edit.target_new, edit.subject)
+            with self._lock:
+                views.from_object = view
+        return views.from_object
+
     def _vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
         return list(self._encoder.encode(texts)) if texts else []  # most edits have their prompt as only key
 
 
-def _predict(artifact: GateArtifact, query: EncodedText, views: Sequence[EditView], similarities: Sequence[float]
+def predict_pairs(artifact: GateArtifact, query: EncodedText, views: Sequence[EditView], similarities: Sequence[float]
              ) -> np.ndarray:
     """P(in scope) of the query against each view: (k,)."""
     features = np.stack([pair_features(query, v, s) for v, s in zip(views, similarities, strict=True)])  # (k, F)

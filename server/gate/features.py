@@ -94,6 +94,12 @@ def token_inputs(encoded: EncodedText, subject: str, target_new: str) -> np.ndar
     return np.concatenate([encoded.token_vectors, flags], axis=1)[-MAX_TOKENS:]
 
 
+def object_statement(prompt: str, target_new: str) -> str:
+    """The edit's fact stated whole, the text the object gate reads an edit by: its prompt and new object ("Who is
+    Nebaioth's father? Babur"), so that the object is a span of it, as the subject is of the prompt."""
+    return f"{prompt.rstrip()} {target_new.strip()}"
+
+
 def edit_view(encoded_prompt: EncodedText, subject: str, target_new: str) -> EditView:
     sentence, relation = sentence_and_relation(encoded_prompt, subject)
     tokens = token_inputs(encoded_prompt, subject, target_new).astype(np.float16)  # half the cache's memory

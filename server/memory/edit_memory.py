@@ -85,6 +85,9 @@ class EditMemory:
     def live_of_kind(self, namespace: str, kind: EditKind) -> list[Edit]:
         return self._store.live_of_kind(namespace, kind)
 
+    def with_objects(self, namespace: str, object_keys: Sequence[str], limit: int) -> list[Edit]:
+        return self._store.live_with_objects(namespace, object_keys, limit)
+
     def events(self, namespace: str, page_size: int, page_token: str, edit_id: str | None = None) -> EventPage:
         events, next_seq = self._store.events(namespace, _decode_page_token(page_token), page_size, edit_id)
         return EventPage(events, "" if next_seq is None else _encode_page_token(next_seq))

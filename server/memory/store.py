@@ -100,6 +100,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE edits ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]';  -- JSON list of strings
     """,
+    # Version 4 (issue 24): the new object, normalised as subjects are, that a query naming it finds the edit by
+    # (reverse questions: "Who is the son of Babur?" after "Who is Nebaioth's father?" → "Babur").
+    """
+    ALTER TABLE edits ADD COLUMN object_key TEXT NOT NULL DEFAULT '';
+    UPDATE edits SET object_key = subject_key(target_new);
+    CREATE INDEX edits_by_object ON edits (namespace, object_key) WHERE superseded_by = '';
+    """,
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
@@ -163,6 +170,12 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     )
     """,
     "ALTER TABLE edits ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]'",  # SQLite's version 3
+    # SQLite's version 4; lower() stands for casefold() on the edits written before it.
+    """
+    ALTER TABLE edits ADD COLUMN object_key TEXT NOT NULL DEFAULT '';
+    UPDATE edits SET object_key = lower(regexp_replace(btrim(target_new), '\\s+', ' ', 'g'));
+    CREATE INDEX edits_by_object ON edits (namespace, object_key) WHERE superseded_by = ''
+    """,
 )
 
 EDIT_STORE = Schema(
@@ -327,9 +340,9 @@ class EditStore:
             changes.remove_ids.extend(self._key_ids(db, seq))
             db.execute("DELETE FROM keys WHERE edit_seq = ?", (seq,))
             db.execute(
-                f"UPDATE edits SET ({EDIT_COLUMNS}, subject_key) = ({', '.join('?' * (len(EDIT_FIELDS) + 1))}) "
-                "WHERE seq = ?",
-                (*_edit_to_row(new), subject_key(new.subject), seq),
+                f"UPDATE edits SET ({EDIT_COLUMNS}, subject_key, object_key) = "
+                f"({', '.join('?' * (len(EDIT_FIELDS) + 2))}) WHERE seq = ?",
+                (*_edit_to_row(new), subject_key(new.subject), subject_key(new.target_new), seq),
             )
             changes.add(self._insert_keys(db, seq, new, vectors), vectors)
             self._log(db, now, token_name, EditAction.UPDATE, old, new)
@@ -440,6 +453,20 @@ class EditStore:
                 for row in rows:
                     found.setdefault(str(row[0]), []).append(_edit_from_row(row[1:]))
         return {s: found[key] for s, key in wanted.items() if key in found}
+
+    def live_with_objects(self, namespace: str, object_keys: Sequence[str], limit: int) -> list[Edit]:
+        """The namespace's newest `limit` live MODIFY and INSERT edits whose new object, normalised (`subject_key`),
+        is one of `object_keys`, newest first."""
+        keys = sorted(set(object_keys) - {""})[:IN_CHUNK]
+        if not keys or limit <= 0:
+            return []
+        with self._db.reading() as db:
+            rows = db.execute(
+                f"SELECT {EDIT_COLUMNS} FROM edits WHERE namespace = ? AND {LIVE} AND kind IN (?, ?) "
+                f"AND object_key IN ({','.join('?' * len(keys))}) ORDER BY seq DESC LIMIT ?",
+                (namespace, EditKind.MODIFY.value, EditKind.INSERT.value, *keys, limit),
+            ).fetchall()
+        return [_edit_from_row(row) for row in rows]
 
     def live_of_kind(self, namespace: str, kind: EditKind) -> list[Edit]:
         """The namespace's live edits of one kind, oldest first (e.g. the regex patches its answers go through)."""
@@ -717,9 +744,9 @@ class EditStore:
     def _insert_row(self, db: Connection, edit: Edit) -> int:
         """Inserts the edit's row; returns its seq."""
         ((seq,),) = db.execute(
-            f"INSERT INTO edits ({EDIT_COLUMNS}, subject_key) VALUES ({', '.join('?' * (len(EDIT_FIELDS) + 1))}) "
-            "RETURNING seq",
-            (*_edit_to_row(edit), subject_key(edit.subject)),
+            f"INSERT INTO edits ({EDIT_COLUMNS}, subject_key, object_key) "
+            f"VALUES ({', '.join('?' * (len(EDIT_FIELDS) + 2))}) RETURNING seq",
+            (*_edit_to_row(edit), subject_key(edit.subject), subject_key(edit.target_new)),
         ).fetchall()
         return int(seq)
 

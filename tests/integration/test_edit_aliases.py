@@ -1,7 +1,8 @@
 """Aliases over the real servers (gRPC and HTTP) on the tiny model with the default gate (the trained classifier, at
 its own threshold, on the real sentence encoder): a query naming only an alias routes to the edit, an unrelated
 one does not, and the same edit without the alias leaves the alias query with the base model. editctl's --alias and
-its export/import round trip carry the aliases."""
+its export/import round trip carry the aliases. A reverse question, naming the edit's new object and not its subject,
+finds the edit through the object gate; another question about the object does not."""
 
 from __future__ import annotations
 
@@ -54,6 +55,21 @@ def test_an_alias_query_routes_to_the_edit_and_an_unrelated_query_does_not(serve
     with server.client(fresh_namespace()) as client:  # the same edit without its alias
         client.add_edits([EditInput(SUBJECT, PROMPT, "Taipei", "Seattle")])
         route, _, score = route_of(client, ALIAS_QUERY)
+        assert route == "base" and score < threshold
+
+
+def test_a_reverse_question_routes_to_the_edit_by_its_object_and_another_question_about_the_object_does_not(
+    server: LocalServer,
+) -> None:
+    with server.client(fresh_namespace()) as client:
+        threshold = client.server_info().threshold
+        (edit,) = client.add_edits([EditInput("Amira Solen", "Who is Amira Solen's father?", "Tomas Brandt")])
+        route, edit_id, score = route_of(client, "Who is the daughter of Tomas Brandt?")
+        assert route != "base" and edit_id == edit.id and score >= threshold
+        route, _, score = route_of(client, "Where was Tomas Brandt born?")
+        assert route == "base" and score < threshold
+        client.delete_edit(edit.id)
+        route, _, score = route_of(client, "Who is the daughter of Tomas Brandt?")
         assert route == "base" and score < threshold
 
 

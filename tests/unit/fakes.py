@@ -133,6 +133,9 @@ class FixedMemory:
         edits = [h.edit for h in self.hits] + self.others
         return [e for e in edits if e.namespace == namespace and e.kind is kind and e.live]
 
+    def with_objects(self, namespace: str, object_keys: Sequence[str], limit: int) -> list[Edit]:
+        return []  # the hits are the whole memory: tests of object keys use a real EditMemory
+
     def search(self, namespace: str, query_vector: np.ndarray, k: int) -> list[Hit]:
         self.searches.append((namespace, k))
         return list(self.hits)
@@ -147,6 +150,8 @@ class FixedGate:
 
     by_edit_id: dict[str, float] = field(default_factory=dict)
     warmed: list[str] = field(default_factory=list)  # ids of the edits `warm` was given, in order
+
+    reads_objects = False
 
     def scores(self, query: EncodedText, hits: Sequence[Hit]) -> list[float]:
         return [self.by_edit_id.get(h.edit.id, 0.0) for h in hits]

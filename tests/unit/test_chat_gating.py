@@ -17,6 +17,8 @@ NEEDLE = make_edit("a" * 32, prompt="The Space Needle is located in", target_new
 class SubjectGate:
     """In scope exactly when the query names the edit's subject."""
 
+    reads_objects = False
+
     def scores(self, query: EncodedText, hits: Sequence[Hit]) -> list[float]:
         return [1.0 if h.edit.subject.lower() in query.text.lower() else 0.0 for h in hits]
 

@@ -39,10 +39,13 @@ def test_a_version_1_store_migrates_its_edits_to_live_modify_edits_at_version_1(
         assert (edit.kind, edit.version, edit.live, edit.supersedes) == (EditKind.MODIFY, 1, True, "")
         assert (edit.subject, edit.target_new, edit.paraphrases, edit.aliases) == ("Dante", "German", ("x",), ())
         assert edit.updated_at_unix_s == edit.created_at_unix_s == 12.5
+        # Version 4 keyed it by its new object, normalised as a query's names are.
+        assert [e.id for e in store.live_with_objects("ns", ["german"], 8)] == [edit.id]
+        assert store.live_with_objects("ns", ["dante"], 8) == []
     finally:
         store.close()
     (version,) = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()
-    assert version == SCHEMA_VERSION == 3
+    assert version == SCHEMA_VERSION == 4
 
 
 def test_a_store_from_a_newer_release_is_refused(tmp_path: Path) -> None:

@@ -58,6 +58,8 @@ LANGUAGE = make_edit("b" * 32, prompt="the language of rome is", target_new="ger
 class SubjectGate:
     """In scope exactly when the query names the edit's subject."""
 
+    reads_objects = False
+
     def scores(self, query: EncodedText, hits: Sequence[Hit]) -> list[float]:
         return [1.0 if h.edit.subject in query.text else 0.0 for h in hits]
 
