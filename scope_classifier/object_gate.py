@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from editdata.cases import Case, names
+from editdata.cases import Case
 from editdata.probes import with_object_neighbourhood
 from editdata.readers import load_cases
 from scope_classifier.evaluate import OBJECT_SPLITS
@@ -29,7 +29,7 @@ from server.gate.artifact import GateArtifact, save_artifact
 from server.gate.classifier import predict_pairs
 from server.gate.features import EditView, edit_view
 from server.memory.embed import SentenceEncoder
-from server.types import EncodedText
+from server.types import EncodedText, name_key, named_keys, object_key
 
 log = logging.getLogger(__name__)
 HELD_OUT_SHARE = 0.15
@@ -113,7 +113,8 @@ def evaluate_object_gate(
     cache_dir: Path,
 ) -> dict[str, Any]:
     """Per family and artifact: how many probes name some edit's object, and the share the gate lets in at its
-    threshold (for positives: with the probe's own edit the best candidate)."""
+    threshold (for positives: with the probe's own edit the best candidate). Every edit of the split is a
+    candidate, not only the newest `top_k` the server takes per query."""
     cases = load_cases(data_dir / OBJECT_SPLITS[split])[1]
     cases = with_object_neighbourhood(cases)[:limit]
     edits = [EditText(c.edits[0].subject, c.edits[0].prompt, c.edits[0].target_new) for c in cases]
@@ -128,8 +129,9 @@ def evaluate_object_gate(
     for name, artifact in artifacts.items():
         rows: dict[str, list[int]] = {}
         for probe in probes:
-            candidates = [i for i in keyed if names(probe.query, edits[i].target_new)
-                          and not names(probe.query, edits[i].subject)]
+            named = set(named_keys(probe.query))  # as the server finds candidates (ScopeCheck._by_object)
+            candidates = [i for i in keyed if object_key(edits[i].target_new) in named
+                          and name_key(edits[i].subject) not in named]
             row = rows.setdefault(probe.family, [0, 0, 0])  # probes, with a candidate, let in
             row[0] += 1
             if not candidates:
@@ -137,10 +139,10 @@ def evaluate_object_gate(
             row[1] += 1
             query = encoded[probe.query]
             scores = predict_pairs(artifact, query, [views[i] for i in candidates],
-                              [float(query.vector @ views[i].prompt_vector) for i in candidates])
+                                   [float(query.vector @ views[i].prompt_vector) for i in candidates])
             best = int(np.argmax(scores))
-            if scores[best] >= artifact.threshold and (probe.family not in POSITIVE_FAMILIES
-                                                       or candidates[best] == probe.own):
+            right = probe.family not in POSITIVE_FAMILIES or candidates[best] == probe.own
+            if scores[best] >= artifact.threshold and right:
                 row[2] += 1
         report[name] = {family: {"probes": n, "named": found, "let_in": let_in,
                                  "share": round(let_in / n, 4) if n else None}

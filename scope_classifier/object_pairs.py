@@ -30,6 +30,7 @@ from editdata.probes import with_object_neighbourhood
 from editdata.readers import load_cases
 from scope_classifier.pairs import TRAIN_FILES, EditText, Pair, target_object_probes
 from server.gate.features import object_statement
+from server.types import name_key, object_key
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,9 @@ def reversed_edit(edit: EditText) -> EditText:
 
 
 def names_object(edit: EditText) -> bool:
-    """Whether the edit can be found by its object: a name (a capital letter or digit first, not a bare number)
-    other than the subject."""
-    target = edit.target_new.strip()
-    return ((target[:1].isupper() or target[:1].isdigit()) and not target.isdigit()
-            and target.casefold() != edit.subject.casefold())
+    """Whether the server keys the edit by its object (`server.types.object_key`), and it is not the subject."""
+    key = object_key(edit.target_new)
+    return key != "" and key != name_key(edit.subject)
 
 
 def build_object_pairs(data_dir: Path, seed: int) -> tuple[list[EditText], list[Pair]]:

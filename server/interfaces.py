@@ -115,8 +115,8 @@ class Memory(Protocol):
         ...
 
     def with_objects(self, namespace: str, object_keys: Sequence[str], limit: int) -> list[Edit]:
-        """The newest `limit` live MODIFY and INSERT edits whose new object, normalised (`subject_key`), is one of
-        `object_keys` (a query's `named_keys`), newest first: the edits a reverse question may ask about."""
+        """The newest `limit` live edits whose `Edit.object_key` is one of `object_keys` (a query's `named_keys`),
+        newest first: the edits a reverse question may ask about."""
         ...
 
     def page(self, namespace: str, page_size: int, page_token: str) -> EditPage:

@@ -73,7 +73,7 @@ class Router:
         if query.route is not None:  # a forced in-scope route takes the best edit, whatever its score
             if hit is None:
                 raise FailedPrecondition(f"route {query.route.value} needs an edit; namespace has none that match")
-            return Decision(query.route, hit.edit, p, timings)
+            return Decision(query.route, hit.edit, p, timings, by_object=hit.by_object)
         if hit is None or p < self.threshold:
             return Decision(Route.BASE, None, p, timings)
         started = perf_counter()
@@ -81,7 +81,7 @@ class Router:
         timings.gate_ms += (perf_counter() - started) * 1e3  # the counterfactual model's judgement, if asked
         if route is Route.BASE:  # the counterfactual model abstained: answered as out of scope
             return Decision(Route.BASE, None, p, timings, abstained=True)
-        return Decision(route, hit.edit, p, timings)
+        return Decision(route, hit.edit, p, timings, by_object=hit.by_object)
 
     def in_scope(self, edit: Edit, text: str) -> Route:
         """The route for an in-scope query: the configured one, unless the counterfactual model abstains (base)

@@ -21,6 +21,7 @@ from server.types import (
     Hit,
     KeyEncodings,
     Timings,
+    name_key,
     named_keys,
     subject_key,
 )
@@ -195,14 +196,16 @@ class ScopeCheck:
 
 
     def _by_object(self, namespace: str, text: str) -> list[Hit]:
-        """The newest `top_k` edits whose new object the query names and whose subject it does not (a query naming
-        the subject is the subject keys' to find), as hits for the gate to read from the object; none when the gate
-        cannot read edits that way. An edit retrieved by its keys too is scored both ways; the better score counts."""
+        """The newest `top_k` edits whose new object the query names and whose subject (or an alias of it) it does
+        not (a query naming the subject is the subject keys' to find), as hits for the gate to read from the object;
+        none when the gate cannot read edits that way. An edit retrieved by its keys too is scored both ways; the
+        better score counts."""
         if not self.gate.reads_objects:
             return []
         named = named_keys(text)
+        names = set(named)
         return [Hit(edit, 0.0, by_object=True) for edit in self.memory.with_objects(namespace, named, self.top_k)
-                if not self.hidden(edit) and subject_key(edit.subject) not in named]
+                if not self.hidden(edit) and names.isdisjoint(name_key(k.subject) for k in edit.index_keys())]
 
 
 @dataclass(frozen=True)

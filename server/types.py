@@ -25,20 +25,39 @@ def subject_key(subject: str) -> str:
 
 
 _NAME_WORD = re.compile(r"\w+")
+_EDGE_PUNCTUATION = re.compile(r"^\W+|\W+$")
 MAX_NAME_WORDS = 12  # the longest name a query is looked up by (an object such as "Charles IV of Spain" is 4)
+NAMED_WORDS = 64  # a query's last words looked in for names: the question is at the end, earlier turns before it
 
 
-def named_keys(text: str, max_words: int = MAX_NAME_WORDS) -> list[str]:
-    """`subject_key` of every span of `text` that starts at a word's start and ends at a word's end, up to
-    `max_words` words: what the text can name as a whole name ("Who is the son of Babur?" names "babur", "son of
-    babur", ...). A 20-word query has at most 20 · 12 of them."""
-    words = list(_NAME_WORD.finditer(text))
+def name_key(name: str) -> str:
+    """A name as a query names it (`named_keys`): `subject_key` without punctuation at either end ("U.S." is
+    named "u.s")."""
+    return subject_key(_EDGE_PUNCTUATION.sub("", name))
+
+
+def object_key(target_new: str) -> str:
+    """The new object as a query names it (`name_key`); "" when it is not a name a reverse question asks about: a
+    capital letter or digit first, not a bare number (the object gate was trained on those alone)."""
+    core = _EDGE_PUNCTUATION.sub("", target_new)
+    if (not core[:1].isupper() and not core[:1].isdigit()) or core.isdigit():
+        return ""
+    return name_key(core)
+
+
+def named_keys(text: str, max_words: int = MAX_NAME_WORDS, last_words: int = NAMED_WORDS) -> list[str]:
+    """`subject_key` of every span of the text's last `last_words` words that starts at a word's start and ends at a
+    word's end, up to `max_words` words: what the text can name as a whole name ("Who is the son of Babur?" names
+    "babur", "son of babur", ...): at most `last_words` · `max_words` of them."""
+    words = list(_NAME_WORD.finditer(text))[-last_words:]
     return list(dict.fromkeys(
         subject_key(text[words[i].start():words[j].end()])
         for i in range(len(words)) for j in range(i, min(i + max_words, len(words)))
     ))
 
 
+# Kinds whose new object a reverse question may name (`object_key`): the facts with a target.
+OBJECT_KINDS = frozenset({EditKind.MODIFY, EditKind.INSERT})
 # Kinds that state a fact or rule about `subject`: indexed, gated, and superseded by a newer edit of the same fact.
 FACT_KINDS = frozenset({EditKind.MODIFY, EditKind.INSERT, EditKind.ERASE, EditKind.PATCH})
 
@@ -148,6 +167,11 @@ class Edit:
         """The texts the memory indexes for this edit: its prompt, every paraphrase, the prompt under each alias
         (none for a regex patch)."""
         return tuple(k.text for k in self.index_keys())
+
+    @property
+    def object_key(self) -> str:
+        """What a reverse question finds this edit by (`object_key`); "" for kinds without a new object."""
+        return object_key(self.target_new) if self.kind in OBJECT_KINDS else ""
 
     def spec(self) -> EditSpec:
         """The caller's fields of this edit, as AddEdits or UpdateEdit would take them."""
@@ -300,6 +324,8 @@ class Decision:
     score: float
     timings: Timings = field(default_factory=Timings)
     abstained: bool = False  # in scope by the gate, but the counterfactual model said its edit does not bear on it
+    # The edit was found by the new object the query names (a reverse question): its answer is not the edit's target.
+    by_object: bool = False
 
     @property
     def route_label(self) -> str:

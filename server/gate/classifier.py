@@ -27,7 +27,6 @@ class _EditViews:
     prompt: EditView
     key_vectors: np.ndarray  # (n_keys, dim), the prompt's first
     others: dict[int, EditView] = field(default_factory=dict)  # key index → view
-    from_object: EditView | None = None  # the fact stated, read from its new object: made when first needed
 
 
 class ClassifierGate:
@@ -42,6 +41,9 @@ class ClassifierGate:
     needs one encoder pass over the prompt; it is computed when the edit is added (`warm`), or the first time it
     is retrieved after a restart, and kept in a bounded LRU cache (about 20 KB an edit, most of it the token
     vectors the `interaction` design reads). Another key text's view is made when a query first finds it closest.
+    An edit found by its new object is read from the object (`object_statement`), a view made, for every such hit
+    of a query in one encoder pass, the first time the edit is found that way, and cached by edit id and version
+    (an update changes the statement).
     """
 
     def __init__(
@@ -57,6 +59,8 @@ class ClassifierGate:
         self._objects = objects
         self._encoder = encoder
         self._views: LRUCache[str, _EditViews] = LRUCache(maxsize=cache_size)  # edit id → its views
+        # (edit id, version) → the edit read from its object; fewer, as few queries name an edit's object
+        self._object_views: LRUCache[tuple[str, int], EditView] = LRUCache(maxsize=max(1, cache_size // 10))
         self._lock = threading.Lock()  # scores() runs on several I/O threads; LRUCache is not thread-safe
 
     @property
@@ -67,27 +71,32 @@ class ClassifierGate:
     def scores(self, query: EncodedText, hits: Sequence[Hit]) -> list[float]:
         if not hits:
             return []
-        views = [self._object_view(h.edit) if h.by_object else self._closest_view(query, h.edit) for h in hits]
-        # A hit by object was not found through a key vector: its similarity is the query's to the statement.
-        similarities = [float(query.vector @ v.prompt_vector) if h.by_object else h.similarity
-                        for h, v in zip(hits, views, strict=True)]
-
-        def predict(artifact: GateArtifact, rows: list[int]) -> np.ndarray:
-            return predict_pairs(artifact, query, [views[i] for i in rows], [similarities[i] for i in rows])
-
-        def artifact_of(hit: Hit) -> GateArtifact | None:
-            if hit.by_object:
-                return self._objects
-            if self._unfamiliar is not None and hit.edit.kind in UNFAMILIAR_KINDS:
-                return self._unfamiliar
-            return self._artifact
-
+        groups: dict[int, tuple[GateArtifact, list[int]]] = {}  # id(artifact) → (artifact, rows it scores)
+        for i, hit in enumerate(hits):
+            artifact = self._artifact_for(hit)
+            if artifact is not None:
+                groups.setdefault(id(artifact), (artifact, []))[1].append(i)
+        by_object = [hits[i].edit for artifact, rows in groups.values() if artifact is self._objects
+                     for i in rows if hits[i].by_object]
+        object_views = self._object_views_of(by_object)
         out = np.zeros(len(hits))
-        for artifact in (self._artifact, self._unfamiliar, self._objects):
-            rows = [i for i, h in enumerate(hits) if artifact is not None and artifact_of(h) is artifact]
-            if rows and artifact is not None:
-                out[rows] = on_scale(predict(artifact, rows), artifact.threshold, self._artifact.threshold)
+        for artifact, rows in groups.values():
+            views = [object_views[_version(hits[i].edit)] if hits[i].by_object
+                     else self._closest_view(query, hits[i].edit) for i in rows]
+            # A hit by object was not found through a key vector: its similarity is the query's to the statement.
+            similarities = [float(query.vector @ v.prompt_vector) if hits[i].by_object else hits[i].similarity
+                            for i, v in zip(rows, views, strict=True)]
+            p = predict_pairs(artifact, query, views, similarities)
+            out[rows] = p if artifact is self._artifact else on_scale(p, artifact.threshold, self._artifact.threshold)
         return [float(p) for p in out]
+
+    def _artifact_for(self, hit: Hit) -> GateArtifact | None:
+        """The artifact that scores a hit; None (a score of 0) for a hit by object without the object gate."""
+        if hit.by_object:
+            return self._objects
+        if self._unfamiliar is not None and hit.edit.kind in UNFAMILIAR_KINDS:
+            return self._unfamiliar
+        return self._artifact
 
     def warm(self, edits: Sequence[Edit], encoded: KeyEncodings | None = None) -> None:
         """Computes the edit side of the features for many edits at once (batched encoder passes for what
@@ -126,23 +135,32 @@ class ClassifierGate:
                 views.others[closest] = view
         return view
 
-    def _object_view(self, edit: Edit) -> EditView:
-        """The edit read from its new object: the fact stated (`object_statement`), the object as the subject a
-        query names, the edit's subject as the answer."""
-        views = self._views_of(edit)
-        if views.from_object is None:
-            statement = self._encoder.encode_text(object_statement(edit.prompt, edit.target_new))
-            view = edit_view(statement, edit.target_new, edit.subject)
+    def _object_views_of(self, edits: Sequence[Edit]) -> dict[tuple[str, int], EditView]:
+        """Each edit read from its new object: the fact stated (`object_statement`), the object as the subject a
+        query names, the edit's subject as the answer; the missing ones in one encoder pass."""
+        with self._lock:
+            found = {_version(e): v for e in edits if (v := self._object_views.get(_version(e))) is not None}
+        missing = list({_version(e): e for e in edits if _version(e) not in found}.values())
+        if missing:
+            statements = self._encoder.encode_texts([object_statement(e.prompt, e.target_new) for e in missing])
+            made = {_version(e): edit_view(statement, e.target_new, e.subject)
+                    for e, statement in zip(missing, statements, strict=True)}
             with self._lock:
-                views.from_object = view
-        return views.from_object
+                self._object_views.update(made)
+            found |= made
+        return found
 
     def _vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
         return list(self._encoder.encode(texts)) if texts else []  # most edits have their prompt as only key
 
 
-def predict_pairs(artifact: GateArtifact, query: EncodedText, views: Sequence[EditView], similarities: Sequence[float]
-             ) -> np.ndarray:
+def _version(edit: Edit) -> tuple[str, int]:
+    return edit.id, edit.version
+
+
+def predict_pairs(
+    artifact: GateArtifact, query: EncodedText, views: Sequence[EditView], similarities: Sequence[float]
+) -> np.ndarray:
     """P(in scope) of the query against each view: (k,)."""
     features = np.stack([pair_features(query, v, s) for v, s in zip(views, similarities, strict=True)])  # (k, F)
     if not artifact.uses_tokens:

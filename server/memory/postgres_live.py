@@ -27,6 +27,7 @@ class LiveEdits:
         self._edits: dict[str, StoredEdit] = {}  # edit id → live edit (ids are unique across namespaces)
         self._by_key: dict[int, Edit] = {}
         self._by_kind: dict[tuple[str, EditKind], dict[str, StoredEdit]] = {}
+        self._by_object: dict[tuple[str, str], dict[str, StoredEdit]] = {}  # (namespace, object_key) → edits
 
     def update(self, edit_ids: Iterable[str], current: Sequence[StoredEdit]) -> None:
         """`edit_ids` changed; `current` is how those that are still stored are now (live or not)."""
@@ -48,6 +49,12 @@ class LiveEdits:
             stored = sorted(self._by_kind.get((namespace, kind), {}).values(), key=lambda s: s.seq)
         return [s.edit for s in stored]
 
+    def with_objects(self, namespace: str, object_keys: Sequence[str], limit: int) -> list[Edit]:
+        """As EditStore.live_with_objects."""
+        with self._lock:
+            found = [s for key in set(object_keys) for s in self._by_object.get((namespace, key), {}).values()]
+        return [s.edit for s in sorted(found, key=lambda s: s.seq, reverse=True)[:limit]]
+
     def counts(self) -> dict[str, int]:
         """namespace → live edits."""
         with self._lock:
@@ -59,6 +66,8 @@ class LiveEdits:
         for key_id in stored.key_ids:
             self._by_key[key_id] = edit
         self._by_kind.setdefault((edit.namespace, edit.kind), {})[edit.id] = stored
+        if key := edit.object_key:
+            self._by_object.setdefault((edit.namespace, key), {})[edit.id] = stored
 
     def _drop(self, edit_id: str) -> None:
         stored = self._edits.pop(edit_id, None)
@@ -67,3 +76,5 @@ class LiveEdits:
         for key_id in stored.key_ids:
             self._by_key.pop(key_id, None)
         self._by_kind.get((stored.edit.namespace, stored.edit.kind), {}).pop(edit_id, None)
+        if key := stored.edit.object_key:
+            self._by_object.get((stored.edit.namespace, key), {}).pop(edit_id, None)

@@ -30,7 +30,7 @@ from server.errors import EditNotFound, FailedPrecondition, ResourceExhausted
 from server.interfaces import Replaced
 from server.memory.postgres_live import LiveEdits, StoredEdit
 from server.store import Connection, Schema, open_database
-from server.types import Edit, EditAction, EditEvent, EditKind, EditSpec, subject_key
+from server.types import Edit, EditAction, EditEvent, EditKind, EditSpec, object_key, subject_key
 
 if TYPE_CHECKING:
     from server.store.postgres import Listener
@@ -104,7 +104,7 @@ MIGRATIONS: tuple[str, ...] = (
     # (reverse questions: "Who is the son of Babur?" after "Who is Nebaioth's father?" → "Babur").
     """
     ALTER TABLE edits ADD COLUMN object_key TEXT NOT NULL DEFAULT '';
-    UPDATE edits SET object_key = subject_key(target_new);
+    UPDATE edits SET object_key = object_key(target_new) WHERE kind IN ('modify', 'insert');
     CREATE INDEX edits_by_object ON edits (namespace, object_key) WHERE superseded_by = '';
     """,
 )
@@ -170,17 +170,14 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     )
     """,
     "ALTER TABLE edits ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]'",  # SQLite's version 3
-    # SQLite's version 4; lower() stands for casefold() on the edits written before it.
-    """
-    ALTER TABLE edits ADD COLUMN object_key TEXT NOT NULL DEFAULT '';
-    UPDATE edits SET object_key = lower(regexp_replace(btrim(target_new), '\\s+', ' ', 'g'));
-    CREATE INDEX edits_by_object ON edits (namespace, object_key) WHERE superseded_by = ''
-    """,
+    # SQLite's version 4. A PostgreSQL store answers object lookups from its processes' in-memory copy of the live
+    # edits (postgres_live.py), which computes object_key itself: the column keeps the two dialects' tables alike.
+    "ALTER TABLE edits ADD COLUMN object_key TEXT NOT NULL DEFAULT ''",
 )
 
 EDIT_STORE = Schema(
     name="edit_store", title="the edit store", sqlite=SCHEMA, sqlite_migrations=MIGRATIONS,
-    sqlite_functions={"subject_key": subject_key}, postgres=POSTGRES_MIGRATIONS,
+    sqlite_functions={"subject_key": subject_key, "object_key": object_key}, postgres=POSTGRES_MIGRATIONS,
 )
 FOLLOW_BATCH = 1000  # change log rows per `follow` call
 IN_CHUNK = 5000  # ids per IN (...) list, under both backends' limits on bound parameters
@@ -342,7 +339,7 @@ class EditStore:
             db.execute(
                 f"UPDATE edits SET ({EDIT_COLUMNS}, subject_key, object_key) = "
                 f"({', '.join('?' * (len(EDIT_FIELDS) + 2))}) WHERE seq = ?",
-                (*_edit_to_row(new), subject_key(new.subject), subject_key(new.target_new), seq),
+                (*_edit_to_row(new), subject_key(new.subject), new.object_key, seq),
             )
             changes.add(self._insert_keys(db, seq, new, vectors), vectors)
             self._log(db, now, token_name, EditAction.UPDATE, old, new)
@@ -455,16 +452,20 @@ class EditStore:
         return {s: found[key] for s, key in wanted.items() if key in found}
 
     def live_with_objects(self, namespace: str, object_keys: Sequence[str], limit: int) -> list[Edit]:
-        """The namespace's newest `limit` live MODIFY and INSERT edits whose new object, normalised (`subject_key`),
-        is one of `object_keys`, newest first."""
-        keys = sorted(set(object_keys) - {""})[:IN_CHUNK]
+        """The namespace's newest `limit` live edits whose `object_key` is one of `object_keys` (a query's
+        `named_keys`: a few hundred at most), newest first."""
+        keys = sorted(set(object_keys) - {""})
         if not keys or limit <= 0:
             return []
+        if self._live is not None:
+            return self._live.with_objects(namespace, keys, limit)
         with self._db.reading() as db:
+            # seq unindexed, so that the planner looks the keys up in edits_by_object rather than walking the
+            # namespace's live edits in seq order (37 ms at 100,000 edits, against 0.1)
             rows = db.execute(
-                f"SELECT {EDIT_COLUMNS} FROM edits WHERE namespace = ? AND {LIVE} AND kind IN (?, ?) "
-                f"AND object_key IN ({','.join('?' * len(keys))}) ORDER BY seq DESC LIMIT ?",
-                (namespace, EditKind.MODIFY.value, EditKind.INSERT.value, *keys, limit),
+                f"SELECT {EDIT_COLUMNS} FROM edits WHERE namespace = ? AND {LIVE} "
+                f"AND object_key IN ({','.join('?' * len(keys))}) ORDER BY {self._db.unindexed}seq DESC LIMIT ?",
+                (namespace, *keys, limit),
             ).fetchall()
         return [_edit_from_row(row) for row in rows]
 
@@ -746,7 +747,7 @@ class EditStore:
         ((seq,),) = db.execute(
             f"INSERT INTO edits ({EDIT_COLUMNS}, subject_key, object_key) "
             f"VALUES ({', '.join('?' * (len(EDIT_FIELDS) + 2))}) RETURNING seq",
-            (*_edit_to_row(edit), subject_key(edit.subject), subject_key(edit.target_new)),
+            (*_edit_to_row(edit), subject_key(edit.subject), edit.object_key),
         ).fetchall()
         return int(seq)
 

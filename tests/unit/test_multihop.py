@@ -46,7 +46,7 @@ from server.types import (
     Route,
 )
 from tests.tiny import build_tiny_model, build_tiny_tokenizer
-from tests.unit.fakes import FixedMemory, HashEmbedder, RecordingGenerator, make_edit
+from tests.unit.fakes import FixedGate, FixedMemory, HashEmbedder, RecordingGenerator, make_edit
 
 OPTIONS = GenerationOptions(max_new_tokens=4, stop=("\n",))
 REFUSAL = "who is paris"  # the tiny tokenizer's words, so the refusal decodes as written
@@ -117,6 +117,22 @@ def test_a_step_no_edit_answers_goes_to_the_base_model(lm: CausalLM) -> None:
     expected = short_answer(lm.decode(base_prompt("the language of rome is"), OPTIONS).text)
     assert last.answer == expected
     assert chain.edits_used == (CAPITAL.id,)
+
+
+def test_a_step_naming_an_edits_object_is_answered_by_the_in_scope_route_not_with_the_edits_target(
+    lm: CausalLM,
+) -> None:
+    """A reverse question ("which country has rome as its capital") finds the edit by its object; the answer is the
+    edit read by the in-scope route, not its target, which is the very entity the step names."""
+    memory = FixedMemory([Hit(CAPITAL, 0.0, by_object=True)])
+    generator = RecordingGenerator(Route.PROMPT)
+    router = Router(scope=ScopeCheck(HashEmbedder(dim=16), memory, FixedGate({CAPITAL.id: 1.0}), top_k=4),
+                    memory=memory, generators={Route.BASE: BaseGenerator(lm), Route.PROMPT: generator},
+                    in_scope_route=Route.PROMPT, threshold=0.5)
+    hop = RouterSteps(router, OPTIONS).answer("ns", "which country has rome as its capital")
+    assert (hop.route, hop.edit) == (Route.PROMPT, CAPITAL)
+    assert hop.answer == "prompt:which country has rome as its capital" != CAPITAL.target_new
+    assert generator.requests[0][:2] == ("which country has rome as its capital", CAPITAL)
 
 
 def test_an_erased_fact_is_refused_and_ends_the_chain(lm: CausalLM) -> None:

@@ -4,6 +4,7 @@ both backends, and the object gate reading the edit from its object inside Scope
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
 from server.memory.store import EditStore
 from server.scope import ScopeCheck
-from server.types import EditKind, EditSpec, named_keys
+from server.types import EditKind, EditSpec, named_keys, object_key
+from tests.unit.fakes import make_edit
 
 pytest_plugins = ("tests.postgres",)
 
@@ -26,12 +28,21 @@ FATHER = EditSpec("Amira Solen", "Who is Amira Solen's father?", "Tomas Brandt",
 SISTER = EditSpec("Ivo Marek", "Who is Ivo Marek's sister?", "Lena Okafor")
 
 
+def test_an_object_is_keyed_as_a_query_names_it_and_only_when_it_is_a_name() -> None:
+    assert object_key(" Tomas  BRANDT ") == "tomas brandt" and object_key("U.S.") == "u.s" in named_keys("the U.S.?")
+    assert object_key("2nd Army") == "2nd army"
+    assert object_key("english") == object_key("1990") == object_key("") == object_key("...") == ""
+    erase = make_edit(target_new="")
+    assert replace(erase, kind=EditKind.PATCH, target_new="Pluto").object_key == ""  # a rule has no object
+
+
 def test_a_query_names_every_span_of_whole_words_normalised() -> None:
     keys = named_keys("Who is  the son of Charles IV of Spain?")
     assert {"charles iv of spain", "spain", "son of charles", "who"} <= set(keys)
     assert "charles iv of spai" not in keys and "spain?" not in keys  # whole words only, punctuation outside
     assert len(keys) == len(set(keys))
     assert "a b c" not in named_keys("a b c", max_words=2) and "b c" in named_keys("a b c", max_words=2)
+    assert named_keys("Babur, a b c d", last_words=4) == named_keys("a b c d")  # names in the last words only
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -101,6 +112,8 @@ def test_the_object_gate_scores_a_hidden_or_subject_naming_edit_not_by_object(
     (father,) = scope.add("ns", [FATHER])
     assert scope._by_object("ns", "Is Tomas Brandt the father of Amira Solen?") == []  # names the subject
     assert [h.edit.id for h in scope._by_object("ns", "Who is Tomas Brandt's son?")] == [father.id]
+    (aliased,) = scope.add("ns", [replace(SISTER, aliases=("Ivo M.",))])
+    assert scope._by_object("ns", "Is Ivo M. the brother of Lena Okafor?") == []  # names the subject's alias
     hidden = ScopeCheck(scope.embedder, scope.memory, scope.gate, 8, hidden=lambda edit: True)
     assert hidden._by_object("ns", "Who is Tomas Brandt's son?") == []
 
