@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -117,11 +118,15 @@ class BaselineCache:
         return self._entries[key]
 
     def save(self) -> None:
+        """Replaces the file whole. Each save writes its own temporary file first: evaluations running side by side
+        share the cache file (the last to save wins: it is a cache), and a shared temporary name let one rename the
+        other's away mid-save (FileNotFoundError at the end of a 23-minute run)."""
         if self._path is not None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self._entries))
-            os.replace(tmp, self._path)
+            with tempfile.NamedTemporaryFile("w", dir=self._path.parent, prefix=self._path.stem, suffix=".tmp",
+                                             delete=False) as tmp:
+                tmp.write(json.dumps(self._entries))
+            os.replace(tmp.name, self._path)
 
 
 class Evaluator:
