@@ -194,7 +194,6 @@ class ScopeCheck:
         p, hit = max(zip(scores, hits, strict=True), key=lambda s: s[0], default=(0.0, None))
         return hit, p, timings
 
-
     def _by_object(self, namespace: str, text: str) -> list[Hit]:
         """The newest `top_k` edits whose new object the query names and whose subject (or an alias of it) it does
         not (a query naming the subject is the subject keys' to find), as hits for the gate to read from the object;

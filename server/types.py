@@ -42,7 +42,7 @@ def object_key(target_new: str) -> str:
     core = _EDGE_PUNCTUATION.sub("", target_new)
     if (not core[:1].isupper() and not core[:1].isdigit()) or core.isdigit():
         return ""
-    return name_key(core)
+    return subject_key(core)
 
 
 def named_keys(text: str, max_words: int = MAX_NAME_WORDS, last_words: int = NAMED_WORDS) -> list[str]:

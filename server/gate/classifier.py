@@ -76,9 +76,7 @@ class ClassifierGate:
             artifact = self._artifact_for(hit)
             if artifact is not None:
                 groups.setdefault(id(artifact), (artifact, []))[1].append(i)
-        by_object = [hits[i].edit for artifact, rows in groups.values() if artifact is self._objects
-                     for i in rows if hits[i].by_object]
-        object_views = self._object_views_of(by_object)
+        object_views = self._object_views_of([h.edit for h in hits if h.by_object and self._objects is not None])
         out = np.zeros(len(hits))
         for artifact, rows in groups.values():
             views = [object_views[_version(hits[i].edit)] if hits[i].by_object
@@ -110,7 +108,7 @@ class ClassifierGate:
             for edit in edits:
                 self._views[edit.id] = _edit_views(edit, whole[edit.prompt], [vectors[t] for t in edit.key_texts()[1:]])
 
-    def _views_of(self, edit: Edit) -> _EditViews:
+    def _closest_view(self, query: EncodedText, edit: Edit) -> EditView:
         with self._lock:
             views = self._views.get(edit.id)  # a hit counts as a use
         if views is None:
@@ -119,10 +117,6 @@ class ClassifierGate:
             views = _edit_views(edit, self._encoder.encode_text(edit.prompt), self._vectors(others))
             with self._lock:
                 self._views[edit.id] = views
-        return views
-
-    def _closest_view(self, query: EncodedText, edit: Edit) -> EditView:
-        views = self._views_of(edit)
         keys = edit.index_keys()
         closest = _closest_key(views.key_vectors @ query.vector, query.text, keys)
         if closest == 0:
