@@ -62,18 +62,42 @@ def names(text: str, subject: str) -> bool:
     return subject in text and re.search(rf"(?<!\w){re.escape(subject)}(?!\w)", text) is not None
 
 
-def asks_edited_fact(probe: Probe, edit: EditFact) -> bool:
-    """A probe that must not change, which asks the fact another edit changes: it is that edit's prompt
-    word for word, or it names that edit's subject and expects that edit's original answer.
+# Capitalised words that open a sentence without being part of a name ("The mother of ...", "What ...").
+_OPENING_WORDS = frozenset({
+    "the", "a", "an", "in", "on", "of", "at", "to", "for", "by", "what", "which", "who", "whom", "whose", "where",
+    "when", "how", "is", "was", "are", "were", "does", "did", "do", "has", "had",
+})
 
-    In sequential evaluation such a probe (CounterFact reuses subjects and relations) ought to follow the
-    other edit, so no editor can keep it unchanged; the harness reports locality with and without them.
+
+def names_alone(text: str, subject: str) -> bool:
+    """`names`, and at least one occurrence is not part of a longer name: no capitalised word right before or after
+    it ("Nintendo DS Lite", "The Explosive Freddy Cannon" and "Vanderbilt University Department of ..." are other
+    entities than "Nintendo DS", "Freddy Cannon" and "Vanderbilt University"). A capitalised first word of the
+    text counts unless it is an opening word ("The", "What")."""
+    for match in re.finditer(rf"(?<!\w){re.escape(subject)}(?!\w)", text, flags=re.IGNORECASE):
+        before, after = text[: match.start()].split(), text[match.end() :].split()
+        name_before = bool(before) and before[-1][0].isupper() and not (
+            len(before) == 1 and before[0].casefold() in _OPENING_WORDS)
+        name_after = bool(after) and after[0][0].isupper() and text[match.end()].isspace()
+        if not (name_before or name_after):
+            return True
+    return False
+
+
+def asks_edited_fact(probe: Probe, edit: EditFact) -> bool:
+    """A probe that must not change, which asks the fact an edit changes: it is that edit's prompt word for
+    word, or it names that edit's subject (`names_alone`) and expects that edit's original answer.
+
+    Such a probe ought to follow the edit, so no editor can keep it unchanged; the harness reports locality with
+    and without them. In sequential evaluation the edit is another case's (CounterFact reuses subjects and
+    relations); in zsRE's `Relation_Specificity` probes it is often the case's own ("The mother of Mallory
+    Reaves is", expecting the mother the edit replaces).
     """
     if normalise(probe.prompt) == normalise(edit.prompt):
         return True
     original = _answer_key(edit.target_true or "")
     expects_original = bool(original) and original in {_answer_key(a) for a in probe.answers}
-    return expects_original and names(probe.prompt, edit.subject)
+    return expects_original and names_alone(probe.prompt, edit.subject)
 
 
 class EditedFacts:

@@ -25,9 +25,12 @@ from client.evaluation.runner import (
     CaseResult,
     EvalSettings,
     Evaluator,
+    ProbeResult,
+    reflagged,
 )
 from client.launch import LocalServer
 from client.parametric_cli import parametric_progress_bar
+from editdata.cases import Case
 from editdata.probes import with_object_neighbourhood
 from editdata.readers import FORMATS, load_cases
 
@@ -64,6 +67,8 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     parser.add_argument("--fluency", action="store_true", help="also generate 32 tokens per case for n-gram entropy")
     parser.add_argument("--json", type=Path, dest="json_path", help="write per-case results and summaries here")
     parser.add_argument("--plots", type=Path, help="write PNG plots into this folder")
+    parser.add_argument("--from-json", type=Path, help="no server: read a saved --json run of this --data file, "
+                        "flag again the probes that ask an edited fact (this version's rule) and print its summaries")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editcache" / "eval",
                         help="where the unedited model's outputs are cached")
     return parser
@@ -77,6 +82,8 @@ def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
         random.Random(args.seed).shuffle(cases)
     cases = cases[: args.limit] if args.limit else cases
     sequential = [int(t) for t in args.sequential.split(",")] if args.sequential else [None]
+    if args.from_json:
+        return _summarize_saved(args.from_json, cases)
     print(f"{len(cases)} cases from {args.data} ({fmt}), method {args.method}", file=sys.stderr)
 
     server: LocalServer | None = None
@@ -121,6 +128,23 @@ def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
         for path in plot(summaries, [r for _, rs in all_results for r in rs], args.plots):
             print(f"wrote {path}", file=sys.stderr)
     print(json.dumps(headline(summaries[-1]) | {"sequential": summaries[-1]["sequential"]}))
+    return 0
+
+
+def _summarize_saved(path: Path, cases: list[Case]) -> int:
+    """Each T's summary of a saved run again, its probes flagged by this version's `asks_edited_fact`; the figures
+    that need the run itself (time, ApplyParametric, memory) are kept as saved."""
+    document = json.loads(path.read_text())
+    summaries = []
+    for saved, (t, results) in zip(document["summaries"], document["cases"].items(), strict=True):
+        read = [CaseResult(**(r | {"probes": [ProbeResult(**p) for p in r["probes"]]})) for r in results]
+        flagged = reflagged(read, cases, int(t) if t != "None" else 1)
+        again = summarize(flagged, saved["method"], saved["seconds"])
+        summary = saved | {k: v for k, v in again.items() if k not in ("seconds", "parametric_apply_s")}
+        summaries.append(summary)
+        print(markdown_table(summary))
+        print()
+    print(json.dumps(headline(summaries[-1]) | {"sequential": summaries[-1].get("sequential")}))
     return 0
 
 

@@ -59,11 +59,13 @@ def summarize(
         mine = [p for p in probes if p.category == category]
         summary[f"{category}_em"] = mean_or_none(float(p.em) for p in mine)
         summary[f"{category}_tf"] = mean_or_none(p.tf for p in mine)
-    for category in KEEP_CATEGORIES:  # set aside: probes that ask another in-memory edit's fact
-        mine = [p for p in probes if p.category == category and not p.asks_other_edit]
-        summary[f"{category}_asks_other_edit"] = sum(p.category == category and p.asks_other_edit for p in probes)
-        summary[f"{category}_em_excl_other_edits"] = mean_or_none(float(p.em) for p in mine)
-        summary[f"{category}_tf_excl_other_edits"] = mean_or_none(p.tf for p in mine)
+    for category in KEEP_CATEGORIES:  # set aside: probes that ask an edited fact, another edit's or the case's own
+        mine = [p for p in probes if p.category == category]
+        kept = [p for p in mine if not (p.asks_other_edit or p.asks_own_edit)]
+        summary[f"{category}_asks_other_edit"] = sum(p.asks_other_edit for p in mine)
+        summary[f"{category}_asks_own_edit"] = sum(p.asks_own_edit for p in mine)
+        summary[f"{category}_em_excl_edited_facts"] = mean_or_none(float(p.em) for p in kept)
+        summary[f"{category}_tf_excl_edited_facts"] = mean_or_none(p.tf for p in kept)
     summary["kinds"] = by_kind(probes)
     summary["fluency"] = mean_or_none(r.fluency for r in results if r.fluency is not None)
     summary["routes"] = {c: dict(Counter(route_label(p) for p in probes if p.category == c)) for c in CATEGORIES
@@ -103,10 +105,12 @@ def markdown_table(summary: dict[str, Any]) -> str:
         if em is not None:
             lines.append(f"| {category} | {em:.3f} | {tf:.3f} |")
     for category in KEEP_CATEGORIES:
-        if summary[f"{category}_asks_other_edit"]:
-            em, tf = summary[f"{category}_em_excl_other_edits"], summary[f"{category}_tf_excl_other_edits"]
-            lines.append(f"| {category} without the {summary[f'{category}_asks_other_edit']} probes asking "
-                         f"another edit's fact | {em:.3f} | {tf:.3f} |")
+        other, own = summary[f"{category}_asks_other_edit"], summary[f"{category}_asks_own_edit"]
+        if other or own:
+            em, tf = (summary[f"{category}_{m}_excl_edited_facts"] for m in ("em", "tf"))
+            figures = "— | —" if em is None else f"{em:.3f} | {tf:.3f}"  # every probe asked an edited fact
+            lines.append(f"| {category} without the {other + own} probes asking an edited fact ({other} another "
+                         f"edit's, {own} their own edit's) | {figures} |")
     if summary["fluency"] is not None:
         lines.append(f"| fluency (n-gram entropy) | {summary['fluency']:.3f} | |")
     if summary.get("kinds"):
@@ -136,7 +140,7 @@ def headline(summary: dict[str, Any]) -> dict[str, Any]:
     keys = ["n", "skipped", "method"]
     for category in ("reliability", "generalization", "locality", "object_neighbourhood", "portability"):
         keys += [f"{category}_em", f"{category}_tf"]
-    keys += ["locality_em_excl_other_edits"]
+    keys += ["locality_em_excl_edited_facts", "same_subject_em", "same_subject_em_excl_edited_facts"]
     return {k: summary[k] for k in keys} | {"seconds": round(summary["seconds"], 1)}
 
 

@@ -79,8 +79,10 @@ class ProbeResult:
     gate_score: float
     latency_ms: float  # the generation request, end to end on the server
     text: str
-    # A probe that must not change but asks the fact another edit in memory changes (sequential runs).
+    # A probe that must not change but asks the fact an edit in memory changes (editdata.cases.asks_edited_fact):
+    # another case's edit (sequential runs), or the case's own (zsRE's same-relation "locality" probes).
     asks_other_edit: bool = False
+    asks_own_edit: bool = False
     abstained: bool = False  # the gate let it in; the counterfactual model handed it to the base model
     kind: str = ""  # a portability probe's kind (editdata.cases.PORTABILITY_KINDS)
 
@@ -92,6 +94,39 @@ class CaseResult:
     probes: list[ProbeResult] = field(default_factory=list)
     fluency: float | None = None
     skipped: str | None = None  # why the server refused the case's edits; a skipped case has no probes
+
+
+def flag_edited_fact(scored: ProbeResult, probe: Probe, case: Case, in_memory: EditedFacts) -> ProbeResult:
+    """`scored` (of `probe`, one of `case`'s) marked when it must not change but asks a fact an edit in memory
+    changes: another case's edit's, or its own case's."""
+    if scored.category not in KEEP_CATEGORIES:
+        return scored
+    asked, own = in_memory.asked_by(probe), {id(e) for e in case.edits}
+    return replace(scored, asks_other_edit=any(id(e) not in own for e in asked),
+                   asks_own_edit=any(id(e) in own for e in asked))
+
+
+def reflagged(saved: Sequence[CaseResult], cases: Sequence[Case], block: int) -> list[CaseResult]:
+    """A saved run's results flagged again with this version's `asks_edited_fact`. The results come in blocks of
+    `block` cases (T of a sequential run, else 1), each block's edits in memory together, as `Evaluator.run` had
+    them; a result's probes are its case's, category by category, in order."""
+    by_id = {case.case_id: case for case in cases}
+    flagged: list[CaseResult] = []
+    for start in range(0, len(saved), block):
+        chunk = saved[start : start + block]
+        in_memory = EditedFacts(e for r in chunk if r.skipped is None for e in by_id[r.case_id].edits)
+        for result in chunk:
+            if result.skipped is not None:
+                flagged.append(result)
+                continue
+            case = by_id[result.case_id]
+            probes = [probe for category in CATEGORIES for probe in getattr(case, category)]
+            if len(probes) != len(result.probes):
+                raise ValueError(f"case {case.case_id} has {len(probes)} probes in the data and "
+                                 f"{len(result.probes)} in the saved results: not the same data file")
+            flagged.append(replace(result, probes=[flag_edited_fact(scored, probe, case, in_memory)
+                                                   for scored, probe in zip(result.probes, probes, strict=True)]))
+    return flagged
 
 
 class BaselineCache:
@@ -204,15 +239,11 @@ class Evaluator:
 
     def _evaluate(self, case: Case, edit_ids: list[str], in_memory: EditedFacts) -> CaseResult:
         result = CaseResult(case.case_id, edit_ids)
-        own = {id(e) for e in case.edits}
         # With a forced in-scope route, a single-edit case answers from its own edit.
         edit_id = edit_ids[0] if len(edit_ids) == 1 and self._route not in (None, "base") else None
         for category in CATEGORIES:
             for probe in getattr(case, category):
-                scored = self._probe(category, probe, edit_id)
-                if category in KEEP_CATEGORIES and any(id(e) not in own for e in in_memory.asked_by(probe)):
-                    scored = replace(scored, asks_other_edit=True)
-                result.probes.append(scored)
+                result.probes.append(flag_edited_fact(self._probe(category, probe, edit_id), probe, case, in_memory))
         if self._settings.fluency and case.reliability:
             prompt = case.reliability[0].prompt
             text = self._client.generate(

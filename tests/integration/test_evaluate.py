@@ -95,8 +95,39 @@ def test_sequential_mode_sets_aside_locality_probes_that_ask_another_edits_fact(
                for t in ("1", "2")}
     assert flagged == {"1": [], "2": ["france has its capital in"]}
     assert saved["summaries"][1]["locality_asks_other_edit"] == 1
-    assert summary["locality_em_excl_other_edits"] is not None
-    assert "locality without the 1 probes asking another edit's fact" in table
+    assert summary["locality_em_excl_edited_facts"] is not None
+    assert "locality without the 1 probes asking an edited fact (1 another edit's, 0 their own edit's)" in table
+    # a run saved before the rule (no flags) is flagged again from its JSON, without a server
+    for results in saved["cases"].values():
+        for case in results:
+            for p in case["probes"]:
+                p.pop("asks_own_edit")
+                p["asks_other_edit"] = False
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(saved))
+    again, table = run(capsys, "--data", str(data), "--from-json", str(old))
+    assert again["locality_em_excl_edited_facts"] == summary["locality_em_excl_edited_facts"]
+    assert "locality without the 1 probes asking an edited fact (1 another edit's, 0 their own edit's)" in table
+    assert table.count("method `prompt`") == 2  # T = 1 and T = 2 again
+
+
+def test_a_locality_probe_that_asks_the_cases_own_edited_fact_is_set_aside(
+    running_server: LocalServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """zsRE's same-relation "locality" probes: the probe names the case's own subject and expects the answer its
+    edit replaces, so following the edit is right and the unedited answer wrong."""
+    case = {"case_id": 1, "prompt": "the capital of france is", "subject": "france", "target_new": "rome",
+            "ground_truth": "paris", "rephrase_prompt": "france has its capital in",
+            "locality_prompt": "the capital city of france is", "locality_ground_truth": "paris"}
+    data = tmp_path / "case.json"
+    data.write_text(json.dumps([case]))
+    summary, table = run(capsys, "--data", str(data), "--addr", running_server.addr, "--cache-dir", str(tmp_path),
+                         "--method", "prompt", "--json", str(tmp_path / "out.json"))
+    (probe,) = [p for c in json.loads((tmp_path / "out.json").read_text())["cases"]["None"] for p in c["probes"]
+                if p["category"] == "locality"]
+    assert probe["asks_own_edit"] and not probe["asks_other_edit"]
+    assert summary["locality_em_excl_edited_facts"] is None  # no other locality probe is left
+    assert "without the 1 probes asking an edited fact (0 another edit's, 1 their own edit's) | — | — |" in table
 
 
 def test_parametric_methods_apply_score_and_roll_back(

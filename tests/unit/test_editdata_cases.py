@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from editdata.cases import Case, EditedFacts, EditFact, Probe, asks_edited_fact
+from editdata.cases import Case, EditedFacts, EditFact, Probe, asks_edited_fact, names_alone
 from editdata.paths import DATA_DIR
 from editdata.readers import BlankEditFieldError, detect_format, load_cases
 
@@ -147,6 +147,19 @@ def test_a_probe_asks_another_edits_fact_when_it_restates_it_or_names_its_subjec
     assert not asks_edited_fact(Probe("Boniface VIII holds the title of", ("pope",)), pope)
     assert not asks_edited_fact(Probe("Nintendo DS, developed by", ("Nintendo",)),
                                 EditFact("Nintendo DS", "Nintendo DS is developed by", "Nissan", None))
+
+
+def test_a_longer_name_that_contains_the_subject_is_another_entity() -> None:
+    ds = EditFact("Nintendo DS", "Nintendo DS is developed by", "Nissan", "Nintendo")
+    assert not asks_edited_fact(Probe("Nintendo DS Lite, created by", ("Nintendo",)), ds)
+    cannon = EditFact("Freddy Cannon", "Freddy Cannon is represented by music label", "Paramount", "Swan")
+    assert not asks_edited_fact(Probe("The Explosive Freddy Cannon is represented by music label", ("Swan",)), cannon)
+    # an opening word is no part of the name; a possessive or a comma after it ends the name
+    reaves = EditFact("Mallory Reaves", "The mother of Mallory Reaves is whom?", "Lalli Reaves", "Brynne Chandler")
+    assert asks_edited_fact(Probe("The mother of Mallory Reaves is", ("Brynne Chandler",)), reaves)
+    assert asks_edited_fact(Probe("Mallory Reaves's mother is", ("Brynne Chandler",)), reaves)
+    assert names_alone("In 2004 Nintendo DS, developed by Nintendo, and Nintendo DS Lite", "Nintendo DS")
+    assert not names_alone("What Nintendo DS Lite", "Nintendo DS")
 
 
 def test_edited_facts_finds_the_edits_a_probe_asks_each_once() -> None:

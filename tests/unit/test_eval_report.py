@@ -26,19 +26,25 @@ def test_summary_counts_gate_errors_and_leaves_absent_metrics_none() -> None:
     assert "| reliability | 0.500 | 0.500 |" in table and "portability" not in table
 
 
-def test_locality_is_also_reported_without_probes_that_ask_another_edits_fact() -> None:
+def test_locality_is_also_reported_without_probes_that_ask_an_edited_fact() -> None:
     shared = replace(probe("locality", False, 0.0, "prompt"), asks_other_edit=True)
-    results = [CaseResult("1", ["e"], [probe("locality", True, 1.0, "base"), shared]),
+    same_relation = replace(probe("same_subject", False, 0.0, "counterfactual"), asks_own_edit=True)
+    results = [CaseResult("1", ["e"], [probe("locality", True, 1.0, "base"), shared, same_relation]),
                CaseResult("2", ["f"], [probe("locality", False, 0.5, "prompt"),
                                        probe("same_subject", True, 1.0, "base")])]
     s = summarize(results, "gate", 1.0)
-    assert s["locality_em"] == 1 / 3 and s["locality_asks_other_edit"] == 1
-    assert s["locality_em_excl_other_edits"] == 0.5 and s["locality_tf_excl_other_edits"] == 0.75
-    assert s["same_subject_asks_other_edit"] == 0 and s["same_subject_em_excl_other_edits"] == 1.0
-    assert headline(s)["locality_em_excl_other_edits"] == 0.5
+    assert s["locality_em"] == 1 / 3 and s["locality_asks_other_edit"] == 1 and s["locality_asks_own_edit"] == 0
+    assert s["locality_em_excl_edited_facts"] == 0.5 and s["locality_tf_excl_edited_facts"] == 0.75
+    assert s["same_subject_em"] == 0.5 and s["same_subject_asks_own_edit"] == 1
+    assert s["same_subject_em_excl_edited_facts"] == 1.0
+    assert headline(s)["locality_em_excl_edited_facts"] == 0.5
+    assert headline(s)["same_subject_em_excl_edited_facts"] == 1.0
     table = markdown_table(s)
-    assert "| locality without the 1 probes asking another edit's fact | 0.500 | 0.750 |" in table
-    assert "same_subject without" not in table
+    assert ("| locality without the 1 probes asking an edited fact (1 another edit's, 0 their own edit's) "
+            "| 0.500 | 0.750 |") in table
+    assert ("| same_subject without the 1 probes asking an edited fact (0 another edit's, 1 their own edit's) "
+            "| 1.000 | 1.000 |") in table
+    assert "object_neighbourhood without" not in table
 
 
 def test_portability_and_reverse_are_reported_by_kind_with_their_routes() -> None:
