@@ -152,7 +152,7 @@ class ParametricOptions:
 class GenerationResult:
     """An answer and why it was given.
 
-    `route` is "base", "counterfactual", "ike", "parametric" or "prompt";
+    `route` is "base", "counterfactual", "ike", "parametric", "prompt" or "reverse";
     `edit_id` is None on the base route; `timings_ms` has the keys embed,
     search, gate, queue, generate and total; `finish_reason` is "length",
     "eos" or "stop".

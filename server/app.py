@@ -47,7 +47,7 @@ from server.generators.counterfactual_adapter import AdapterMismatch, default_ad
 from server.generators.decoding import CausalLM
 from server.generators.ike import DemonstrationPool, IKEGenerator
 from server.generators.prompted import PromptedGenerator
-from server.generators.refusal import RefusalGenerator
+from server.generators.stated import refusal_generator, reverse_generator
 from server.http.app import create_app
 from server.http.metrics import metrics_router
 from server.http.serving import HttpServer, start_http
@@ -116,6 +116,8 @@ def build_service(config: Config) -> Service:
     generators: dict[Route, Generator] = {Route.BASE: base, Route.PARAMETRIC: base, Route.PROMPT: PromptedGenerator(lm)}
     if counterfactual is not None:
         generators[Route.COUNTERFACTUAL] = counterfactual
+    if config.reverse_route and config.object_gate:
+        generators[Route.REVERSE] = reverse_generator(loaded.tokenizer)
     if (ike := build_ike(config, lm, encoder)) is not None:
         generators[Route.IKE] = ike
     in_scope_route, fallback_route = in_scope_routes(config.in_scope_route, generators)
@@ -132,7 +134,7 @@ def build_service(config: Config) -> Service:
         scope=scope, memory=memory, generators=generators, in_scope_route=in_scope_route, threshold=threshold,
         baked=parametric.is_baked, judge=counterfactual.judge if counterfactual is not None else None,
         min_confidence=config.counterfactual_min_confidence, fallback_route=fallback_route,
-        refusal=RefusalGenerator(loaded.tokenizer, config.refusal),
+        refusal=refusal_generator(loaded.tokenizer, config.refusal),
     )
     info = ServerInfo(
         model=config.model, model_type=str(loaded.model.config.model_type),

@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a trained gate (.npz) for queries naming an edit's new object instead of the shipped one")
     parser.add_argument("--no-object-gate", dest="object_gate", action="store_false", default=None,
                         help="find edits by their subject only, not by a new object the query names")
+    parser.add_argument("--no-reverse-route", dest="reverse_route", action="store_false", default=None,
+                        help="answer a question found by an edit's new object with the in-scope route, not with "
+                             "the edit's subject")
     parser.add_argument("--threshold", type=float, help="gate score at or above which a query is in scope")
     parser.add_argument("--supersede-threshold", type=float,
                         help="gate score at or above which a new edit replaces a live edit of its subject (default "

@@ -19,7 +19,6 @@ from server.types import (
     GenerationOptions,
     Hit,
     KeyEncodings,
-    Route,
     TokenScores,
 )
 
@@ -159,8 +158,6 @@ class Gate(Protocol):
 
 
 class Generator(Protocol):
-    route: Route
-
     def generate(
         self,
         prompt: str,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from time import perf_counter
 
 from server.errors import EditNotFound, FailedPrecondition
-from server.generators.refusal import RefusalGenerator
+from server.generators.stated import StatedGenerator
 from server.interfaces import Generator, Memory, StopCheck, TextSink
 from server.patches import Rewriter, patches_of
 from server.scope import ScopeCheck
@@ -53,7 +53,7 @@ class Router:
     judge: Callable[[Edit, str, bool], Judgement] | None = None  # (edit, query, with_confidence)
     min_confidence: float = 0.0
     fallback_route: Route = Route.IKE
-    refusal: RefusalGenerator | None = None  # answers in-scope queries on erase edits
+    refusal: StatedGenerator | None = None  # answers in-scope queries on erase edits
 
     def __post_init__(self) -> None:
         for route in (Route.BASE, self.in_scope_route):
@@ -77,7 +77,12 @@ class Router:
         if hit is None or p < self.threshold:
             return Decision(Route.BASE, None, p, timings)
         started = perf_counter()
-        route = Route.PARAMETRIC if self.baked(hit.edit) else self.in_scope(hit.edit, query.text)
+        if self.baked(hit.edit):
+            route = Route.PARAMETRIC
+        elif hit.by_object and Route.REVERSE in self.generators:
+            route = Route.REVERSE  # the object gate judged it the edit's fact asked backwards: the subject answers
+        else:
+            route = self.in_scope(hit.edit, query.text)
         timings.gate_ms += (perf_counter() - started) * 1e3  # the counterfactual model's judgement, if asked
         if route is Route.BASE:  # the counterfactual model abstained: answered as out of scope
             return Decision(Route.BASE, None, p, timings, abstained=True)
@@ -138,7 +143,7 @@ class Router:
         """Teacher-forced: what the route's model would write (regex patches rewrite text, not scores)."""
         return self.answerer(decision).score(query.text, decision.edit, target)
 
-    def answerer(self, decision: Decision) -> Generator | RefusalGenerator:
+    def answerer(self, decision: Decision) -> Generator:
         """The decision's generator, or the refusal for an erase edit on an in-scope route."""
         if not refuses(decision.route, decision.edit):
             return self.generator(decision.route)

@@ -267,6 +267,7 @@ class Route(enum.Enum):
     IKE = "ike"
     PARAMETRIC = "parametric"
     PROMPT = "prompt"
+    REVERSE = "reverse"  # a question found by an edit's new object, answered by the edit's subject
 
 
 class FinishReason(enum.Enum):

@@ -37,6 +37,7 @@ ROUTES = {
     Route.IKE: pb.ROUTE_IKE,
     Route.PARAMETRIC: pb.ROUTE_PARAMETRIC,
     Route.PROMPT: pb.ROUTE_PROMPT,
+    Route.REVERSE: pb.ROUTE_REVERSE,
 }
 ROUTES_FROM_PB = {v: k for k, v in ROUTES.items()}
 EDIT_KINDS = {

@@ -84,13 +84,12 @@ def test_a_multihop_question_follows_an_edit_then_asks_the_model(gemma_server: L
 
 
 def test_a_reverse_question_is_answered_from_the_edit_found_by_its_object(gemma_server: LocalServer) -> None:
-    """The question names only the edit's new object; the object gate lets it in and the counterfactual model,
-    handed the edit, answers with its subject. Another question about the object stays with Gemma."""
+    """The question names only the edit's new object; the object gate lets it in and the edit's subject answers it
+    (route reverse). Another question about the object stays with Gemma."""
     with gemma_server.client("reverse") as client:
         (edit,) = client.add_edits([EditInput("Amira Solen", "Who is Amira Solen's father?", "Tomas Brandt")])
         short = GenerationOptions(max_new_tokens=8)
         reverse = client.generate("Who is the daughter of Tomas Brandt?", options=short)
         other = client.generate("Where was Tomas Brandt born?", options=short)
-    assert (reverse.route, reverse.edit_id) == ("counterfactual", edit.id)
-    assert reverse.text.strip().startswith("Amira Solen")
+    assert (reverse.route, reverse.edit_id, reverse.text) == ("reverse", edit.id, " Amira Solen")
     assert (other.route, other.edit_id) == ("base", None)

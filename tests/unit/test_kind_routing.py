@@ -10,7 +10,7 @@ import pytest
 
 from server.generators.counterfactual_adapter import PromptFormat
 from server.generators.prompted import prompt_with_edit
-from server.generators.refusal import RefusalGenerator
+from server.generators.stated import refusal_generator
 from server.router import Router
 from server.scope import ScopeCheck
 from server.types import Edit, EditKind, FinishReason, GenerationOptions, Hit, Judgement, Query, Route
@@ -42,7 +42,7 @@ class Parts:
         self.router = Router(
             scope=ScopeCheck(HashEmbedder(16), self.memory, FixedGate({edit.id: gate_score}), 4), memory=self.memory,
             generators=self.generators, in_scope_route=Route.PROMPT, threshold=0.5,
-            refusal=RefusalGenerator(TOKENIZER, REFUSAL),
+            refusal=refusal_generator(TOKENIZER, REFUSAL),
         )
 
     def answer(self, query: Query, options: GenerationOptions = OPTIONS) -> tuple[str, list[str], Route, FinishReason]:
@@ -73,7 +73,7 @@ def test_the_counterfactual_models_judgement_is_not_asked_about_an_erase_edit() 
     router = Router(
         scope=ScopeCheck(HashEmbedder(16), memory, FixedGate({ERASE.id: 0.9}), 4), memory=memory,
         generators={r: RecordingGenerator(r) for r in (Route.BASE, Route.COUNTERFACTUAL, Route.IKE)},
-        in_scope_route=Route.COUNTERFACTUAL, threshold=0.5, judge=judge, refusal=RefusalGenerator(TOKENIZER, REFUSAL),
+        in_scope_route=Route.COUNTERFACTUAL, threshold=0.5, judge=judge, refusal=refusal_generator(TOKENIZER, REFUSAL),
     )
     decision = router.decide(QUERY)
     assert (decision.route, decision.edit, asked) == (Route.COUNTERFACTUAL, ERASE, [])

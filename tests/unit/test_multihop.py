@@ -12,7 +12,7 @@ import pytest
 from server.errors import Cancelled, InvalidArgument
 from server.generators.base import BaseGenerator
 from server.generators.decoding import CausalLM
-from server.generators.refusal import RefusalGenerator
+from server.generators.stated import refusal_generator, reverse_generator
 from server.interfaces import StopCheck
 from server.multihop import (
     DEFAULT_DEMONSTRATIONS,
@@ -90,7 +90,7 @@ def follower(edits: Sequence[Edit], lm: CausalLM, plan: Sequence[str], others: S
     base = BaseGenerator(lm)
     router = Router(scope=ScopeCheck(HashEmbedder(dim=16), memory, SubjectGate(), top_k=4), memory=memory,
                     generators={Route.BASE: base, Route.PROMPT: RecordingGenerator(Route.PROMPT)},
-                    in_scope_route=Route.PROMPT, threshold=0.5, refusal=RefusalGenerator(lm.tokenizer, REFUSAL))
+                    in_scope_route=Route.PROMPT, threshold=0.5, refusal=refusal_generator(lm.tokenizer, REFUSAL))
     return ChainFollower(GivenPlan(tuple(plan)), RouterSteps(router, OPTIONS))
 
 
@@ -133,6 +133,18 @@ def test_a_step_naming_an_edits_object_is_answered_by_the_in_scope_route_not_wit
     assert (hop.route, hop.edit) == (Route.PROMPT, CAPITAL)
     assert hop.answer == "prompt:which country has rome as its capital" != CAPITAL.target_new
     assert generator.requests[0][:2] == ("which country has rome as its capital", CAPITAL)
+
+
+def test_a_step_naming_an_edits_object_is_answered_by_its_subject_where_the_reverse_route_is_served(
+    lm: CausalLM,
+) -> None:
+    memory = FixedMemory([Hit(CAPITAL, 0.0, by_object=True)])
+    router = Router(scope=ScopeCheck(HashEmbedder(dim=16), memory, FixedGate({CAPITAL.id: 1.0}), top_k=4),
+                    memory=memory, generators={Route.BASE: BaseGenerator(lm), Route.PROMPT: RecordingGenerator(
+                        Route.PROMPT), Route.REVERSE: reverse_generator(lm.tokenizer)},
+                    in_scope_route=Route.PROMPT, threshold=0.5)
+    hop = RouterSteps(router, OPTIONS).answer("ns", "which country has rome as its capital")
+    assert (hop.answer, hop.route, hop.edit) == ("france", Route.REVERSE, CAPITAL)
 
 
 def test_an_erased_fact_is_refused_and_ends_the_chain(lm: CausalLM) -> None:
