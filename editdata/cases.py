@@ -70,15 +70,18 @@ _OPENING_WORDS = frozenset({
 
 
 def names_alone(text: str, subject: str) -> bool:
-    """`names`, and at least one occurrence is not part of a longer name: no capitalised word right before or after
-    it ("Nintendo DS Lite", "The Explosive Freddy Cannon" and "Vanderbilt University Department of ..." are other
-    entities than "Nintendo DS", "Freddy Cannon" and "Vanderbilt University"). A capitalised first word of the
-    text counts unless it is an opening word ("The", "What")."""
+    """`names`, and at least one occurrence is not part of a longer name: no capitalised word joined to it by a space
+    right before or after ("Nintendo DS Lite", "The Explosive Freddy Cannon" and "Vanderbilt University Department
+    of ..." are other entities than "Nintendo DS", "Freddy Cannon" and "Vanderbilt University"; "In France, Mallory
+    Reaves" is not). A capitalised first word of the text counts unless it is an opening word ("The", "What")."""
     for match in re.finditer(rf"(?<!\w){re.escape(subject)}(?!\w)", text, flags=re.IGNORECASE):
-        before, after = text[: match.start()].split(), text[match.end() :].split()
-        name_before = bool(before) and before[-1][0].isupper() and not (
-            len(before) == 1 and before[0].casefold() in _OPENING_WORDS)
-        name_after = bool(after) and after[0][0].isupper() and text[match.end()].isspace()
+        start, end = match.start(), match.end()
+        before, after = text[:start].split(), text[end:].split()
+        # a capitalised word before it, nothing after that word ("France," ends a clause), not an opening word
+        name_before = (start > 0 and text[start - 1].isspace() and bool(before) and before[-1][0].isupper()
+                       and before[-1][-1].isalnum()
+                       and not (len(before) == 1 and before[0].casefold() in _OPENING_WORDS))
+        name_after = end < len(text) and text[end].isspace() and bool(after) and after[0][0].isupper()
         if not (name_before or name_after):
             return True
     return False

@@ -52,6 +52,7 @@ from server.config import Config  # noqa: E402
 from server.generators.base import BaseGenerator  # noqa: E402
 from server.generators.decoding import CausalLM  # noqa: E402
 from server.generators.prompted import PromptedGenerator  # noqa: E402
+from server.generators.stated import reverse_generator  # noqa: E402
 from server.interfaces import Generator, StopCheck  # noqa: E402
 from server.memory.ann import AnnSettings  # noqa: E402
 from server.memory.edit_memory import EditMemory  # noqa: E402
@@ -205,8 +206,8 @@ class PipelineAnswers:
 
 
 def build_router(config: Config, loaded: LoadedModel, lm: CausalLM) -> tuple[Router, ScopeCheck]:
-    """The server's router as server/app.py builds it, without parametric state or IKE (the counterfactual model's
-    fallback is the prompt route; it is never taken at the default min confidence 0)."""
+    """The server's router as server/app.py builds it (reverse route included), without parametric state or IKE
+    (the counterfactual model's fallback is the prompt route; it is never taken at the default min confidence 0)."""
     encoder = SentenceEncoder(config.encoder)
     memory = EditMemory(config.data_dir, encoder, config.encoder, config.limits.max_edits_per_namespace,
                         AnnSettings(threshold=config.approximate_index_threshold))
@@ -219,6 +220,8 @@ def build_router(config: Config, loaded: LoadedModel, lm: CausalLM) -> tuple[Rou
     base = BaseGenerator(lm)
     generators: dict[Route, Generator] = {Route.BASE: base, Route.PROMPT: PromptedGenerator(lm),
                                           Route.COUNTERFACTUAL: counterfactual}
+    if config.reverse_route and gate.reads_objects:
+        generators[Route.REVERSE] = reverse_generator(loaded.tokenizer)
     in_scope, fallback = in_scope_routes(config.in_scope_route, generators)
     scope = ScopeCheck(encoder, memory, gate, config.top_k, threshold=threshold)
     router = Router(scope=scope, memory=memory, generators=generators, in_scope_route=in_scope, threshold=threshold,

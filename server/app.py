@@ -116,7 +116,7 @@ def build_service(config: Config) -> Service:
     generators: dict[Route, Generator] = {Route.BASE: base, Route.PARAMETRIC: base, Route.PROMPT: PromptedGenerator(lm)}
     if counterfactual is not None:
         generators[Route.COUNTERFACTUAL] = counterfactual
-    if config.reverse_route and config.object_gate:
+    if config.reverse_route and gate.reads_objects:
         generators[Route.REVERSE] = reverse_generator(loaded.tokenizer)
     if (ike := build_ike(config, lm, encoder)) is not None:
         generators[Route.IKE] = ike

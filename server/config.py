@@ -100,8 +100,8 @@ class Config:
     # one shipped in artifacts/gate/. With object_gate False, edits are found by their subject's keys only.
     object_gate_artifact: OptionalPath = None
     object_gate: bool = True
-    # A query found by an edit's new object (a reverse question) is answered by the edit's subject (route reverse);
-    # False: by the in-scope route, as other in-scope queries.
+    # A query the object gate lets in (a reverse question) is answered by the edit's subject (route reverse); False:
+    # by the in-scope route, as other in-scope queries. Without the object gate no query is found that way.
     reverse_route: bool = True
     # Gate score at or above which a query is in scope; None: the classifier's own threshold
     # (stored with its artifact), or SIMILARITY_THRESHOLD for the similarity gate.

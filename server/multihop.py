@@ -131,9 +131,10 @@ def short_answer(text: str) -> str:
 
 @dataclass(frozen=True)
 class RouterSteps:
-    """Answers a step from the edit the router finds for it (exactly its target_new), else as the router answers a
-    query (the base model, a rule's route, an erased fact's refusal, an edit found by the object the step names,
-    whose answer is not its target), cut to a short answer."""
+    """Answers a step from the edit the router finds for it (exactly its target_new; its subject, exactly, for the fact
+    asked backwards: route reverse), else as the router answers a query (the base model, a rule's route, an erased
+    fact's refusal, an edit found by the object the step names where the reverse route is off, whose answer is not its
+    target), cut to a short answer."""
 
     router: Router
     options: GenerationOptions  # a short answer: a few tokens, greedy
@@ -141,9 +142,11 @@ class RouterSteps:
     def answer(self, namespace: str, question: str, should_stop: StopCheck | None = None) -> Hop:
         decision = self.router.decide(Query(namespace, question))
         edit = decision.edit
-        if (edit is not None and decision.route is not Route.BASE and edit.kind in FOLLOWED_KINDS
-                and not decision.by_object):
-            return Hop(question, edit.target_new.strip(), decision.route, edit)
+        if edit is not None and decision.route is not Route.BASE and edit.kind in FOLLOWED_KINDS:
+            if decision.route is Route.REVERSE:  # the fact asked backwards: its subject, exactly
+                return Hop(question, edit.subject.strip(), decision.route, edit)
+            if not decision.by_object:
+                return Hop(question, edit.target_new.strip(), decision.route, edit)
         # The base model reads a question in a Q/A frame; an in-scope route reads the step as a query.
         query = Query(namespace, base_prompt(question) if decision.route is Route.BASE else question)
         generation = self.router.generate(query, decision, self.options, should_stop=should_stop)

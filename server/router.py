@@ -1,7 +1,8 @@
 """The gate decision: which route answers a query, from which edit; and the answer as the edit's kind wants it.
 
-An in-scope erase edit is answered by the refusal, on the route the gate chose (the answer names the edit); every
-answer of a namespace, on every route, goes through the namespace's regex patches (server/patches.py).
+An in-scope erase edit is answered by the refusal, on the route the gate chose (the answer names the edit); a query
+the object gate let in (the edit's fact asked backwards) by the edit's subject, route reverse; every answer of a
+namespace, on every route, goes through the namespace's regex patches (server/patches.py).
 
 The gate decides before the model runs; state that edits add beside the weights (a GRACE entry) decides while it
 runs. An answer such state changed (the model reports it with the answer's own rows) reports the parametric route
@@ -15,7 +16,6 @@ from dataclasses import dataclass, replace
 from time import perf_counter
 
 from server.errors import EditNotFound, FailedPrecondition
-from server.generators.stated import StatedGenerator
 from server.interfaces import Generator, Memory, StopCheck, TextSink
 from server.patches import Rewriter, patches_of
 from server.scope import ScopeCheck
@@ -53,7 +53,7 @@ class Router:
     judge: Callable[[Edit, str, bool], Judgement] | None = None  # (edit, query, with_confidence)
     min_confidence: float = 0.0
     fallback_route: Route = Route.IKE
-    refusal: StatedGenerator | None = None  # answers in-scope queries on erase edits
+    refusal: Generator | None = None  # answers in-scope queries on erase edits (generators/stated.py)
 
     def __post_init__(self) -> None:
         for route in (Route.BASE, self.in_scope_route):

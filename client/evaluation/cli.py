@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
     cases = cases[: args.limit] if args.limit else cases
     sequential = [int(t) for t in args.sequential.split(",")] if args.sequential else [None]
     if args.from_json:
+        if args.json_path or args.plots or args.sequential or args.limit or args.seed is not None:
+            raise SystemExit("--from-json reads a saved run as it was: leave out --json, --plots, --sequential, "
+                             "--limit and --seed")
         return _summarize_saved(args.from_json, cases)
     print(f"{len(cases)} cases from {args.data} ({fmt}), method {args.method}", file=sys.stderr)
 
@@ -140,7 +143,8 @@ def _summarize_saved(path: Path, cases: list[Case]) -> int:
         read = [CaseResult(**(r | {"probes": [ProbeResult(**p) for p in r["probes"]]})) for r in results]
         flagged = reflagged(read, cases, int(t) if t != "None" else 1)
         again = summarize(flagged, saved["method"], saved["seconds"])
-        summary = saved | {k: v for k, v in again.items() if k not in ("seconds", "parametric_apply_s")}
+        kept = {k: v for k, v in saved.items() if not k.endswith(("_excl_other_edits",))}  # keys of the old rule
+        summary = kept | {k: v for k, v in again.items() if k not in ("seconds", "parametric_apply_s")}
         summaries.append(summary)
         print(markdown_table(summary))
         print()

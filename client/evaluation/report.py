@@ -64,6 +64,7 @@ def summarize(
         kept = [p for p in mine if not (p.asks_other_edit or p.asks_own_edit)]
         summary[f"{category}_asks_other_edit"] = sum(p.asks_other_edit for p in mine)
         summary[f"{category}_asks_own_edit"] = sum(p.asks_own_edit for p in mine)
+        summary[f"{category}_asks_edited_fact"] = len(mine) - len(kept)  # either or both
         summary[f"{category}_em_excl_edited_facts"] = mean_or_none(float(p.em) for p in kept)
         summary[f"{category}_tf_excl_edited_facts"] = mean_or_none(p.tf for p in kept)
     summary["kinds"] = by_kind(probes)
@@ -106,10 +107,10 @@ def markdown_table(summary: dict[str, Any]) -> str:
             lines.append(f"| {category} | {em:.3f} | {tf:.3f} |")
     for category in KEEP_CATEGORIES:
         other, own = summary[f"{category}_asks_other_edit"], summary[f"{category}_asks_own_edit"]
-        if other or own:
+        if asked := summary[f"{category}_asks_edited_fact"]:
             em, tf = (summary[f"{category}_{m}_excl_edited_facts"] for m in ("em", "tf"))
             figures = "— | —" if em is None else f"{em:.3f} | {tf:.3f}"  # every probe asked an edited fact
-            lines.append(f"| {category} without the {other + own} probes asking an edited fact ({other} another "
+            lines.append(f"| {category} without the {asked} probes asking an edited fact ({other} another "
                          f"edit's, {own} their own edit's) | {figures} |")
     if summary["fluency"] is not None:
         lines.append(f"| fluency (n-gram entropy) | {summary['fluency']:.3f} | |")

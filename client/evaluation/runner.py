@@ -111,6 +111,9 @@ def reflagged(saved: Sequence[CaseResult], cases: Sequence[Case], block: int) ->
     `block` cases (T of a sequential run, else 1), each block's edits in memory together, as `Evaluator.run` had
     them; a result's probes are its case's, category by category, in order."""
     by_id = {case.case_id: case for case in cases}
+    if missing := sorted({r.case_id for r in saved} - set(by_id)):
+        raise ValueError(f"the saved results have cases the data file lacks ({', '.join(missing[:5])}): "
+                         "not the same data file")
     flagged: list[CaseResult] = []
     for start in range(0, len(saved), block):
         chunk = saved[start : start + block]
@@ -120,12 +123,12 @@ def reflagged(saved: Sequence[CaseResult], cases: Sequence[Case], block: int) ->
                 flagged.append(result)
                 continue
             case = by_id[result.case_id]
-            probes = [probe for category in CATEGORIES for probe in getattr(case, category)]
-            if len(probes) != len(result.probes):
-                raise ValueError(f"case {case.case_id} has {len(probes)} probes in the data and "
-                                 f"{len(result.probes)} in the saved results: not the same data file")
+            probes = [(category, probe) for category in CATEGORIES for probe in getattr(case, category)]
+            if [(c, p.prompt) for c, p in probes] != [(s.category, s.prompt) for s in result.probes]:
+                raise ValueError(f"case {case.case_id}'s probes in the saved results are not those of the data "
+                                 "file: not the same data file")
             flagged.append(replace(result, probes=[flag_edited_fact(scored, probe, case, in_memory)
-                                                   for scored, probe in zip(result.probes, probes, strict=True)]))
+                                                   for scored, (_, probe) in zip(result.probes, probes, strict=True)]))
     return flagged
 
 

@@ -80,10 +80,10 @@ def refusal_generator(tokenizer: PreTrainedTokenizerBase, refusal: str) -> State
 
 def reverse_generator(tokenizer: PreTrainedTokenizerBase) -> StatedGenerator:
     """The `reverse` route: the edit's subject."""
-    return StatedGenerator(tokenizer, edit_subject)
+    return StatedGenerator(tokenizer, _subject)
 
 
-def edit_subject(edit: Edit | None) -> str:
+def _subject(edit: Edit | None) -> str:
     if edit is None or not edit.subject.strip():
         raise FailedPrecondition("the reverse route answers with an edit's subject; name an edit that has one")
     return edit.subject

@@ -160,6 +160,8 @@ def test_a_longer_name_that_contains_the_subject_is_another_entity() -> None:
     assert asks_edited_fact(Probe("Mallory Reaves's mother is", ("Brynne Chandler",)), reaves)
     assert names_alone("In 2004 Nintendo DS, developed by Nintendo, and Nintendo DS Lite", "Nintendo DS")
     assert not names_alone("What Nintendo DS Lite", "Nintendo DS")
+    assert names_alone("In France, Mallory Reaves's mother is", "Mallory Reaves")  # a clause ends before it
+    assert names_alone("Mallory Reaves, France", "Mallory Reaves")
 
 
 def test_edited_facts_finds_the_edits_a_probe_asks_each_once() -> None:

@@ -145,6 +145,10 @@ def test_a_step_naming_an_edits_object_is_answered_by_its_subject_where_the_reve
                     in_scope_route=Route.PROMPT, threshold=0.5)
     hop = RouterSteps(router, OPTIONS).answer("ns", "which country has rome as its capital")
     assert (hop.answer, hop.route, hop.edit) == ("france", Route.REVERSE, CAPITAL)
+    # exactly the subject, not a generated answer cut at its first full stop or its token limit
+    louis = replace(CAPITAL, subject="st. louis of the united kingdom of great britain and northern ireland")
+    memory.hits = [Hit(louis, 0.0, by_object=True)]
+    assert RouterSteps(router, OPTIONS).answer("ns", "which country has rome as its capital").answer == louis.subject
 
 
 def test_an_erased_fact_is_refused_and_ends_the_chain(lm: CausalLM) -> None:

@@ -1,6 +1,6 @@
 """The reverse route (server/generators/stated.py): a query the gate found by an edit's new object is answered by the
-edit's subject, without the counterfactual model's judgement; erase edits are still refused, baked edits still
-answered by the weights, and without the route such a query takes the in-scope route."""
+edit's subject, without the counterfactual model's judgement; baked edits are still answered by the weights, and
+without the route such a query takes the in-scope route."""
 
 from __future__ import annotations
 
@@ -75,14 +75,6 @@ def test_other_queries_keep_their_routes() -> None:
     router, judged = router_for(FATHER, reverse=False)  # a server without the route: the in-scope route, judged
     assert (router.decide(QUERY).route, judged) == (Route.COUNTERFACTUAL, [FATHER])
     assert router_for(FATHER, baked=True)[0].decide(QUERY).route is Route.PARAMETRIC  # the weights answer
-
-
-def test_an_erased_fact_asked_backwards_is_refused() -> None:
-    erased = replace(FATHER, kind=EditKind.ERASE, target_new="", target_true="wang chonghua")
-    router, _ = router_for(erased)
-    decision = router.decide(QUERY)
-    assert decision.route is Route.REVERSE
-    assert router.generate(QUERY, decision, OPTIONS).text == " i do not know"
 
 
 def test_the_route_forced_on_an_edit_without_a_subject_says_what_is_missing() -> None:
