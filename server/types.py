@@ -56,8 +56,9 @@ def named_keys(text: str, max_words: int = MAX_NAME_WORDS, last_words: int = NAM
     ))
 
 
-# Kinds whose new object a reverse question may name (`object_key`): the facts with a target.
-OBJECT_KINDS = frozenset({EditKind.MODIFY, EditKind.INSERT})
+# Kinds whose fact's object a reverse question may name (`Edit.fact_object`): the facts with a target, and an erased
+# fact, by the answer it erases (its backwards question is refused too).
+OBJECT_KINDS = frozenset({EditKind.MODIFY, EditKind.INSERT, EditKind.ERASE})
 # Kinds that state a fact or rule about `subject`: indexed, gated, and superseded by a newer edit of the same fact.
 FACT_KINDS = frozenset({EditKind.MODIFY, EditKind.INSERT, EditKind.ERASE, EditKind.PATCH})
 
@@ -169,9 +170,17 @@ class Edit:
         return tuple(k.text for k in self.index_keys())
 
     @property
+    def fact_object(self) -> str:
+        """The object of the edit's fact, as a reverse question names it: the new object, or for an erase edit the
+        answer it erases ("" when not given); "" for kinds without one."""
+        if self.kind is EditKind.ERASE:
+            return self.target_true or ""
+        return self.target_new if self.kind in OBJECT_KINDS else ""
+
+    @property
     def object_key(self) -> str:
-        """What a reverse question finds this edit by (`object_key`); "" for kinds without a new object."""
-        return object_key(self.target_new) if self.kind in OBJECT_KINDS else ""
+        """What a reverse question finds this edit by (`object_key` of `fact_object`)."""
+        return object_key(self.fact_object)
 
     def spec(self) -> EditSpec:
         """The caller's fields of this edit, as AddEdits or UpdateEdit would take them."""

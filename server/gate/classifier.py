@@ -136,8 +136,8 @@ class ClassifierGate:
             found = {_version(e): v for e in edits if (v := self._object_views.get(_version(e))) is not None}
         missing = list({_version(e): e for e in edits if _version(e) not in found}.values())
         if missing:
-            statements = self._encoder.encode_texts([object_statement(e.prompt, e.target_new) for e in missing])
-            made = {_version(e): edit_view(statement, e.target_new, e.subject)
+            statements = self._encoder.encode_texts([object_statement(e.prompt, e.fact_object) for e in missing])
+            made = {_version(e): edit_view(statement, e.fact_object, e.subject)
                     for e, statement in zip(missing, statements, strict=True)}
             with self._lock:
                 self._object_views.update(made)

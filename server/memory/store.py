@@ -107,6 +107,11 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE edits SET object_key = object_key(target_new) WHERE kind IN ('modify', 'insert');
     CREATE INDEX edits_by_object ON edits (namespace, object_key) WHERE superseded_by = '';
     """,
+    # Version 5: erase edits keyed by the answer they erase, so that the erased fact asked backwards is refused too.
+    # PostgreSQL needs no entry: its object lookups read keys its processes compute (postgres_live.py).
+    """
+    UPDATE edits SET object_key = object_key(target_true) WHERE kind = 'erase' AND target_true IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

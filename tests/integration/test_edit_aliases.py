@@ -75,6 +75,16 @@ def test_a_reverse_question_routes_to_the_edit_by_its_object_and_another_questio
         assert route == "base" and score < threshold
 
 
+def test_an_erased_fact_asked_backwards_is_refused(server: LocalServer) -> None:
+    """The erase edit is keyed by the answer it erases, so the backwards question finds it and gets the refusal."""
+    with server.client(fresh_namespace()) as client:
+        (erase,) = client.add_edits([EditInput("Amira Solen", "Who is Amira Solen's father?", "", "Tomas Brandt",
+                                               kind="erase")])
+        answer = client.generate("Who is the daughter of Tomas Brandt?")
+        assert (answer.route, answer.edit_id, answer.text) == ("reverse", erase.id, " I don't know.")
+        assert route_of(client, "Where was Tomas Brandt born?")[0] == "base"
+
+
 def test_editctl_add_alias_and_the_export_import_round_trip_keep_aliases(
     server: LocalServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

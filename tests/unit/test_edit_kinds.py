@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from server.config import Limits
@@ -45,7 +46,24 @@ def test_a_version_1_store_migrates_its_edits_to_live_modify_edits_at_version_1(
     finally:
         store.close()
     (version,) = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()
-    assert version == SCHEMA_VERSION == 4
+    assert version == SCHEMA_VERSION == 5
+
+
+def test_a_version_4_store_keys_its_erase_edits_by_the_answer_they_erase(tmp_path: Path) -> None:
+    path = tmp_path / "edits.sqlite"
+    store = EditStore(path)
+    (erase,), _ = store.insert("ns", [ERASE], [np.zeros((1, 4), np.float32)])
+    store.close()
+    db = sqlite3.connect(path)  # as version 4 wrote it: erase edits had no object key
+    db.execute("UPDATE edits SET object_key = ''")
+    db.execute("PRAGMA user_version = 4")
+    db.commit()
+    db.close()
+    store = EditStore(path)
+    try:
+        assert [e.id for e in store.live_with_objects("ns", ["paris"], 8)] == [erase.id]
+    finally:
+        store.close()
 
 
 def test_a_store_from_a_newer_release_is_refused(tmp_path: Path) -> None:

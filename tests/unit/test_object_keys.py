@@ -32,7 +32,9 @@ def test_an_object_is_keyed_as_a_query_names_it_and_only_when_it_is_a_name() -> 
     assert object_key(" Tomas  BRANDT ") == "tomas brandt" and object_key("U.S.") == "u.s" in named_keys("the U.S.?")
     assert object_key("2nd Army") == "2nd army"
     assert object_key("english") == object_key("1990") == object_key("") == object_key("...") == ""
-    erase = make_edit(target_new="")
+    erase = replace(make_edit(target_new=""), kind=EditKind.ERASE, target_true="Paris")
+    assert (erase.fact_object, erase.object_key) == ("Paris", "paris")  # the answer it erases
+    assert replace(erase, target_true=None).object_key == ""
     assert replace(erase, kind=EditKind.PATCH, target_new="Pluto").object_key == ""  # a rule has no object
 
 
