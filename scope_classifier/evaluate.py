@@ -21,7 +21,7 @@ from server.gate.classifier import ClassifierGate
 from server.interfaces import Gate
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
-from server.scope import ScopeCheck, query_readings
+from server.scope import ScopeCheck
 from server.types import EditSpec
 
 VAL_FILES = ("counterfact/val.json", "zsre/dev.json")
@@ -74,9 +74,8 @@ def score_probes(
     """Puts every case's edit in one namespace, then scores each probe through retrieval and the gate.
 
     Returns the scores, the number of edits in memory and the latencies (ms) of ScopeCheck.best on a
-    sample of probes. For speed the probes' encoder passes (each reading of each, `query_readings`) are
-    batched; retrieval and the gate run per probe through ScopeCheck.best_encoded, and the latency sample
-    times ScopeCheck.best end to end.
+    sample of probes. For speed the probes' encoder passes are batched; retrieval and the gate run per
+    probe through ScopeCheck.best_encoded, and the latency sample times ScopeCheck.best end to end.
     """
     with tempfile.TemporaryDirectory(prefix="editcache-gate-eval-") as tmp:
         memory = EditMemory(Path(tmp), encoder, "eval")
@@ -88,11 +87,10 @@ def score_probes(
                   for i, case in enumerate(cases)
                   for kind, probe in _labelled_probes(case)]
         probes += [("unrelated", q, -1, False) for q in unrelated]
-        readings = [query_readings(text) for _, text, _, _ in probes]
-        encoded = iter(encoder.encode_texts([r for rs in readings for r in rs]))
+        encoded = encoder.encode_texts([text for _, text, _, _ in probes])
         scores = []
-        for n, ((kind, _, case_index, elsewhere), texts) in enumerate(zip(probes, readings, strict=True)):
-            hit, p, _ = scope.best_encoded("eval", [next(encoded) for _ in texts])
+        for n, ((kind, _, case_index, elsewhere), query) in enumerate(zip(probes, encoded, strict=True)):
+            hit, p, _ = scope.best_encoded("eval", query)
             right = hit is not None and case_index >= 0 and hit.edit.id == edits[case_index].id
             scores.append(ProbeScore(kind, p, right, elsewhere))
             if progress is not None and (n % 200 == 0 or n == len(probes) - 1):

@@ -3,7 +3,6 @@ classifier, which live edit a new edit of the same fact supersedes."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,19 +25,6 @@ from server.types import (
     named_keys,
     subject_key,
 )
-
-# A sentence's end: . ! or ? then a space and a capital, digit or quotation ("1990. Howard Glacier is in").
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'“(])")
-MIN_READING_WORDS = 3  # a shorter last sentence ("Antarctica" after a question) asks nothing on its own
-
-
-def query_readings(text: str) -> list[str]:
-    """The texts the gate reads a query as: the query, and its last sentence when text comes before it. CounterFact's
-    paraphrases open with an unrelated generated sentence ("A Marañón Week is annually held since 1990. Howard
-    Glacier is in") and a chat turn may carry earlier text; the gate, trained on questions alone, let in 82 of 85 such
-    paraphrases of counterfact/val's first 500 against 413 of 415 others (docs/BENCHMARKS.md)."""
-    last = _SENTENCE_END.split(text.strip())[-1]
-    return [text, last] if last != text.strip() and len(last.split()) >= MIN_READING_WORDS else [text]
 
 
 @dataclass(frozen=True)
@@ -188,33 +174,24 @@ class ScopeCheck:
         return self.gate.scores(query, hits)
 
     def best(self, namespace: str, text: str) -> tuple[Hit | None, float, Timings]:
-        """The highest-scoring of the top-k retrieved edits over the query's readings (`query_readings`); None when
-        the namespace has none."""
+        """The highest-scoring of the top-k retrieved edits (None when the namespace has none)."""
         t0 = perf_counter()
-        readings = self.embedder.encode_texts(query_readings(text))
+        encoded = self.embedder.encode_text(text)
         embed_ms = (perf_counter() - t0) * 1e3
-        hit, p, timings = self.best_encoded(namespace, readings)
+        hit, p, timings = self.best_encoded(namespace, encoded)
         timings.embed_ms = embed_ms
         return hit, p, timings
 
-    def best_encoded(self, namespace: str, readings: Sequence[EncodedText]) -> tuple[Hit | None, float, Timings]:
-        """`best` for a query's readings already through the encoder (callers that batch encoder passes)."""
-        timings = Timings()
-        best: tuple[float, Hit] | None = None  # on a tie, the earlier reading's (the whole query's)
-        for encoded in readings:
-            t1 = perf_counter()
-            hits = [h for h in self.memory.search(namespace, encoded.vector, self.top_k) if not self.hidden(h.edit)]
-            hits += self._by_object(namespace, encoded.text)
-            t2 = perf_counter()
-            scores = self.gate.scores(encoded, hits)
-            timings.search_ms += (t2 - t1) * 1e3
-            timings.gate_ms += (perf_counter() - t2) * 1e3
-            for scored in zip(scores, hits, strict=True):
-                if best is None or scored[0] > best[0]:
-                    best = scored
-        if best is None:
-            return None, 0.0, timings
-        p, hit = best
+    def best_encoded(self, namespace: str, encoded: EncodedText) -> tuple[Hit | None, float, Timings]:
+        """`best` for a query already through the encoder (callers that batch encoder passes)."""
+        t1 = perf_counter()
+        hits = [h for h in self.memory.search(namespace, encoded.vector, self.top_k) if not self.hidden(h.edit)]
+        hits += self._by_object(namespace, encoded.text)
+        t2 = perf_counter()
+        scores = self.gate.scores(encoded, hits)
+        t3 = perf_counter()
+        timings = Timings(search_ms=(t2 - t1) * 1e3, gate_ms=(t3 - t2) * 1e3)
+        p, hit = max(zip(scores, hits, strict=True), key=lambda s: s[0], default=(0.0, None))
         return hit, p, timings
 
     def _by_object(self, namespace: str, text: str) -> list[Hit]:

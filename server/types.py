@@ -276,7 +276,7 @@ class Route(enum.Enum):
     IKE = "ike"
     PARAMETRIC = "parametric"
     PROMPT = "prompt"
-    REVERSE = "reverse"  # a question found by an edit's new object, answered by the edit's subject
+    REVERSE = "reverse"  # a question found by an edit's object, answered by its subject (an erase edit: the refusal)
 
 
 class FinishReason(enum.Enum):

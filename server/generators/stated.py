@@ -4,7 +4,8 @@
   runs: an erased fact must not leak through a model asked to refuse it, and the refusal costs nothing.
 - **Reverse.** A query the gate found by an edit's new object, which names no subject of the edit (the object gate
   judges it the edit's fact asked backwards: "Who is the son of Wang Chonghua?" after "Wang Jipeng's father is Wang
-  Chonghua"), is answered by the edit's subject (route `reverse`). The stored fact answers it exactly; the
+  Chonghua"), is answered by the edit's subject (route `reverse`; an erase edit, keyed by the answer it erases, gets
+  the refusal there). The stored fact answers it exactly; the
   counterfactual model, trained on forward questions, often answers with the object the query names instead
   (docs/BENCHMARKS.md, "Reverse questions answered by the edit's subject").
 

@@ -176,7 +176,8 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     """,
     "ALTER TABLE edits ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]'",  # SQLite's version 3
     # SQLite's version 4. A PostgreSQL store answers object lookups from its processes' in-memory copy of the live
-    # edits (postgres_live.py), which computes object_key itself: the column keeps the two dialects' tables alike.
+    # edits (postgres_live.py), which computes object_key itself: the column keeps the two dialects' tables alike, and
+    # is never read here (erase rows written before SQLite's version 5 keep '').
     "ALTER TABLE edits ADD COLUMN object_key TEXT NOT NULL DEFAULT ''",
 )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +13,8 @@ from server.gate.artifact import DEFAULT_UNFAMILIAR_ARTIFACT, GateArtifact, load
 from server.gate.classifier import ClassifierGate, on_scale
 from server.memory.edit_memory import EditMemory
 from server.memory.embed import SentenceEncoder
-from server.scope import ScopeCheck, query_readings
-from server.types import Edit, EditKind, EncodedText, Hit, KeyEncodings
+from server.scope import ScopeCheck
+from server.types import EditKind, EncodedText, Hit
 from tests.unit.fakes import FixedGate, HashEmbedder, make_edit, make_spec
 
 
@@ -115,41 +115,3 @@ def test_insert_and_patch_edits_are_scored_by_the_unfamiliar_subject_gate(
     assert main_only[0] < artifact.threshold <= both[0]
     assert both[0] == pytest.approx(float(on_scale(np.array(own), unfamiliar.threshold, artifact.threshold)), abs=1e-6)
     assert both[1] == pytest.approx(main_only[1], abs=1e-6)
-
-
-def test_a_query_is_also_read_from_its_last_sentence_when_text_comes_before_it() -> None:
-    prefixed = "A Maranon Week is annually held since 1990. Howard Glacier is in"
-    assert query_readings(prefixed) == [prefixed, "Howard Glacier is in"]
-    assert query_readings("Where is it? Howard Glacier is in") == ["Where is it? Howard Glacier is in",
-                                                                   "Howard Glacier is in"]
-    # too short a last sentence to ask anything alone (an answer after its question)
-    assert query_readings("What is Howard Glacier in? Antarctica") == ["What is Howard Glacier in? Antarctica"]
-    # one sentence, or a full stop not followed by a new sentence: read once
-    assert query_readings("Howard Glacier is in") == ["Howard Glacier is in"]
-    assert query_readings("Howard Glacier is in ant. territory") == ["Howard Glacier is in ant. territory"]
-
-
-@dataclass
-class QuestionGate:
-    """Scores the edit 0.9 for exactly the bare question, 0.2 for anything else (a gate put off by the prefix)."""
-
-    question: str
-    reads_objects = False
-
-    def scores(self, query: EncodedText, hits: Sequence[Hit]) -> list[float]:
-        return [0.9 if query.text == self.question else 0.2 for _ in hits]
-
-    def warm(self, edits: Sequence[Edit], encoded: KeyEncodings | None = None) -> None:
-        pass
-
-
-def test_the_better_reading_decides_and_its_edit_answers(tmp_path: Path) -> None:
-    embedder = HashEmbedder()
-    scope = ScopeCheck(embedder, EditMemory(tmp_path, embedder, "hash-v1"), QuestionGate("Howard Glacier is in"), 4)
-    (edit,) = scope.add("ns", [make_spec(subject="Howard Glacier", prompt="Howard Glacier is located in",
-                                         target_new="Europe")])
-    hit, p, _ = scope.best("ns", "A Maranon Week is annually held since 1990. Howard Glacier is in")
-    assert (hit is not None and hit.edit.id, p) == (edit.id, 0.9)
-    hit, p, _ = scope.best("ns", "Around 1990 Howard Glacier is in")  # one sentence: the prefix stays
-    assert p == 0.2
-    assert scope.best("empty", "A week. Howard Glacier is in")[:2] == (None, 0.0)  # no edits: no hit
