@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluate_object.add_argument("--data-dir", type=Path, default=DATA_DIR)
     evaluate_object.add_argument("--split", choices=list(OBJECT_SPLITS), default="zsre-dev")
     evaluate_object.add_argument("--limit", type=int, help="first N records of the split")
+    evaluate_object.add_argument("--erased", action="store_true",
+                                 help="key the edits by the answers they erase, as erase edits are")
     evaluate_object.add_argument("--artifact", type=Path, action="append",
                                  help="artifacts to compare (repeatable; default: the object gate's)")
     evaluate_object.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editcache" / "scope")
@@ -139,7 +141,7 @@ def _object_gate(args: argparse.Namespace, progress) -> int:  # type: ignore[no-
         return 0
     paths = args.artifact or [DEFAULT_OBJECT_ARTIFACT]
     report = evaluate_object_gate({str(p): load_artifact(p) for p in paths}, args.data_dir, args.split, args.limit,
-                                  args.encoder, args.cache_dir)
+                                  args.encoder, args.cache_dir, args.erased)
     print(json.dumps(report))
     return 0
 

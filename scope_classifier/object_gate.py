@@ -108,15 +108,21 @@ def dev_probes(cases: Sequence[Case]) -> list[ObjectProbe]:
 POSITIVE_FAMILIES = ("reverse", "logical")
 
 
+def as_erased(case: Case) -> Case:
+    """The case as an erase edit is keyed: by the answer it erases, its `target_true`, in `target_new`'s place."""
+    return replace(case, edits=tuple(replace(e, target_new=e.target_true or "") for e in case.edits))
+
+
 def evaluate_object_gate(
     artifacts: dict[str, GateArtifact], data_dir: Path, split: str, limit: int | None, encoder_name: str,
-    cache_dir: Path,
+    cache_dir: Path, erased: bool = False,
 ) -> dict[str, Any]:
     """Per family and artifact: how many probes name some edit's object, and the share the gate lets in at its
     threshold (for positives: with the probe's own edit the best candidate). Every edit of the split is a
-    candidate, not only the newest `top_k` the server takes per query."""
+    candidate, not only the newest `top_k` the server takes per query. `erased`: the edits keyed by the answers they
+    erase (`as_erased`), the object neighbourhood built around those."""
     cases = load_cases(data_dir / OBJECT_SPLITS[split])[1]
-    cases = with_object_neighbourhood(cases)[:limit]
+    cases = with_object_neighbourhood([as_erased(c) for c in cases] if erased else cases)[:limit]
     edits = [EditText(c.edits[0].subject, c.edits[0].prompt, c.edits[0].target_new) for c in cases]
     keyed = [i for i, e in enumerate(edits) if names_object(e)]
     reversed_edits = {i: reversed_edit(edits[i]) for i in keyed}
@@ -125,7 +131,8 @@ def evaluate_object_gate(
     texts = [p.query for p in probes] + [e.prompt for e in reversed_edits.values()]
     encoded = encode(encoder, encoder_name, texts, cache_dir, None)
     views = {i: edit_view(encoded[e.prompt], e.subject, e.target_new) for i, e in reversed_edits.items()}
-    report: dict[str, Any] = {"split": OBJECT_SPLITS[split], "cases": len(cases), "keyed_edits": len(keyed)}
+    report: dict[str, Any] = {"split": OBJECT_SPLITS[split], "erased": erased, "cases": len(cases),
+                              "keyed_edits": len(keyed)}
     for name, artifact in artifacts.items():
         rows: dict[str, list[int]] = {}
         for probe in probes:

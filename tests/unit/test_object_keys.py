@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from editdata.cases import Case, EditFact, Probe
+from scope_classifier.object_gate import as_erased
 from scope_classifier.object_pairs import EditText, object_queries, reverse_relation, reversed_edit
 from server.gate.artifact import DEFAULT_OBJECT_ARTIFACT, GateArtifact, load_artifact
 from server.gate.classifier import ClassifierGate
@@ -149,3 +150,9 @@ def test_object_pairs_name_the_object_never_the_subject_and_read_the_edit_from_i
     assert all("Tomas Brandt" in q and "Amira Solen" not in q for q, _, _ in queries)
     assert ("Who is the daughter of Tomas Brandt?", 1, "reverse_logical") in queries
     assert reversed_edit(edit) == EditText("Tomas Brandt", "Who is Amira Solen's father? Tomas Brandt", "Amira Solen")
+
+
+def test_an_erase_edit_is_evaluated_keyed_by_the_answer_it_erases() -> None:
+    case = Case("1", (EditFact("Eiffel Tower", "The Eiffel Tower stands in", "Rome", "Paris"),))
+    assert as_erased(case).edits == (EditFact("Eiffel Tower", "The Eiffel Tower stands in", "Paris", "Paris"),)
+    assert as_erased(replace(case, edits=(replace(case.edits[0], target_true=None),))).edits[0].target_new == ""
