@@ -59,7 +59,12 @@ class Case:
 def names(text: str, subject: str) -> bool:
     """The subject occurs in the text as whole words, ignoring case ("Boniface VIII" does not name "Boniface VII")."""
     text, subject = text.casefold(), subject.casefold()
-    return subject in text and re.search(rf"(?<!\w){re.escape(subject)}(?!\w)", text) is not None
+    return subject in text and re.search(_whole_words(subject), text) is not None
+
+
+def _whole_words(subject: str) -> str:
+    """A pattern matching `subject` not inside a longer word."""
+    return rf"(?<!\w){re.escape(subject)}(?!\w)"
 
 
 # Capitalised words that open a sentence without being part of a name ("The mother of ...", "What ...").
@@ -74,7 +79,7 @@ def names_alone(text: str, subject: str) -> bool:
     right before or after ("Nintendo DS Lite", "The Explosive Freddy Cannon" and "Vanderbilt University Department
     of ..." are other entities than "Nintendo DS", "Freddy Cannon" and "Vanderbilt University"; "In France, Mallory
     Reaves" is not). A capitalised first word of the text counts unless it is an opening word ("The", "What")."""
-    for match in re.finditer(rf"(?<!\w){re.escape(subject)}(?!\w)", text, flags=re.IGNORECASE):
+    for match in re.finditer(_whole_words(subject), text, flags=re.IGNORECASE):
         start, end = match.start(), match.end()
         before, after = text[:start].split(), text[end:].split()
         # a capitalised word before it, nothing after that word ("France," ends a clause), not an opening word

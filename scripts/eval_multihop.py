@@ -47,12 +47,11 @@ from client import EditcacheClient, EditInput, HopResult, MultiHopResult  # noqa
 from client.launch import LocalServer  # noqa: E402
 from editdata.metrics import exact_match, normalise, percentile  # noqa: E402
 from editdata.paths import DATA_DIR  # noqa: E402
-from server.app import build_counterfactual, build_gate, in_scope_routes  # noqa: E402
+from server.app import build_counterfactual, build_gate, build_reverse, in_scope_routes  # noqa: E402
 from server.config import Config  # noqa: E402
 from server.generators.base import BaseGenerator  # noqa: E402
 from server.generators.decoding import CausalLM  # noqa: E402
 from server.generators.prompted import PromptedGenerator  # noqa: E402
-from server.generators.stated import reverse_generator  # noqa: E402
 from server.interfaces import Generator, StopCheck  # noqa: E402
 from server.memory.ann import AnnSettings  # noqa: E402
 from server.memory.edit_memory import EditMemory  # noqa: E402
@@ -220,8 +219,8 @@ def build_router(config: Config, loaded: LoadedModel, lm: CausalLM) -> tuple[Rou
     base = BaseGenerator(lm)
     generators: dict[Route, Generator] = {Route.BASE: base, Route.PROMPT: PromptedGenerator(lm),
                                           Route.COUNTERFACTUAL: counterfactual}
-    if config.reverse_route and gate.reads_objects:
-        generators[Route.REVERSE] = reverse_generator(loaded.tokenizer)
+    if (reverse := build_reverse(config, gate, loaded.tokenizer)) is not None:
+        generators[Route.REVERSE] = reverse
     in_scope, fallback = in_scope_routes(config.in_scope_route, generators)
     scope = ScopeCheck(encoder, memory, gate, config.top_k, threshold=threshold)
     router = Router(scope=scope, memory=memory, generators=generators, in_scope_route=in_scope, threshold=threshold,

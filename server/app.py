@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from transformers import PreTrainedTokenizerBase
 
 from editcache.v1 import chat_pb2 as chat_pb
 from editcache.v1 import chat_pb2_grpc as chat_pb_grpc
@@ -116,8 +117,8 @@ def build_service(config: Config) -> Service:
     generators: dict[Route, Generator] = {Route.BASE: base, Route.PARAMETRIC: base, Route.PROMPT: PromptedGenerator(lm)}
     if counterfactual is not None:
         generators[Route.COUNTERFACTUAL] = counterfactual
-    if config.reverse_route and gate.reads_objects:
-        generators[Route.REVERSE] = reverse_generator(loaded.tokenizer)
+    if (reverse := build_reverse(config, gate, loaded.tokenizer)) is not None:
+        generators[Route.REVERSE] = reverse
     if (ike := build_ike(config, lm, encoder)) is not None:
         generators[Route.IKE] = ike
     in_scope_route, fallback_route = in_scope_routes(config.in_scope_route, generators)
@@ -176,6 +177,11 @@ def build_multihop(config: Config, lm: CausalLM, router: Router) -> tuple[FewSho
     planner = FewShotPlanner(lm, load_demonstrations(path), config.limits.max_hops)
     options = GenerationOptions(config.multihop_answer_tokens, stop=("\n",))
     return planner, RouterSteps(router, options)
+
+
+def build_reverse(config: Config, gate: Gate, tokenizer: PreTrainedTokenizerBase) -> Generator | None:
+    """The reverse route when configured and the gate finds edits by their object (else no query would take it)."""
+    return reverse_generator(tokenizer) if config.reverse_route and gate.reads_objects else None
 
 
 def in_scope_routes(configured: str, available: Collection[Route]) -> tuple[Route, Route]:

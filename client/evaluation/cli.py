@@ -143,7 +143,7 @@ def _summarize_saved(path: Path, cases: list[Case]) -> int:
         read = [CaseResult(**(r | {"probes": [ProbeResult(**p) for p in r["probes"]]})) for r in results]
         flagged = reflagged(read, cases, int(t) if t != "None" else 1)
         again = summarize(flagged, saved["method"], saved["seconds"])
-        kept = {k: v for k, v in saved.items() if not k.endswith(("_excl_other_edits",))}  # keys of the old rule
+        kept = {k: v for k, v in saved.items() if not k.endswith("_excl_other_edits")}  # keys of the old rule
         summary = kept | {k: v for k, v in again.items() if k not in ("seconds", "parametric_apply_s")}
         summaries.append(summary)
         print(markdown_table(summary))
