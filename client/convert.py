@@ -137,11 +137,13 @@ def generation_result(response: pb.GenerateResponse) -> GenerationResult:
         token_ids=tuple(response.token_ids),
         finish_reason=_FINISH_NAMES.get(response.finish_reason, "unspecified"),
         abstained=response.abstained,
+        related_edit_ids=tuple(response.related_edit_ids),
     )
 
 
 def multihop_result(response: pb.AnswerMultiHopResponse) -> MultiHopResult:
-    hops = tuple(HopResult(h.question, h.answer, _route_name(h.route), h.edit_id or None) for h in response.hops)
+    hops = tuple(HopResult(h.question, h.answer, _route_name(h.route), h.edit_id or None, tuple(h.related_edit_ids))
+                 for h in response.hops)
     timings = _timings_ms(response.timings)
     return MultiHopResult(response.answer, tuple(response.plan), hops, tuple(response.edit_ids),
                           {"queue": timings["queue"], "total": timings["total"]})
@@ -167,6 +169,7 @@ def score_result(response: pb.ScoreResponse) -> ScoreResult:
         target_logprobs=tuple(response.target_logprobs),
         timings_ms=_timings_ms(response.timings),
         abstained=response.abstained,
+        related_edit_ids=tuple(response.related_edit_ids),
     )
 
 

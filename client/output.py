@@ -121,6 +121,7 @@ def result_json(result: GenerationResult) -> dict[str, Any]:
         "token_ids": list(result.token_ids),
         "finish_reason": result.finish_reason,
         "abstained": result.abstained,
+        "related_edit_ids": list(result.related_edit_ids),
     }
 
 
@@ -130,6 +131,8 @@ def summary_line(result: GenerationResult) -> str:
         parts.append("abstained")  # the gate let it in; the counterfactual model handed it to the base model
     if result.edit_id:
         parts.append(f"edit={result.edit_id}")
+    if result.related_edit_ids:
+        parts.append(f"also={','.join(result.related_edit_ids)}")
     parts.append(f"score={result.gate_score:.2f}")
     parts.append(f"total={result.timings_ms.get('total', 0.0):.0f}ms")
     return f"[{' '.join(parts)}]"
@@ -140,6 +143,8 @@ def hop_lines(result: MultiHopResult) -> list[str]:
     lines = []
     for i, hop in enumerate(result.hops, 1):
         source = f"{hop.route} edit={hop.edit_id}" if hop.edit_id else hop.route
+        if hop.related_edit_ids:
+            source += f" also={','.join(hop.related_edit_ids)}"
         lines.append(f"{i}. {hop.question} -> {hop.answer} [{source}]")
     return lines
 

@@ -166,6 +166,9 @@ class GenerationResult:
     token_ids: tuple[int, ...]
     finish_reason: str
     abstained: bool = False  # the gate let it in, the counterfactual model handed it to the base model
+    # Further edits the in-scope answer read after edit_id, in the order its prompt states them (several edits
+    # per answer: others the gate let in, then edits about an earlier fact's new object).
+    related_edit_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,7 @@ class HopResult:
     answer: str
     route: str
     edit_id: str | None
+    related_edit_ids: tuple[str, ...] = ()  # further edits the step's answer read after edit_id
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,7 @@ class ScoreResult:
     target_logprobs: tuple[float, ...]
     timings_ms: dict[str, float]
     abstained: bool = False  # as in GenerationResult
+    related_edit_ids: tuple[str, ...] = ()  # as in GenerationResult
 
     @property
     def token_accuracy(self) -> float:

@@ -201,7 +201,7 @@ class PipelineAnswers:
         query = Query(namespace, question)
         decision = self.router.decide(query)
         text = self.router.generate(query, decision, self.options).text
-        return Hop(question, text.strip(), decision.route, decision.edit)
+        return Hop(question, text.strip(), decision.route, decision.edit, decision.related)
 
 
 def build_router(config: Config, loaded: LoadedModel, lm: CausalLM) -> tuple[Router, ScopeCheck]:
@@ -225,7 +225,7 @@ def build_router(config: Config, loaded: LoadedModel, lm: CausalLM) -> tuple[Rou
     scope = ScopeCheck(encoder, memory, gate, config.top_k, threshold=threshold)
     router = Router(scope=scope, memory=memory, generators=generators, in_scope_route=in_scope, threshold=threshold,
                     judge=counterfactual.judge, min_confidence=config.counterfactual_min_confidence,
-                    fallback_route=fallback)
+                    fallback_route=fallback, max_facts=config.max_facts)
     return router, scope
 
 
@@ -274,7 +274,7 @@ def follow(args: argparse.Namespace) -> dict:
     in_memory = asked if args.one_at_a_time else records[: args.cases]
     edits = sum(len(specs_of(r)) for r in in_memory)
     summary = {"mode": "follow", "planner": args.planner, "server": args.server, "data": str(args.data),
-               "seed": args.seed, "asked": len(asked),
+               "seed": args.seed, "asked": len(asked), "max_facts": None if args.server else args.max_facts,
                "edits_in_memory": "one case at a time" if args.one_at_a_time else edits,
                "cases_in_memory": 1 if args.one_at_a_time else len(in_memory)}
     if args.server:
@@ -285,7 +285,7 @@ def follow(args: argparse.Namespace) -> dict:
         request_ms = {f"p{q}": round(percentile(latencies, q)) for q in (50, 90)} if latencies else {}
         return {**summary, **summarize(results), "request_ms": request_ms}
     with tempfile.TemporaryDirectory(prefix="multihop-") as data_dir:
-        config = Config(data_dir=Path(data_dir), torch_threads=args.torch_threads)
+        config = Config(data_dir=Path(data_dir), torch_threads=args.torch_threads, max_facts=args.max_facts)
         loaded = load_model(config.model, config.cache_dir, args.torch_threads)
         lm = CausalLM(loaded.model, loaded.tokenizer)
         router, scope = build_router(config, loaded, lm)
@@ -331,7 +331,7 @@ def _step(hop: Hop | HopResult) -> dict:
     if isinstance(hop, HopResult):  # through the server: the edit by id
         return {"q": hop.question, "a": hop.answer, "route": hop.route, "edit": hop.edit_id}
     return {"q": hop.question, "a": hop.answer, "route": hop.route.value,
-            "edit": None if hop.edit is None else hop.edit.subject}
+            "edit": None if hop.edit is None else hop.edit.subject, "related": [e.subject for e in hop.related]}
 
 
 def _edits_used(chain: ChainAnswer | MultiHopResult) -> tuple[str, ...]:
@@ -400,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--demonstrations", type=Path, default=DEFAULT_DEMONSTRATIONS,
                    help="the planner's shots (default: the server's)")
     f.add_argument("--max-hops", type=int, default=4, help="in process only: a server cuts at its limits.max_hops")
+    f.add_argument("--max-facts", type=int, default=Config.max_facts,
+                   help="in process only: facts an in-scope answer may read (1: the answering edit alone)")
     f.add_argument("--server", action="store_true",
                    help="through a real server's AnswerMultiHop (its own planner, or the gold steps sent), timed")
     f.add_argument("--model", default="gemma-3-270m", help="with --server: the model the server serves")

@@ -135,7 +135,7 @@ def build_service(config: Config) -> Service:
         scope=scope, memory=memory, generators=generators, in_scope_route=in_scope_route, threshold=threshold,
         baked=parametric.is_baked, judge=counterfactual.judge if counterfactual is not None else None,
         min_confidence=config.counterfactual_min_confidence, fallback_route=fallback_route,
-        refusal=refusal_generator(loaded.tokenizer, config.refusal),
+        refusal=refusal_generator(loaded.tokenizer, config.refusal), max_facts=config.max_facts,
     )
     info = ServerInfo(
         model=config.model, model_type=str(loaded.model.config.model_type),

@@ -50,6 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="gate score at or above which a new edit replaces a live edit of its subject (default "
                              "0.7 with the trained gate)")
     parser.add_argument("--top-k", type=int, help="edits retrieved per query before gating (default 8)")
+    parser.add_argument("--max-facts", type=int,
+                        help="edits an in-scope answer may read: the one that answers, others the gate let in, and "
+                             "ones about an earlier fact's new object (default 4; 1: the answering edit alone)")
     parser.add_argument("--ike-pool", type=Path, help="CounterFact-format file of IKE demonstrations")
     parser.add_argument("--multihop-demonstrations", type=Path,
                         help="the planner's shots for AnswerMultiHop (default: artifacts/multihop/demonstrations.json)")

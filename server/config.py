@@ -111,6 +111,9 @@ class Config:
     # for the similarity gate.
     supersede_threshold: OptionalFloat = None
     top_k: int = 8
+    # Facts an in-scope answer may read (several edits per answer): the edit that answers, then edits the gate also
+    # let in, then edits whose subject is an earlier fact's new object; 1: the answering edit alone.
+    max_facts: int = 4
     # IKE demonstrations: a CounterFact-format file; None: ../shared/data/counterfact/train.json if present.
     ike_pool: OptionalPath = None
     ike_k: int = 8  # demonstrations per IKE prompt; 0 turns the IKE route off
@@ -184,6 +187,8 @@ class Config:
             )
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
+        if self.max_facts < 1:
+            raise ValueError(f"max_facts must be at least 1 (1: the answering edit alone), got {self.max_facts}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1 (1: one answer at a time), got {self.batch_size}")
         if self.stats_tokens < 1 or min(self.stats_model_samples, self.context_prefixes, self.other_wordings) < 0:

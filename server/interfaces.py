@@ -158,6 +158,9 @@ class Gate(Protocol):
 
 
 class Generator(Protocol):
+    """A route's answerer. `related`: further facts the answer reads after `edit`'s (Decision.related); routes that
+    state the edit in the prompt state them after it, the others ignore them."""
+
     def generate(
         self,
         prompt: str,
@@ -165,8 +168,9 @@ class Generator(Protocol):
         options: GenerationOptions,
         on_text: TextSink | None = None,
         should_stop: StopCheck | None = None,
+        related: Sequence[Edit] = (),
     ) -> Generation: ...
 
-    def score(self, prompt: str, edit: Edit | None, target: str) -> TokenScores:
+    def score(self, prompt: str, edit: Edit | None, target: str, related: Sequence[Edit] = ()) -> TokenScores:
         """Teacher-forced scores of `target` as the continuation of `prompt`, as this route sees it."""
         ...

@@ -8,10 +8,13 @@ the plan is a `Planner` (the served model from few-shot demonstrations: `FewShot
 
 An edit answers a step when the gate sends the step in scope of it and the counterfactual model does not abstain
 (`Router.decide`, the same decision a plain query gets); the step's answer is then the edit's `target_new` itself,
-not a model's rendering of it, so a chain of edits is followed exactly. A step caught by an edit that states no
-object is answered as a plain query would be (`Router.generate`): a rule (patch) by its route, an erased fact by
-the refusal, which ends the chain (the erased fact must not be reached through a later step either). A step no edit
-catches is answered by the base model, through the namespace's regex patches.
+not a model's rendering of it, so a chain of edits is followed exactly. When the decision reads further edits
+(`Decision.related`: a step that is itself several hops, "the head of state of the country X is a citizen of", after
+edits of X's country and of that country's head of state), the route's model answers from all of them, cut to a
+short answer: the first edit's object would be the first hop's answer, not the step's. A step caught by an edit
+that states no object is answered as a plain query would be (`Router.generate`): a rule (patch) by its route, an
+erased fact by the refusal, which ends the chain (the erased fact must not be reached through a later step either).
+A step no edit catches is answered by the base model, through the namespace's regex patches.
 """
 
 from __future__ import annotations
@@ -26,13 +29,12 @@ from typing import Protocol
 from server.errors import Cancelled, InvalidArgument
 from server.generators.decoding import CausalLM
 from server.interfaces import StopCheck
-from server.router import Router, refuses
-from server.types import Edit, EditKind, GenerationOptions, Query, Route
+from server.router import STATED_KINDS, Router, refuses
+from server.types import Edit, GenerationOptions, Query, Route
 
 # The planner's demonstrations, written from KnowEdit train records (scripts/eval_multihop.py demonstrations).
 DEFAULT_DEMONSTRATIONS = Path(__file__).resolve().parents[1] / "artifacts" / "multihop" / "demonstrations.json"
 STEP_REF = re.compile(r"#(\d+)")  # "#1": the answer of step 1
-FOLLOWED_KINDS = frozenset({EditKind.MODIFY, EditKind.INSERT})  # kinds whose target_new a step can take
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Hop:
     answer: str
     route: Route  # BASE when the base model answered, else the route that answered from `edit`
     edit: Edit | None  # the edit that answered, None for the base model
+    related: tuple[Edit, ...] = ()  # further edits the answer read after `edit` (Decision.related)
 
     @property
     def final(self) -> bool:
@@ -64,8 +67,9 @@ class ChainAnswer:
 
     @property
     def edits_used(self) -> tuple[str, ...]:
-        """The ids of the edits that answered steps, in the order the chain used them."""
-        return tuple(h.edit.id for h in self.hops if h.edit is not None)
+        """The ids of the edits that answered steps (each step's edit, then the related ones it read), in the order
+        the chain used them."""
+        return tuple(e.id for h in self.hops if h.edit is not None for e in (h.edit, *h.related))
 
 
 class Planner(Protocol):
@@ -134,7 +138,7 @@ class RouterSteps:
     """Answers a step from the edit the router finds for it (exactly its target_new; its subject, exactly, for the fact
     asked backwards: route reverse), else as the router answers a query (the base model, a rule's route, an erased
     fact's refusal, an edit found by the object the step names where the reverse route is off, whose answer is not its
-    target), cut to a short answer."""
+    target, an edit read with related ones), cut to a short answer."""
 
     router: Router
     options: GenerationOptions  # a short answer: a few tokens, greedy
@@ -142,16 +146,16 @@ class RouterSteps:
     def answer(self, namespace: str, question: str, should_stop: StopCheck | None = None) -> Hop:
         decision = self.router.decide(Query(namespace, question))
         edit = decision.edit
-        if edit is not None and decision.route is not Route.BASE and edit.kind in FOLLOWED_KINDS:
+        if edit is not None and decision.route is not Route.BASE and edit.kind in STATED_KINDS:
             if decision.route is Route.REVERSE:  # the fact asked backwards: its subject, exactly
                 return Hop(question, edit.subject.strip(), decision.route, edit)
-            if not decision.by_object:
+            if not decision.by_object and not decision.related:
                 return Hop(question, edit.target_new.strip(), decision.route, edit)
         # The base model reads a question in a Q/A frame; an in-scope route reads the step as a query.
         query = Query(namespace, base_prompt(question) if decision.route is Route.BASE else question)
         generation = self.router.generate(query, decision, self.options, should_stop=should_stop)
         answered = self.router.acted_decision(query, decision, generation.acted)  # state beside the weights acted
-        return Hop(question, short_answer(generation.text), answered.route, answered.edit)
+        return Hop(question, short_answer(generation.text), answered.route, answered.edit, answered.related)
 
 
 @dataclass(frozen=True)

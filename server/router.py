@@ -4,6 +4,11 @@ An in-scope erase edit is answered by the refusal, on the route the gate chose (
 the object gate let in (the edit's fact asked backwards) by the edit's subject, route reverse; every answer of a
 namespace, on every route, goes through the namespace's regex patches (server/patches.py).
 
+An in-scope answer from a fact reads up to `max_facts` facts (`related`): the edit that answers, the other edits the
+gate let in, then, breadth first, edits whose subject is a read fact's new object. "Who is the head of state of the
+country Ellie Kemper is a citizen of?" names only Ellie Kemper; her edit moves her to Croatia, and a second edit
+about Croatia's head of state is what answers it (docs/BENCHMARKS.md, "Several edits per answer").
+
 The gate decides before the model runs; state that edits add beside the weights (a GRACE entry) decides while it
 runs. An answer such state changed (the model reports it with the answer's own rows) reports the parametric route
 and that edit, whatever the gate chose (`acted_decision`).
@@ -31,6 +36,9 @@ from server.types import (
     TokenScores,
 )
 
+# Edits that state a fact with a new object: what a related fact is, and what a chain of them follows.
+STATED_KINDS = frozenset({EditKind.MODIFY, EditKind.INSERT})
+
 
 def refuses(route: Route, edit: Edit | None) -> bool:
     """An answer on `route` from `edit` is the refusal: an erase edit on an in-scope route."""
@@ -50,10 +58,11 @@ class Router:
     # (the fact does not bear on the query) the base model answers; under min_confidence, fallback_route (IKE).
     # decide() calls it on its own (I/O) thread: the counterfactual model is a copy nobody writes, unlike the base
     # model the worker owns.
-    judge: Callable[[Edit, str, bool], Judgement] | None = None  # (edit, query, with_confidence)
+    judge: Callable[[Edit, str, bool, Sequence[Edit]], Judgement] | None = None  # (edit, query, with_conf., related)
     min_confidence: float = 0.0
     fallback_route: Route = Route.IKE
     refusal: Generator | None = None  # answers in-scope queries on erase edits (generators/stated.py)
+    max_facts: int = 1  # facts an in-scope answer may read (`related`); 1: the answering edit alone
 
     def __post_init__(self) -> None:
         for route in (Route.BASE, self.in_scope_route):
@@ -69,33 +78,61 @@ class Router:
             self.generator(query.route)  # fail early on a route this server lacks
             if query.edit_id:
                 return Decision(query.route, self.memory.get(query.namespace, query.edit_id), 0.0)
-        hit, p, timings = self.scope.best(query.namespace, query.text)
-        if query.route is not None:  # a forced in-scope route takes the best edit, whatever its score
+        ranked, timings = self.scope.ranked(query.namespace, query.text)
+        p, hit = ranked[0] if ranked else (0.0, None)
+        if query.route is not None:  # a forced in-scope route takes the best edit alone, whatever its score
             if hit is None:
                 raise FailedPrecondition(f"route {query.route.value} needs an edit; namespace has none that match")
             return Decision(query.route, hit.edit, p, timings, by_object=hit.by_object)
         if hit is None or p < self.threshold:
             return Decision(Route.BASE, None, p, timings)
         started = perf_counter()
+        related: tuple[Edit, ...] = ()
         if self.baked(hit.edit):
             route = Route.PARAMETRIC
         elif hit.by_object and Route.REVERSE in self.generators:
             route = Route.REVERSE  # the object gate judged it the edit's fact asked backwards: the subject answers
         else:
-            route = self.in_scope(hit.edit, query.text)
-        timings.gate_ms += (perf_counter() - started) * 1e3  # the counterfactual model's judgement, if asked
+            if hit.edit.kind is not EditKind.ERASE:  # an erase edit's answer is the refusal, whatever else holds
+                also = [h.edit for score, h in ranked[1:] if score >= self.threshold and not h.by_object]
+                related = self.related(query.namespace, hit.edit, also)
+            route = self.in_scope(hit.edit, query.text, related)
+        timings.gate_ms += (perf_counter() - started) * 1e3  # related facts and the counterfactual judgement
         if route is Route.BASE:  # the counterfactual model abstained: answered as out of scope
             return Decision(Route.BASE, None, p, timings, abstained=True)
-        return Decision(route, hit.edit, p, timings, by_object=hit.by_object)
+        return Decision(route, hit.edit, p, timings, by_object=hit.by_object, related=related)
 
-    def in_scope(self, edit: Edit, text: str) -> Route:
+    def related(self, namespace: str, edit: Edit, also_in_scope: Sequence[Edit]) -> tuple[Edit, ...]:
+        """Up to max_facts - 1 facts an answer from `edit` reads after it: `also_in_scope` (the other edits the gate
+        let in, best first), then, breadth first, the live edits whose subject is a read fact's new object (oldest
+        first, as the store lists them). Only facts (modify and insert edits) that the gate can see."""
+        chosen: dict[str, Edit] = {edit.id: edit}
+
+        def take(candidates: Sequence[Edit]) -> None:
+            for candidate in candidates:
+                if len(chosen) >= self.max_facts:
+                    return
+                if candidate.kind in STATED_KINDS and not self.scope.hidden(candidate):
+                    chosen.setdefault(candidate.id, candidate)
+
+        take(also_in_scope)
+        read = 0
+        while read < len(chosen) < self.max_facts:
+            fact = list(chosen.values())[read]
+            if fact.kind in STATED_KINDS:
+                take(self.memory.same_subject(namespace, [fact.target_new]).get(fact.target_new, []))
+            read += 1
+        return tuple(chosen.values())[1:]
+
+    def in_scope(self, edit: Edit, text: str, related: Sequence[Edit] = ()) -> Route:
         """The route for an in-scope query: the configured one, unless the counterfactual model abstains (base)
-        or is unsure (the fallback). Not asked about an erase edit: its abstention would hand the query to the base
-        model, which may state the erased fact, while a gate false alarm only costs a refusal (on counterfact/val
-        the judgement sent one paraphrase of 200 to the base model and kept no neighbour from a refusal)."""
+        or is unsure (the fallback); it judges the prompt it would answer, `related` facts included. Not asked about
+        an erase edit: its abstention would hand the query to the base model, which may state the erased fact, while
+        a gate false alarm only costs a refusal (on counterfact/val the judgement sent one paraphrase of 200 to the
+        base model and kept no neighbour from a refusal)."""
         if self.in_scope_route is not Route.COUNTERFACTUAL or self.judge is None or edit.kind is EditKind.ERASE:
             return self.in_scope_route
-        judgement = self.judge(edit, text, self.min_confidence > 0)
+        judgement = self.judge(edit, text, self.min_confidence > 0, related)
         if judgement.abstains:
             return Route.BASE
         return self.fallback_route if judgement.confidence < self.min_confidence else self.in_scope_route
@@ -113,9 +150,9 @@ class Router:
         answerer = self.answerer(decision)
         rewriter = Rewriter(patches_of(self.memory.live_of_kind(query.namespace, EditKind.REGEX)))
         if not rewriter:
-            return answerer.generate(query.text, decision.edit, options, on_text, should_stop)
+            return answerer.generate(query.text, decision.edit, options, on_text, should_stop, decision.related)
         stream = rewriter.stream(on_text or (lambda text: None))
-        generation = answerer.generate(query.text, decision.edit, options, stream.feed, should_stop)
+        generation = answerer.generate(query.text, decision.edit, options, stream.feed, should_stop, decision.related)
         stream.close()
         return replace(generation, text=stream.text)
 
@@ -141,7 +178,7 @@ class Router:
 
     def score(self, query: Query, decision: Decision, target: str) -> TokenScores:
         """Teacher-forced: what the route's model would write (regex patches rewrite text, not scores)."""
-        return self.answerer(decision).score(query.text, decision.edit, target)
+        return self.answerer(decision).score(query.text, decision.edit, target, decision.related)
 
     def answerer(self, decision: Decision) -> Generator:
         """The decision's generator, or the refusal for an erase edit on an in-scope route."""

@@ -175,15 +175,24 @@ class ScopeCheck:
 
     def best(self, namespace: str, text: str) -> tuple[Hit | None, float, Timings]:
         """The highest-scoring of the top-k retrieved edits (None when the namespace has none)."""
-        t0 = perf_counter()
-        encoded = self.embedder.encode_text(text)
-        embed_ms = (perf_counter() - t0) * 1e3
-        hit, p, timings = self.best_encoded(namespace, encoded)
-        timings.embed_ms = embed_ms
-        return hit, p, timings
+        return _best(*self.ranked(namespace, text))
 
     def best_encoded(self, namespace: str, encoded: EncodedText) -> tuple[Hit | None, float, Timings]:
         """`best` for a query already through the encoder (callers that batch encoder passes)."""
+        return _best(*self.ranked_encoded(namespace, encoded))
+
+    def ranked(self, namespace: str, text: str) -> tuple[list[tuple[float, Hit]], Timings]:
+        """The top-k retrieved edits (and those found by the object the query names) with their gate scores, highest
+        first (ties in retrieval order)."""
+        t0 = perf_counter()
+        encoded = self.embedder.encode_text(text)
+        embed_ms = (perf_counter() - t0) * 1e3
+        ranked, timings = self.ranked_encoded(namespace, encoded)
+        timings.embed_ms = embed_ms
+        return ranked, timings
+
+    def ranked_encoded(self, namespace: str, encoded: EncodedText) -> tuple[list[tuple[float, Hit]], Timings]:
+        """`ranked` for a query already through the encoder."""
         t1 = perf_counter()
         hits = [h for h in self.memory.search(namespace, encoded.vector, self.top_k) if not self.hidden(h.edit)]
         hits += self._by_object(namespace, encoded.text)
@@ -191,8 +200,7 @@ class ScopeCheck:
         scores = self.gate.scores(encoded, hits)
         t3 = perf_counter()
         timings = Timings(search_ms=(t2 - t1) * 1e3, gate_ms=(t3 - t2) * 1e3)
-        p, hit = max(zip(scores, hits, strict=True), key=lambda s: s[0], default=(0.0, None))
-        return hit, p, timings
+        return sorted(zip(scores, hits, strict=True), key=lambda s: s[0], reverse=True), timings
 
     def _by_object(self, namespace: str, text: str) -> list[Hit]:
         """The newest `top_k` edits whose new object the query names and whose subject (or an alias of it) it does
@@ -205,6 +213,11 @@ class ScopeCheck:
         names = set(named)
         return [Hit(edit, 0.0, by_object=True) for edit in self.memory.with_objects(namespace, named, self.top_k)
                 if not self.hidden(edit) and names.isdisjoint(name_key(k.subject) for k in edit.index_keys())]
+
+
+def _best(ranked: Sequence[tuple[float, Hit]], timings: Timings) -> tuple[Hit | None, float, Timings]:
+    p, hit = ranked[0] if ranked else (0.0, None)
+    return hit, p, timings
 
 
 @dataclass(frozen=True)

@@ -336,6 +336,9 @@ class Decision:
     abstained: bool = False  # in scope by the gate, but the counterfactual model said its edit does not bear on it
     # The edit was found by the new object the query names (a reverse question): its answer is not the edit's target.
     by_object: bool = False
+    # Further facts an in-scope answer reads after `edit` (issue 24 item 2): edits the gate also let in, then edits
+    # about an earlier fact's new object (the country an edit moved the subject to, whose capital was edited too).
+    related: tuple[Edit, ...] = ()
 
     @property
     def route_label(self) -> str:

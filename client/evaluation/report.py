@@ -23,8 +23,13 @@ KIND_ORDER = (*PORTABILITY_KINDS, "reverse")
 
 
 def route_label(probe: ProbeResult) -> str:
-    """The route that answered, marking base answers the counterfactual model handed over (gate said in scope)."""
-    return f"{probe.route} (abstained)" if probe.abstained else probe.route
+    """The route that answered, marking base answers the counterfactual model handed over (gate said in scope) and
+    in-scope answers that read further edits than the one that answered."""
+    if probe.abstained:
+        return f"{probe.route} (abstained)"
+    if probe.related_edit_ids:
+        return f"{probe.route} (+{len(probe.related_edit_ids)} related)"
+    return probe.route
 
 
 def kind_label(probe: ProbeResult) -> str:

@@ -85,6 +85,7 @@ class ProbeResult:
     asks_own_edit: bool = False
     abstained: bool = False  # the gate let it in; the counterfactual model handed it to the base model
     kind: str = ""  # a portability probe's kind (editdata.cases.PORTABILITY_KINDS)
+    related_edit_ids: list[str] = field(default_factory=list)  # further edits the answer read (several per answer)
 
 
 @dataclass
@@ -278,4 +279,5 @@ class Evaluator:
         return ProbeResult(
             category, probe.prompt, probe.answers[0], em, tf, answer.route, answer.edit_id, answer.gate_score,
             latency_ms, answer.text, abstained=answer.abstained, kind=probe.kind,
+            related_edit_ids=list(answer.related_edit_ids),
         )

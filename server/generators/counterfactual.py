@@ -27,10 +27,12 @@ from transformers import Cache, GenerationConfig, PreTrainedModel, PreTrainedTok
 
 from server.generators.counterfactual_adapter import PromptFormat
 from server.generators.decoding import CausalLM
-from server.generators.in_prompt import EditInPromptGenerator
+from server.generators.in_prompt import EditInPromptGenerator, with_related
 from server.types import Edit, EditKind, GenerationOptions, Judgement, Route
 
 CONFIDENCE_TOKENS = 3  # the judgement reads at most this many first answer tokens
+# A judged prompt: each fact's (edit id, version), in the order the prompt states them, and the query.
+PrefillKey = tuple[tuple[tuple[str, int], ...], str]
 KEPT_PREFILLS = 32  # judgements whose prompt cache waits for its answer (an abstention's is never asked for)
 
 
@@ -52,31 +54,33 @@ class CounterfactualGenerator(EditInPromptGenerator):
         self._format = prompt_format
         # tokens that spell the abstention word (one for Gemma 3): the least a judgement must generate
         self._abstain_tokens = len(lm.tokenizer(f" {prompt_format.abstain}", add_special_tokens=False)["input_ids"])
-        # (edit id, version, query) → the judgement's cache of its prompt; judged on I/O threads, read on the model's
-        self._prefills: OrderedDict[tuple[str, int, str], Cache] = OrderedDict()
+        # the judged prompt (prefill_key) → the judgement's cache of it; judged on I/O threads, read on the model's
+        self._prefills: OrderedDict[PrefillKey, Cache] = OrderedDict()
         self._prefills_lock = threading.Lock()
 
-    def prefill(self, edit: Edit, query: str) -> Cache | None:
-        """The cache the judgement of this edit and query left, if it has not been used yet."""
+    def prefill(self, edit: Edit, query: str, related: Sequence[Edit] = ()) -> Cache | None:
+        """The cache the judgement of this edit (and related ones) and query left, if it has not been used yet."""
         with self._prefills_lock:
-            return self._prefills.pop((edit.id, edit.version, query), None)
+            return self._prefills.pop(prefill_key(edit, query, related), None)
 
-    def prompt_for(self, edit: Edit, query: str) -> str:
-        """The fact, or the patch's rule, then the query."""
-        if edit.kind is EditKind.PATCH:
-            return self._format.render_statement(edit.statement(), query)
-        return self._format.render(edit.prompt, edit.target_new, query)
+    def prompt_for(self, edit: Edit, query: str, related: Sequence[Edit] = ()) -> str:
+        """The fact, or the patch's rule, and the related facts after it, then the query."""
+        fact = edit.statement() if edit.kind is EditKind.PATCH else self._format.fact(edit.prompt, edit.target_new)
+        return self._format.render_statement(with_related(fact, related), query)
 
     def adjust_options(self, options: GenerationOptions) -> GenerationOptions:
         if not self._format.answer_end:
             return options
         return replace(options, stop=(*options.stop, self._format.answer_end))  # the model goes on past its answer
 
-    def judge(self, edit: Edit, query: str, with_confidence: bool = False) -> Judgement:
-        """Whether the model abstains on `query` under `edit`, and (`with_confidence`) how sure it is of its greedy
-        answer; without it the judgement reads only as many tokens as the abstention word has (0.0 confidence)."""
+    def judge(
+        self, edit: Edit, query: str, with_confidence: bool = False, related: Sequence[Edit] = ()
+    ) -> Judgement:
+        """Whether the model abstains on `query` under `edit` (and the related facts after it), and
+        (`with_confidence`) how sure it is of its greedy answer; without it the judgement reads only as many tokens as
+        the abstention word has (0.0 confidence)."""
         model, tokenizer = self._lm.model, self._lm.tokenizer
-        inputs = tokenizer(self.prompt_for(edit, query), return_tensors="pt").to(model.device)
+        inputs = tokenizer(self.prompt_for(edit, query, related), return_tensors="pt").to(model.device)
         prompt_length = inputs["input_ids"].shape[1]
         base = model.generation_config
         new_tokens = max(self._abstain_tokens, CONFIDENCE_TOKENS if with_confidence else 1)
@@ -87,7 +91,7 @@ class CounterfactualGenerator(EditInPromptGenerator):
         )
         with torch.inference_mode():
             out = model.generate(**inputs, generation_config=config)  # type: ignore[operator]  # typed loosely
-        self._keep_prefill((edit.id, edit.version, query), out.past_key_values, prompt_length)
+        self._keep_prefill(prefill_key(edit, query, related), out.past_key_values, prompt_length)
         new_ids = [int(t) for t in out.sequences[0, prompt_length:]]  # (<= new_tokens,)
         # out.logits: one (1, vocab) tensor per new token, before any logits processor
         probs = [float(torch.softmax(step[0].float(), dim=-1)[i]) for step, i in zip(out.logits, new_ids, strict=False)]
@@ -97,7 +101,7 @@ class CounterfactualGenerator(EditInPromptGenerator):
         confidence = answer_confidence(probs, ends) if with_confidence else 0.0
         return Judgement(self._format.abstains(answer), confidence)
 
-    def _keep_prefill(self, key: tuple[str, int, str], cache: Cache | None, prompt_length: int) -> None:
+    def _keep_prefill(self, key: PrefillKey, cache: Cache | None, prompt_length: int) -> None:
         """Keeps the cache of all but the prompt's last token, which `generate` feeds again to get its first
         logits. A sliding-window layer past its window cannot be cut back: such a prompt is read again."""
         if cache is None:
@@ -110,6 +114,10 @@ class CounterfactualGenerator(EditInPromptGenerator):
             self._prefills[key] = cache
             while len(self._prefills) > KEPT_PREFILLS:
                 self._prefills.popitem(last=False)
+
+
+def prefill_key(edit: Edit, query: str, related: Sequence[Edit]) -> PrefillKey:
+    return tuple((e.id, e.version) for e in (edit, *related)), query
 
 
 def answer_ends(

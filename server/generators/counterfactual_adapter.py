@@ -44,7 +44,12 @@ class PromptFormat:
     abstain: str = "unaffected"
 
     def render(self, edit_prompt: str, target_new: str, query: str) -> str:
-        return self.render_statement(f"{edit_prompt.strip()} {target_new.strip()}.", query)  # as Edit.statement()
+        return self.render_statement(self.fact(edit_prompt, target_new), query)
+
+    @staticmethod
+    def fact(edit_prompt: str, target_new: str) -> str:
+        """An edit's fact as one sentence, as Edit.statement() writes it."""
+        return f"{edit_prompt.strip()} {target_new.strip()}."
 
     def render_statement(self, statement: str, query: str) -> str:
         """The prompt for a fact or rule already written as a sentence (a patch's rule)."""

@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from server.generators.decoding import CausalLM
-from server.generators.in_prompt import EditInPromptGenerator
+from server.generators.in_prompt import EditInPromptGenerator, with_related
 from server.interfaces import Embedder
 from server.types import Edit, EditKind, GenerationOptions, Route
 
@@ -98,7 +99,7 @@ class IKEGenerator(EditInPromptGenerator):
         # The model would go on to write the next demonstration; a blank line ends each one.
         return replace(options, stop=(*options.stop, DEMONSTRATION_END))
 
-    def prompt_for(self, edit: Edit, query: str) -> str:
+    def prompt_for(self, edit: Edit, query: str, related: Sequence[Edit] = ()) -> str:
         fact = edit.statement() if edit.kind is EditKind.PATCH else f"{edit.prompt.rstrip()} {edit.target_new.strip()}"
-        demos = self._pool.nearest(self._encoder.encode([fact])[0], self._k)
-        return "".join(d.render() for d in demos) + f"New Fact: {fact}\nPrompt: {query}"
+        demos = self._pool.nearest(self._encoder.encode([fact])[0], self._k)  # chosen by the answering edit's fact
+        return "".join(d.render() for d in demos) + f"New Fact: {with_related(fact, related)}\nPrompt: {query}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from server.generators.in_prompt import EditInPromptGenerator
+from collections.abc import Sequence
+
+from server.generators.in_prompt import EditInPromptGenerator, with_related
 from server.types import Edit, Route
 
 # Measured on Gemma-3-270M: with this header the model continues both the edited
@@ -10,12 +12,12 @@ from server.types import Edit, Route
 TEMPLATE = "New fact: {statement}\n{query}"
 
 
-def prompt_with_edit(edit: Edit, query: str) -> str:
-    return TEMPLATE.format(statement=edit.statement(), query=query)
+def prompt_with_edit(edit: Edit, query: str, related: Sequence[Edit] = ()) -> str:
+    return TEMPLATE.format(statement=with_related(edit.statement(), related), query=query)
 
 
 class PromptedGenerator(EditInPromptGenerator):
     route = Route.PROMPT
 
-    def prompt_for(self, edit: Edit, query: str) -> str:
-        return prompt_with_edit(edit, query)
+    def prompt_for(self, edit: Edit, query: str, related: Sequence[Edit] = ()) -> str:
+        return prompt_with_edit(edit, query, related)

@@ -17,7 +17,7 @@ agrees with the answer, and otherwise EOS is (the target's token has log-probabi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from transformers import PreTrainedTokenizerBase
 
@@ -42,6 +42,7 @@ class StatedGenerator:
         options: GenerationOptions,
         on_text: TextSink | None = None,
         should_stop: StopCheck | None = None,
+        related: Sequence[Edit] = (),
     ) -> Generation:
         answer, answer_ids = self._answer(edit)
         ids = answer_ids[: options.max_new_tokens]
@@ -55,7 +56,7 @@ class StatedGenerator:
             on_text(text)
         return Generation(text, ids, finish, prompt_tokens=0)
 
-    def score(self, prompt: str, edit: Edit | None, target: str) -> TokenScores:
+    def score(self, prompt: str, edit: Edit | None, target: str, related: Sequence[Edit] = ()) -> TokenScores:
         _, answer_ids = self._answer(edit)
         target_ids = tuple(int(i) for i in self._tokenizer(target, add_special_tokens=False)["input_ids"])
         if not target_ids:

@@ -128,7 +128,8 @@ def chain_json(followed: FollowedChain) -> dict[str, Any]:
     """AnswerMultiHopResponse's fields, as the gRPC API names them."""
     chain = followed.chain
     hops = [{"question": h.question, "answer": h.answer, "route": h.route.value,
-             "edit_id": h.edit.id if h.edit else None} for h in chain.hops]
+             "edit_id": h.edit.id if h.edit else None, "related_edit_ids": [e.id for e in h.related]}
+            for h in chain.hops]
     return {"answer": chain.answer, "plan": list(chain.plan), "hops": hops, "edit_ids": list(chain.edits_used),
             "timings_ms": {"queue": followed.timings.queue_ms, "total": followed.timings.total_ms}}
 
@@ -141,6 +142,7 @@ def extension(decision: Decision, answer: Answer | None = None, gate_query: str 
         "edit_id": edit.id if edit else None,
         "gate_score": decision.score,
         "abstained": decision.abstained,
+        "related_edit_ids": [e.id for e in decision.related],
         "edit": None if edit is None else {"subject": edit.subject, "prompt": edit.prompt,
                                            "target_new": edit.target_new},
     }

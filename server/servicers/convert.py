@@ -124,6 +124,7 @@ def answer_to_pb(answer: Answer) -> pb.GenerateResponse:
         token_ids=list(answer.generation.token_ids),
         finish_reason=FINISH_REASONS[answer.generation.finish_reason],
         abstained=decision.abstained,
+        related_edit_ids=[e.id for e in decision.related],
     )
 
 
@@ -146,8 +147,8 @@ def chain_query_from_pb(request: pb.AnswerMultiHopRequest) -> ChainQuery:
 
 def chain_to_pb(followed: FollowedChain) -> pb.AnswerMultiHopResponse:
     chain = followed.chain
-    hops = [pb.Hop(question=h.question, answer=h.answer, route=ROUTES[h.route], edit_id=h.edit.id if h.edit else "")
-            for h in chain.hops]
+    hops = [pb.Hop(question=h.question, answer=h.answer, route=ROUTES[h.route], edit_id=h.edit.id if h.edit else "",
+                   related_edit_ids=[e.id for e in h.related]) for h in chain.hops]
     return pb.AnswerMultiHopResponse(answer=chain.answer, plan=list(chain.plan), hops=hops,
                                      edit_ids=list(chain.edits_used), timings=timings_to_pb(followed.timings))
 
@@ -163,6 +164,7 @@ def scored_to_pb(scored: Scored) -> pb.ScoreResponse:
         target_logprobs=list(scores.target_logprobs),
         timings=timings_to_pb(scored.timings),
         abstained=decision.abstained,
+        related_edit_ids=[e.id for e in decision.related],
     )
 
 

@@ -24,6 +24,7 @@ from server.types import (
     KeyEncodings,
     Route,
     TokenScores,
+    subject_key,
 )
 
 WORD = re.compile(r"[a-z0-9]+")
@@ -109,7 +110,10 @@ class FixedMemory:
         raise NotImplementedError
 
     def same_subject(self, namespace: str, subjects: Sequence[str]) -> dict[str, list[Edit]]:
-        raise NotImplementedError
+        edits = [h.edit for h in self.hits] + self.others
+        found = {s: [e for e in edits if e.namespace == namespace and e.live and e.kind is not EditKind.REGEX
+                     and subject_key(e.subject) == subject_key(s)] for s in subjects}
+        return {s: found_edits for s, found_edits in found.items() if found_edits}
 
     def events(self, namespace: str, page_size: int, page_token: str, edit_id: str | None = None) -> EventPage:
         raise NotImplementedError
@@ -167,6 +171,7 @@ class RecordingGenerator:
     route: Route
     requests: list[tuple[str, Edit | None, GenerationOptions]] = field(default_factory=list)
     scored: list[tuple[str, Edit | None, str]] = field(default_factory=list)
+    related: list[tuple[Edit, ...]] = field(default_factory=list)  # the related facts of each request and score
 
     def generate(
         self,
@@ -175,13 +180,16 @@ class RecordingGenerator:
         options: GenerationOptions,
         on_text: TextSink | None = None,
         should_stop: StopCheck | None = None,
+        related: Sequence[Edit] = (),
     ) -> Generation:
         self.requests.append((prompt, edit, options))
+        self.related.append(tuple(related))
         text = f"{self.route.value}:{prompt}"
         if on_text is not None:
             on_text(text)
         return Generation(text, (), FinishReason.LENGTH)
 
-    def score(self, prompt: str, edit: Edit | None, target: str) -> TokenScores:
+    def score(self, prompt: str, edit: Edit | None, target: str, related: Sequence[Edit] = ()) -> TokenScores:
         self.scored.append((prompt, edit, target))
+        self.related.append(tuple(related))
         return TokenScores(target_ids=(len(target),), predicted_ids=(len(prompt),), target_logprobs=(-1.0,))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -27,7 +28,8 @@ class ScriptedModel:
     options: list[GenerationOptions] = field(default_factory=list)
 
     def generate(self, prompt: str, edit: Edit | None, options: GenerationOptions,
-                 on_text: TextSink | None = None, should_stop: StopCheck | None = None) -> Generation:
+                 on_text: TextSink | None = None, should_stop: StopCheck | None = None,
+                 related: Sequence[Edit] = ()) -> Generation:
         self.prompts.append(prompt)
         self.options.append(options)
         return Generation(self.outputs.pop(0) + "\n", (), FinishReason.STOP)

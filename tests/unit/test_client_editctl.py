@@ -261,7 +261,7 @@ def test_ask_json_prints_the_documented_keys(server: FakeServer, capsys: pytest.
     out, _ = capsys.readouterr()
     answer = json.loads(out)
     assert set(answer) == {"text", "route", "edit_id", "score", "timings_ms", "token_ids", "finish_reason",
-                           "abstained"}
+                           "abstained", "related_edit_ids"}
     assert answer["text"] == " Taipei"
     assert answer["route"] == "prompt"
     assert answer["edit_id"] == "e1"

@@ -3,6 +3,8 @@ model when it abstains."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from server.app import in_scope_routes
@@ -21,9 +23,11 @@ class JudgeProbe:
     def __init__(self, confidence: float, abstains: bool = False) -> None:
         self.judgement = Judgement(abstains, confidence)
         self.asked: list[tuple[Edit, str, bool]] = []
+        self.related: list[tuple[Edit, ...]] = []  # the related facts of each judgement
 
-    def __call__(self, edit: Edit, text: str, with_confidence: bool) -> Judgement:
+    def __call__(self, edit: Edit, text: str, with_confidence: bool, related: Sequence[Edit] = ()) -> Judgement:
         self.asked.append((edit, text, with_confidence))
+        self.related.append(tuple(related))
         return self.judgement
 
 

@@ -4,6 +4,7 @@ namespace (any route, streamed or whole) through its regex patches, and no other
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
@@ -66,7 +67,7 @@ def test_the_counterfactual_models_judgement_is_not_asked_about_an_erase_edit() 
     memory = FixedMemory([Hit(ERASE, 0.9)])
     asked: list[Edit] = []
 
-    def judge(edit: Edit, text: str, with_confidence: bool) -> Judgement:
+    def judge(edit: Edit, text: str, with_confidence: bool, related: Sequence[Edit] = ()) -> Judgement:
         asked.append(edit)
         return Judgement(abstains=True, confidence=1.0)
 

@@ -4,6 +4,7 @@ without the route such a query takes the in-scope route."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
@@ -29,7 +30,7 @@ def router_for(edit: Edit, by_object: bool = True, score: float = 0.9, reverse: 
     """A router whose gate finds `edit` (by its object) at `score`; the list records the edits judged."""
     judged: list[Edit] = []
 
-    def judge(judged_edit: Edit, text: str, with_confidence: bool) -> Judgement:
+    def judge(judged_edit: Edit, text: str, with_confidence: bool, related: Sequence[Edit] = ()) -> Judgement:
         judged.append(judged_edit)
         return Judgement(abstains=False, confidence=1.0)
 

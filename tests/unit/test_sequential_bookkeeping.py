@@ -71,7 +71,8 @@ class RecordingClient:
         if namespace is not None:  # a probe; the baseline asks without one
             self.probed_with[prompt] = tuple(self.prompts[e] for e in self.baked)
         return SimpleNamespace(text=" " + prompt.split()[0], token_ids=(1,), route=route, edit_id=None,
-                               gate_score=0.0, timings_ms={"total": 1.0}, abstained=False)
+                               gate_score=0.0, timings_ms={"total": 1.0}, abstained=False,
+                               related_edit_ids=())
 
 
 def run(method: str, sequential: int, batch: int | None, n: int = 5,

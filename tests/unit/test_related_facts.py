@@ -1,0 +1,121 @@
+"""Several edits per answer (issue 24 item 2): the facts an in-scope answer reads after the edit that answers
+(`Router.related`), how the routes that state facts write them, and a multi-hop step that reads them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import pytest
+
+from server.generators.counterfactual import CounterfactualGenerator, prefill_key
+from server.generators.counterfactual_adapter import PromptFormat
+from server.generators.decoding import CausalLM
+from server.generators.prompted import prompt_with_edit
+from server.multihop import RouterSteps
+from server.router import Router
+from server.scope import ScopeCheck
+from server.types import Edit, EditKind, GenerationOptions, Hit, Judgement, Query, Route
+from tests.tiny import build_tiny_model, build_tiny_tokenizer
+from tests.unit.fakes import FixedGate, FixedMemory, HashEmbedder, RecordingGenerator, make_edit
+
+CITIZEN = make_edit("a" * 32, prompt="Ellie Kemper is a citizen of", target_new="Croatia", subject="Ellie Kemper")
+HEAD = make_edit("b" * 32, prompt="The head of state of Croatia is", target_new="Ivo Josipovic", subject="Croatia")
+BORN = make_edit("c" * 32, prompt="Ellie Kemper was born in", target_new="Split", subject="Ellie Kemper")
+MAYOR = make_edit("d" * 32, prompt="The mayor of Split is", target_new="Ivo Sanader", subject="Split")
+QUESTION = Query("ns", "Who is the head of state of the country Ellie Kemper is a citizen of?")
+OPTIONS = GenerationOptions(max_new_tokens=4)
+
+
+def router(found: Sequence[tuple[Edit, float]], others: Sequence[Edit] = (), max_facts: int = 4,
+           hidden: Sequence[Edit] = (), by_object: Sequence[Edit] = ()) -> tuple[Router, list[tuple[Edit, ...]]]:
+    """A router whose search returns `found` with those gate scores (`by_object` among them found by their object);
+    `others` only the store lists by subject. The list records the related facts of each judgement."""
+    judged: list[tuple[Edit, ...]] = []
+
+    def judge(edit: Edit, text: str, with_confidence: bool, related: Sequence[Edit] = ()) -> Judgement:
+        judged.append(tuple(related))
+        return Judgement(abstains=False, confidence=1.0)
+
+    memory = FixedMemory([Hit(e, 0.5, by_object=e in by_object) for e, _ in found], others=list(others))
+    gate = FixedGate({e.id: score for e, score in found})
+    scope = ScopeCheck(HashEmbedder(16), memory, gate, 8, hidden=lambda e: e in hidden)
+    generators = {r: RecordingGenerator(r) for r in (Route.BASE, Route.COUNTERFACTUAL, Route.IKE)}
+    return Router(scope=scope, memory=memory, generators=generators, in_scope_route=Route.COUNTERFACTUAL,
+                  threshold=0.5, judge=judge, max_facts=max_facts), judged
+
+
+def test_an_edit_about_the_answering_edits_new_object_is_read_after_it() -> None:
+    r, judged = router([(CITIZEN, 0.9)], others=[HEAD])
+    decision = r.decide(QUESTION)
+    assert (decision.route, decision.edit, decision.related) == (Route.COUNTERFACTUAL, CITIZEN, (HEAD,))
+    assert judged == [(HEAD,)]  # the judgement reads the prompt the answer will read
+    r.generate(QUESTION, decision, OPTIONS)
+    r.score(QUESTION, decision, " Ivo")
+    generator = r.generators[Route.COUNTERFACTUAL]
+    assert isinstance(generator, RecordingGenerator) and generator.related == [(HEAD,), (HEAD,)]
+
+
+def test_one_fact_alone_when_max_facts_is_one() -> None:
+    r, judged = router([(CITIZEN, 0.9)], others=[HEAD], max_facts=1)
+    assert r.decide(QUESTION).related == () and judged == [()]
+
+
+def test_other_edits_the_gate_let_in_come_first_then_the_chains_breadth_first_up_to_max_facts() -> None:
+    found = [(CITIZEN, 0.9), (BORN, 0.7), (HEAD, 0.2)]  # HEAD retrieved but out of scope: read only as a chain link
+    assert router(found, others=[MAYOR])[0].decide(QUESTION).related == (BORN, HEAD, MAYOR)
+    assert router(found, others=[MAYOR], max_facts=3)[0].decide(QUESTION).related == (BORN, HEAD)
+    assert router(found, others=[MAYOR], max_facts=2)[0].decide(QUESTION).related == (BORN,)
+
+
+def test_a_chain_that_comes_back_to_a_read_fact_ends() -> None:
+    back = make_edit("e" * 32, prompt="The most famous citizen of Croatia is", target_new="Ellie Kemper",
+                     subject="Croatia")
+    assert router([(CITIZEN, 0.9)], others=[back])[0].decide(QUESTION).related == (back,)
+
+
+def test_only_facts_the_gate_can_see_are_read() -> None:
+    erased = replace(HEAD, id="f" * 32, kind=EditKind.ERASE)
+    rule = replace(BORN, kind=EditKind.PATCH)
+    regex = replace(MAYOR, kind=EditKind.REGEX)
+    r, _ = router([(CITIZEN, 0.9), (rule, 0.8)], others=[erased, regex])
+    assert r.decide(QUESTION).related == ()
+    r, _ = router([(CITIZEN, 0.9)], others=[HEAD], hidden=[HEAD])  # baked into the weights, out of the gate
+    assert r.decide(QUESTION).related == ()
+    r, _ = router([(CITIZEN, 0.9), (BORN, 0.8)], by_object=[BORN])  # the object gate's hit asks it backwards
+    assert r.decide(QUESTION).related == ()
+
+
+@pytest.mark.parametrize("route", [Route.IKE, Route.BASE])
+def test_forced_routes_and_out_of_scope_answers_read_no_related_facts(route: Route) -> None:
+    r, _ = router([(CITIZEN, 0.9)], others=[HEAD])
+    assert r.decide(replace(QUESTION, route=route)).related == ()
+    r, _ = router([(CITIZEN, 0.3)], others=[HEAD])
+    assert r.decide(QUESTION).related == ()
+
+
+def test_an_erase_edit_answers_with_its_refusal_alone() -> None:
+    r, _ = router([(replace(CITIZEN, kind=EditKind.ERASE), 0.9)], others=[HEAD])
+    assert r.decide(QUESTION).related == ()
+
+
+def test_the_routes_that_state_facts_write_the_related_ones_after_the_edits() -> None:
+    assert prompt_with_edit(CITIZEN, "q", [HEAD]) == (
+        "New fact: Ellie Kemper is a citizen of Croatia. The head of state of Croatia is Ivo Josipovic.\nq")
+    generator = CounterfactualGenerator(CausalLM(build_tiny_model(), build_tiny_tokenizer()),  # type: ignore[arg-type]
+                                        PromptFormat())
+    assert generator.prompt_for(CITIZEN, "q", [HEAD]) == (
+        "Fact: Ellie Kemper is a citizen of Croatia. The head of state of Croatia is Ivo Josipovic.\nQ: q\nA:")
+    assert generator.prompt_for(CITIZEN, "q") == PromptFormat().render(CITIZEN.prompt, CITIZEN.target_new, "q")
+    # A judgement's prompt cache is kept for the same facts only: another set of facts is another prompt.
+    assert prefill_key(CITIZEN, "q", [HEAD]) != prefill_key(CITIZEN, "q", [])
+    assert prefill_key(CITIZEN, "q", [HEAD]) != prefill_key(CITIZEN, "q", [replace(HEAD, version=2)])
+
+
+def test_a_multi_hop_step_that_reads_related_facts_is_answered_by_the_model_not_with_the_first_edits_object() -> None:
+    r, _ = router([(CITIZEN, 0.9)], others=[HEAD])
+    hop = RouterSteps(r, OPTIONS).answer("ns", QUESTION.text)
+    assert (hop.route, hop.edit, hop.related) == (Route.COUNTERFACTUAL, CITIZEN, (HEAD,))
+    assert hop.answer == f"counterfactual:{QUESTION.text}" != CITIZEN.target_new  # the recording generator's text
+    lone, _ = router([(CITIZEN, 0.9)])
+    assert RouterSteps(lone, OPTIONS).answer("ns", QUESTION.text).answer == CITIZEN.target_new
