@@ -109,6 +109,11 @@ class Memory(Protocol):
         of that subject may supersede); subjects with none are absent."""
         ...
 
+    def facts_about(self, namespace: str, subject: str) -> list[Edit]:
+        """`same_subject` for one subject, as a query reads it (a shared store's in-memory copy, not the database):
+        the edits an answer may read about an object it names (Router.related)."""
+        ...
+
     def live_of_kind(self, namespace: str, kind: EditKind) -> list[Edit]:
         """The namespace's live edits of one kind, oldest first (e.g. its regex patches)."""
         ...

@@ -10,11 +10,13 @@ An edit answers a step when the gate sends the step in scope of it and the count
 (`Router.decide`, the same decision a plain query gets); the step's answer is then the edit's `target_new` itself,
 not a model's rendering of it, so a chain of edits is followed exactly. When the decision reads further edits
 (`Decision.related`: a step that is itself several hops, "the head of state of the country X is a citizen of", after
-edits of X's country and of that country's head of state), the route's model answers from all of them, cut to a
-short answer: the first edit's object would be the first hop's answer, not the step's. A step caught by an edit
-that states no object is answered as a plain query would be (`Router.generate`): a rule (patch) by its route, an
-erased fact by the refusal, which ends the chain (the erased fact must not be reached through a later step either).
-A step no edit catches is answered by the base model, through the namespace's regex patches.
+edits of X's country and of that country's head of state), the route's model answers from all of them: the first
+edit's object would be the first hop's answer, not the step's. Its answer picks the fact whose object it names, and
+the step takes that object exactly (`picked_object`); an answer that names none is cut to a short answer.
+
+A step caught by an edit that states no object is answered as a plain query would be (`Router.generate`): a rule
+(patch) by its route, an erased fact by the refusal, which ends the chain (the erased fact must not be reached through
+a later step either). A step no edit catches is answered by the base model, through the namespace's regex patches.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from server.errors import Cancelled, InvalidArgument
 from server.generators.decoding import CausalLM
 from server.interfaces import StopCheck
 from server.router import STATED_KINDS, Router, refuses
-from server.types import Edit, GenerationOptions, Query, Route
+from server.types import Decision, Edit, GenerationOptions, Query, Route, subject_key
 
 # The planner's demonstrations, written from KnowEdit train records (scripts/eval_multihop.py demonstrations).
 DEFAULT_DEMONSTRATIONS = Path(__file__).resolve().parents[1] / "artifacts" / "multihop" / "demonstrations.json"
@@ -69,7 +71,8 @@ class ChainAnswer:
     def edits_used(self) -> tuple[str, ...]:
         """The ids of the edits that answered steps (each step's edit, then the related ones it read), in the order
         the chain used them."""
-        return tuple(e.id for h in self.hops if h.edit is not None for e in (h.edit, *h.related))
+        used = (e.id for h in self.hops if h.edit is not None for e in (h.edit, *h.related))
+        return tuple(dict.fromkeys(used))  # an edit read again at a later step counts once, where first used
 
 
 class Planner(Protocol):
@@ -126,6 +129,18 @@ def base_prompt(step: str) -> str:
     return f"Q: {step}\nA:" if step.endswith("?") else step
 
 
+def picked_object(text: str, decision: Decision) -> str | None:
+    """For an answer that read several facts (`Decision.related`): the new object, exactly as stored, of the fact the
+    answer names (its first line begins with it; the longest such object, so "St. Louis Cardinals" over "St. Louis");
+    None when it names none, or read one fact only."""
+    if not decision.related or decision.edit is None:
+        return None
+    said = subject_key(text.strip().split("\n", 1)[0])
+    named = [f.target_new.strip() for f in (decision.edit, *decision.related)
+             if f.kind in STATED_KINDS and f.target_new.strip() and said.startswith(subject_key(f.target_new))]
+    return max(named, key=len, default=None)
+
+
 def short_answer(text: str) -> str:
     """A base model's continuation cut to its answer: the first line, up to a sentence end, without the stop."""
     line = text.strip().split("\n", 1)[0].strip()
@@ -155,7 +170,8 @@ class RouterSteps:
         query = Query(namespace, base_prompt(question) if decision.route is Route.BASE else question)
         generation = self.router.generate(query, decision, self.options, should_stop=should_stop)
         answered = self.router.acted_decision(query, decision, generation.acted)  # state beside the weights acted
-        return Hop(question, short_answer(generation.text), answered.route, answered.edit, answered.related)
+        answer = picked_object(generation.text, answered) or short_answer(generation.text)
+        return Hop(question, answer, answered.route, answered.edit, answered.related)
 
 
 @dataclass(frozen=True)

@@ -120,7 +120,7 @@ class Router:
         while read < len(chosen) < self.max_facts:
             fact = list(chosen.values())[read]
             if fact.kind in STATED_KINDS:
-                take(self.memory.same_subject(namespace, [fact.target_new]).get(fact.target_new, []))
+                take(self.memory.facts_about(namespace, fact.target_new))
             read += 1
         return tuple(chosen.values())[1:]
 
@@ -165,8 +165,8 @@ class Router:
         if not acted:
             return decision
         if decision.edit is not None and decision.edit.id in acted:
-            return replace(decision, route=Route.PARAMETRIC)
-        return replace(decision, route=Route.PARAMETRIC, edit=self._own_edit(query.namespace, acted))
+            return replace(decision, route=Route.PARAMETRIC, related=())
+        return replace(decision, route=Route.PARAMETRIC, edit=self._own_edit(query.namespace, acted), related=())
 
     def _own_edit(self, namespace: str, edit_ids: Sequence[str]) -> Edit | None:
         for edit_id in edit_ids:

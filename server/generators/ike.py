@@ -102,4 +102,5 @@ class IKEGenerator(EditInPromptGenerator):
     def prompt_for(self, edit: Edit, query: str, related: Sequence[Edit] = ()) -> str:
         fact = edit.statement() if edit.kind is EditKind.PATCH else f"{edit.prompt.rstrip()} {edit.target_new.strip()}"
         demos = self._pool.nearest(self._encoder.encode([fact])[0], self._k)  # chosen by the answering edit's fact
-        return "".join(d.render() for d in demos) + f"New Fact: {with_related(fact, related)}\nPrompt: {query}"
+        facts = with_related(f"{fact}.", related) if related else fact  # sentences once there are several
+        return "".join(d.render() for d in demos) + f"New Fact: {facts}\nPrompt: {query}"

@@ -82,6 +82,9 @@ class EditMemory:
     def same_subject(self, namespace: str, subjects: Sequence[str]) -> dict[str, list[Edit]]:
         return self._store.live_with_subjects(namespace, subjects)
 
+    def facts_about(self, namespace: str, subject: str) -> list[Edit]:
+        return self._store.live_about(namespace, subject)
+
     def live_of_kind(self, namespace: str, kind: EditKind) -> list[Edit]:
         return self._store.live_of_kind(namespace, kind)
 

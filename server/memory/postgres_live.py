@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from server.types import Edit, EditKind
+from server.types import Edit, EditKind, subject_key
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class LiveEdits:
         self._by_key: dict[int, Edit] = {}
         self._by_kind: dict[tuple[str, EditKind], dict[str, StoredEdit]] = {}
         self._by_object: dict[tuple[str, str], dict[str, StoredEdit]] = {}  # (namespace, object_key) → edits
+        self._by_subject: dict[tuple[str, str], dict[str, StoredEdit]] = {}  # (namespace, subject_key) → fact edits
 
     def update(self, edit_ids: Iterable[str], current: Sequence[StoredEdit]) -> None:
         """`edit_ids` changed; `current` is how those that are still stored are now (live or not)."""
@@ -55,6 +56,12 @@ class LiveEdits:
             found = [s for key in set(object_keys) for s in self._by_object.get((namespace, key), {}).values()]
         return [s.edit for s in sorted(found, key=lambda s: s.seq, reverse=True)[:limit]]
 
+    def about(self, namespace: str, subject: str) -> list[Edit]:
+        """As EditStore.live_about."""
+        with self._lock:
+            stored = sorted(self._by_subject.get((namespace, subject_key(subject)), {}).values(), key=lambda s: s.seq)
+        return [s.edit for s in stored]
+
     def counts(self) -> dict[str, int]:
         """namespace → live edits."""
         with self._lock:
@@ -68,6 +75,8 @@ class LiveEdits:
         self._by_kind.setdefault((edit.namespace, edit.kind), {})[edit.id] = stored
         if key := edit.object_key:
             self._by_object.setdefault((edit.namespace, key), {})[edit.id] = stored
+        if edit.kind is not EditKind.REGEX:
+            self._by_subject.setdefault((edit.namespace, subject_key(edit.subject)), {})[edit.id] = stored
 
     def _drop(self, edit_id: str) -> None:
         stored = self._edits.pop(edit_id, None)
@@ -78,3 +87,4 @@ class LiveEdits:
         self._by_kind.get((stored.edit.namespace, stored.edit.kind), {}).pop(edit_id, None)
         if key := stored.edit.object_key:
             self._by_object.get((stored.edit.namespace, key), {}).pop(edit_id, None)
+        self._by_subject.get((stored.edit.namespace, subject_key(stored.edit.subject)), {}).pop(edit_id, None)

@@ -457,6 +457,13 @@ class EditStore:
                     found.setdefault(str(row[0]), []).append(_edit_from_row(row[1:]))
         return {s: found[key] for s, key in wanted.items() if key in found}
 
+    def live_about(self, namespace: str, subject: str) -> list[Edit]:
+        """`live_with_subjects` for one subject, as a query reads it: a shared store answers from its in-memory copy
+        (no round trip per query, answered while the database is down); writes read the database."""
+        if self._live is not None:
+            return self._live.about(namespace, subject)
+        return self.live_with_subjects(namespace, [subject]).get(subject, [])
+
     def live_with_objects(self, namespace: str, object_keys: Sequence[str], limit: int) -> list[Edit]:
         """The namespace's newest `limit` live edits whose `object_key` is one of `object_keys` (a query's
         `named_keys`: a few hundred at most), newest first."""

@@ -115,6 +115,9 @@ class FixedMemory:
                      and subject_key(e.subject) == subject_key(s)] for s in subjects}
         return {s: found_edits for s, found_edits in found.items() if found_edits}
 
+    def facts_about(self, namespace: str, subject: str) -> list[Edit]:
+        return self.same_subject(namespace, [subject]).get(subject, [])
+
     def events(self, namespace: str, page_size: int, page_token: str, edit_id: str | None = None) -> EventPage:
         raise NotImplementedError
 

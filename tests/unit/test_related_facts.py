@@ -3,21 +3,41 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from server.generators.counterfactual import CounterfactualGenerator, prefill_key
 from server.generators.counterfactual_adapter import PromptFormat
 from server.generators.decoding import CausalLM
+from server.generators.ike import DemonstrationPool, IKEGenerator
 from server.generators.prompted import prompt_with_edit
-from server.multihop import RouterSteps
+from server.interfaces import StopCheck, TextSink
+from server.memory.store import EditStore
+from server.multihop import ChainAnswer, Hop, RouterSteps
 from server.router import Router
 from server.scope import ScopeCheck
-from server.types import Edit, EditKind, GenerationOptions, Hit, Judgement, Query, Route
+from server.types import (
+    Edit,
+    EditKind,
+    EditSpec,
+    FinishReason,
+    Generation,
+    GenerationOptions,
+    Hit,
+    Judgement,
+    Query,
+    Route,
+    TokenScores,
+)
 from tests.tiny import build_tiny_model, build_tiny_tokenizer
 from tests.unit.fakes import FixedGate, FixedMemory, HashEmbedder, RecordingGenerator, make_edit
+
+pytest_plugins = ("tests.postgres",)
 
 CITIZEN = make_edit("a" * 32, prompt="Ellie Kemper is a citizen of", target_new="Croatia", subject="Ellie Kemper")
 HEAD = make_edit("b" * 32, prompt="The head of state of Croatia is", target_new="Ivo Josipovic", subject="Croatia")
@@ -27,8 +47,23 @@ QUESTION = Query("ns", "Who is the head of state of the country Ellie Kemper is 
 OPTIONS = GenerationOptions(max_new_tokens=4)
 
 
+@dataclass
+class Says:
+    """A counterfactual model that answers every prompt with `text`."""
+
+    text: str
+
+    def generate(self, prompt: str, edit: Edit | None, options: GenerationOptions, on_text: TextSink | None = None,
+                 should_stop: StopCheck | None = None, related: Sequence[Edit] = ()) -> Generation:
+        return Generation(self.text, (), FinishReason.STOP)
+
+    def score(self, prompt: str, edit: Edit | None, target: str, related: Sequence[Edit] = ()) -> TokenScores:
+        raise NotImplementedError
+
+
 def router(found: Sequence[tuple[Edit, float]], others: Sequence[Edit] = (), max_facts: int = 4,
-           hidden: Sequence[Edit] = (), by_object: Sequence[Edit] = ()) -> tuple[Router, list[tuple[Edit, ...]]]:
+           hidden: Sequence[Edit] = (), by_object: Sequence[Edit] = (), says: str | None = None
+           ) -> tuple[Router, list[tuple[Edit, ...]]]:
     """A router whose search returns `found` with those gate scores (`by_object` among them found by their object);
     `others` only the store lists by subject. The list records the related facts of each judgement."""
     judged: list[tuple[Edit, ...]] = []
@@ -41,6 +76,8 @@ def router(found: Sequence[tuple[Edit, float]], others: Sequence[Edit] = (), max
     gate = FixedGate({e.id: score for e, score in found})
     scope = ScopeCheck(HashEmbedder(16), memory, gate, 8, hidden=lambda e: e in hidden)
     generators = {r: RecordingGenerator(r) for r in (Route.BASE, Route.COUNTERFACTUAL, Route.IKE)}
+    if says is not None:
+        generators[Route.COUNTERFACTUAL] = Says(says)  # type: ignore[assignment]
     return Router(scope=scope, memory=memory, generators=generators, in_scope_route=Route.COUNTERFACTUAL,
                   threshold=0.5, judge=judge, max_facts=max_facts), judged
 
@@ -119,3 +156,54 @@ def test_a_multi_hop_step_that_reads_related_facts_is_answered_by_the_model_not_
     assert hop.answer == f"counterfactual:{QUESTION.text}" != CITIZEN.target_new  # the recording generator's text
     lone, _ = router([(CITIZEN, 0.9)])
     assert RouterSteps(lone, OPTIONS).answer("ns", QUESTION.text).answer == CITIZEN.target_new
+
+
+def test_ike_writes_the_related_facts_as_sentences_after_the_edits(tmp_path: Path) -> None:
+    path = tmp_path / "pool.json"
+    record = {"prompt": "Ada is a citizen of", "target_new": "Peru", "subject": "Ada",
+              "rephrase_prompt": "Ada holds a passport from", "locality_prompt": "Bob is a citizen of",
+              "locality_ground_truth": "France"}
+    path.write_text(json.dumps([record]))
+    embedder = HashEmbedder(dim=64)
+    generator = IKEGenerator(None, DemonstrationPool.load(path, embedder, "hash", tmp_path), embedder, 1)  # type: ignore[arg-type]
+    assert generator.prompt_for(CITIZEN, "q", [HEAD]).endswith(
+        "New Fact: Ellie Kemper is a citizen of Croatia. The head of state of Croatia is Ivo Josipovic.\nPrompt: q")
+    assert generator.prompt_for(CITIZEN, "q").endswith("New Fact: Ellie Kemper is a citizen of Croatia\nPrompt: q")
+
+
+@pytest.mark.parametrize(("says", "answer"), [
+    (" Ivo Josipovic, since 2010\n", "Ivo Josipovic"),  # the related fact's object, exactly as stored
+    (" croatia.\n", "Croatia"),  # the answering edit's: a one-hop step still takes its edit's object exactly
+    (" Zagreb. It is\n", "Zagreb"),  # names no fact: the model's short answer
+])
+def test_a_step_that_read_several_facts_takes_the_object_its_answer_names(says: str, answer: str) -> None:
+    r, _ = router([(CITIZEN, 0.9)], others=[HEAD], says=says)
+    hop = RouterSteps(r, OPTIONS).answer("ns", QUESTION.text)
+    assert (hop.answer, hop.edit, hop.related) == (answer, CITIZEN, (HEAD,))
+
+
+def test_an_edit_read_at_two_steps_is_listed_once_where_first_used() -> None:
+    chain = ChainAnswer("q", ("a", "b"), (Hop("a", "Croatia", Route.COUNTERFACTUAL, CITIZEN, (HEAD,)),
+                                          Hop("b", "Ivo Josipovic", Route.COUNTERFACTUAL, HEAD)))
+    assert chain.edits_used == (CITIZEN.id, HEAD.id)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_store_lists_the_live_facts_about_a_subject_as_a_query_reads_them(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    location = tmp_path / "edits.sqlite" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    store = EditStore(location)
+    try:
+        specs = [EditSpec("Croatia", "The head of state of Croatia is", "Ivo Josipovic"),
+                 EditSpec("croatia ", "The capital of Croatia is", "Split"),
+                 EditSpec("Croatia", "", "", kind=EditKind.REGEX, pattern="Croatia", replacement="Hrvatska"),
+                 EditSpec("Slovenia", "The capital of Slovenia is", "Maribor")]
+        vectors = [np.eye(8, dtype=np.float32)[: 0 if s.kind is EditKind.REGEX else 1] for s in specs]
+        edits, _ = store.insert("ns", specs, vectors)
+        assert [e.id for e in store.live_about("ns", " CROATIA")] == [edits[0].id, edits[1].id]  # oldest first
+        assert store.live_about("other", "Croatia") == [] and store.live_about("ns", "Serbia") == []
+        store.delete("ns", edits[0].id)
+        assert [e.id for e in store.live_about("ns", "Croatia")] == [edits[1].id]
+    finally:
+        store.close()
