@@ -449,7 +449,8 @@ class EditStore:
             for start in range(0, len(keys), 500):  # under SQLite's limit on bound parameters
                 chunk = keys[start : start + 500]
                 rows = db.execute(
-                    f"SELECT subject_key, {EDIT_COLUMNS} FROM edits WHERE namespace = ? AND {LIVE} AND kind != ? "
+                    f"SELECT subject_key, {EDIT_COLUMNS} FROM edits {self._db.indexed_by('edits_by_subject')} "
+                    f"WHERE namespace = ? AND {LIVE} AND kind != ? "
                     f"AND subject_key IN ({','.join('?' * len(chunk))}) ORDER BY seq",
                     (namespace, EditKind.REGEX.value, *chunk),
                 )

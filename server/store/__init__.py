@@ -61,6 +61,10 @@ class Database(Protocol):
     # Written before a column to keep the planner off that column's index ("+" in SQLite; "" where not needed).
     unindexed: str
 
+    def indexed_by(self, index: str) -> str:
+        """Written after a table name to make the planner read it through `index` ("" where not needed)."""
+        ...
+
     def reading(self) -> AbstractContextManager[Connection]:
         """Queries outside a write; errors come out as the domain's storage errors."""
         ...

@@ -35,6 +35,9 @@ class PostgresDatabase:
     shared = True
     unindexed = ""  # PostgreSQL's planner needs no such hint
 
+    def indexed_by(self, index: str) -> str:
+        return ""  # nor this one
+
     def __init__(self, url: str, schema: Schema) -> None:
         self.location = masked(url)
         self.channel = f"editcache_{schema.name}"  # LISTEN/NOTIFY channel of this store's writes

@@ -128,6 +128,11 @@ class SqliteDatabase:
     shared = False
     unindexed = "+"  # a unary plus: the column, not its index
 
+    def indexed_by(self, index: str) -> str:
+        # Without statistics SQLite breaks a tie between two-column indexes by their order, so it may walk a
+        # namespace's live edits (edits_live) rather than look a key up (20 ms against 0.1 at 100,000 edits).
+        return f"INDEXED BY {index}"
+
     def __init__(self, path: Path, schema: Schema) -> None:
         self.location = str(path)
         self._lock = threading.Lock()
