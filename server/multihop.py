@@ -12,7 +12,7 @@ not a model's rendering of it, so a chain of edits is followed exactly. When the
 (`Decision.related`: a step that is itself several hops, "the head of state of the country X is a citizen of", after
 edits of X's country and of that country's head of state), the route's model answers from all of them: the first
 edit's object would be the first hop's answer, not the step's. Its answer picks the fact whose object it names, and
-the step takes that object exactly (`picked_object`); an answer that names none is cut to a short answer.
+the step takes that object exactly (`picked_object`); an answer that names none takes the answering edit's own.
 
 A step caught by an edit that states no object is answered as a plain query would be (`Router.generate`): a rule
 (patch) by its route, an erased fact by the refusal, which ends the chain (the erased fact must not be reached through
@@ -132,13 +132,14 @@ def base_prompt(step: str) -> str:
 def picked_object(text: str, decision: Decision) -> str | None:
     """For an answer that read several facts (`Decision.related`): the new object, exactly as stored, of the fact the
     answer names (its first line begins with it; the longest such object, so "St. Louis Cardinals" over "St. Louis");
-    None when it names none, or read one fact only."""
-    if not decision.related or decision.edit is None:
+    the answering edit's own when it names none (where an edit answers a step, a model's free text is not followed);
+    None when the answer read one fact only."""
+    if not decision.related or decision.edit is None or decision.edit.kind not in STATED_KINDS:
         return None
     said = subject_key(text.strip().split("\n", 1)[0])
     named = [f.target_new.strip() for f in (decision.edit, *decision.related)
              if f.kind in STATED_KINDS and f.target_new.strip() and said.startswith(subject_key(f.target_new))]
-    return max(named, key=len, default=None)
+    return max(named, key=len, default=decision.edit.target_new.strip())
 
 
 def short_answer(text: str) -> str:

@@ -94,6 +94,7 @@ def test_an_edited_prompt_gets_the_edited_answer_streamed_and_not(server: LocalS
     extension = whole.model_extra["editcache"] if whole.model_extra else {}
     assert (extension["route"], extension["edit_id"]) == ("counterfactual", edit["id"])
     assert extension["gate_score"] > 0 and extension["edit"]["target_new"] == "rome"
+    assert extension["related_edit_ids"] == []  # no edit about rome in the namespace
     assert whole.usage is not None and whole.usage.completion_tokens <= 4 and whole.usage.prompt_tokens > 0
 
     chunks = list(chat.create(model="any", messages=messages, max_tokens=4, stream=True,
@@ -342,8 +343,8 @@ def test_multihop_mirrors_answer_multihop(server: LocalServer) -> None:
     assert chain["plan"] == body["steps"] and chain["edit_ids"][0] == edit["id"]
     with grpc_client(server, namespace) as client:  # the same chain over gRPC
         over_grpc = client.answer_multihop(body["question"], steps=body["steps"])
-    assert [(h.question, h.answer, h.route, h.edit_id) for h in over_grpc.hops] == [
-        (h["question"], h["answer"], h["route"], h["edit_id"]) for h in chain["hops"]]
+    assert [(h.question, h.answer, h.route, h.edit_id, list(h.related_edit_ids)) for h in over_grpc.hops] == [
+        (h["question"], h["answer"], h["route"], h["edit_id"], h["related_edit_ids"]) for h in chain["hops"]]
 
     bad = http(server, "POST", "/v1/multihop", namespace, json={"question": "q", "steps": ["#2 of"]})
     assert bad.status_code == 400 and "steps[0] refers to #2" in bad.json()["error"]["message"]

@@ -34,6 +34,11 @@ def test_a_chain_of_two_edits_is_followed_exactly(running_server: LocalServer) -
         assert all(h.route != "base" for h in result.hops)
         assert result.answer == "Narnia" and result.edit_ids == (needle.id, taipei.id)
         assert result.timings_ms["total"] > 0
+        # Step 1 read the edit about its answer too (several edits per answer), and still took its edit's object.
+        assert [h.related_edit_ids for h in result.hops] == [(taipei.id,), ()]
+        answer = client.generate(STEPS[0], options=GenerationOptions(max_new_tokens=2))
+        assert (answer.edit_id, answer.related_edit_ids) == (needle.id, (taipei.id,))
+        assert client.score(STEPS[0], " Taipei").related_edit_ids == (taipei.id,)
 
 
 def test_a_step_no_edit_answers_goes_to_the_base_model(running_server: LocalServer) -> None:
