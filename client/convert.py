@@ -187,7 +187,7 @@ def parametric_options_to_pb(options: ParametricOptions) -> parametric_pb.Parame
         layer=options.layer, layers=list(options.layers), steps=options.steps, lr=options.lr,
         mom2_weight=options.mom2_weight, norm_constraint=options.norm_constraint,
         null_space_cutoff=options.null_space_cutoff, remove_from_gate=options.remove_from_gate,
-        deferral_radius=options.deferral_radius,
+        deferral_radius=options.deferral_radius, fire_at=options.fire_at, memory_subjects=options.memory_subjects,
     )
 
 

@@ -34,6 +34,11 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
                        help="AlphaEdit: eigenvalue share below which key directions are held fixed, in (0, 1]")
     apply.add_argument("--deferral-radius", type=float,
                        help="GRACE: the radius ε within which an entry answers, as a share of its key's norm")
+    apply.add_argument("--fire-at", choices=("last", "subject"),
+                       help="T-Patcher, CaliNET: train the neurons to fire at the prompt's last token (default) or "
+                            "at the subject's (give a --layer below the last)")
+    apply.add_argument("--memory-subjects", type=int,
+                       help="T-Patcher, CaliNET: other subjects asked the edit's questions in the memory (default 16)")
     apply.add_argument("--remove-from-gate", action="store_true",
                        help="let only the weights carry the edits (default: the gate still routes to them)")
     apply.set_defaults(run=run_apply)
@@ -94,7 +99,8 @@ def run_apply(ec: EditcacheClient, args: argparse.Namespace) -> None:
         options = ParametricOptions(
             layer=args.layer, layers=args.layers, steps=args.steps, lr=args.lr, mom2_weight=args.mom2_weight,
             norm_constraint=args.norm_constraint, null_space_cutoff=args.null_space_cutoff,
-            deferral_radius=args.deferral_radius, remove_from_gate=args.remove_from_gate,
+            deferral_radius=args.deferral_radius, fire_at=args.fire_at, memory_subjects=args.memory_subjects,
+            remove_from_gate=args.remove_from_gate,
         )
         result = ec.apply_parametric(args.method, args.ids, options=options, on_progress=show)
     if args.json:

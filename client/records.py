@@ -142,6 +142,8 @@ class ParametricOptions:
     norm_constraint: float | None = None
     null_space_cutoff: float | None = None
     deferral_radius: float | None = None
+    fire_at: str | None = None  # T-Patcher, CaliNET: "last" or "subject"
+    memory_subjects: int | None = None  # T-Patcher, CaliNET: other subjects asked the edit's questions in the memory
     remove_from_gate: bool = False  # the gate stops seeing the edits: only the weights carry them
 
     def __post_init__(self) -> None:

@@ -45,6 +45,8 @@ class MethodRequest:
     norm_constraint: float | None = None  # FT's ε
     null_space_cutoff: float | None = None  # AlphaEdit's eigenvalue cut-off, relative to the largest
     deferral_radius: float | None = None  # GRACE's ε, as a share of the key's norm
+    fire_at: str | None = None  # T-Patcher, CaliNET: "last" or "subject" (tpatcher.FIRE_AT)
+    memory_subjects: int | None = None  # T-Patcher, CaliNET: other subjects in the memory
     continuation_tokens: int | None = None  # ROME, MEMIT, AlphaEdit: the unedited continuation held after the answer
     continuation_factor: float | None = None  # ... and the weight of that term (targets.ValueOptions)
     in_gate: bool = True  # baked edits stay in the gate's memory (answered on the parametric route)

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from server.errors import InvalidArgument
 from server.models.arch import ArchTemplate, num_layers
 from server.parametric.additions import Act, Addition
 from server.parametric.layers import LayerDefaults
@@ -53,6 +54,7 @@ from server.types import Edit
 KIND = "tpatcher"
 KL_PROMPT = "{} is a"  # ROME's prompt about the subject itself
 FIRE_AT = ("last", "subject")  # PatchOptions.fire_at
+MAX_MEMORY_SUBJECTS = 256  # a request's memory_subjects: each costs a forward pass of the edit's prompts per step
 
 
 @dataclass(frozen=True)
@@ -334,7 +336,11 @@ class TPatcher:
         return (defaults.last if request.layer is None else request.layer,)
 
     def check(self, request: MethodRequest) -> None:
-        """Nothing beyond the editor's layer checks."""
+        if request.fire_at is not None and request.fire_at not in FIRE_AT:
+            raise InvalidArgument(f"options.fire_at must be one of {', '.join(FIRE_AT)}, got {request.fire_at!r}")
+        if request.memory_subjects is not None and not 0 <= request.memory_subjects <= MAX_MEMORY_SUBJECTS:
+            raise InvalidArgument(f"options.memory_subjects must be in [0, {MAX_MEMORY_SUBJECTS}], "
+                                  f"got {request.memory_subjects}")
 
     def starter(self, edit: Edit, options: PatchOptions) -> Starter:
         return one_neuron
@@ -343,7 +349,7 @@ class TPatcher:
         self, context: MethodContext, request: MethodRequest, edits: Sequence[Edit]
     ) -> Generator[Progress, None, list[Addition]]:
         (layer,) = context.layers
-        options = with_request(self.options, request, "steps", "lr")
+        options = with_request(self.options, request, "steps", "lr", "fire_at", "memory_subjects")
         subjects = shipped_subjects() if self.subjects is None else self.subjects
         return (yield from one_at_a_time(context, edits, lambda edit: train_neurons(
             context.model, context.tokenizer, context.arch, edit, layer, context.prompts[edit.id], options, subjects,

@@ -238,6 +238,8 @@ def method_request_from_pb(request: parametric_pb.ApplyParametricRequest) -> Met
         norm_constraint=options.norm_constraint if options.HasField("norm_constraint") else None,
         null_space_cutoff=options.null_space_cutoff if options.HasField("null_space_cutoff") else None,
         deferral_radius=options.deferral_radius if options.HasField("deferral_radius") else None,
+        fire_at=options.fire_at if options.HasField("fire_at") else None,
+        memory_subjects=options.memory_subjects if options.HasField("memory_subjects") else None,
         in_gate=not options.remove_from_gate,
     )
 

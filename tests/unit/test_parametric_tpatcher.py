@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from server.errors import InvalidArgument
 from server.models.arch import ARCHS, arch_for
 from server.parametric import tpatcher
 from server.parametric.additions import Act, Addition
@@ -97,21 +99,34 @@ def test_firing_on_the_subject_the_memory_leaves_out_the_prompt_about_the_edits_
 def test_fire_at_names_a_position() -> None:
     with pytest.raises(ValueError, match="fire_at must be one of last, subject"):
         PatchOptions(fire_at="first")
+    with pytest.raises(InvalidArgument, match="options.fire_at must be one of last, subject, got 'first'"):
+        TPatcher().check(MethodRequest("tpatcher", fire_at="first"))
+    with pytest.raises(InvalidArgument, match=r"options.memory_subjects must be in \[0, 256\], got 1000"):
+        TPatcher().check(MethodRequest("tpatcher", memory_subjects=1000))
+    TPatcher().check(MethodRequest("tpatcher", fire_at="subject", memory_subjects=64))
 
 
 def test_a_neuron_firing_on_the_subject_below_the_last_layer_writes_the_edit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Where ROME writes: at layer 1 of the tiny llama's 4 the neuron fires on "france is" and attention carries its
-    value to the answer; the other capitals, its memory, keep their greedy tokens."""
+    value to the answer; the other capitals, its memory, keep their greedy tokens. The request asks for it."""
     table = SubjectTable({"the capital of {}": ("france is", "germany is", "italy is", "spain is")})
-    options = PatchOptions(memory_weight=1.0, fire_at="subject")
-    monkeypatch.setitem(METHODS, "tpatcher", TPatcher(table, options))
+    monkeypatch.setitem(METHODS, "tpatcher", TPatcher(table, PatchOptions(memory_weight=1.0)))
     editor, model, tokenizer = make_editor("llama", tmp_path)
     before = {p: greedy(model, tokenizer, p) for p in UNRELATED}
-    request = MethodRequest("tpatcher", layer=1, steps=40, lr=0.5)
+    request = MethodRequest("tpatcher", layer=1, steps=40, lr=0.5, fire_at="subject", memory_subjects=3)
+    trained_with: list[PatchOptions] = []
+    real_train = tpatcher.train_neurons
+
+    def recording_train(*args: Any) -> Any:
+        trained_with.append(args[6])  # (model, tokenizer, arch, edit, layer, prompts, options, ...)
+        return real_train(*args)
+
+    monkeypatch.setattr(tpatcher, "train_neurons", recording_train)
     (added,) = finish(editor.compute(request, [edit("france", "berlin", "e1")]))
     assert isinstance(added, Addition) and added.module == "model.layers.1.mlp"
+    assert [(o.fire_at, o.memory_subjects) for o in trained_with] == [("subject", 3)]  # the request's, not defaults
     editor.commit("ns", request, [added])
     assert answer(model, tokenizer, "the capital of france is") == "berlin"
     assert {p: greedy(model, tokenizer, p) for p in UNRELATED} == before
