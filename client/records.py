@@ -131,7 +131,9 @@ class ParametricOptions:
 
     `layer` is ROME's, FT's, GRACE's and WISE's (T-Patcher's and CaliNET's: whose FFN), `layers` MEMIT's and
     AlphaEdit's; `mom2_weight` is MEMIT's λ, `norm_constraint` FT's largest change of one weight, `null_space_cutoff`
-    AlphaEdit's eigenvalue cut-off in (0, 1], `deferral_radius` GRACE's ε as a share of the key's norm, in (0, 10].
+    AlphaEdit's eigenvalue cut-off in (0, 1], `deferral_radius` GRACE's ε as a share of the key's norm, in (0, 10];
+    `fire_at` ("last" or "subject") and `memory_subjects` (in [0, 256]; at least 1 firing at the subject) are
+    T-Patcher's and CaliNET's.
     """
 
     layer: int | None = None

@@ -32,7 +32,7 @@ from server.errors import Cancelled, InvalidArgument
 from server.generators.decoding import CausalLM
 from server.interfaces import StopCheck
 from server.router import STATED_KINDS, Router, refuses
-from server.types import Decision, Edit, GenerationOptions, Query, Route, subject_key
+from server.types import Decision, Edit, GenerationOptions, Query, Route, name_key
 
 # The planner's demonstrations, written from KnowEdit train records (scripts/eval_multihop.py demonstrations).
 DEFAULT_DEMONSTRATIONS = Path(__file__).resolve().parents[1] / "artifacts" / "multihop" / "demonstrations.json"
@@ -130,16 +130,23 @@ def base_prompt(step: str) -> str:
 
 
 def picked_object(text: str, decision: Decision) -> str | None:
-    """For an answer that read several facts (`Decision.related`): the new object, exactly as stored, of the fact the
-    answer names (its first line begins with it; the longest such object, so "St. Louis Cardinals" over "St. Louis");
-    the answering edit's own when it names none (where an edit answers a step, a model's free text is not followed);
-    None when the answer read one fact only."""
-    if not decision.related or decision.edit is None or decision.edit.kind not in STATED_KINDS:
+    """For an answer from an edit found by its subject that read several facts (`Decision.related`): the new object,
+    exactly as stored, of the fact the answer names (its first line begins with the object's whole words; the longest
+    such, so "St. Louis Cardinals" over "St. Louis"); the answering edit's own when it names none (where an edit
+    answers a step, a model's free text is not followed). None when the answer read one fact only, or its edit was
+    found by the object the step names (the answer is not that edit's object)."""
+    edit = decision.edit
+    if not decision.related or edit is None or edit.kind not in STATED_KINDS or decision.by_object:
         return None
-    said = subject_key(text.strip().split("\n", 1)[0])
-    named = [f.target_new.strip() for f in (decision.edit, *decision.related)
-             if f.kind in STATED_KINDS and f.target_new.strip() and said.startswith(subject_key(f.target_new))]
-    return max(named, key=len, default=decision.edit.target_new.strip())
+    said = name_key(text.strip().split("\n", 1)[0])
+    named = [f.target_new.strip() for f in (edit, *decision.related)
+             if f.kind in STATED_KINDS and _begins_with(said, name_key(f.target_new))]
+    return max(named, key=len, default=edit.target_new.strip())
+
+
+def _begins_with(text: str, name: str) -> bool:
+    """`text` begins with `name`'s whole words ("croatia" begins "croatia, a country", not "croatian")."""
+    return bool(name) and text.startswith(name) and (len(text) == len(name) or not text[len(name)].isalnum())
 
 
 def short_answer(text: str) -> str:
@@ -154,7 +161,8 @@ class RouterSteps:
     """Answers a step from the edit the router finds for it (exactly its target_new; its subject, exactly, for the fact
     asked backwards: route reverse), else as the router answers a query (the base model, a rule's route, an erased
     fact's refusal, an edit found by the object the step names where the reverse route is off, whose answer is not its
-    target, an edit read with related ones), cut to a short answer."""
+    target), cut to a short answer; an edit read with related ones, by the object of the fact the answer names
+    (`picked_object`)."""
 
     router: Router
     options: GenerationOptions  # a short answer: a few tokens, greedy

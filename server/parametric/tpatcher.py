@@ -341,6 +341,10 @@ class TPatcher:
         if request.memory_subjects is not None and not 0 <= request.memory_subjects <= MAX_MEMORY_SUBJECTS:
             raise InvalidArgument(f"options.memory_subjects must be in [0, {MAX_MEMORY_SUBJECTS}], "
                                   f"got {request.memory_subjects}")
+        options = with_request(self.options, request, "fire_at", "memory_subjects")
+        if options.fire_at == "subject" and options.memory_subjects == 0:  # the memory would hold nothing
+            raise InvalidArgument("options.fire_at subject needs options.memory_subjects of at least 1: firing at the "
+                                  "subject, the memory holds only the other subjects' prompts")
 
     def starter(self, edit: Edit, options: PatchOptions) -> Starter:
         return one_neuron

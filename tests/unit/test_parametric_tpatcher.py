@@ -104,6 +104,11 @@ def test_fire_at_names_a_position() -> None:
     with pytest.raises(InvalidArgument, match=r"options.memory_subjects must be in \[0, 256\], got 1000"):
         TPatcher().check(MethodRequest("tpatcher", memory_subjects=1000))
     TPatcher().check(MethodRequest("tpatcher", fire_at="subject", memory_subjects=64))
+    with pytest.raises(InvalidArgument, match="fire_at subject needs options.memory_subjects of at least 1"):
+        TPatcher().check(MethodRequest("tpatcher", fire_at="subject", memory_subjects=0))
+    with pytest.raises(InvalidArgument, match="memory_subjects of at least 1"):  # the method's own fire_at counts
+        TPatcher(options=PatchOptions(fire_at="subject")).check(MethodRequest("tpatcher", memory_subjects=0))
+    TPatcher().check(MethodRequest("tpatcher", memory_subjects=0))  # the last token: "{subject} is a" stays
 
 
 def test_a_neuron_firing_on_the_subject_below_the_last_layer_writes_the_edit(

@@ -177,6 +177,8 @@ def test_ike_writes_the_related_facts_as_sentences_after_the_edits(tmp_path: Pat
     (" Ivo Josipovic, since 2010\n", "Ivo Josipovic"),  # the related fact's object, exactly as stored
     (" croatia.\n", "Croatia"),  # the answering edit's: a one-hop step still takes its edit's object exactly
     (" Zagreb. It is\n", "Croatia"),  # names no fact: the answering edit's object, not the model's free text
+    (' "Ivo Josipovic" is\n', "Ivo Josipovic"),  # quoted
+    (" Croatian president Ivo\n", "Croatia"),  # "Croatian" is not "Croatia": names none, the edit's own
 ])
 def test_a_step_that_read_several_facts_takes_the_object_its_answer_names(says: str, answer: str) -> None:
     r, _ = router([(CITIZEN, 0.9)], others=[HEAD], says=says)
@@ -209,3 +211,11 @@ def test_the_store_lists_the_live_facts_about_a_subject_as_a_query_reads_them(
         assert [e.id for e in store.live_about("ns", "Croatia")] == [edits[1].id]
     finally:
         store.close()
+
+
+def test_a_step_whose_edit_was_found_by_its_object_is_not_answered_with_that_object() -> None:
+    """With the reverse route off, "Who is a citizen of Croatia?" finds CITIZEN by its object; the facts about Croatia
+    are read too, and the answer is the model's, never "Croatia", the name the step asks about."""
+    r, _ = router([(CITIZEN, 0.9)], others=[HEAD], by_object=[CITIZEN], says=" Ellie Kemper\n")
+    hop = RouterSteps(r, OPTIONS).answer("ns", "Who is a citizen of Croatia?")
+    assert (hop.edit, hop.related, hop.answer) == (CITIZEN, (HEAD,), "Ellie Kemper")
