@@ -180,6 +180,25 @@ def test_apply_parametric_options(channel: grpc.Channel, baked_edit_id: str, met
 
 
 @FUZZ
+@given(method=st.sampled_from([ppb.PARAMETRIC_METHOD_TPATCHER, ppb.PARAMETRIC_METHOD_CALINET]),
+       fire_at=st.one_of(st.none(), st.sampled_from(["last", "subject", "Last", "subject "]), st.text(max_size=16)),
+       memory_subjects=st.one_of(st.none(), st.integers(-2**31, 2**31 - 1), st.integers(-1, 300)))
+def test_apply_parametric_neuron_options(channel: grpc.Channel, baked_edit_id: str, method: int, fire_at: str | None,
+                                         memory_subjects: int | None) -> None:
+    options = ppb.ParametricOptions(fire_at=fire_at, memory_subjects=memory_subjects)
+    request = ppb.ApplyParametricRequest(namespace="fuzz", method=method, edit_ids=[baked_edit_id],  # type: ignore[arg-type]
+                                         options=options)
+    code = outcome(lambda: list(ppb_grpc.ParametricServiceStub(channel).ApplyParametric(request, timeout=30)))
+    bad_place = fire_at is not None and fire_at not in ("last", "subject")
+    bad_count = memory_subjects is not None and not 0 <= memory_subjects <= 256
+    empty_memory = fire_at == "subject" and memory_subjects == 0
+    expected = grpc.StatusCode.INVALID_ARGUMENT if bad_place or bad_count or empty_memory else (
+        grpc.StatusCode.FAILED_PRECONDITION)  # valid options stop at the edit already in the weights
+    assert code == expected, (code, fire_at, memory_subjects)
+    assert_serving(channel)
+
+
+@FUZZ
 @given(path=export_paths)
 def test_export_model_paths(channel: grpc.Channel, server: LocalServer, path: str) -> None:
     request = ppb.ExportModelRequest(path=path)
