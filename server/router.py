@@ -95,27 +95,29 @@ class Router:
         else:
             if hit.edit.kind is not EditKind.ERASE:  # an erase edit's answer is the refusal, whatever else holds
                 also = [h.edit for score, h in ranked[1:] if score >= self.threshold and not h.by_object]
-                related = self.related(query.namespace, hit.edit, also)
+                related = self.related(query.namespace, query.text, hit.edit, also)
             route = self.in_scope(hit.edit, query.text, related)
         timings.gate_ms += (perf_counter() - started) * 1e3  # related facts and the counterfactual judgement
         if route is Route.BASE:  # the counterfactual model abstained: answered as out of scope
             return Decision(Route.BASE, None, p, timings, abstained=True)
         return Decision(route, hit.edit, p, timings, by_object=hit.by_object, related=related)
 
-    def related(self, namespace: str, edit: Edit, also_in_scope: Sequence[Edit]) -> tuple[Edit, ...]:
-        """Up to max_facts - 1 facts an answer from `edit` reads after it: `also_in_scope` (the other edits the gate
-        let in, best first), then, breadth first, the live edits whose subject is a read fact's new object (oldest
-        first, as the store lists them). Only facts (modify and insert edits) that the gate can see."""
+    def related(self, namespace: str, text: str, edit: Edit, also_in_scope: Sequence[Edit]) -> tuple[Edit, ...]:
+        """Up to max_facts - 1 facts an answer from `edit` to `text` reads after it: `also_in_scope` (the other edits
+        the gate let in, best first), then, breadth first, the live edits whose subject is a read fact's new object;
+        where an object has more than there is room for, those whose prompt is closest to `text` (the relation it
+        asks: "the head of state of" over "the capital of"). Only facts (modify and insert edits) the gate can see."""
         chosen: dict[str, Edit] = {edit.id: edit}
 
         def take(candidates: Sequence[Edit]) -> None:
-            for candidate in candidates:
-                if len(chosen) >= self.max_facts:
-                    return
-                if candidate.kind in STATED_KINDS and not self.scope.hidden(candidate):
-                    chosen.setdefault(candidate.id, candidate)
+            fresh = [c for c in candidates
+                     if c.kind in STATED_KINDS and c.id not in chosen and not self.scope.hidden(c)]
+            room = self.max_facts - len(chosen)
+            if len(fresh) > room:
+                fresh = self.scope.closest(text, fresh)[:room]
+            chosen.update((c.id, c) for c in fresh)
 
-        take(also_in_scope)
+        take(also_in_scope[: self.max_facts - 1])  # already ranked by the gate
         read = 0
         while read < len(chosen) < self.max_facts:
             fact = list(chosen.values())[read]

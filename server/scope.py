@@ -202,6 +202,14 @@ class ScopeCheck:
         timings = Timings(search_ms=(t2 - t1) * 1e3, gate_ms=(t3 - t2) * 1e3)
         return sorted(zip(scores, hits, strict=True), key=lambda s: s[0], reverse=True), timings
 
+    def closest(self, text: str, edits: Sequence[Edit]) -> list[Edit]:
+        """`edits` ordered by the cosine of their prompt to `text`, closest first (ties in the given order): among
+        edits of one subject, the relation the text asks. One encoder pass."""
+        vectors = self.embedder.encode([text, *(e.prompt for e in edits)])  # (1 + n, dim), normalised
+        similarity = vectors[1:] @ vectors[0]  # (n,)
+        order = sorted(range(len(edits)), key=lambda i: -float(similarity[i]))
+        return [edits[i] for i in order]
+
     def _by_object(self, namespace: str, text: str) -> list[Hit]:
         """The newest `top_k` edits whose new object the query names and whose subject (or an alias of it) it does
         not (a query naming the subject is the subject keys' to find), as hits for the gate to read from the object;

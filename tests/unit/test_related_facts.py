@@ -105,6 +105,16 @@ def test_other_edits_the_gate_let_in_come_first_then_the_chains_breadth_first_up
     assert router(found, others=[MAYOR], max_facts=2)[0].decide(QUESTION).related == (BORN,)
 
 
+def test_where_an_object_has_more_edits_than_room_those_closest_to_the_question_are_read() -> None:
+    capital = make_edit("1" * 32, prompt="The capital of Croatia is", target_new="Split", subject="Croatia")
+    anthem = make_edit("2" * 32, prompt="The anthem of Croatia is", target_new="Lijepa", subject="Croatia")
+    others = [capital, anthem, HEAD]  # the store lists them oldest first: HEAD last
+    assert router([(CITIZEN, 0.9)], others=others, max_facts=2)[0].decide(QUESTION).related == (HEAD,)
+    capital_question = Query("ns", "What is the capital of the country Ellie Kemper is a citizen of?")
+    assert router([(CITIZEN, 0.9)], others=others, max_facts=2)[0].decide(capital_question).related == (capital,)
+    assert router([(CITIZEN, 0.9)], others=others)[0].decide(QUESTION).related == (capital, anthem, HEAD)  # room
+
+
 def test_a_chain_that_comes_back_to_a_read_fact_ends() -> None:
     back = make_edit("e" * 32, prompt="The most famous citizen of Croatia is", target_new="Ellie Kemper",
                      subject="Croatia")
