@@ -106,16 +106,22 @@ class Router:
         """Up to max_facts - 1 facts an answer from `edit` to `text` reads after it: `also_in_scope` (the other edits
         the gate let in, best first), then, breadth first, the live edits whose subject is a read fact's new object;
         where an object has more than there is room for, those whose prompt is closest to `text` (the relation it
-        asks: "the head of state of" over "the capital of"). Only facts (modify and insert edits) the gate can see."""
+        asks: "the head of state of" over "the capital of"). Only facts (modify and insert edits) the gate can see, and
+        each sentence once (edits kept side by side may state the same fact)."""
         chosen: dict[str, Edit] = {edit.id: edit}
+        stated = {edit.statement()}
 
         def take(candidates: Sequence[Edit]) -> None:
-            fresh = [c for c in candidates
-                     if c.kind in STATED_KINDS and c.id not in chosen and not self.scope.hidden(c)]
+            first: dict[str, Edit] = {}  # sentence → the first candidate stating it
+            for candidate in candidates:
+                if candidate.kind in STATED_KINDS and not self.scope.hidden(candidate):
+                    first.setdefault(candidate.statement(), candidate)
+            fresh = [c for sentence, c in first.items() if sentence not in stated]
             room = self.max_facts - len(chosen)
             if len(fresh) > room:
                 fresh = self.scope.closest(text, fresh)[:room]
             chosen.update((c.id, c) for c in fresh)
+            stated.update(c.statement() for c in fresh)
 
         take(also_in_scope[: self.max_facts - 1])  # already ranked by the gate
         read = 0

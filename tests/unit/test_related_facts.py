@@ -115,6 +115,12 @@ def test_where_an_object_has_more_edits_than_room_those_closest_to_the_question_
     assert router([(CITIZEN, 0.9)], others=others)[0].decide(QUESTION).related == (capital, anthem, HEAD)  # room
 
 
+def test_a_fact_stated_by_several_edits_is_read_once() -> None:
+    twin = replace(HEAD, id="9" * 32)  # the same fact, kept side by side (added without supersede)
+    assert router([(CITIZEN, 0.9), (replace(CITIZEN, id="8" * 32), 0.9)], others=[HEAD, twin])[0].decide(
+        QUESTION).related == (HEAD,)
+
+
 def test_a_chain_that_comes_back_to_a_read_fact_ends() -> None:
     back = make_edit("e" * 32, prompt="The most famous citizen of Croatia is", target_new="Ellie Kemper",
                      subject="Croatia")
