@@ -111,19 +111,19 @@ class Router:
         chosen: dict[str, Edit] = {edit.id: edit}
         stated = {edit.statement()}
 
-        def take(candidates: Sequence[Edit]) -> None:
+        def take(candidates: Sequence[Edit], ranked: bool = False) -> None:
             first: dict[str, Edit] = {}  # sentence → the first candidate stating it
             for candidate in candidates:
                 if candidate.kind in STATED_KINDS and not self.scope.hidden(candidate):
                     first.setdefault(candidate.statement(), candidate)
             fresh = [c for sentence, c in first.items() if sentence not in stated]
             room = self.max_facts - len(chosen)
-            if len(fresh) > room:
-                fresh = self.scope.closest(text, fresh)[:room]
-            chosen.update((c.id, c) for c in fresh)
-            stated.update(c.statement() for c in fresh)
+            if len(fresh) > room and not ranked:
+                fresh = self.scope.closest(text, fresh)
+            chosen.update((c.id, c) for c in fresh[:room])
+            stated.update(c.statement() for c in fresh[:room])
 
-        take(also_in_scope[: self.max_facts - 1])  # already ranked by the gate
+        take(also_in_scope, ranked=True)  # the gate's order
         read = 0
         while read < len(chosen) < self.max_facts:
             fact = list(chosen.values())[read]

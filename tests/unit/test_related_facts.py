@@ -115,6 +115,12 @@ def test_where_an_object_has_more_edits_than_room_those_closest_to_the_question_
     assert router([(CITIZEN, 0.9)], others=others)[0].decide(QUESTION).related == (capital, anthem, HEAD)  # room
 
 
+def test_edits_the_gate_let_in_are_read_in_its_order_past_those_that_state_no_fact() -> None:
+    erased = replace(HEAD, id="7" * 32, kind=EditKind.ERASE)
+    found = [(CITIZEN, 0.9), (erased, 0.8), (BORN, 0.7), (MAYOR, 0.6)]
+    assert router(found, max_facts=2)[0].decide(QUESTION).related == (BORN,)
+
+
 def test_a_fact_stated_by_several_edits_is_read_once() -> None:
     twin = replace(HEAD, id="9" * 32)  # the same fact, kept side by side (added without supersede)
     assert router([(CITIZEN, 0.9), (replace(CITIZEN, id="8" * 32), 0.9)], others=[HEAD, twin])[0].decide(
