@@ -108,8 +108,8 @@ class Router:
         where an object has more than there is room for, those whose prompt is closest to `text` (the relation it
         asks: "the head of state of" over "the capital of"). Only facts (modify and insert edits) the gate can see, and
         each sentence once (edits kept side by side may state the same fact)."""
-        chosen: dict[str, Edit] = {edit.id: edit}
-        stated = {edit.statement()}
+        chosen = [edit]
+        stated = {edit.statement()}  # the sentences read: keeps out an edit already read and a repeated fact alike
 
         def take(candidates: Sequence[Edit], ranked: bool = False) -> None:
             first: dict[str, Edit] = {}  # sentence → the first candidate stating it
@@ -120,17 +120,16 @@ class Router:
             room = self.max_facts - len(chosen)
             if len(fresh) > room and not ranked:
                 fresh = self.scope.closest(text, fresh)
-            chosen.update((c.id, c) for c in fresh[:room])
+            chosen.extend(fresh[:room])
             stated.update(c.statement() for c in fresh[:room])
 
         take(also_in_scope, ranked=True)  # the gate's order
-        read = 0
-        while read < len(chosen) < self.max_facts:
-            fact = list(chosen.values())[read]
+        for fact in chosen:  # the list grows as facts are taken: breadth first
+            if len(chosen) >= self.max_facts:
+                break
             if fact.kind in STATED_KINDS:
                 take(self.memory.facts_about(namespace, fact.target_new))
-            read += 1
-        return tuple(chosen.values())[1:]
+        return tuple(chosen[1:])
 
     def in_scope(self, edit: Edit, text: str, related: Sequence[Edit] = ()) -> Route:
         """The route for an in-scope query: the configured one, unless the counterfactual model abstains (base)
