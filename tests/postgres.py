@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from server.memory.store import EditStore
+
 USER = "editcache"
 
 
@@ -108,3 +110,12 @@ def postgres() -> Iterator[LocalPostgres]:
 def postgres_url(postgres: LocalPostgres) -> str:
     """A fresh database on the session's server."""
     return postgres.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_on_each_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EditStore]:
+    """An empty EditStore in a SQLite file, then in a fresh PostgreSQL database; closed after the test."""
+    location = tmp_path / "edits.sqlite" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    store = EditStore(location)
+    yield store
+    store.close()

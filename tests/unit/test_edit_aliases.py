@@ -86,19 +86,12 @@ def test_the_memory_indexes_alias_keys_and_keeps_aliases_across_a_restart_and_an
     memory.close()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_both_stores_keep_aliases_and_one_key_per_alias(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    location = tmp_path / "edits.sqlite" if backend == "sqlite" else request.getfixturevalue("postgres_url")
-    store = EditStore(location)
-    try:
-        vectors = np.eye(8, dtype=np.float32)[: len(ZIC3.key_texts())]  # (n_keys, 8)
-        (edit,), changes = store.insert("ns", [ZIC3], [vectors])
-        assert len(changes.add_ids) == 4 and store.get("ns", edit.id).aliases == ZIC3.aliases
-        assert sorted(text for _, text in store.key_texts()) == sorted(ZIC3.key_texts())
-    finally:
-        store.close()
+def test_both_stores_keep_aliases_and_one_key_per_alias(store_on_each_backend: EditStore) -> None:
+    store = store_on_each_backend
+    vectors = np.eye(8, dtype=np.float32)[: len(ZIC3.key_texts())]  # (n_keys, 8)
+    (edit,), changes = store.insert("ns", [ZIC3], [vectors])
+    assert len(changes.add_ids) == 4 and store.get("ns", edit.id).aliases == ZIC3.aliases
+    assert sorted(text for _, text in store.key_texts()) == sorted(ZIC3.key_texts())
 
 
 def test_an_edit_written_to_json_before_aliases_reads_back_with_none() -> None:

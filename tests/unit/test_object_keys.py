@@ -48,25 +48,18 @@ def test_a_query_names_every_span_of_whole_words_normalised() -> None:
     assert named_keys("Babur, a b c d", last_words=4) == named_keys("a b c d")  # names in the last words only
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_the_store_finds_live_fact_edits_by_their_object_newest_first(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    location = tmp_path / "edits.sqlite" if backend == "sqlite" else request.getfixturevalue("postgres_url")
-    store = EditStore(location)
-    try:
-        specs = [FATHER, EditSpec("Noor Brandt", "Noor Brandt's father is", "Tomas  BRANDT"), SISTER,
-                 EditSpec("Tomas Brandt", "Tomas Brandt was born in", "", target_true="Oslo", kind=EditKind.ERASE)]
-        edits, _ = store.insert("ns", specs, [np.eye(8, dtype=np.float32)[:1] for _ in specs])
-        found = store.live_with_objects("ns", named_keys("Who is the daughter of Tomas Brandt?"), 8)
-        assert [e.id for e in found] == [edits[1].id, edits[0].id]  # the erase edit has no object
-        assert [e.id for e in store.live_with_objects("ns", ["tomas brandt"], 1)] == [edits[1].id]
-        assert store.live_with_objects("other", ["tomas brandt"], 8) == []
-        store.delete("ns", edits[1].id)
-        assert [e.id for e in store.live_with_objects("ns", ["tomas brandt"], 8)] == [edits[0].id]
-        assert store.live_with_objects("ns", [], 8) == [] and store.live_with_objects("ns", [""], 8) == []
-    finally:
-        store.close()
+def test_the_store_finds_live_fact_edits_by_their_object_newest_first(store_on_each_backend: EditStore) -> None:
+    store = store_on_each_backend
+    specs = [FATHER, EditSpec("Noor Brandt", "Noor Brandt's father is", "Tomas  BRANDT"), SISTER,
+             EditSpec("Tomas Brandt", "Tomas Brandt was born in", "", target_true="Oslo", kind=EditKind.ERASE)]
+    edits, _ = store.insert("ns", specs, [np.eye(8, dtype=np.float32)[:1] for _ in specs])
+    found = store.live_with_objects("ns", named_keys("Who is the daughter of Tomas Brandt?"), 8)
+    assert [e.id for e in found] == [edits[1].id, edits[0].id]  # the erase edit has no object
+    assert [e.id for e in store.live_with_objects("ns", ["tomas brandt"], 1)] == [edits[1].id]
+    assert store.live_with_objects("other", ["tomas brandt"], 8) == []
+    store.delete("ns", edits[1].id)
+    assert [e.id for e in store.live_with_objects("ns", ["tomas brandt"], 8)] == [edits[0].id]
+    assert store.live_with_objects("ns", [], 8) == [] and store.live_with_objects("ns", [""], 8) == []
 
 
 @pytest.fixture(scope="module")

@@ -214,25 +214,20 @@ def test_an_edit_read_at_two_steps_is_listed_once_where_first_used() -> None:
     assert chain.edits_used == (CITIZEN.id, HEAD.id)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_store_lists_the_live_facts_about_a_subject_as_a_query_reads_them(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    store_on_each_backend: EditStore,
 ) -> None:
-    location = tmp_path / "edits.sqlite" if backend == "sqlite" else request.getfixturevalue("postgres_url")
-    store = EditStore(location)
-    try:
-        specs = [EditSpec("Croatia", "The head of state of Croatia is", "Ivo Josipovic"),
-                 EditSpec("croatia ", "The capital of Croatia is", "Split"),
-                 EditSpec("Croatia", "", "", kind=EditKind.REGEX, pattern="Croatia", replacement="Hrvatska"),
-                 EditSpec("Slovenia", "The capital of Slovenia is", "Maribor")]
-        vectors = [np.eye(8, dtype=np.float32)[: 0 if s.kind is EditKind.REGEX else 1] for s in specs]
-        edits, _ = store.insert("ns", specs, vectors)
-        assert [e.id for e in store.live_about("ns", " CROATIA")] == [edits[0].id, edits[1].id]  # oldest first
-        assert store.live_about("other", "Croatia") == [] and store.live_about("ns", "Serbia") == []
-        store.delete("ns", edits[0].id)
-        assert [e.id for e in store.live_about("ns", "Croatia")] == [edits[1].id]
-    finally:
-        store.close()
+    store = store_on_each_backend
+    specs = [EditSpec("Croatia", "The head of state of Croatia is", "Ivo Josipovic"),
+             EditSpec("croatia ", "The capital of Croatia is", "Split"),
+             EditSpec("Croatia", "", "", kind=EditKind.REGEX, pattern="Croatia", replacement="Hrvatska"),
+             EditSpec("Slovenia", "The capital of Slovenia is", "Maribor")]
+    vectors = [np.eye(8, dtype=np.float32)[: 0 if s.kind is EditKind.REGEX else 1] for s in specs]
+    edits, _ = store.insert("ns", specs, vectors)
+    assert [e.id for e in store.live_about("ns", " CROATIA")] == [edits[0].id, edits[1].id]  # oldest first
+    assert store.live_about("other", "Croatia") == [] and store.live_about("ns", "Serbia") == []
+    store.delete("ns", edits[0].id)
+    assert [e.id for e in store.live_about("ns", "Croatia")] == [edits[1].id]
 
 
 def test_a_step_whose_edit_was_found_by_its_object_is_not_answered_with_that_object() -> None:
