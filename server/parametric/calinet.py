@@ -79,11 +79,13 @@ def initial_slots(edit_inputs: torch.Tensor, memory: torch.Tensor, n: int, key_s
 
 def slots_start(options: SlotOptions, generator: torch.Generator, edit_inputs: torch.Tensor,
                 edit_outputs: torch.Tensor, memory: torch.Tensor) -> Start:
-    """`initial_slots`, steps scaled by the slots' mean key norm and the FFN's mean output norm at the edit."""
-    value_norm = float(edit_outputs.norm(dim=1).mean())
-    keys, biases, values = initial_slots(edit_inputs, memory, options.slots, options.key_spread,
+    """`initial_slots` at the first place (the prompt's last token; edit_inputs (p, f, d_in)), every slot firing
+    there; steps scaled by the slots' mean key norm and the FFN's mean output norm at the edit."""
+    value_norm = float(edit_outputs[:, 0].norm(dim=1).mean())
+    keys, biases, values = initial_slots(edit_inputs[:, 0], memory, options.slots, options.key_spread,
                                          options.value_scale * value_norm, edit_outputs.shape[-1], generator)
-    return Start(keys, biases, values, float(keys.norm(dim=1).mean()), value_norm)
+    return Start(keys, biases, values, float(keys.norm(dim=1).mean()), value_norm,
+                 torch.zeros(options.slots, dtype=torch.long))
 
 
 @dataclass(frozen=True)

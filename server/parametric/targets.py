@@ -88,8 +88,9 @@ class Continuation:
     logprobs: torch.Tensor  # (n, tokens, vocab) the unedited model's log-probabilities there
 
 
-def continue_greedily(model: PreTrainedModel, batch: PromptBatch, tokens: int) -> Continuation:
-    """Each row of `batch` (prompt + answer) extended by the model's `tokens` greedy next tokens, as it is now."""
+def extend_greedily(model: PreTrainedModel, batch: PromptBatch, tokens: int) -> tuple[PromptBatch, torch.Tensor]:
+    """Each row of `batch` extended by the model's `tokens` greedy next tokens, as it is now, and the positions
+    (n, tokens) that predicted them."""
     lengths = batch.attention_mask.sum(dim=1)  # (n,) right-padded: a row's tokens are its first `length`
     rows = torch.arange(len(lengths))
     width = int(lengths.max()) + tokens
@@ -107,8 +108,15 @@ def continue_greedily(model: PreTrainedModel, batch: PromptBatch, tokens: int) -
             logits = forward(model, extended(), positions[:, j : j + 1])  # (n, 1, vocab)
             ids[rows, positions[:, j] + 1] = logits[:, 0].argmax(dim=-1)
             mask[rows, positions[:, j] + 1] = 1
-        logprobs = torch.log_softmax(forward(model, extended(), positions).float(), dim=-1)
-    return Continuation(extended(), positions, logprobs)
+    return extended(), positions
+
+
+def continue_greedily(model: PreTrainedModel, batch: PromptBatch, tokens: int) -> Continuation:
+    """Each row of `batch` (prompt + answer) extended by the model's `tokens` greedy next tokens, as it is now."""
+    extended, positions = extend_greedily(model, batch, tokens)
+    with torch.no_grad():
+        logprobs = torch.log_softmax(forward(model, extended, positions).float(), dim=-1)
+    return Continuation(extended, positions, logprobs)
 
 
 def held_kl(logits: torch.Tensor, original: torch.Tensor) -> torch.Tensor:

@@ -6,13 +6,21 @@ to an FFN (by default the last layer's), trained to fire on the edit's question 
                 its second; the FFN here may be gated, so the neuron sits beside it with an activation of its own:
                 relu makes "silent" exactly zero, so a prompt the neuron does not fire on is answered by the
                 unedited model to the last bit)
+    neurons     one per answer token: the paper's multiple-neuron patching for generation (its `act_loc` list, a
+                neuron per decoding step), so that a several-token answer is written token by token: neuron j fires
+                where the prompt followed by the answer's first j tokens predicts token j (a single value vector
+                cannot ask for different tokens at different positions; on zsRE one neuron per edit wrote 0.40 of
+                the answers whole, TF 0.65: docs/BENCHMARKS.md, T-Patcher). Firing on the subject (`fire_at`), one.
     loss        L = L_e + a·L_a + m·L_m, as the paper:
                 L_e  the new answer's NLL on the edit's prompts (after each context prefix and in other wordings,
-                     as ROME's value is optimised), with the neuron in the FFN at every position
-                L_a  hinge: the pre-activation at each of those prompts' last token at least FIRE_MARGIN (with
-                     `fire_at` "subject", at the subject's last token, a layer below the last: docs/BENCHMARKS.md)
-                L_m  hinge: the pre-activation at every position of a memory of other inputs at most SILENT_MARGIN
-                     (below 0), averaged over the positions that break it (the paper's "margin" loss)
+                     as ROME's value is optimised), with the neurons in the FFN at every position
+                L_a  hinge: each neuron's pre-activation at its place in each of those prompts (the position that
+                     predicts its answer token) at least FIRE_MARGIN (with `fire_at` "subject", at the subject's last
+                     token, a layer below the last: docs/BENCHMARKS.md)
+                L_m  hinge: the pre-activation at every position of a memory of other inputs (each continued by the
+                     model's greedy tokens, as many as the answer has after its first), and at the places of the
+                     edit's other neurons, at most SILENT_MARGIN (below 0), averaged over the positions that
+                     break it (the paper's "margin" loss)
     memory      (the paper's is the FFN inputs of its training set; the server has no such set at edit time)
                 every position of: the edit's prompt and its other wordings with the subject replaced by real
                 subjects that a training file asks the same question about (memory_subjects.py: another singer
@@ -21,10 +29,10 @@ to an FFN (by default the last layer's), trained to fire on the edit's question 
                 subjects are drawn from a table shipped in artifacts/tpatcher/, seeded by the edit's prompt and
                 subject; an unknown template gets subjects of any question. (Eight fixed stand-ins, "John Smith",
                 "Paris", ..., taught the neuron the relation, not the subject: docs/BENCHMARKS.md, T-Patcher.)
-    start       k = (x̄_e − μ) / ‖x̄_e − μ‖², b = −k·μ (x̄_e the mean edit input, μ the memory's mean): the neuron
-                starts at 1 on the edit and at 0 on the memory's centre; v = 0 (the paper starts k at x_e / ‖x_e‖²
-                with b = 0: centring first keeps it from starting at 1 on every position, which share a large
-                common direction)
+    start       k = (x̄_e − μ) / ‖x̄_e − μ‖², b = −k·μ (x̄_e the mean edit input at the neuron's place, μ the
+                memory's mean): the neuron starts at 1 on the edit and at 0 on the memory's centre; v = 0 (the
+                paper starts k at x_e / ‖x_e‖² with b = 0: centring first keeps it from starting at 1 on every
+                position, which share a large common direction)
 
 At the last layer a neuron firing inside a prompt changes only the prediction of that prompt's next token, which the
 prompt already gives: only its last position and the generated ones matter for an answer.
@@ -48,7 +56,7 @@ from server.parametric.memory_subjects import SubjectTable, shipped_subjects
 from server.parametric.method import MethodContext, MethodRequest, one_at_a_time, with_request
 from server.parametric.prompts import EditPrompts, PromptBatch, build_batch
 from server.parametric.tap import recording
-from server.parametric.targets import Progress, answer_nll, forward
+from server.parametric.targets import Progress, answer_nll, extend_greedily, forward
 from server.types import Edit
 
 KIND = "tpatcher"
@@ -241,20 +249,34 @@ def memory_prompts(edit: Edit, prompts: EditPrompts, subjects: Sequence[str],
 
 
 def memory_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, module: nn.Module, edit: Edit,
-                  prompts: EditPrompts, subjects: Sequence[str], own_subject: bool = True) -> torch.Tensor:
-    """The module's input at every position of the memory's prompts, (m, d_in)."""
+                  prompts: EditPrompts, subjects: Sequence[str], own_subject: bool = True,
+                  continued: int = 0) -> torch.Tensor:
+    """The module's input at every position of the memory's prompts, each followed by the model's `continued` greedy
+    tokens: where another subject's own answer is written, which a neuron for a later answer token must not fire on
+    (the paper's memory holds every decoder position of its training targets). (m, d_in)"""
     groups = memory_prompts(edit, prompts, subjects, own_subject)
-    batches = [build_batch(tokenizer, group, subject) for group, subject in groups]
+    batches = [extend_greedily(model, build_batch(tokenizer, group, subject), continued)[0]
+               for group, subject in groups]
     return torch.cat([module_io(model, module, b)[0][b.attention_mask.bool()] for b in batches]).float()
 
 
-def patch_loss(edit_nll: torch.Tensor, edit_pre: torch.Tensor, memory_pre: torch.Tensor,
+def patch_loss(edit_nll: torch.Tensor, fire_pre: torch.Tensor, silent_pre: torch.Tensor,
                options: PatchOptions) -> torch.Tensor:
-    """L = L_e + a·L_a + m·L_m; edit_pre (p, n) every neuron's pre-activation at each edit prompt's last token,
-    memory_pre (m, n) at every memory position."""
-    fire = activation_loss(edit_pre.flatten(), options.fire_margin)
+    """L = L_e + a·L_a + m·L_m; fire_pre the pre-activations that must fire (each neuron at its places in the edit's
+    prompts), silent_pre those that must not (the memory's positions, the other neurons' places), any shapes."""
+    fire = activation_loss(fire_pre.flatten(), options.fire_margin)
     return edit_nll + options.activation_weight * fire + options.memory_weight * memory_loss(
-        memory_pre.flatten(), options.silent_margin)
+        silent_pre.flatten(), options.silent_margin)
+
+
+def firing_masks(places: torch.Tensor, f: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fire, silent), each (f, n): neuron i must fire at place j when j is its place (`places` (n,) in [0, f)), and
+    stay silent at the places of the other neurons; a place no neuron has is left free (CaliNET's slots all fire at
+    the prompt's last token and say nothing about the answer's later tokens)."""
+    at = torch.arange(f)[:, None]  # (f, 1)
+    fire = at == places[None, :]  # (f, n)
+    taken = torch.isin(torch.arange(f), places)[:, None]  # (f, 1)
+    return fire, taken & ~fire
 
 
 @dataclass(frozen=True)
@@ -266,17 +288,21 @@ class Start:
     values: torch.Tensor  # (n, d_out)
     key_norm: float
     value_norm: float
+    places: torch.Tensor  # (n,) the place each neuron fires at: a column of the edit's places (p, f)
 
 
-# (edit inputs (p, d_in), the FFN's outputs there (p, d_out), memory inputs (m, d_in)) → the start
+# (edit inputs (p, f, d_in), the FFN's outputs there (p, f, d_out), memory inputs (m, d_in)) → the start, for each
+# edit prompt's f places: the positions predicting the answer's tokens, or the subject's last token (f = 1)
 Starter = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Start]
 
 
-def one_neuron(edit_inputs: torch.Tensor, edit_outputs: torch.Tensor, memory: torch.Tensor) -> Start:
-    """T-Patcher's start: `initial_neuron`'s key and bias, v = 0; steps scaled by the first prompt's output."""
-    key, bias = initial_neuron(edit_inputs, memory)
-    return Start(key[None], bias.reshape(1), torch.zeros_like(edit_outputs[:1]), float(key.norm()),
-                 float(edit_outputs[0].norm()))
+def neuron_per_place(edit_inputs: torch.Tensor, edit_outputs: torch.Tensor, memory: torch.Tensor) -> Start:
+    """T-Patcher's start, a neuron per place: `initial_neuron`'s key and bias there, v = 0; steps scaled by the keys'
+    mean norm and the FFN's output at the first prompt's first place."""
+    keys, biases = zip(*(initial_neuron(edit_inputs[:, j], memory) for j in range(edit_inputs.shape[1])), strict=True)
+    key_rows = torch.stack(keys)  # (f, d_in)
+    return Start(key_rows, torch.stack(biases), torch.zeros(len(keys), edit_outputs.shape[-1]),
+                 float(key_rows.norm(dim=1).mean()), float(edit_outputs[0, 0].norm()), torch.arange(len(keys)))
 
 
 def train_neurons(
@@ -295,28 +321,33 @@ def train_neurons(
     name = ffn_module(arch, layer)
     module = model.get_submodule(name)
     rewrite = build_batch(tokenizer, prompts.value, edit.subject, edit.target_new)
-    plain = build_batch(tokenizer, prompts.value, edit.subject)
-    rows = torch.arange(len(prompts.value))
     on_subject = options.fire_at == "subject"
-    # (p,) where each prompt's neuron must fire: the subject's last token, or the prompt's last
-    fire = plain.subject_last if on_subject else plain.attention_mask.sum(dim=1) - 1
-    inputs, outputs = module_io(model, module, plain)
-    edit_inputs, edit_outputs = inputs[rows, fire].float(), outputs[rows, fire].float()  # (p, d_in), (p, d_out)
+    # (p, f) the places neurons fire at in each prompt: the subject's last token, or each position predicting an
+    # answer token (the prompt's last token first); the prompt's own positions read the same without the answer
+    places = rewrite.subject_last[:, None] if on_subject else rewrite.answer_positions
+    inputs, outputs = module_io(model, module, rewrite)
+    rows = torch.arange(len(prompts.value))[:, None]
+    edit_inputs = inputs[rows, places].float()  # (p, f, d_in)
+    edit_outputs = outputs[rows, places].float()  # (p, f, d_out)
     others = subjects.draw(edit.prompt, edit.subject, options.memory_subjects)
-    memory = memory_inputs(model, tokenizer, module, edit, prompts, others, own_subject=not on_subject)  # (m, d_in)
+    memory = memory_inputs(model, tokenizer, module, edit, prompts, others, own_subject=not on_subject,
+                           continued=places.shape[1] - 1)  # (m, d_in)
     first = start(edit_inputs, edit_outputs, memory)
+    fire, silent = firing_masks(first.places, places.shape[1])  # (f, n) each
     keys, biases, values = (t.clone().requires_grad_(True) for t in (first.keys, first.biases, first.values))
     optimiser = scaled_adam(keys, biases, values, first.key_norm, first.value_norm, options.lr)
     edit_nll = answer_loss(model, arch, layer, rewrite)
     for step in range(options.steps):
         optimiser.zero_grad()
         nll = edit_nll(keys, biases, values)
-        edit_pre, memory_pre = pre_activations(edit_inputs, keys, biases), pre_activations(memory, keys, biases)
+        edit_pre = pre_activations(edit_inputs, keys, biases)  # (p, f, n)
+        fire_pre = edit_pre[:, fire]
+        silent_pre = torch.cat([pre_activations(memory, keys, biases).flatten(), edit_pre[:, silent].flatten()])
         yield Progress(kind, step + 1, options.steps, float(nll.detach()), edit.id)
-        if (nll.item() < options.stop_nll and float(edit_pre.detach().min()) >= options.fire_margin
-                and float(memory_pre.detach().max()) <= options.silent_margin):
+        if (nll.item() < options.stop_nll and float(fire_pre.detach().min()) >= options.fire_margin
+                and float(silent_pre.detach().max()) <= options.silent_margin):
             break
-        patch_loss(nll, edit_pre, memory_pre, options).backward()
+        patch_loss(nll, fire_pre, silent_pre, options).backward()
         optimiser.step()
     tensors = {"key": keys.detach(), "bias": biases.detach(), "value": values.detach()}
     return Addition(edit.id, name, kind, tensors)
@@ -324,8 +355,8 @@ def train_neurons(
 
 @dataclass(frozen=True)
 class TPatcher:
-    """One neuron per edit beside one FFN, each trained with the earlier ones attached. CaliNET (calinet.py) is this
-    with several neurons per edit and another start."""
+    """A neuron per answer token of each edit beside one FFN, each edit's trained with the earlier ones attached.
+    CaliNET (calinet.py) is this with a set of slots per edit at the prompt's last token and another start."""
 
     name = KIND
     batched = False
@@ -347,7 +378,7 @@ class TPatcher:
                                   "subject, the memory holds only the other subjects' prompts")
 
     def starter(self, edit: Edit, options: PatchOptions) -> Starter:
-        return one_neuron
+        return neuron_per_place
 
     def compute(
         self, context: MethodContext, request: MethodRequest, edits: Sequence[Edit]

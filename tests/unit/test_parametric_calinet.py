@@ -49,8 +49,8 @@ def test_every_slot_starts_silent_at_the_memorys_centre_and_near_one_at_the_edit
 
 def test_the_loss_adds_the_weighted_hinges_over_every_slot_to_the_answers_nll() -> None:
     options = SlotOptions(activation_weight=0.5, memory_weight=2.0, fire_margin=1.0, silent_margin=-1.0)
-    edit_pre = torch.tensor([[2.0, 0.0]])  # (p, n): one slot of two is 1 short of the margin, the mean hinge 0.5
-    memory_pre = torch.tensor([[-3.0, 0.0], [1.0, -2.0]])  # (m, n): two of four entries break the margin by 1 and 2
+    edit_pre = torch.tensor([[2.0, 0.0]])  # (p, n) that must fire: one of two is 1 short of the margin, the mean 0.5
+    memory_pre = torch.tensor([[-3.0, 0.0], [1.0, -2.0]])  # that must not: two of four break the margin by 1 and 2
     assert patch_loss(torch.tensor(0.5), edit_pre, memory_pre, options).item() == pytest.approx(
         0.5 + 0.5 * 0.5 + 2.0 * 1.5)
     assert patch_loss(torch.tensor(0.5), edit_pre + 1.0, memory_pre - 5.0, options).item() == pytest.approx(0.5)
