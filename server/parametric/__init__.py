@@ -8,7 +8,7 @@
     ft           FT-L: constrained fine-tuning of one layer, the baseline
     grace        GRACE: a codebook beside one MLP layer, one entry per edit, acting within a deferral radius
     kn           KN: knowledge neurons found by integrated gradients, their value vectors moved to the new answer
-    tpatcher     T-Patcher: one trained neuron per edit beside an FFN, firing on the edit's inputs only
+    tpatcher     T-Patcher: a trained neuron per answer token beside an FFN, firing on the edit's inputs only
     calinet      CaliNET: a few calibration slots per edit beside an FFN (T-Patcher's neurons, trained as the paper)
     wise         WISE: a side memory beside one MLP (edited in shards, merged), chosen per position by a router
     mend         MEND: a trained editor network maps the edit's gradient at the last MLPs to their update

@@ -9,7 +9,8 @@ say the edit's answer while the FFN's own weights stay frozen.
                 σ is relu, T5's FFN activation in the paper's main runs, with a bias per slot (T5 has none): relu
                 makes a silent slot exactly zero, so a prompt no slot fires on is answered by the unedited model to
                 the last bit, whatever the served FFN's own activation. The forward pass is T-Patcher's neurons'
-                (tpatcher.Neurons), n per edit instead of one: one state builder serves both methods.
+                (tpatcher.Neurons), n per edit at the prompt's last token instead of one per answer token: one state
+                builder serves both methods.
     loss        L = L_e + a·L_a + m·L_m
                 L_e  the paper's calibration objective: the new answer's NLL on the edit's prompts, after each context
                      prefix and in other wordings (the paper trains on each fact in several paraphrased templates)
@@ -51,6 +52,7 @@ class SlotOptions(PatchOptions):
     """T-Patcher's loss and steps (its defaults, m = 3), and the slots' start."""
 
     slots: int = 4  # n, calibration slots per edit (the paper's d_c, shared by all its facts, is 64)
+    per_token: bool = False  # every slot fires at the prompt's last token (the paper's calibration of one answer)
     key_spread: float = 0.5  # each key's random part, as a share of the centred edit direction's norm
     value_scale: float = 0.01  # each value's random start, as a share of the FFN's output norm at the edit
 
@@ -79,8 +81,8 @@ def initial_slots(edit_inputs: torch.Tensor, memory: torch.Tensor, n: int, key_s
 
 def slots_start(options: SlotOptions, generator: torch.Generator, edit_inputs: torch.Tensor,
                 edit_outputs: torch.Tensor, memory: torch.Tensor) -> Start:
-    """`initial_slots` at the first place (the prompt's last token; edit_inputs (p, f, d_in)), every slot firing
-    there; steps scaled by the slots' mean key norm and the FFN's mean output norm at the edit."""
+    """`initial_slots` at the one place (the prompt's last token, or the subject's; edit_inputs (p, 1, d_in)), every
+    slot firing there; steps scaled by the slots' mean key norm and the FFN's mean output norm at the edit."""
     value_norm = float(edit_outputs[:, 0].norm(dim=1).mean())
     keys, biases, values = initial_slots(edit_inputs[:, 0], memory, options.slots, options.key_spread,
                                          options.value_scale * value_norm, edit_outputs.shape[-1], generator)
@@ -90,7 +92,7 @@ def slots_start(options: SlotOptions, generator: torch.Generator, edit_inputs: t
 
 @dataclass(frozen=True)
 class CaliNet(TPatcher):
-    """A set of calibration slots per edit beside one FFN, trained as T-Patcher's neuron (tpatcher.train_neurons)."""
+    """A set of calibration slots per edit beside one FFN, trained as T-Patcher's neurons (tpatcher.train_neurons)."""
 
     name = KIND
     options: SlotOptions = SlotOptions()  # a request's steps and lr replace these

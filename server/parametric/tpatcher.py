@@ -1,5 +1,6 @@
-"""T-Patcher (Huang et al. 2023, "Transformer-Patcher: One Mistake Worth One Neuron"): one neuron per edit added
-to an FFN (by default the last layer's), trained to fire on the edit's question and to stay silent elsewhere.
+"""T-Patcher (Huang et al. 2023, "Transformer-Patcher: One Mistake Worth One Neuron"): a neuron per answer token of
+each edit added to an FFN (by default the last layer's), trained to fire on the edit's question and to stay silent
+elsewhere.
 
     neuron      a = relu(k·x + b), x the FFN's input at a position (d_in,); the FFN's output there gains a·v (d_out,)
                 (the paper adds k and b as an extra row of the FFN's first linear map and v as an extra column of
@@ -10,25 +11,30 @@ to an FFN (by default the last layer's), trained to fire on the edit's question 
                 neuron per decoding step), so that a several-token answer is written token by token: neuron j fires
                 where the prompt followed by the answer's first j tokens predicts token j (a single value vector
                 cannot ask for different tokens at different positions; on zsRE one neuron per edit wrote 0.40 of
-                the answers whole, TF 0.65: docs/BENCHMARKS.md, T-Patcher). Firing on the subject (`fire_at`), one.
+                the answers whole, TF 0.65: docs/BENCHMARKS.md, T-Patcher). Firing on the subject (`fire_at`), one;
+                CaliNET (`per_token` off), a set of slots at the prompt's last token.
     loss        L = L_e + a·L_a + m·L_m, as the paper:
                 L_e  the new answer's NLL on the edit's prompts (after each context prefix and in other wordings,
                      as ROME's value is optimised), with the neurons in the FFN at every position
                 L_a  hinge: each neuron's pre-activation at its place in each of those prompts (the position that
                      predicts its answer token) at least FIRE_MARGIN (with `fire_at` "subject", at the subject's last
                      token, a layer below the last: docs/BENCHMARKS.md)
-                L_m  hinge: the pre-activation at every position of a memory of other inputs (each continued by the
-                     model's greedy tokens, as many as the answer has after its first), and at the places of the
-                     edit's other neurons, at most SILENT_MARGIN (below 0), averaged over the positions that
+                L_m  hinge: the pre-activation at every position of a memory of other inputs, and at the places of
+                     the edit's other neurons, at most SILENT_MARGIN (below 0), averaged over the positions that
                      break it (the paper's "margin" loss)
-    memory      (the paper's is the FFN inputs of its training set; the server has no such set at edit time)
-                every position of: the edit's prompt and its other wordings with the subject replaced by real
+    memory      (the paper's is the FFN inputs of its training set, every position of its targets; the server has
+                no such set at edit time) every position of: the edit's prompt and its other wordings with the
+                subject replaced by real
                 subjects that a training file asks the same question about (memory_subjects.py: another singer
                 for "plays", another town for "is located in"; the neighbourhood a neuron keyed to the question
                 alone would break), and ROME's "{subject} is a" (the same subject asked something else). The
                 subjects are drawn from a table shipped in artifacts/tpatcher/, seeded by the edit's prompt and
                 subject; an unknown template gets subjects of any question. (Eight fixed stand-ins, "John Smith",
                 "Paris", ..., taught the neuron the relation, not the subject: docs/BENCHMARKS.md, T-Patcher.)
+                With several answer tokens, each memory prompt is continued by the model's greedy tokens, as many as
+                the answer has after its first (where another subject's own answer is written, which a neuron keyed
+                inside an answer could take), and the edit's prompts join it at the position after the answer (where
+                the neuron of the answer's last tokens would otherwise fire again and repeat it).
     start       k = (x̄_e − μ) / ‖x̄_e − μ‖², b = −k·μ (x̄_e the mean edit input at the neuron's place, μ the
                 memory's mean): the neuron starts at 1 on the edit and at 0 on the memory's centre; v = 0 (the
                 paper starts k at x_e / ‖x_e‖² with b = 0: centring first keeps it from starting at 1 on every
@@ -72,13 +78,15 @@ class PatchOptions:
     activation_weight: float = 1.0  # a
     memory_weight: float = 3.0  # m: chosen on counterfact/train.json cases 0–5 (docs/BENCHMARKS.md)
     fire_margin: float = 1.0  # the pre-activation on the edit's prompts is pushed to at least this
-    silent_margin: float = -1.0  # and on the memory to at most this
+    silent_margin: float = -1.0  # and on the memory (and at the other neurons' places) to at most this
     stop_nll: float = 0.05  # stop once the answer's NLL is below this and both hinges are met
     memory_subjects: int = 16  # other subjects the edit's questions are asked about in the memory
-    # Where the neuron must fire on the edit's prompts: "last", the prompt's last token (the paper's, where the answer
-    # is read), or "subject", the subject's last token (where ROME writes; at a layer below the last, attention
-    # carries it to the answer). Firing on the subject, the memory leaves out the prompt about the edit's own subject.
+    # Where the neurons must fire on the edit's prompts: "last", the prompt's last token and (`per_token`) each
+    # position after it that predicts an answer token (the paper's, where the answer is read), or "subject", the
+    # subject's last token, one neuron (where ROME writes; at a layer below the last, attention carries it to the
+    # answer). Firing on the subject, the memory leaves out the prompt about the edit's own subject.
     fire_at: str = "last"
+    per_token: bool = True  # a neuron per answer token; off, the start's neurons all fire at the prompt's last token
 
     def __post_init__(self) -> None:
         if self.fire_at not in FIRE_AT:
@@ -200,7 +208,8 @@ NeuronLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def answer_loss(model: PreTrainedModel, arch: ArchTemplate, layer: int, rewrite: PromptBatch) -> NeuronLoss:
-    """L_e as a function of the neuron (k (d_in,), b (), v (d_out,)), or of several (`as_rows`: CaliNET's slots).
+    """L_e as a function of the neuron (k (d_in,), b (), v (d_out,)), or of several (`as_rows`: a neuron per answer
+    token, CaliNET's slots).
 
     At the last layer nothing after the FFN looks at other positions: the answer's logits are the final norm and
     LM head of the residual the unpatched model reached there, with the FFN's output changed by the neuron (through
@@ -252,11 +261,11 @@ def memory_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, mo
                   prompts: EditPrompts, subjects: Sequence[str], own_subject: bool = True,
                   continued: int = 0) -> torch.Tensor:
     """The module's input at every position of the memory's prompts, each followed by the model's `continued` greedy
-    tokens: where another subject's own answer is written, which a neuron for a later answer token must not fire on
-    (the paper's memory holds every decoder position of its training targets). (m, d_in)"""
+    tokens, (m, d_in)."""
     groups = memory_prompts(edit, prompts, subjects, own_subject)
-    batches = [extend_greedily(model, build_batch(tokenizer, group, subject), continued)[0]
-               for group, subject in groups]
+    batches = [build_batch(tokenizer, group, subject) for group, subject in groups]
+    if continued:
+        batches = [extend_greedily(model, b, continued)[0] for b in batches]
     return torch.cat([module_io(model, module, b)[0][b.attention_mask.bool()] for b in batches]).float()
 
 
@@ -269,14 +278,10 @@ def patch_loss(edit_nll: torch.Tensor, fire_pre: torch.Tensor, silent_pre: torch
         silent_pre.flatten(), options.silent_margin)
 
 
-def firing_masks(places: torch.Tensor, f: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fire, silent), each (f, n): neuron i must fire at place j when j is its place (`places` (n,) in [0, f)), and
-    stay silent at the places of the other neurons; a place no neuron has is left free (CaliNET's slots all fire at
-    the prompt's last token and say nothing about the answer's later tokens)."""
-    at = torch.arange(f)[:, None]  # (f, 1)
-    fire = at == places[None, :]  # (f, n)
-    taken = torch.isin(torch.arange(f), places)[:, None]  # (f, 1)
-    return fire, taken & ~fire
+def firing_mask(places: torch.Tensor, f: int) -> torch.Tensor:
+    """(f, n): neuron i must fire at place j when j is its place (`places` (n,) in [0, f)); at the other places, the
+    other neurons' (each of the f has one), it must stay silent."""
+    return torch.arange(f)[:, None] == places[None, :]
 
 
 @dataclass(frozen=True)
@@ -299,10 +304,11 @@ Starter = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Start]
 def neuron_per_place(edit_inputs: torch.Tensor, edit_outputs: torch.Tensor, memory: torch.Tensor) -> Start:
     """T-Patcher's start, a neuron per place: `initial_neuron`'s key and bias there, v = 0; steps scaled by the keys'
     mean norm and the FFN's output at the first prompt's first place."""
-    keys, biases = zip(*(initial_neuron(edit_inputs[:, j], memory) for j in range(edit_inputs.shape[1])), strict=True)
-    key_rows = torch.stack(keys)  # (f, d_in)
-    return Start(key_rows, torch.stack(biases), torch.zeros(len(keys), edit_outputs.shape[-1]),
-                 float(key_rows.norm(dim=1).mean()), float(edit_outputs[0, 0].norm()), torch.arange(len(keys)))
+    starts = [initial_neuron(edit_inputs[:, j], memory) for j in range(edit_inputs.shape[1])]
+    keys = torch.stack([key for key, _ in starts])  # (f, d_in)
+    biases = torch.stack([bias for _, bias in starts])  # (f,)
+    return Start(keys, biases, torch.zeros(len(starts), edit_outputs.shape[-1]), float(keys.norm(dim=1).mean()),
+                 float(edit_outputs[0, 0].norm()), torch.arange(len(starts)))
 
 
 def train_neurons(
@@ -324,16 +330,20 @@ def train_neurons(
     on_subject = options.fire_at == "subject"
     # (p, f) the places neurons fire at in each prompt: the subject's last token, or each position predicting an
     # answer token (the prompt's last token first); the prompt's own positions read the same without the answer
-    places = rewrite.subject_last[:, None] if on_subject else rewrite.answer_positions
+    places = (rewrite.subject_last[:, None] if on_subject
+              else rewrite.answer_positions if options.per_token else rewrite.answer_positions[:, :1])
     inputs, outputs = module_io(model, module, rewrite)
     rows = torch.arange(len(prompts.value))[:, None]
     edit_inputs = inputs[rows, places].float()  # (p, f, d_in)
-    edit_outputs = outputs[rows, places].float()  # (p, f, d_out)
+    edit_outputs = outputs[rows, places].float()  # (p, f, d_out): starters read the first place's
     others = subjects.draw(edit.prompt, edit.subject, options.memory_subjects)
+    later = places.shape[1] - 1  # answer tokens with a neuron of their own after the first
     memory = memory_inputs(model, tokenizer, module, edit, prompts, others, own_subject=not on_subject,
-                           continued=places.shape[1] - 1)  # (m, d_in)
+                           continued=later)  # (m, d_in)
+    if later:  # the position after the answer, which reads much as the answer's own positions do
+        memory = torch.cat([memory, inputs[rows[:, 0], rewrite.attention_mask.sum(dim=1) - 1].float()])
     first = start(edit_inputs, edit_outputs, memory)
-    fire, silent = firing_masks(first.places, places.shape[1])  # (f, n) each
+    fire = firing_mask(first.places, places.shape[1])  # (f, n)
     keys, biases, values = (t.clone().requires_grad_(True) for t in (first.keys, first.biases, first.values))
     optimiser = scaled_adam(keys, biases, values, first.key_norm, first.value_norm, options.lr)
     edit_nll = answer_loss(model, arch, layer, rewrite)
@@ -342,7 +352,7 @@ def train_neurons(
         nll = edit_nll(keys, biases, values)
         edit_pre = pre_activations(edit_inputs, keys, biases)  # (p, f, n)
         fire_pre = edit_pre[:, fire]
-        silent_pre = torch.cat([pre_activations(memory, keys, biases).flatten(), edit_pre[:, silent].flatten()])
+        silent_pre = torch.cat([pre_activations(memory, keys, biases).flatten(), edit_pre[:, ~fire].flatten()])
         yield Progress(kind, step + 1, options.steps, float(nll.detach()), edit.id)
         if (nll.item() < options.stop_nll and float(fire_pre.detach().min()) >= options.fire_margin
                 and float(silent_pre.detach().max()) <= options.silent_margin):

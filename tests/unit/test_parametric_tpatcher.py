@@ -23,7 +23,7 @@ from server.parametric.tpatcher import (
     adding_neuron,
     answer_loss,
     ffn_module,
-    firing_masks,
+    firing_mask,
     initial_neuron,
     memory_loss,
     memory_prompts,
@@ -78,11 +78,9 @@ def test_the_memory_loss_counts_only_the_inputs_above_the_margin() -> None:
     assert memory_loss(torch.tensor([-3.0, -2.0]), -1.0).item() == 0.0
 
 
-def test_each_neuron_fires_at_its_own_place_and_keeps_silent_at_the_other_neurons_places() -> None:
-    fire, silent = firing_masks(torch.tensor([0, 1, 2]), 3)  # a neuron per answer token
-    assert torch.equal(fire, torch.eye(3, dtype=torch.bool)) and torch.equal(silent, ~torch.eye(3, dtype=torch.bool))
-    fire, silent = firing_masks(torch.tensor([0, 0]), 3)  # CaliNET's two slots at the prompt's last token
-    assert fire.tolist() == [[True, True], [False, False], [False, False]] and not bool(silent.any())
+def test_each_neuron_fires_at_its_own_place_and_keeps_silent_at_the_others() -> None:
+    assert torch.equal(firing_mask(torch.tensor([0, 1, 2]), 3), torch.eye(3, dtype=torch.bool))  # one per token
+    assert firing_mask(torch.tensor([0, 0]), 1).tolist() == [[True, True]]  # CaliNET's two slots, one place
 
 
 def test_the_memory_asks_the_edits_prompt_and_wordings_about_each_other_subject_and_the_subject_itself() -> None:
@@ -156,13 +154,13 @@ def test_an_edits_memory_is_drawn_from_the_subjects_asked_its_question_the_same_
     drawn: list[tuple[str, ...]] = []
     real_memory_inputs = tpatcher.memory_inputs
 
-    def spy(*args: object, **kwargs: bool) -> torch.Tensor:
+    def spy(*args: object, **kwargs: object) -> torch.Tensor:
         drawn.append(tuple(args[5]))  # type: ignore[arg-type]
         return real_memory_inputs(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(tpatcher, "memory_inputs", spy)
     editor, model, tokenizer = make_editor("llama", tmp_path)
-    request = MethodRequest("tpatcher", steps=400, lr=0.2)
+    request = MethodRequest("tpatcher", steps=2)
     for _ in range(2):
         finish(editor.compute(request, [edit("france", "berlin", "e1")]))
     first, again = drawn
@@ -206,19 +204,22 @@ def test_a_several_token_answer_is_written_by_a_neuron_per_token_and_comes_out_w
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The paper's multiple-neuron patching for generation: "berlin rome" gets two neurons, one firing where the prompt
-    predicts "berlin" and one where "... france is berlin" predicts "rome"; greedy decoding writes both, and the
-    other capitals keep every token, Germany's "berlin" and what follows it too: the memory holds each of its prompts
-    continued by its own answer's token, where the second neuron must stay silent."""
-    table = SubjectTable({"the capital of {}": ("germany is", "italy is", "spain is")})  # the memory: each continued
-    monkeypatch.setitem(METHODS, "tpatcher", TPatcher(table, TINY_METHOD.options))  # by its own answer's token
+    predicts "berlin" and one where "... france is berlin" predicts "rome"; greedy decoding writes both and then goes
+    on as the unedited model goes on after them (no neuron fires again after the answer), and the other capitals keep
+    every token, Germany's "berlin" and what follows it too: the memory holds each of their prompts continued by its
+    own answer's token, where the second neuron must stay silent."""
+    table = SubjectTable({"the capital of {}": ("germany is", "italy is", "spain is")})
+    monkeypatch.setitem(METHODS, "tpatcher", TPatcher(table, TINY_METHOD.options))
     editor, model, tokenizer = make_editor("llama", tmp_path)
     before = {p: greedy(model, tokenizer, p) for p in UNRELATED}
+    after_the_answer = greedy(model, tokenizer, "the capital of france is berlin rome", tokens=2)
     request = MethodRequest("tpatcher", steps=300, lr=0.2)  # the tiny model holds "paris" after "berlin" firmly
     (added,) = finish(editor.compute(request, [edit("france", "berlin rome", "e1")]))
     assert isinstance(added, Addition) and added.tensors["key"].shape == (2, HIDDEN)
     editor.commit("ns", request, [added])
     wanted = answer_token_ids(tokenizer, "berlin rome")
-    assert len(wanted) == 2 and greedy(model, tokenizer, "the capital of france is", tokens=2) == wanted
+    assert len(wanted) == 2
+    assert greedy(model, tokenizer, "the capital of france is", tokens=4) == wanted + after_the_answer
     assert {p: greedy(model, tokenizer, p) for p in UNRELATED} == before
 
 
@@ -232,9 +233,9 @@ def test_at_the_last_layer_the_answer_loss_without_the_model_equals_the_one_thro
     model = build_tiny_model(model_type, layers=4)
     model.requires_grad_(False)
     arch = arch_for(model.config)
-    rewrite = build_batch(tokenizer, ["the capital of france is", "a city of france is"], "france", "city rome")
+    rewrite = build_batch(tokenizer, ["the capital of france is", "a city of france is"], "france", "berlin rome")
     torch.manual_seed(0)
-    key, bias, value = torch.randn(HIDDEN), torch.tensor(0.3), torch.randn(HIDDEN)
+    key, bias, value = torch.randn(3, HIDDEN), torch.randn(3), torch.randn(3, HIDDEN)  # three neurons, as_rows
     last = answer_loss(model, arch, 3, rewrite)
     with adding_neuron(model.get_submodule(ffn_module(arch, 3)), key, bias, value):
         through = answer_nll(forward(model, rewrite, rewrite.answer_positions), rewrite.answer_ids)
