@@ -55,7 +55,7 @@ def continuation_drift(continuation_tokens: int) -> tuple[float, float]:
     model, tokenizer = taught()
     module = model.get_submodule(MODULE)
     rewrite = build_batch(tokenizer, [EDITED], SUBJECT, "berlin")
-    options = ValueOptions(steps=40, continuation_tokens=continuation_tokens, continuation_factor=100.0, stop_nll=0.0)
+    options = ValueOptions(steps=60, continuation_tokens=continuation_tokens, continuation_factor=100.0, stop_nll=0.0)
     delta = finish(optimise_output_change(model, module, rewrite, build_batch(tokenizer, [f"{SUBJECT} a"], SUBJECT),
                                           options))
     after = continue_greedily(model, rewrite, tokens=3)
