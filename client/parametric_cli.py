@@ -35,8 +35,9 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
     apply.add_argument("--deferral-radius", type=float,
                        help="GRACE: the radius ε within which an entry answers, as a share of its key's norm")
     apply.add_argument("--fire-at", choices=("last", "subject"),
-                       help="T-Patcher, CaliNET: train the neurons to fire at the prompt's last token (default) or "
-                            "at the subject's (give a --layer below the last)")
+                       help="T-Patcher, CaliNET: train the neurons to fire at the prompt's last token (default; "
+                            "T-Patcher: and at each answer token's place) or at the subject's (give a --layer below "
+                            "the last)")
     apply.add_argument("--memory-subjects", type=int,
                        help="T-Patcher, CaliNET: other subjects asked the edit's questions in the memory (default 16)")
     apply.add_argument("--remove-from-gate", action="store_true",

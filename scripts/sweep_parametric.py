@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--memory-subjects", type=int, nargs="+", default=[None],
                         help="T-Patcher/CaliNET: other subjects the memory asks the edit's questions about")
     parser.add_argument("--fire-at", nargs="+", default=[None], choices=["last", "subject"],
-                        help="T-Patcher/CaliNET: where the neuron must fire on the edit's prompts")
+                        help="T-Patcher/CaliNET: where the neurons must fire on the edit's prompts")
     parser.add_argument("--deferral-radius", type=float, nargs="+", default=[None],
                         help="GRACE's ε values to sweep, shares of the key's norm (default: the method's)")
     parser.add_argument("--continuation-tokens", type=int, nargs="+", default=[None],
