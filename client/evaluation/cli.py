@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
+from typing import TypeVar
 
 from tqdm import tqdm
 
@@ -34,6 +35,8 @@ from editdata.cases import Case
 from editdata.probes import with_object_neighbourhood
 from editdata.readers import FORMATS, load_cases
 
+T = TypeVar("T")
+
 
 def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -53,7 +56,9 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     parser.add_argument("--server-arg", action="append", default=[],
                         help="extra flag for the server this command starts (repeatable), e.g. --server-arg=--top-k=8")
     parser.add_argument("--token", help="bearer token for --addr")
-    parser.add_argument("--limit", type=int, help="evaluate the first N cases (after --seed shuffling)")
+    parser.add_argument("--limit", type=int, help="evaluate the first N cases (after --seed shuffling and --offset)")
+    parser.add_argument("--offset", type=int, default=0, help="skip the first N cases (after --seed shuffling): "
+                        "slices of one file keep the file's case ids and object-neighbourhood probes")
     parser.add_argument("--seed", type=int, help="shuffle the cases with this seed before --limit")
     parser.add_argument("--sequential", help="T, or T1,T2,...: add T edits, then score those cases (WISE protocol); "
                         "with --json, each T's results are also written to FILE.T<T>.json as soon as it ends")
@@ -78,18 +83,26 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     return parser
 
 
+def select_cases(cases: list[T], seed: int | None, offset: int, limit: int | None) -> list[T]:
+    """The cases to run: shuffled by `seed` (when given), then the `limit` after the first `offset`."""
+    if offset < 0 or (limit is not None and limit < 0):
+        raise SystemExit(f"--offset and --limit must not be negative, got {offset} and {limit}")
+    if seed is not None:
+        cases = cases.copy()
+        random.Random(seed).shuffle(cases)
+    return cases[offset : offset + limit if limit else None]
+
+
 def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
     args = build_parser(prog).parse_args(argv)
     fmt, cases = load_cases(args.data, args.format)
     cases = with_object_neighbourhood(cases)  # from the whole file, so a case's probe is the same in any slice
-    if args.seed is not None:
-        random.Random(args.seed).shuffle(cases)
-    cases = cases[: args.limit] if args.limit else cases
+    cases = select_cases(cases, args.seed, args.offset, args.limit)
     sequential = [int(t) for t in args.sequential.split(",")] if args.sequential else [None]
     if args.from_json:
-        if args.json_path or args.plots or args.sequential or args.limit or args.seed is not None:
+        if args.json_path or args.plots or args.sequential or args.limit or args.offset or args.seed is not None:
             raise SystemExit("--from-json reads a saved run as it was: leave out --json, --plots, --sequential, "
-                             "--limit and --seed")
+                             "--limit, --offset and --seed")
         return _summarize_saved(args.from_json, cases)
     print(f"{len(cases)} cases from {args.data} ({fmt}), method {args.method}", file=sys.stderr)
 

@@ -37,6 +37,17 @@ def test_every_format_runs_and_ends_with_the_summary_line(
     assert len(saved["cases"]["None"]) == len(records)
 
 
+def test_an_offset_slice_keeps_the_files_case_ids(
+    running_server: LocalServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """zsRE records have no id of their own: a case is named by its place in the file, in any slice of it."""
+    data = FIXTURES / "zsre_mend.json"
+    summary, _ = run(capsys, "--data", str(data), "--addr", running_server.addr, "--method", "base", "--offset", "1",
+                     "--limit", "1", "--cache-dir", str(tmp_path), "--json", str(tmp_path / "out.json"))
+    per_case = json.loads((tmp_path / "out.json").read_text())["cases"]["None"]
+    assert summary["n"] == 1 and [c["case_id"] for c in per_case] == ["1"]
+
+
 def test_scores_known_by_construction(
     running_server: LocalServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
