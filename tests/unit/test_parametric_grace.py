@@ -88,18 +88,20 @@ def test_restart_rebuilds_an_equal_codebook_and_rollback_removes_exactly_one_ent
     assert_restart_and_rollback_are_exact(tmp_path, request, "model.layers.0.mlp.down_proj")
 
 
-def assert_restart_and_rollback_are_exact(tmp_path: Path, request: MethodRequest, hooked: str) -> None:
-    """For a method that adds state beside a module (`hooked`): two edits written one after the other on the tiny
-    llama; a restart replays equal additions and logits; rolling back the second gives exactly the model with the
-    first alone, rolling back both the unedited model with no hook left, and a third rollback is refused."""
+def assert_restart_and_rollback_are_exact(tmp_path: Path, request: MethodRequest, hooked: str,
+                                          targets: tuple[str, str] = ("berlin", "madrid")) -> None:
+    """For a method that adds state beside a module (`hooked`): two edits (France's and Italy's capital, to
+    `targets`) written one after the other on the tiny llama; a restart replays equal additions and logits; rolling
+    back the second gives exactly the model with the first alone, rolling back both the unedited model with no hook
+    left, and a third rollback is refused."""
     editor, model, tokenizer = make_editor("llama", tmp_path)
     prompts = ("the capital of france is", "the capital of italy is", "the capital of spain is")
     unedited = logits(model, tokenizer, prompts)
-    editor.commit("ns", request, finish(editor.compute(request, [edit("france", "berlin", "e1")])))
+    editor.commit("ns", request, finish(editor.compute(request, [edit("france", targets[0], "e1")])))
     only_first = logits(model, tokenizer, prompts)
-    editor.commit("ns", request, finish(editor.compute(request, [edit("italy", "madrid", "e2")])))
-    assert answer(model, tokenizer, "the capital of france is") == "berlin"
-    assert answer(model, tokenizer, "the capital of italy is") == "madrid"
+    editor.commit("ns", request, finish(editor.compute(request, [edit("italy", targets[1], "e2")])))
+    assert answer(model, tokenizer, "the capital of france is") == targets[0].split()[0]
+    assert answer(model, tokenizer, "the capital of italy is") == targets[1].split()[0]
     both, additions = logits(model, tokenizer, prompts), attached(editor)
 
     editor.close()  # a restart: the same original weights, the same ledger

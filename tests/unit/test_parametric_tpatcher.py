@@ -227,6 +227,15 @@ def test_restart_rebuilds_the_same_neurons_and_rollback_removes_exactly_one(tmp_
     assert_restart_and_rollback_are_exact(tmp_path, TINY, "model.layers.3.mlp")
 
 
+def test_an_edits_neurons_for_each_answer_token_are_replayed_and_rolled_back_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = SubjectTable({"the capital of {}": ("france is", "germany is", "italy is", "spain is")})
+    monkeypatch.setitem(METHODS, "tpatcher", TPatcher(table, TINY_METHOD.options))  # each edit keeps the other's
+    assert_restart_and_rollback_are_exact(tmp_path, MethodRequest("tpatcher", steps=300, lr=0.2), "model.layers.3.mlp",
+                                          ("berlin rome", "madrid paris"))
+
+
 @pytest.mark.parametrize("model_type", ["llama", "gpt2", "gemma3_text", "gptj"])
 def test_at_the_last_layer_the_answer_loss_without_the_model_equals_the_one_through_it(model_type: str) -> None:
     tokenizer = build_tiny_tokenizer()
