@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FAMILIES = ("reliability", "generalization", "locality", "object_neighbourhood")
+# The table's columns, in this order, those any run has probes of (CounterFact: no same subject or portability).
+FAMILIES = ("reliability", "generalization", "portability", "locality", "same_subject", "object_neighbourhood")
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,16 @@ def table(methods: dict[str, Runs]) -> str:
     if not shared:
         raise SystemExit("the runs share no case")
     ids = ", ".join(shared) if len(shared) <= 12 else f"{shared[0]} to {shared[-1]}"
+    scores = {label: family_scores([probe for case_id in shared for probe in runs.cases[case_id]])
+              for label, runs in methods.items()}
+    families = [f for f in FAMILIES if any(f in s for s in scores.values())]
     lines = [f"Cases shared by every run: {len(shared)} (case ids {ids}).", "",
-             "| method | " + " | ".join(f"{f.replace('_', ' ')} EM / TF" for f in FAMILIES)
+             "| method | " + " | ".join(f"{f.replace('_', ' ')} EM / TF" for f in families)
              + " | s per edit (p50) | server peak RSS MB |",
-             "|---|" + "---|" * (len(FAMILIES) + 2)]
+             "|---|" + "---|" * (len(families) + 2)]
     for label, runs in methods.items():
-        scores = family_scores([probe for case_id in shared for probe in runs.cases[case_id]])
-        cells = [f"{scores[f][0]:.2f} / {scores[f][1]:.2f}" if f in scores else "—" for f in FAMILIES]
+        cells = [f"{scores[label][f][0]:.2f} / {scores[label][f][1]:.2f}" if f in scores[label] else "—"
+                 for f in families]
         cells += [f"{runs.apply_s_p50:.1f}" if runs.apply_s_p50 is not None else "—",
                   f"{runs.peak_rss_mb:,.0f}" if runs.peak_rss_mb is not None else "—"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
