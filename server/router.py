@@ -120,8 +120,9 @@ class Router:
             room = self.max_facts - len(chosen)
             if len(fresh) > room and not ranked:
                 fresh = self.scope.closest(text, fresh)
-            chosen.extend(fresh[:room])
-            stated.update(c.statement() for c in fresh[:room])
+            taken = fresh[:room]
+            chosen.extend(taken)
+            stated.update(c.statement() for c in taken)
 
         take(also_in_scope, ranked=True)  # the gate's order
         for fact in chosen:  # the list grows as facts are taken: breadth first
