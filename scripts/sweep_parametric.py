@@ -69,6 +69,8 @@ def main() -> None:
                         help="AlphaEdit's eigenvalue cut-offs (shares of C's largest) to sweep (default: the method's)")
     parser.add_argument("--memory-subjects", type=int, nargs="+", default=[None],
                         help="T-Patcher/CaliNET: other subjects the memory asks the edit's questions about")
+    parser.add_argument("--same-answer-subjects", type=int, nargs="+", default=[None],
+                        help="tpatcher, calinet: memory subjects that share the edit's old answer")
     parser.add_argument("--fire-at", nargs="+", default=[None], choices=["last", "subject"],
                         help="T-Patcher/CaliNET: where the neurons must fire on the edit's prompts")
     parser.add_argument("--deferral-radius", type=float, nargs="+", default=[None],
@@ -108,17 +110,19 @@ def main() -> None:
         method = replace(method, subjects=SubjectTable.from_records(rest))
     batched = METHODS[args.method].batched
     spans = [tuple(args.layers)] if batched or args.span else [(layer,) for layer in args.layers]
-    for tokens, layers, others, mom2, cutoff, radius, held, held_factor, subjects, fire_at in itertools.product(
+    for tokens, layers, others, mom2, cutoff, radius, held, held_factor, subjects, fire_at, alike in itertools.product(
         args.stats_tokens, spans, args.other_wordings, args.mom2_weight, args.null_space_cutoff, args.deferral_radius,
         args.continuation_tokens, args.continuation_factor, args.memory_subjects, args.fire_at,
+        args.same_answer_subjects,
     ):
         if isinstance(method, TPatcher):
             options = method.options
             options = options if subjects is None else replace(options, memory_subjects=subjects)
             options = options if fire_at is None else replace(options, fire_at=fire_at)
+            options = options if alike is None else replace(options, same_answer_subjects=alike)
             METHODS[args.method] = replace(method, options=options)
-        elif subjects is not None or fire_at is not None:
-            parser.error("--memory-subjects and --fire-at are options of tpatcher and calinet")
+        elif subjects is not None or fire_at is not None or alike is not None:
+            parser.error("--memory-subjects, --same-answer-subjects and --fire-at are options of tpatcher and calinet")
         with tempfile.TemporaryDirectory() as scratch:  # the server's default statistics text, whatever --data is
             settings = ParametricSettings(default_cache_dir(), (COUNTERFACT_TRAIN,), tokens, model_samples=64,
                                           prefixes=args.prefixes, wordings=wordings, other_wordings=others)
@@ -131,9 +135,10 @@ def main() -> None:
                        + ("" if radius is None else f", ε {radius:g}·‖k‖")
                        + ("" if subjects is None else f", {subjects} memory subjects")
                        + ("" if fire_at is None else f", firing at the {fire_at} token")
+                       + ("" if alike is None else f", {alike} sharing the old answer")
                        + ("" if held is None else f", {held} continuation tokens")
                        + ("" if held_factor is None else f" × {held_factor:g}"))
-            edits = [Edit(f"{i:032x}", "sweep", c["subject"], c["prompt"], c["target_new"], None, (), 0)
+            edits = [Edit(f"{i:032x}", "sweep", c["subject"], c["prompt"], c["target_new"], true_answer(c), (), 0)
                      for i, c in enumerate(cases)]
             value = {"continuation_tokens": held, "continuation_factor": held_factor}
             if batched:
@@ -154,7 +159,7 @@ def main() -> None:
             print(json.dumps({"method": args.method, "layers": layers, "stats_tokens": tokens,
                               "prefixes": args.prefixes, "other_wordings": others, "mom2_weight": mom2,
                               "null_space_cutoff": cutoff, "deferral_radius": radius, "memory_subjects": subjects,
-                              "fire_at": fire_at,
+                              "fire_at": fire_at, "same_answer_subjects": alike,
                               "continuation_tokens": held, "continuation_factor": held_factor,
                               "batch": batch, "delta_scale": variant, "cases": len(scored), **summary}), flush=True)
 

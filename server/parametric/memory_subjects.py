@@ -6,6 +6,12 @@ town asked "is located in" (docs/BENCHMARKS.md, T-Patcher). The subjects a train
 about are of the same kind as those neighbours. A table maps each prompt template of a CounterFact-format training
 file ("What does {} play? They play") to the subjects its records ask it about; it is built once by
 scripts/build_tpatcher_subjects.py and shipped in artifacts/tpatcher/, so the server reads no data set.
+
+The table also keeps each record's answer before the edit. CounterFact's neighbourhood is other subjects with the
+edit's old answer ("Eschwege is located in" beside a German town's edit): at the last layer the question about them
+reads much as the edit's does, since the model is about to give the same answer. Random subjects asked the question
+mostly have other answers and do not teach the neuron that difference, so an edit with a known old answer draws some
+subjects that share it first.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import json
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -28,39 +34,68 @@ DEFAULT_FILE = Path(__file__).resolve().parents[2] / "artifacts" / "tpatcher" / 
 @dataclass(frozen=True)
 class SubjectTable:
     by_template: Mapping[str, tuple[str, ...]]  # prompt template → the distinct subjects asked it, sorted
+    # prompt template → subject → the answer its record gives (before the edit), where the record has one
+    answers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @classmethod
     def from_records(cls, records: Iterable[Mapping[str, object]]) -> SubjectTable:
-        """Each record's subject under its prompt's template (EasyEdit flat CounterFact)."""
+        """Each record's subject under its prompt's template, and its `ground_truth` (EasyEdit flat CounterFact)."""
         subjects: defaultdict[str, set[str]] = defaultdict(set)
+        answers: defaultdict[str, dict[str, str]] = defaultdict(dict)
         for record in records:
             subject = str(record.get("subject", ""))
             known = template(str(record.get("prompt", "")), subject)
-            if known is not None:
-                subjects[known].add(subject)
-        return cls({t: tuple(sorted(s)) for t, s in sorted(subjects.items())})
+            if known is None:
+                continue
+            subjects[known].add(subject)
+            truth = record.get("ground_truth")
+            if isinstance(truth, str) and truth:
+                answers[known].setdefault(subject, truth)  # the first record's, should two disagree
+        return cls({t: tuple(sorted(s)) for t, s in sorted(subjects.items())},
+                   {t: dict(sorted(a.items())) for t, a in sorted(answers.items())})
 
     @classmethod
     def load(cls, path: Path) -> SubjectTable:
-        return cls({t: tuple(s) for t, s in json.loads(path.read_text())["templates"].items()})
+        body = json.loads(path.read_text())
+        return cls({t: tuple(s) for t, s in body["templates"].items()}, body.get("answers", {}))
 
     def save(self, path: Path, source: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        body = {"source": source, "templates": {t: list(s) for t, s in self.by_template.items()}}
+        body = {"source": source, "templates": {t: list(s) for t, s in self.by_template.items()},
+                "answers": self.answers}
         path.write_text(json.dumps(body, ensure_ascii=False, indent=0) + "\n")
 
-    def draw(self, prompt: str, subject: str, n: int) -> tuple[str, ...]:
-        """Up to n subjects other than `subject`: those asked the prompt's template first, then any, each group in
-        an order drawn from a seed of the prompt and subject, so an edit gets the same ones on every run."""
+    def answered(self, answer: str, known: str | None) -> tuple[list[str], list[str]]:
+        """The subjects whose answer is `answer` (case and spacing aside): (those asked the template `known`, those
+        asked only others), each sorted."""
+        wanted = answer_key(answer)
+        same = sorted(s for s, a in self.answers.get(known or "", {}).items() if answer_key(a) == wanted)
+        others = sorted({s for t, group in self.answers.items() if t != known
+                         for s, a in group.items() if answer_key(a) == wanted} - set(same))
+        return same, others
+
+    def draw(self, prompt: str, subject: str, n: int, answer: str | None = None,
+             same_answer: int = 0) -> tuple[str, ...]:
+        """Up to n subjects other than `subject`: up to `same_answer` whose answer is `answer` (asked the prompt's
+        template first), then those asked the prompt's template, then any; each group in an order drawn from a seed
+        of the prompt and subject, so an edit gets the same ones on every run."""
         rng = random.Random(hashlib.sha256(f"{subject}\n{prompt}".encode()).digest())
         known = template(prompt, subject)
-        same = [s for s in self.by_template.get(known or "", ()) if s != subject]
-        chosen = rng.sample(same, min(n, len(same)))
-        if len(chosen) < n:  # an unknown template, or one asked about few subjects: fill from all of them
+        chosen: list[str] = []
+        groups = [*(self.answered(answer, known) if answer and same_answer else ()),
+                  list(self.by_template.get(known or "", ())),
+                  sorted({s for group in self.by_template.values() for s in group})]
+        for i, group in enumerate(groups):
+            wanted = min(n, same_answer) if i < len(groups) - 2 else n  # the same-answer groups share a cap
             taken = {subject, *chosen}
-            rest = sorted({s for group in self.by_template.values() for s in group} - taken)
-            chosen += rng.sample(rest, min(n - len(chosen), len(rest)))
+            fresh = [s for s in group if s not in taken]
+            chosen += rng.sample(fresh, max(0, min(wanted - len(chosen), len(fresh))))
         return tuple(chosen)
+
+
+def answer_key(answer: str) -> str:
+    """An answer as the table compares them: case-folded, whitespace collapsed."""
+    return " ".join(answer.casefold().split())
 
 
 @cache

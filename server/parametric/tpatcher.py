@@ -31,6 +31,9 @@ elsewhere.
                 subjects are drawn from a table shipped in artifacts/tpatcher/, seeded by the edit's prompt and
                 subject; an unknown template gets subjects of any question. (Eight fixed stand-ins, "John Smith",
                 "Paris", ..., taught the neuron the relation, not the subject: docs/BENCHMARKS.md, T-Patcher.)
+                Where the edit has an old answer (`target_true`), they are subjects that share it, as far as the
+                table has them: at the last token the question about a subject with the same answer reads much as
+                the edit's, and CounterFact's neighbourhood is exactly those subjects.
                 With several answer tokens, each memory prompt is continued by the model's greedy tokens, as many as
                 the answer has after its first (where another subject's own answer is written, which a neuron keyed
                 inside an answer could take), and the edit's prompts join it at the position after the answer (where
@@ -81,6 +84,11 @@ class PatchOptions:
     silent_margin: float = -1.0  # and on the memory (and at the other neurons' places) to at most this
     stop_nll: float = 0.05  # stop once the answer's NLL is below this and both hinges are met
     memory_subjects: int = 16  # other subjects the edit's questions are asked about in the memory
+    # of those, how many share the edit's old answer (`target_true`, where the edit has one; the rest are asked the
+    # same question): CounterFact's neighbourhood, which a neuron at the last token confuses with the edit
+    # (memory_subjects.py); all 16 kept the most neighbours on counterfact/train.json (docs/BENCHMARKS.md). Firing
+    # at the last token only.
+    same_answer_subjects: int = 16
     # Where the neurons must fire on the edit's prompts: "last", the prompt's last token and (`per_token`) each
     # position after it that predicts an answer token (the paper's, where the answer is read), or "subject", the
     # subject's last token, one neuron (where ROME writes; at a layer below the last, attention carries it to the
@@ -336,7 +344,9 @@ def train_neurons(
     rows = torch.arange(len(prompts.value))[:, None]
     edit_inputs = inputs[rows, places].float()  # (p, f, d_in)
     edit_outputs = outputs[rows, places].float()  # (p, f, d_out): starters read the first place's
-    others = subjects.draw(edit.prompt, edit.subject, options.memory_subjects)
+    # the old answer's subjects are the last token's confusion; the subject's token tells subjects apart already
+    alike = 0 if on_subject else options.same_answer_subjects
+    others = subjects.draw(edit.prompt, edit.subject, options.memory_subjects, edit.target_true, alike)
     later = places.shape[1] - 1  # answer tokens with a neuron of their own after the first
     memory = memory_inputs(model, tokenizer, module, edit, prompts, others, own_subject=not on_subject,
                            continued=later)  # (m, d_in)

@@ -8,12 +8,13 @@ from pathlib import Path
 from server.parametric.memory_subjects import DEFAULT_FILE, SubjectTable, shipped_subjects
 
 RECORDS = [
-    {"subject": "Sade Adu", "prompt": "What does Sade Adu play? They play"},
-    {"subject": "Toko Yasuda", "prompt": "What does Toko Yasuda play? They play"},
-    {"subject": "John Lennon", "prompt": "What does John Lennon play? They play"},
+    {"subject": "Sade Adu", "prompt": "What does Sade Adu play? They play", "ground_truth": "jazz"},
+    {"subject": "Toko Yasuda", "prompt": "What does Toko Yasuda play? They play", "ground_truth": "guitar"},
+    {"subject": "John Lennon", "prompt": "What does John Lennon play? They play", "ground_truth": "guitar"},
     {"subject": "Toko Yasuda", "prompt": "What does Toko Yasuda play? They play"},  # counted once
-    {"subject": "Eschwege", "prompt": "Eschwege is located in the country of"},
-    {"subject": "Riga", "prompt": "Riga is located in the country of"},
+    {"subject": "Eschwege", "prompt": "Eschwege is located in the country of", "ground_truth": "Germany"},
+    {"subject": "Riga", "prompt": "Riga is located in the country of", "ground_truth": "Latvia"},
+    {"subject": "Jimi Hendrix", "prompt": "Jimi Hendrix performs on the", "ground_truth": "Guitar "},
     {"subject": "Nobody", "prompt": "A prompt without its subject"},  # no template: left out
 ]
 PLAYS = "What does {} play? They play"
@@ -22,7 +23,9 @@ PLAYS = "What does {} play? They play"
 def test_subjects_are_grouped_by_the_template_of_their_prompt() -> None:
     table = SubjectTable.from_records(RECORDS)
     assert dict(table.by_template) == {PLAYS: ("John Lennon", "Sade Adu", "Toko Yasuda"),
-                                       "{} is located in the country of": ("Eschwege", "Riga")}
+                                       "{} is located in the country of": ("Eschwege", "Riga"),
+                                       "{} performs on the": ("Jimi Hendrix",)}
+    assert table.answers[PLAYS] == {"John Lennon": "guitar", "Sade Adu": "jazz", "Toko Yasuda": "guitar"}
 
 
 def test_an_edit_draws_subjects_asked_its_own_question_never_its_own_subject_and_the_same_each_time() -> None:
@@ -36,9 +39,26 @@ def test_an_edit_draws_subjects_asked_its_own_question_never_its_own_subject_and
 def test_a_question_asked_about_too_few_subjects_or_unknown_is_filled_from_the_others() -> None:
     table = SubjectTable.from_records(RECORDS)
     drawn = table.draw("What does Toko Yasuda play? They play", "Toko Yasuda", 3)
-    assert sorted(drawn[:2]) == ["John Lennon", "Sade Adu"] and drawn[2] in ("Eschwege", "Riga")
+    assert sorted(drawn[:2]) == ["John Lennon", "Sade Adu"] and drawn[2] in ("Eschwege", "Jimi Hendrix", "Riga")
     unknown = table.draw("Where was Ada Lovelace born? In", "Ada Lovelace", 10)
-    assert sorted(unknown) == ["Eschwege", "John Lennon", "Riga", "Sade Adu", "Toko Yasuda"]
+    assert sorted(unknown) == ["Eschwege", "Jimi Hendrix", "John Lennon", "Riga", "Sade Adu", "Toko Yasuda"]
+
+
+def test_subjects_with_the_edits_old_answer_come_first_up_to_their_share() -> None:
+    table = SubjectTable.from_records(RECORDS)
+    prompt = "What does Eric Clapton play? They play"
+    # the old answer's subjects, asked the same question first, then another question's (case and spacing aside)
+    assert sorted(table.draw(prompt, "Eric Clapton", 2, "guitar", same_answer=2)) == ["John Lennon", "Toko Yasuda"]
+    three = table.draw(prompt, "Eric Clapton", 3, "guitar", same_answer=3)
+    assert sorted(three[:2]) == ["John Lennon", "Toko Yasuda"] and three[2] == "Jimi Hendrix"
+    # past the share, the question's other subjects, then any
+    capped = table.draw(prompt, "Eric Clapton", 4, "guitar", same_answer=1)
+    assert capped[0] in ("John Lennon", "Toko Yasuda")
+    assert set(capped[1:3]) == set(table.by_template[PLAYS]) - {capped[0]}
+    assert capped[3] in ("Eschwege", "Jimi Hendrix", "Riga")
+    # no old answer, or no share: the draw of an edit without one
+    assert table.draw(prompt, "Eric Clapton", 4, None, same_answer=2) == table.draw(prompt, "Eric Clapton", 4)
+    assert table.draw(prompt, "Eric Clapton", 4, "guitar", same_answer=0) == table.draw(prompt, "Eric Clapton", 4)
 
 
 def test_different_edits_draw_in_different_orders() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +149,10 @@ def test_an_edits_memory_is_drawn_from_the_subjects_asked_its_question_the_same_
 ) -> None:
     # The tiny edit's subject is "france is" (tests/unit/test_parametric_editor.py), so its template is "the
     # capital of {}": its other subjects come first, then (16 wanted) the other template's fill the rest.
+    # With the edit's old answer known, a subject that shares it comes first, whatever question it was asked.
     table = SubjectTable({"the capital of {}": ("france is", "germany is", "italy is", "spain is"),
-                          "the language of {}": ("portugal is",)})
+                          "the language of {}": ("portugal is",)},
+                         {"the language of {}": {"portugal is": "Paris"}, "the capital of {}": {"italy is": "rome"}})
     monkeypatch.setitem(METHODS, "tpatcher", TPatcher(table, TINY_METHOD.options))
     drawn: list[tuple[str, ...]] = []
     real_memory_inputs = tpatcher.memory_inputs
@@ -163,9 +166,11 @@ def test_an_edits_memory_is_drawn_from_the_subjects_asked_its_question_the_same_
     request = MethodRequest("tpatcher", steps=2)
     for _ in range(2):
         finish(editor.compute(request, [edit("france", "berlin", "e1")]))
-    first, again = drawn
+    finish(editor.compute(request, [replace(edit("france", "berlin", "e1"), target_true="paris")]))
+    first, again, knowing = drawn
     assert first == again
     assert sorted(first[:3]) == ["germany is", "italy is", "spain is"] and first[3:] == ("portugal is",)
+    assert knowing[0] == "portugal is" and sorted(knowing[1:]) == ["germany is", "italy is", "spain is"]
 
 
 def test_the_neurons_sit_beside_the_module_holding_both_projections() -> None:
