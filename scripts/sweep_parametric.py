@@ -44,6 +44,7 @@ from editdata.paths import COUNTERFACT_TRAIN  # noqa: E402
 from server.config import default_cache_dir  # noqa: E402
 from server.generators.decoding import CausalLM  # noqa: E402
 from server.models.load import load_model  # noqa: E402
+from server.parametric.alphaedit import AlphaEdit  # noqa: E402
 from server.parametric.deltas import WeightDelta  # noqa: E402
 from server.parametric.editor import MethodRequest, ParametricEditor, ParametricSettings  # noqa: E402
 from server.parametric.ledger import Ledger  # noqa: E402
@@ -68,7 +69,8 @@ def main() -> None:
     parser.add_argument("--null-space-cutoff", type=float, nargs="+", default=[None],
                         help="AlphaEdit's eigenvalue cut-offs (shares of C's largest) to sweep (default: the method's)")
     parser.add_argument("--memory-subjects", type=int, nargs="+", default=[None],
-                        help="T-Patcher/CaliNET: other subjects the memory asks the edit's questions about")
+                        help="T-Patcher/CaliNET: other subjects the memory asks the edit's questions about; "
+                             "AlphaEdit: subjects whose keys it preserves (0: none)")
     parser.add_argument("--same-answer-subjects", type=int, nargs="+", default=[None],
                         help="tpatcher, calinet: memory subjects that share the edit's old answer")
     parser.add_argument("--fire-at", nargs="+", default=[None], choices=["last", "subject"],
@@ -106,7 +108,7 @@ def main() -> None:
     rest = records[: args.offset] + records[args.offset + args.cases :]
     wordings = Wordings.from_records(rest)
     method = METHODS[args.method]
-    if isinstance(method, TPatcher):  # CaliNET too; the shipped table holds the swept cases' subjects: rebuild it
+    if isinstance(method, TPatcher | AlphaEdit):  # CaliNET too; the shipped table holds the swept cases' subjects
         method = replace(method, subjects=SubjectTable.from_records(rest))
     batched = METHODS[args.method].batched
     spans = [tuple(args.layers)] if batched or args.span else [(layer,) for layer in args.layers]
@@ -121,8 +123,11 @@ def main() -> None:
             options = options if fire_at is None else replace(options, fire_at=fire_at)
             options = options if alike is None else replace(options, same_answer_subjects=alike)
             METHODS[args.method] = replace(method, options=options)
+        elif isinstance(method, AlphaEdit) and fire_at is None and alike is None:
+            METHODS[args.method] = replace(method, **({} if subjects is None else {"neighbour_subjects": subjects}))
         elif subjects is not None or fire_at is not None or alike is not None:
-            parser.error("--memory-subjects, --same-answer-subjects and --fire-at are options of tpatcher and calinet")
+            parser.error("--memory-subjects (alphaedit: its neighbour subjects), --same-answer-subjects and --fire-at "
+                         "are options of tpatcher and calinet")
         with tempfile.TemporaryDirectory() as scratch:  # the server's default statistics text, whatever --data is
             settings = ParametricSettings(default_cache_dir(), (COUNTERFACT_TRAIN,), tokens, model_samples=64,
                                           prefixes=args.prefixes, wordings=wordings, other_wordings=others)

@@ -8,9 +8,16 @@ import pytest
 import torch
 
 from server.errors import InvalidArgument
-from server.parametric.alphaedit import null_space_projection, projected_update
+from server.parametric.alphaedit import (
+    AlphaEdit,
+    neighbour_keys,
+    null_space_projection,
+    projected_update,
+    without_directions,
+)
 from server.parametric.deltas import WeightDelta
-from server.parametric.editor import MethodRequest
+from server.parametric.editor import METHODS, MethodRequest
+from server.parametric.memory_subjects import SubjectTable
 from server.parametric.tap import recording
 from server.parametric.targets import finish
 from tests.tiny import FACTS
@@ -76,3 +83,44 @@ def test_a_cutoff_outside_0_1_is_refused_before_any_work(tmp_path: Path) -> None
     editor, _, _ = make_editor("llama", tmp_path)
     with pytest.raises(InvalidArgument, match="null_space_cutoff"):
         finish(editor.compute(MethodRequest("alphaedit", null_space_cutoff=2.0), [edit("france", "berlin", "e1")]))
+
+
+def test_removing_neighbour_directions_keeps_a_projector_that_zeroes_them() -> None:
+    torch.manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(12, 8, dtype=torch.float64))[0]  # (12, 8): P's range
+    projection = basis @ basis.T
+    neighbours = torch.randn(12, 3, dtype=torch.float64)
+    narrowed = without_directions(projection, neighbours)
+    assert torch.allclose(narrowed @ neighbours, torch.zeros(12, 3, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(narrowed @ narrowed, narrowed, atol=1e-10) and torch.allclose(narrowed, narrowed.T)
+    assert round(float(torch.trace(narrowed))) == 5  # 8 directions less the 3 neighbours'
+    inside = basis @ torch.randn(8, dtype=torch.float64)  # a key in P's range, orthogonal to no neighbour
+    assert float((narrowed @ inside).norm()) > 0.1 * float(inside.norm())
+
+
+def test_the_neighbours_keys_stay_still_where_c_does_not_hold_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # C sees spain's fact only; germany and italy, asked the edit's question, are its neighbours (T-Patcher's
+    # table), so only the neighbour keys keep them from the update.
+    table = SubjectTable({"the capital of {}": ("germany is", "italy is")})
+    moved = {}
+    for count in (0, 2):
+        monkeypatch.setitem(METHODS, "alphaedit", AlphaEdit(table, neighbour_subjects=count))
+        (tmp_path / str(count)).mkdir()
+        editor, model, tokenizer = make_editor("llama", tmp_path / str(count), stats_text=FACTS[3:],
+                                               model_samples=0)
+        request = MethodRequest("alphaedit", layers=(1,), steps=40, null_space_cutoff=1e-8)
+        (delta,) = finish(editor.compute(request, [edit("france", "berlin", "e1")]))
+        assert isinstance(delta, WeightDelta) and delta.v is not None
+        module = model.get_submodule(delta.module)
+        neighbours = [(f"the capital of {c} is", f"{c} is") for c in ("germany", "italy")]
+        keys = neighbour_keys(model, tokenizer, module, neighbours)  # type: ignore[arg-type]  # (d_in, 2)
+        moved[count] = float((delta.v @ keys).abs().max() / (delta.v.norm() * keys.norm(dim=0).max()))
+        editor.commit("ns", request, [delta])
+        assert answer(model, tokenizer, "the capital of france is") == "berlin"
+        if count:
+            assert answer(model, tokenizer, "the capital of germany is") == "berlin"
+            assert answer(model, tokenizer, "the capital of italy is") == "rome"
+        editor.close()
+    assert moved[2] < 1e-6 < moved[0]
