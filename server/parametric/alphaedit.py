@@ -121,6 +121,7 @@ class AlphaEdit:
             projection = projections[layer]
             if neighbours:
                 module = context.model.get_submodule(context.arch.mlp_out.format(layer))
+                # on the unedited model: the earlier layers' updates left these keys still, so they read the same
                 preserved = neighbour_keys(context.model, context.tokenizer, module, neighbours)  # (d_in, m)
                 projection = without_directions(projection, preserved)
             return projected_update(projection, keys, wanted, RIDGE)
