@@ -188,7 +188,8 @@ def apply_and_score(
 
 
 def true_answer(case: dict) -> str | None:
-    """The answer before the edit, as the evaluation gives it (KN erases it; the other methods ignore it)."""
+    """The answer before the edit, as the evaluation gives it: KN erases it (before 2026-12-05 sweeps passed none, so
+    KN used the model's greedy token), T-Patcher and AlphaEdit draw subjects that share it."""
     truth = case.get("ground_truth")
     return truth if isinstance(truth, str) else None
 

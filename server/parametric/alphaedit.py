@@ -22,6 +22,7 @@ P K_n, so that Vᵀ k_n = 0 for each of them.
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +36,8 @@ from server.parametric.memit import MemitOptions, memit
 from server.parametric.memory_subjects import SubjectTable, shipped_subjects
 from server.parametric.method import MethodContext, MethodRequest, layer_moments, value_options
 from server.parametric.prompts import build_batch
-from server.parametric.targets import Progress, module_io
+from server.parametric.tap import at_positions, recording
+from server.parametric.targets import Progress, forward
 from server.types import Edit
 
 # Eigenvalues below this share of C's largest span the null space. Relative, so it means the same for
@@ -48,6 +50,11 @@ NULL_SPACE_CUTOFF = 1e-3
 # Subjects per edit whose keys are preserved exactly besides C's null space: those with the edit's old answer first
 # (its `target_true`), then others asked the same question. 0 turns it off.
 NEIGHBOUR_SUBJECTS = 16
+# At most this many neighbour keys per application, shared by its edits (100 edits: 2 each): each removes a
+# direction from the null space the edits are written in (at the default cut-off 1,825 of 2,048 directions at
+# Gemma-3-270M's layer 12).
+MAX_NEIGHBOUR_KEYS = 256
+KEY_PRECISION = 1e-6  # float32's, relative to the largest key's norm: smaller singular values are rounding noise
 # α, the weight of ‖ΔW‖² against the edits' error: the paper's I (α = 1); the reference tunes it per
 # model (its L2). An edit whose key keeps s = ‖P k₁‖² in the null space is written to the share s / (s + α).
 RIDGE = 1.0
@@ -63,21 +70,41 @@ def null_space_projection(second_moment: torch.Tensor, cutoff: float) -> torch.T
 def without_directions(projection: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """P − Q Qᵀ, Q an orthonormal basis of P K: the projector onto the part of P's range orthogonal to every key;
     P (d, d) float64, keys (d, m) → (d, d) float64."""
-    basis, sizes, _ = torch.linalg.svd(projection @ keys.double(), full_matrices=False)  # (d, m), (m,)
-    q = basis[:, sizes > 1e-9 * sizes.max().clamp_min(1e-300)]  # keys outside P's range add nothing
+    k = keys.double()
+    basis, sizes, _ = torch.linalg.svd(projection @ k, full_matrices=False)  # (d, m), (m,)
+    # a key (nearly) outside P's range adds nothing: below float32's precision of the keys it is rounding noise
+    q = basis[:, sizes > KEY_PRECISION * float(k.norm(dim=0).max())]
     return projection - q @ q.T
 
 
-def neighbour_keys(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, module: nn.Module,
-                   prompts: Sequence[tuple[str, str]]) -> torch.Tensor:
-    """The module's input at each (prompt, subject)'s subject token, (d_in, m); at least one prompt."""
-    return torch.cat([module_io(model, module, build_batch(tokenizer, [p], s))[0] for p, s in prompts]).T
+def neighbour_keys(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, modules: Sequence[nn.Module],
+                   prompts: Sequence[tuple[str, str]], batch: int = 32) -> list[torch.Tensor]:
+    """Each module's input at each (prompt, subject)'s subject token, [(d_in, m)] in the modules' order, from one
+    forward pass per `batch` prompts."""
+    found: list[list[torch.Tensor]] = [[] for _ in modules]
+    for start in range(0, len(prompts), batch):
+        chunk = prompts[start : start + batch]
+        rows = build_batch(tokenizer, [p for p, _ in chunk], [s for _, s in chunk])
+        with ExitStack() as stack:
+            seen = [stack.enter_context(recording(m)) for m in modules]
+            with torch.no_grad():
+                forward(model, rows)
+        for keys, record in zip(found, seen, strict=True):
+            assert record.input is not None, "the module did not run"
+            keys.append(at_positions(record.input, rows.subject_last))  # (chunk, d_in)
+    return [torch.cat(keys).T for keys in found]
 
 
 def neighbour_prompts(edits: Sequence[Edit], subjects: SubjectTable, n: int) -> list[tuple[str, str]]:
-    """Each edit's prompt about up to n other subjects, those with its old answer first, with their subject."""
-    return [(e.prompt.replace(e.subject, s), s) for e in edits
-            for s in subjects.draw(e.prompt, e.subject, n, e.target_true, n)]
+    """Each edit's prompt about up to n other subjects (fewer in a large batch: MAX_NEIGHBOUR_KEYS in all), those
+    with its old answer first, with their subject. No edit's own subject is another's neighbour: its key must move."""
+    per_edit = min(n, MAX_NEIGHBOUR_KEYS // max(len(edits), 1))
+    edited = {e.subject for e in edits}
+    prompts = []
+    for e in edits:  # drawn with room for the batch's subjects, which are then left out
+        drawn = subjects.draw(e.prompt, e.subject, per_edit + len(edited) - 1, e.target_true, per_edit)
+        prompts += [(e.prompt.replace(e.subject, s), s) for s in [s for s in drawn if s not in edited][:per_edit]]
+    return prompts
 
 
 def projected_update(
@@ -116,17 +143,14 @@ class AlphaEdit:
         projections = {layer: null_space_projection(c, cutoff) for layer, c in moments.items()}
         subjects = shipped_subjects() if self.subjects is None else self.subjects
         neighbours = neighbour_prompts(edits, subjects, self.neighbour_subjects)
-
-        def update(layer: int, keys: torch.Tensor, wanted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            projection = projections[layer]
-            if neighbours:
-                module = context.model.get_submodule(context.arch.mlp_out.format(layer))
-                # on the unedited model: the earlier layers' updates left these keys still, so they read the same
-                preserved = neighbour_keys(context.model, context.tokenizer, module, neighbours)  # (d_in, m)
-                projection = without_directions(projection, preserved)
-            return projected_update(projection, keys, wanted, RIDGE)
-
+        if neighbours:  # read on the unedited model, as C is: at later layers, close to what MEMIT's keys see
+            layers = sorted(projections)
+            modules = [context.model.get_submodule(context.arch.mlp_out.format(layer)) for layer in layers]
+            for layer, keys in zip(layers, neighbour_keys(context.model, context.tokenizer, modules, neighbours),
+                                   strict=True):
+                projections[layer] = without_directions(projections[layer], keys)
         return (yield from memit(
             context.model, context.tokenizer, context.arch, edits, context.prompts,
-            MemitOptions(context.layers, value_options(request)), update,
+            MemitOptions(context.layers, value_options(request)),
+            lambda layer, keys, wanted: projected_update(projections[layer], keys, wanted, RIDGE),
         ))

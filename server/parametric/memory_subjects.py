@@ -22,7 +22,7 @@ import random
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 from server.parametric.wordings import template
@@ -65,14 +65,26 @@ class SubjectTable:
                 "answers": self.answers}
         path.write_text(json.dumps(body, ensure_ascii=False, indent=0) + "\n")
 
+    @cached_property
+    def every_subject(self) -> tuple[str, ...]:
+        """Every subject of the table, sorted."""
+        return tuple(sorted({s for group in self.by_template.values() for s in group}))
+
+    @cached_property
+    def by_answer(self) -> Mapping[str, tuple[tuple[str, str], ...]]:
+        """`answer_key` of an answer → the (template, subject) pairs that give it, sorted."""
+        pairs: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
+        for known, group in self.answers.items():
+            for subject, answer in group.items():
+                pairs[answer_key(answer)].append((known, subject))
+        return {a: tuple(sorted(p)) for a, p in pairs.items()}
+
     def answered(self, answer: str, known: str | None) -> tuple[list[str], list[str]]:
         """The subjects whose answer is `answer` (case and spacing aside): (those asked the template `known`, those
         asked only others), each sorted."""
-        wanted = answer_key(answer)
-        same = sorted(s for s, a in self.answers.get(known or "", {}).items() if answer_key(a) == wanted)
-        others = sorted({s for t, group in self.answers.items() if t != known
-                         for s, a in group.items() if answer_key(a) == wanted} - set(same))
-        return same, others
+        pairs = self.by_answer.get(answer_key(answer), ())
+        same = [s for t, s in pairs if t == known]
+        return same, sorted({s for t, s in pairs if t != known} - set(same))
 
     def draw(self, prompt: str, subject: str, n: int, answer: str | None = None,
              same_answer: int = 0) -> tuple[str, ...]:
@@ -81,15 +93,16 @@ class SubjectTable:
         of the prompt and subject, so an edit gets the same ones on every run."""
         rng = random.Random(hashlib.sha256(f"{subject}\n{prompt}".encode()).digest())
         known = template(prompt, subject)
+        alike, alike_elsewhere = self.answered(answer, known) if answer and same_answer else ([], [])
         chosen: list[str] = []
-        groups = [*(self.answered(answer, known) if answer and same_answer else ()),
-                  list(self.by_template.get(known or "", ())),
-                  sorted({s for group in self.by_template.values() for s in group})]
-        for i, group in enumerate(groups):
-            wanted = min(n, same_answer) if i < len(groups) - 2 else n  # the same-answer groups share a cap
+        # each group with how many of the n may be drawn by the time it is done
+        for group, upto in ((alike, same_answer), (alike_elsewhere, same_answer),
+                            (self.by_template.get(known or "", ()), n), (self.every_subject, n)):
+            if len(chosen) >= min(upto, n):
+                continue
             taken = {subject, *chosen}
             fresh = [s for s in group if s not in taken]
-            chosen += rng.sample(fresh, max(0, min(wanted - len(chosen), len(fresh))))
+            chosen += rng.sample(fresh, min(min(upto, n) - len(chosen), len(fresh)))
         return tuple(chosen)
 
 

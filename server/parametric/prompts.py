@@ -62,12 +62,15 @@ def answer_token_ids(tokenizer: PreTrainedTokenizerBase, answer: str) -> list[in
 
 
 def build_batch(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], subject: str, answer: str | None = None
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], subject: str | Sequence[str], answer: str | None = None
 ) -> PromptBatch:
-    """Each text, followed by the answer's tokens when given, right-padded into one batch."""
+    """Each text, followed by the answer's tokens when given, right-padded into one batch; `subject` is every
+    text's, or one per text."""
+    subjects = [subject] * len(texts) if isinstance(subject, str) else list(subject)
+    assert len(subjects) == len(texts), f"{len(subjects)} subjects for {len(texts)} texts"
     answer_ids = answer_token_ids(tokenizer, answer) if answer is not None else []
     rows, subject_last, answer_positions = [], [], []
-    for text in texts:
+    for text, subject in zip(texts, subjects, strict=True):
         ids = list(tokenizer(text)["input_ids"])
         subject_last.append(subject_last_token(tokenizer, text, subject))
         answer_positions.append([len(ids) - 1 + j for j in range(len(answer_ids))])

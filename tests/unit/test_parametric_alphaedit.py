@@ -10,7 +10,7 @@ import torch
 from server.errors import InvalidArgument
 from server.parametric.alphaedit import (
     AlphaEdit,
-    neighbour_keys,
+    neighbour_prompts,
     null_space_projection,
     projected_update,
     without_directions,
@@ -18,8 +18,10 @@ from server.parametric.alphaedit import (
 from server.parametric.deltas import WeightDelta
 from server.parametric.editor import METHODS, MethodRequest
 from server.parametric.memory_subjects import SubjectTable
+from server.parametric.prompts import build_batch
 from server.parametric.tap import recording
-from server.parametric.targets import finish
+from server.parametric.targets import finish, module_io
+from server.types import Edit
 from tests.tiny import FACTS
 from tests.unit.test_parametric_editor import answer, assert_same, edit, make_editor, weights
 
@@ -96,6 +98,23 @@ def test_removing_neighbour_directions_keeps_a_projector_that_zeroes_them() -> N
     assert round(float(torch.trace(narrowed))) == 5  # 8 directions less the 3 neighbours'
     inside = basis @ torch.randn(8, dtype=torch.float64)  # a key in P's range, orthogonal to no neighbour
     assert float((narrowed @ inside).norm()) > 0.1 * float(inside.norm())
+    outside = (torch.eye(12, dtype=torch.float64) - projection) @ torch.randn(12, 2, dtype=torch.float64)
+    assert torch.allclose(without_directions(projection, outside), projection, atol=1e-12)  # nothing to remove
+
+
+def test_each_edit_gets_its_neighbours_never_a_subject_the_batch_edits() -> None:
+    table = SubjectTable({"the capital of {}": ("france is", "germany is", "italy is", "spain is")},
+                         {"the capital of {}": {"germany is": "paris", "italy is": "rome", "spain is": "paris"}})
+    one = Edit("e1", "ns", "france is", "the capital of france is", "berlin", "paris", (), 0.0)
+    two = Edit("e2", "ns", "spain is", "the capital of spain is", "lisbon", "madrid", (), 0.0)
+    # alone, the old answer's subjects come first
+    assert [s for _, s in neighbour_prompts([one], table, 2)] in (["germany is", "spain is"],
+                                                                  ["spain is", "germany is"])
+    assert neighbour_prompts([one], table, 1)[0] in (("the capital of germany is", "germany is"),
+                                                     ("the capital of spain is", "spain is"))
+    # together, neither edit's subject is the other's neighbour, and each still gets its count
+    both = neighbour_prompts([one, two], table, 2)
+    assert len(both) == 4 and {s for _, s in both} <= {"germany is", "italy is"}
 
 
 def test_the_neighbours_keys_stay_still_where_c_does_not_hold_them(
@@ -114,8 +133,8 @@ def test_the_neighbours_keys_stay_still_where_c_does_not_hold_them(
         (delta,) = finish(editor.compute(request, [edit("france", "berlin", "e1")]))
         assert isinstance(delta, WeightDelta) and delta.v is not None
         module = model.get_submodule(delta.module)
-        neighbours = [(f"the capital of {c} is", f"{c} is") for c in ("germany", "italy")]
-        keys = neighbour_keys(model, tokenizer, module, neighbours)  # type: ignore[arg-type]  # (d_in, 2)
+        keys = torch.cat([module_io(model, module, build_batch(tokenizer, [f"the capital of {c} is"], f"{c} is"))[0]
+                          for c in ("germany", "italy")]).T  # type: ignore[arg-type]  # (d_in, 2)
         moved[count] = float((delta.v @ keys).abs().max() / (delta.v.norm() * keys.norm(dim=0).max()))
         editor.commit("ns", request, [delta])
         assert answer(model, tokenizer, "the capital of france is") == "berlin"

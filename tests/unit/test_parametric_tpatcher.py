@@ -13,6 +13,7 @@ from server.errors import InvalidArgument
 from server.models.arch import ARCHS, arch_for
 from server.parametric import tpatcher
 from server.parametric.additions import Act, Addition
+from server.parametric.calinet import CaliNet
 from server.parametric.editor import METHODS, MethodRequest
 from server.parametric.memory_subjects import SubjectTable
 from server.parametric.prompts import EditPrompts, answer_token_ids, build_batch
@@ -166,11 +167,17 @@ def test_an_edits_memory_is_drawn_from_the_subjects_asked_its_question_the_same_
     request = MethodRequest("tpatcher", steps=2)
     for _ in range(2):
         finish(editor.compute(request, [edit("france", "berlin", "e1")]))
-    finish(editor.compute(request, [replace(edit("france", "berlin", "e1"), target_true="paris")]))
-    first, again, knowing = drawn
+    knowing = replace(edit("france", "berlin", "e1"), target_true="paris")
+    finish(editor.compute(request, [knowing]))
+    # firing on the subject, and CaliNET, draw as an edit without an old answer (as they were measured)
+    finish(editor.compute(MethodRequest("tpatcher", steps=2, layer=1, fire_at="subject"), [knowing]))
+    monkeypatch.setitem(METHODS, "calinet", CaliNet(table))
+    finish(editor.compute(MethodRequest("calinet", steps=2), [knowing]))
+    first, again, by_answer, on_subject, calinet = drawn
     assert first == again
     assert sorted(first[:3]) == ["germany is", "italy is", "spain is"] and first[3:] == ("portugal is",)
-    assert knowing[0] == "portugal is" and sorted(knowing[1:]) == ["germany is", "italy is", "spain is"]
+    assert by_answer[0] == "portugal is" and sorted(by_answer[1:]) == ["germany is", "italy is", "spain is"]
+    assert on_subject == calinet == first
 
 
 def test_the_neurons_sit_beside_the_module_holding_both_projections() -> None:
