@@ -94,6 +94,7 @@ def main() -> None:
                         help="also score a rank-one delta of the same key and size whose value points at random")
     parser.add_argument("--span", action="store_true",
                         help="one-at-a-time methods get all --layers as one span (KN), not one layer per setting")
+    parser.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the method's)")
     parser.add_argument("--cases", type=int, default=10)
     parser.add_argument("--offset", type=int, default=0, help="first case of the file to use")
     args = parser.parse_args()
@@ -145,7 +146,7 @@ def main() -> None:
                        + ("" if held_factor is None else f" × {held_factor:g}"))
             edits = [Edit(f"{i:032x}", "sweep", c["subject"], c["prompt"], c["target_new"], true_answer(c), (), 0)
                      for i, c in enumerate(cases)]
-            value = {"continuation_tokens": held, "continuation_factor": held_factor}
+            value = {"continuation_tokens": held, "continuation_factor": held_factor, "steps": args.steps}
             if batched:
                 request = MethodRequest(args.method, layers=layers, mom2_weight=mom2, null_space_cutoff=cutoff, **value)
             else:
@@ -164,7 +165,7 @@ def main() -> None:
             print(json.dumps({"method": args.method, "layers": layers, "stats_tokens": tokens,
                               "prefixes": args.prefixes, "other_wordings": others, "mom2_weight": mom2,
                               "null_space_cutoff": cutoff, "deferral_radius": radius, "memory_subjects": subjects,
-                              "fire_at": fire_at, "same_answer_subjects": alike,
+                              "fire_at": fire_at, "same_answer_subjects": alike, "steps": args.steps,
                               "continuation_tokens": held, "continuation_factor": held_factor,
                               "batch": batch, "delta_scale": variant, "cases": len(scored), **summary}), flush=True)
 
