@@ -71,6 +71,8 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
                         help="T-Patcher, CaliNET: where the neurons fire (default: the server's, the last token)")
     parser.add_argument("--memory-subjects", type=int,
                         help="T-Patcher, CaliNET: other subjects in the neurons' memory (default: the server's, 16)")
+    parser.add_argument("--steps", type=int, help="parametric methods that optimise: their steps (default: the "
+                        "server's for the method, e.g. T-Patcher's 25)")
     parser.add_argument("--layers", type=int, nargs="+", default=[], help="MEMIT and AlphaEdit: the layers, e.g. "
                         "8 9 10, or 12 (AlphaEdit's projection on ROME's one layer); default: the server's")
     parser.add_argument("--fluency", action="store_true", help="also generate 32 tokens per case for n-gram entropy")
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
         for t in sequential:
             settings = EvalSettings(method=args.method, sequential=t, fluency=args.fluency, batch=args.batch,
                                     parametric=ParametricOptions(layer=args.layer, layers=tuple(args.layers),
-                                                                 fire_at=args.fire_at,
+                                                                 steps=args.steps, fire_at=args.fire_at,
                                                                  memory_subjects=args.memory_subjects))
             started = time.perf_counter()
             with parametric_progress_bar(disable=args.method not in PARAMETRIC_METHODS) as on_parametric:
