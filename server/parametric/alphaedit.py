@@ -14,9 +14,11 @@ that is not done here: each application sees only C.
 
 C is a statistic of ordinary text, so it does not hold the keys that matter most: the same question about
 another subject, whose key at the subject's last token lies close to the edited one (CounterFact's neighbourhood,
-subjects with the edit's old answer). So each application also preserves the keys of the edit's prompt about a
-few such subjects (T-Patcher's table, memory_subjects.py), exactly: P' = P − Q Qᵀ, Q an orthonormal basis of
-P K_n, so that Vᵀ k_n = 0 for each of them.
+subjects with the edit's old answer). `neighbour_subjects` > 0 also preserves the keys of the edit's prompt about
+that many such subjects (T-Patcher's table, memory_subjects.py), exactly: P' = P − Q Qᵀ, Q an orthonormal basis of
+P K_n, so that Vᵀ k_n = 0 for each of them. It is off by default: with 16, `counterfact/val.json`'s first 50 kept
+no more neighbours (greedy 0.76 either way) and lost paraphrases (0.72 → 0.66; docs/BENCHMARKS.md, "AlphaEdit with
+the neighbourhood's keys"). Zero on 16 drawn subjects' keys does not carry over to the neighbourhood's own.
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ from server.types import Edit
 # and 1e-5 leave too few to write the edit (reliability 0.5, 0.0).
 NULL_SPACE_CUTOFF = 1e-3
 # Subjects per edit whose keys are preserved exactly besides C's null space: those with the edit's old answer first
-# (its `target_true`), then others asked the same question. 0 turns it off.
-NEIGHBOUR_SUBJECTS = 16
+# (its `target_true`), then others asked the same question. 0, off: 16 did not help on val (module docstring);
+# `scripts/sweep_parametric.py --method alphaedit --memory-subjects N` tries it on a train file.
+NEIGHBOUR_SUBJECTS = 0
 # At most this many neighbour keys per application, shared by its edits (100 edits: 2 each): each removes a
 # direction from the null space the edits are written in (at the default cut-off 1,825 of 2,048 directions at
 # Gemma-3-270M's layer 12).
