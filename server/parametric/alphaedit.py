@@ -24,7 +24,6 @@ the neighbourhood's keys"). Zero on 16 drawn subjects' keys does not carry over 
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +37,7 @@ from server.parametric.memit import MemitOptions, memit
 from server.parametric.memory_subjects import SubjectTable, shipped_subjects
 from server.parametric.method import MethodContext, MethodRequest, layer_moments, value_options
 from server.parametric.prompts import build_batch
-from server.parametric.tap import at_positions, recording
+from server.parametric.tap import at_positions, recording_each
 from server.parametric.targets import Progress, forward
 from server.types import Edit
 
@@ -88,10 +87,8 @@ def neighbour_keys(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, m
     for start in range(0, len(prompts), batch):
         chunk = prompts[start : start + batch]
         rows = build_batch(tokenizer, [p for p, _ in chunk], [s for _, s in chunk])
-        with ExitStack() as stack:
-            seen = [stack.enter_context(recording(m)) for m in modules]
-            with torch.no_grad():
-                forward(model, rows)
+        with torch.no_grad(), recording_each(modules) as seen:
+            forward(model, rows)
         for keys, record in zip(found, seen, strict=True):
             assert record.input is not None, "the module did not run"
             keys.append(at_positions(record.input, rows.subject_last))  # (chunk, d_in)

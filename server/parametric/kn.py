@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator, Sequence
-from contextlib import ExitStack
 from copy import deepcopy
 from dataclasses import dataclass
 
@@ -35,7 +34,7 @@ from server.parametric.deltas import WeightDelta, weight_out_in
 from server.parametric.layers import LayerDefaults
 from server.parametric.method import MethodContext, MethodRequest, on_current
 from server.parametric.prompts import EditPrompts, answer_token_ids
-from server.parametric.tap import recording, replacing_input
+from server.parametric.tap import recording_each, replacing_input
 from server.parametric.targets import Progress
 from server.types import Edit
 
@@ -136,8 +135,8 @@ def last_activations(
     model: PreTrainedModel, arch: ArchTemplate, input_ids: torch.Tensor, layers: Sequence[int], target: int
 ) -> tuple[torch.Tensor, float]:
     """The down-projections' inputs at the last token, (L, d_ff), and p(target) there; input_ids (1, t)."""
-    with torch.no_grad(), ExitStack() as stack:
-        seen = [stack.enter_context(recording(model.get_submodule(arch.mlp_out.format(layer)))) for layer in layers]
+    modules = [model.get_submodule(arch.mlp_out.format(layer)) for layer in layers]
+    with torch.no_grad(), recording_each(modules) as seen:
         logits = model(input_ids=input_ids, logits_to_keep=1).logits[0, -1]  # (vocab,)
     inputs = []
     for layer, found in zip(layers, seen, strict=True):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +35,13 @@ def recording(module: nn.Module) -> Iterator[Recording]:
         yield found
     finally:
         handle.remove()
+
+
+@contextmanager
+def recording_each(modules: Sequence[nn.Module]) -> Iterator[list[Recording]]:
+    """`recording` of several modules at once, in their order: one forward pass reads every layer."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(recording(m)) for m in modules]
 
 
 @contextmanager
