@@ -98,11 +98,12 @@ class SubjectTable:
         # each group with how many of the n may be drawn by the time it is done
         for group, upto in ((alike, same_answer), (alike_elsewhere, same_answer),
                             (self.by_template.get(known or "", ()), n), (self.every_subject, n)):
-            if len(chosen) >= min(upto, n):
+            room = min(upto, n) - len(chosen)
+            if room <= 0:
                 continue
             taken = {subject, *chosen}
             fresh = [s for s in group if s not in taken]
-            chosen += rng.sample(fresh, min(min(upto, n) - len(chosen), len(fresh)))
+            chosen += rng.sample(fresh, min(room, len(fresh)))
         return tuple(chosen)
 
 
