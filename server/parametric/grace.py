@@ -42,14 +42,20 @@ KIND = "grace"
 # reaches paraphrases without reaching neighbours first, so the default keeps locality (GRACE's trade-off).
 DEFERRAL_RADIUS = 0.1
 MAX_DEFERRAL_RADIUS = 10.0
+# of ‖q‖² + ‖k‖²: above the rounding of a float32 sum over d terms, at most d·2⁻²⁴ of it (1.2e-4 for Gemma's 2,048)
+LOOKUP_SLACK = 1e-3
 
 
 def deferral_radii(keys: torch.Tensor, initial: torch.Tensor, labels: Sequence[tuple[int, ...]]) -> torch.Tensor:
-    """ε per entry after GRACE's conflict rule, applied in order; keys (n, d_in), initial (n,) → (n,) float32."""
+    """ε per entry after GRACE's conflict rule, applied in order; keys (n, d_in), initial (n,) → (n,) float32.
+
+    Radii only shrink, so an entry with no earlier key within the two initial radii (`_close`) keeps its own: only
+    the others are measured exactly. The codebook is rebuilt at every step of a sequential application."""
     radii = initial.float().clone()
-    distances = _distances(keys, keys)  # (n, n)
-    for i in range(1, len(radii)):
-        d, nearest = distances[i, :i].min(0)
+    reach = radii[:, None] + radii[None, :]  # (n, n) the most ε_i + ε_j can be
+    earlier = torch.ones(len(radii), len(radii), dtype=torch.bool).tril(-1)  # (n, n) j < i
+    for i in torch.nonzero((_close(keys, keys, reach) & earlier).any(-1))[:, 0].tolist():
+        d, nearest = _distances(keys[i : i + 1], keys[:i])[0].min(0)
         j = int(nearest)
         if d <= radii[i] + radii[j] and labels[i] != labels[j]:
             radii[j] = torch.minimum(radii[j], d / 2)
@@ -58,10 +64,28 @@ def deferral_radii(keys: torch.Tensor, initial: torch.Tensor, labels: Sequence[t
 
 
 def lookup(queries: torch.Tensor, keys: torch.Tensor, radii: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(nearest entry (m,), within its radius (m,)) for queries (m, d_in); ties go to the newer entry."""
-    smallest, from_end = _distances(queries, keys).flip(-1).min(-1)  # (m,)
-    nearest = len(keys) - 1 - from_end
-    return nearest, smallest <= radii[nearest]
+    """(nearest entry (m,), within its radius (m,)) for queries (m, d_in); ties go to the newer entry. The nearest
+    entry is meaningful where the query is within its radius.
+
+    Every position of every forward pass is looked up, and nearly all lie far outside every radius: a matmul
+    (`_close`) rules those out, and only the rest are measured exactly (`_distances`, 8 times the matmul's time for
+    a thousand entries), so the decisions are the exact distances' at about a matmul's cost."""
+    nearest = torch.zeros(len(queries), dtype=torch.long)
+    hit = torch.zeros(len(queries), dtype=torch.bool)
+    near = torch.nonzero(_close(queries, keys, radii.float()[None, :]).any(-1))[:, 0]  # (m',)
+    if len(near):
+        smallest, from_end = _distances(queries[near], keys).flip(-1).min(-1)  # (m',)
+        nearest[near] = len(keys) - 1 - from_end
+        hit[near] = smallest <= radii[nearest[near]]
+    return nearest, hit
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, limits: torch.Tensor) -> torch.Tensor:
+    """(m, n) whether rows a (m, d) and b (n, d) may lie within `limits` (broadcast to (m, n)) of each other: their
+    squared distances from a matmul, less a slack far above its rounding and `_distances`' float32 rounding."""
+    a, b = a.float(), b.float()
+    aa, bb = (a * a).sum(-1)[:, None], (b * b).sum(-1)[None, :]  # (m, 1), (1, n)
+    return aa - 2 * a @ b.T + bb - LOOKUP_SLACK * (aa + bb) <= limits**2
 
 
 def _distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

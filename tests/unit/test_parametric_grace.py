@@ -29,7 +29,56 @@ def test_entries_with_other_answers_split_their_radii_and_entries_with_the_same_
 def test_a_query_takes_its_nearest_entry_within_its_radius_and_the_newer_one_on_a_tie() -> None:
     keys = torch.tensor([[0.0, 0.0], [4.0, 0.0], [4.0, 0.0]])
     nearest, hit = lookup(torch.tensor([[0.5, 0.0], [3.0, 0.0], [1.0, 5.0]]), keys, torch.tensor([1.0, 1.0, 1.0]))
-    assert nearest.tolist() == [0, 2, 0] and hit.tolist() == [True, True, False]
+    assert hit.tolist() == [True, True, False] and nearest[hit].tolist() == [0, 2]
+    # the nearest entry decides, even where a farther one's radius would hold the query
+    _, hit = lookup(torch.tensor([[2.5, 0.0]]), keys[:2], torch.tensor([3.0, 1.0]))
+    assert hit.tolist() == [False]
+
+
+def test_the_fast_lookup_decides_as_the_exact_distances_do_at_the_radius_itself() -> None:
+    """Queries at, just inside and just outside an entry's radius, by the exact float32 distance, and far ones, among
+    a thousand entries of Gemma's width: the lookup's decisions are those of the exact distances to every entry."""
+    generator = torch.Generator().manual_seed(0)
+    keys = torch.randn(1000, 2048, generator=generator) * 30
+    radii = 0.1 * keys.norm(dim=1)
+    directions = torch.randn(300, 2048, generator=generator)
+    directions /= directions.norm(dim=1, keepdim=True)
+    chosen = torch.randint(0, 1000, (300,), generator=generator)
+    scale = torch.tensor([1 - 1e-6, 1.0, 1 + 1e-6] * 100)  # inside, on, outside the radius
+    queries = torch.cat([keys[chosen] + directions * (radii[chosen] * scale)[:, None],
+                         torch.randn(300, 2048, generator=generator) * 30])
+    exact = torch.cdist(queries, keys, compute_mode="donot_use_mm_for_euclid_dist")  # (600, 1000)
+    smallest, from_end = exact.flip(-1).min(-1)
+    expected_nearest = 999 - from_end
+    expected_hit = smallest <= radii[expected_nearest]
+    nearest, hit = lookup(queries, keys, radii)
+    assert torch.equal(hit, expected_hit) and torch.equal(nearest[hit], expected_nearest[expected_hit])
+    assert 0 < int(expected_hit[:300].sum()) < 300  # the boundary cases fall on both sides
+
+
+def test_the_conflict_rule_measured_only_where_radii_may_meet_splits_as_measuring_every_pair_does() -> None:
+    """Keys in pairs at, just inside and just outside the sum of their radii, with the same answer or another, among
+    far ones: the radii are those of the rule applied to every pair's exact distance."""
+    generator = torch.Generator().manual_seed(1)
+    base = torch.randn(150, 512, generator=generator) * 30
+    initial = 0.1 * base.norm(dim=1)
+    directions = torch.randn(150, 512, generator=generator)
+    directions /= directions.norm(dim=1, keepdim=True)
+    scale = torch.tensor([1 - 1e-6, 1.0, 1 + 1e-6] * 50)
+    partners = base + directions * (2 * initial * scale)[:, None]  # each base key's partner, about ε_i + ε_j away
+    keys = torch.cat([base, partners])
+    radii = torch.cat([initial, initial])
+    labels = [(i % 7,) for i in range(150)] + [((i % 7) + (i % 2),) for i in range(150)]  # half share the answer
+    expected = radii.clone()
+    exact = torch.cdist(keys, keys, compute_mode="donot_use_mm_for_euclid_dist")
+    for i in range(1, len(keys)):
+        d, nearest = exact[i, :i].min(0)
+        j = int(nearest)
+        if d <= expected[i] + expected[j] and labels[i] != labels[j]:
+            expected[j] = torch.minimum(expected[j], d / 2)
+            expected[i] = torch.minimum(expected[i], d / 2)
+    assert torch.equal(deferral_radii(keys, radii, labels), expected)
+    assert 0 < int((expected < radii).sum()) < 300  # some split, some not
 
 
 def test_the_codebook_replaces_only_the_outputs_whose_inputs_it_holds() -> None:
