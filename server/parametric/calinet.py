@@ -53,7 +53,10 @@ class SlotOptions(PatchOptions):
 
     slots: int = 4  # n, calibration slots per edit (the paper's d_c, shared by all its facts, is 64)
     per_token: bool = False  # every slot fires at the prompt's last token (the paper's calibration of one answer)
-    same_answer_subjects: int = 0  # CaliNET's memory as it was measured (docs/BENCHMARKS.md, CaliNET)
+    # CaliNET's memory as it was measured (docs/BENCHMARKS.md, CaliNET)
+    same_answer_subjects: int = 0
+    own_subject_questions: int = 0
+    own_subject_tokens: int = 0
     key_spread: float = 0.5  # each key's random part, as a share of the centred edit direction's norm
     value_scale: float = 0.01  # each value's random start, as a share of the FFN's output norm at the edit
 

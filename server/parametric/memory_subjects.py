@@ -107,6 +107,17 @@ class SubjectTable:
         return tuple(chosen)
 
 
+    def questions(self, prompt: str, subject: str, n: int) -> tuple[str, ...]:
+        """Up to n templates of the table other than the prompt's (other questions to ask `subject`), in an order
+        drawn from a seed of the prompt and subject."""
+        if n <= 0:
+            return ()
+        rng = random.Random(hashlib.sha256(f"questions\n{subject}\n{prompt}".encode()).digest())
+        known = template(prompt, subject)
+        others = [t for t in self.by_template if t != known]
+        return tuple(rng.sample(others, min(n, len(others))))
+
+
 def answer_key(answer: str) -> str:
     """An answer as the table compares them: case-folded, whitespace collapsed."""
     return " ".join(answer.casefold().split())

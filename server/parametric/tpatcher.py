@@ -66,6 +66,7 @@ from server.parametric.method import MethodContext, MethodRequest, one_at_a_time
 from server.parametric.prompts import EditPrompts, PromptBatch, build_batch
 from server.parametric.tap import recording
 from server.parametric.targets import Progress, answer_nll, extend_greedily, forward
+from server.parametric.wordings import SLOT
 from server.types import Edit
 
 KIND = "tpatcher"
@@ -94,6 +95,12 @@ class PatchOptions:
     # subject's last token, one neuron (where ROME writes; at a layer below the last, attention carries it to the
     # answer). Firing on the subject, the memory leaves out the prompt about the edit's own subject.
     fire_at: str = "last"
+    # The memory's prompts about the edit's own subject, firing at the last token: ROME's "{} is a" and this many
+    # other questions of the table asked about the subject, each continued by at least `own_subject_tokens` of the
+    # model's greedy tokens. On zsRE a neuron silent only up to the subject's other answers fired after them and wrote
+    # the edit's ("The place of death of Juan María Bordaberry is a mystery. Gabrielle"; docs/BENCHMARKS.md).
+    own_subject_questions: int = 0
+    own_subject_tokens: int = 0
     per_token: bool = True  # a neuron per answer token; off, the start's neurons all fire at the prompt's last token
 
     def __post_init__(self) -> None:
@@ -255,25 +262,35 @@ def answer_loss(model: PreTrainedModel, arch: ArchTemplate, layer: int, rewrite:
     return at_the_top
 
 
+@dataclass(frozen=True)
+class MemoryGroup:
+    """Memory prompts about one subject, each continued by the model's `continued` greedy tokens."""
+
+    texts: tuple[str, ...]
+    subject: str
+    continued: int = 0
+
+
 def memory_prompts(edit: Edit, prompts: EditPrompts, subjects: Sequence[str],
-                   own_subject: bool = True) -> list[tuple[list[str], str]]:
+                   own_questions: Sequence[str] = (KL_PROMPT,), continued: int = 0,
+                   own_continued: int = 0) -> list[MemoryGroup]:
     """The memory's prompts, a group per subject they are about: the edit's prompt and its other wordings (without
-    the context prefixes: half the cost) about each of `subjects`, then (`own_subject`) ROME's prompt about the
-    edit's subject."""
+    the context prefixes: half the cost) about each of `subjects`, continued by `continued` tokens, then
+    `own_questions` (templates, "{}" the subject) about the edit's own subject, continued by at least
+    `own_continued`."""
     questions = (prompts.key[0], *prompts.value[len(prompts.key):])  # the prompt and its other wordings, no prefix
-    about_others = [([t.replace(edit.subject, s) for t in questions], s) for s in subjects]
-    return [*about_others, *([([KL_PROMPT.format(edit.subject)], edit.subject)] if own_subject else [])]
+    about_others = [MemoryGroup(tuple(t.replace(edit.subject, s) for t in questions), s, continued) for s in subjects]
+    own = MemoryGroup(tuple(q.replace(SLOT, edit.subject) for q in own_questions), edit.subject,
+                      max(continued, own_continued))
+    return [*about_others, *([own] if own_questions else [])]
 
 
-def memory_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, module: nn.Module, edit: Edit,
-                  prompts: EditPrompts, subjects: Sequence[str], own_subject: bool = True,
-                  continued: int = 0) -> torch.Tensor:
-    """The module's input at every position of the memory's prompts, each followed by the model's `continued` greedy
-    tokens, (m, d_in)."""
-    groups = memory_prompts(edit, prompts, subjects, own_subject)
-    batches = [build_batch(tokenizer, group, subject) for group, subject in groups]
-    if continued:
-        batches = [extend_greedily(model, b, continued)[0] for b in batches]
+def memory_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, module: nn.Module,
+                  groups: Sequence[MemoryGroup]) -> torch.Tensor:
+    """The module's input at every position of the groups' prompts and their continuations, (m, d_in)."""
+    batches = [build_batch(tokenizer, list(g.texts), g.subject) for g in groups]
+    batches = [extend_greedily(model, b, g.continued)[0] if g.continued else b
+               for b, g in zip(batches, groups, strict=True)]
     return torch.cat([module_io(model, module, b)[0][b.attention_mask.bool()] for b in batches]).float()
 
 
@@ -347,9 +364,12 @@ def train_neurons(
     # the old answer's subjects are the last token's confusion; the subject's token tells subjects apart already
     alike = 0 if on_subject else options.same_answer_subjects
     others = subjects.draw(edit.prompt, edit.subject, options.memory_subjects, edit.target_true, alike)
+    # firing on the subject, its own token tells the edit's subject apart from the others only
+    own = () if on_subject else (KL_PROMPT, *subjects.questions(edit.prompt, edit.subject,
+                                                                options.own_subject_questions))
     later = places.shape[1] - 1  # answer tokens with a neuron of their own after the first
-    memory = memory_inputs(model, tokenizer, module, edit, prompts, others, own_subject=not on_subject,
-                           continued=later)  # (m, d_in)
+    memory = memory_inputs(model, tokenizer, module, memory_prompts(
+        edit, prompts, others, own, continued=later, own_continued=options.own_subject_tokens))  # (m, d_in)
     if later:  # the position after the answer, which reads much as the answer's own positions do
         memory = torch.cat([memory, inputs[rows[:, 0], rewrite.attention_mask.sum(dim=1) - 1].float()])
     first = start(edit_inputs, edit_outputs, memory)

@@ -64,7 +64,7 @@ from server.parametric.memory_subjects import SubjectTable, shipped_subjects
 from server.parametric.method import MethodContext, MethodRequest, one_at_a_time, with_request
 from server.parametric.prompts import EditPrompts, build_batch
 from server.parametric.targets import Progress, answer_nll, continue_greedily, forward
-from server.parametric.tpatcher import memory_inputs, module_io
+from server.parametric.tpatcher import memory_inputs, memory_prompts, module_io
 from server.types import Edit
 
 KIND = "wise"
@@ -245,7 +245,7 @@ def train_side_memory(
     key = own_prompt[0]  # (d_in,) at that prompt's last token, the first position that reads the answer
     scale = float(outputs[reads_answer].float().norm(dim=-1).mean())
     others = subjects.draw(edit.prompt, edit.subject, options.memory_subjects)
-    memory = torch.cat([memory_inputs(model, tokenizer, module, edit, prompts, others),  # (m, d_in)
+    memory = torch.cat([memory_inputs(model, tokenizer, module, memory_prompts(edit, prompts, others)),  # (m, d_in)
                         inputs[extended.attention_mask.bool() & ~reads_answer].float()])
 
     change = torch.zeros(len(entries), requires_grad=True)  # (k,)

@@ -61,6 +61,18 @@ def test_subjects_with_the_edits_old_answer_come_first_up_to_their_share() -> No
     assert table.draw(prompt, "Eric Clapton", 4, "guitar", same_answer=0) == table.draw(prompt, "Eric Clapton", 4)
 
 
+def test_other_questions_for_the_edits_own_subject_leave_out_its_prompts_template() -> None:
+    table = SubjectTable.from_records(RECORDS)
+    others = {"{} is located in the country of", "{} performs on the"}
+    asked = table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 5)
+    assert set(asked) == others and len(asked) == 2
+    one = table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 1)
+    assert one in {(t,) for t in others}
+    assert table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 1) == one  # the same each time
+    assert table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 0) == ()
+    assert len(table.questions("Where was Ada Lovelace born? In", "Ada Lovelace", 5)) == 3  # unknown: any
+
+
 def test_different_edits_draw_in_different_orders() -> None:
     many = SubjectTable({PLAYS: tuple(f"Player {i}" for i in range(100))})
     draws = {many.draw(f"What does Player {i} play? They play", f"Player {i}", 5) for i in range(10)}

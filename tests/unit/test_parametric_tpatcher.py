@@ -19,6 +19,7 @@ from server.parametric.memory_subjects import SubjectTable
 from server.parametric.prompts import EditPrompts, answer_token_ids, build_batch
 from server.parametric.targets import answer_nll, finish, forward
 from server.parametric.tpatcher import (
+    MemoryGroup,
     Neurons,
     PatchOptions,
     TPatcher,
@@ -90,18 +91,21 @@ def test_the_memory_asks_the_edits_prompt_and_wordings_about_each_other_subject_
     prompts = EditPrompts(key=("What does Sade Adu play? They play", "Hello. What does Sade Adu play? They play"),
                           value=("What does Sade Adu play? They play", "Hello. What does Sade Adu play? They play",
                                  "Sade Adu performs on the"))
-    assert memory_prompts(e, prompts, ("John Lennon", "Toko Yasuda")) == [
-        (["What does John Lennon play? They play", "John Lennon performs on the"], "John Lennon"),
-        (["What does Toko Yasuda play? They play", "Toko Yasuda performs on the"], "Toko Yasuda"),
-        (["Sade Adu is a"], "Sade Adu"),
+    assert memory_prompts(e, prompts, ("John Lennon", "Toko Yasuda"), continued=2) == [
+        MemoryGroup(("What does John Lennon play? They play", "John Lennon performs on the"), "John Lennon", 2),
+        MemoryGroup(("What does Toko Yasuda play? They play", "Toko Yasuda performs on the"), "Toko Yasuda", 2),
+        MemoryGroup(("Sade Adu is a",), "Sade Adu", 2),
     ]
+    # other questions about the edit's own subject, continued further (where the edit's answer could follow them)
+    assert memory_prompts(e, prompts, (), ("{} is a", "The mother tongue of {} is"), continued=2, own_continued=8) == [
+        MemoryGroup(("Sade Adu is a", "The mother tongue of Sade Adu is"), "Sade Adu", 8)]
 
 
 def test_firing_on_the_subject_the_memory_leaves_out_the_prompt_about_the_edits_own_subject() -> None:
     e = Edit("e1", "ns", "Sade Adu", "What does Sade Adu play? They play", "piano", None, (), 0.0)
     prompts = EditPrompts(key=("What does Sade Adu play? They play",), value=("What does Sade Adu play? They play",))
-    assert memory_prompts(e, prompts, ("John Lennon",), own_subject=False) == [
-        (["What does John Lennon play? They play"], "John Lennon")]
+    assert memory_prompts(e, prompts, ("John Lennon",), own_questions=()) == [
+        MemoryGroup(("What does John Lennon play? They play",), "John Lennon")]
 
 
 def test_fire_at_names_a_position() -> None:
@@ -159,7 +163,8 @@ def test_an_edits_memory_is_drawn_from_the_subjects_asked_its_question_the_same_
     real_memory_inputs = tpatcher.memory_inputs
 
     def spy(*args: object, **kwargs: object) -> torch.Tensor:
-        drawn.append(tuple(args[5]))  # type: ignore[arg-type]
+        groups = args[3]
+        drawn.append(tuple(g.subject for g in groups if g.subject != "france is"))  # type: ignore[attr-defined]
         return real_memory_inputs(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(tpatcher, "memory_inputs", spy)
@@ -178,6 +183,27 @@ def test_an_edits_memory_is_drawn_from_the_subjects_asked_its_question_the_same_
     assert sorted(first[:3]) == ["germany is", "italy is", "spain is"] and first[3:] == ("portugal is",)
     assert by_answer[0] == "portugal is" and sorted(by_answer[1:]) == ["germany is", "italy is", "spain is"]
     assert on_subject == calinet == first
+
+
+def test_the_memory_asks_the_edits_own_subject_other_questions_of_the_table_and_continues_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = SubjectTable({"the capital of {}": ("france is", "germany is"), "the language of {}": ("portugal is",)})
+    options = replace(TINY_METHOD.options, own_subject_questions=1, own_subject_tokens=3)
+    monkeypatch.setitem(METHODS, "tpatcher", TPatcher(table, options))
+    seen: list[list[MemoryGroup]] = []
+    real_memory_inputs = tpatcher.memory_inputs
+
+    def spy(*args: Any) -> torch.Tensor:
+        seen.append(list(args[3]))
+        return real_memory_inputs(*args)
+
+    monkeypatch.setattr(tpatcher, "memory_inputs", spy)
+    editor, _, _ = make_editor("llama", tmp_path)
+    finish(editor.compute(MethodRequest("tpatcher", steps=2), [edit("france", "berlin", "e1")]))
+    (groups,) = seen
+    assert groups[-1] == MemoryGroup(("france is is a", "the language of france is"), "france is", 3)
+    assert all(g.continued == 0 for g in groups[:-1])  # a one-token answer: the other subjects' prompts end there
 
 
 def test_the_neurons_sit_beside_the_module_holding_both_projections() -> None:
