@@ -188,6 +188,7 @@ def parametric_options_to_pb(options: ParametricOptions) -> parametric_pb.Parame
         mom2_weight=options.mom2_weight, norm_constraint=options.norm_constraint,
         null_space_cutoff=options.null_space_cutoff, remove_from_gate=options.remove_from_gate,
         deferral_radius=options.deferral_radius, fire_at=options.fire_at, memory_subjects=options.memory_subjects,
+        own_subject_questions=options.own_subject_questions, own_subject_tokens=options.own_subject_tokens,
     )
 
 

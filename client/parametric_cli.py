@@ -40,6 +40,11 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
                             "the last)")
     apply.add_argument("--memory-subjects", type=int,
                        help="T-Patcher, CaliNET: other subjects asked the edit's questions in the memory (default 16)")
+    apply.add_argument("--own-subject-questions", type=int,
+                       help="T-Patcher, CaliNET: other questions about the edit's subject in the memory (default 0)")
+    apply.add_argument("--own-subject-tokens", type=int,
+                       help="T-Patcher, CaliNET: the model's tokens continuing each memory prompt about the edit's "
+                            "subject, at least (default 0)")
     apply.add_argument("--remove-from-gate", action="store_true",
                        help="let only the weights carry the edits (default: the gate still routes to them)")
     apply.set_defaults(run=run_apply)
@@ -101,6 +106,7 @@ def run_apply(ec: EditcacheClient, args: argparse.Namespace) -> None:
             layer=args.layer, layers=args.layers, steps=args.steps, lr=args.lr, mom2_weight=args.mom2_weight,
             norm_constraint=args.norm_constraint, null_space_cutoff=args.null_space_cutoff,
             deferral_radius=args.deferral_radius, fire_at=args.fire_at, memory_subjects=args.memory_subjects,
+            own_subject_questions=args.own_subject_questions, own_subject_tokens=args.own_subject_tokens,
             remove_from_gate=args.remove_from_gate,
         )
         result = ec.apply_parametric(args.method, args.ids, options=options, on_progress=show)

@@ -133,7 +133,8 @@ class ParametricOptions:
     AlphaEdit's; `mom2_weight` is MEMIT's λ, `norm_constraint` FT's largest change of one weight, `null_space_cutoff`
     AlphaEdit's eigenvalue cut-off in (0, 1], `deferral_radius` GRACE's ε as a share of the key's norm, in (0, 10];
     `fire_at` ("last" or "subject") and `memory_subjects` (in [0, 256]; at least 1 firing at the subject) are
-    T-Patcher's and CaliNET's.
+    T-Patcher's and CaliNET's, and so are `own_subject_questions` and `own_subject_tokens` (each in [0, 64]; firing
+    at the last token only).
     """
 
     layer: int | None = None
@@ -146,6 +147,8 @@ class ParametricOptions:
     deferral_radius: float | None = None
     fire_at: str | None = None  # T-Patcher, CaliNET: "last" or "subject"
     memory_subjects: int | None = None  # T-Patcher, CaliNET: other subjects asked the edit's questions in the memory
+    own_subject_questions: int | None = None  # T-Patcher, CaliNET: other questions about the edit's subject
+    own_subject_tokens: int | None = None  # T-Patcher, CaliNET: the model's tokens continuing each, at least
     remove_from_gate: bool = False  # the gate stops seeing the edits: only the weights carry them
 
     def __post_init__(self) -> None:

@@ -71,6 +71,10 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
                         help="T-Patcher, CaliNET: where the neurons fire (default: the server's, the last token)")
     parser.add_argument("--memory-subjects", type=int,
                         help="T-Patcher, CaliNET: other subjects in the neurons' memory (default: the server's, 16)")
+    parser.add_argument("--own-subject-questions", type=int,
+                        help="T-Patcher, CaliNET: other questions about the edit's subject in the memory (default 0)")
+    parser.add_argument("--own-subject-tokens", type=int,
+                        help="T-Patcher, CaliNET: tokens continuing each memory prompt about the edit's subject")
     parser.add_argument("--steps", type=int, help="parametric methods that optimise: their steps (default: the "
                         "server's for the method, e.g. T-Patcher's 25)")
     parser.add_argument("--layers", type=int, nargs="+", default=[], help="MEMIT and AlphaEdit: the layers, e.g. "
@@ -127,7 +131,9 @@ def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
             settings = EvalSettings(method=args.method, sequential=t, fluency=args.fluency, batch=args.batch,
                                     parametric=ParametricOptions(layer=args.layer, layers=tuple(args.layers),
                                                                  steps=args.steps, fire_at=args.fire_at,
-                                                                 memory_subjects=args.memory_subjects))
+                                                                 memory_subjects=args.memory_subjects,
+                                                                 own_subject_questions=args.own_subject_questions,
+                                                                 own_subject_tokens=args.own_subject_tokens))
             started = time.perf_counter()
             with parametric_progress_bar(disable=args.method not in PARAMETRIC_METHODS) as on_parametric:
                 evaluator = Evaluator(client, settings, baseline)
@@ -135,6 +141,8 @@ def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
             summary = summarize(results, args.method, time.perf_counter() - started, evaluator.apply_seconds,
                                 evaluator.applied_edits)
             summary |= {"sequential": t, "batch": args.batch, "layer": args.layer, "layers": args.layers,
+                        "parametric_options": {k: v for k, v in asdict(settings.parametric).items()
+                                               if v is not None and v != ()},
                         "data": str(args.data), "format": fmt,
                         "model": info.model, "server_peak_rss_mb": None if server is None else peak_rss_mb(server.pid)}
             summaries.append(summary)

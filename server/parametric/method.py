@@ -47,6 +47,8 @@ class MethodRequest:
     deferral_radius: float | None = None  # GRACE's ε, as a share of the key's norm
     fire_at: str | None = None  # T-Patcher, CaliNET: "last" or "subject" (tpatcher.FIRE_AT)
     memory_subjects: int | None = None  # T-Patcher, CaliNET: other subjects in the memory
+    own_subject_questions: int | None = None  # T-Patcher, CaliNET: other questions about the edit's subject
+    own_subject_tokens: int | None = None  # ... and the tokens continuing each of those prompts at least
     continuation_tokens: int | None = None  # ROME, MEMIT, AlphaEdit: the unedited continuation held after the answer
     continuation_factor: float | None = None  # ... and the weight of that term (targets.ValueOptions)
     in_gate: bool = True  # baked edits stay in the gate's memory (answered on the parametric route)

@@ -73,6 +73,7 @@ KIND = "tpatcher"
 KL_PROMPT = "{} is a"  # ROME's prompt about the subject itself
 FIRE_AT = ("last", "subject")  # PatchOptions.fire_at
 MAX_MEMORY_SUBJECTS = 256  # a request's memory_subjects: each costs a forward pass of the edit's prompts per step
+MAX_OWN_SUBJECT = 64  # a request's own_subject_questions and own_subject_tokens: each question costs its tokens' passes
 
 
 @dataclass(frozen=True)
@@ -412,10 +413,17 @@ class TPatcher:
         if request.memory_subjects is not None and not 0 <= request.memory_subjects <= MAX_MEMORY_SUBJECTS:
             raise InvalidArgument(f"options.memory_subjects must be in [0, {MAX_MEMORY_SUBJECTS}], "
                                   f"got {request.memory_subjects}")
+        for name in ("own_subject_questions", "own_subject_tokens"):
+            value = getattr(request, name)
+            if value is not None and not 0 <= value <= MAX_OWN_SUBJECT:
+                raise InvalidArgument(f"options.{name} must be in [0, {MAX_OWN_SUBJECT}], got {value}")
         options = with_request(self.options, request, "fire_at", "memory_subjects")
         if options.fire_at == "subject" and options.memory_subjects == 0:  # the memory would hold nothing
             raise InvalidArgument("options.fire_at subject needs options.memory_subjects of at least 1: firing at the "
                                   "subject, the memory holds only the other subjects' prompts")
+        if options.fire_at == "subject" and (request.own_subject_questions or request.own_subject_tokens):
+            raise InvalidArgument("options.own_subject_questions and own_subject_tokens need options.fire_at last: "
+                                  "firing at the subject, the memory holds no prompt about the edit's own subject")
 
     def starter(self, edit: Edit, options: PatchOptions) -> Starter:
         return neuron_per_place
@@ -424,7 +432,8 @@ class TPatcher:
         self, context: MethodContext, request: MethodRequest, edits: Sequence[Edit]
     ) -> Generator[Progress, None, list[Addition]]:
         (layer,) = context.layers
-        options = with_request(self.options, request, "steps", "lr", "fire_at", "memory_subjects")
+        options = with_request(self.options, request, "steps", "lr", "fire_at", "memory_subjects",
+                               "own_subject_questions", "own_subject_tokens")
         subjects = shipped_subjects() if self.subjects is None else self.subjects
         return (yield from one_at_a_time(context, edits, lambda edit: train_neurons(
             context.model, context.tokenizer, context.arch, edit, layer, context.prompts[edit.id], options, subjects,

@@ -240,6 +240,8 @@ def method_request_from_pb(request: parametric_pb.ApplyParametricRequest) -> Met
         deferral_radius=options.deferral_radius if options.HasField("deferral_radius") else None,
         fire_at=options.fire_at if options.HasField("fire_at") else None,
         memory_subjects=options.memory_subjects if options.HasField("memory_subjects") else None,
+        own_subject_questions=options.own_subject_questions if options.HasField("own_subject_questions") else None,
+        own_subject_tokens=options.own_subject_tokens if options.HasField("own_subject_tokens") else None,
         in_gate=not options.remove_from_gate,
     )
 

@@ -182,19 +182,25 @@ def test_apply_parametric_options(channel: grpc.Channel, baked_edit_id: str, met
 @FUZZ
 @given(method=st.sampled_from([ppb.PARAMETRIC_METHOD_TPATCHER, ppb.PARAMETRIC_METHOD_CALINET]),
        fire_at=st.one_of(st.none(), st.sampled_from(["last", "subject", "Last", "subject "]), st.text(max_size=16)),
-       memory_subjects=st.one_of(st.none(), st.integers(-2**31, 2**31 - 1), st.integers(-1, 300)))
+       memory_subjects=st.one_of(st.none(), st.integers(-2**31, 2**31 - 1), st.integers(-1, 300)),
+       own_questions=st.one_of(st.none(), st.integers(-2**31, 2**31 - 1), st.integers(-1, 70)),
+       own_tokens=st.one_of(st.none(), st.integers(-1, 70)))
 def test_apply_parametric_neuron_options(channel: grpc.Channel, baked_edit_id: str, method: int, fire_at: str | None,
-                                         memory_subjects: int | None) -> None:
-    options = ppb.ParametricOptions(fire_at=fire_at, memory_subjects=memory_subjects)
+                                         memory_subjects: int | None, own_questions: int | None,
+                                         own_tokens: int | None) -> None:
+    options = ppb.ParametricOptions(fire_at=fire_at, memory_subjects=memory_subjects,
+                                    own_subject_questions=own_questions, own_subject_tokens=own_tokens)
     request = ppb.ApplyParametricRequest(namespace="fuzz", method=method, edit_ids=[baked_edit_id],  # type: ignore[arg-type]
                                          options=options)
     code = outcome(lambda: list(ppb_grpc.ParametricServiceStub(channel).ApplyParametric(request, timeout=30)))
     bad_place = fire_at is not None and fire_at not in ("last", "subject")
     bad_count = memory_subjects is not None and not 0 <= memory_subjects <= 256
+    bad_count |= any(n is not None and not 0 <= n <= 64 for n in (own_questions, own_tokens))
     empty_memory = fire_at == "subject" and memory_subjects == 0
-    expected = grpc.StatusCode.INVALID_ARGUMENT if bad_place or bad_count or empty_memory else (
+    no_own_subject = fire_at == "subject" and bool(own_questions or own_tokens)
+    expected = grpc.StatusCode.INVALID_ARGUMENT if bad_place or bad_count or empty_memory or no_own_subject else (
         grpc.StatusCode.FAILED_PRECONDITION)  # valid options stop at the edit already in the weights
-    assert code == expected, (code, fire_at, memory_subjects)
+    assert code == expected, (code, fire_at, memory_subjects, own_questions, own_tokens)
     assert_serving(channel)
 
 

@@ -121,6 +121,13 @@ def test_fire_at_names_a_position() -> None:
     with pytest.raises(InvalidArgument, match="memory_subjects of at least 1"):  # the method's own fire_at counts
         TPatcher(options=PatchOptions(fire_at="subject")).check(MethodRequest("tpatcher", memory_subjects=0))
     TPatcher().check(MethodRequest("tpatcher", memory_subjects=0))  # the last token: "{subject} is a" stays
+    with pytest.raises(InvalidArgument, match=r"options.own_subject_tokens must be in \[0, 64\], got 65"):
+        TPatcher().check(MethodRequest("tpatcher", own_subject_tokens=65))
+    with pytest.raises(InvalidArgument, match=r"options.own_subject_questions must be in \[0, 64\], got -1"):
+        TPatcher().check(MethodRequest("tpatcher", own_subject_questions=-1))
+    with pytest.raises(InvalidArgument, match="own_subject_tokens need options.fire_at last"):
+        TPatcher().check(MethodRequest("tpatcher", fire_at="subject", memory_subjects=4, own_subject_questions=2))
+    TPatcher().check(MethodRequest("tpatcher", own_subject_questions=64, own_subject_tokens=0))
 
 
 def test_a_neuron_firing_on_the_subject_below_the_last_layer_writes_the_edit(
@@ -189,8 +196,7 @@ def test_the_memory_asks_the_edits_own_subject_other_questions_of_the_table_and_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     table = SubjectTable({"the capital of {}": ("france is", "germany is"), "the language of {}": ("portugal is",)})
-    options = replace(TINY_METHOD.options, own_subject_questions=1, own_subject_tokens=3)
-    monkeypatch.setitem(METHODS, "tpatcher", TPatcher(table, options))
+    monkeypatch.setitem(METHODS, "tpatcher", TPatcher(table, TINY_METHOD.options))
     seen: list[list[MemoryGroup]] = []
     real_memory_inputs = tpatcher.memory_inputs
 
@@ -200,7 +206,8 @@ def test_the_memory_asks_the_edits_own_subject_other_questions_of_the_table_and_
 
     monkeypatch.setattr(tpatcher, "memory_inputs", spy)
     editor, _, _ = make_editor("llama", tmp_path)
-    finish(editor.compute(MethodRequest("tpatcher", steps=2), [edit("france", "berlin", "e1")]))
+    request = MethodRequest("tpatcher", steps=2, own_subject_questions=1, own_subject_tokens=3)
+    finish(editor.compute(request, [edit("france", "berlin", "e1")]))
     (groups,) = seen
     assert groups[-1] == MemoryGroup(("france is is a", "the language of france is"), "france is", 3)
     assert all(g.continued == 0 for g in groups[:-1])  # a one-token answer: the other subjects' prompts end there
