@@ -74,7 +74,8 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     parser.add_argument("--own-subject-questions", type=int,
                         help="T-Patcher, CaliNET: other questions about the edit's subject in the memory (default 0)")
     parser.add_argument("--own-subject-tokens", type=int,
-                        help="T-Patcher, CaliNET: tokens continuing each memory prompt about the edit's subject")
+                        help="T-Patcher, CaliNET: tokens continuing each memory prompt about the edit's subject "
+                        "(default 0)")
     parser.add_argument("--steps", type=int, help="parametric methods that optimise: their steps (default: the "
                         "server's for the method, e.g. T-Patcher's 25)")
     parser.add_argument("--layers", type=int, nargs="+", default=[], help="MEMIT and AlphaEdit: the layers, e.g. "

@@ -42,18 +42,26 @@ KIND = "grace"
 # reaches paraphrases without reaching neighbours first, so the default keeps locality (GRACE's trade-off).
 DEFERRAL_RADIUS = 0.1
 MAX_DEFERRAL_RADIUS = 10.0
-# of ‖q‖² + ‖k‖²: above the rounding of a float32 sum over d terms, at most d·2⁻²⁴ of it (1.2e-4 for Gemma's 2,048)
-LOOKUP_SLACK = 1e-3
+# The matmul's screen (`_close`) keeps a pair unless its squared distance exceeds the limit by this share of
+# ‖q‖² + ‖k‖²: the rounding of its float32 sums and of `_distances`' is at most about 4·d·2⁻²⁴ of that (measured:
+# 1e-6 and 6e-5), so the screen never drops a pair the exact distance would keep.
+MIN_MATMUL_SLACK = 1e-3
+
+
+def matmul_slack(d: int) -> float:
+    """The screen's slack for rows of d dimensions: 1e-3 up to about 2,000 (Gemma-3-270M's 2,048), 8·d·2⁻²⁴ above."""
+    return max(MIN_MATMUL_SLACK, 8 * d * 2**-24)
 
 
 def deferral_radii(keys: torch.Tensor, initial: torch.Tensor, labels: Sequence[tuple[int, ...]]) -> torch.Tensor:
     """ε per entry after GRACE's conflict rule, applied in order; keys (n, d_in), initial (n,) → (n,) float32.
 
-    Radii only shrink, so an entry with no earlier key within the two initial radii (`_close`) keeps its own: only
-    the others are measured exactly. The codebook is rebuilt at every step of a sequential application."""
+    Radii only shrink, so the rule's step for an entry with no earlier key within the two initial radii (`_close`)
+    changes nothing: only the other steps measure distances exactly. The codebook is rebuilt at every step of a
+    sequential application, so this matters."""
     radii = initial.float().clone()
     reach = radii[:, None] + radii[None, :]  # (n, n) the most ε_i + ε_j can be
-    earlier = torch.ones(len(radii), len(radii), dtype=torch.bool).tril(-1)  # (n, n) j < i
+    earlier = torch.ones(len(radii), len(radii), dtype=torch.bool, device=keys.device).tril(-1)  # (n, n) j < i
     for i in torch.nonzero((_close(keys, keys, reach) & earlier).any(-1))[:, 0].tolist():
         d, nearest = _distances(keys[i : i + 1], keys[:i])[0].min(0)
         j = int(nearest)
@@ -70,8 +78,8 @@ def lookup(queries: torch.Tensor, keys: torch.Tensor, radii: torch.Tensor) -> tu
     Every position of every forward pass is looked up, and nearly all lie far outside every radius: a matmul
     (`_close`) rules those out, and only the rest are measured exactly (`_distances`, 8 times the matmul's time for
     a thousand entries), so the decisions are the exact distances' at about a matmul's cost."""
-    nearest = torch.zeros(len(queries), dtype=torch.long)
-    hit = torch.zeros(len(queries), dtype=torch.bool)
+    nearest = torch.zeros(len(queries), dtype=torch.long, device=queries.device)
+    hit = torch.zeros(len(queries), dtype=torch.bool, device=queries.device)
     near = torch.nonzero(_close(queries, keys, radii.float()[None, :]).any(-1))[:, 0]  # (m',)
     if len(near):
         smallest, from_end = _distances(queries[near], keys).flip(-1).min(-1)  # (m',)
@@ -82,10 +90,11 @@ def lookup(queries: torch.Tensor, keys: torch.Tensor, radii: torch.Tensor) -> tu
 
 def _close(a: torch.Tensor, b: torch.Tensor, limits: torch.Tensor) -> torch.Tensor:
     """(m, n) whether rows a (m, d) and b (n, d) may lie within `limits` (broadcast to (m, n)) of each other: their
-    squared distances from a matmul, less a slack far above its rounding and `_distances`' float32 rounding."""
+    squared distances from a matmul, less a slack far above its rounding and `_distances`' (`matmul_slack`)."""
     a, b = a.float(), b.float()
     aa, bb = (a * a).sum(-1)[:, None], (b * b).sum(-1)[None, :]  # (m, 1), (1, n)
-    return aa - 2 * a @ b.T + bb - LOOKUP_SLACK * (aa + bb) <= limits**2
+    kept = (1 - matmul_slack(a.shape[-1])) * (aa + bb) - limits**2  # (m, n)
+    return torch.addmm(kept, a, b.T, alpha=-2) <= 0
 
 
 def _distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

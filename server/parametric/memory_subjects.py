@@ -106,16 +106,17 @@ class SubjectTable:
             chosen += rng.sample(fresh, min(room, len(fresh)))
         return tuple(chosen)
 
-
-    def questions(self, prompt: str, subject: str, n: int) -> tuple[str, ...]:
-        """Up to n templates of the table other than the prompt's (other questions to ask `subject`), in an order
-        drawn from a seed of the prompt and subject."""
+    def questions(self, prompt: str, subject: str, n: int, exclude: Iterable[str] = ()) -> tuple[str, ...]:
+        """Up to n templates of the table other than the prompt's (other questions to ask `subject`), drawn with a
+        seed of the prompt and subject; those in `exclude` are then left out (the draw stays the same for the rest,
+        so the edits measured before the exclusion keep their questions)."""
         if n <= 0:
             return ()
         rng = random.Random(hashlib.sha256(f"questions\n{subject}\n{prompt}".encode()).digest())
         known = template(prompt, subject)
         others = [t for t in self.by_template if t != known]
-        return tuple(rng.sample(others, min(n, len(others))))
+        left_out = set(exclude)
+        return tuple(t for t in rng.sample(others, min(n, len(others))) if t not in left_out)
 
 
 def answer_key(answer: str) -> str:

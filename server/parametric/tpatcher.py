@@ -38,6 +38,10 @@ elsewhere.
                 the answer has after its first (where another subject's own answer is written, which a neuron keyed
                 inside an answer could take), and the edit's prompts join it at the position after the answer (where
                 the neuron of the answer's last tokens would otherwise fire again and repeat it).
+                Options add `own_subject_questions` other questions of the table about the edit's subject (never one
+                of its own wordings) and continue each prompt about the subject by at least `own_subject_tokens`
+                greedy tokens: off by default, they keep zsRE's same-subject questions and cost paraphrases
+                (docs/BENCHMARKS.md, "The memory asks about the edit's own subject").
     start       k = (x̄_e − μ) / ‖x̄_e − μ‖², b = −k·μ (x̄_e the mean edit input at the neuron's place, μ the
                 memory's mean): the neuron starts at 1 on the edit and at 0 on the memory's centre; v = 0 (the
                 paper starts k at x_e / ‖x_e‖² with b = 0: centring first keeps it from starting at 1 on every
@@ -66,14 +70,14 @@ from server.parametric.method import MethodContext, MethodRequest, one_at_a_time
 from server.parametric.prompts import EditPrompts, PromptBatch, build_batch
 from server.parametric.tap import recording
 from server.parametric.targets import Progress, answer_nll, extend_greedily, forward
-from server.parametric.wordings import SLOT
+from server.parametric.wordings import SLOT, template
 from server.types import Edit
 
 KIND = "tpatcher"
 KL_PROMPT = "{} is a"  # ROME's prompt about the subject itself
 FIRE_AT = ("last", "subject")  # PatchOptions.fire_at
 MAX_MEMORY_SUBJECTS = 256  # a request's memory_subjects: each costs a forward pass of the edit's prompts per step
-MAX_OWN_SUBJECT = 64  # a request's own_subject_questions and own_subject_tokens: each question costs its tokens' passes
+MAX_OWN_SUBJECT = 64  # a request's own_subject_questions (rows) and own_subject_tokens (greedy passes, once per edit)
 
 
 @dataclass(frozen=True)
@@ -286,6 +290,15 @@ def memory_prompts(edit: Edit, prompts: EditPrompts, subjects: Sequence[str],
     return [*about_others, *([own] if own_questions else [])]
 
 
+def own_subject_questions(edit: Edit, prompts: EditPrompts, subjects: SubjectTable,
+                          options: PatchOptions) -> tuple[str, ...]:
+    """Other questions of the table to ask the edit's own subject: never one of the edit's own wordings (the neuron
+    must fire there) nor ROME's prompt, which the memory holds already."""
+    wordings = {template(p, edit.subject) for p in prompts.value}
+    return subjects.questions(edit.prompt, edit.subject, options.own_subject_questions,
+                              exclude={KL_PROMPT, *(w for w in wordings if w is not None)})
+
+
 def memory_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, module: nn.Module,
                   groups: Sequence[MemoryGroup]) -> torch.Tensor:
     """The module's input at every position of the groups' prompts and their continuations, (m, d_in)."""
@@ -366,8 +379,7 @@ def train_neurons(
     alike = 0 if on_subject else options.same_answer_subjects
     others = subjects.draw(edit.prompt, edit.subject, options.memory_subjects, edit.target_true, alike)
     # firing on the subject, its own token tells the edit's subject apart from the others only
-    own = () if on_subject else (KL_PROMPT, *subjects.questions(edit.prompt, edit.subject,
-                                                                options.own_subject_questions))
+    own = () if on_subject else (KL_PROMPT, *own_subject_questions(edit, prompts, subjects, options))
     later = places.shape[1] - 1  # answer tokens with a neuron of their own after the first
     memory = memory_inputs(model, tokenizer, module, memory_prompts(
         edit, prompts, others, own, continued=later, own_continued=options.own_subject_tokens))  # (m, d_in)

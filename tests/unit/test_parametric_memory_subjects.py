@@ -71,6 +71,10 @@ def test_other_questions_for_the_edits_own_subject_leave_out_its_prompts_templat
     assert table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 1) == one  # the same each time
     assert table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 0) == ()
     assert len(table.questions("Where was Ada Lovelace born? In", "Ada Lovelace", 5)) == 3  # unknown: any
+    # never one the caller leaves out (the edit's own wordings), the others as drawn
+    assert table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 5,
+                           exclude={"{} performs on the"}) == ("{} is located in the country of",)
+    assert table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 1, exclude={one[0]}) == ()
 
 
 def test_different_edits_draw_in_different_orders() -> None:

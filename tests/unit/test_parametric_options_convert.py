@@ -11,7 +11,7 @@ from server.parametric.method import MethodRequest
 from server.servicers.convert import method_request_from_pb
 
 SET = ParametricOptions(layer=3, layers=(1, 2), steps=7, lr=0.25, mom2_weight=1500.0, norm_constraint=0.5,
-                        null_space_cutoff=0.125, deferral_radius=0.75, fire_at="subject", memory_subjects=9,
+                        null_space_cutoff=0.125, deferral_radius=0.75, fire_at="last", memory_subjects=9,
                         own_subject_questions=5, own_subject_tokens=11, remove_from_gate=True)
 
 

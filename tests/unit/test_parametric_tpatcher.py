@@ -30,6 +30,7 @@ from server.parametric.tpatcher import (
     initial_neuron,
     memory_loss,
     memory_prompts,
+    own_subject_questions,
 )
 from server.types import Edit
 from tests.tiny import HIDDEN, build_tiny_model, build_tiny_tokenizer
@@ -208,9 +209,25 @@ def test_the_memory_asks_the_edits_own_subject_other_questions_of_the_table_and_
     editor, _, _ = make_editor("llama", tmp_path)
     request = MethodRequest("tpatcher", steps=2, own_subject_questions=1, own_subject_tokens=3)
     finish(editor.compute(request, [edit("france", "berlin", "e1")]))
-    (groups,) = seen
-    assert groups[-1] == MemoryGroup(("france is is a", "the language of france is"), "france is", 3)
-    assert all(g.continued == 0 for g in groups[:-1])  # a one-token answer: the other subjects' prompts end there
+    request = MethodRequest("tpatcher", steps=2)  # the defaults: ROME's prompt alone, as far as the answer
+    finish(editor.compute(request, [edit("france", "berlin", "e1")]))
+    request = MethodRequest("tpatcher", steps=2, layer=1, fire_at="subject", memory_subjects=2)
+    finish(editor.compute(request, [edit("france", "berlin", "e1")]))
+    asked, by_default, on_subject = seen
+    assert asked[-1] == MemoryGroup(("france is is a", "the language of france is"), "france is", 3)
+    assert all(g.continued == 0 for g in asked[:-1])  # a one-token answer: the other subjects' prompts end there
+    assert by_default[-1] == MemoryGroup(("france is is a",), "france is", 0)
+    assert all(g.subject != "france is" for g in on_subject)  # firing on the subject: nothing about its own
+
+
+def test_the_questions_about_the_edits_own_subject_are_never_its_own_wordings() -> None:
+    e = Edit("e1", "ns", "Sade Adu", "What does Sade Adu play? They play", "piano", None, (), 0.0)
+    prompts = EditPrompts(key=("What does Sade Adu play? They play",),
+                          value=("What does Sade Adu play? They play", "Sade Adu performs on the"))
+    table = SubjectTable({"What does {} play? They play": ("A",), "{} performs on the": ("B",), "{} is a": ("C",),
+                          "{} was born in": ("D",)})
+    options = PatchOptions(own_subject_questions=10)
+    assert own_subject_questions(e, prompts, table, options) == ("{} was born in",)
 
 
 def test_the_neurons_sit_beside_the_module_holding_both_projections() -> None:
