@@ -429,13 +429,18 @@ class TPatcher:
             value = getattr(request, name)
             if value is not None and not 0 <= value <= MAX_OWN_SUBJECT:
                 raise InvalidArgument(f"options.{name} must be in [0, {MAX_OWN_SUBJECT}], got {value}")
-        options = with_request(self.options, request, "fire_at", "memory_subjects")
+        options = self.request_options(request)
         if options.fire_at == "subject" and options.memory_subjects == 0:  # the memory would hold nothing
             raise InvalidArgument("options.fire_at subject needs options.memory_subjects of at least 1: firing at the "
                                   "subject, the memory holds only the other subjects' prompts")
-        if options.fire_at == "subject" and (request.own_subject_questions or request.own_subject_tokens):
+        if options.fire_at == "subject" and (options.own_subject_questions or options.own_subject_tokens):
             raise InvalidArgument("options.own_subject_questions and own_subject_tokens need options.fire_at last: "
                                   "firing at the subject, the memory holds no prompt about the edit's own subject")
+
+    def request_options(self, request: MethodRequest) -> PatchOptions:
+        """This method's options with those the request sets: one list for the check and the computation."""
+        return with_request(self.options, request, "steps", "lr", "fire_at", "memory_subjects",
+                            "own_subject_questions", "own_subject_tokens")
 
     def starter(self, edit: Edit, options: PatchOptions) -> Starter:
         return neuron_per_place
@@ -444,8 +449,7 @@ class TPatcher:
         self, context: MethodContext, request: MethodRequest, edits: Sequence[Edit]
     ) -> Generator[Progress, None, list[Addition]]:
         (layer,) = context.layers
-        options = with_request(self.options, request, "steps", "lr", "fire_at", "memory_subjects",
-                               "own_subject_questions", "own_subject_tokens")
+        options = self.request_options(request)
         subjects = shipped_subjects() if self.subjects is None else self.subjects
         return (yield from one_at_a_time(context, edits, lambda edit: train_neurons(
             context.model, context.tokenizer, context.arch, edit, layer, context.prompts[edit.id], options, subjects,
