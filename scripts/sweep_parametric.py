@@ -73,6 +73,10 @@ def main() -> None:
                              "AlphaEdit: subjects whose keys it preserves (0: none)")
     parser.add_argument("--same-answer-subjects", type=int, nargs="+", default=[None],
                         help="tpatcher, calinet: memory subjects that share the edit's old answer")
+    parser.add_argument("--own-subject-questions", type=int, nargs="+", default=[None],
+                        help="tpatcher, calinet: other questions of the table the memory asks the edit's subject")
+    parser.add_argument("--own-subject-tokens", type=int, nargs="+", default=[None],
+                        help="tpatcher, calinet: greedy tokens continuing the memory's prompts about the subject")
     parser.add_argument("--fire-at", nargs="+", default=[None], choices=["last", "subject"],
                         help="T-Patcher/CaliNET: where the neurons must fire on the edit's prompts")
     parser.add_argument("--deferral-radius", type=float, nargs="+", default=[None],
@@ -113,22 +117,26 @@ def main() -> None:
         method = replace(method, subjects=SubjectTable.from_records(rest))
     batched = METHODS[args.method].batched
     spans = [tuple(args.layers)] if batched or args.span else [(layer,) for layer in args.layers]
-    for tokens, layers, others, mom2, cutoff, radius, held, held_factor, subjects, fire_at, alike in itertools.product(
+    for (tokens, layers, others, mom2, cutoff, radius, held, held_factor, subjects, fire_at, alike, own_questions,
+         own_tokens) in itertools.product(
         args.stats_tokens, spans, args.other_wordings, args.mom2_weight, args.null_space_cutoff, args.deferral_radius,
         args.continuation_tokens, args.continuation_factor, args.memory_subjects, args.fire_at,
-        args.same_answer_subjects,
+        args.same_answer_subjects, args.own_subject_questions, args.own_subject_tokens,
     ):
+        own = {k: v for k, v in (("own_subject_questions", own_questions), ("own_subject_tokens", own_tokens))
+               if v is not None}
         if isinstance(method, TPatcher):
             options = method.options
             options = options if subjects is None else replace(options, memory_subjects=subjects)
             options = options if fire_at is None else replace(options, fire_at=fire_at)
             options = options if alike is None else replace(options, same_answer_subjects=alike)
+            options = replace(options, **own)
             METHODS[args.method] = replace(method, options=options)
-        elif isinstance(method, AlphaEdit) and fire_at is None and alike is None:
+        elif isinstance(method, AlphaEdit) and fire_at is None and alike is None and not own:
             METHODS[args.method] = replace(method, **({} if subjects is None else {"neighbour_subjects": subjects}))
-        elif subjects is not None or fire_at is not None or alike is not None:
-            parser.error("--memory-subjects (alphaedit: its neighbour subjects), --same-answer-subjects and --fire-at "
-                         "are options of tpatcher and calinet")
+        elif subjects is not None or fire_at is not None or alike is not None or own:
+            parser.error("--memory-subjects (alphaedit: its neighbour subjects), --same-answer-subjects, --fire-at and "
+                         "--own-subject-* are options of tpatcher and calinet")
         with tempfile.TemporaryDirectory() as scratch:  # the server's default statistics text, whatever --data is
             settings = ParametricSettings(default_cache_dir(), (COUNTERFACT_TRAIN,), tokens, model_samples=64,
                                           prefixes=args.prefixes, wordings=wordings, other_wordings=others)
@@ -142,6 +150,7 @@ def main() -> None:
                        + ("" if subjects is None else f", {subjects} memory subjects")
                        + ("" if fire_at is None else f", firing at the {fire_at} token")
                        + ("" if alike is None else f", {alike} sharing the old answer")
+                       + "".join(f", {k} {v}" for k, v in own.items())
                        + ("" if held is None else f", {held} continuation tokens")
                        + ("" if held_factor is None else f" × {held_factor:g}"))
             edits = [Edit(f"{i:032x}", "sweep", c["subject"], c["prompt"], c["target_new"], true_answer(c), (), 0)
@@ -165,7 +174,8 @@ def main() -> None:
             print(json.dumps({"method": args.method, "layers": layers, "stats_tokens": tokens,
                               "prefixes": args.prefixes, "other_wordings": others, "mom2_weight": mom2,
                               "null_space_cutoff": cutoff, "deferral_radius": radius, "memory_subjects": subjects,
-                              "fire_at": fire_at, "same_answer_subjects": alike, "steps": args.steps,
+                              "fire_at": fire_at, "same_answer_subjects": alike, "own_subject_questions": own_questions,
+                              "own_subject_tokens": own_tokens, "steps": args.steps,
                               "continuation_tokens": held, "continuation_factor": held_factor,
                               "batch": batch, "delta_scale": variant, "cases": len(scored), **summary}), flush=True)
 
