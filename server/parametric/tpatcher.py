@@ -292,11 +292,12 @@ def memory_prompts(edit: Edit, prompts: EditPrompts, subjects: Sequence[str],
 
 def own_subject_questions(edit: Edit, prompts: EditPrompts, subjects: SubjectTable,
                           options: PatchOptions) -> tuple[str, ...]:
-    """Other questions of the table to ask the edit's own subject: never one of the edit's own wordings (the neuron
-    must fire there) nor ROME's prompt, which the memory holds already."""
+    """Other questions of the table to ask the edit's own subject: never one of the edit's own wordings nor one of
+    the same kind (the neuron must fire there), nor ROME's prompt, which the memory holds already."""
     wordings = {template(p, edit.subject) for p in prompts.value}
     return subjects.questions(edit.prompt, edit.subject, options.own_subject_questions,
-                              exclude={KL_PROMPT, *(w for w in wordings if w is not None)})
+                              exclude={KL_PROMPT, *(w for w in wordings if w is not None)},
+                              answers=(edit.target_new, edit.target_true or ""))
 
 
 def memory_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, module: nn.Module,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server.parametric.memory_subjects import DEFAULT_FILE, SubjectTable, shipped_subjects
+from server.parametric.memory_subjects import DEFAULT_FILE, SubjectTable, same_kind, shipped_subjects
 
 RECORDS = [
     {"subject": "Sade Adu", "prompt": "What does Sade Adu play? They play", "ground_truth": "jazz"},
@@ -61,20 +61,33 @@ def test_subjects_with_the_edits_old_answer_come_first_up_to_their_share() -> No
     assert table.draw(prompt, "Eric Clapton", 4, "guitar", same_answer=0) == table.draw(prompt, "Eric Clapton", 4)
 
 
-def test_other_questions_for_the_edits_own_subject_leave_out_its_prompts_template() -> None:
+def test_other_questions_for_the_edits_own_subject_are_of_another_kind_than_its_prompts() -> None:
     table = SubjectTable.from_records(RECORDS)
-    others = {"{} is located in the country of", "{} performs on the"}
+    located = "{} is located in the country of"
+    # "{} performs on the" answers guitar as PLAYS does: the same kind of question, left out like PLAYS itself
     asked = table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 5)
-    assert set(asked) == others and len(asked) == 2
-    one = table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 1)
-    assert one in {(t,) for t in others}
-    assert table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 1) == one  # the same each time
+    assert asked == (located,)
+    assert table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 5) == asked  # the same each time
     assert table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 0) == ()
-    assert len(table.questions("Where was Ada Lovelace born? In", "Ada Lovelace", 5)) == 3  # unknown: any
+    # a template giving one of the edit's answers (case and spacing aside) is of its kind too
+    assert table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 5, answers=(" latvia",)) == ()
+    # an unknown template has no kind but its answers
+    assert len(table.questions("Where was Ada Lovelace born? In", "Ada Lovelace", 5)) == 3
+    assert located not in table.questions("Where was Ada Lovelace born? In", "Ada Lovelace", 5, answers=("Riga",
+                                                                                                         "Germany"))
     # never one the caller leaves out (the edit's own wordings), the others as drawn
-    assert table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 5,
-                           exclude={"{} performs on the"}) == ("{} is located in the country of",)
-    assert table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 1, exclude={one[0]}) == ()
+    riga = table.questions("Riga is located in the country of", "Riga", 5)
+    assert set(riga) == {PLAYS, "{} performs on the"}
+    assert table.questions("Riga is located in the country of", "Riga", 5, exclude={"{} performs on the"}) == (PLAYS,)
+    one = table.questions("Riga is located in the country of", "Riga", 1)
+    assert table.questions("Riga is located in the country of", "Riga", 1, exclude={one[0]}) == ()
+
+
+def test_templates_are_of_one_kind_when_their_answers_overlap_by_a_quarter_of_the_smaller_set() -> None:
+    assert same_kind(frozenset("abcd"), frozenset("axyz"))
+    assert not same_kind(frozenset("abcde"), frozenset("avwxyz"))
+    assert same_kind(frozenset("a"), frozenset("abcdefgh"))
+    assert not same_kind(frozenset(), frozenset("a"))
 
 
 def test_different_edits_draw_in_different_orders() -> None:

@@ -220,12 +220,13 @@ def test_the_memory_asks_the_edits_own_subject_other_questions_of_the_table_and_
     assert all(g.subject != "france is" for g in on_subject)  # firing on the subject: nothing about its own
 
 
-def test_the_questions_about_the_edits_own_subject_are_never_its_own_wordings() -> None:
-    e = Edit("e1", "ns", "Sade Adu", "What does Sade Adu play? They play", "piano", None, (), 0.0)
+def test_the_questions_about_the_edits_own_subject_are_never_its_own_wordings_nor_of_its_kind() -> None:
+    e = Edit("e1", "ns", "Sade Adu", "What does Sade Adu play? They play", "piano", "jazz", (), 0.0)
     prompts = EditPrompts(key=("What does Sade Adu play? They play",),
                           value=("What does Sade Adu play? They play", "Sade Adu performs on the"))
     table = SubjectTable({"What does {} play? They play": ("A",), "{} performs on the": ("B",), "{} is a": ("C",),
-                          "{} was born in": ("D",)})
+                          "{} was born in": ("D",), "{} plays the instrument": ("E",), "{} is known for": ("F",)},
+                         {"{} plays the instrument": {"E": "Piano"}, "{} is known for": {"F": "jazz"}})
     options = PatchOptions(own_subject_questions=10)
     assert own_subject_questions(e, prompts, table, options) == ("{} was born in",)
 
