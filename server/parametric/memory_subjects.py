@@ -107,41 +107,43 @@ class SubjectTable:
         return tuple(chosen)
 
     def questions(self, prompt: str, subject: str, n: int, exclude: Iterable[str] = (),
-                  answers: Iterable[str] = ()) -> tuple[str, ...]:
+                  answers: Iterable[str | None] = ()) -> tuple[str, ...]:
         """Up to n templates of the table that ask another kind of question than the prompt's (other questions to ask
         `subject`), drawn with a seed of the prompt and subject; those in `exclude` are then left out (the draw stays
-        the same for the rest). A template asks the same kind of question when its answers are the prompt's template's
-        (`same_kind`) or include one of `answers` (the edit's old and new): "{}'s profession is a" beside "The
-        profession of {} is" is a paraphrase of the edit, and a neuron taught to stay silent on it does not
-        generalize."""
+        the same for the rest, so an edit with nothing of its kind in the table keeps the questions it was measured
+        with). Another template is of the prompt's kind when their answers overlap (`same_kind`), or, where the
+        prompt's template is not in the table, when its answers include one of `answers` (the edit's old and new):
+        "{}'s profession is a" beside "The profession of {} is" reads like the edit, and a neuron taught to stay
+        silent on it does not generalize."""
         if n <= 0:
             return ()
         rng = random.Random(hashlib.sha256(f"questions\n{subject}\n{prompt}".encode()).digest())
         known = template(prompt, subject)
-        kind = self.answer_set(known) if known else frozenset()
-        asked = {answer_key(a) for a in answers if a}
-        others = [t for t in self.by_template
-                  if t != known and not same_kind(kind, self.answer_set(t)) and not asked & self.answer_set(t)]
+        kind = self.answer_set(known or "") or frozenset(answer_key(a) for a in answers if a)
+        others = [t for t in self.by_template if t != known and not same_kind(kind, self.answer_set(t))]
         left_out = set(exclude)
         return tuple(t for t in rng.sample(others, min(n, len(others))) if t not in left_out)
 
-    def answer_set(self, known: str) -> frozenset[str]:
-        """The `answer_key`s of the answers the template's records give."""
-        return self.answer_sets.get(known, frozenset())
+    def answer_set(self, template_: str) -> frozenset[str]:
+        """The `answer_key`s of the answers the template's records give (empty for a template not in the table)."""
+        return self.answer_sets.get(template_, frozenset())
 
     @cached_property
     def answer_sets(self) -> Mapping[str, frozenset[str]]:
+        """Template → the `answer_key`s of its records' answers."""
         return {t: frozenset(answer_key(a) for a in group.values()) for t, group in self.answers.items()}
 
 
 # Templates of one relation share most of their answers (professions, languages, instruments: 0.6 to 1.0 of the
-# smaller set in the shipped table), unrelated ones almost none (0 to 0.2); relations of one answer type (cities of
-# birth and of death) fall between and count as the same kind.
+# smaller set in the shipped table) and unrelated ones none; relations of one answer type (cities of birth and of
+# death, countries of origin and of citizenship) spread between 0.1 and 0.6, so the cut-off is a judgement, not a gap:
+# a quarter leaves out each relation's other wordings and some questions of its answer type.
 SAME_KIND_OVERLAP = 0.25
 
 
 def same_kind(a: frozenset[str], b: frozenset[str]) -> bool:
-    """Whether two templates' answer sets overlap by at least SAME_KIND_OVERLAP of the smaller one."""
+    """Whether two answer sets overlap by at least SAME_KIND_OVERLAP of the smaller one (an edit's answers against a
+    template's: one shared answer)."""
     return bool(a and b) and len(a & b) >= SAME_KIND_OVERLAP * min(len(a), len(b))
 
 

@@ -39,9 +39,9 @@ elsewhere.
                 inside an answer could take), and the edit's prompts join it at the position after the answer (where
                 the neuron of the answer's last tokens would otherwise fire again and repeat it).
                 Options add `own_subject_questions` other questions of the table about the edit's subject (never one
-                of its own wordings) and continue each prompt about the subject by at least `own_subject_tokens`
-                greedy tokens: off by default, they keep zsRE's same-subject questions and cost paraphrases
-                (docs/BENCHMARKS.md, "The memory asks about the edit's own subject").
+                of its own wordings nor of their kind) and continue each prompt about the subject by at least
+                `own_subject_tokens` greedy tokens: off by default, they keep zsRE's same-subject questions and cost
+                paraphrases (docs/BENCHMARKS.md, "The memory asks about the edit's own subject").
     start       k = (x̄_e − μ) / ‖x̄_e − μ‖², b = −k·μ (x̄_e the mean edit input at the neuron's place, μ the
                 memory's mean): the neuron starts at 1 on the edit and at 0 on the memory's centre; v = 0 (the
                 paper starts k at x_e / ‖x_e‖² with b = 0: centring first keeps it from starting at 1 on every
@@ -292,12 +292,12 @@ def memory_prompts(edit: Edit, prompts: EditPrompts, subjects: Sequence[str],
 
 def own_subject_questions(edit: Edit, prompts: EditPrompts, subjects: SubjectTable,
                           options: PatchOptions) -> tuple[str, ...]:
-    """Other questions of the table to ask the edit's own subject: never one of the edit's own wordings nor one of
-    the same kind (the neuron must fire there), nor ROME's prompt, which the memory holds already."""
+    """Other questions of the table to ask the edit's own subject: never one of the edit's own wordings (the neuron
+    must fire there) nor one of their kind (it reads like them), nor ROME's prompt, which the memory holds already."""
     wordings = {template(p, edit.subject) for p in prompts.value}
     return subjects.questions(edit.prompt, edit.subject, options.own_subject_questions,
                               exclude={KL_PROMPT, *(w for w in wordings if w is not None)},
-                              answers=(edit.target_new, edit.target_true or ""))
+                              answers=(edit.target_new, edit.target_true))
 
 
 def memory_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, module: nn.Module,

@@ -69,12 +69,11 @@ def test_other_questions_for_the_edits_own_subject_are_of_another_kind_than_its_
     assert asked == (located,)
     assert table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 5) == asked  # the same each time
     assert table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 0) == ()
-    # a template giving one of the edit's answers (case and spacing aside) is of its kind too
-    assert table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 5, answers=(" latvia",)) == ()
-    # an unknown template has no kind but its answers
+    # a known template's kind is its answers; the edit's own count where the table does not know its template
+    assert table.questions("What does Toko Yasuda play? They play", "Toko Yasuda", 5, answers=("Latvia",)) == asked
     assert len(table.questions("Where was Ada Lovelace born? In", "Ada Lovelace", 5)) == 3
-    assert located not in table.questions("Where was Ada Lovelace born? In", "Ada Lovelace", 5, answers=("Riga",
-                                                                                                         "Germany"))
+    unknown = table.questions("Where was Ada Lovelace born? In", "Ada Lovelace", 5, answers=(" germany", None))
+    assert sorted(unknown) == sorted([PLAYS, "{} performs on the"])  # case and spacing aside
     # never one the caller leaves out (the edit's own wordings), the others as drawn
     riga = table.questions("Riga is located in the country of", "Riga", 5)
     assert set(riga) == {PLAYS, "{} performs on the"}

@@ -228,7 +228,11 @@ def test_the_questions_about_the_edits_own_subject_are_never_its_own_wordings_no
                           "{} was born in": ("D",), "{} plays the instrument": ("E",), "{} is known for": ("F",)},
                          {"{} plays the instrument": {"E": "Piano"}, "{} is known for": {"F": "jazz"}})
     options = PatchOptions(own_subject_questions=10)
+    # the table has no answers for the edit's template: questions giving its new or old answer are of its kind
     assert own_subject_questions(e, prompts, table, options) == ("{} was born in",)
+    unknown_truth = replace(e, target_true=None)
+    assert sorted(own_subject_questions(unknown_truth, prompts, table, options)) == ["{} is known for",
+                                                                                    "{} was born in"]
 
 
 def test_the_neurons_sit_beside_the_module_holding_both_projections() -> None:
