@@ -41,10 +41,11 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
     apply.add_argument("--memory-subjects", type=int,
                        help="T-Patcher, CaliNET: other subjects asked the edit's questions in the memory (default 16)")
     apply.add_argument("--own-subject-questions", type=int,
-                       help="T-Patcher, CaliNET: other questions about the edit's subject in the memory (default 0)")
+                       help="T-Patcher, CaliNET: other questions about the edit's subject in the memory "
+                            "(default: T-Patcher 8, CaliNET 0)")
     apply.add_argument("--own-subject-tokens", type=int,
                        help="T-Patcher, CaliNET: the model's tokens continuing each memory prompt about the edit's "
-                            "subject, at least (default 0)")
+                            "subject, at least (default: T-Patcher 24, CaliNET 0)")
     apply.add_argument("--remove-from-gate", action="store_true",
                        help="let only the weights carry the edits (default: the gate still routes to them)")
     apply.set_defaults(run=run_apply)

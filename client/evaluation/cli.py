@@ -72,12 +72,13 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     parser.add_argument("--memory-subjects", type=int,
                         help="T-Patcher, CaliNET: other subjects in the neurons' memory (default: the server's, 16)")
     parser.add_argument("--own-subject-questions", type=int,
-                        help="T-Patcher, CaliNET: other questions about the edit's subject in the memory (default 0)")
+                        help="T-Patcher, CaliNET: other questions about the edit's subject in the memory "
+                        "(default: T-Patcher 8, CaliNET 0)")
     parser.add_argument("--own-subject-tokens", type=int,
                         help="T-Patcher, CaliNET: tokens continuing each memory prompt about the edit's subject "
-                        "(default 0)")
+                        "(default: T-Patcher 24, CaliNET 0)")
     parser.add_argument("--steps", type=int, help="parametric methods that optimise: their steps (default: the "
-                        "server's for the method, e.g. T-Patcher's 25)")
+                        "server's for the method, e.g. T-Patcher's 100)")
     parser.add_argument("--layers", type=int, nargs="+", default=[], help="MEMIT and AlphaEdit: the layers, e.g. "
                         "8 9 10, or 12 (AlphaEdit's projection on ROME's one layer); default: the server's")
     parser.add_argument("--fluency", action="store_true", help="also generate 32 tokens per case for n-gram entropy")

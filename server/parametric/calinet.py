@@ -53,7 +53,8 @@ class SlotOptions(PatchOptions):
 
     slots: int = 4  # n, calibration slots per edit (the paper's d_c, shared by all its facts, is 64)
     per_token: bool = False  # every slot fires at the prompt's last token (the paper's calibration of one answer)
-    # CaliNET's memory as it was measured (docs/BENCHMARKS.md, CaliNET)
+    # CaliNET's steps and memory as they were measured (docs/BENCHMARKS.md, CaliNET)
+    steps: int = 25
     same_answer_subjects: int = 0
     own_subject_questions: int = 0
     own_subject_tokens: int = 0

@@ -40,8 +40,8 @@ elsewhere.
                 the neuron of the answer's last tokens would otherwise fire again and repeat it).
                 Options add `own_subject_questions` other questions of the table about the edit's subject (never one
                 of its own wordings nor of their kind) and continue each prompt about the subject by at least
-                `own_subject_tokens` greedy tokens: off by default, they keep zsRE's same-subject questions and cost
-                paraphrases (docs/BENCHMARKS.md, "The memory asks about the edit's own subject").
+                `own_subject_tokens` greedy tokens (8 and 24 by default): they keep zsRE's same-subject questions and
+                cost some of its paraphrases (docs/BENCHMARKS.md, "The memory asks about the edit's own subject").
     start       k = (x̄_e − μ) / ‖x̄_e − μ‖², b = −k·μ (x̄_e the mean edit input at the neuron's place, μ the
                 memory's mean): the neuron starts at 1 on the edit and at 0 on the memory's centre; v = 0 (the
                 paper starts k at x_e / ‖x_e‖² with b = 0: centring first keeps it from starting at 1 on every
@@ -82,7 +82,8 @@ MAX_OWN_SUBJECT = 64  # a request's own_subject_questions (rows) and own_subject
 
 @dataclass(frozen=True)
 class PatchOptions:
-    steps: int = 25
+    # 100 steps: the memory's hinge needs them (counterfact/train.json 20–59: greedy locality 0.79 at 25, 0.95 at 100)
+    steps: int = 100
     lr: float = 0.2  # Adam's step, relative to each parameter's scale (see `train_patch`)
     activation_weight: float = 1.0  # a
     memory_weight: float = 3.0  # m: chosen on counterfact/train.json cases 0–5 (docs/BENCHMARKS.md)
@@ -103,9 +104,10 @@ class PatchOptions:
     # The memory's prompts about the edit's own subject, firing at the last token: ROME's "{} is a" and this many
     # other questions of the table asked about the subject, each continued by at least `own_subject_tokens` of the
     # model's greedy tokens. On zsRE a neuron silent only up to the subject's other answers fired after them and wrote
-    # the edit's ("The place of death of Juan María Bordaberry is a mystery. Gabrielle"; docs/BENCHMARKS.md).
-    own_subject_questions: int = 0
-    own_subject_tokens: int = 0
+    # the edit's ("The place of death of Juan María Bordaberry is a mystery. Gabrielle"; docs/BENCHMARKS.md). 8 and 24
+    # from knowedit/wiki_recent_train.json (same subject 0.45 -> 0.82), at no cost on counterfact/train.json 20–35.
+    own_subject_questions: int = 8
+    own_subject_tokens: int = 24
     per_token: bool = True  # a neuron per answer token; off, the start's neurons all fire at the prompt's last token
 
     def __post_init__(self) -> None:
@@ -434,7 +436,8 @@ class TPatcher:
         if options.fire_at == "subject" and options.memory_subjects == 0:  # the memory would hold nothing
             raise InvalidArgument("options.fire_at subject needs options.memory_subjects of at least 1: firing at the "
                                   "subject, the memory holds only the other subjects' prompts")
-        if options.fire_at == "subject" and (options.own_subject_questions or options.own_subject_tokens):
+        # firing at the subject, the defaults' questions are left out; a request asking for them is refused
+        if options.fire_at == "subject" and (request.own_subject_questions or request.own_subject_tokens):
             raise InvalidArgument("options.own_subject_questions and own_subject_tokens need options.fire_at last: "
                                   "firing at the subject, the memory holds no prompt about the edit's own subject")
 

@@ -26,8 +26,11 @@ OTHER = "the capital of italy is"
 # the memory's weight of 3, which the unit tests lower to 1 and a request cannot. CaliNET's slots start from a seed
 # of the edit's id, which the server draws at random: with 60 steps 2 ids in 20 still answered "paris", with 100 none
 # in 60 (training stops once the edit takes, so the extra steps cost nothing when they are not needed).
+# T-Patcher's default memory about the edit's own subject (8 of the shipped table's questions, 24 greedy tokens) kept
+# the edit from taking in 60 steps on this 4-layer model taught four facts ("paris" stayed): asked for none.
 @pytest.mark.parametrize(("method", "options", "module"), [
-    ("tpatcher", ParametricOptions(steps=60, lr=1.0), "model.layers.3.mlp"),
+    ("tpatcher", ParametricOptions(steps=60, lr=1.0, own_subject_questions=0, own_subject_tokens=0),
+     "model.layers.3.mlp"),
     ("calinet", ParametricOptions(steps=100, lr=1.0), "model.layers.3.mlp"),
     ("wise", ParametricOptions(layer=3, steps=60, lr=10.0), "model.layers.3.mlp.down_proj"),
 ])

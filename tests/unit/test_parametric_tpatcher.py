@@ -116,7 +116,7 @@ def test_fire_at_names_a_position() -> None:
         TPatcher().check(MethodRequest("tpatcher", fire_at="first"))
     with pytest.raises(InvalidArgument, match=r"options.memory_subjects must be in \[0, 256\], got 1000"):
         TPatcher().check(MethodRequest("tpatcher", memory_subjects=1000))
-    TPatcher().check(MethodRequest("tpatcher", fire_at="subject", memory_subjects=64))
+    TPatcher().check(MethodRequest("tpatcher", fire_at="subject", memory_subjects=64))  # default own questions unused
     with pytest.raises(InvalidArgument, match="fire_at subject needs options.memory_subjects of at least 1"):
         TPatcher().check(MethodRequest("tpatcher", fire_at="subject", memory_subjects=0))
     with pytest.raises(InvalidArgument, match="memory_subjects of at least 1"):  # the method's own fire_at counts
@@ -209,14 +209,17 @@ def test_the_memory_asks_the_edits_own_subject_other_questions_of_the_table_and_
     editor, _, _ = make_editor("llama", tmp_path)
     request = MethodRequest("tpatcher", steps=2, own_subject_questions=1, own_subject_tokens=3)
     finish(editor.compute(request, [edit("france", "berlin", "e1")]))
-    request = MethodRequest("tpatcher", steps=2)  # the defaults: ROME's prompt alone, as far as the answer
+    request = MethodRequest("tpatcher", steps=2)  # the defaults: 8 questions (the table has one), 24 tokens
+    finish(editor.compute(request, [edit("france", "berlin", "e1")]))
+    request = MethodRequest("tpatcher", steps=2, own_subject_questions=0, own_subject_tokens=0)
     finish(editor.compute(request, [edit("france", "berlin", "e1")]))
     request = MethodRequest("tpatcher", steps=2, layer=1, fire_at="subject", memory_subjects=2)
     finish(editor.compute(request, [edit("france", "berlin", "e1")]))
-    asked, by_default, on_subject = seen
+    asked, by_default, off, on_subject = seen
     assert asked[-1] == MemoryGroup(("france is is a", "the language of france is"), "france is", 3)
     assert all(g.continued == 0 for g in asked[:-1])  # a one-token answer: the other subjects' prompts end there
-    assert by_default[-1] == MemoryGroup(("france is is a",), "france is", 0)
+    assert by_default[-1] == MemoryGroup(("france is is a", "the language of france is"), "france is", 24)
+    assert off[-1] == MemoryGroup(("france is is a",), "france is", 0)  # ROME's prompt alone, as far as the answer
     assert all(g.subject != "france is" for g in on_subject)  # firing on the subject: nothing about its own
 
 
