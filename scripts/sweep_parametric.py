@@ -125,6 +125,8 @@ def main() -> None:
     ):
         own = {k: v for k, v in (("own_subject_questions", own_questions), ("own_subject_tokens", own_tokens))
                if v is not None}
+        if own and fire_at == "subject":
+            parser.error("--own-subject-* need the neurons to fire at the last token, not --fire-at subject")
         if isinstance(method, TPatcher):
             options = method.options
             options = options if subjects is None else replace(options, memory_subjects=subjects)
@@ -137,6 +139,10 @@ def main() -> None:
         elif subjects is not None or fire_at is not None or alike is not None or own:
             parser.error("--memory-subjects (alphaedit: its neighbour subjects), --same-answer-subjects, --fire-at and "
                          "--own-subject-* are options of tpatcher and calinet")
+        # T-Patcher's and CaliNET's own-subject memory as trained (their defaults where no flag is given)
+        patched = METHODS[args.method]
+        used = ({k: getattr(patched.options, k) for k in ("own_subject_questions", "own_subject_tokens")}
+                if isinstance(patched, TPatcher) else {})
         with tempfile.TemporaryDirectory() as scratch:  # the server's default statistics text, whatever --data is
             settings = ParametricSettings(default_cache_dir(), (COUNTERFACT_TRAIN,), tokens, model_samples=64,
                                           prefixes=args.prefixes, wordings=wordings, other_wordings=others)
@@ -174,8 +180,7 @@ def main() -> None:
             print(json.dumps({"method": args.method, "layers": layers, "stats_tokens": tokens,
                               "prefixes": args.prefixes, "other_wordings": others, "mom2_weight": mom2,
                               "null_space_cutoff": cutoff, "deferral_radius": radius, "memory_subjects": subjects,
-                              "fire_at": fire_at, "same_answer_subjects": alike, "own_subject_questions": own_questions,
-                              "own_subject_tokens": own_tokens, "steps": args.steps,
+                              "fire_at": fire_at, "same_answer_subjects": alike, **used, "steps": args.steps,
                               "continuation_tokens": held, "continuation_factor": held_factor,
                               "batch": batch, "delta_scale": variant, "cases": len(scored), **summary}), flush=True)
 

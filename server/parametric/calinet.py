@@ -49,7 +49,7 @@ KIND = "calinet"
 
 @dataclass(frozen=True)
 class SlotOptions(PatchOptions):
-    """T-Patcher's loss and steps (its defaults, m = 3), and the slots' start."""
+    """T-Patcher's loss (m = 3), CaliNET's own steps and memory, and the slots' start."""
 
     slots: int = 4  # n, calibration slots per edit (the paper's d_c, shared by all its facts, is 64)
     per_token: bool = False  # every slot fires at the prompt's last token (the paper's calibration of one answer)

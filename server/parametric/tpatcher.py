@@ -82,7 +82,7 @@ MAX_OWN_SUBJECT = 64  # a request's own_subject_questions (rows) and own_subject
 
 @dataclass(frozen=True)
 class PatchOptions:
-    # 100 steps: the memory's hinge needs them (counterfact/train.json 20–59: greedy locality 0.79 at 25, 0.95 at 100)
+    # 100 steps: the memory's hinge needs them (counterfact/train.json 20–59: greedy locality 0.675 at 25, 0.925 at 100)
     steps: int = 100
     lr: float = 0.2  # Adam's step, relative to each parameter's scale (see `train_patch`)
     activation_weight: float = 1.0  # a
