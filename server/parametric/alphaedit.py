@@ -9,8 +9,15 @@ preserved keys, so that ΔW k₀ ≈ 0 for the keys that must not move.
 
 V lies in P's range (V = P (K₁ − K₁ K₁ᵀ V)), so Vᵀ k₀ = Vᵀ P k₀ ≈ 0 for every key C holds. Each edit
 keeps its own rank-one term per layer, so one edit rolls back alone and replay is exact.
-The paper also adds the keys of earlier edits to the system (its cache_c) for sequential editing;
-that is not done here: each application sees only C.
+
+Sequential editing: the keys K_p of the edits already in the weights join the system, as the paper's cache_c,
+    V = (P (K_p K_pᵀ + K₁ K₁ᵀ) + αI)⁻¹ P K₁,
+so a new update also keeps ΔW K_p small and does not overwrite earlier edits. K_p is read on the served model at
+each application from the earlier edits' prompts (the paper accumulates it as it goes), so rolling an edit back
+also drops its key from later applications, and nothing beyond the ledger's deltas is stored: replay and rollback
+stay exact. What rollback does not undo is an earlier edit's influence on later updates (they were solved with its
+key held); the weights are then the remaining deltas' sum, not what the remaining edits alone would have produced.
+An earlier edit of the same subject as a new one is not held: the new edit must move that subject's key.
 
 C is a statistic of ordinary text, so it does not hold the keys that matter most: the same question about
 another subject, whose key at the subject's last token lies close to the edited one (CounterFact's neighbourhood,
@@ -79,8 +86,8 @@ def without_directions(projection: torch.Tensor, keys: torch.Tensor) -> torch.Te
     return projection - q @ q.T
 
 
-def neighbour_keys(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, modules: Sequence[nn.Module],
-                   prompts: Sequence[tuple[str, str]], batch: int = 32) -> list[torch.Tensor]:
+def subject_keys(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, modules: Sequence[nn.Module],
+                 prompts: Sequence[tuple[str, str]], batch: int = 32) -> list[torch.Tensor]:
     """Each module's input at each (prompt, subject)'s subject token, [(d_in, m)] in the modules' order, from one
     forward pass per `batch` prompts."""
     found: list[list[torch.Tensor]] = [[] for _ in modules]
@@ -107,12 +114,22 @@ def neighbour_prompts(edits: Sequence[Edit], subjects: SubjectTable, n: int) -> 
     return prompts
 
 
+def earlier_prompts(earlier: Sequence[Edit], edits: Sequence[Edit]) -> list[tuple[str, str]]:
+    """The (prompt, subject) of each edit in the weights whose key a new update holds: all but those of a subject
+    the new edits change."""
+    edited = {e.subject for e in edits}
+    return [(e.prompt, e.subject) for e in earlier if e.subject not in edited]
+
+
 def projected_update(
-    projection: torch.Tensor, keys: torch.Tensor, wanted: torch.Tensor, ridge: float
+    projection: torch.Tensor, keys: torch.Tensor, wanted: torch.Tensor, ridge: float,
+    held: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(R, V) with ΔW = R Vᵀ, V = (P K Kᵀ + ridge I)⁻¹ P K; keys (d_in, n), wanted (d_out, n)."""
+    """(R, V) with ΔW = R Vᵀ, V = (P (K_p K_pᵀ + K Kᵀ) + ridge I)⁻¹ P K; keys (d_in, n), wanted (d_out, n), held
+    K_p (d_in, m): earlier edits' keys the update keeps small (None: none)."""
     k = keys.double()  # (d_in, n)
-    system = projection @ k @ k.T + ridge * torch.eye(k.shape[0], dtype=k.dtype)  # (d_in, d_in)
+    moment = k @ k.T if held is None else k @ k.T + held.double() @ held.double().T  # (d_in, d_in)
+    system = projection @ moment + ridge * torch.eye(k.shape[0], dtype=k.dtype)  # (d_in, d_in)
     return wanted, torch.linalg.solve(system, projection @ k).to(keys.dtype)  # (d_out, n), (d_in, n)
 
 
@@ -142,15 +159,18 @@ class AlphaEdit:
         moments = yield from layer_moments(context)
         projections = {layer: null_space_projection(c, cutoff) for layer, c in moments.items()}
         subjects = shipped_subjects() if self.subjects is None else self.subjects
+        layers = sorted(projections)
+        modules = [context.model.get_submodule(context.arch.mlp_out.format(layer)) for layer in layers]
         neighbours = neighbour_prompts(edits, subjects, self.neighbour_subjects)
-        if neighbours:  # read on the unedited model, as C is: at later layers, close to what MEMIT's keys see
-            layers = sorted(projections)
-            modules = [context.model.get_submodule(context.arch.mlp_out.format(layer)) for layer in layers]
-            for layer, keys in zip(layers, neighbour_keys(context.model, context.tokenizer, modules, neighbours),
+        if neighbours:  # read on the model as served, as the earlier keys are: close to what MEMIT's keys see
+            for layer, keys in zip(layers, subject_keys(context.model, context.tokenizer, modules, neighbours),
                                    strict=True):
                 projections[layer] = without_directions(projections[layer], keys)
+        earlier = earlier_prompts(context.earlier, edits)
+        held = (dict(zip(layers, subject_keys(context.model, context.tokenizer, modules, earlier), strict=True))
+                if earlier else {})
         return (yield from memit(
             context.model, context.tokenizer, context.arch, edits, context.prompts,
             MemitOptions(context.layers, value_options(request)),
-            lambda layer, keys, wanted: projected_update(projections[layer], keys, wanted, RIDGE),
+            lambda layer, keys, wanted: projected_update(projections[layer], keys, wanted, RIDGE, held.get(layer)),
         ))

@@ -133,8 +133,11 @@ class ParametricEditor:
 
     # --- computing deltas (steps run on the model thread) ---------------------------------
 
-    def compute(self, request: MethodRequest, edits: Sequence[Edit]) -> Generator[Progress, None, Sequence[Change]]:
-        """The changes that write `edits` into the model, one step per yield; the model is not changed."""
+    def compute(
+        self, request: MethodRequest, edits: Sequence[Edit], earlier: Sequence[Edit] = ()
+    ) -> Generator[Progress, None, Sequence[Change]]:
+        """The changes that write `edits` into the model, one step per yield; the model is not changed. `earlier`:
+        the edits the weights already hold, in the order applied (`baked_edits()`'s records)."""
         self._check(request, edits)
         method = METHODS[request.method]
         if self._prefixes is None:
@@ -142,7 +145,7 @@ class ParametricEditor:
             self._prefixes = context_prefixes(self._model, self._tokenizer, self._settings.prefixes, new_tokens=5)
         context = MethodContext(
             self._model, self._tokenizer, self._arch, method.edited_layers(request, self.defaults), self._statistics,
-            {edit.id: self._edit_prompts(edit) for edit in edits}, self._attachments, self._model_id,
+            {edit.id: self._edit_prompts(edit) for edit in edits}, self._attachments, self._model_id, tuple(earlier),
         )
         return (yield from method.compute(context, request, edits))
 

@@ -72,6 +72,7 @@ class MethodContext:
     prompts: Mapping[str, EditPrompts]  # by edit id
     additions: Attachments  # the state attached beside modules, as served
     model_id: str  # the served weights' fingerprint (precision appended when not fp32): trained methods check it
+    earlier: Sequence[Edit] = ()  # the edits the weights hold, in the order applied (AlphaEdit keeps their keys)
 
 
 class EditMethod(Protocol):

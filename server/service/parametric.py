@@ -25,7 +25,7 @@ from server.parametric.kn import AttributionReport
 from server.parametric.ledger import BakedEdit
 from server.parametric.targets import Progress
 from server.service.concurrency import off_loop
-from server.types import EditAction, EditEvent
+from server.types import Edit, EditAction, EditEvent
 from server.validation import check_edit_id, check_method_request, check_namespace, check_text
 from server.worker import ModelWorker
 
@@ -69,9 +69,10 @@ class Parametric:
         if len(ids) > self._limits.max_edits_per_request:
             raise InvalidArgument(f"{len(ids)} edit ids; at most {self._limits.max_edits_per_request} per call")
         edits = [await off_loop(self._io, self._memory.get, namespace, i) for i in ids]
+        earlier = await off_loop(self._io, self._in_weights)
         started = perf_counter()
         with metrics.parametric("apply", method.method):
-            steps = self._editor.compute(method, edits)
+            steps = self._editor.compute(method, edits, earlier)
             try:
                 while True:
                     (progress, deltas), _ = await self._worker.run(lambda: _advance(steps), should_stop)
@@ -87,6 +88,10 @@ class Parametric:
         baked = tuple(b for i in ids if (b := self._editor.baked(namespace, i)) is not None)
         await self._audit(EditAction.PARAMETRIC_APPLY, baked, token_name)
         yield Application(application, baked, perf_counter() - started)
+
+    def _in_weights(self) -> list[Edit]:
+        """Every namespace's edits the weights hold, in the order applied (baked edits cannot be deleted)."""
+        return [self._memory.get(b.namespace, b.edit_id) for b in self._editor.baked_edits()]
 
     async def rollback(self, namespace: str, edit_id: str, token_name: str = "") -> BakedEdit:
         namespace, edit_id = check_namespace(namespace), check_edit_id(edit_id)

@@ -10,6 +10,7 @@ import torch
 from server.errors import InvalidArgument
 from server.parametric.alphaedit import (
     AlphaEdit,
+    earlier_prompts,
     neighbour_prompts,
     null_space_projection,
     projected_update,
@@ -143,3 +144,51 @@ def test_the_neighbours_keys_stay_still_where_c_does_not_hold_them(
             assert answer(model, tokenizer, "the capital of italy is") == "rome"
         editor.close()
     assert moved[2] < 1e-6 < moved[0]
+
+
+def test_earlier_edits_keys_are_held_except_a_subject_the_new_edits_change() -> None:
+    earlier = [edit("france", "berlin", "e1"), edit("germany", "rome", "e2")]
+    assert earlier_prompts(earlier, [edit("germany", "madrid", "e3")]) == [("the capital of france is", "france is")]
+    assert earlier_prompts(earlier, [edit("italy", "paris", "e3")]) == [(e.prompt, e.subject) for e in earlier]
+
+
+def test_held_keys_stay_nearly_still_while_the_edited_keys_are_written() -> None:
+    torch.manual_seed(0)
+    preserved = torch.randn(16, 5, dtype=torch.float64)  # (d_in, n0): C spans 5 of 16 directions
+    projection = null_space_projection(preserved @ preserved.T / 5, cutoff=1e-8)
+    edited, wanted = torch.randn(16, 2, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
+    held = 30 * torch.randn(16, 3, dtype=torch.float64)  # (d_in, m): earlier edits' keys, ‖P k‖² ≫ the ridge
+    r, v = projected_update(projection, edited, wanted, ridge=1e-6)
+    r_held, v_held = projected_update(projection, edited, wanted, ridge=1e-6, held=held)
+    assert float((r_held @ v_held.T @ held).norm()) < 1e-2 * float((r @ v.T @ held).norm())
+    update = r_held @ v_held.T  # still in C's null space, to the solve's rounding:
+    assert float((update @ preserved).norm()) < 1e-6 * float(update.norm() * preserved.norm())
+    # 11 free directions less 3 held leave room to write both edits
+    assert torch.allclose(r_held @ v_held.T @ edited, wanted, atol=1e-3)
+
+
+def test_a_later_edit_keeps_clear_of_the_earlier_edits_keys(tmp_path: Path) -> None:
+    # C sees italy's and spain's facts only, so nothing but the earlier edit's own key holds france in place. The
+    # tiny model's keys for france and germany are nearly alike (both read at "is"), so germany's edit does not
+    # take while france's is held; what is asserted is that the update turns away from france's key.
+    request = MethodRequest("alphaedit", layers=(1,), steps=40, null_space_cutoff=1e-8)
+    first = edit("france", "berlin", "e1")
+    moved = {}
+    for held in (False, True):
+        (tmp_path / str(held)).mkdir()
+        editor, model, tokenizer = make_editor("llama", tmp_path / str(held), stats_text=FACTS[2:], model_samples=0)
+        editor.commit("ns", request, finish(editor.compute(request, [first])))
+        (delta,) = finish(editor.compute(request, [edit("germany", "rome", "e2")], [first] if held else []))
+        assert isinstance(delta, WeightDelta) and delta.v is not None
+        module = model.get_submodule(delta.module)
+        key = module_io(model, module, build_batch(tokenizer, [first.prompt], first.subject))[0][0]  # type: ignore[arg-type]
+        moved[held] = float((delta.v @ key).abs() / (delta.v.norm() * key.norm()))
+        editor.commit("ns", request, [delta])
+        assert (answer(model, tokenizer, "the capital of france is") == "berlin") is held
+        edited = weights(model)
+        editor.close()
+        replayed, model2, _ = make_editor("llama", tmp_path / str(held), stats_text=FACTS[2:], model_samples=0)
+        assert replayed.replay() == 2
+        assert_same(weights(model2), edited)  # the held keys are not stored: replay adds the recorded deltas
+        replayed.close()
+    assert moved[True] < 0.25 * moved[False]
