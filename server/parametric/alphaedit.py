@@ -7,17 +7,18 @@ preserved keys, so that ΔW k₀ ≈ 0 for the keys that must not move.
          K₁ the edits' keys, R their share of the wanted change at this layer (as in memit.py), α the
          reference implementation's L2 term (the paper writes I).
 
-V lies in P's range (V = P (K₁ − K₁ K₁ᵀ V)), so Vᵀ k₀ = Vᵀ P k₀ ≈ 0 for every key C holds. Each edit
-keeps its own rank-one term per layer, so one edit rolls back alone and replay is exact.
+V lies in P's range (αV = P (K₁ − A V), A the keys' moment below), so Vᵀ k₀ = Vᵀ P k₀ ≈ 0 for every key C holds.
+Each edit keeps its own rank-one term per layer, so one edit rolls back alone and replay is exact.
 
-Sequential editing: the keys K_p of the edits already in the weights join the system, as the paper's cache_c,
-    V = (P (K_p K_pᵀ + K₁ K₁ᵀ) + αI)⁻¹ P K₁,
-so a new update also keeps ΔW K_p small and does not overwrite earlier edits. K_p is read on the served model at
-each application from the earlier edits' prompts (the paper accumulates it as it goes), so rolling an edit back
-also drops its key from later applications, and nothing beyond the ledger's deltas is stored: replay and rollback
-stay exact. What rollback does not undo is an earlier edit's influence on later updates (they were solved with its
-key held); the weights are then the remaining deltas' sum, not what the remaining edits alone would have produced.
-An earlier edit of the same subject as a new one is not held: the new edit must move that subject's key.
+Sequential editing: the keys K_p of the baked edits (the ledger's, any method's and namespace's) join the system,
+as the paper's cache_c: V = (P A + αI)⁻¹ P K₁ with A = K_p K_pᵀ + K₁ K₁ᵀ, so a new update keeps ΔW K_p small
+(measured: 40 edits one after another kept all 40 instead of 33; docs/BENCHMARKS.md, "AlphaEdit, one edit after
+another"). K_p is read at each application on the served model, one key per earlier edit at the subject's last
+token of its bare prompt (K₁ averages context prefixes; one forward per 32 earlier prompts instead of one per
+edit), where the paper keeps the keys it solved for. So nothing beyond the deltas is stored: replay and rollback stay
+exact, and a rolled-back edit's key is no longer held by later applications; the updates solved while it was held
+stay as they were (the weights are the remaining deltas' sum, not what those edits alone would have produced). An
+earlier edit of a subject a new edit changes is not held: the new edit must move that subject's key.
 
 C is a statistic of ordinary text, so it does not hold the keys that matter most: the same question about
 another subject, whose key at the subject's last token lies close to the edited one (CounterFact's neighbourhood,
@@ -46,7 +47,7 @@ from server.parametric.method import MethodContext, MethodRequest, layer_moments
 from server.parametric.prompts import build_batch
 from server.parametric.tap import at_positions, recording_each
 from server.parametric.targets import Progress, forward
-from server.types import Edit
+from server.types import Edit, subject_key
 
 # Eigenvalues below this share of C's largest span the null space. Relative, so it means the same for
 # any model's key scale (the paper's absolute 1e-2 fits its own models' statistics). Chosen on
@@ -86,7 +87,7 @@ def without_directions(projection: torch.Tensor, keys: torch.Tensor) -> torch.Te
     return projection - q @ q.T
 
 
-def subject_keys(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, modules: Sequence[nn.Module],
+def keys_at_subjects(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, modules: Sequence[nn.Module],
                  prompts: Sequence[tuple[str, str]], batch: int = 32) -> list[torch.Tensor]:
     """Each module's input at each (prompt, subject)'s subject token, [(d_in, m)] in the modules' order, from one
     forward pass per `batch` prompts."""
@@ -115,10 +116,10 @@ def neighbour_prompts(edits: Sequence[Edit], subjects: SubjectTable, n: int) -> 
 
 
 def earlier_prompts(earlier: Sequence[Edit], edits: Sequence[Edit]) -> list[tuple[str, str]]:
-    """The (prompt, subject) of each edit in the weights whose key a new update holds: all but those of a subject
-    the new edits change."""
-    edited = {e.subject for e in edits}
-    return [(e.prompt, e.subject) for e in earlier if e.subject not in edited]
+    """The (prompt, subject) of each baked edit whose key a new update holds: all but those of a subject the new
+    edits change (compared as supersession compares them)."""
+    edited = {subject_key(e.subject) for e in edits}
+    return [(e.prompt, e.subject) for e in earlier if subject_key(e.subject) not in edited]
 
 
 def projected_update(
@@ -128,7 +129,10 @@ def projected_update(
     """(R, V) with ΔW = R Vᵀ, V = (P (K_p K_pᵀ + K Kᵀ) + ridge I)⁻¹ P K; keys (d_in, n), wanted (d_out, n), held
     K_p (d_in, m): earlier edits' keys the update keeps small (None: none)."""
     k = keys.double()  # (d_in, n)
-    moment = k @ k.T if held is None else k @ k.T + held.double() @ held.double().T  # (d_in, d_in)
+    moment = k @ k.T  # (d_in, d_in)
+    if held is not None:
+        h = held.double()  # (d_in, m)
+        moment = moment + h @ h.T
     system = projection @ moment + ridge * torch.eye(k.shape[0], dtype=k.dtype)  # (d_in, d_in)
     return wanted, torch.linalg.solve(system, projection @ k).to(keys.dtype)  # (d_out, n), (d_in, n)
 
@@ -139,6 +143,7 @@ class AlphaEdit:
 
     name = "alphaedit"
     batched = True
+    reads_earlier = True  # holds their keys
     subjects: SubjectTable | None = None  # the neighbours' subjects; None: the shipped table, read at the first edit
     neighbour_subjects: int = NEIGHBOUR_SUBJECTS
 
@@ -163,12 +168,12 @@ class AlphaEdit:
         modules = [context.model.get_submodule(context.arch.mlp_out.format(layer)) for layer in layers]
         neighbours = neighbour_prompts(edits, subjects, self.neighbour_subjects)
         if neighbours:  # read on the model as served, as the earlier keys are: close to what MEMIT's keys see
-            for layer, keys in zip(layers, subject_keys(context.model, context.tokenizer, modules, neighbours),
+            for layer, keys in zip(layers, keys_at_subjects(context.model, context.tokenizer, modules, neighbours),
                                    strict=True):
                 projections[layer] = without_directions(projections[layer], keys)
-        earlier = earlier_prompts(context.earlier, edits)
-        held = (dict(zip(layers, subject_keys(context.model, context.tokenizer, modules, earlier), strict=True))
-                if earlier else {})
+        held_prompts = earlier_prompts(context.earlier, edits)
+        held = (dict(zip(layers, keys_at_subjects(context.model, context.tokenizer, modules, held_prompts),
+                         strict=True)) if held_prompts else {})
         return (yield from memit(
             context.model, context.tokenizer, context.arch, edits, context.prompts,
             MemitOptions(context.layers, value_options(request)),

@@ -137,7 +137,7 @@ class ParametricEditor:
         self, request: MethodRequest, edits: Sequence[Edit], earlier: Sequence[Edit] = ()
     ) -> Generator[Progress, None, Sequence[Change]]:
         """The changes that write `edits` into the model, one step per yield; the model is not changed. `earlier`:
-        the edits the weights already hold, in the order applied (`baked_edits()`'s records)."""
+        the baked edits' records from the edit store, in the order applied, for a method that `reads_earlier`."""
         self._check(request, edits)
         method = METHODS[request.method]
         if self._prefixes is None:

@@ -69,6 +69,7 @@ class FineTune:
 
     name = "ft"
     batched = False
+    reads_earlier = False
 
     def edited_layers(self, request: MethodRequest, defaults: LayerDefaults) -> tuple[int, ...]:
         return (defaults.ft if request.layer is None else request.layer,)

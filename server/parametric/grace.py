@@ -173,6 +173,7 @@ class Grace:
 
     name = KIND
     batched = False
+    reads_earlier = False
 
     def edited_layers(self, request: MethodRequest, defaults: LayerDefaults) -> tuple[int, ...]:
         # ROME's layer: measured on Gemma-3-270M as where one MLP can write a fact's answer (12 of 18, about the

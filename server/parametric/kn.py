@@ -263,6 +263,7 @@ class Kn:
 
     name = "kn"
     batched = False
+    reads_earlier = False
 
     def edited_layers(self, request: MethodRequest, defaults: LayerDefaults) -> tuple[int, ...]:
         return request.layers or (defaults.kn if request.layer is None else (request.layer,))

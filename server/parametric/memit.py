@@ -131,6 +131,7 @@ class Memit:
 
     name = "memit"
     batched = True
+    reads_earlier = False
 
     def edited_layers(self, request: MethodRequest, defaults: LayerDefaults) -> tuple[int, ...]:
         return request.layers or defaults.memit

@@ -435,6 +435,7 @@ class Mend:
 
     name = "mend"
     batched = False
+    reads_earlier = False
     network_class: type[GradientEditor] = EditorNetwork
 
     def __init__(self, root: Path | None = None) -> None:

@@ -72,12 +72,13 @@ class MethodContext:
     prompts: Mapping[str, EditPrompts]  # by edit id
     additions: Attachments  # the state attached beside modules, as served
     model_id: str  # the served weights' fingerprint (precision appended when not fp32): trained methods check it
-    earlier: Sequence[Edit] = ()  # the edits the weights hold, in the order applied (AlphaEdit keeps their keys)
+    earlier: Sequence[Edit] = ()  # the baked edits, in the order applied, for a method that `reads_earlier`
 
 
 class EditMethod(Protocol):
     name: str  # recorded in the ledger with each application: never rename one
     batched: bool  # writes all edits at once over `request.layers`; else one at a time at `request.layer`
+    reads_earlier: bool  # computes from `MethodContext.earlier`: only then does the service fetch those edits
 
     def edited_layers(self, request: MethodRequest, defaults: LayerDefaults) -> tuple[int, ...]:
         """The layers the request names, or this method's default for the model."""

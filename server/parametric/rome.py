@@ -70,6 +70,7 @@ class Rome:
 
     name = "rome"
     batched = False
+    reads_earlier = False
 
     def edited_layers(self, request: MethodRequest, defaults: LayerDefaults) -> tuple[int, ...]:
         return (defaults.rome if request.layer is None else request.layer,)

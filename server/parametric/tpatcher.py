@@ -416,6 +416,7 @@ class TPatcher:
 
     name = KIND
     batched = False
+    reads_earlier = False
     subjects: SubjectTable | None = None  # the memory's subjects; None: the shipped table, read at the first edit
     options: PatchOptions = PatchOptions()  # a request's steps and lr replace these
 

@@ -287,6 +287,7 @@ class Wise:
 
     name = KIND
     batched = False
+    reads_earlier = False
     subjects: SubjectTable | None = None  # the memory's subjects; None: the shipped table, read at the first edit
     options: WiseOptions = WiseOptions()  # a request's steps and lr replace these
 

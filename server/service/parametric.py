@@ -8,6 +8,7 @@ rollback), so no request ever sees half-written weights.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Collection, Generator, Sequence
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
@@ -17,9 +18,9 @@ from typing import TypeVar
 
 from server import metrics
 from server.config import Config
-from server.errors import InvalidArgument
+from server.errors import EditNotFound, InvalidArgument
 from server.interfaces import Memory, StopCheck
-from server.parametric.editor import MethodRequest, ParametricEditor
+from server.parametric.editor import METHODS, MethodRequest, ParametricEditor
 from server.parametric.export import export_target
 from server.parametric.kn import AttributionReport
 from server.parametric.ledger import BakedEdit
@@ -30,6 +31,7 @@ from server.validation import check_edit_id, check_method_request, check_namespa
 from server.worker import ModelWorker
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 MAX_ATTRIBUTED_NEURONS = 100  # per layer in an Attribute response
 MAX_ATTRIBUTION_STEPS = 200  # Riemann steps: each is one more row through the model per layer
@@ -69,7 +71,7 @@ class Parametric:
         if len(ids) > self._limits.max_edits_per_request:
             raise InvalidArgument(f"{len(ids)} edit ids; at most {self._limits.max_edits_per_request} per call")
         edits = [await off_loop(self._io, self._memory.get, namespace, i) for i in ids]
-        earlier = await off_loop(self._io, self._in_weights)
+        earlier = await off_loop(self._io, self._baked_records) if METHODS[method.method].reads_earlier else []
         started = perf_counter()
         with metrics.parametric("apply", method.method):
             steps = self._editor.compute(method, edits, earlier)
@@ -89,9 +91,17 @@ class Parametric:
         await self._audit(EditAction.PARAMETRIC_APPLY, baked, token_name)
         yield Application(application, baked, perf_counter() - started)
 
-    def _in_weights(self) -> list[Edit]:
-        """Every namespace's edits the weights hold, in the order applied (baked edits cannot be deleted)."""
-        return [self._memory.get(b.namespace, b.edit_id) for b in self._editor.baked_edits()]
+    def _baked_records(self) -> list[Edit]:
+        """Every namespace's baked edits, in the order applied. This server refuses to delete a baked edit, but a
+        replica that has not yet seen it baked may not: one gone from the store is left out, not a failed apply."""
+        records = []
+        for baked in self._editor.baked_edits():
+            try:
+                records.append(self._memory.get(baked.namespace, baked.edit_id))
+            except EditNotFound:
+                log.warning("baked edit %s of namespace %s is not in the edit store; its key is not held",
+                            baked.edit_id, baked.namespace)
+        return records
 
     async def rollback(self, namespace: str, edit_id: str, token_name: str = "") -> BakedEdit:
         namespace, edit_id = check_namespace(namespace), check_edit_id(edit_id)
