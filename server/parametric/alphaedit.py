@@ -88,7 +88,7 @@ def without_directions(projection: torch.Tensor, keys: torch.Tensor) -> torch.Te
 
 
 def keys_at_subjects(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, modules: Sequence[nn.Module],
-                 prompts: Sequence[tuple[str, str]], batch: int = 32) -> list[torch.Tensor]:
+                     prompts: Sequence[tuple[str, str]], batch: int = 32) -> list[torch.Tensor]:
     """Each module's input at each (prompt, subject)'s subject token, [(d_in, m)] in the modules' order, from one
     forward pass per `batch` prompts."""
     found: list[list[torch.Tensor]] = [[] for _ in modules]

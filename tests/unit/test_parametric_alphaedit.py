@@ -169,8 +169,8 @@ def test_held_keys_stay_nearly_still_while_the_edited_keys_are_written() -> None
 
 def test_a_later_edit_keeps_clear_of_the_earlier_edits_keys(tmp_path: Path) -> None:
     # C sees italy's and spain's facts only, so nothing but the earlier edit's own key holds france in place. The
-    # tiny model's keys for france and germany are nearly alike (both read at "is"), so germany's edit does not
-    # take while france's is held; what is asserted is that the update turns away from france's key.
+    # tiny model's keys for france and germany are nearly alike (both read at "is"), and germany's edit does not take
+    # here either way; what is asserted is that the update turns away from france's key, which keeps france's edit.
     request = MethodRequest("alphaedit", layers=(1,), steps=40, null_space_cutoff=1e-8)
     first = edit("france", "berlin", "e1")
     moved = {}

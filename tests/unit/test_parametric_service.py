@@ -81,3 +81,4 @@ def test_each_application_sees_the_baked_edits_and_only_a_method_that_reads_them
     finally:
         editor.close()
         io.shutdown()
+        worker.shutdown()
